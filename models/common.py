@@ -1,0 +1,349 @@
+"""Pieces shared by the GPT-2 and LLaMA-3 models.
+
+* config validation helpers (``ValueError`` naming the field, the value and the rule),
+* the precision policy (parameters float32, compute in ``config.dtype``, logits/loss float32),
+* causal self-attention through :func:`jax.nn.dot_product_attention`,
+* the loss, parameter counting, weight-decay mask,
+* a dependency-free safetensors reader/writer (the ``safetensors`` package is only a
+  test extra, so the models read and write the format themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PARAM_DTYPE = jnp.float32
+DTYPES = ("float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = (None, "xla", "cudnn")
+
+# --------------------------------------------------------------------------------------
+# config validation
+
+
+def _fail(cls: str, name: str, value: Any, rule: str) -> None:
+    raise ValueError(f"{cls}.{name}={value!r} is invalid: {rule}")
+
+
+def check_pos_int(cls: str, name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a positive ``int`` (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        _fail(cls, name, value, "must be a positive int")
+
+
+def check_pos_float(cls: str, name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.floating | np.integer)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        _fail(cls, name, value, "must be a finite number > 0")
+
+
+def check_divides(cls: str, small: str, a: int, big: str, b: int) -> None:
+    """Raise ``ValueError`` unless ``a`` divides ``b``."""
+    if b % a != 0:
+        _fail(cls, small, a, f"{small} must divide {big}={b}")
+
+
+def check_dropout(cls: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        _fail(cls, "dropout", value, "must be a float in [0, 1)")
+
+
+def check_bool(cls: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        _fail(cls, name, value, "must be a bool")
+
+
+def canonical_dtype(cls: str, value: Any) -> str:
+    """Normalise a dtype spec (``"bfloat16"``, ``jnp.bfloat16``, ...) to its name."""
+    try:
+        name = jnp.dtype(value).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        _fail(cls, "dtype", value, f"must be one of {DTYPES}")
+    return name
+
+
+def check_attn_impl(cls: str, value: Any) -> None:
+    if value not in ATTN_IMPLEMENTATIONS:
+        _fail(cls, "attn_implementation", value, f"must be one of {ATTN_IMPLEMENTATIONS}")
+
+
+# --------------------------------------------------------------------------------------
+# layers
+
+
+def causal_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    dropout: nn.Dropout | None,
+    deterministic: bool,
+    implementation: str | None = None,
+) -> jax.Array:
+    """Causal (grouped-query) attention, softmax(q k^T / sqrt(d)) v.
+
+    ``q``: [B, T, N, D], ``k``/``v``: [B, T, K, D] with K dividing N (GQA when K < N).
+    Without attention-probability dropout this is :func:`jax.nn.dot_product_attention`
+    (fused kernel where the platform has one, e.g. ``implementation="cudnn"``). With dropout
+    active the probabilities must be materialised, so the explicit formula is used.
+    """
+    if dropout is None or deterministic or dropout.rate == 0.0:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
+    T, N, D = q.shape[1:]
+    K = k.shape[2]
+    if K != N:
+        k = jnp.repeat(k, N // K, axis=2)
+        v = jnp.repeat(v, N // K, axis=2)
+    att = jnp.einsum("btnd,bsnd->bnts", q, k, preferred_element_type=jnp.float32)
+    att = att / math.sqrt(D)
+    mask = jnp.tril(jnp.ones((T, T), dtype=bool))
+    att = jnp.where(mask, att, jnp.finfo(jnp.float32).min)
+    att = jax.nn.softmax(att, axis=-1)
+    att = dropout(att, deterministic=False).astype(q.dtype)
+    return jnp.einsum("bnts,bsnd->btnd", att, v)
+
+
+def lm_logits(x: jax.Array, weight: jax.Array, *, transposed: bool) -> jax.Array:
+    """Output projection in the compute dtype with float32 accumulation and result.
+
+    ``weight`` is [V, C] (tied embedding, ``transposed=True``) or [C, V] (untied kernel).
+    """
+    w = weight.astype(x.dtype)
+    spec = "btc,vc->btv" if transposed else "btc,cv->btv"
+    return jnp.einsum(spec, x, w, preferred_element_type=jnp.float32)
+
+
+# --------------------------------------------------------------------------------------
+# loss, counting, decay mask
+
+
+def loss_fn(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean token cross-entropy in float32.
+
+    Convention: ``targets`` are explicit, aligned with ``logits`` ([B, T] for [B, T, V]);
+    nothing is shifted here. (HF ``...ForCausalLM(labels=x)`` shifts inside the model; the
+    equivalent is ``loss_fn(logits[:, :-1], x[:, 1:])``.) Optional ``mask`` ([B, T], 1 = count
+    the token) gives the mean over the unmasked tokens.
+    """
+    logits = logits.astype(jnp.float32)
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    nll = logz - picked
+    if mask is None:
+        return jnp.mean(nll)
+    m = mask.astype(jnp.float32)
+    return jnp.sum(nll * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+def num_params(params: Any) -> int:
+    """Total number of scalars in a parameter pytree (works on ShapeDtypeStructs too)."""
+    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+def decay_mask(params: Any) -> Any:
+    """Pytree of bools, True for matrices that get weight decay.
+
+    True: 2-D ``kernel`` leaves (attention/MLP projections, an untied LM head).
+    False: biases, LayerNorm/RMSNorm gains and embedding tables (``embedding`` leaves).
+    """
+
+    def is_decayed(path: tuple, leaf: Any) -> bool:
+        name = getattr(path[-1], "key", str(path[-1]))
+        return name == "kernel" and len(leaf.shape) >= 2
+
+    return jax.tree_util.tree_map_with_path(is_decayed, params)
+
+
+def matmul_params(params: Any) -> int:
+    """Number of weights that take part in matmuls (2-D ``kernel`` leaves + a tied head)."""
+    n = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if getattr(path[-1], "key", None) == "kernel" and len(leaf.shape) >= 2:
+            n += math.prod(leaf.shape)
+    return n
+
+
+# --------------------------------------------------------------------------------------
+# HF state-dict helpers and a minimal safetensors implementation
+
+_ST_DTYPES: dict[str, Any] = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": jnp.bfloat16,  # ml_dtypes.bfloat16
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``.safetensors`` file into numpy arrays (memory-mapped, no copy)."""
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    (n,) = struct.unpack("<Q", bytes(raw[:8]))
+    header = json.loads(bytes(raw[8 : 8 + n]).decode("utf-8"))
+    header.pop("__metadata__", None)
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        dtype = np.dtype(_ST_DTYPES[info["dtype"]])
+        out[name] = raw[base + begin : base + end].view(dtype).reshape(info["shape"])
+    return out
+
+
+def write_safetensors(
+    path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: dict | None = None
+) -> None:
+    """Write numpy arrays as a ``.safetensors`` file (readable by ``safetensors``/HF)."""
+    header: dict[str, Any] = {"__metadata__": dict(metadata or {"format": "pt"})}
+    arrays, offset = [], 0
+    for name, value in tensors.items():
+        a = np.ascontiguousarray(value)
+        header[name] = {
+            "dtype": _ST_NAMES[a.dtype],
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + a.nbytes],
+        }
+        arrays.append(a)
+        offset += a.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for a in arrays:
+            f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+def to_numpy_f32(x: Any) -> np.ndarray:
+    """numpy / torch / jax array -> float32 numpy array (torch is duck-typed, not imported)."""
+    if hasattr(x, "detach"):  # torch.Tensor
+        x = x.detach().cpu().float().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def load_state_dict(path_or_state_dict: Any) -> dict[str, Any]:
+    """A state dict from a mapping, a ``.safetensors`` file or a directory of them."""
+    if isinstance(path_or_state_dict, Mapping):
+        return dict(path_or_state_dict)
+    path = os.fspath(path_or_state_dict)
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no .safetensors files in directory {path!r}")
+        sd: dict[str, Any] = {}
+        for f in files:
+            sd.update(read_safetensors(os.path.join(path, f)))
+        return sd
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    return read_safetensors(path)
+
+
+def convert_from_hf(
+    cls: str,
+    mapping: list[tuple[str, tuple[str, ...], bool]],
+    state_dict: Mapping[str, Any],
+    expected: Any,
+    ignore: tuple[str, ...] = (),
+) -> dict:
+    """Build a params pytree from an HF state dict.
+
+    ``mapping`` rows are (hf_name, params_path, transpose). ``expected`` is the params pytree
+    of shapes (from ``jax.eval_shape``). Unknown keys (except those ending in ``ignore``),
+    missing keys and shape mismatches raise ``ValueError``.
+    """
+    shapes = {
+        tuple(p.key for p in path): leaf.shape
+        for path, leaf in jax.tree_util.tree_leaves_with_path(expected)
+    }
+    known = {hf for hf, _, _ in mapping}
+    extra = [k for k in state_dict if k not in known and not k.endswith(ignore)]
+    if extra:
+        raise ValueError(f"{cls}: unexpected keys in state dict: {sorted(extra)[:10]}")
+    missing = [hf for hf, _, _ in mapping if hf not in state_dict]
+    if missing:
+        raise ValueError(f"{cls}: missing keys in state dict: {missing[:10]}")
+    params: dict = {}
+    for hf, path, transpose in mapping:
+        a = to_numpy_f32(state_dict[hf])
+        if transpose:
+            a = a.T
+        if a.shape != tuple(shapes[path]):
+            raise ValueError(
+                f"{cls}: {hf} has shape {a.shape} (after layout change), expected "
+                f"{tuple(shapes[path])} for config"
+            )
+        node = params
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = jnp.asarray(a, dtype=PARAM_DTYPE)
+    return params
+
+
+def convert_to_hf(
+    mapping: list[tuple[str, tuple[str, ...], bool]], params: Any
+) -> dict[str, np.ndarray]:
+    """Inverse of :func:`convert_from_hf`: params pytree -> {hf_name: float32 ndarray}."""
+    out = {}
+    for hf, path, transpose in mapping:
+        node = params
+        for key in path:
+            node = node[key]
+        a = np.asarray(node, dtype=np.float32)
+        out[hf] = np.ascontiguousarray(a.T if transpose else a)
+    return out
+
+
+def save_state_dict(path: str | os.PathLike, sd: dict[str, np.ndarray], hf_cfg: dict) -> str:
+    """Write ``sd`` as safetensors. A ``*.safetensors`` path is written as that file;
+    any other path is a directory receiving ``model.safetensors`` and ``config.json``
+    (so ``transformers`` ``from_pretrained(path)`` can load it). Returns the file written."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        write_safetensors(path, sd)
+        return path
+    os.makedirs(path, exist_ok=True)
+    file = os.path.join(path, "model.safetensors")
+    write_safetensors(file, sd)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(hf_cfg, f, indent=2)
+    return file
+
+
+class LMHead(nn.Module):
+    """Untied output projection: parameter ``kernel`` [C, V] (float32), float32 logits."""
+
+    vocab_size: int
+    init_std: float = 0.02
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel",
+            nn.initializers.normal(self.init_std),
+            (x.shape[-1], self.vocab_size),
+            PARAM_DTYPE,
+        )
+        return lm_logits(x, kernel, transposed=False)

@@ -1,0 +1,325 @@
+"""GPT-2 in Flax (``flax.linen``), numerically matching HF ``GPT2LMHeadModel``.
+
+Architecture (Radford et al. 2019, as in HF/nanoGPT): learned token + position embeddings,
+``n_layer`` pre-LayerNorm blocks ``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``, causal multi-head
+self-attention, MLP ``c_proj(gelu_tanh(c_fc(x)))`` of width 4·C, a final LayerNorm, and an output
+head tied to the token embedding. Biases everywhere, LayerNorm eps 1e-5.
+
+Parameter tree (plain nested dicts of float32 arrays, names follow HF so the mapping is obvious)::
+
+    wte/embedding [V, C]        wpe/embedding [block_size, C]
+    h_{i}/ln_1/{scale,bias}     h_{i}/attn/c_attn/{kernel [C, 3C], bias}
+    h_{i}/attn/c_proj/{kernel [C, C], bias}
+    h_{i}/ln_2/{scale,bias}     h_{i}/mlp/c_fc/{kernel [C, 4C], bias}
+    h_{i}/mlp/c_proj/{kernel [4C, C], bias}
+    ln_f/{scale,bias}
+
+HF's ``Conv1D`` stores weights as [in, out], the same layout as a Flax ``Dense`` kernel, so the
+import/export is a pure renaming (``transformer.h.{i}.attn.c_attn.weight`` <->
+``h_{i}/attn/c_attn/kernel``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .common import (
+    PARAM_DTYPE,
+    canonical_dtype,
+    causal_attention,
+    check_attn_impl,
+    check_divides,
+    check_dropout,
+    check_pos_float,
+    check_pos_int,
+    convert_from_hf,
+    convert_to_hf,
+    lm_logits,
+    num_params,
+)
+
+# --------------------------------------------------------------------------------------
+# config
+
+
+@dataclass(frozen=True)
+class GPT2Config:
+    """GPT-2 hyper-parameters (defaults: GPT-2 124M). Validated at construction.
+
+    ``dtype`` is the computation dtype (parameters are always float32; logits float32).
+    ``dropout`` is applied to the embeddings, the attention probabilities and both residual
+    branches (HF's ``embd_pdrop = attn_pdrop = resid_pdrop``) when ``deterministic=False``.
+    ``attn_implementation`` is passed to :func:`jax.nn.dot_product_attention` (None/"xla"/"cudnn").
+    """
+
+    model_type: ClassVar[str] = "gpt2"
+
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    dtype: str = "float32"
+    layer_norm_eps: float = 1e-5
+    attn_implementation: str | None = None
+
+    def __post_init__(self) -> None:
+        cls = type(self).__name__
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            check_pos_int(cls, name, getattr(self, name))
+        check_divides(cls, "n_head", self.n_head, "n_embd", self.n_embd)
+        check_dropout(cls, self.dropout)
+        check_pos_float(cls, "layer_norm_eps", self.layer_norm_eps)
+        check_attn_impl(cls, self.attn_implementation)
+        object.__setattr__(self, "dtype", canonical_dtype(cls, self.dtype))
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+
+GPT2_CONFIGS: dict[str, GPT2Config] = {
+    # for tests: a few hundred thousand parameters
+    "tiny": GPT2Config(vocab_size=256, block_size=64, n_layer=2, n_head=2, n_embd=64),
+    # nanoGPT "baby GPT": the trainer's default run and the CPU benchmarks
+    "small": GPT2Config(block_size=256, n_layer=6, n_head=6, n_embd=384),
+    # published OpenAI GPT-2 shapes
+    "124m": GPT2Config(n_layer=12, n_head=12, n_embd=768),
+    "350m": GPT2Config(n_layer=24, n_head=16, n_embd=1024),
+    "774m": GPT2Config(n_layer=36, n_head=20, n_embd=1280),
+    "1.5b": GPT2Config(n_layer=48, n_head=25, n_embd=1600),
+}
+
+# --------------------------------------------------------------------------------------
+# model
+
+_INIT_STD = 0.02
+
+
+def _dense(cfg: GPT2Config, features: int, name: str, std: float = _INIT_STD) -> nn.Dense:
+    return nn.Dense(
+        features,
+        dtype=cfg.compute_dtype,
+        param_dtype=PARAM_DTYPE,
+        kernel_init=nn.initializers.normal(std),
+        name=name,
+    )
+
+
+def _layer_norm(cfg: GPT2Config, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=cfg.layer_norm_eps,
+        dtype=cfg.compute_dtype,
+        param_dtype=PARAM_DTYPE,
+        use_fast_variance=False,
+        name=name,
+    )
+
+
+class CausalSelfAttention(nn.Module):
+    config: GPT2Config
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        B, T, C = x.shape
+        qkv = _dense(cfg, 3 * C, "c_attn")(x)
+        q, k, v = (t.reshape(B, T, cfg.n_head, cfg.head_dim) for t in jnp.split(qkv, 3, -1))
+        y = causal_attention(
+            q,
+            k,
+            v,
+            dropout=nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None,
+            deterministic=deterministic,
+            implementation=cfg.attn_implementation,
+        )
+        # GPT-2 paper / nanoGPT: scale residual projections by 1/sqrt(2 * n_layer) at init
+        y = _dense(cfg, C, "c_proj", _INIT_STD / math.sqrt(2 * cfg.n_layer))(y.reshape(B, T, C))
+        return nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+
+
+class MLP(nn.Module):
+    config: GPT2Config
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        h = _dense(cfg, 4 * cfg.n_embd, "c_fc")(x)
+        h = jax.nn.gelu(h, approximate=True)  # HF "gelu_new"
+        h = _dense(cfg, cfg.n_embd, "c_proj", _INIT_STD / math.sqrt(2 * cfg.n_layer))(h)
+        return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+
+
+class Block(nn.Module):
+    config: GPT2Config
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        x = x + CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln_1")(x), deterministic)
+        x = x + MLP(cfg, name="mlp")(_layer_norm(cfg, "ln_2")(x), deterministic)
+        return x
+
+
+class GPT2(nn.Module):
+    """GPT-2 language model: int tokens [B, T] -> float32 logits [B, T, vocab_size]."""
+
+    config: GPT2Config
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
+        cfg = self.config
+        seq_len = tokens.shape[1]
+        if seq_len > cfg.block_size:
+            raise ValueError(f"sequence length {seq_len} exceeds block_size={cfg.block_size}")
+        embed = dict(
+            dtype=cfg.compute_dtype,
+            param_dtype=PARAM_DTYPE,
+            embedding_init=nn.initializers.normal(_INIT_STD),
+        )
+        wte = nn.Embed(cfg.vocab_size, cfg.n_embd, name="wte", **embed)
+        wpe = nn.Embed(cfg.block_size, cfg.n_embd, name="wpe", **embed)
+        x = wte(tokens) + wpe(jnp.arange(seq_len))[None]
+        x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        for i in range(cfg.n_layer):
+            x = Block(cfg, name=f"h_{i}")(x, deterministic)
+        x = _layer_norm(cfg, "ln_f")(x)
+        return lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
+
+
+# --------------------------------------------------------------------------------------
+# counting
+
+
+def count_params(config: GPT2Config) -> int:
+    """Exact parameter count from the config, without allocating (``jax.eval_shape``).
+
+    Equals ``V·C + S·C + L·(12·C² + 13·C) + 2·C`` (S = block_size; tied head not double counted),
+    which is HF ``GPT2LMHeadModel.num_parameters()``.
+    """
+    tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+    shapes = jax.eval_shape(GPT2(config).init, jax.random.key(0), tokens)
+    return num_params(shapes["params"])
+
+
+def flops_per_token(config: GPT2Config, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), PaLM appendix B style::
+
+        6·N + 12·L·H·Q·T
+
+    N = weights that take part in matmuls = L·12·C² (c_attn 3C², attn c_proj C², c_fc 4C²,
+    mlp c_proj 4C²) + V·C (tied output head); position embeddings, biases and LayerNorm gains
+    are excluded (lookups / element-wise). L = n_layer, H = n_head, Q = head_dim, T = seq_len:
+    the attention term counts QKᵀ and A·V (2·2·T·H·Q forward FLOPs per token and layer,
+    ×3 for backward), without discounting the causal mask.
+    """
+    C, L = config.n_embd, config.n_layer
+    n_matmul = L * 12 * C * C + config.vocab_size * C
+    return float(6 * n_matmul + 12 * L * config.n_head * config.head_dim * seq_len)
+
+
+# --------------------------------------------------------------------------------------
+# HuggingFace interop
+
+_IGNORED_HF_KEYS = (".attn.bias", ".attn.masked_bias", "lm_head.weight")
+
+
+def hf_mapping(config: GPT2Config) -> list[tuple[str, tuple[str, ...], bool]]:
+    """Rows (HF name, params path, transpose?) — GPT-2 needs no transposes (Conv1D [in, out])."""
+    rows = [
+        ("transformer.wte.weight", ("wte", "embedding"), False),
+        ("transformer.wpe.weight", ("wpe", "embedding"), False),
+    ]
+    for i in range(config.n_layer):
+        hf, fx = f"transformer.h.{i}.", f"h_{i}"
+        for ln in ("ln_1", "ln_2"):
+            rows.append((f"{hf}{ln}.weight", (fx, ln, "scale"), False))
+            rows.append((f"{hf}{ln}.bias", (fx, ln, "bias"), False))
+        linears = (("attn", "c_attn"), ("attn", "c_proj"), ("mlp", "c_fc"), ("mlp", "c_proj"))
+        for mod, lin in linears:
+            rows.append((f"{hf}{mod}.{lin}.weight", (fx, mod, lin, "kernel"), False))
+            rows.append((f"{hf}{mod}.{lin}.bias", (fx, mod, lin, "bias"), False))
+    rows.append(("transformer.ln_f.weight", ("ln_f", "scale"), False))
+    rows.append(("transformer.ln_f.bias", ("ln_f", "bias"), False))
+    return rows
+
+
+def from_hf(config: GPT2Config, state_dict: Mapping[str, Any]) -> dict:
+    """HF GPT-2 state dict -> params. Accepts names with or without the ``transformer.``
+    prefix (original OpenAI checkpoints have none); ignores the attention-mask buffers and
+    ``lm_head.weight`` (tied to ``wte``)."""
+    sd = {
+        (k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
+        for k, v in state_dict.items()
+    }
+    expected = jax.eval_shape(GPT2(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+    return convert_from_hf(
+        "GPT2", hf_mapping(config), sd, expected["params"], ignore=_IGNORED_HF_KEYS
+    )
+
+
+def to_hf(config: GPT2Config, params: Any) -> dict[str, np.ndarray]:
+    """params -> HF ``GPT2LMHeadModel`` state dict (float32 numpy; no ``lm_head.weight``, as
+    ``save_pretrained`` writes it for tied weights)."""
+    return convert_to_hf(hf_mapping(config), params)
+
+
+def hf_config(config: GPT2Config) -> dict[str, Any]:
+    """A transformers ``GPT2Config`` dict (``config.json``) for this config."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "layer_norm_epsilon": config.layer_norm_eps,
+        "initializer_range": _INIT_STD,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": True,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+    }
+
+
+def config_from_hf(d: Mapping[str, Any], **overrides: Any) -> GPT2Config:
+    """GPT2Config from a transformers GPT-2 ``config.json`` dict (+ field overrides)."""
+    act = d.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        raise ValueError(f"unsupported GPT-2 activation_function={act!r} (need tanh GELU)")
+    n_inner = d.get("n_inner")
+    if n_inner not in (None, 4 * d["n_embd"]):
+        raise ValueError(f"unsupported GPT-2 n_inner={n_inner!r} (need 4 * n_embd)")
+    if not d.get("tie_word_embeddings", True):
+        raise ValueError("unsupported GPT-2 tie_word_embeddings=False")
+    if d.get("scale_attn_by_inverse_layer_idx") or d.get("scale_attn_weights") is False:
+        raise ValueError("unsupported GPT-2 attention scaling variant")
+    kw = dict(
+        vocab_size=d["vocab_size"],
+        block_size=d.get("n_positions", d.get("n_ctx", 1024)),
+        n_layer=d["n_layer"],
+        n_head=d["n_head"],
+        n_embd=d["n_embd"],
+        layer_norm_eps=d.get("layer_norm_epsilon", 1e-5),
+    )
+    kw.update(overrides)
+    return GPT2Config(**kw)

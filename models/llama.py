@@ -1,0 +1,488 @@
+"""LLaMA-3 in Flax (``flax.linen``), numerically matching HF ``LlamaForCausalLM``.
+
+Architecture (Dubey et al. 2024): token embedding, ``n_layer`` pre-RMSNorm blocks
+``x + attn(norm(x))``, ``x + mlp(norm(x))``, grouped-query attention (``n_kv_head`` key/value
+heads shared by ``n_head / n_kv_head`` query heads each) with rotary position embeddings
+(theta 500000, LLaMA-3.1 frequency scaling), SwiGLU MLP ``down(silu(gate(x)) * up(x))``, a final
+RMSNorm and an output head, optionally tied to the embedding (LLaMA-3.2 1B/3B). No biases.
+
+RoPE uses HF's "rotate_half" layout (the first half of each head's dims pairs with the second
+half), so HF ``q_proj``/``k_proj`` weights load without any permutation; only the [out, in]
+``nn.Linear`` weights are transposed into [in, out] Flax kernels.
+
+Parameter tree (plain nested dicts of float32 arrays)::
+
+    embed_tokens/embedding [V, C]
+    layers_{i}/input_layernorm/scale [C]
+    layers_{i}/self_attn/{q_proj [C, H·Q], k_proj [C, K·Q], v_proj [C, K·Q], o_proj [H·Q, C]}/kernel
+    layers_{i}/post_attention_layernorm/scale [C]
+    layers_{i}/mlp/{gate_proj [C, I], up_proj [C, I], down_proj [I, C]}/kernel
+    norm/scale [C]
+    lm_head/kernel [C, V]            (only when tie_embeddings=False)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .common import (
+    PARAM_DTYPE,
+    LMHead,
+    _fail,
+    canonical_dtype,
+    causal_attention,
+    check_attn_impl,
+    check_bool,
+    check_divides,
+    check_dropout,
+    check_pos_float,
+    check_pos_int,
+    convert_from_hf,
+    convert_to_hf,
+    lm_logits,
+    num_params,
+)
+
+# --------------------------------------------------------------------------------------
+# config
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """LLaMA-3.1 RoPE frequency scaling (HF ``rope_type="llama3"``).
+
+    Wavelengths shorter than ``original_max_position_embeddings / high_freq_factor`` are kept,
+    those longer than ``original_max_position_embeddings / low_freq_factor`` are divided by
+    ``factor`` and the band in between is interpolated smoothly.
+    """
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+    def __post_init__(self) -> None:
+        cls = type(self).__name__
+        check_pos_float(cls, "factor", self.factor)
+        check_pos_float(cls, "low_freq_factor", self.low_freq_factor)
+        check_pos_float(cls, "high_freq_factor", self.high_freq_factor)
+        if self.high_freq_factor <= self.low_freq_factor:
+            _fail(
+                cls,
+                "high_freq_factor",
+                self.high_freq_factor,
+                f"must be > low_freq_factor={self.low_freq_factor}",
+            )
+        check_pos_int(
+            cls, "original_max_position_embeddings", self.original_max_position_embeddings
+        )
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """LLaMA-3 hyper-parameters (defaults: LLaMA-3.2 1B). Validated at construction.
+
+    ``block_size`` is the maximum context (HF ``max_position_embeddings``). ``rope_scaling`` is
+    None (plain RoPE) or a :class:`RopeScaling` (a dict is converted). ``dtype`` is the
+    computation dtype (parameters always float32; logits float32). ``dropout`` applies to the
+    attention probabilities (HF ``attention_dropout``) when ``deterministic=False``.
+    """
+
+    model_type: ClassVar[str] = "llama3"
+
+    vocab_size: int = 128256
+    block_size: int = 131072
+    n_layer: int = 16
+    n_head: int = 32
+    n_kv_head: int = 8
+    n_embd: int = 2048
+    intermediate_size: int = 8192
+    rope_theta: float = 500000.0
+    rope_scaling: RopeScaling | None = RopeScaling(factor=32.0)
+    rms_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    dtype: str = "float32"
+    attn_implementation: str | None = None
+
+    def __post_init__(self) -> None:
+        cls = type(self).__name__
+        for name in (
+            "vocab_size",
+            "block_size",
+            "n_layer",
+            "n_head",
+            "n_kv_head",
+            "n_embd",
+            "intermediate_size",
+        ):
+            check_pos_int(cls, name, getattr(self, name))
+        check_divides(cls, "n_head", self.n_head, "n_embd", self.n_embd)
+        check_divides(cls, "n_kv_head", self.n_kv_head, "n_head", self.n_head)
+        if self.head_dim % 2:
+            _fail(cls, "n_embd", self.n_embd, "n_embd / n_head (head_dim) must be even for RoPE")
+        check_pos_float(cls, "rope_theta", self.rope_theta)
+        check_pos_float(cls, "rms_norm_eps", self.rms_norm_eps)
+        check_bool(cls, "tie_embeddings", self.tie_embeddings)
+        check_dropout(cls, self.dropout)
+        check_attn_impl(cls, self.attn_implementation)
+        rs = self.rope_scaling
+        if isinstance(rs, Mapping):
+            rs = RopeScaling(**{k: v for k, v in rs.items() if k != "rope_type"})
+            object.__setattr__(self, "rope_scaling", rs)
+        if rs is not None and not isinstance(rs, RopeScaling):
+            _fail(cls, "rope_scaling", rs, "must be None, a RopeScaling or a dict of its fields")
+        object.__setattr__(self, "dtype", canonical_dtype(cls, self.dtype))
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+
+LLAMA_CONFIGS: dict[str, LlamaConfig] = {
+    # for tests: GQA 4:2, rope scaling with all three frequency bands active at this head_dim
+    "tiny": LlamaConfig(
+        vocab_size=256,
+        block_size=128,
+        n_layer=2,
+        n_head=4,
+        n_kv_head=2,
+        n_embd=64,
+        intermediate_size=160,
+        rope_scaling=RopeScaling(original_max_position_embeddings=64),
+        tie_embeddings=False,
+    ),
+    # the trainer's default run and CPU benchmarks (GPT-2 tokenizer vocabulary)
+    "small": LlamaConfig(
+        vocab_size=50257,
+        block_size=256,
+        n_layer=6,
+        n_head=6,
+        n_kv_head=2,
+        n_embd=384,
+        intermediate_size=1024,
+        rope_scaling=None,
+        tie_embeddings=True,
+    ),
+    # published shapes (meta-llama/Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B)
+    "1b": LlamaConfig(),
+    "3b": LlamaConfig(n_layer=28, n_head=24, n_embd=3072),
+    "8b": LlamaConfig(
+        n_layer=32,
+        n_head=32,
+        n_embd=4096,
+        intermediate_size=14336,
+        rope_scaling=RopeScaling(factor=8.0),
+        tie_embeddings=False,
+    ),
+}
+
+# --------------------------------------------------------------------------------------
+# rotary embeddings
+
+
+def rope_inv_freq(config: LlamaConfig) -> np.ndarray:
+    """Inverse frequencies [head_dim / 2] (float32), with LLaMA-3.1 scaling if configured.
+
+    Same arithmetic as HF ``_compute_default_rope_parameters`` / ``_compute_llama3_parameters``.
+    """
+    dim = config.head_dim
+    exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+    inv_freq = (1.0 / np.power(np.float32(config.rope_theta), exponent)).astype(np.float32)
+    rs = config.rope_scaling
+    if rs is None:
+        return inv_freq
+    old_len = rs.original_max_position_embeddings
+    low_freq_wavelen = old_len / rs.low_freq_factor
+    high_freq_wavelen = old_len / rs.high_freq_factor
+    wavelen = (2 * math.pi / inv_freq).astype(np.float32)
+    scaled = np.where(wavelen > low_freq_wavelen, inv_freq / rs.factor, inv_freq)
+    smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
+    is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return np.where(is_medium, smoothed, scaled).astype(np.float32)
+
+
+def rope_cos_sin(config: LlamaConfig, seq_len: int) -> tuple[jax.Array, jax.Array]:
+    """cos, sin tables [T, head_dim] (float32 math, cast to the compute dtype)."""
+    inv_freq = jnp.asarray(rope_inv_freq(config))
+    freqs = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    dt = config.compute_dtype
+    return jnp.cos(emb).astype(dt), jnp.sin(emb).astype(dt)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [B, T, N, Q] rotated in the "rotate_half" layout: x·cos + rotate_half(x)·sin."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+
+
+# --------------------------------------------------------------------------------------
+# model
+
+_INIT_STD = 0.02
+
+
+def _dense(cfg: LlamaConfig, features: int, name: str) -> nn.Dense:
+    return nn.Dense(
+        features,
+        use_bias=False,
+        dtype=cfg.compute_dtype,
+        param_dtype=PARAM_DTYPE,
+        kernel_init=nn.initializers.normal(_INIT_STD),
+        name=name,
+    )
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learned gain ``scale``: statistics in float32, output in compute dtype."""
+
+    eps: float
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), PARAM_DTYPE)
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return scale.astype(self.dtype) * x32.astype(self.dtype)
+
+
+class Attention(nn.Module):
+    config: LlamaConfig
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, deterministic: bool
+    ) -> jax.Array:
+        cfg = self.config
+        B, T, _ = x.shape
+        Q = cfg.head_dim
+        q = _dense(cfg, cfg.n_head * Q, "q_proj")(x).reshape(B, T, cfg.n_head, Q)
+        k = _dense(cfg, cfg.n_kv_head * Q, "k_proj")(x).reshape(B, T, cfg.n_kv_head, Q)
+        v = _dense(cfg, cfg.n_kv_head * Q, "v_proj")(x).reshape(B, T, cfg.n_kv_head, Q)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = causal_attention(
+            q,
+            k,
+            v,
+            dropout=nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None,
+            deterministic=deterministic,
+            implementation=cfg.attn_implementation,
+        )
+        return _dense(cfg, cfg.n_embd, "o_proj")(y.reshape(B, T, cfg.n_head * Q))
+
+
+class MLP(nn.Module):
+    config: LlamaConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        gate = _dense(cfg, cfg.intermediate_size, "gate_proj")(x)
+        up = _dense(cfg, cfg.intermediate_size, "up_proj")(x)
+        return _dense(cfg, cfg.n_embd, "down_proj")(jax.nn.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    config: LlamaConfig
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, deterministic: bool
+    ) -> jax.Array:
+        cfg = self.config
+        dt = cfg.compute_dtype
+        h = RMSNorm(cfg.rms_norm_eps, dt, name="input_layernorm")(x)
+        x = x + Attention(cfg, name="self_attn")(h, cos, sin, deterministic)
+        h = RMSNorm(cfg.rms_norm_eps, dt, name="post_attention_layernorm")(x)
+        return x + MLP(cfg, name="mlp")(h)
+
+
+class Llama(nn.Module):
+    """LLaMA-3 language model: int tokens [B, T] -> float32 logits [B, T, vocab_size]."""
+
+    config: LlamaConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
+        cfg = self.config
+        seq_len = tokens.shape[1]
+        if seq_len > cfg.block_size:
+            raise ValueError(f"sequence length {seq_len} exceeds block_size={cfg.block_size}")
+        embed = nn.Embed(
+            cfg.vocab_size,
+            cfg.n_embd,
+            dtype=cfg.compute_dtype,
+            param_dtype=PARAM_DTYPE,
+            embedding_init=nn.initializers.normal(_INIT_STD),
+            name="embed_tokens",
+        )
+        x = embed(tokens)
+        cos, sin = rope_cos_sin(cfg, seq_len)
+        for i in range(cfg.n_layer):
+            x = DecoderLayer(cfg, name=f"layers_{i}")(x, cos, sin, deterministic)
+        x = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, name="norm")(x)
+        if cfg.tie_embeddings:
+            return lm_logits(x, embed.embedding, transposed=True)
+        return LMHead(cfg.vocab_size, _INIT_STD, name="lm_head")(x)
+
+
+# --------------------------------------------------------------------------------------
+# counting
+
+
+def count_params(config: LlamaConfig) -> int:
+    """Exact parameter count from the config, without allocating (``jax.eval_shape``).
+
+    Equals ``V·C·(1 if tied else 2) + L·(2·C·H·Q + 2·C·K·Q + 3·C·I + 2·C) + C``, which is HF
+    ``LlamaForCausalLM.num_parameters()`` (e.g. 1,235,814,400 for LLaMA-3.2 1B).
+    """
+    tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+    shapes = jax.eval_shape(Llama(config).init, jax.random.key(0), tokens)
+    return num_params(shapes["params"])
+
+
+def flops_per_token(config: LlamaConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), PaLM appendix B style::
+
+        6·N + 12·L·H·Q·T
+
+    N = weights that take part in matmuls = L·(2·C·H·Q + 2·C·K·Q + 3·C·I) (q/o, k/v with K kv
+    heads, gate/up/down) + V·C (output head, tied or not); the embedding lookup and RMSNorm gains
+    are excluded. L = n_layer, H = n_head, Q = head_dim, T = seq_len: the attention term counts
+    QKᵀ and A·V (2·2·T·H·Q forward FLOPs per token and layer, ×3 for backward), GQA does not
+    change it, the causal mask is not discounted. RoPE/softmax/norm element-wise work is ignored.
+    """
+    C, L, Q = config.n_embd, config.n_layer, config.head_dim
+    per_layer = 2 * C * config.n_head * Q + 2 * C * config.n_kv_head * Q
+    per_layer += 3 * C * config.intermediate_size
+    n_matmul = L * per_layer + config.vocab_size * C
+    return float(6 * n_matmul + 12 * L * config.n_head * Q * seq_len)
+
+
+# --------------------------------------------------------------------------------------
+# HuggingFace interop
+
+_IGNORED_HF_KEYS = ("rotary_emb.inv_freq",)
+
+
+def hf_mapping(config: LlamaConfig) -> list[tuple[str, tuple[str, ...], bool]]:
+    """Rows (HF name, params path, transpose?); ``nn.Linear`` [out, in] weights are transposed."""
+    rows = [("model.embed_tokens.weight", ("embed_tokens", "embedding"), False)]
+    for i in range(config.n_layer):
+        hf, fx = f"model.layers.{i}.", f"layers_{i}"
+        rows.append((f"{hf}input_layernorm.weight", (fx, "input_layernorm", "scale"), False))
+        for p in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            rows.append((f"{hf}self_attn.{p}.weight", (fx, "self_attn", p, "kernel"), True))
+        post = "post_attention_layernorm"
+        rows.append((f"{hf}{post}.weight", (fx, post, "scale"), False))
+        for p in ("gate_proj", "up_proj", "down_proj"):
+            rows.append((f"{hf}mlp.{p}.weight", (fx, "mlp", p, "kernel"), True))
+    rows.append(("model.norm.weight", ("norm", "scale"), False))
+    if not config.tie_embeddings:
+        rows.append(("lm_head.weight", ("lm_head", "kernel"), True))
+    return rows
+
+
+def from_hf(config: LlamaConfig, state_dict: Mapping[str, Any]) -> dict:
+    """HF LLaMA state dict -> params (``lm_head.weight`` ignored when embeddings are tied)."""
+    ignore = _IGNORED_HF_KEYS + (("lm_head.weight",) if config.tie_embeddings else ())
+    expected = jax.eval_shape(Llama(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+    return convert_from_hf("Llama", hf_mapping(config), state_dict, expected["params"], ignore)
+
+
+def to_hf(config: LlamaConfig, params: Any) -> dict[str, np.ndarray]:
+    """params -> HF ``LlamaForCausalLM`` state dict (float32 numpy; no ``lm_head.weight``
+    when tied, as ``save_pretrained`` writes it)."""
+    return convert_to_hf(hf_mapping(config), params)
+
+
+def hf_config(config: LlamaConfig) -> dict[str, Any]:
+    """A transformers ``LlamaConfig`` dict (``config.json``) for this config."""
+    rs = config.rope_scaling
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.n_embd,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.n_kv_head,
+        "head_dim": config.head_dim,
+        "max_position_embeddings": config.block_size,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": None
+        if rs is None
+        else {
+            "rope_type": "llama3",
+            "factor": rs.factor,
+            "low_freq_factor": rs.low_freq_factor,
+            "high_freq_factor": rs.high_freq_factor,
+            "original_max_position_embeddings": rs.original_max_position_embeddings,
+        },
+        "tie_word_embeddings": config.tie_embeddings,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": config.dropout,
+        "initializer_range": _INIT_STD,
+    }
+
+
+def config_from_hf(d: Mapping[str, Any], **overrides: Any) -> LlamaConfig:
+    """LlamaConfig from a transformers LLaMA ``config.json`` dict (+ field overrides).
+
+    Understands both the transformers 4.x (``rope_theta`` + ``rope_scaling``) and 5.x
+    (``rope_parameters``) spellings.
+    """
+    if d.get("hidden_act", "silu") != "silu" or d.get("attention_bias") or d.get("mlp_bias"):
+        raise ValueError("unsupported LLaMA variant (need silu, no attention/mlp bias)")
+    n_embd, n_head = d["hidden_size"], d["num_attention_heads"]
+    if d.get("head_dim") not in (None, n_embd // n_head):
+        raise ValueError(f"unsupported LLaMA head_dim={d['head_dim']} != hidden/heads")
+    rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
+    theta = d.get("rope_theta", rope.get("rope_theta", 10000.0))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "llama3":
+        scaling = RopeScaling(
+            factor=rope["factor"],
+            low_freq_factor=rope["low_freq_factor"],
+            high_freq_factor=rope["high_freq_factor"],
+            original_max_position_embeddings=rope["original_max_position_embeddings"],
+        )
+    elif rope_type == "default":
+        scaling = None
+    else:
+        raise ValueError(f"unsupported rope_type={rope_type!r} (need 'default' or 'llama3')")
+    kw = dict(
+        vocab_size=d["vocab_size"],
+        block_size=d.get("max_position_embeddings", 2048),
+        n_layer=d["num_hidden_layers"],
+        n_head=n_head,
+        n_kv_head=d.get("num_key_value_heads") or n_head,
+        n_embd=n_embd,
+        intermediate_size=d["intermediate_size"],
+        rope_theta=float(theta),
+        rope_scaling=scaling,
+        rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+        tie_embeddings=d.get("tie_word_embeddings", False),
+    )
+    kw.update(overrides)
+    return LlamaConfig(**kw)

@@ -1,0 +1,432 @@
+"""Combinators: schedules built from other schedules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._core import Schedule, as_schedule
+import numpy as np
+
+from ._ops import PY, Ops
+from ._primitives import cycle_of
+from ._validate import check_choice, check_float, check_int, check_int_seq, fail, is_traced
+
+__all__ = [
+    "Add",
+    "Clip",
+    "Join",
+    "Lambda",
+    "Maximum",
+    "Minimum",
+    "Multiply",
+    "Repeat",
+    "Scale",
+    "ScaleBatch",
+    "Shift",
+    "Warmup",
+    "add",
+    "multiply",
+    "scale",
+]
+
+
+def _schedules(where: str, name: str, items: Any, min_len: int = 1) -> tuple[Schedule, ...]:
+    items = tuple(items)
+    if len(items) < min_len:
+        raise fail(where, name, items, f"must have at least {min_len} schedule(s)")
+    out = []
+    for i, x in enumerate(items):
+        try:
+            out.append(as_schedule(x))
+        except ValueError:
+            raise fail(where, f"{name}[{i}]", x, "must be a Schedule or a number") from None
+    return tuple(out)
+
+
+class Join(Schedule, name="join"):
+    """Piece ``i`` runs from milestone ``at[i - 1]`` (0 for the first) to ``at[i]``.
+
+    Each piece sees its local step ``t - at[i - 1]``, or the global step ``t``
+    with ``global_step=True``. ``len(at) = len(pieces) - 1``.
+
+    >>> import schedules as S
+    >>> s = S.join(S.linear(0.0, 1.0, 10), S.cosine(1.0, 0.0, 90), at=[10])
+    >>> s(5), s(10), round(s(55), 12), round(s(100), 12)
+    (0.5, 1.0, 0.5, 0.0)
+    """
+
+    _fields = ("pieces", "at", "global_step")
+    _static = frozenset({"global_step"})
+    _varargs = "pieces"
+
+    def __init__(self, *pieces: Schedule, at: Any, global_step: bool = False) -> None:
+        pieces_t = _schedules("join", "pieces", pieces)
+        at_t = check_int_seq("join", "at", at, increasing="strict")
+        if len(at_t) != len(pieces_t) - 1:
+            raise fail("join", "at", at, f"must have len(pieces) - 1 = {len(pieces_t) - 1} entries")
+        if not isinstance(global_step, bool):
+            raise fail("join", "global_step", global_step, "must be True or False")
+        self._set(pieces=pieces_t, at=at_t, global_step=global_step)
+
+    def _local(self, i: int, t: Any) -> Any:
+        return t if (self.global_step or i == 0) else t - self.at[i - 1]
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        idx = ops.count_le(self.at, t)
+        if ops.host:
+            return self.pieces[idx]._eval(self._local(idx, t), ops)
+        vals = [p._eval(self._local(i, t), ops) for i, p in enumerate(self.pieces)]
+        return ops.select(idx, vals)
+
+
+class Multiply(Schedule, name="multiply"):
+    """The product of the factors: ``f(t) = prod_i factors[i](t)``. Also ``a * b``.
+
+    >>> import schedules as S
+    >>> (S.constant(2.0) * S.linear(0.0, 1.0, 10))(5)
+    1.0
+    """
+
+    _fields = ("factors",)
+    _varargs = "factors"
+
+    def __init__(self, *factors: Schedule) -> None:
+        self._set(factors=_schedules("multiply", "factors", factors, min_len=1))
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        out = self.factors[0]._eval(t, ops)
+        for f in self.factors[1:]:
+            out = out * f._eval(t, ops)
+        return out
+
+
+class Scale(Schedule, name="scale"):
+    """``f(t) = factor * schedule(t)``; also ``0.1 * s`` and ``s / 10``.
+
+    >>> import schedules as S
+    >>> (0.5 * S.constant(4.0))(0)
+    2.0
+    """
+
+    _fields = ("schedule", "factor")
+
+    def __init__(self, schedule: Schedule, factor: float) -> None:
+        self._set(
+            schedule=_schedules("scale", "schedule", [schedule])[0],
+            factor=check_float("scale", "factor", factor, ge=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        return self.factor * self.schedule._eval(t, ops)
+
+
+class Add(Schedule, name="add"):
+    """The sum of the terms: ``f(t) = sum_i terms[i](t)``. Also ``a + b``.
+
+    >>> import schedules as S
+    >>> (S.constant(1.0) + 0.5)(3)
+    1.5
+    """
+
+    _fields = ("terms",)
+    _varargs = "terms"
+
+    def __init__(self, *terms: Schedule) -> None:
+        self._set(terms=_schedules("add", "terms", terms, min_len=1))
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        out = self.terms[0]._eval(t, ops)
+        for f in self.terms[1:]:
+            out = out + f._eval(t, ops)
+        return out
+
+
+class Minimum(Schedule, name="minimum"):
+    """The pointwise minimum of schedules.
+
+    >>> import schedules as S
+    >>> S.minimum(S.linear(0.0, 2.0, 10), S.constant(1.0))(8)
+    1.0
+    """
+
+    _fields = ("items",)
+    _varargs = "items"
+
+    def __init__(self, *items: Schedule) -> None:
+        self._set(items=_schedules("minimum", "items", items, min_len=1))
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        out = self.items[0]._eval(t, ops)
+        for f in self.items[1:]:
+            out = ops.minimum(out, f._eval(t, ops))
+        return out
+
+
+class Maximum(Schedule, name="maximum"):
+    """The pointwise maximum of schedules.
+
+    >>> import schedules as S
+    >>> S.maximum(S.linear(0.0, 2.0, 10), S.constant(1.0))(2)
+    1.0
+    """
+
+    _fields = ("items",)
+    _varargs = "items"
+
+    def __init__(self, *items: Schedule) -> None:
+        self._set(items=_schedules("maximum", "items", items, min_len=1))
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        out = self.items[0]._eval(t, ops)
+        for f in self.items[1:]:
+            out = ops.maximum(out, f._eval(t, ops))
+        return out
+
+
+class Clip(Schedule, name="clip"):
+    """``f(t) = clip(schedule(t), low, high)``; either bound may be omitted (None).
+
+    >>> import schedules as S
+    >>> S.clip(S.linear(0.0, 1.0, 10), low=0.2, high=0.8)(1)
+    0.2
+    """
+
+    _fields = ("schedule", "low", "high")
+
+    def __init__(self, schedule: Schedule, low: float | None = None, high: float | None = None):
+        low = None if low is None else check_float("clip", "low", low)
+        high = None if high is None else check_float("clip", "high", high)
+        if low is not None and high is not None and not (is_traced(low) or is_traced(high)):
+            if not low <= high:
+                raise fail("clip", "high", high, f"must be >= low={low}")
+        self._set(schedule=_schedules("clip", "schedule", [schedule])[0], low=low, high=high)
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        v = self.schedule._eval(t, ops)
+        if self.low is not None:
+            v = ops.maximum(v, self.low)
+        if self.high is not None:
+            v = ops.minimum(v, self.high)
+        return v
+
+
+class Shift(Schedule, name="shift"):
+    """Delay by ``steps`` (advance if negative): ``f(t) = schedule(t - steps)``.
+
+    Before the delay has passed, the schedule holds its step-0 value.
+
+    >>> import schedules as S
+    >>> s = S.shift(S.linear(0.0, 1.0, 10), 5)
+    >>> s(0), s(10)
+    (0.0, 0.5)
+    """
+
+    _fields = ("schedule", "steps")
+
+    def __init__(self, schedule: Schedule, steps: int) -> None:
+        self._set(
+            schedule=_schedules("shift", "schedule", [schedule])[0],
+            steps=check_int("shift", "steps", steps),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        return self.schedule._eval(t - self.steps, ops)
+
+
+class Repeat(Schedule, name="repeat"):
+    """Replay ``schedule`` in cycles.
+
+    Cycle ``n`` lasts ``T_n = period * period_mult ** n`` steps and replays the
+    schedule's first ``period`` steps stretched to ``T_n``, scaled by
+    ``decay ** n``: with ``u = t - S_n`` (``S_n`` the cycle's first step),
+    ``f(t) = decay ** n * schedule(u * period / T_n)``. After ``max_cycles``
+    cycles (if given), it holds the value that ended the last one.
+
+    >>> import schedules as S
+    >>> s = S.repeat(S.linear(1.0, 0.0, 10), period=10, decay=0.5)
+    >>> s(0), s(5), s(10), s(15)
+    (1.0, 0.5, 0.5, 0.25)
+    """
+
+    _fields = ("schedule", "period", "period_mult", "decay", "max_cycles")
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        period: int,
+        period_mult: float = 1.0,
+        decay: float = 1.0,
+        max_cycles: int | None = None,
+    ) -> None:
+        self._set(
+            schedule=_schedules("repeat", "schedule", [schedule])[0],
+            period=check_int("repeat", "period", period, gt=0),
+            period_mult=check_float("repeat", "period_mult", period_mult, ge=1),
+            decay=check_float("repeat", "decay", decay, gt=0),
+            max_cycles=None
+            if max_cycles is None
+            else check_int("repeat", "max_cycles", max_cycles, gt=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        t = ops.maximum(t, 0.0)
+        n, s, T = cycle_of(t, self.period, self.period_mult, ops)
+        u = ops.div((t - s) * self.period, T)
+        if self.max_cycles is not None:
+            over = n >= self.max_cycles
+            n = ops.where(over, self.max_cycles - 1, n)
+            u = ops.where(over, self.period, u)
+        return ops.pow(self.decay, n) * self.schedule._eval(u, ops)
+
+
+class Warmup(Schedule, name="warmup"):
+    """Linear warmup from ``init`` to the schedule's first value, then the schedule.
+
+    ``f(t) = init + (schedule(0) - init) * t / steps`` for ``t < steps``, then
+    ``schedule(t - steps)``: the schedule starts after the warmup.
+
+    >>> import schedules as S
+    >>> s = S.warmup(S.cosine(1.0, 0.0, 100), 10)
+    >>> s(5), s(10), round(s(60), 12)
+    (0.5, 1.0, 0.5)
+    """
+
+    _fields = ("schedule", "steps", "init")
+
+    def __init__(self, schedule: Schedule, steps: int, init: float = 0.0) -> None:
+        self._set(
+            schedule=_schedules("warmup", "schedule", [schedule])[0],
+            steps=check_int("warmup", "steps", steps, ge=0),
+            init=check_float("warmup", "init", init),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        target = self.schedule._eval(0.0 * t, ops)
+        ramp = self.init + (target - self.init) * ops.div(t, ops.maximum(self.steps, 1))
+        ramp = ops.where(t < 0, self.init, ramp)
+        if ops.host and t >= self.steps:
+            return self.schedule._eval(t - self.steps, ops)
+        return ops.where(t < self.steps, ramp, self.schedule._eval(t - self.steps, ops))
+
+
+class Lambda(Schedule, name="lambda"):
+    """Any Python function of the step, ``f(t) = fn(t)``.
+
+    On the host path ``fn`` gets a Python ``int`` (a ``float`` for a
+    fractional step) and should return a number; under JAX it gets a float
+    array and must be traceable. Not serializable: use :func:`schedules.expr`
+    for a lambda that can be saved in a config or given on a command line.
+
+    >>> import schedules as S
+    >>> S.lambda_(lambda t: 0.95 ** (t // 10))(25)
+    0.9025
+    """
+
+    _fields = ("fn",)
+    _static = frozenset({"fn"})
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        if not callable(fn) or isinstance(fn, Schedule):
+            raise fail("lambda", "fn", fn, "must be a callable taking the step")
+        self._set(fn=fn)
+
+    def _host_capable(self) -> bool:
+        return True
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        if ops.host:
+            return self.fn(int(t) if float(t).is_integer() else t)
+        if ops is not PY and ops.name == "numpy":
+            flat = [float(self._eval(float(x), PY)) for x in np.ravel(t)]
+            return np.asarray(flat).reshape(np.shape(t))
+        return self.fn(t) + 0.0 * t
+
+
+_BATCH_RULES = ("linear", "sqrt", "blend")
+
+
+class ScaleBatch(Schedule, name="scale_batch"):
+    """Rescale a schedule tuned at ``base_batch_size`` for ``batch_size``.
+
+    With ``k = batch_size / base_batch_size`` the factor is ``k`` (``linear``,
+    Goyal et al. 2017), ``sqrt(k)`` (``sqrt``, Krizhevsky 2014), or ``blend``:
+    linear up to ``crossover`` then square root beyond it,
+    ``min(B, C) / B0 * sqrt(max(B, C) / C)``.
+
+    >>> import schedules as S
+    >>> S.scale_batch(S.constant(0.1), 1024, 256)(0)
+    0.4
+    >>> S.scale_batch(S.constant(0.1), 1024, 256, rule="sqrt")(0)
+    0.2
+    """
+
+    _fields = ("schedule", "batch_size", "base_batch_size", "rule", "crossover")
+    _static = frozenset({"rule"})
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        batch_size: int,
+        base_batch_size: int,
+        rule: str = "linear",
+        crossover: int | None = None,
+    ) -> None:
+        rule = check_choice("scale_batch", "rule", rule, _BATCH_RULES)
+        base = check_int("scale_batch", "base_batch_size", base_batch_size, gt=0)
+        if rule == "blend":
+            if crossover is None:
+                raise fail("scale_batch", "crossover", None, "must be given with rule='blend'")
+            crossover = check_int("scale_batch", "crossover", crossover, gt=0)
+            if not (is_traced(crossover) or is_traced(base)) and crossover < base:
+                raise fail("scale_batch", "crossover", crossover, f"must be >= base_batch_size={base}")
+        elif crossover is not None:
+            raise fail("scale_batch", "crossover", crossover, "is only used with rule='blend'")
+        self._set(
+            schedule=_schedules("scale_batch", "schedule", [schedule])[0],
+            batch_size=check_int("scale_batch", "batch_size", batch_size, gt=0),
+            base_batch_size=base,
+            rule=rule,
+            crossover=crossover,
+        )
+
+    def factor(self, ops: Ops | None = None) -> Any:
+        """The multiplier applied to the schedule."""
+        ops = ops or PY
+        k = ops.div(self.batch_size * 1.0, self.base_batch_size)
+        if self.rule == "linear":
+            return k
+        if self.rule == "sqrt":
+            return ops.sqrt(k)
+        B, C = self.batch_size * 1.0, self.crossover
+        return ops.div(ops.minimum(B, C), self.base_batch_size) * ops.sqrt(
+            ops.div(ops.maximum(B, C), C)
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        return self.factor(ops) * self.schedule._eval(t, ops)
+
+
+# Operator sugar used by Schedule.__mul__/__add__.
+def multiply(*factors: Schedule) -> Schedule:
+    """``Multiply(*factors)``, flattening nested products."""
+    flat: list[Schedule] = []
+    for f in factors:
+        flat.extend(f.factors if isinstance(f, Multiply) else (f,))
+    return Multiply(*flat)
+
+
+def add(*terms: Schedule) -> Schedule:
+    """``Add(*terms)``, flattening nested sums."""
+    flat: list[Schedule] = []
+    for f in terms:
+        flat.extend(f.terms if isinstance(f, Add) else (f,))
+    return Add(*flat)
+
+
+def scale(schedule: Schedule, factor: float) -> Schedule:
+    """``Scale(schedule, factor)``, folding nested scales."""
+    if isinstance(schedule, Scale) and not (is_traced(factor) or is_traced(schedule.factor)):
+        return Scale(schedule.schedule, float(factor) * schedule.factor)
+    return Scale(schedule, factor)
+

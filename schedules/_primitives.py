@@ -1,0 +1,701 @@
+"""Primitive schedules: closed forms of the step.
+
+Conventions shared by every primitive (tested in ``tests/schedules``):
+
+* a negative step is treated as step 0 (the schedule holds its initial value);
+* past its end, a finite schedule holds its final value; periodic schedules
+  (``cyclic``, ``cosine_restarts``) keep cycling unless told otherwise;
+* ``t`` below is the step as a float; ``T`` a length in steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._core import Schedule
+from ._ops import Ops
+from ._validate import (
+    check_choice,
+    check_float,
+    check_float_seq,
+    check_int,
+    check_int_seq,
+    fail,
+    is_traced,
+)
+
+__all__ = [
+    "Constant",
+    "cycle_of",
+    "CosineDecay",
+    "CosineRestarts",
+    "Cyclic",
+    "Exponential",
+    "InverseSqrt",
+    "Linear",
+    "MultiStep",
+    "Noam",
+    "Noise",
+    "OneCycle",
+    "PiecewiseConstant",
+    "PiecewiseLinear",
+    "Polynomial",
+    "StepDecay",
+    "TanhDecay",
+    "WarmupStableDecay",
+]
+
+
+def _progress(t: Any, T: Any, ops: Ops) -> Any:
+    """``clip(t / T, 0, 1)``, with a zero-length interval already complete."""
+    safe_T = ops.maximum(T, 1)
+    return ops.where(T > 0, ops.clip(ops.div(t, safe_T), 0.0, 1.0), 1.0)
+
+
+def _cos_frac(p: Any, ops: Ops) -> Any:
+    """Half-cosine from 1 (p=0) to 0 (p=1)."""
+    return 0.5 * (1.0 + ops.cos(ops.pi * p))
+
+
+def cycle_of(t: Any, P: Any, m: Any, ops: Ops) -> tuple[Any, Any, Any]:
+    """``(n, S_n, T_n)`` for cycles of lengths ``T_n = P * m ** n``: the index of
+    the cycle holding step ``t >= 0``, its first step and its length."""
+    geometric = m != 1
+    m_safe = ops.where(geometric, m, 2.0)
+    n_geo = ops.floor(ops.div(ops.log(t * (m_safe - 1) / P + 1), ops.log(m_safe)))
+    n = ops.where(geometric, n_geo, ops.floor(ops.div(t, P)))
+
+    def start(k: Any) -> Any:
+        return ops.where(geometric, P * (ops.pow(m_safe, k) - 1) / (m_safe - 1), k * P)
+
+    # The logarithm can land one cycle off at a boundary; settle it exactly.
+    n = ops.where(start(n) > t, n - 1, n)
+    n = ops.where(start(n + 1) <= t, n + 1, n)
+    return n, start(n), P * ops.pow(ops.where(geometric, m_safe, 1.0), n)
+
+
+class Constant(Schedule, name="constant"):
+    """``f(t) = value``.
+
+    >>> import schedules as S
+    >>> S.constant(3e-4)(1000)
+    0.0003
+    """
+
+    _fields = ("value",)
+
+    def __init__(self, value: float) -> None:
+        self._set(value=check_float("constant", "value", value))
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        return self.value + 0.0 * t
+
+
+class Linear(Schedule, name="linear"):
+    """Linear ramp: ``f(t) = init + (end - init) * clip(t / steps, 0, 1)``.
+
+    Holds ``end`` from ``t = steps`` on; ``steps = 0`` is ``end`` everywhere.
+
+    >>> import schedules as S
+    >>> S.linear(0.0, 1.0, 100)(25)
+    0.25
+    >>> S.linear(0.0, 1.0, 100)(1000)
+    1.0
+    """
+
+    _fields = ("init", "end", "steps")
+
+    def __init__(self, init: float, end: float, steps: int) -> None:
+        self._set(
+            init=check_float("linear", "init", init),
+            end=check_float("linear", "end", end),
+            steps=check_int("linear", "steps", steps, ge=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        return self.init + (self.end - self.init) * _progress(t, self.steps, ops)
+
+
+class CosineDecay(Schedule, name="cosine"):
+    """Cosine decay from ``init`` to ``end`` over ``steps``, then hold ``end``.
+
+    ``f(t) = end + (init - end) * (0.5 * (1 + cos(pi * min(t, T) / T))) ** exponent``
+
+    >>> import schedules as S
+    >>> s = S.cosine(1.0, 0.0, 100)
+    >>> s(0), s(50), round(s(100), 12), s(200)
+    (1.0, 0.5, 0.0, 0.0)
+    """
+
+    _fields = ("init", "end", "steps", "exponent")
+
+    def __init__(self, init: float, end: float, steps: int, exponent: float = 1.0) -> None:
+        self._set(
+            init=check_float("cosine", "init", init),
+            end=check_float("cosine", "end", end),
+            steps=check_int("cosine", "steps", steps, ge=0),
+            exponent=check_float("cosine", "exponent", exponent, gt=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        c = _cos_frac(_progress(t, self.steps, ops), ops)
+        # clip: cos(pi) is 0 only up to rounding; a tiny negative base would
+        # make a fractional exponent NaN.
+        return self.end + (self.init - self.end) * ops.pow(ops.maximum(c, 0.0), self.exponent)
+
+
+class Exponential(Schedule, name="exponential"):
+    """Exponential decay (or growth): ``f(t) = init * rate ** (t / steps)``.
+
+    With ``staircase=True`` the exponent is ``floor(t / steps)``. An optional
+    ``end`` bounds the value (a floor when decaying, a ceiling when growing).
+
+    >>> import schedules as S
+    >>> S.exponential(1.0, 0.5, steps=10)(20)
+    0.25
+    >>> S.exponential(1.0, 0.5, steps=10, staircase=True)(19)
+    0.5
+    """
+
+    _fields = ("init", "rate", "steps", "staircase", "end")
+    _static = frozenset({"staircase"})
+
+    def __init__(
+        self,
+        init: float,
+        rate: float,
+        steps: int = 1,
+        staircase: bool = False,
+        end: float | None = None,
+    ) -> None:
+        if not isinstance(staircase, bool):
+            raise fail("exponential", "staircase", staircase, "must be True or False")
+        self._set(
+            init=check_float("exponential", "init", init),
+            rate=check_float("exponential", "rate", rate, gt=0),
+            steps=check_int("exponential", "steps", steps, gt=0),
+            staircase=staircase,
+            end=None if end is None else check_float("exponential", "end", end),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        t = ops.maximum(t, 0.0)
+        e = ops.floordiv(t, self.steps) if self.staircase else ops.div(t, self.steps)
+        v = self.init * ops.pow(self.rate, e)
+        if self.end is None:
+            return v
+        return ops.where(self.rate < 1, ops.maximum(v, self.end), ops.minimum(v, self.end))
+
+
+class StepDecay(Schedule, name="step"):
+    """Multiply by ``gamma`` every ``step_size`` steps: ``f(t) = init * gamma ** floor(t / step_size)``.
+
+    >>> import schedules as S
+    >>> S.step(1.0, step_size=30, gamma=0.1)(65)
+    0.010000000000000002
+    """
+
+    _fields = ("init", "step_size", "gamma")
+
+    def __init__(self, init: float, step_size: int, gamma: float = 0.1) -> None:
+        self._set(
+            init=check_float("step", "init", init),
+            step_size=check_int("step", "step_size", step_size, gt=0),
+            gamma=check_float("step", "gamma", gamma, gt=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        t = ops.maximum(t, 0.0)
+        return self.init * ops.pow(self.gamma, ops.floordiv(t, self.step_size))
+
+
+class MultiStep(Schedule, name="multistep"):
+    """``f(t) = init * gamma ** #{m in milestones : m <= t}``.
+
+    A milestone listed twice counts twice (as in PyTorch's ``MultiStepLR``).
+
+    >>> import schedules as S
+    >>> s = S.multistep(1.0, [10, 20, 20], gamma=0.5)
+    >>> s(9), s(10), s(20)
+    (1.0, 0.5, 0.125)
+    """
+
+    _fields = ("init", "milestones", "gamma")
+
+    def __init__(self, init: float, milestones: Any, gamma: float = 0.1) -> None:
+        self._set(
+            init=check_float("multistep", "init", init),
+            milestones=check_int_seq(
+                "multistep", "milestones", milestones, ge=0, increasing="non-strict"
+            ),
+            gamma=check_float("multistep", "gamma", gamma, gt=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        return self.init * ops.pow(self.gamma, ops.count_le(self.milestones, t))
+
+
+class Polynomial(Schedule, name="polynomial"):
+    """``f(t) = end + (init - end) * (1 - min(t, steps) / steps) ** power``.
+
+    >>> import schedules as S
+    >>> S.polynomial(1.0, 0.0, 10, power=2.0)(5)
+    0.25
+    """
+
+    _fields = ("init", "end", "steps", "power")
+
+    def __init__(self, init: float, end: float, steps: int, power: float = 1.0) -> None:
+        self._set(
+            init=check_float("polynomial", "init", init),
+            end=check_float("polynomial", "end", end),
+            steps=check_int("polynomial", "steps", steps, ge=0),
+            power=check_float("polynomial", "power", power, gt=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        p = _progress(t, self.steps, ops)
+        return self.end + (self.init - self.end) * ops.pow(1.0 - p, self.power)
+
+
+class InverseSqrt(Schedule, name="inverse_sqrt"):
+    """Linear warmup, then inverse square-root decay (as in transformers).
+
+    ``f(t) = init * t / warmup`` for ``t < warmup``, else
+    ``init / sqrt((t + timescale - warmup) / timescale)``; ``timescale``
+    defaults to ``warmup`` (so the decay starts at ``init``), and must be given
+    when ``warmup = 0``.
+
+    >>> import schedules as S
+    >>> s = S.inverse_sqrt(1.0, warmup=100)
+    >>> s(50), s(100), s(400)
+    (0.5, 1.0, 0.5)
+    """
+
+    _fields = ("init", "warmup", "timescale")
+
+    def __init__(self, init: float, warmup: int = 0, timescale: int | None = None) -> None:
+        warmup = check_int("inverse_sqrt", "warmup", warmup, ge=0)
+        if timescale is None:
+            if not is_traced(warmup) and warmup == 0:
+                raise fail("inverse_sqrt", "timescale", None, "must be given when warmup is 0")
+            timescale = warmup
+        self._set(
+            init=check_float("inverse_sqrt", "init", init),
+            warmup=warmup,
+            timescale=check_int("inverse_sqrt", "timescale", timescale, gt=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        t = ops.maximum(t, 0.0)
+        shift = self.timescale - self.warmup
+        warm = self.init * ops.div(t, ops.maximum(self.warmup, 1))
+        decay = self.init / ops.sqrt(ops.div(ops.maximum(t + shift, 1e-12), self.timescale))
+        return ops.where(t < self.warmup, warm, decay)
+
+
+class Noam(Schedule, name="noam"):
+    """The Transformer schedule (Vaswani et al., 2017), with ``s = t + 1``:
+
+    ``f(t) = scale * d_model ** -0.5 * min(s ** -0.5, s * warmup ** -1.5)``
+
+    >>> import schedules as S
+    >>> s = S.noam(d_model=512, warmup=4000)
+    >>> round(s(3999) / (512 ** -0.5 * 4000 ** -0.5), 12)
+    1.0
+    """
+
+    _fields = ("d_model", "warmup", "scale")
+
+    def __init__(self, d_model: int, warmup: int, scale: float = 1.0) -> None:
+        self._set(
+            d_model=check_int("noam", "d_model", d_model, gt=0),
+            warmup=check_int("noam", "warmup", warmup, gt=0),
+            scale=check_float("noam", "scale", scale, ge=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        s = ops.maximum(t, 0.0) + 1.0
+        rise = s * ops.pow(self.warmup, -1.5)
+        fall = ops.pow(s, -0.5)
+        return self.scale * ops.pow(self.d_model, -0.5) * ops.minimum(rise, fall)
+
+
+_WSD_SHAPES = ("linear", "cosine", "1-sqrt")
+
+
+class WarmupStableDecay(Schedule, name="wsd"):
+    """Warmup-stable-decay ("trapezoidal") over ``total`` steps.
+
+    Linear warmup from ``init`` to ``peak`` over ``warmup`` steps, ``peak``
+    until ``total - decay``, then a decay to ``end`` over ``decay`` steps with
+    progress ``p`` in [0, 1] shaped by ``shape``: ``linear`` ``1 - p``,
+    ``cosine`` ``(1 + cos(pi p)) / 2``, ``1-sqrt`` ``1 - sqrt(p)``.
+
+    >>> import schedules as S
+    >>> s = S.wsd(1.0, total=100, warmup=10, decay=20, shape="1-sqrt")
+    >>> s(5), s(50), s(85), s(100)
+    (0.5, 1.0, 0.5, 0.0)
+    """
+
+    _fields = ("peak", "total", "warmup", "decay", "init", "end", "shape")
+    _static = frozenset({"shape"})
+
+    def __init__(
+        self,
+        peak: float,
+        total: int,
+        warmup: int,
+        decay: int,
+        init: float = 0.0,
+        end: float = 0.0,
+        shape: str = "linear",
+    ) -> None:
+        total = check_int("wsd", "total", total, gt=0)
+        warmup = check_int("wsd", "warmup", warmup, ge=0)
+        decay = check_int("wsd", "decay", decay, ge=0)
+        if not (is_traced(total) or is_traced(warmup) or is_traced(decay)):
+            if warmup + decay > total:
+                raise fail("wsd", "warmup + decay", warmup + decay, f"must be <= total={total}")
+        self._set(
+            peak=check_float("wsd", "peak", peak),
+            total=total,
+            warmup=warmup,
+            decay=decay,
+            init=check_float("wsd", "init", init),
+            end=check_float("wsd", "end", end),
+            shape=check_choice("wsd", "shape", shape, _WSD_SHAPES),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        warm = self.init + (self.peak - self.init) * _progress(t, self.warmup, ops)
+        p = _progress(t - (self.total - self.decay), self.decay, ops)
+        if self.shape == "linear":
+            f = 1.0 - p
+        elif self.shape == "cosine":
+            f = _cos_frac(p, ops)
+        else:
+            f = 1.0 - ops.sqrt(p)
+        decayed = self.end + (self.peak - self.end) * f
+        return ops.where(t < self.total - self.decay, warm, decayed)
+
+
+_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+
+
+class Cyclic(Schedule, name="cyclic"):
+    """Cyclical learning rate (Smith, 2017), PyTorch's ``CyclicLR`` formula.
+
+    With ``L = up + down``, ``c = floor(1 + t / L)``, ``x = 1 + t / L - c``:
+    ``h = x * L / up`` if ``x <= up / L`` else ``(x - 1) / (up / L - 1)``, and
+    ``f(t) = low + (high - low) * h * g`` where ``g`` is 1 (``triangular``),
+    ``2 ** -(c - 1)`` (``triangular2``) or ``gamma ** t`` (``exp_range``).
+    ``down`` defaults to ``up``.
+
+    >>> import schedules as S
+    >>> s = S.cyclic(0.1, 1.0, up=10)
+    >>> s(0), s(5), s(10), s(15), s(20)
+    (0.1, 0.55, 1.0, 0.55, 0.1)
+    """
+
+    _fields = ("low", "high", "up", "down", "mode", "gamma")
+    _static = frozenset({"mode"})
+
+    def __init__(
+        self,
+        low: float,
+        high: float,
+        up: int,
+        down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+    ) -> None:
+        up = check_int("cyclic", "up", up, gt=0)
+        self._set(
+            low=check_float("cyclic", "low", low),
+            high=check_float("cyclic", "high", high),
+            up=up,
+            down=up if down is None else check_int("cyclic", "down", down, gt=0),
+            mode=check_choice("cyclic", "mode", mode, _CYCLIC_MODES),
+            gamma=check_float("cyclic", "gamma", gamma, gt=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        t = ops.maximum(t, 0.0)
+        total = self.up + self.down
+        ratio = self.up / total
+        cycle = ops.floor(1 + t / total)
+        x = 1.0 + t / total - cycle
+        h = ops.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
+        height = (self.high - self.low) * h
+        if self.mode == "triangular2":
+            height = height * (1 / ops.pow(2.0, cycle - 1))
+        elif self.mode == "exp_range":
+            height = height * ops.pow(self.gamma, t)
+        return self.low + height
+
+
+_ANNEAL = ("cos", "linear")
+
+
+class OneCycle(Schedule, name="one_cycle"):
+    """One-cycle policy (Smith & Topin, 2018) with PyTorch's ``OneCycleLR`` phases.
+
+    ``start = peak / div_factor``, ``floor = start / final_div_factor``. Two
+    phases: ``start -> peak`` ending at step ``pct_start * total - 1``, then
+    ``peak -> floor`` ending at ``total - 1``. With ``three_phase``: ``start ->
+    peak`` (to ``pct_start * total - 1``), ``peak -> start`` (to
+    ``2 * pct_start * total - 2``), ``start -> floor`` (to ``total - 1``). Each
+    phase anneals by ``cos`` (``end + (start - end) * (1 + cos(pi p)) / 2``) or
+    ``linear`` in its progress ``p``. Holds ``floor`` after ``total - 1``.
+
+    >>> import schedules as S
+    >>> s = S.one_cycle(1.0, total=101, pct_start=0.5, anneal="linear", div_factor=10)
+    >>> s(0), round(s(49.5), 12), round(s(100), 12)
+    (0.1, 1.0, 1e-05)
+    """
+
+    _fields = (
+        "peak",
+        "total",
+        "pct_start",
+        "div_factor",
+        "final_div_factor",
+        "anneal",
+        "three_phase",
+    )
+    _static = frozenset({"anneal", "three_phase"})
+
+    def __init__(
+        self,
+        peak: float,
+        total: int,
+        pct_start: float = 0.3,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        anneal: str = "cos",
+        three_phase: bool = False,
+    ) -> None:
+        if not isinstance(three_phase, bool):
+            raise fail("one_cycle", "three_phase", three_phase, "must be True or False")
+        self._set(
+            peak=check_float("one_cycle", "peak", peak),
+            total=check_int("one_cycle", "total", total, gt=0),
+            pct_start=check_float("one_cycle", "pct_start", pct_start, ge=0, le=1),
+            div_factor=check_float("one_cycle", "div_factor", div_factor, gt=0),
+            final_div_factor=check_float(
+                "one_cycle", "final_div_factor", final_div_factor, gt=0
+            ),
+            anneal=check_choice("one_cycle", "anneal", anneal, _ANNEAL),
+            three_phase=three_phase,
+        )
+        if not any(is_traced(x) for x in (self.total, self.pct_start)):
+            begin = 0.0
+            for i, (end, _, _) in enumerate(self.phases()):
+                if not end > begin:
+                    raise fail(
+                        "one_cycle",
+                        "pct_start",
+                        pct_start,
+                        f"leaves phase {i} empty (it would end at step {end} <= {begin}) "
+                        f"with total={total}",
+                    )
+                begin = end
+
+    def phases(self) -> list[tuple[Any, Any, Any]]:
+        """``(end_step, start_value, end_value)`` of each phase, as PyTorch lays them out."""
+        start = self.peak / self.div_factor
+        floor = start / self.final_div_factor
+        up_end = self.pct_start * self.total - 1
+        if self.three_phase:
+            return [
+                (up_end, start, self.peak),
+                (2 * self.pct_start * self.total - 2, self.peak, start),
+                (self.total - 1, start, floor),
+            ]
+        return [(up_end, start, self.peak), (self.total - 1, self.peak, floor)]
+
+    def _anneal(self, a: Any, b: Any, p: Any, ops: Ops) -> Any:
+        if self.anneal == "cos":
+            return b + (a - b) / 2.0 * (ops.cos(ops.pi * p) + 1)
+        return (b - a) * p + a
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        t = ops.clip(t, 0.0, self.total - 1)
+        # PyTorch takes the first phase whose end step is >= t (else the last).
+        out: Any = None
+        begin: Any = 0.0
+        for end, a, b in self.phases():
+            v = self._anneal(a, b, ops.div(t - begin, end - begin), ops)
+            out = v if out is None else ops.where(t <= begin, out, v)
+            begin = end
+        return out
+
+
+class CosineRestarts(Schedule, name="cosine_restarts"):
+    """Cosine annealing with warm restarts (SGDR, Loshchilov & Hutter, 2017).
+
+    Cycle ``n`` lasts ``T_n = period * period_mult ** n`` steps and starts at
+    ``S_n = period * (period_mult ** n - 1) / (period_mult - 1)`` (``n *
+    period`` when ``period_mult = 1``). Within it, with ``u = t - S_n``:
+
+    ``f(t) = end + (init * decay ** n - end) * (1 + cos(pi * u / T_n)) / 2``
+
+    After ``max_cycles`` cycles (if given) the value holds at ``end``.
+
+    >>> import schedules as S
+    >>> s = S.cosine_restarts(1.0, 0.0, period=10, period_mult=2)
+    >>> s(0), s(5), s(10), s(20), s(30)
+    (1.0, 0.5, 1.0, 0.5, 1.0)
+    """
+
+    _fields = ("init", "end", "period", "period_mult", "decay", "max_cycles")
+
+    def __init__(
+        self,
+        init: float,
+        end: float,
+        period: int,
+        period_mult: float = 1.0,
+        decay: float = 1.0,
+        max_cycles: int | None = None,
+    ) -> None:
+        self._set(
+            init=check_float("cosine_restarts", "init", init),
+            end=check_float("cosine_restarts", "end", end),
+            period=check_int("cosine_restarts", "period", period, gt=0),
+            period_mult=check_float("cosine_restarts", "period_mult", period_mult, ge=1),
+            decay=check_float("cosine_restarts", "decay", decay, gt=0),
+            max_cycles=None
+            if max_cycles is None
+            else check_int("cosine_restarts", "max_cycles", max_cycles, gt=0),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        t = ops.maximum(t, 0.0)
+        n, s, T = cycle_of(t, self.period, self.period_mult, ops)
+        peak = self.init * ops.pow(self.decay, n)
+        v = self.end + (peak - self.end) * _cos_frac(ops.div(t - s, T), ops)
+        if self.max_cycles is None:
+            return v
+        return ops.where(n >= self.max_cycles, self.end, v)
+
+
+class TanhDecay(Schedule, name="tanh_decay"):
+    """Hyperbolic-tangent decay (Hsueh et al., 2019):
+
+    ``f(t) = end + (init - end) / 2 * (1 - tanh(lower + (upper - lower) * min(t, T) / T))``
+
+    normalised so ``f(0) = init`` and ``f(T) = end`` exactly
+    (the raw curve is divided by its value at ``t = 0`` and shifted by its value at ``T``).
+
+    >>> import schedules as S
+    >>> s = S.tanh_decay(1.0, 0.0, 100)
+    >>> s(0), s(100)
+    (1.0, 0.0)
+    """
+
+    _fields = ("init", "end", "steps", "lower", "upper")
+
+    def __init__(
+        self, init: float, end: float, steps: int, lower: float = -6.0, upper: float = 3.0
+    ) -> None:
+        lower = check_float("tanh_decay", "lower", lower)
+        upper = check_float("tanh_decay", "upper", upper)
+        if not (is_traced(lower) or is_traced(upper)) and not upper > lower:
+            raise fail("tanh_decay", "upper", upper, f"must be > lower={lower}")
+        self._set(
+            init=check_float("tanh_decay", "init", init),
+            end=check_float("tanh_decay", "end", end),
+            steps=check_int("tanh_decay", "steps", steps, ge=0),
+            lower=lower,
+            upper=upper,
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        p = _progress(t, self.steps, ops)
+        g0 = 1.0 - ops.tanh(self.lower + 0.0 * p)
+        g1 = 1.0 - ops.tanh(self.upper + 0.0 * p)
+        g = 1.0 - ops.tanh(self.lower + (self.upper - self.lower) * p)
+        return self.end + (self.init - self.end) * (g - g1) / (g0 - g1)
+
+
+class PiecewiseConstant(Schedule, name="piecewise_constant"):
+    """``f(t) = values[#{b in boundaries : b <= t}]``; ``len(values) = len(boundaries) + 1``.
+
+    >>> import schedules as S
+    >>> s = S.piecewise_constant([10, 20], [1.0, 0.5, 0.1])
+    >>> s(9), s(10), s(25)
+    (1.0, 0.5, 0.1)
+    """
+
+    _fields = ("boundaries", "values")
+
+    def __init__(self, boundaries: Any, values: Any) -> None:
+        b = check_int_seq("piecewise_constant", "boundaries", boundaries, increasing="strict")
+        v = check_float_seq("piecewise_constant", "values", values, min_len=1)
+        if len(v) != len(b) + 1:
+            raise fail(
+                "piecewise_constant", "values", values, f"must have len(boundaries) + 1 = {len(b) + 1} entries"
+            )
+        self._set(boundaries=b, values=v)
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        return ops.select(ops.count_le(self.boundaries, t), self.values) + 0.0 * t
+
+
+class PiecewiseLinear(Schedule, name="piecewise_linear"):
+    """Linear interpolation through ``(steps[i], values[i])``, constant outside.
+
+    >>> import schedules as S
+    >>> s = S.piecewise_linear([0, 10, 30], [0.0, 1.0, 0.0])
+    >>> s(5), s(20), s(100)
+    (0.5, 0.5, 0.0)
+    """
+
+    _fields = ("steps", "values")
+
+    def __init__(self, steps: Any, values: Any) -> None:
+        x = check_int_seq("piecewise_linear", "steps", steps, increasing="strict", min_len=1)
+        v = check_float_seq("piecewise_linear", "values", values)
+        if len(v) != len(x):
+            raise fail("piecewise_linear", "values", values, f"must have len(steps) = {len(x)} entries")
+        self._set(steps=x, values=v)
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        xs, ys = self.steps, self.values
+        out = ys[0] + 0.0 * t
+        for i in range(1, len(xs)):
+            seg = ys[i - 1] + (ys[i] - ys[i - 1]) * _progress(t - xs[i - 1], xs[i] - xs[i - 1], ops)
+            out = ops.where(t > xs[i - 1], seg, out)
+        return out
+
+
+class Noise(Schedule, name="noise"):
+    """Seeded uniform noise in ``[low, high)``: a pure function of ``(seed, floor(t))``.
+
+    A counter-based 32-bit hash (no RNG state), identical on every path, so
+    ``s * noise(seed, 0.9, 1.1)`` jitters a schedule reproducibly.
+
+    >>> import schedules as S
+    >>> n = S.noise(seed=0, low=0.9, high=1.1)
+    >>> n(7) == n(7), 0.9 <= n(7) < 1.1
+    (True, True)
+    """
+
+    _fields = ("seed", "low", "high")
+
+    def __init__(self, seed: int, low: float = 0.0, high: float = 1.0) -> None:
+        low = check_float("noise", "low", low)
+        high = check_float("noise", "high", high)
+        if not (is_traced(low) or is_traced(high)) and not high >= low:
+            raise fail("noise", "high", high, f"must be >= low={low}")
+        self._set(
+            seed=check_int("noise", "seed", seed, ge=0),
+            low=low,
+            high=high,
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        u = ops.uniform_hash(self.seed, ops.floor(ops.maximum(t, 0.0)))
+        return self.low + (self.high - self.low) * u

@@ -1,0 +1,143 @@
+"""Eager argument checks: every failure is a ``ValueError`` naming the
+schedule, the parameter, the value and the rule.
+
+Traced or batched JAX values (from ``jax.grad`` with respect to a
+hyperparameter, say) are let through unchecked: their value is not known.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = [
+    "check_choice",
+    "check_float",
+    "check_int",
+    "check_int_seq",
+    "check_float_seq",
+    "fail",
+    "is_traced",
+]
+
+
+def fail(where: str, name: str, value: Any, rule: str) -> ValueError:
+    return ValueError(f"{where}: {name}={value!r} {rule}")
+
+
+def is_traced(x: Any) -> bool:
+    return isinstance(x, jax.Array) and not isinstance(x, np.ndarray)
+
+
+def _as_real(where: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise fail(where, name, value, f"must be a real number, not {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise fail(where, name, value, "must be finite")
+    return v
+
+
+def check_float(
+    where: str,
+    name: str,
+    value: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A finite real number within the given bounds, returned as ``float``."""
+    if is_traced(value):
+        return value
+    v = _as_real(where, name, value)
+    if ge is not None and not v >= ge:
+        raise fail(where, name, value, f"must be >= {ge}")
+    if gt is not None and not v > gt:
+        raise fail(where, name, value, f"must be > {gt}")
+    if le is not None and not v <= le:
+        raise fail(where, name, value, f"must be <= {le}")
+    if lt is not None and not v < lt:
+        raise fail(where, name, value, f"must be < {lt}")
+    return v
+
+
+def check_int(
+    where: str, name: str, value: Any, *, ge: int | None = None, gt: int | None = None
+) -> Any:
+    """An integer (an integral float such as ``100.0`` is accepted) within bounds, as ``int``."""
+    if is_traced(value):
+        return value
+    v = _as_real(where, name, value)
+    if v != int(v):
+        raise fail(where, name, value, "must be an integer")
+    if abs(v) > 2**53:
+        raise fail(where, name, value, "must be at most 2**53 in magnitude")
+    i = int(v)
+    if ge is not None and not i >= ge:
+        raise fail(where, name, value, f"must be >= {ge}")
+    if gt is not None and not i > gt:
+        raise fail(where, name, value, f"must be > {gt}")
+    return i
+
+
+def _as_seq(where: str, name: str, value: Any) -> Sequence[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise fail(where, name, value, "must be a list of numbers")
+    return list(value)
+
+
+def check_int_seq(
+    where: str,
+    name: str,
+    value: Any,
+    *,
+    ge: int | None = None,
+    increasing: str | None = None,
+    min_len: int = 0,
+) -> tuple[Any, ...]:
+    """A tuple of ints; ``increasing`` is ``"strict"``, ``"non-strict"`` or None."""
+    seq = _as_seq(where, name, value)
+    if len(seq) < min_len:
+        raise fail(where, name, value, f"must have at least {min_len} entries")
+    out = tuple(check_int(where, f"{name}[{i}]", v, ge=ge) for i, v in enumerate(seq))
+    _check_order(where, name, value, out, increasing)
+    return out
+
+
+def check_float_seq(
+    where: str,
+    name: str,
+    value: Any,
+    *,
+    ge: float | None = None,
+    increasing: str | None = None,
+    min_len: int = 0,
+) -> tuple[Any, ...]:
+    seq = _as_seq(where, name, value)
+    if len(seq) < min_len:
+        raise fail(where, name, value, f"must have at least {min_len} entries")
+    out = tuple(check_float(where, f"{name}[{i}]", v, ge=ge) for i, v in enumerate(seq))
+    _check_order(where, name, value, out, increasing)
+    return out
+
+
+def _check_order(where: str, name: str, raw: Any, out: tuple[Any, ...], how: str | None) -> None:
+    if how is None or any(is_traced(v) for v in out):
+        return
+    for a, b in zip(out, out[1:]):
+        if (how == "strict" and not a < b) or (how == "non-strict" and not a <= b):
+            rule = "increasing" if how == "strict" else "non-decreasing"
+            raise fail(where, name, raw, f"must be {rule}")
+
+
+def check_choice(where: str, name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise fail(where, name, value, f"must be one of {allowed}")
+    return value
