@@ -179,14 +179,13 @@ def generate(
             prompt,
             int(max_new_tokens),
             rng,
-            jnp.float32(temperature if temperature > 0 else 1.0),
-            top_k,
-            temperature == 0,
+            jnp.float32(temperature),
+            jnp.int32(config.vocab_size if top_k is None else top_k),
         )
     return out[0] if squeeze else out
 
 
-@partial(jax.jit, static_argnames=("config", "max_new_tokens", "top_k", "greedy"))
+@partial(jax.jit, static_argnames=("config", "max_new_tokens"))
 def _generate(
     config: Config,
     params: Any,
@@ -194,9 +193,9 @@ def _generate(
     max_new_tokens: int,
     rng: jax.Array,
     temperature: jax.Array,
-    top_k: int | None,
-    greedy: bool,
+    top_k: jax.Array,
 ) -> jax.Array:
+    # temperature and top_k are traced: changing them does not recompile
     model = build(config)
     B, T0 = prompt.shape
     total = T0 + max_new_tokens
@@ -209,14 +208,12 @@ def _generate(
         window = jax.lax.dynamic_slice(buf, (0, start), (B, W))
         logits = model.apply({"params": params}, window, deterministic=True)
         logits = jax.lax.dynamic_index_in_dim(logits, cur - 1 - start, axis=1, keepdims=False)
-        if greedy:
-            nxt = jnp.argmax(logits, axis=-1)
-        else:
-            logits = logits / temperature
-            if top_k is not None:
-                kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-                logits = jnp.where(logits < kth, -jnp.inf, logits)
-            nxt = jax.random.categorical(jax.random.fold_in(rng, i), logits, axis=-1)
+        # top-k: keep logits >= the k-th largest
+        kth = jnp.take(jnp.sort(logits, axis=-1), config.vocab_size - top_k, axis=-1)
+        filtered = jnp.where(logits < kth[:, None], -jnp.inf, logits)
+        scaled = filtered / jnp.where(temperature > 0, temperature, 1.0)
+        sampled = jax.random.categorical(jax.random.fold_in(rng, i), scaled, axis=-1)
+        nxt = jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1))
         return jax.lax.dynamic_update_slice(buf, nxt.astype(jnp.int32)[:, None], (0, cur))
 
     return jax.lax.fori_loop(0, max_new_tokens, step, buf)

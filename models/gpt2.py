@@ -21,6 +21,7 @@ import/export is a pure renaming (``transformer.h.{i}.attn.c_attn.weight`` <->
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -204,6 +205,7 @@ class GPT2(nn.Module):
 # counting
 
 
+@functools.lru_cache(maxsize=64)
 def count_params(config: GPT2Config) -> int:
     """Exact parameter count from the config, without allocating (``jax.eval_shape``).
 
@@ -296,8 +298,9 @@ def hf_config(config: GPT2Config) -> dict[str, Any]:
         "initializer_range": _INIT_STD,
         "scale_attn_weights": True,
         "tie_word_embeddings": True,
-        "bos_token_id": 50256,
-        "eos_token_id": 50256,
+        # GPT-2's <|endoftext|>, when the vocabulary has it
+        "bos_token_id": 50256 if config.vocab_size > 50256 else None,
+        "eos_token_id": 50256 if config.vocab_size > 50256 else None,
     }
 
 

@@ -23,6 +23,7 @@ Parameter tree (plain nested dicts of float32 arrays)::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -346,6 +347,7 @@ class Llama(nn.Module):
 # counting
 
 
+@functools.lru_cache(maxsize=64)
 def count_params(config: LlamaConfig) -> int:
     """Exact parameter count from the config, without allocating (``jax.eval_shape``).
 

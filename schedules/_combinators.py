@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
-from ._core import Schedule, as_schedule
 import numpy as np
 
+from ._core import Schedule, as_schedule
 from ._ops import PY, Ops
 from ._primitives import cycle_of
 from ._validate import check_choice, check_float, check_int, check_int_seq, fail, is_traced
@@ -73,11 +74,15 @@ class Join(Schedule, name="join"):
         return t if (self.global_step or i == 0) else t - self.at[i - 1]
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        idx = ops.count_le(self.at, t)
         if ops.host:
-            return self.pieces[idx]._eval(self._local(idx, t), ops)
-        vals = [p._eval(self._local(i, t), ops) for i, p in enumerate(self.pieces)]
-        return ops.select(idx, vals)
+            i = bisect_right(self.at, t)
+            return self.pieces[i]._eval(
+                t if i == 0 or self.global_step else t - self.at[i - 1], ops
+            )
+        out = self.pieces[0]._eval(t, ops)
+        for i in range(1, len(self.pieces)):
+            out = ops.where(t >= self.at[i - 1], self.pieces[i]._eval(self._local(i, t), ops), out)
+        return out
 
 
 class Multiply(Schedule, name="multiply"):
@@ -195,11 +200,11 @@ class Clip(Schedule, name="clip"):
     _fields = ("schedule", "low", "high")
 
     def __init__(self, schedule: Schedule, low: float | None = None, high: float | None = None):
-        low = None if low is None else check_float("clip", "low", low)
-        high = None if high is None else check_float("clip", "high", high)
-        if low is not None and high is not None and not (is_traced(low) or is_traced(high)):
-            if not low <= high:
-                raise fail("clip", "high", high, f"must be >= low={low}")
+        low = None if low is None else check_float("clip", "low", low, ge=0)
+        high = None if high is None else check_float("clip", "high", high, ge=0)
+        both = low is not None and high is not None
+        if both and not (is_traced(low) or is_traced(high)) and not low <= high:
+            raise fail("clip", "high", high, f"must be >= low={low}")
         self._set(schedule=_schedules("clip", "schedule", [schedule])[0], low=low, high=high)
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -263,7 +268,7 @@ class Repeat(Schedule, name="repeat"):
             schedule=_schedules("repeat", "schedule", [schedule])[0],
             period=check_int("repeat", "period", period, gt=0),
             period_mult=check_float("repeat", "period_mult", period_mult, ge=1),
-            decay=check_float("repeat", "decay", decay, gt=0),
+            decay=check_float("repeat", "decay", decay, gt=0, le=1),
             max_cycles=None
             if max_cycles is None
             else check_int("repeat", "max_cycles", max_cycles, gt=0),
@@ -298,7 +303,7 @@ class Warmup(Schedule, name="warmup"):
         self._set(
             schedule=_schedules("warmup", "schedule", [schedule])[0],
             steps=check_int("warmup", "steps", steps, ge=0),
-            init=check_float("warmup", "init", init),
+            init=check_float("warmup", "init", init, ge=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -379,7 +384,9 @@ class ScaleBatch(Schedule, name="scale_batch"):
                 raise fail("scale_batch", "crossover", None, "must be given with rule='blend'")
             crossover = check_int("scale_batch", "crossover", crossover, gt=0)
             if not (is_traced(crossover) or is_traced(base)) and crossover < base:
-                raise fail("scale_batch", "crossover", crossover, f"must be >= base_batch_size={base}")
+                raise fail(
+                    "scale_batch", "crossover", crossover, f"must be >= base_batch_size={base}"
+                )
         elif crossover is not None:
             raise fail("scale_batch", "crossover", crossover, "is only used with rule='blend'")
         self._set(
@@ -429,4 +436,3 @@ def scale(schedule: Schedule, factor: float) -> Schedule:
     if isinstance(schedule, Scale) and not (is_traced(factor) or is_traced(schedule.factor)):
         return Scale(schedule.schedule, float(factor) * schedule.factor)
     return Scale(schedule, factor)
-

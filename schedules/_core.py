@@ -87,9 +87,7 @@ class Schedule:
 
     def _tree_flatten_with_keys(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         leaves, static = self._tree_flatten()
-        keyed = tuple(
-            (jax.tree_util.GetAttrKey(f), v) for f, v in zip(self._leaf_fields(), leaves)
-        )
+        keyed = tuple((jax.tree_util.GetAttrKey(f), v) for f, v in zip(self._leaf_fields(), leaves))
         return keyed, static
 
     @classmethod
@@ -106,19 +104,21 @@ class Schedule:
 
     def _host_ok(self) -> bool:
         """Whether every hyperparameter is a plain number (so the math/NumPy paths apply)."""
-        ok = self.__dict__.get("_host_ok_cache")
-        if ok is None:
+        try:
+            return self._host_ok_cache  # type: ignore[attr-defined, no-any-return]
+        except AttributeError:
             ok = all(_is_host_number(x) for x in jax.tree_util.tree_leaves(self))
             ok = ok and self._host_capable()
             object.__setattr__(self, "_host_ok_cache", ok)
-        return ok
+            return ok
 
     def _host_capable(self) -> bool:
         """Overridden by nodes that can only run under JAX (Python callables)."""
         return all(c._host_ok() for c in self.children())
 
     def __call__(self, step: Any) -> Any:
-        if _is_host_number(step) and self._host_ok():
+        # type() first: the host query is the hot path of logging and facades.
+        if (type(step) is int or type(step) is float or _is_host_number(step)) and self._host_ok():
             return float(self._eval(float(step), PY))
         if isinstance(step, np.ndarray) and self._host_ok():
             with np.errstate(all="ignore"):

@@ -49,8 +49,11 @@ def parse_text(text: Any, what: str) -> ast.expr:
     if len(text) > MAX_LENGTH:
         raise fail(what, "text", text[:40] + "...", f"must be at most {MAX_LENGTH} characters")
     if "\x00" in text or "\n" in text or "\r" in text:
-        raise caret(text, max(text.find("\x00"), text.find("\n"), text.find("\r")),
-                    f"{what}: line breaks and NUL characters are not allowed")
+        raise caret(
+            text,
+            max(text.find("\x00"), text.find("\n"), text.find("\r")),
+            f"{what}: line breaks and NUL characters are not allowed",
+        )
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
@@ -200,17 +203,25 @@ def compile_expr(node: ast.AST, text: str) -> Compiled:
         c, a, b = (compile_expr(n, text) for n in (node.test, node.body, node.orelse))
         return lambda t, ops: ops.where(c(t, ops) != 0, a(t, ops), b(t, ops))
     if isinstance(node, ast.Call):
-        if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS:
-            name = getattr(node.func, "id", ast.unparse(node.func))
-            allowed = ", ".join(sorted(_FUNCS))
-            raise caret(text, col, f"{what}: unknown function {name!r} (allowed: {allowed})")
+        allowed = ", ".join(sorted(_FUNCS))
+        if not isinstance(node.func, ast.Name):
+            raise caret(text, col, f"{what}: only named functions can be called ({allowed})")
+        if node.func.id not in _FUNCS:
+            raise caret(
+                text, col, f"{what}: unknown function {node.func.id!r} (allowed: {allowed})"
+            )
         if node.keywords:
-            raise caret(text, node.keywords[0].value.col_offset,
-                        f"{what}: {node.func.id}() takes no keyword arguments")
+            raise caret(
+                text,
+                node.keywords[0].value.col_offset,
+                f"{what}: {node.func.id}() takes no keyword arguments",
+            )
         lo, hi, impl = _FUNCS[node.func.id]
         if not lo <= len(node.args) <= hi:
             n = f"{lo}" if lo == hi else f"{lo} to {hi}"
-            raise caret(text, col, f"{what}: {node.func.id}() takes {n} arguments, got {len(node.args)}")
+            raise caret(
+                text, col, f"{what}: {node.func.id}() takes {n} arguments, got {len(node.args)}"
+            )
         args = [compile_expr(a, text) for a in node.args]
         return lambda t, ops: impl(ops, *(a(t, ops) for a in args))
     raise caret(text, col, f"{what}: {type(node).__name__} is not allowed in an expression")

@@ -203,7 +203,6 @@ class _ArrayOps(Ops):
             out = self.xp.where(idx >= i, values[i], out)
         return out
 
-
     def uniform_hash(self, seed: Any, t: Any) -> Any:
         xp = self.xp
         u32 = xp.uint32

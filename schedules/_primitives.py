@@ -48,6 +48,8 @@ __all__ = [
 
 def _progress(t: Any, T: Any, ops: Ops) -> Any:
     """``clip(t / T, 0, 1)``, with a zero-length interval already complete."""
+    if type(T) is int:  # a known length (not traced): no guard needed
+        return ops.clip(t / T, 0.0, 1.0) if T > 0 else 1.0 + 0.0 * t
     safe_T = ops.maximum(T, 1)
     return ops.where(T > 0, ops.clip(ops.div(t, safe_T), 0.0, 1.0), 1.0)
 
@@ -85,14 +87,14 @@ class Constant(Schedule, name="constant"):
     _fields = ("value",)
 
     def __init__(self, value: float) -> None:
-        self._set(value=check_float("constant", "value", value))
+        self._set(value=check_float("constant", "value", value, ge=0))
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         return self.value + 0.0 * t
 
 
 class Linear(Schedule, name="linear"):
-    """Linear ramp: ``f(t) = init + (end - init) * clip(t / steps, 0, 1)``.
+    """Linear ramp: ``f(t) = init * (1 - p) + end * p`` with ``p = clip(t / steps, 0, 1)``.
 
     Holds ``end`` from ``t = steps`` on; ``steps = 0`` is ``end`` everywhere.
 
@@ -107,13 +109,15 @@ class Linear(Schedule, name="linear"):
 
     def __init__(self, init: float, end: float, steps: int) -> None:
         self._set(
-            init=check_float("linear", "init", init),
-            end=check_float("linear", "end", end),
+            init=check_float("linear", "init", init, ge=0),
+            end=check_float("linear", "end", end, ge=0),
             steps=check_int("linear", "steps", steps, ge=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        return self.init + (self.end - self.init) * _progress(t, self.steps, ops)
+        p = _progress(t, self.steps, ops)
+        # Two-sided lerp: exactly init at p = 0 and exactly end at p = 1.
+        return self.init * (1.0 - p) + self.end * p
 
 
 class CosineDecay(Schedule, name="cosine"):
@@ -131,17 +135,19 @@ class CosineDecay(Schedule, name="cosine"):
 
     def __init__(self, init: float, end: float, steps: int, exponent: float = 1.0) -> None:
         self._set(
-            init=check_float("cosine", "init", init),
-            end=check_float("cosine", "end", end),
+            init=check_float("cosine", "init", init, ge=0),
+            end=check_float("cosine", "end", end, ge=0),
             steps=check_int("cosine", "steps", steps, ge=0),
             exponent=check_float("cosine", "exponent", exponent, gt=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         c = _cos_frac(_progress(t, self.steps, ops), ops)
-        # clip: cos(pi) is 0 only up to rounding; a tiny negative base would
-        # make a fractional exponent NaN.
-        return self.end + (self.init - self.end) * ops.pow(ops.maximum(c, 0.0), self.exponent)
+        if type(self.exponent) is not float or self.exponent != 1.0:
+            # clip: cos(pi) is 0 only up to rounding; a tiny negative base would
+            # make a fractional exponent NaN.
+            c = ops.pow(ops.maximum(c, 0.0), self.exponent)
+        return self.end + (self.init - self.end) * c
 
 
 class Exponential(Schedule, name="exponential"):
@@ -170,25 +176,35 @@ class Exponential(Schedule, name="exponential"):
     ) -> None:
         if not isinstance(staircase, bool):
             raise fail("exponential", "staircase", staircase, "must be True or False")
+        if end is None and not is_traced(rate) and isinstance(rate, (int, float)) and rate > 1:
+            raise fail(
+                "exponential",
+                "end",
+                end,
+                f"must be given when rate={rate} > 1 (growth needs a bound)",
+            )
         self._set(
-            init=check_float("exponential", "init", init),
+            init=check_float("exponential", "init", init, ge=0),
             rate=check_float("exponential", "rate", rate, gt=0),
             steps=check_int("exponential", "steps", steps, gt=0),
             staircase=staircase,
-            end=None if end is None else check_float("exponential", "end", end),
+            end=None if end is None else check_float("exponential", "end", end, ge=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         t = ops.maximum(t, 0.0)
         e = ops.floordiv(t, self.steps) if self.staircase else ops.div(t, self.steps)
-        v = self.init * ops.pow(self.rate, e)
+        # 0 * rate ** e is 0 even where rate ** e has overflowed to inf
+        v = ops.where(self.init == 0, 0.0, self.init * ops.pow(self.rate, e))
         if self.end is None:
             return v
         return ops.where(self.rate < 1, ops.maximum(v, self.end), ops.minimum(v, self.end))
 
 
 class StepDecay(Schedule, name="step"):
-    """Multiply by ``gamma`` every ``step_size`` steps: ``f(t) = init * gamma ** floor(t / step_size)``.
+    """Multiply by ``gamma`` every ``step_size`` steps.
+
+    ``f(t) = init * gamma ** floor(t / step_size)``
 
     >>> import schedules as S
     >>> S.step(1.0, step_size=30, gamma=0.1)(65)
@@ -199,7 +215,7 @@ class StepDecay(Schedule, name="step"):
 
     def __init__(self, init: float, step_size: int, gamma: float = 0.1) -> None:
         self._set(
-            init=check_float("step", "init", init),
+            init=check_float("step", "init", init, ge=0),
             step_size=check_int("step", "step_size", step_size, gt=0),
             gamma=check_float("step", "gamma", gamma, gt=0),
         )
@@ -224,7 +240,7 @@ class MultiStep(Schedule, name="multistep"):
 
     def __init__(self, init: float, milestones: Any, gamma: float = 0.1) -> None:
         self._set(
-            init=check_float("multistep", "init", init),
+            init=check_float("multistep", "init", init, ge=0),
             milestones=check_int_seq(
                 "multistep", "milestones", milestones, ge=0, increasing="non-strict"
             ),
@@ -247,8 +263,8 @@ class Polynomial(Schedule, name="polynomial"):
 
     def __init__(self, init: float, end: float, steps: int, power: float = 1.0) -> None:
         self._set(
-            init=check_float("polynomial", "init", init),
-            end=check_float("polynomial", "end", end),
+            init=check_float("polynomial", "init", init, ge=0),
+            end=check_float("polynomial", "end", end, ge=0),
             steps=check_int("polynomial", "steps", steps, ge=0),
             power=check_float("polynomial", "power", power, gt=0),
         )
@@ -281,7 +297,7 @@ class InverseSqrt(Schedule, name="inverse_sqrt"):
                 raise fail("inverse_sqrt", "timescale", None, "must be given when warmup is 0")
             timescale = warmup
         self._set(
-            init=check_float("inverse_sqrt", "init", init),
+            init=check_float("inverse_sqrt", "init", init, ge=0),
             warmup=warmup,
             timescale=check_int("inverse_sqrt", "timescale", timescale, gt=0),
         )
@@ -354,16 +370,16 @@ class WarmupStableDecay(Schedule, name="wsd"):
         total = check_int("wsd", "total", total, gt=0)
         warmup = check_int("wsd", "warmup", warmup, ge=0)
         decay = check_int("wsd", "decay", decay, ge=0)
-        if not (is_traced(total) or is_traced(warmup) or is_traced(decay)):
-            if warmup + decay > total:
-                raise fail("wsd", "warmup + decay", warmup + decay, f"must be <= total={total}")
+        known = not (is_traced(total) or is_traced(warmup) or is_traced(decay))
+        if known and warmup + decay > total:
+            raise fail("wsd", "warmup + decay", warmup + decay, f"must be <= total={total}")
         self._set(
-            peak=check_float("wsd", "peak", peak),
+            peak=check_float("wsd", "peak", peak, ge=0),
             total=total,
             warmup=warmup,
             decay=decay,
-            init=check_float("wsd", "init", init),
-            end=check_float("wsd", "end", end),
+            init=check_float("wsd", "init", init, ge=0),
+            end=check_float("wsd", "end", end, ge=0),
             shape=check_choice("wsd", "shape", shape, _WSD_SHAPES),
         )
 
@@ -412,20 +428,26 @@ class Cyclic(Schedule, name="cyclic"):
     ) -> None:
         up = check_int("cyclic", "up", up, gt=0)
         self._set(
-            low=check_float("cyclic", "low", low),
-            high=check_float("cyclic", "high", high),
+            low=check_float("cyclic", "low", low, ge=0),
+            high=check_float("cyclic", "high", high, ge=0),
             up=up,
             down=up if down is None else check_int("cyclic", "down", down, gt=0),
             mode=check_choice("cyclic", "mode", mode, _CYCLIC_MODES),
-            gamma=check_float("cyclic", "gamma", gamma, gt=0),
+            gamma=check_float("cyclic", "gamma", gamma, gt=0, le=1),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         t = ops.maximum(t, 0.0)
         total = self.up + self.down
         ratio = self.up / total
-        cycle = ops.floor(1 + t / total)
-        x = 1.0 + t / total - cycle
+        # x = t / L - floor(t / L), with the remainder taken exactly (t - n L)
+        # so that float32 keeps its precision far from step 0.
+        n = ops.floor(ops.div(t, total))
+        r = t - n * total
+        n = ops.where(r < 0, n - 1, ops.where(r >= total, n + 1, n))
+        r = t - n * total
+        cycle = n + 1
+        x = ops.div(r, total)
         h = ops.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
         height = (self.high - self.low) * h
         if self.mode == "triangular2":
@@ -479,13 +501,11 @@ class OneCycle(Schedule, name="one_cycle"):
         if not isinstance(three_phase, bool):
             raise fail("one_cycle", "three_phase", three_phase, "must be True or False")
         self._set(
-            peak=check_float("one_cycle", "peak", peak),
+            peak=check_float("one_cycle", "peak", peak, ge=0),
             total=check_int("one_cycle", "total", total, gt=0),
             pct_start=check_float("one_cycle", "pct_start", pct_start, ge=0, le=1),
             div_factor=check_float("one_cycle", "div_factor", div_factor, gt=0),
-            final_div_factor=check_float(
-                "one_cycle", "final_div_factor", final_div_factor, gt=0
-            ),
+            final_div_factor=check_float("one_cycle", "final_div_factor", final_div_factor, gt=0),
             anneal=check_choice("one_cycle", "anneal", anneal, _ANNEAL),
             three_phase=three_phase,
         )
@@ -561,11 +581,11 @@ class CosineRestarts(Schedule, name="cosine_restarts"):
         max_cycles: int | None = None,
     ) -> None:
         self._set(
-            init=check_float("cosine_restarts", "init", init),
-            end=check_float("cosine_restarts", "end", end),
+            init=check_float("cosine_restarts", "init", init, ge=0),
+            end=check_float("cosine_restarts", "end", end, ge=0),
             period=check_int("cosine_restarts", "period", period, gt=0),
             period_mult=check_float("cosine_restarts", "period_mult", period_mult, ge=1),
-            decay=check_float("cosine_restarts", "decay", decay, gt=0),
+            decay=check_float("cosine_restarts", "decay", decay, gt=0, le=1),
             max_cycles=None
             if max_cycles is None
             else check_int("cosine_restarts", "max_cycles", max_cycles, gt=0),
@@ -605,8 +625,8 @@ class TanhDecay(Schedule, name="tanh_decay"):
         if not (is_traced(lower) or is_traced(upper)) and not upper > lower:
             raise fail("tanh_decay", "upper", upper, f"must be > lower={lower}")
         self._set(
-            init=check_float("tanh_decay", "init", init),
-            end=check_float("tanh_decay", "end", end),
+            init=check_float("tanh_decay", "init", init, ge=0),
+            end=check_float("tanh_decay", "end", end, ge=0),
             steps=check_int("tanh_decay", "steps", steps, ge=0),
             lower=lower,
             upper=upper,
@@ -633,10 +653,13 @@ class PiecewiseConstant(Schedule, name="piecewise_constant"):
 
     def __init__(self, boundaries: Any, values: Any) -> None:
         b = check_int_seq("piecewise_constant", "boundaries", boundaries, increasing="strict")
-        v = check_float_seq("piecewise_constant", "values", values, min_len=1)
+        v = check_float_seq("piecewise_constant", "values", values, ge=0, min_len=1)
         if len(v) != len(b) + 1:
             raise fail(
-                "piecewise_constant", "values", values, f"must have len(boundaries) + 1 = {len(b) + 1} entries"
+                "piecewise_constant",
+                "values",
+                values,
+                f"must have len(boundaries) + 1 = {len(b) + 1} entries",
             )
         self._set(boundaries=b, values=v)
 
@@ -657,9 +680,11 @@ class PiecewiseLinear(Schedule, name="piecewise_linear"):
 
     def __init__(self, steps: Any, values: Any) -> None:
         x = check_int_seq("piecewise_linear", "steps", steps, increasing="strict", min_len=1)
-        v = check_float_seq("piecewise_linear", "values", values)
+        v = check_float_seq("piecewise_linear", "values", values, ge=0)
         if len(v) != len(x):
-            raise fail("piecewise_linear", "values", values, f"must have len(steps) = {len(x)} entries")
+            raise fail(
+                "piecewise_linear", "values", values, f"must have len(steps) = {len(x)} entries"
+            )
         self._set(steps=x, values=v)
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -686,8 +711,8 @@ class Noise(Schedule, name="noise"):
     _fields = ("seed", "low", "high")
 
     def __init__(self, seed: int, low: float = 0.0, high: float = 1.0) -> None:
-        low = check_float("noise", "low", low)
-        high = check_float("noise", "high", high)
+        low = check_float("noise", "low", low, ge=0)
+        high = check_float("noise", "high", high, ge=0)
         if not (is_traced(low) or is_traced(high)) and not high >= low:
             raise fail("noise", "high", high, f"must be >= low={low}")
         self._set(

@@ -31,9 +31,7 @@ _MAX_CONFIG_DEPTH = 64
 def _defaults(cls: type[Schedule]) -> dict[str, Any]:
     sig = inspect.signature(cls.__init__)
     return {
-        k: p.default
-        for k, p in sig.parameters.items()
-        if p.default is not inspect.Parameter.empty
+        k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty
     }
 
 
@@ -88,13 +86,19 @@ def from_config(cfg: Any, _depth: int = 0) -> Schedule:
     name = cfg.get("type")
     cls = REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise ValueError(f"schedule config: unknown type {name!r}; known: {', '.join(sorted(REGISTRY))}")
+        raise ValueError(
+            f"schedule config: unknown type {name!r}; known: {', '.join(sorted(REGISTRY))}"
+        )
     if name == "lambda":
-        raise ValueError("schedule config: 'lambda' (a Python callable) cannot be loaded; use 'expr'")
+        raise ValueError(
+            "schedule config: 'lambda' (a Python callable) cannot be loaded; use 'expr'"
+        )
     unknown = set(cfg) - set(cls._fields) - {"type"}
     if unknown:
-        raise ValueError(f"schedule config for {name!r}: unknown field(s) {sorted(unknown)}; "
-                         f"fields are {list(cls._fields)}")
+        raise ValueError(
+            f"schedule config for {name!r}: unknown field(s) {sorted(unknown)}; "
+            f"fields are {list(cls._fields)}"
+        )
 
     def dec(v: Any) -> Any:
         if isinstance(v, dict):
@@ -140,7 +144,7 @@ def to_spec(s: Schedule) -> str:
 
 def _same(a: Any, b: Any) -> bool:
     try:
-        return type(a) is type(b) and bool(a == b) or (a is None and b is None)
+        return (type(a) is type(b) and bool(a == b)) or (a is None and b is None)
     except Exception:  # a traced value: never equal to a default
         return False
 
@@ -228,15 +232,21 @@ def _call(node: ast.Call, text: str) -> Schedule:
             raise caret(text, kw.value.col_offset, "spec: '**' unpacking is not allowed")
         if kw.arg not in cls._fields or kw.arg == var:
             allowed = ", ".join(params)
-            raise caret(text, kw.value.col_offset - len(kw.arg) - 1,
-                        f"spec: {name}() has no parameter {kw.arg!r} (parameters: {allowed})")
+            raise caret(
+                text,
+                kw.value.col_offset - len(kw.arg) - 1,
+                f"spec: {name}() has no parameter {kw.arg!r} (parameters: {allowed})",
+            )
         kwargs[kw.arg] = _value(kw.value, text)
     try:
         if var is not None:
             return cls(*pos, **kwargs)
         if len(pos) > len(params):
-            raise caret(text, node.args[len(params)].col_offset,
-                        f"spec: {name}() takes at most {len(params)} positional arguments")
+            raise caret(
+                text,
+                node.args[len(params)].col_offset,
+                f"spec: {name}() takes at most {len(params)} positional arguments",
+            )
         for f, v in zip(params, pos):
             if f in kwargs:
                 raise caret(text, col, f"spec: {name}() got {f!r} twice")

@@ -18,7 +18,9 @@ def _steps(steps: int | Sequence[int] | np.ndarray) -> np.ndarray:
         return np.arange(check_int("values", "steps", steps, gt=0), dtype=np.float64)
     arr = np.asarray(steps, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"values: steps={steps!r} must be a positive int or a 1-D array of finite steps")
+        raise ValueError(
+            f"values: steps={steps!r} must be a positive int or a 1-D array of finite steps"
+        )
     return arr
 
 

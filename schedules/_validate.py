@@ -7,6 +7,7 @@ hyperparameter, say) are let through unchecked: their value is not known.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -130,7 +131,7 @@ def check_float_seq(
 def _check_order(where: str, name: str, raw: Any, out: tuple[Any, ...], how: str | None) -> None:
     if how is None or any(is_traced(v) for v in out):
         return
-    for a, b in zip(out, out[1:]):
+    for a, b in itertools.pairwise(out):
         if (how == "strict" and not a < b) or (how == "non-strict" and not a <= b):
             rule = "increasing" if how == "strict" else "non-decreasing"
             raise fail(where, name, raw, f"must be {rule}")
