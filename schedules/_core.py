@@ -102,15 +102,16 @@ class Schedule:
     def _eval(self, t: Any, ops: Ops) -> Any:
         raise NotImplementedError
 
+    _host_ok_cache: bool | None = None
+
     def _host_ok(self) -> bool:
         """Whether every hyperparameter is a plain number (so the math/NumPy paths apply)."""
-        try:
-            return self._host_ok_cache  # type: ignore[attr-defined, no-any-return]
-        except AttributeError:
+        ok = self._host_ok_cache
+        if ok is None:
             ok = all(_is_host_number(x) for x in jax.tree_util.tree_leaves(self))
             ok = ok and self._host_capable()
             object.__setattr__(self, "_host_ok_cache", ok)
-            return ok
+        return ok
 
     def _host_capable(self) -> bool:
         """Overridden by nodes that can only run under JAX (Python callables)."""
@@ -118,8 +119,9 @@ class Schedule:
 
     def __call__(self, step: Any) -> Any:
         # type() first: the host query is the hot path of logging and facades.
-        if (type(step) is int or type(step) is float or _is_host_number(step)) and self._host_ok():
-            return float(self._eval(float(step), PY))
+        if type(step) is int or type(step) is float or _is_host_number(step):
+            if self._host_ok_cache or self._host_ok():
+                return float(self._eval(float(step), PY))
         if isinstance(step, np.ndarray) and self._host_ok():
             with np.errstate(all="ignore"):
                 return np.asarray(self._eval(NP.asfloat(step), NP), dtype=np.float64)

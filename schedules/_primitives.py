@@ -142,7 +142,7 @@ class CosineDecay(Schedule, name="cosine"):
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        c = _cos_frac(_progress(t, self.steps, ops), ops)
+        c = 0.5 * (1.0 + ops.cos(ops.pi * _progress(t, self.steps, ops)))
         if type(self.exponent) is not float or self.exponent != 1.0:
             # clip: cos(pi) is 0 only up to rounding; a tiny negative base would
             # make a fractional exponent NaN.
