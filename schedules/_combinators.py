@@ -10,7 +10,7 @@ import numpy as np
 
 from ._core import Schedule, as_schedule
 from ._ops import PY, Ops
-from ._primitives import cycle_of
+from ._primitives import check_cycles, cycle_of
 from ._validate import check_choice, check_float, check_int, check_int_seq, fail, is_traced
 
 __all__ = [
@@ -85,7 +85,27 @@ class Join(Schedule, name="join"):
         return out
 
 
-class Multiply(Schedule, name="multiply"):
+class _Fold(Schedule):
+    """Schedules combined pointwise, left to right, by ``_combine``."""
+
+    _varargs: str = "items"
+
+    def __init__(self, *items: Schedule) -> None:
+        self._set(**{self._varargs: _schedules(self._name, self._varargs, items, min_len=1)})
+
+    @staticmethod
+    def _combine(a: Any, b: Any, ops: Ops) -> Any:
+        raise NotImplementedError
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        items = getattr(self, self._varargs)
+        out = items[0]._eval(t, ops)
+        for f in items[1:]:
+            out = self._combine(out, f._eval(t, ops), ops)
+        return out
+
+
+class Multiply(_Fold, name="multiply"):
     """The product of the factors: ``f(t) = prod_i factors[i](t)``. Also ``a * b``.
 
     >>> import schedules as S
@@ -96,14 +116,55 @@ class Multiply(Schedule, name="multiply"):
     _fields = ("factors",)
     _varargs = "factors"
 
-    def __init__(self, *factors: Schedule) -> None:
-        self._set(factors=_schedules("multiply", "factors", factors, min_len=1))
+    @staticmethod
+    def _combine(a: Any, b: Any, ops: Ops) -> Any:
+        return a * b
 
-    def _eval(self, t: Any, ops: Ops) -> Any:
-        out = self.factors[0]._eval(t, ops)
-        for f in self.factors[1:]:
-            out = out * f._eval(t, ops)
-        return out
+
+class Add(_Fold, name="add"):
+    """The sum of the terms: ``f(t) = sum_i terms[i](t)``. Also ``a + b``.
+
+    >>> import schedules as S
+    >>> (S.constant(1.0) + 0.5)(3)
+    1.5
+    """
+
+    _fields = ("terms",)
+    _varargs = "terms"
+
+    @staticmethod
+    def _combine(a: Any, b: Any, ops: Ops) -> Any:
+        return a + b
+
+
+class Minimum(_Fold, name="minimum"):
+    """The pointwise minimum of schedules.
+
+    >>> import schedules as S
+    >>> S.minimum(S.linear(0.0, 2.0, 10), S.constant(1.0))(8)
+    1.0
+    """
+
+    _fields = ("items",)
+
+    @staticmethod
+    def _combine(a: Any, b: Any, ops: Ops) -> Any:
+        return ops.minimum(a, b)
+
+
+class Maximum(_Fold, name="maximum"):
+    """The pointwise maximum of schedules.
+
+    >>> import schedules as S
+    >>> S.maximum(S.linear(0.0, 2.0, 10), S.constant(1.0))(2)
+    1.0
+    """
+
+    _fields = ("items",)
+
+    @staticmethod
+    def _combine(a: Any, b: Any, ops: Ops) -> Any:
+        return ops.maximum(a, b)
 
 
 class Scale(Schedule, name="scale"):
@@ -124,69 +185,6 @@ class Scale(Schedule, name="scale"):
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         return self.factor * self.schedule._eval(t, ops)
-
-
-class Add(Schedule, name="add"):
-    """The sum of the terms: ``f(t) = sum_i terms[i](t)``. Also ``a + b``.
-
-    >>> import schedules as S
-    >>> (S.constant(1.0) + 0.5)(3)
-    1.5
-    """
-
-    _fields = ("terms",)
-    _varargs = "terms"
-
-    def __init__(self, *terms: Schedule) -> None:
-        self._set(terms=_schedules("add", "terms", terms, min_len=1))
-
-    def _eval(self, t: Any, ops: Ops) -> Any:
-        out = self.terms[0]._eval(t, ops)
-        for f in self.terms[1:]:
-            out = out + f._eval(t, ops)
-        return out
-
-
-class Minimum(Schedule, name="minimum"):
-    """The pointwise minimum of schedules.
-
-    >>> import schedules as S
-    >>> S.minimum(S.linear(0.0, 2.0, 10), S.constant(1.0))(8)
-    1.0
-    """
-
-    _fields = ("items",)
-    _varargs = "items"
-
-    def __init__(self, *items: Schedule) -> None:
-        self._set(items=_schedules("minimum", "items", items, min_len=1))
-
-    def _eval(self, t: Any, ops: Ops) -> Any:
-        out = self.items[0]._eval(t, ops)
-        for f in self.items[1:]:
-            out = ops.minimum(out, f._eval(t, ops))
-        return out
-
-
-class Maximum(Schedule, name="maximum"):
-    """The pointwise maximum of schedules.
-
-    >>> import schedules as S
-    >>> S.maximum(S.linear(0.0, 2.0, 10), S.constant(1.0))(2)
-    1.0
-    """
-
-    _fields = ("items",)
-    _varargs = "items"
-
-    def __init__(self, *items: Schedule) -> None:
-        self._set(items=_schedules("maximum", "items", items, min_len=1))
-
-    def _eval(self, t: Any, ops: Ops) -> Any:
-        out = self.items[0]._eval(t, ops)
-        for f in self.items[1:]:
-            out = ops.maximum(out, f._eval(t, ops))
-        return out
 
 
 class Clip(Schedule, name="clip"):
@@ -266,12 +264,7 @@ class Repeat(Schedule, name="repeat"):
     ) -> None:
         self._set(
             schedule=_schedules("repeat", "schedule", [schedule])[0],
-            period=check_int("repeat", "period", period, gt=0),
-            period_mult=check_float("repeat", "period_mult", period_mult, ge=1),
-            decay=check_float("repeat", "decay", decay, gt=0, le=1),
-            max_cycles=None
-            if max_cycles is None
-            else check_int("repeat", "max_cycles", max_cycles, gt=0),
+            **check_cycles("repeat", period, period_mult, decay, max_cycles),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:

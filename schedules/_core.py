@@ -119,9 +119,9 @@ class Schedule:
 
     def __call__(self, step: Any) -> Any:
         # type() first: the host query is the hot path of logging and facades.
-        if type(step) is int or type(step) is float or _is_host_number(step):
-            if self._host_ok_cache or self._host_ok():
-                return float(self._eval(float(step), PY))
+        host = type(step) is int or type(step) is float or _is_host_number(step)
+        if host and (self._host_ok_cache or self._host_ok()):
+            return float(self._eval(float(step), PY))
         if isinstance(step, np.ndarray) and self._host_ok():
             with np.errstate(all="ignore"):
                 return np.asarray(self._eval(NP.asfloat(step), NP), dtype=np.float64)

@@ -26,6 +26,7 @@ from ._validate import (
 
 __all__ = [
     "Constant",
+    "check_cycles",
     "cycle_of",
     "CosineDecay",
     "CosineRestarts",
@@ -74,6 +75,20 @@ def cycle_of(t: Any, P: Any, m: Any, ops: Ops) -> tuple[Any, Any, Any]:
     n = ops.where(start(n) > t, n - 1, n)
     n = ops.where(start(n + 1) <= t, n + 1, n)
     return n, start(n), P * ops.pow(ops.where(geometric, m_safe, 1.0), n)
+
+
+def check_cycles(
+    where: str, period: Any, period_mult: Any, decay: Any, max_cycles: Any
+) -> dict[str, Any]:
+    """The validated cycle arguments shared by ``cosine_restarts`` and ``repeat``."""
+    return {
+        "period": check_int(where, "period", period, gt=0),
+        "period_mult": check_float(where, "period_mult", period_mult, ge=1),
+        "decay": check_float(where, "decay", decay, gt=0, le=1),
+        "max_cycles": None
+        if max_cycles is None
+        else check_int(where, "max_cycles", max_cycles, gt=0),
+    }
 
 
 class Constant(Schedule, name="constant"):
@@ -583,12 +598,7 @@ class CosineRestarts(Schedule, name="cosine_restarts"):
         self._set(
             init=check_float("cosine_restarts", "init", init, ge=0),
             end=check_float("cosine_restarts", "end", end, ge=0),
-            period=check_int("cosine_restarts", "period", period, gt=0),
-            period_mult=check_float("cosine_restarts", "period_mult", period_mult, ge=1),
-            decay=check_float("cosine_restarts", "decay", decay, gt=0, le=1),
-            max_cycles=None
-            if max_cycles is None
-            else check_int("cosine_restarts", "max_cycles", max_cycles, gt=0),
+            **check_cycles("cosine_restarts", period, period_mult, decay, max_cycles),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:

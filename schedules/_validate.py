@@ -87,10 +87,23 @@ def check_int(
     return i
 
 
-def _as_seq(where: str, name: str, value: Any) -> Sequence[Any]:
+def _check_seq(
+    check: Any,
+    where: str,
+    name: str,
+    value: Any,
+    ge: Any,
+    increasing: str | None,
+    min_len: int,
+) -> tuple[Any, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
         raise fail(where, name, value, "must be a list of numbers")
-    return list(value)
+    seq = list(value)
+    if len(seq) < min_len:
+        raise fail(where, name, value, f"must have at least {min_len} entries")
+    out = tuple(check(where, f"{name}[{i}]", v, ge=ge) for i, v in enumerate(seq))
+    _check_order(where, name, value, out, increasing)
+    return out
 
 
 def check_int_seq(
@@ -103,12 +116,7 @@ def check_int_seq(
     min_len: int = 0,
 ) -> tuple[Any, ...]:
     """A tuple of ints; ``increasing`` is ``"strict"``, ``"non-strict"`` or None."""
-    seq = _as_seq(where, name, value)
-    if len(seq) < min_len:
-        raise fail(where, name, value, f"must have at least {min_len} entries")
-    out = tuple(check_int(where, f"{name}[{i}]", v, ge=ge) for i, v in enumerate(seq))
-    _check_order(where, name, value, out, increasing)
-    return out
+    return _check_seq(check_int, where, name, value, ge, increasing, min_len)
 
 
 def check_float_seq(
@@ -120,12 +128,8 @@ def check_float_seq(
     increasing: str | None = None,
     min_len: int = 0,
 ) -> tuple[Any, ...]:
-    seq = _as_seq(where, name, value)
-    if len(seq) < min_len:
-        raise fail(where, name, value, f"must have at least {min_len} entries")
-    out = tuple(check_float(where, f"{name}[{i}]", v, ge=ge) for i, v in enumerate(seq))
-    _check_order(where, name, value, out, increasing)
-    return out
+    """A tuple of finite floats, as :func:`check_int_seq`."""
+    return _check_seq(check_float, where, name, value, ge, increasing, min_len)
 
 
 def _check_order(where: str, name: str, raw: Any, out: tuple[Any, ...], how: str | None) -> None:
