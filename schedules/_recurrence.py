@@ -42,7 +42,7 @@ __all__ = ["SAFE_TICKS", "NoClosedForm", "Recurrence"]
 SAFE_TICKS = 1000
 
 
-class NoClosedForm(Exception):
+class NoClosedForm(Exception):  # noqa: N818 (a control-flow signal, not an error)
     """Raised by ``_closed`` when a node has no closed form (the replay is used)."""
 
 

@@ -1,0 +1,1610 @@
+"""PyTorch-exact schedules: every scheduler of ``torch.optim.lr_scheduler`` (torch 2.13).
+
+Each class takes torch's own arguments with the ``optimizer`` replaced by the
+base learning rate ``lr`` (the optimizer's initial lr) and *is* a pure
+:class:`~schedules.Schedule`: ``s(t)`` is the learning rate torch's optimizer
+holds after ``t`` calls of ``scheduler.step()`` -- the lr used by optimizer
+step ``t`` (0-based), which is optax's count convention::
+
+    optax.adamw(learning_rate=StepLR(1e-3, step_size=30))
+
+A list of learning rates (one per parameter group) returns a list of schedules,
+one per group, taking torch's per-group arguments (``lr_lambda`` lists,
+``max_lr`` lists, ...). Composites (:class:`SequentialLR`,
+:class:`ChainedScheduler`) take children built here with the same ``lr``.
+
+Exactness: on the host (Python int steps) values equal torch's to 1e-12
+relative (torch's in-place recurrences are replayed exactly, memoized); under
+``jit``/``vmap`` closed forms are used (float32), float64 takes the closed form
+where it is exact and the exact replay otherwise (see
+:mod:`schedules._recurrence` and ``docs/torch-compat.md``). No torch import.
+
+>>> from schedules import torch as T
+>>> s = T.StepLR(0.1, step_size=2, gamma=0.5)
+>>> [s(t) for t in range(5)]
+[0.1, 0.1, 0.05, 0.05, 0.025]
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._core import Schedule
+from ._facade import Scheduler as _BaseScheduler
+from ._ops import PY, Ops
+from ._primitives import cycle_of
+from ._recurrence import SAFE_TICKS, NoClosedForm, Recurrence
+from ._validate import check_choice, check_float, check_int, fail
+
+__all__ = [
+    "ChainedScheduler",
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "ExponentialLR",
+    "LambdaLR",
+    "LinearLR",
+    "MultiStepLR",
+    "MultiplicativeLR",
+    "OneCycleLR",
+    "PlateauState",
+    "PolynomialLR",
+    "ReduceLROnPlateau",
+    "Scheduler",
+    "SequentialLR",
+    "StepLR",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# A line-by-line mirror of torch.optim.lr_scheduler for one parameter group (host, float64).
+# ``g`` is the param group: {"lr", "initial_lr", and OneCycleLR's "max_lr"/"min_lr"}.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Sim:
+    """Mirror of ``LRScheduler`` (lr_scheduler.py: ``__init__``, ``_initial_step``,
+    ``step``, ``_update_lr``) for a single param group."""
+
+    has_closed = False
+
+    def __init__(self, g: dict[str, float]) -> None:
+        self.g = g
+        g.setdefault("initial_lr", g["lr"])
+        self.base = g["initial_lr"]
+        self.last_epoch = -1
+        self._is_initial = False
+        self._initial_step()
+
+    def _initial_step(self) -> None:
+        self._step_count = 0
+        self._is_initial = True
+        try:
+            self.step()
+        finally:
+            self._is_initial = False
+
+    def step(self) -> None:
+        self._step_count += 1
+        self._update_lr(None)
+
+    def _update_lr(self, epoch: int | None) -> None:
+        if epoch is None:
+            self.last_epoch += 1
+            v = self.get_lr()
+        else:
+            self.last_epoch = epoch
+            v = self.closed() if self.has_closed else self.get_lr()
+        self.g["lr"] = v
+
+    def get_lr(self) -> float:
+        raise NotImplementedError(f"{type(self).__name__[4:]}.get_lr is not implemented in torch")
+
+    def closed(self) -> float:
+        raise NotImplementedError
+
+
+def _run(node: TorchSchedule) -> Iterator[float]:
+    g: dict[str, float] = {"lr": float(node.lr)}
+    name = type(node).__name__
+    try:
+        sim = node._sim(g)
+    except (ZeroDivisionError, NotImplementedError, OverflowError, ValueError) as e:
+        raise ValueError(f"{name}: torch raises {type(e).__name__} at construction: {e}") from None
+    yield float(g["lr"])
+    k = 0
+    while True:
+        k += 1
+        try:
+            sim.step()
+        except (ZeroDivisionError, NotImplementedError, OverflowError, ValueError) as e:
+            raise ValueError(f"{name}: torch raises {type(e).__name__} at step {k}: {e}") from None
+        yield float(g["lr"])
+
+
+class _Meta(NamedTuple):
+    g: dict[str, float]
+    sims: list[Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedule nodes
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_list(x: Any) -> bool:
+    return isinstance(x, (list, tuple))
+
+
+class TorchSchedule(Recurrence):
+    """Base of the ``schedules.torch`` schedules (not registered itself).
+
+    ``kind`` says how one ``step()`` changes the running lr: ``"mult"``
+    (multiplies it by a factor), ``"abs"`` (replaces it), ``"cos"``
+    (CosineAnnealingLR's affine update) or ``"none"`` (no closed form).
+    """
+
+    kind: ClassVar[str] = "none"
+    _per_group: ClassVar[tuple[str, ...]] = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        sig = inspect.signature(cls.__init__)
+        try:
+            ba = sig.bind(None, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{cls.__name__}: {e}") from None
+        ba.apply_defaults()
+        a = dict(ba.arguments)
+        a.pop("self")
+        n = cls._n_groups(a)
+        if n is None:
+            return super().__new__(cls)
+        return [cls(**cls._group_args(a, i, n)) for i in range(n)]
+
+    @classmethod
+    def _n_groups(cls, a: dict[str, Any]) -> int | None:
+        lr = a.get("lr")
+        return len(lr) if _is_list(lr) else None
+
+    @classmethod
+    def _group_args(cls, a: dict[str, Any], i: int, n: int) -> dict[str, Any]:
+        out = dict(a)
+        if _is_list(a.get("lr")):
+            out["lr"] = a["lr"][i]
+        for name in cls._per_group:
+            v = a.get(name)
+            if _is_list(v):
+                if len(v) != n:
+                    raise ValueError(
+                        f"{cls.__name__}: {name} must have the same length as the lr list "
+                        f"(param groups): {name} has {len(v)} values, there are {n} groups"
+                    )
+                out[name] = v[i]
+        return out
+
+    # -- simulation ---------------------------------------------------------
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        raise NotImplementedError
+
+    def _replay_iter(self) -> Iterator[float]:
+        return _run(self)
+
+    def _meta(self) -> _Meta:
+        m = self.__dict__.get("_meta_cache")
+        if m is None:
+            g: dict[str, float] = {"lr": float(self.lr)}
+            sim = self._sim(g)
+            m = _Meta(dict(g), list(getattr(sim, "_schedulers", [sim])))
+            object.__setattr__(self, "_meta_cache", m)
+        return m
+
+    def _check_constructs(self) -> None:
+        """Run torch's construction (the initial step) so its errors surface now."""
+        if self._host_ok():
+            self._replay(0)
+
+    # -- closed forms -------------------------------------------------------
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        """Closed form after ``k`` steps of this scheduler's own counter.
+
+        ``start``: the lr before its first update; ``base``: its ``base_lrs`` entry;
+        ``mode``: ``"construct"`` (initial step at construction), ``"fresh"``
+        (``SequentialLR``'s re-run initial step) or ``"restart"`` (``_update_lr(0)``
+        at a ``SequentialLR`` milestone); ``g``: the param group after construction.
+        """
+        raise NoClosedForm
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        """For ``kind == "mult"``: the factor one update at counter ``k`` applies."""
+        raise NoClosedForm
+
+    def _closed(self, k: Any, ops: Ops) -> Any:
+        return self._cf(k, ops, self.lr, self.lr, "construct")
+
+    def to_config(self) -> dict[str, Any]:
+        for f in ("lr_lambda", "scale_fn"):
+            v = self.__dict__.get(f)
+            if v is not None and not isinstance(v, Schedule):
+                raise ValueError(
+                    f"{type(self).__name__}: {f} is a Python callable and cannot be "
+                    "serialized; pass a schedule (e.g. schedules.expr('...')) instead"
+                )
+        return super().to_config()
+
+
+def _lr(where: str, lr: Any) -> Any:
+    return check_float(where, "lr", lr)
+
+
+def _horizon(where: str, h: Any) -> int | None:
+    return None if h is None else check_int(where, "horizon", h, ge=0)
+
+
+def _call(fn: Any, k: Any, ops: Ops) -> Any:
+    """Evaluate a user lambda (a callable or a Schedule) at step ``k``."""
+    if isinstance(fn, Schedule):
+        return fn(int(k)) if ops.host else fn._eval(k, ops)
+    return fn(int(k)) if ops.host else fn(k)
+
+
+def _fdiv(k: Any, d: Any, ops: Ops) -> Any:
+    """``floor(k / d)``, exact for integral ``k`` on arrays too (XLA may divide by a
+    constant through its reciprocal, which can land just below an integer)."""
+    if ops.host:
+        return ops.floordiv(k, d)
+    q = ops.floor(k / d)
+    q = ops.where(q * d > k, q - 1, q)
+    return ops.where((q + 1) * d <= k, q + 1, q)
+
+
+def _half_cos1(num: Any, den: Any, ops: Ops) -> Any:
+    """``(1 + cos(pi * num / den)) / 2``: torch's operation order on the host; on
+    arrays ``sin(pi * (den - m) / (2 den)) ** 2`` with ``m = num mod 2 den``,
+    accurate near the minimum (float32)."""
+    if ops.host:
+        return (1 + math.cos(math.pi * num / den)) / 2
+    m = num - 2 * den * _fdiv(num, 2 * den, ops)
+    return ops.sin(ops.pi * (den - m) / (2 * den)) ** 2
+
+
+# -- LambdaLR / MultiplicativeLR ---------------------------------------------------------------
+
+
+class LambdaLR(TorchSchedule, name="LambdaLR"):
+    """``lr * lr_lambda(t)``, as ``torch.optim.lr_scheduler.LambdaLR``.
+
+    ``lr_lambda`` is a callable of the int step (traceable if used under JAX) or
+    a schedule such as ``schedules.expr("0.95 ** step")`` (serializable). A list
+    of ``lr`` takes a list of lambdas (one per group).
+
+    >>> from schedules import torch as T
+    >>> s = T.LambdaLR(0.1, lambda t: 0.5 ** t)
+    >>> s(0), s(3)
+    (0.1, 0.0125)
+    """
+
+    _fields = ("lr", "lr_lambda", "horizon")
+    _static = frozenset({"lr_lambda", "horizon"})
+    _per_group = ("lr_lambda",)
+    kind = "abs"
+
+    def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
+        if not callable(lr_lambda):
+            raise fail(type(self).__name__, "lr_lambda", lr_lambda, "must be a callable or a Schedule")  # noqa: E501
+        self._set(lr=_lr(type(self).__name__, lr), lr_lambda=lr_lambda,
+                  horizon=_horizon(type(self).__name__, horizon))
+        self._check_constructs()
+
+    def _host_capable(self) -> bool:
+        f = self.lr_lambda
+        return f._host_ok() if isinstance(f, Schedule) else True
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+
+        class _SimLambdaLR(_Sim):
+            def get_lr(self) -> float:
+                return self.base * _call(node.lr_lambda, self.last_epoch, PY)
+
+        return _SimLambdaLR(g)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        return base * _call(self.lr_lambda, k, ops)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return True
+
+    def _closed_exact(self) -> bool:
+        return True
+
+
+class MultiplicativeLR(TorchSchedule, name="MultiplicativeLR"):
+    """``lr * prod_{j=1..t} lr_lambda(j)``, as ``torch.optim.lr_scheduler.MultiplicativeLR``.
+
+    No closed form: the host replays the product (memoized); under JAX the
+    exact replay is reached through a host callback, or a ``horizon`` table.
+
+    >>> from schedules import torch as T
+    >>> s = T.MultiplicativeLR(1.0, lambda t: 0.5)
+    >>> s(0), s(2)
+    (1.0, 0.25)
+    """
+
+    _fields = ("lr", "lr_lambda", "horizon")
+    _static = frozenset({"lr_lambda", "horizon"})
+    _per_group = ("lr_lambda",)
+    kind = "none"
+
+    def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
+        if not callable(lr_lambda):
+            raise fail("MultiplicativeLR", "lr_lambda", lr_lambda, "must be a callable or a Schedule")  # noqa: E501
+        self._set(lr=_lr("MultiplicativeLR", lr), lr_lambda=lr_lambda,
+                  horizon=_horizon("MultiplicativeLR", horizon))
+        self._check_constructs()
+
+    def _host_capable(self) -> bool:
+        f = self.lr_lambda
+        return f._host_ok() if isinstance(f, Schedule) else True
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+
+        class _SimMultiplicativeLR(_Sim):
+            def get_lr(self) -> float:
+                if not self._is_initial:
+                    return self.g["lr"] * _call(node.lr_lambda, self.last_epoch, PY)
+                return self.g["lr"]
+
+        return _SimMultiplicativeLR(g)
+
+
+# -- StepLR / MultiStepLR / ConstantLR / LinearLR / ExponentialLR / PolynomialLR ----------------
+
+
+class StepLR(TorchSchedule, name="StepLR"):
+    """Multiply by ``gamma`` every ``step_size`` steps (``torch.optim.lr_scheduler.StepLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.StepLR(1.0, step_size=10, gamma=0.5)
+    >>> s(9), s(10), s(25)
+    (1.0, 0.5, 0.25)
+    """
+
+    _fields = ("lr", "step_size", "gamma", "horizon")
+    _static = frozenset({"horizon"})
+    kind = "mult"
+
+    def __init__(self, lr: float, step_size: int, gamma: float = 0.1,
+                 horizon: int | None = None) -> None:
+        # torch raises ZeroDivisionError (t % 0) at the first step for step_size=0.
+        self._set(lr=_lr("StepLR", lr), step_size=check_int("StepLR", "step_size", step_size, gt=0),
+                  gamma=check_float("StepLR", "gamma", gamma), horizon=_horizon("StepLR", horizon))
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+
+        class _SimStepLR(_Sim):
+            has_closed = True
+
+            def get_lr(self) -> float:
+                if self.last_epoch == 0 or self.last_epoch % node.step_size != 0:
+                    return self.g["lr"]
+                return self.g["lr"] * node.gamma
+
+            def closed(self) -> float:
+                return self.base * node.gamma ** (self.last_epoch // node.step_size)
+
+        return _SimStepLR(g)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        if mode == "restart":
+            start = base
+        return start * ops.pow(self.gamma, _fdiv(k, self.step_size, ops))
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        hit = (k > 0) & (_fdiv(k, self.step_size, ops) * self.step_size == k) if not ops.host \
+            else (k > 0 and k % self.step_size == 0)
+        return ops.where(hit, self.gamma, 1.0)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return k // self.step_size <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
+
+
+class MultiStepLR(TorchSchedule, name="MultiStepLR"):
+    """Multiply by ``gamma`` at each milestone, counting repeats (``MultiStepLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.MultiStepLR(1.0, milestones=[2, 4, 4], gamma=0.5)
+    >>> [s(t) for t in range(6)]
+    [1.0, 1.0, 0.5, 0.5, 0.125, 0.125]
+    """
+
+    _fields = ("lr", "milestones", "gamma", "horizon")
+    _static = frozenset({"milestones", "horizon"})
+    kind = "mult"
+
+    def __init__(self, lr: float, milestones: Sequence[int], gamma: float = 0.1,
+                 horizon: int | None = None) -> None:
+        if not _is_list(milestones) and not isinstance(milestones, np.ndarray):
+            raise fail("MultiStepLR", "milestones", milestones, "must be a list of ints")
+        ms = tuple(check_int("MultiStepLR", f"milestones[{i}]", m) for i, m in enumerate(milestones))  # noqa: E501
+        self._set(lr=_lr("MultiStepLR", lr), milestones=ms,
+                  gamma=check_float("MultiStepLR", "gamma", gamma),
+                  horizon=_horizon("MultiStepLR", horizon))
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+        counts = Counter(self.milestones)
+        ordered = sorted(counts.elements())
+
+        class _SimMultiStepLR(_Sim):
+            has_closed = True
+
+            def get_lr(self) -> float:
+                if self.last_epoch not in counts:
+                    return self.g["lr"]
+                return self.g["lr"] * node.gamma ** counts[self.last_epoch]
+
+            def closed(self) -> float:
+                return self.base * node.gamma ** bisect_right(ordered, self.last_epoch)
+
+        return _SimMultiStepLR(g)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        if mode == "restart":
+            start = base
+        return start * ops.pow(self.gamma, 1.0 * ops.count_le(sorted(self.milestones), k))
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        ms = sorted(self.milestones)
+        return ops.pow(self.gamma, 1.0 * (ops.count_le(ms, k) - ops.count_le(ms, k - 1)))
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return len(self.milestones) <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return len(self.milestones) <= SAFE_TICKS
+
+
+class ConstantLR(TorchSchedule, name="ConstantLR"):
+    """``lr * factor`` until ``total_iters``, then ``lr`` (``torch.optim.lr_scheduler.ConstantLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.ConstantLR(0.3, factor=0.5, total_iters=2)
+    >>> s(0), s(1), s(2)
+    (0.15, 0.15, 0.3)
+    """
+
+    _fields = ("lr", "factor", "total_iters", "horizon")
+    _static = frozenset({"horizon"})
+    kind = "mult"
+
+    def __init__(self, lr: float, factor: float = 1.0 / 3, total_iters: int = 5,
+                 horizon: int | None = None) -> None:
+        factor = check_float("ConstantLR", "factor", factor)
+        if factor > 1.0 or factor < 0:
+            raise fail("ConstantLR", "factor", factor,
+                       "must be between 0 and 1 (torch: 'Constant multiplicative factor "
+                       "expected to be between 0 and 1.')")
+        self._set(lr=_lr("ConstantLR", lr), factor=factor,
+                  total_iters=check_int("ConstantLR", "total_iters", total_iters),
+                  horizon=_horizon("ConstantLR", horizon))
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+
+        class _SimConstantLR(_Sim):
+            has_closed = True
+
+            def get_lr(self) -> float:
+                if self.last_epoch == 0:
+                    return self.g["lr"] * node.factor
+                if self.last_epoch != node.total_iters:
+                    return self.g["lr"]
+                return self.g["lr"] * (1.0 / node.factor)
+
+            def closed(self) -> float:
+                return self.base * (node.factor + (self.last_epoch >= node.total_iters)
+                                    * (1 - node.factor))
+
+        return _SimConstantLR(g)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        T = self.total_iters
+        if mode == "restart":
+            # torch's closed form at 0 is ``factor + (0 >= T) * (1 - factor)``: 1 when T <= 0,
+            # and no later step (k != T) changes it.
+            start = base
+            if ops.host and T <= 0:
+                return base
+        after = ((T > 0) & (k >= T)) if not ops.host else (T > 0 and k >= T)
+        v = ops.where(after, start, start * self.factor)
+        if not ops.host:
+            v = v * ops.where(after & (self.factor == 0), math.nan, 1.0)
+            if mode == "restart":
+                v = ops.where(T <= 0, base + 0.0 * k, v)
+        return v
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        T = self.total_iters
+        inv = ops.div(1.0, self.factor)
+        return ops.where(k == 0, self.factor, ops.where(k == T, inv, 1.0))
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return not (self.factor == 0 and self.total_iters > 0 and k >= self.total_iters)
+
+    def _closed_exact(self) -> bool:
+        return True
+
+
+class LinearLR(TorchSchedule, name="LinearLR"):
+    """Linear factor from ``start_factor`` to ``end_factor`` over ``total_iters``
+    (``torch.optim.lr_scheduler.LinearLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.LinearLR(1.0, start_factor=0.5, end_factor=1.0, total_iters=4)
+    >>> [round(s(t), 12) for t in range(6)]
+    [0.5, 0.625, 0.75, 0.875, 1.0, 1.0]
+    """
+
+    _fields = ("lr", "start_factor", "end_factor", "total_iters", "horizon")
+    _static = frozenset({"horizon"})
+    kind = "mult"
+
+    def __init__(self, lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
+                 total_iters: int = 5, horizon: int | None = None) -> None:
+        s = check_float("LinearLR", "start_factor", start_factor)
+        e = check_float("LinearLR", "end_factor", end_factor)
+        if s > 1.0 or s <= 0:
+            raise fail("LinearLR", "start_factor", s, "must be in (0, 1] (torch raises ValueError)")
+        if e > 1.0 or e < 0:
+            raise fail("LinearLR", "end_factor", e, "must be in [0, 1] (torch raises ValueError)")
+        self._set(lr=_lr("LinearLR", lr), start_factor=s, end_factor=e,
+                  total_iters=check_int("LinearLR", "total_iters", total_iters),
+                  horizon=_horizon("LinearLR", horizon))
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+
+        class _SimLinearLR(_Sim):
+            has_closed = True
+
+            def get_lr(self) -> float:
+                s, e, T = node.start_factor, node.end_factor, node.total_iters
+                if self.last_epoch == 0:
+                    return self.g["lr"] * s
+                if self._is_initial or self.last_epoch > T:
+                    return self.g["lr"]
+                return self.g["lr"] * (1.0 + (e - s) / (T * s + (self.last_epoch - 1) * (e - s)))
+
+            def closed(self) -> float:
+                s, e, T = node.start_factor, node.end_factor, node.total_iters
+                return self.base * (s + (e - s) * min(T, self.last_epoch) / T)
+
+        return _SimLinearLR(g)
+
+    def _factor(self, k: Any, ops: Ops) -> Any:
+        s, e, T = self.start_factor, self.end_factor, self.total_iters
+        frac = ops.div(ops.minimum(k, 1.0 * T), ops.maximum(T, 1))
+        return ops.where(T > 0, s + (e - s) * frac, s)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        if mode == "restart":
+            if ops.host and self.total_iters == 0:
+                raise NoClosedForm  # torch: ZeroDivisionError
+            start = base
+        return start * self._factor(k, ops)
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        s, e, T = self.start_factor, self.end_factor, self.total_iters
+        mid = 1.0 + ops.div(e - s, T * s + (k - 1) * (e - s))
+        return ops.where(k == 0, s, ops.where(k > T, 1.0, mid))
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return min(k, self.total_iters) <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return self.total_iters <= SAFE_TICKS
+
+
+class ExponentialLR(TorchSchedule, name="ExponentialLR"):
+    """``lr * gamma ** t`` (``torch.optim.lr_scheduler.ExponentialLR``).
+
+    >>> from schedules import torch as T
+    >>> T.ExponentialLR(1.0, gamma=0.5)(3)
+    0.125
+    """
+
+    _fields = ("lr", "gamma", "horizon")
+    _static = frozenset({"horizon"})
+    kind = "mult"
+
+    def __init__(self, lr: float, gamma: float, horizon: int | None = None) -> None:
+        self._set(lr=_lr("ExponentialLR", lr), gamma=check_float("ExponentialLR", "gamma", gamma),
+                  horizon=_horizon("ExponentialLR", horizon))
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+
+        class _SimExponentialLR(_Sim):
+            has_closed = True
+
+            def get_lr(self) -> float:
+                if self._is_initial:
+                    return self.g["lr"]
+                return self.g["lr"] * node.gamma
+
+            def closed(self) -> float:
+                return self.base * node.gamma**self.last_epoch
+
+        return _SimExponentialLR(g)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        if mode == "restart":
+            start = base
+        return start * ops.pow(self.gamma, k)
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        return ops.where(k == 0, 1.0, self.gamma)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return k <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
+
+
+class PolynomialLR(TorchSchedule, name="PolynomialLR"):
+    """``lr * (1 - min(t, total_iters) / total_iters) ** power`` (``PolynomialLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.PolynomialLR(1.0, total_iters=4, power=2.0)
+    >>> [s(t) for t in range(6)]
+    [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
+    """
+
+    _fields = ("lr", "total_iters", "power", "horizon")
+    _static = frozenset({"horizon"})
+    kind = "mult"
+
+    def __init__(self, lr: float, total_iters: int = 5, power: float = 1.0,
+                 horizon: int | None = None) -> None:
+        self._set(lr=_lr("PolynomialLR", lr),
+                  total_iters=check_int("PolynomialLR", "total_iters", total_iters),
+                  power=check_float("PolynomialLR", "power", power),
+                  horizon=_horizon("PolynomialLR", horizon))
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+
+        class _SimPolynomialLR(_Sim):
+            has_closed = True
+
+            def get_lr(self) -> float:
+                T = node.total_iters
+                if self._is_initial or self.last_epoch > T:
+                    return self.g["lr"]
+                decay = ((1.0 - self.last_epoch / T) / (1.0 - (self.last_epoch - 1) / T)) ** node.power  # noqa: E501
+                return self.g["lr"] * decay
+
+            def closed(self) -> float:
+                T = node.total_iters
+                return self.base * (1.0 - min(T, self.last_epoch) / T) ** node.power
+
+        return _SimPolynomialLR(g)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        T = self.total_iters
+        if mode == "restart":
+            if ops.host and T == 0:
+                raise NoClosedForm
+            start = base
+        rem = ops.div(ops.maximum(T - ops.minimum(k, 1.0 * T), 0.0), ops.maximum(T, 1))
+        return ops.where(T > 0, start * ops.pow(rem, self.power), start)
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        T = self.total_iters
+        if ops.host:
+            Ts = max(T, 1)
+            r = ops.pow((1.0 - k / Ts) / (1.0 - (k - 1) / Ts), self.power)
+        else:  # (1 - k/T) / (1 - (k-1)/T) without the rounding that could go negative at k = T
+            r = ops.pow(ops.maximum(ops.div(T - k, T - k + 1.0), 0.0), self.power)
+        return ops.where((k == 0) | (k > T) if not ops.host else (k == 0 or k > T), 1.0, r)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return min(k, max(self.total_iters, 0)) <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return self.total_iters <= SAFE_TICKS
+
+
+# -- CosineAnnealingLR / CosineAnnealingWarmRestarts -------------------------------------------
+
+
+class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
+    """Cosine annealing to ``eta_min`` over ``T_max`` (``CosineAnnealingLR``), which keeps
+    oscillating after ``T_max`` (period ``2 * T_max``), as torch's recursive form does.
+
+    >>> from schedules import torch as T
+    >>> s = T.CosineAnnealingLR(1.0, T_max=10)
+    >>> s(0), round(s(5), 12), s(10), round(s(15), 12), round(s(20), 12)
+    (1.0, 0.5, 0.0, 0.5, 1.0)
+    """
+
+    _fields = ("lr", "T_max", "eta_min", "horizon")
+    _static = frozenset({"horizon"})
+    kind = "cos"
+
+    def __init__(self, lr: float, T_max: int, eta_min: float = 0.0,
+                 horizon: int | None = None) -> None:
+        # torch raises ZeroDivisionError at the first step for T_max=0.
+        self._set(lr=_lr("CosineAnnealingLR", lr),
+                  T_max=check_int("CosineAnnealingLR", "T_max", T_max, gt=0),
+                  eta_min=check_float("CosineAnnealingLR", "eta_min", eta_min),
+                  horizon=_horizon("CosineAnnealingLR", horizon))
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+
+        class _SimCosineAnnealingLR(_Sim):
+            has_closed = True
+
+            def get_lr(self) -> float:
+                T, eta, k = node.T_max, node.eta_min, self.last_epoch
+                if self._is_initial:
+                    return self.g["lr"]
+                if self._step_count == 1 and k > 0:
+                    return eta + (self.base - eta) * (1 + math.cos(k * math.pi / T)) / 2
+                if (k - 1 - T) % (2 * T) == 0:
+                    return self.g["lr"] + (self.base - eta) * (1 - math.cos(math.pi / T)) / 2
+                return ((1 + math.cos(math.pi * k / T)) / (1 + math.cos(math.pi * (k - 1) / T))
+                        * (self.g["lr"] - eta) + eta)
+
+            def closed(self) -> float:
+                T, eta = node.T_max, node.eta_min
+                return eta + (self.base - eta) * (1 + math.cos(math.pi * self.last_epoch / T)) / 2
+
+        return _SimCosineAnnealingLR(g)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        T, eta = self.T_max, self.eta_min
+        if mode == "restart":
+            start = base
+        amp = ops.where(k <= T, start, base) - eta
+        return eta + amp * _half_cos1(k, T, ops)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return k <= self.T_max <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return False
+
+
+class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestarts"):
+    """SGDR (``CosineAnnealingWarmRestarts``): cycles of ``T_0 * T_mult ** n`` steps.
+
+    >>> from schedules import torch as T
+    >>> s = T.CosineAnnealingWarmRestarts(1.0, T_0=2, T_mult=2)
+    >>> [round(s(t), 12) for t in range(7)]
+    [1.0, 0.5, 1.0, 0.853553390593, 0.5, 0.146446609407, 1.0]
+    """
+
+    _fields = ("lr", "T_0", "T_mult", "eta_min", "horizon")
+    _static = frozenset({"horizon"})
+    kind = "abs"
+
+    def __init__(self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
+                 horizon: int | None = None) -> None:
+        if isinstance(T_0, bool) or not isinstance(T_0, int) or T_0 <= 0:
+            raise fail("CosineAnnealingWarmRestarts", "T_0", T_0,
+                       "must be a positive integer (torch: 'Expected positive integer T_0')")
+        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or T_mult < 1:
+            raise fail("CosineAnnealingWarmRestarts", "T_mult", T_mult,
+                       "must be an integer >= 1 (torch: 'Expected integer T_mult >= 1')")
+        self._set(lr=_lr("CosineAnnealingWarmRestarts", lr), T_0=T_0, T_mult=T_mult,
+                  eta_min=check_float("CosineAnnealingWarmRestarts", "eta_min", eta_min),
+                  horizon=_horizon("CosineAnnealingWarmRestarts", horizon))
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+
+        class _SimCAWR(_Sim):
+            def __init__(self, g: dict[str, float]) -> None:
+                self.T_i = node.T_0
+                self.T_cur = -1
+                super().__init__(g)
+
+            def get_lr(self) -> float:
+                eta = node.eta_min
+                return eta + (self.base - eta) * (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2
+
+            def step(self) -> None:  # torch's override, epoch=None
+                if self.last_epoch < 0:
+                    self.T_i = node.T_0
+                    self.T_cur = 0
+                    epoch = 0
+                else:
+                    epoch = self.last_epoch + 1
+                    self.T_cur = self.T_cur + 1
+                    if self.T_cur >= self.T_i:
+                        self.T_cur = self.T_cur % self.T_i
+                        self.T_i = self.T_i * node.T_mult
+                self.last_epoch = epoch
+                self.g["lr"] = self.get_lr()
+
+        return _SimCAWR(g)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        _, S, Ti = cycle_of(k, self.T_0, self.T_mult, ops)
+        eta = self.eta_min
+        return eta + (base - eta) * _half_cos1(k - S, Ti, ops)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return True
+
+    def _closed_exact(self) -> bool:
+        return True
+
+
+# -- CyclicLR ----------------------------------------------------------------------------------
+
+_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+
+
+class CyclicLR(TorchSchedule, name="CyclicLR"):
+    """Cyclical learning rate (``torch.optim.lr_scheduler.CyclicLR``); the lr is
+    *replaced* by ``base_lr`` (the optimizer's ``lr`` only matters inside composites).
+
+    :meth:`momentum` gives the momentum (SGD) / beta1 (Adam) schedule torch cycles.
+
+    >>> from schedules import torch as T
+    >>> s = T.CyclicLR(0.5, base_lr=0.1, max_lr=1.0, step_size_up=2)
+    >>> [round(s(t), 12) for t in range(5)]
+    [0.1, 0.55, 1.0, 0.55, 0.1]
+    >>> m = T.CyclicLR.momentum(base_lr=0.1, max_lr=1.0, step_size_up=2)
+    >>> [round(m(t), 12) for t in range(3)]
+    [0.9, 0.85, 0.8]
+    """
+
+    _fields = ("lr", "base_lr", "max_lr", "step_size_up", "step_size_down", "mode", "gamma",
+               "scale_fn", "scale_mode", "cycle_momentum", "base_momentum", "max_momentum",
+               "horizon")
+    _static = frozenset({"mode", "scale_fn", "scale_mode", "cycle_momentum", "horizon"})
+    _per_group = ("base_lr", "max_lr", "base_momentum", "max_momentum")
+    kind = "abs"
+
+    def __init__(self, lr: float, base_lr: float, max_lr: float, step_size_up: int = 2000,
+                 step_size_down: int | None = None, mode: str = "triangular", gamma: float = 1.0,
+                 scale_fn: Callable[[float], float] | None = None, scale_mode: str = "cycle",
+                 cycle_momentum: bool = True, base_momentum: float = 0.8,
+                 max_momentum: float = 0.9, horizon: int | None = None) -> None:
+        w = "CyclicLR"
+        if mode not in _CYCLIC_MODES and scale_fn is None:
+            raise fail(w, "mode", mode, "is invalid and scale_fn is None (torch raises ValueError)")
+        if scale_fn is not None and not callable(scale_fn):
+            raise fail(w, "scale_fn", scale_fn, "must be callable")
+        up = check_float(w, "step_size_up", step_size_up)
+        down = up if step_size_down is None else check_float(w, "step_size_down", step_size_down)
+        if not up + down > 0:
+            raise fail(w, "step_size_up + step_size_down", up + down, "must be > 0 "
+                       "(torch raises ZeroDivisionError)")
+        self._set(lr=_lr(w, lr), base_lr=check_float(w, "base_lr", base_lr),
+                  max_lr=check_float(w, "max_lr", max_lr), step_size_up=step_size_up,
+                  step_size_down=step_size_down, mode=mode, gamma=check_float(w, "gamma", gamma),
+                  scale_fn=scale_fn, scale_mode=check_choice(w, "scale_mode", scale_mode,
+                                                             ("cycle", "iterations")),
+                  cycle_momentum=bool(cycle_momentum),
+                  base_momentum=check_float(w, "base_momentum", base_momentum),
+                  max_momentum=check_float(w, "max_momentum", max_momentum),
+                  horizon=_horizon(w, horizon))
+        self._check_constructs()
+
+    def _host_capable(self) -> bool:
+        return True
+
+    # torch: step_size_up/down become floats; total_size and step_ratio as in __init__
+    def _sizes(self) -> tuple[float, float]:
+        up = float(self.step_size_up)
+        down = float(self.step_size_down) if self.step_size_down is not None else up
+        total = up + down
+        return total, up / total
+
+    def _scale_mode(self) -> str:
+        if self.scale_fn is not None:
+            return self.scale_mode
+        return "iterations" if self.mode == "exp_range" else "cycle"
+
+    def _scale(self, x: Any, ops: Ops) -> Any:
+        if self.scale_fn is not None:
+            return _call_float(self.scale_fn, x, ops)
+        if self.mode == "triangular":
+            return 1.0 + 0.0 * x
+        if self.mode == "triangular2":
+            return 1 / ops.pow(2.0, x - 1)
+        return ops.pow(self.gamma, x)
+
+    def _phase(self, k: Any, ops: Ops) -> tuple[Any, Any]:
+        """``(scale_factor, scale)`` at counter ``k``, in torch's operation order."""
+        total, ratio = self._sizes()
+        if ops.host:
+            cycle = ops.floor(1 + k / total)
+            x = 1.0 + k / total - cycle
+        else:  # the same, without cancellation: x = (k mod total) / total
+            q = _fdiv(k, total, ops)
+            cycle = q + 1
+            x = (k - q * total) / total
+        sf = ops.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
+        scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
+        return sf, scale
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+        g["lr"] = node.base_lr
+
+        class _SimCyclicLR(_Sim):
+            def get_lr(self) -> float:
+                sf, scale = node._phase(float(self.last_epoch), PY)
+                return self.base + (node.max_lr - self.base) * sf * scale
+
+        sim = _SimCyclicLR(g)
+        sim.construct_base = sim.base  # type: ignore[attr-defined]
+        sim.base = node.base_lr  # torch sets self.base_lrs after the initial step
+        return sim
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        sf, scale = self._phase(k, ops)
+        v = self.base_lr + (self.max_lr - self.base_lr) * sf * scale
+        if mode == "construct":  # the initial step still used base_lrs = initial_lr
+            v = ops.where(k == 0, base, v)
+        return v
+
+    def _closed(self, k: Any, ops: Ops) -> Any:
+        return self._cf(k, ops, self.base_lr, self.base_lr, "construct")
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return True
+
+    def _closed_exact(self) -> bool:
+        return True
+
+    @staticmethod
+    def momentum(base_lr: float = 0.0, max_lr: float = 1.0, step_size_up: int = 2000,
+                 step_size_down: int | None = None, mode: str = "triangular",
+                 gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None,
+                 scale_mode: str = "cycle", base_momentum: float | list[float] = 0.8,
+                 max_momentum: float | list[float] = 0.9) -> Any:
+        """The momentum (or Adam beta1) schedule ``CyclicLR`` sets with ``cycle_momentum``:
+        ``max_momentum - (max_momentum - base_momentum) * scale_factor * scale``.
+        Takes ``CyclicLR``'s arguments (the lrs do not matter); lists give one
+        schedule per group. Use with ``optax.inject_hyperparams``."""
+        if _is_list(base_momentum) or _is_list(max_momentum):
+            n = len(base_momentum if _is_list(base_momentum) else max_momentum)  # type: ignore[arg-type]
+            return [CyclicMomentum(base_momentum[i] if _is_list(base_momentum) else base_momentum,  # type: ignore[index]
+                                   max_momentum[i] if _is_list(max_momentum) else max_momentum,  # type: ignore[index]
+                                   step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
+                    for i in range(n)]
+        return CyclicMomentum(base_momentum, max_momentum, step_size_up, step_size_down, mode,
+                              gamma, scale_fn, scale_mode)
+
+
+def _call_float(fn: Any, x: Any, ops: Ops) -> Any:
+    if isinstance(fn, Schedule):
+        return fn(float(x)) if ops.host else fn._eval(x, ops)
+    return fn(x)
+
+
+class CyclicMomentum(Schedule, name="CyclicMomentum"):
+    """The momentum schedule of :class:`CyclicLR` (see :meth:`CyclicLR.momentum`).
+
+    >>> from schedules import torch as T
+    >>> m = T.CyclicMomentum(0.8, 0.9, step_size_up=2)
+    >>> m(0), round(m(2), 12)
+    (0.9, 0.8)
+    """
+
+    _fields = ("base_momentum", "max_momentum", "step_size_up", "step_size_down", "mode",
+               "gamma", "scale_fn", "scale_mode")
+    _static = frozenset({"mode", "scale_fn", "scale_mode", "step_size_up", "step_size_down"})
+
+    def __init__(self, base_momentum: float = 0.8, max_momentum: float = 0.9,
+                 step_size_up: int = 2000, step_size_down: int | None = None,
+                 mode: str = "triangular", gamma: float = 1.0,
+                 scale_fn: Callable[[float], float] | None = None,
+                 scale_mode: str = "cycle") -> None:
+        helper = CyclicLR(0.0, 0.0, 1.0, step_size_up, step_size_down, mode, gamma, scale_fn,
+                          scale_mode)
+        self._set(base_momentum=check_float("CyclicMomentum", "base_momentum", base_momentum),
+                  max_momentum=check_float("CyclicMomentum", "max_momentum", max_momentum),
+                  step_size_up=step_size_up, step_size_down=step_size_down, mode=mode,
+                  gamma=helper.gamma, scale_fn=scale_fn, scale_mode=scale_mode)
+
+    def _host_capable(self) -> bool:
+        return True
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        k = ops.floor(ops.maximum(t, 0.0))
+        helper = object.__new__(CyclicLR)
+        for f in CyclicLR._fields:
+            object.__setattr__(helper, f, None)
+        object.__setattr__(helper, "step_size_up", self.step_size_up)
+        object.__setattr__(helper, "step_size_down", self.step_size_down)
+        object.__setattr__(helper, "mode", self.mode)
+        object.__setattr__(helper, "gamma", self.gamma)
+        object.__setattr__(helper, "scale_fn", self.scale_fn)
+        object.__setattr__(helper, "scale_mode", self.scale_mode)
+        sf, scale = helper._phase(k, ops)
+        return self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
+
+
+# -- OneCycleLR --------------------------------------------------------------------------------
+
+
+class OneCycleLR(TorchSchedule, name="OneCycleLR"):
+    """The 1cycle policy (``torch.optim.lr_scheduler.OneCycleLR``), torch's phase layout:
+    phase ends at ``pct_start * total_steps - 1`` (and ``2 * pct_start * total_steps - 2``
+    with ``three_phase``) and ``total_steps - 1``. Step ``total_steps`` is still
+    defined (the last phase extrapolated); beyond it torch raises, so the host
+    path raises ``ValueError`` and the traced path returns NaN.
+
+    :meth:`momentum` gives the momentum / beta1 schedule torch cycles.
+
+    >>> from schedules import torch as T
+    >>> s = T.OneCycleLR(0.1, max_lr=1.0, total_steps=10, anneal_strategy="linear", pct_start=0.5)
+    >>> s(0), round(s(4), 12), round(s(9), 12)
+    (0.04, 1.0, 4e-06)
+    """
+
+    _fields = ("lr", "max_lr", "total_steps", "epochs", "steps_per_epoch", "pct_start",
+               "anneal_strategy", "cycle_momentum", "base_momentum", "max_momentum",
+               "div_factor", "final_div_factor", "three_phase", "horizon")
+    _static = frozenset({"total_steps", "epochs", "steps_per_epoch", "anneal_strategy",
+                         "cycle_momentum", "three_phase", "horizon"})
+    _per_group = ("max_lr", "base_momentum", "max_momentum")
+    kind = "abs"
+
+    def __init__(self, lr: float, max_lr: float, total_steps: int | None = None,
+                 epochs: int | None = None, steps_per_epoch: int | None = None,
+                 pct_start: float = 0.3, anneal_strategy: str = "cos",
+                 cycle_momentum: bool = True, base_momentum: float = 0.85,
+                 max_momentum: float = 0.95, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False,
+                 horizon: int | None = None) -> None:
+        w = "OneCycleLR"
+        total = _one_cycle_total(total_steps, epochs, steps_per_epoch)
+        if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
+            raise fail(w, "pct_start", pct_start, "must be a float between 0 and 1 "
+                       "(torch: 'Expected float between 0 and 1 pct_start')")
+        if anneal_strategy not in ("cos", "linear"):
+            raise fail(w, "anneal_strategy", anneal_strategy, "must be one of 'cos' or 'linear'")
+        self._set(lr=_lr(w, lr), max_lr=check_float(w, "max_lr", max_lr), total_steps=total,
+                  epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=pct_start,
+                  anneal_strategy=anneal_strategy, cycle_momentum=bool(cycle_momentum),
+                  base_momentum=check_float(w, "base_momentum", base_momentum),
+                  max_momentum=check_float(w, "max_momentum", max_momentum),
+                  div_factor=check_float(w, "div_factor", div_factor),
+                  final_div_factor=check_float(w, "final_div_factor", final_div_factor),
+                  three_phase=bool(three_phase), horizon=_horizon(w, horizon))
+        self._check_constructs()
+
+    def _phases(self) -> list[tuple[float, str, str, str, str]]:
+        """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)."""
+        n, p = self.total_steps, self.pct_start
+        if self.three_phase:
+            return [(float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                    (float(2 * p * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
+                    (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum")]
+        return [(float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+
+    def _group(self) -> dict[str, Any]:
+        initial = self.max_lr / self.div_factor
+        return {"initial_lr": initial, "max_lr": self.max_lr,
+                "min_lr": initial / self.final_div_factor,
+                "max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
+
+    def _anneal(self, a: Any, b: Any, pct: Any, rem: Any, ops: Ops) -> Any:
+        if self.anneal_strategy == "cos":
+            if ops.host:
+                return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
+            # cos(pi pct) + 1 = 2 sin(pi (1 - pct) / 2)**2, accurate near pct = 1 (float32)
+            return b + (a - b) / 2.0 * (2.0 * ops.sin(ops.pi * rem / 2.0) ** 2)
+        return (b - a) * pct + a
+
+    def _value(self, k: Any, ops: Ops, grp: dict[str, Any], lr_keys: bool = True) -> Any:
+        phases = self._phases()
+        if ops.host:
+            start = 0.0
+            for i, (end, s_lr, e_lr, s_m, e_m) in enumerate(phases):
+                if k <= end or i == len(phases) - 1:
+                    pct = (k - start) / (end - start)
+                    a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
+                    return self._anneal(a, b, pct, None, ops)
+                start = end
+        out: Any = None
+        start = 0.0
+        for _i, (end, s_lr, e_lr, s_m, e_m) in enumerate(phases):
+            a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
+            pct = ops.div(k - start, end - start)
+            rem = ops.div(end - k, end - start)
+            v = self._anneal(a, b, pct, rem, ops)
+            out = v if out is None else ops.where(k <= start, out, v)
+            start = end
+        return ops.where(k > self.total_steps, math.nan, out)
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        node = self
+        grp = self._group()
+        g["initial_lr"] = grp["initial_lr"]
+        g["max_lr"] = grp["max_lr"]
+        g["min_lr"] = grp["min_lr"]
+
+        class _SimOneCycleLR(_Sim):
+            def get_lr(self) -> float:
+                if self.last_epoch > node.total_steps:
+                    raise ValueError(f"Tried to step {self.last_epoch} times. The specified "
+                                     f"number of total steps is {node.total_steps}")
+                return node._value(float(self.last_epoch), PY, self.g)
+
+        return _SimOneCycleLR(g)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        return self._value(k, ops, g if g is not None else self._group())
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return k <= self.total_steps
+
+    def _closed_exact(self) -> bool:
+        return True
+
+    @staticmethod
+    def momentum(max_lr: float = 1.0, total_steps: int | None = None, epochs: int | None = None,
+                 steps_per_epoch: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", base_momentum: float | list[float] = 0.85,
+                 max_momentum: float | list[float] = 0.95, three_phase: bool = False) -> Any:
+        """The momentum (or Adam beta1) schedule ``OneCycleLR`` sets with
+        ``cycle_momentum``: ``max_momentum -> base_momentum -> max_momentum`` over
+        the same phases. Takes ``OneCycleLR``'s arguments; lists give one schedule
+        per group. Use with ``optax.inject_hyperparams``.
+
+        >>> from schedules import torch as T
+        >>> m = T.OneCycleLR.momentum(total_steps=10, pct_start=0.5, anneal_strategy="linear")
+        >>> m(0), round(m(4), 12), round(m(9), 12)
+        (0.95, 0.85, 0.95)
+        """
+        if _is_list(base_momentum) or _is_list(max_momentum):
+            n = len(base_momentum if _is_list(base_momentum) else max_momentum)  # type: ignore[arg-type]
+            return [OneCycleMomentum(total_steps, epochs, steps_per_epoch, pct_start,
+                                     anneal_strategy,
+                                     base_momentum[i] if _is_list(base_momentum) else base_momentum,  # type: ignore[index]
+                                     max_momentum[i] if _is_list(max_momentum) else max_momentum,  # type: ignore[index]
+                                     three_phase) for i in range(n)]
+        return OneCycleMomentum(total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy,
+                                base_momentum, max_momentum, three_phase)
+
+
+def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
+    w = "OneCycleLR"
+    if total_steps is not None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
+            raise fail(w, "total_steps", total_steps, "must be a positive integer")
+        return total_steps
+    if epochs is not None and steps_per_epoch is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+            raise fail(w, "epochs", epochs, "must be a positive integer")
+        if (isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int)
+                or steps_per_epoch <= 0):
+            raise fail(w, "steps_per_epoch", steps_per_epoch, "must be a positive integer")
+        return epochs * steps_per_epoch
+    raise fail(w, "total_steps", total_steps,
+               "must be given, or both epochs and steps_per_epoch (torch raises ValueError)")
+
+
+class OneCycleMomentum(Schedule, name="OneCycleMomentum"):
+    """The momentum schedule of :class:`OneCycleLR` (see :meth:`OneCycleLR.momentum`).
+
+    >>> from schedules import torch as T
+    >>> T.OneCycleMomentum(total_steps=100)(0)
+    0.95
+    """
+
+    _fields = ("total_steps", "epochs", "steps_per_epoch", "pct_start", "anneal_strategy",
+               "base_momentum", "max_momentum", "three_phase")
+    _static = frozenset({"total_steps", "epochs", "steps_per_epoch", "pct_start",
+                         "anneal_strategy", "three_phase"})
+
+    def __init__(self, total_steps: int | None = None, epochs: int | None = None,
+                 steps_per_epoch: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", base_momentum: float = 0.85,
+                 max_momentum: float = 0.95, three_phase: bool = False) -> None:
+        OneCycleLR(1.0, 1.0, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy,
+                   three_phase=three_phase)
+        self._set(total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                  pct_start=pct_start, anneal_strategy=anneal_strategy,
+                  base_momentum=check_float("OneCycleMomentum", "base_momentum", base_momentum),
+                  max_momentum=check_float("OneCycleMomentum", "max_momentum", max_momentum),
+                  three_phase=bool(three_phase))
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        helper = object.__new__(OneCycleLR)
+        object.__setattr__(helper, "total_steps",
+                           _one_cycle_total(self.total_steps, self.epochs, self.steps_per_epoch))
+        object.__setattr__(helper, "pct_start", self.pct_start)
+        object.__setattr__(helper, "three_phase", self.three_phase)
+        object.__setattr__(helper, "anneal_strategy", self.anneal_strategy)
+        grp = {"max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
+        k = ops.floor(ops.maximum(t, 0.0))
+        if ops.host and k > helper.total_steps:
+            raise ValueError(f"OneCycleMomentum: step {int(k)} is beyond total_steps="
+                             f"{helper.total_steps} (torch raises ValueError)")
+        return helper._value(k, ops, grp, lr_keys=False)
+
+
+# -- SequentialLR / ChainedScheduler -----------------------------------------------------------
+
+
+def _children(where: str, schedulers: Any, lr: Any) -> tuple[TorchSchedule, ...]:
+    if not _is_list(schedulers) or len(schedulers) < 1:
+        raise fail(where, "schedulers", schedulers,
+                   "must be a non-empty list of schedules.torch schedulers "
+                   f"(torch: '{where} expects at least one scheduler')")
+    out = []
+    for i, s in enumerate(schedulers):
+        if isinstance(s, ReduceLROnPlateau):
+            raise fail(where, f"schedulers[{i}]", s, "cannot be ReduceLROnPlateau (as in torch)")
+        if not isinstance(s, TorchSchedule):
+            raise fail(where, f"schedulers[{i}]", s,
+                       "must be a schedules.torch scheduler built with the same lr")
+        if lr is not None and not (s.lr == lr):
+            raise fail(where, f"schedulers[{i}].lr", s.lr,
+                       f"must equal the composite's lr={lr!r} (one optimizer)")
+        out.append(s)
+    return tuple(out)
+
+
+class SequentialLR(TorchSchedule, name="SequentialLR"):
+    """Run ``schedulers[i]`` from ``milestones[i - 1]`` on (torch's ``SequentialLR``).
+
+    As torch: the lr is reset to the initial lr at construction and the first
+    scheduler re-runs its initial step; at a milestone the next scheduler
+    restarts through its closed form (``_get_closed_form_lr``) at its step 0
+    (schedulers without one -- ``MultiplicativeLR`` -- carry on from the
+    current lr); the previous one is cut off.
+
+    >>> from schedules import torch as T
+    >>> s = T.SequentialLR(1.0, [T.LinearLR(1.0, 0.5, total_iters=2),
+    ...                          T.ExponentialLR(1.0, gamma=0.5)], milestones=[3])
+    >>> [s(t) for t in range(6)]
+    [0.5, 0.75, 1.0, 1.0, 0.5, 0.25]
+    """
+
+    _fields = ("lr", "schedulers", "milestones", "horizon")
+    _static = frozenset({"milestones", "horizon"})
+    kind = "none"
+
+    def __init__(self, lr: float, schedulers: Sequence[TorchSchedule], milestones: Sequence[int],
+                 horizon: int | None = None) -> None:
+        w = "SequentialLR"
+        lr = _lr(w, lr)
+        ch = _children(w, schedulers, lr)
+        if not _is_list(milestones):
+            raise fail(w, "milestones", milestones, "must be a list of ints")
+        ms = tuple(check_int(w, f"milestones[{i}]", m) for i, m in enumerate(milestones))
+        if len(ms) != len(ch) - 1:
+            raise fail(w, "milestones", milestones,
+                       f"must have len(schedulers) - 1 = {len(ch) - 1} entries (torch raises)")
+        self._set(lr=lr, schedulers=ch, milestones=ms, horizon=_horizon(w, horizon))
+        self._check_constructs()
+
+    @classmethod
+    def _group_args(cls, a: dict[str, Any], i: int, n: int) -> dict[str, Any]:
+        out = super()._group_args(a, i, n)
+        out["schedulers"] = [_pick(s, i, n, cls.__name__) for s in a["schedulers"]]
+        return out
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        sims = [c._sim(g) for c in self.schedulers]
+        return _SimSequentialLR(g, sims, list(self.milestones))
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        if mode != "construct":
+            raise NoClosedForm
+        ms = self.milestones
+        if any(b > a for a, b in zip(ms[1:], ms)) or any(c.kind in ("none",) for c in self.schedulers):  # noqa: E501
+            raise NoClosedForm
+        meta = self._meta()
+        i0 = bisect_right(list(ms), 0)
+        out: Any = None
+        for i in range(i0, len(self.schedulers)):
+            c, sim = self.schedulers[i], meta.sims[i]
+            if i == i0:
+                v = c._cf(k, ops, meta.g["initial_lr"], sim.base, "fresh", meta.g)
+                out = v
+            else:
+                v = c._cf(k - ms[i - 1], ops, sim.base, sim.base, "restart", meta.g)
+                if ops.host:
+                    out = v if k >= ms[i - 1] else out
+                else:
+                    out = ops.where(k >= ms[i - 1], v, out)
+        return out
+
+    def _closed(self, k: Any, ops: Ops) -> Any:
+        return self._cf(k, ops, self.lr, self.lr, "construct")
+
+    def _concrete(self) -> bool:
+        return all(c._host_ok() for c in self.schedulers) and self._host_ok()
+
+    def _closed_exact(self) -> bool:
+        return all(c._closed_exact() for c in self.schedulers)
+
+
+def _pick(s: Any, i: int, n: int, where: str) -> Any:
+    if _is_list(s):
+        if len(s) != n:
+            raise fail(where, "schedulers", s, f"each child list must have {n} entries (groups)")
+        return s[i]
+    raise fail(where, "schedulers", s, "with a list of lrs, each child must be a list (one per group)")  # noqa: E501
+
+
+class _SimSequentialLR(_Sim):
+    """Mirror of ``SequentialLR.__init__``/``recursive_undo``/``step``."""
+
+    def __init__(self, g: dict[str, float], sims: list[_Sim], milestones: list[int]) -> None:
+        self._schedulers = sims
+        self._milestones = milestones
+        self.last_epoch = 0
+        self.g = g
+        self._is_initial = False
+        g["lr"] = g["initial_lr"]
+        self.recursive_undo()
+        idx = bisect_right(self._milestones, 0)
+        self._schedulers[idx]._initial_step()
+
+    def recursive_undo(self, sched: Any = None) -> None:
+        s = self if sched is None else sched
+        if hasattr(s, "_schedulers"):
+            for c in s._schedulers:
+                self.recursive_undo(c)
+        elif hasattr(s, "last_epoch"):
+            s.last_epoch -= 1
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        idx = bisect_right(self._milestones, self.last_epoch)
+        sch = self._schedulers[idx]
+        if idx > 0 and self._milestones[idx - 1] == self.last_epoch:
+            sch._update_lr(0)
+        else:
+            sch.step()
+
+
+class _SimChainedScheduler(_Sim):
+    """Mirror of ``ChainedScheduler`` (it never calls ``LRScheduler.__init__``)."""
+
+    def __init__(self, g: dict[str, float], sims: list[_Sim]) -> None:
+        self._schedulers = sims
+        self.g = g
+        self._is_initial = False
+
+    def step(self) -> None:
+        for s in self._schedulers:
+            s.step()
+
+
+class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
+    """Step every scheduler in order, each over the running lr (``ChainedScheduler``).
+
+    Not a product of closed forms: order matters, and a scheduler that sets the
+    lr absolutely (``LambdaLR``, ``CyclicLR``, ``OneCycleLR``,
+    ``CosineAnnealingWarmRestarts``) overrides the ones before it.
+
+    >>> from schedules import torch as T
+    >>> s = T.ChainedScheduler([T.ConstantLR(1.0, factor=0.5, total_iters=2),
+    ...                         T.ExponentialLR(1.0, gamma=0.5)])
+    >>> [s(t) for t in range(4)]
+    [0.5, 0.25, 0.25, 0.125]
+    """
+
+    _fields = ("schedulers", "lr", "horizon")
+    _static = frozenset({"horizon"})
+    kind = "none"
+
+    def __init__(self, schedulers: Sequence[TorchSchedule], lr: float | None = None,
+                 horizon: int | None = None) -> None:
+        w = "ChainedScheduler"
+        if lr is None and _is_list(schedulers) and schedulers and isinstance(schedulers[0],
+                                                                            TorchSchedule):
+            lr = schedulers[0].lr
+        lr = _lr(w, lr)
+        self._set(schedulers=_children(w, schedulers, lr), lr=lr, horizon=_horizon(w, horizon))
+        self._check_constructs()
+
+    @classmethod
+    def _n_groups(cls, a: dict[str, Any]) -> int | None:
+        if _is_list(a.get("lr")):
+            return len(a["lr"])
+        ss = a.get("schedulers")
+        if _is_list(ss) and ss and _is_list(ss[0]):
+            return len(ss[0])
+        return None
+
+    @classmethod
+    def _group_args(cls, a: dict[str, Any], i: int, n: int) -> dict[str, Any]:
+        out = dict(a)
+        if _is_list(a.get("lr")):
+            out["lr"] = a["lr"][i]
+        out["schedulers"] = [_pick(s, i, n, cls.__name__) for s in a["schedulers"]]
+        return out
+
+    def _sim(self, g: dict[str, float]) -> _Sim:
+        sims = [c._sim(g) for c in self.schedulers]
+        return _SimChainedScheduler(g, sims)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        if mode != "construct":
+            raise NoClosedForm
+        kinds = [c.kind for c in self.schedulers]
+        last_abs = max((i for i, kd in enumerate(kinds) if kd == "abs"), default=None)
+        tail = kinds[(last_abs + 1) if last_abs is not None else 0:]
+        if any(kd != "mult" for kd in tail):
+            raise NoClosedForm
+        meta = self._meta()
+        if last_abs is None:
+            out = self.lr
+            for c, sim in zip(self.schedulers, meta.sims):
+                out = out * c._cf(k, ops, 1.0, sim.base, "construct", meta.g)
+            return out
+        c = self.schedulers[last_abs]
+        sim = meta.sims[last_abs]
+        out = c._cf(k, ops, self.lr, getattr(sim, "construct_base", sim.base), "construct", meta.g)
+        for c in self.schedulers[last_abs + 1:]:
+            out = out * c._tick(k, ops)
+        return out
+
+    def _closed(self, k: Any, ops: Ops) -> Any:
+        return self._cf(k, ops, self.lr, self.lr, "construct")
+
+    def _concrete(self) -> bool:
+        return all(c._host_ok() for c in self.schedulers) and self._host_ok()
+
+    def _closed_exact(self) -> bool:
+        return all(c._closed_exact() for c in self.schedulers)
+
+
+# ---------------------------------------------------------------------------------------------
+# ReduceLROnPlateau: an optax GradientTransformation
+# ---------------------------------------------------------------------------------------------
+
+
+class PlateauState(NamedTuple):
+    """State of :func:`ReduceLROnPlateau`: torch's ``last_epoch``, the current
+    ``lr``, ``best``, ``num_bad_epochs`` and ``cooldown_counter``."""
+
+    last_epoch: Any
+    lr: Any
+    best: Any
+    num_bad_epochs: Any
+    cooldown_counter: Any
+
+
+class ReduceLROnPlateau:
+    """torch's ``ReduceLROnPlateau`` as an optax ``GradientTransformationExtraArgs``.
+
+    ``update(updates, state, params=None, *, value=metric)`` performs torch's
+    ``scheduler.step(metric)`` and multiplies the updates by ``lr_now / lr`` (so
+    put it after an optimizer built with ``learning_rate=lr``); ``state.lr`` is
+    torch's ``param_group["lr"]``. Semantics (mode, factor, patience, threshold,
+    threshold_mode, cooldown, min_lr, eps) follow torch exactly.
+
+    >>> import jax.numpy as jnp, optax
+    >>> from schedules import torch as T
+    >>> tx = T.ReduceLROnPlateau(1.0, patience=0, factor=0.5)
+    >>> st = tx.init(jnp.zeros(1))
+    >>> for loss in [1.0, 1.0, 1.0]:
+    ...     _, st = tx.update(jnp.ones(1), st, value=loss)
+    >>> float(st.lr)
+    0.25
+    """
+
+    def __new__(cls, lr: float, mode: str = "min", factor: float = 0.1, patience: int = 10,
+                threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
+                min_lr: float | list[float] = 0, eps: float = 1e-8) -> Any:
+        import optax
+
+        w = "ReduceLROnPlateau"
+        if _is_list(lr):
+            mins = min_lr if _is_list(min_lr) else [min_lr] * len(lr)
+            if len(mins) != len(lr):  # type: ignore[arg-type]
+                raise fail(w, "min_lr", min_lr, f"expected {len(lr)} min_lrs")
+            return [cls(x, mode, factor, patience, threshold, threshold_mode, cooldown, m, eps)
+                    for x, m in zip(lr, mins)]  # type: ignore[arg-type]
+        if factor >= 1.0:
+            raise fail(w, "factor", factor, "must be < 1.0 (torch: 'Factor should be < 1.0.')")
+        check_choice(w, "mode", mode, ("min", "max"))
+        check_choice(w, "threshold_mode", threshold_mode, ("rel", "abs"))
+        lr0 = check_float(w, "lr", lr)
+        floor = check_float(w, "min_lr", min_lr)
+
+        def init(params: Any) -> PlateauState:
+            del params
+            f = jnp.result_type(float)
+            return PlateauState(jnp.zeros((), jnp.int32), jnp.asarray(lr0, f),
+                                jnp.asarray(math.inf if mode == "min" else -math.inf, f),
+                                jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+        def is_better(a: Any, best: Any) -> Any:
+            if mode == "min" and threshold_mode == "rel":
+                return a < best * (1.0 - threshold)
+            if mode == "min":
+                return a < best - threshold
+            if threshold_mode == "rel":
+                return a > best * (threshold + 1.0)
+            return a > best + threshold
+
+        def update(updates: Any, state: PlateauState, params: Any = None, *,
+                   value: Any, **extra: Any) -> tuple[Any, PlateauState]:
+            del params, extra
+            cur = jnp.asarray(value, state.best.dtype)
+            better = is_better(cur, state.best)
+            best = jnp.where(better, cur, state.best)
+            bad = jnp.where(better, 0, state.num_bad_epochs + 1)
+            in_cd = state.cooldown_counter > 0
+            cd = jnp.where(in_cd, state.cooldown_counter - 1, state.cooldown_counter)
+            bad = jnp.where(in_cd, 0, bad)
+            reduce = bad > patience
+            new_lr = jnp.maximum(state.lr * factor, floor)
+            lr = jnp.where(reduce & (state.lr - new_lr > eps), new_lr, state.lr)
+            cd = jnp.where(reduce, cooldown, cd)
+            bad = jnp.where(reduce, 0, bad)
+            new = PlateauState(state.last_epoch + 1, lr, best, bad, cd)
+            scale = lr / lr0 if lr0 != 0 else jnp.zeros_like(lr)
+            updates = jax.tree_util.tree_map(lambda u: (u * scale).astype(u.dtype), updates)
+            return updates, new
+
+        return optax.GradientTransformationExtraArgs(init, update)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stateful facade
+# ---------------------------------------------------------------------------------------------
+
+
+def _torch_last_epoch(sd: dict[str, Any]) -> int:
+    if "last_epoch" in sd:
+        return int(sd["last_epoch"])
+    subs = sd.get("_schedulers")
+    if subs:  # ChainedScheduler has no last_epoch: every child stepped as often as it
+        return _torch_last_epoch(subs[0])
+    raise ValueError("load_state_dict: expected a dict with a 'last_epoch' entry "
+                     "(ours or a torch scheduler's state_dict())")
+
+
+class Scheduler(_BaseScheduler):
+    """:class:`schedules.Scheduler` that also loads any torch scheduler's ``state_dict()``
+    (including ``ChainedScheduler``'s, which has no ``last_epoch`` of its own).
+
+    >>> from schedules import torch as T
+    >>> sch = T.Scheduler(T.StepLR(0.1, step_size=2, gamma=0.5))
+    >>> sch.load_state_dict({"last_epoch": 4, "_step_count": 5})
+    >>> sch.get_last_lr()
+    [0.025]
+    >>> sch.step(); sch.state_dict()
+    {'last_epoch': 5}
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not isinstance(state_dict, dict):
+            raise ValueError("load_state_dict: expected a dict")
+        super().load_state_dict({"last_epoch": _torch_last_epoch(state_dict)})
