@@ -1,0 +1,195 @@
+"""Trainer benchmarks: schedule overhead, tokens/s on 1 vs 8 (simulated) devices, vs PyTorch.
+
+    python bench/bench_train.py                 # everything, markdown table on stdout
+    python bench/bench_train.py --steps 30 --out docs/_bench_train.md
+
+Measures, on the default run's model (GPT-2 "mini": 4 layers x 128, byte vocab, seq 128,
+global batch 16 sequences, float32, AdamW, clip 1.0):
+
+1. schedule overhead: time per pmapped train step with a 3-piece composite schedule
+   (``join(linear, constant, cosine)``) / with a constant lr, same process, 12 interleaved
+   blocks of 5 steps each, minimum per-step time of the blocks;
+2. training tokens/s with ``--xla_force_host_platform_device_count=8`` (2 sequences per device)
+   vs 1 device (16 sequences), each in its own process;
+3. the same training step in plain PyTorch (``transformers.GPT2LMHeadModel``, ``torch.optim.AdamW``,
+   same batch, ``torch.set_num_threads(os.cpu_count())``).
+
+Each worker runs in a subprocess (``--worker jax|torch``) and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEQ, GLOBAL_BATCH, LAYERS, WIDTH, HEADS, VOCAB = 128, 16, 4, 128, 4, 256
+
+
+def _batch(rng, n: int):
+    import numpy as np
+
+    return rng.integers(0, VOCAB, size=(n, SEQ + 1), dtype=np.int64)
+
+
+def jax_worker(steps: int, overhead: bool) -> dict:
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, ROOT)
+    import models
+    import schedules as S
+    from train.config import TrainConfig
+    from train.loop import _replicate
+    from train.optim import make_optimizer
+    from train.step import make_train_step
+
+    n = jax.local_device_count()
+    per = GLOBAL_BATCH // n
+    mcfg = models.get_config("gpt2", "tiny", vocab_size=VOCAB, block_size=SEQ, n_layer=LAYERS,
+                             n_head=HEADS, n_embd=WIDTH)
+    cfg = TrainConfig()
+    params = jax.device_get(models.init_params(mcfg, jax.random.key(0)))
+    rng = np.random.default_rng(0)
+    batches = [_batch(rng, GLOBAL_BATCH).reshape(n, 1, per, SEQ + 1).astype(np.int32)
+               for _ in range(4)]
+
+    def setup(sched):
+        tx = make_optimizer(cfg, sched, params)
+        step = make_train_step(mcfg, tx, 0)
+        state = _replicate({"step": np.zeros((), np.int32), "params": params,
+                            "opt_state": jax.device_get(tx.init(params))}, None)
+        for i in range(3):  # compile + warm up
+            state, m = step(state, batches[i % 4])
+        jax.block_until_ready(m["loss"])
+        return [step, state]
+
+    def run(ctx, k: int) -> float:
+        step, state = ctx
+        t0 = time.perf_counter()
+        for i in range(k):
+            state, m = step(state, batches[i % 4])
+        jax.block_until_ready(m["loss"])
+        ctx[1] = state
+        return (time.perf_counter() - t0) / k
+
+    const = setup(S.constant(1e-3))
+    out: dict = {"devices": n, "per_device_batch": per}
+    t = statistics.median(run(const, max(steps // 3, 1)) for _ in range(3))
+    out["step_s"] = t
+    out["tokens_per_s"] = GLOBAL_BATCH * SEQ / t
+    if overhead:
+        comp = setup(S.join(S.linear(0.0, 1e-3, 100), S.constant(1e-3),
+                            S.cosine(1e-3, 1e-5, 800), at=[100, 200]))
+        rc, rs = [], []
+        for _ in range(12):  # interleaved blocks; the minimum is robust to other load
+            rc.append(run(const, 5))
+            rs.append(run(comp, 5))
+        out["const_step_s"] = min(rc)
+        out["composite_step_s"] = min(rs)
+        out["overhead_ratio"] = out["composite_step_s"] / out["const_step_s"]
+    return out
+
+
+def torch_worker(steps: int) -> dict:
+    import numpy as np
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=WIDTH,
+                                       n_layer=LAYERS, n_head=HEADS, resid_pdrop=0.0,
+                                       embd_pdrop=0.0, attn_pdrop=0.0))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    rng = np.random.default_rng(0)
+    batches = [torch.from_numpy(_batch(rng, GLOBAL_BATCH)) for _ in range(4)]
+
+    def step(b):
+        x, y = b[:, :-1], b[:, 1:]
+        logits = model(x).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    for i in range(3):
+        step(batches[i])
+    times = []
+    for _ in range(3):
+        k = max(steps // 3, 1)
+        t0 = time.perf_counter()
+        for i in range(k):
+            step(batches[i % 4])
+        times.append((time.perf_counter() - t0) / k)
+    t = statistics.median(times)
+    return {"step_s": t, "tokens_per_s": GLOBAL_BATCH * SEQ / t, "threads": torch.get_num_threads()}
+
+
+def _spawn(args: list[str], n_dev: int | None = None) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env.pop("XLA_FLAGS", None)
+    if n_dev:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_dev}"
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env,
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"worker {args} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    p.add_argument("--worker", choices=["jax", "torch"])
+    p.add_argument("--overhead", action="store_true")
+    p.add_argument("--out", help="also write the markdown to this file")
+    a = p.parse_args()
+    if a.worker == "jax":
+        print(json.dumps(jax_worker(a.steps, a.overhead)))
+        return
+    if a.worker == "torch":
+        print(json.dumps(torch_worker(a.steps)))
+        return
+    one = _spawn(["--worker", "jax", "--overhead", "--steps", str(a.steps)], 1)
+    eight = _spawn(["--worker", "jax", "--steps", str(a.steps)], 8)
+    pt = _spawn(["--worker", "torch", "--steps", str(a.steps)])
+    cmd = f"python bench/bench_train.py --steps {a.steps}"
+    md = "\n".join([
+        "### Trainer (`bench/bench_train.py`)",
+        "",
+        f"Command: `{cmd}`. Machine: {os.cpu_count()} CPU cores, CPU only. Model: GPT-2 'mini' "
+        f"({LAYERS} layers x {WIDTH}, byte vocab), seq {SEQ}, global batch {GLOBAL_BATCH} "
+        "sequences, float32, AdamW + clip.",
+        "",
+        "| measurement | value |",
+        "|---|---|",
+        f"| step time, constant lr (1 device) | {one['const_step_s'] * 1e3:.1f} ms |",
+        f"| step time, 3-piece composite schedule | {one['composite_step_s'] * 1e3:.1f} ms |",
+        f"| **schedule overhead ratio** (composite / constant) | **{one['overhead_ratio']:.3f}** |",
+        f"| tokens/s, JAX pmap, 1 device x 16 seqs | {one['tokens_per_s']:,.0f} |",
+        f"| tokens/s, JAX pmap, 8 simulated devices x 2 seqs | {eight['tokens_per_s']:,.0f} |",
+        f"| 8 devices / 1 device | {eight['tokens_per_s'] / one['tokens_per_s']:.2f} |",
+        f"| tokens/s, PyTorch eager (GPT2LMHeadModel, {pt['threads']} threads) | "
+        f"{pt['tokens_per_s']:,.0f} |",
+        f"| JAX 1 device / PyTorch | {one['tokens_per_s'] / pt['tokens_per_s']:.2f} |",
+        f"| JAX 8 devices / PyTorch | {eight['tokens_per_s'] / pt['tokens_per_s']:.2f} |",
+        "",
+    ])
+    print(md)
+    print(json.dumps({"jax_1": one, "jax_8": eight, "torch": pt}))
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(md)
+
+
+if __name__ == "__main__":
+    main()
