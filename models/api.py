@@ -67,8 +67,13 @@ def build(config: Config) -> nn.Module:
 
 def init_params(config: Config, rng: jax.Array) -> dict:
     """Randomly initialised float32 parameters (a plain nested dict)."""
+    return _init_params(config, rng)
+
+
+@partial(jax.jit, static_argnames="config")
+def _init_params(config: Config, rng: jax.Array) -> dict:
     tokens = jnp.zeros((1, min(config.block_size, 8)), jnp.int32)
-    return jax.jit(build(config).init)(rng, tokens)["params"]
+    return build(config).init(rng, tokens)["params"]
 
 
 def param_shapes(config: Config) -> dict:

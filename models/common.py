@@ -71,7 +71,7 @@ def canonical_dtype(cls: str, value: Any) -> str:
     """Normalise a dtype spec (``"bfloat16"``, ``jnp.bfloat16``, ...) to its name."""
     try:
         name = jnp.dtype(value).name
-    except TypeError:
+    except (TypeError, ValueError):
         name = None
     if name not in DTYPES:
         _fail(cls, "dtype", value, f"must be one of {DTYPES}")
@@ -219,7 +219,10 @@ def write_safetensors(
     header: dict[str, Any] = {"__metadata__": dict(metadata or {"format": "pt"})}
     arrays, offset = [], 0
     for name, value in tensors.items():
-        a = np.ascontiguousarray(value)
+        a = np.asarray(value)
+        if a.dtype.byteorder == ">":
+            a = a.byteswap().view(a.dtype.newbyteorder("<"))
+        a = np.require(a, requirements="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         header[name] = {
             "dtype": _ST_NAMES[a.dtype],
             "shape": list(a.shape),
@@ -233,7 +236,7 @@ def write_safetensors(
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for a in arrays:
-            f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+            f.write(a.tobytes())
 
 
 def to_numpy_f32(x: Any) -> np.ndarray:
