@@ -14,12 +14,14 @@ a closed form under JAX. ``s(t)`` is the lr of optimizer step ``t``.
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from ._core import Schedule
 from ._ops import Ops
-from ._validate import fail
+from ._validate import check_choice, check_float, check_int, fail
 from .torch import LambdaLR
 
 __all__ = [
@@ -36,9 +38,108 @@ __all__ = [
     "get_wsd_schedule",
 ]
 
-_KINDS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
-          "polynomial", "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-          "warmup_stable_decay")
+_KINDS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
+
+_WSD_TYPES = ("linear", "cosine", "1-sqrt")
+
+# The parameters of each lambda: name -> rule. ``count``: an int >= 0 (a step count);
+# ``real``: a finite float; ``real?``: None or a finite float; ``nonzero``: a finite
+# nonzero float (the lambda divides by it); ``timescale``: an int > 0; ``type``: one of
+# _WSD_TYPES. Every parameter but num_warmup_steps (default 0) and warmup_lr_rate
+# (default None) is required.
+_W, _N, _C = "num_warmup_steps", "num_training_steps", "num_cycles"
+_PARAMS: dict[str, dict[str, str]] = {
+    "constant": {},
+    "constant_with_warmup": {_W: "count"},
+    "linear": {_W: "count", _N: "count"},
+    "cosine": {_W: "count", _N: "count", _C: "real"},
+    "cosine_with_restarts": {_W: "count", _N: "count", _C: "real"},
+    "polynomial": {
+        _W: "count",
+        _N: "count",
+        "lr_init": "nonzero",
+        "lr_end": "real",
+        "power": "real",
+    },
+    "inverse_sqrt": {_W: "count", "timescale": "timescale"},
+    "cosine_with_min_lr": {_W: "count", _N: "count", _C: "real", "min_lr_rate": "real"},
+    "cosine_warmup_with_min_lr": {
+        _W: "count",
+        _N: "count",
+        _C: "real",
+        "min_lr_rate": "real",
+        "warmup_lr_rate": "real?",
+    },
+    "warmup_stable_decay": {
+        _W: "count",
+        "num_stable_steps": "count",
+        "num_decay_steps": "count",
+        "warmup_type": "type",
+        "decay_type": "type",
+        "min_lr_ratio": "real",
+        _C: "real",
+    },
+}
+_OPTIONAL = frozenset({_W, "warmup_lr_rate"})
+
+
+def _check_param(where: str, name: str, value: Any, rule: str) -> Any:
+    if rule == "count":
+        return check_int(where, name, value, ge=0)
+    if rule == "timescale":
+        return check_int(where, name, value, gt=0)
+    if rule == "type":
+        return check_choice(where, name, value, _WSD_TYPES)
+    if rule == "real?" and value is None:
+        return None
+    v = check_float(where, name, value)
+    if rule == "nonzero" and v == 0:
+        raise fail(where, name, value, "must be nonzero (the lambda divides by it)")
+    return v
+
+
+def _check_params(where: str, kind: str, params: Any, kw: dict[str, Any]) -> dict[str, Any]:
+    """``params`` (None, a mapping or (name, value) pairs) and ``kw``, checked against the
+    parameters of ``kind``'s lambda."""
+    if params is None:
+        items: dict[str, Any] = {}
+    elif isinstance(params, Mapping):
+        items = dict(params)
+    elif isinstance(params, (list, tuple)) and all(
+        isinstance(kv, (list, tuple)) and len(kv) == 2 for kv in params
+    ):
+        items = {kv[0]: kv[1] for kv in params}
+    else:
+        raise fail(where, "params", params, "must be None, a dict or a list of (name, value) pairs")
+    items.update(kw)
+    rules = _PARAMS[kind]
+    for name in items:
+        if not isinstance(name, str) or name not in rules:
+            allowed = ", ".join(rules) or "none"
+            raise fail(
+                where,
+                "params",
+                params if name not in kw else kw,
+                f"has {name!r}, which is not a parameter of kind={kind!r} "
+                f"(its parameters: {allowed})",
+            )
+    missing = [n for n in rules if n not in items and n not in _OPTIONAL]
+    if missing:
+        raise fail(
+            where, "params", params, f"is missing {', '.join(missing)} (required by kind={kind!r})"
+        )
+    return {n: _check_param(where, n, v, rules[n]) for n, v in items.items()}
 
 
 def _py_lambda(kind: str, k: int, p: dict[str, Any]) -> float:
@@ -70,7 +171,9 @@ def _py_lambda(kind: str, k: int, p: dict[str, Any]) -> float:
         progress = float(k - w) / float(max(1, n - w))
         if progress >= 1.0:
             return 0.0
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(p["num_cycles"]) * progress) % 1.0))))  # noqa: E501
+        return max(
+            0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(p["num_cycles"]) * progress) % 1.0)))
+        )
     if kind == "polynomial":
         lr_init, lr_end, power = p["lr_init"], p["lr_end"], p["power"]
         if k < w:
@@ -194,8 +297,9 @@ def _arr_lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
             fd = 1.0 - ops.sqrt(ops.maximum(pd, 0.0))
         vw = ops.maximum(0.0, fw * (1.0 - r) + r)
         vd = ops.maximum(0.0, fd * (1.0 - r) + r)
-        return ops.where(k < w, vw, ops.where(k < w + st, 1.0,
-                                             ops.where(k < w + st + dc, vd, r + 0.0 * k)))
+        return ops.where(
+            k < w, vw, ops.where(k < w + st, 1.0, ops.where(k < w + st + dc, vd, r + 0.0 * k))
+        )
     raise ValueError(kind)
 
 
@@ -212,12 +316,9 @@ class HFLambda(Schedule, name="hf_lambda"):
     _static = frozenset({"kind", "params"})
 
     def __init__(self, kind: str, params: Any = None, **kw: Any) -> None:
-        if kind not in _KINDS:
+        if not isinstance(kind, str) or kind not in _KINDS:
             raise fail("hf_lambda", "kind", kind, f"must be one of {', '.join(_KINDS)}")
-        items = dict(params or {})
-        if isinstance(params, (list, tuple)):
-            items = {k: v for k, v in params}
-        items.update(kw)
+        items = _check_params("hf_lambda", kind, params, kw)
         self._set(kind=kind, params=tuple(sorted(items.items())))
 
     def _host_capable(self) -> bool:
@@ -226,20 +327,39 @@ class HFLambda(Schedule, name="hf_lambda"):
     def _eval(self, t: Any, ops: Ops) -> Any:
         p = dict(self.params)
         if ops.host:
+            if not math.isfinite(t):
+                raise ValueError(f"hf_lambda: step={t!r} must be finite")
             k = math.floor(t) if t > 0 else 0
-            return float(_py_lambda(self.kind, k, p))
+            try:
+                return float(_py_lambda(self.kind, k, p))
+            except (ZeroDivisionError, OverflowError) as e:  # as transformers' own lambda
+                raise ValueError(
+                    f"hf_lambda: transformers' {self.kind!r} lambda raises "
+                    f"{type(e).__name__} at step {k}: {e}"
+                ) from None
         k = ops.floor(ops.maximum(t, 0.0))
         return _arr_lambda(self.kind, k, p, ops)
 
 
-def _lam(lr: Any, kind: str, **p: Any) -> Any:
+def _lam(where: str, lr: Any, kind: str, **p: Any) -> Any:
+    """``LambdaLR(lr, HFLambda(kind, **p))``, with errors reported under ``where`` (the
+    transformers function's name) and its own parameter names."""
+    if isinstance(lr, (list, tuple)):
+        for i, x in enumerate(lr):
+            check_float(where, f"lr[{i}]", x)
+    else:
+        check_float(where, "lr", lr)
+    rules = _PARAMS[kind]
+    for name, v in p.items():
+        if name != "lr_init":
+            _check_param(where, name, v, rules[name])
     return LambdaLR(lr, HFLambda(kind, **p))
 
 
-def _int(where: str, name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise fail(where, name, v, "must be an int")
-    return v
+def _one_lr(where: str, lr: Any, why: str) -> float:
+    if isinstance(lr, (list, tuple)):
+        raise fail(where, "lr", lr, f"must be a single number here: {why}")
+    return check_float(where, "lr", lr)
 
 
 def get_constant_schedule(lr: float) -> Any:
@@ -249,7 +369,7 @@ def get_constant_schedule(lr: float) -> Any:
     >>> hf.get_constant_schedule(0.1)(100)
     0.1
     """
-    return _lam(lr, "constant")
+    return _lam("get_constant_schedule", lr, "constant")
 
 
 def get_constant_schedule_with_warmup(lr: float, num_warmup_steps: int) -> Any:
@@ -259,35 +379,54 @@ def get_constant_schedule_with_warmup(lr: float, num_warmup_steps: int) -> Any:
     >>> hf.get_constant_schedule_with_warmup(1.0, 4)(2)
     0.5
     """
-    return _lam(lr, "constant_with_warmup", num_warmup_steps=num_warmup_steps)
+    return _lam(
+        "get_constant_schedule_with_warmup",
+        lr,
+        "constant_with_warmup",
+        num_warmup_steps=num_warmup_steps,
+    )
 
 
-def get_linear_schedule_with_warmup(lr: float, num_warmup_steps: int,
-                                    num_training_steps: int) -> Any:
+def get_linear_schedule_with_warmup(
+    lr: float, num_warmup_steps: int, num_training_steps: int
+) -> Any:
     """Linear warmup, then linear decay to 0 at ``num_training_steps``.
 
     >>> from schedules import hf
     >>> hf.get_linear_schedule_with_warmup(1.0, 0, 10)(5)
     0.5
     """
-    return _lam(lr, "linear", num_warmup_steps=num_warmup_steps,
-                num_training_steps=num_training_steps)
+    return _lam(
+        "get_linear_schedule_with_warmup",
+        lr,
+        "linear",
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+    )
 
 
-def get_cosine_schedule_with_warmup(lr: float, num_warmup_steps: int, num_training_steps: int,
-                                    num_cycles: float = 0.5) -> Any:
+def get_cosine_schedule_with_warmup(
+    lr: float, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5
+) -> Any:
     """Linear warmup, then cosine decay (``num_cycles`` waves).
 
     >>> from schedules import hf
     >>> round(hf.get_cosine_schedule_with_warmup(1.0, 0, 10)(5), 12)
     0.5
     """
-    return _lam(lr, "cosine", num_warmup_steps=num_warmup_steps,
-                num_training_steps=num_training_steps, num_cycles=num_cycles)
+    return _lam(
+        "get_cosine_schedule_with_warmup",
+        lr,
+        "cosine",
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        num_cycles=num_cycles,
+    )
 
 
 def get_cosine_with_hard_restarts_schedule_with_warmup(
-        lr: float, num_warmup_steps: int, num_training_steps: int, num_cycles: int = 1) -> Any:
+    lr: float, num_warmup_steps: int, num_training_steps: int, num_cycles: int = 1
+) -> Any:
     """Linear warmup, then ``num_cycles`` cosine decays with hard restarts.
 
     >>> from schedules import hf
@@ -295,84 +434,161 @@ def get_cosine_with_hard_restarts_schedule_with_warmup(
     >>> s(0), s(5)
     (1.0, 1.0)
     """
-    return _lam(lr, "cosine_with_restarts", num_warmup_steps=num_warmup_steps,
-                num_training_steps=num_training_steps, num_cycles=num_cycles)
+    return _lam(
+        "get_cosine_with_hard_restarts_schedule_with_warmup",
+        lr,
+        "cosine_with_restarts",
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        num_cycles=num_cycles,
+    )
 
 
-def get_polynomial_decay_schedule_with_warmup(lr: float, num_warmup_steps: int,
-                                              num_training_steps: int, lr_end: float = 1e-7,
-                                              power: float = 1.0) -> Any:
+def get_polynomial_decay_schedule_with_warmup(
+    lr: float,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    lr_end: float = 1e-7,
+    power: float = 1.0,
+) -> Any:
     """Linear warmup, then polynomial decay from ``lr`` to ``lr_end``.
 
     >>> from schedules import hf
     >>> hf.get_polynomial_decay_schedule_with_warmup(1.0, 0, 10, lr_end=0.0)(5)
     0.5
     """
-    if not (lr > lr_end):
-        raise ValueError(f"get_polynomial_decay_schedule_with_warmup: lr_end ({lr_end}) must be "
-                         f"smaller than initial lr ({lr})")
-    return _lam(lr, "polynomial", num_warmup_steps=num_warmup_steps,
-                num_training_steps=num_training_steps, lr_end=lr_end, power=power, lr_init=lr)
+    w = "get_polynomial_decay_schedule_with_warmup"
+    lr0 = _one_lr(w, lr, "the lambda is relative to the optimizer's lr (lr_end / lr)")
+    lr_end = check_float(w, "lr_end", lr_end)
+    if not (lr0 > lr_end):
+        raise fail(
+            w,
+            "lr_end",
+            lr_end,
+            f"must be smaller than the initial lr={lr!r} "
+            f"(transformers: 'lr_end ({lr_end}) must be smaller than initial lr ({lr})')",
+        )
+    if lr0 == 0:
+        raise fail(w, "lr", lr, "must be nonzero (the lambda divides by it)")
+    return _lam(
+        w,
+        lr,
+        "polynomial",
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        lr_end=lr_end,
+        power=power,
+        lr_init=lr,
+    )
 
 
-def get_inverse_sqrt_schedule(lr: float, num_warmup_steps: int,
-                              timescale: int | None = None) -> Any:
+def get_inverse_sqrt_schedule(
+    lr: float, num_warmup_steps: int, timescale: int | None = None
+) -> Any:
     """Linear warmup, then ``1 / sqrt((t + timescale - warmup) / timescale)``.
 
     >>> from schedules import hf
     >>> hf.get_inverse_sqrt_schedule(1.0, 4)(16)
     0.5
     """
+    w = "get_inverse_sqrt_schedule"
     if timescale is None:
-        timescale = num_warmup_steps or 10_000
-    return _lam(lr, "inverse_sqrt", num_warmup_steps=num_warmup_steps, timescale=timescale)
+        timescale = check_int(w, "num_warmup_steps", num_warmup_steps, ge=0) or 10_000
+    return _lam(w, lr, "inverse_sqrt", num_warmup_steps=num_warmup_steps, timescale=timescale)
 
 
-def _min_lr_rate(where: str, lr: float, min_lr: Any, min_lr_rate: Any) -> float:
+def _min_lr_rate(where: str, lr: Any, min_lr: Any, min_lr_rate: Any) -> Any:
     if min_lr is not None and min_lr_rate is not None:
-        raise ValueError(f"{where}: only one of min_lr or min_lr_rate should be set")
+        raise fail(
+            where,
+            "min_lr",
+            min_lr,
+            f"and min_lr_rate={min_lr_rate!r} are both set "
+            "(transformers: 'Only one of min_lr or min_lr_rate should be set')",
+        )
     if min_lr is not None:
-        return min_lr / lr
+        lr0 = _one_lr(where, lr, "min_lr is converted to min_lr / lr")
+        min_lr = check_float(where, "min_lr", min_lr)
+        if lr0 == 0:
+            raise fail(where, "lr", lr, "must be nonzero when min_lr is given (min_lr / lr)")
+        return min_lr / lr0
     if min_lr_rate is None:
-        raise ValueError(f"{where}: one of min_lr or min_lr_rate should be set")
-    return min_lr_rate
+        raise fail(
+            where,
+            "min_lr_rate",
+            min_lr_rate,
+            "must be set, or min_lr (transformers: 'One of min_lr or min_lr_rate should be set')",
+        )
+    return check_float(where, "min_lr_rate", min_lr_rate)
 
 
 def get_cosine_with_min_lr_schedule_with_warmup(
-        lr: float, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5,
-        min_lr: float | None = None, min_lr_rate: float | None = None) -> Any:
+    lr: float,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    num_cycles: float = 0.5,
+    min_lr: float | None = None,
+    min_lr_rate: float | None = None,
+) -> Any:
     """Linear warmup, then cosine decay to ``min_lr`` (or ``min_lr_rate * lr``).
 
     >>> from schedules import hf
     >>> hf.get_cosine_with_min_lr_schedule_with_warmup(1.0, 0, 10, min_lr=0.1)(10)
     0.1
     """
-    r = _min_lr_rate("get_cosine_with_min_lr_schedule_with_warmup", lr, min_lr, min_lr_rate)
-    return _lam(lr, "cosine_with_min_lr", num_warmup_steps=num_warmup_steps,
-                num_training_steps=num_training_steps, num_cycles=num_cycles, min_lr_rate=r)
+    w = "get_cosine_with_min_lr_schedule_with_warmup"
+    r = _min_lr_rate(w, lr, min_lr, min_lr_rate)
+    return _lam(
+        w,
+        lr,
+        "cosine_with_min_lr",
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        num_cycles=num_cycles,
+        min_lr_rate=r,
+    )
 
 
 def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
-        lr: float, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5,
-        min_lr: float | None = None, min_lr_rate: float | None = None,
-        warmup_lr_rate: float | None = None) -> Any:
+    lr: float,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    num_cycles: float = 0.5,
+    min_lr: float | None = None,
+    min_lr_rate: float | None = None,
+    warmup_lr_rate: float | None = None,
+) -> Any:
     """As transformers' ``..._lr_rate`` variant (warmup from ``warmup_lr_rate``).
 
     >>> from schedules import hf
     >>> hf.get_cosine_with_min_lr_schedule_with_warmup_lr_rate(1.0, 2, 10, min_lr_rate=0.1)(0)
     0.5
     """
-    r = _min_lr_rate("get_cosine_with_min_lr_schedule_with_warmup_lr_rate", lr, min_lr,
-                     min_lr_rate)
-    return _lam(lr, "cosine_warmup_with_min_lr", num_warmup_steps=num_warmup_steps,
-                num_training_steps=num_training_steps, num_cycles=num_cycles, min_lr_rate=r,
-                warmup_lr_rate=warmup_lr_rate)
+    w = "get_cosine_with_min_lr_schedule_with_warmup_lr_rate"
+    r = _min_lr_rate(w, lr, min_lr, min_lr_rate)
+    return _lam(
+        w,
+        lr,
+        "cosine_warmup_with_min_lr",
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        num_cycles=num_cycles,
+        min_lr_rate=r,
+        warmup_lr_rate=warmup_lr_rate,
+    )
 
 
-def get_wsd_schedule(lr: float, num_warmup_steps: int, num_decay_steps: int,
-                     num_training_steps: int | None = None, num_stable_steps: int | None = None,
-                     warmup_type: str = "linear", decay_type: str = "cosine",
-                     min_lr_ratio: float = 0, num_cycles: float = 0.5) -> Any:
+def get_wsd_schedule(
+    lr: float,
+    num_warmup_steps: int,
+    num_decay_steps: int,
+    num_training_steps: int | None = None,
+    num_stable_steps: int | None = None,
+    warmup_type: str = "linear",
+    decay_type: str = "cosine",
+    min_lr_ratio: float = 0,
+    num_cycles: float = 0.5,
+) -> Any:
     """Warmup-stable-decay, as transformers' ``get_wsd_schedule``.
 
     >>> from schedules import hf
@@ -380,19 +596,58 @@ def get_wsd_schedule(lr: float, num_warmup_steps: int, num_decay_steps: int,
     >>> [s(t) for t in range(9)]
     [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0]
     """
+    w = "get_wsd_schedule"
     if num_training_steps is None and num_stable_steps is None:
-        raise ValueError("get_wsd_schedule: either num_training_steps or num_stable_steps "
-                         "must be specified")
+        raise fail(
+            w,
+            "num_stable_steps",
+            num_stable_steps,
+            "must be given, or num_training_steps "
+            "(transformers: 'Either num_training_steps or num_stable_steps must be "
+            "specified')",
+        )
     for name, v in (("warmup_type", warmup_type), ("decay_type", decay_type)):
-        if v not in ("linear", "cosine", "1-sqrt"):
-            raise ValueError(f"get_wsd_schedule: unknown {name}: {v}, expected 'linear', "
-                             "'cosine' or '1-sqrt'")
+        check_choice(w, name, v, _WSD_TYPES)
     if num_stable_steps is None:
-        num_stable_steps = num_training_steps - num_warmup_steps - num_decay_steps  # type: ignore[operator]
-    return _lam(lr, "warmup_stable_decay", num_warmup_steps=num_warmup_steps,
-                num_stable_steps=num_stable_steps, num_decay_steps=num_decay_steps,
-                warmup_type=warmup_type, decay_type=decay_type, min_lr_ratio=min_lr_ratio,
-                num_cycles=num_cycles)
+        n = check_int(w, "num_training_steps", num_training_steps, ge=0)
+        wu = check_int(w, "num_warmup_steps", num_warmup_steps, ge=0)
+        dc = check_int(w, "num_decay_steps", num_decay_steps, ge=0)
+        if n - wu - dc < 0:
+            raise fail(
+                w,
+                "num_training_steps",
+                num_training_steps,
+                f"must be >= num_warmup_steps + num_decay_steps = {wu + dc}",
+            )
+        num_stable_steps = n - wu - dc
+    return _lam(
+        w,
+        lr,
+        "warmup_stable_decay",
+        num_warmup_steps=num_warmup_steps,
+        num_stable_steps=num_stable_steps,
+        num_decay_steps=num_decay_steps,
+        warmup_type=warmup_type,
+        decay_type=decay_type,
+        min_lr_ratio=min_lr_ratio,
+        num_cycles=num_cycles,
+    )
+
+
+def _check_kwargs(where: str, name: str, fn: Any, kw: dict[str, Any]) -> None:
+    """``scheduler_specific_kwargs`` must name parameters of ``fn`` other than those
+    get_scheduler passes itself."""
+    own = {"cls", "lr", "num_warmup_steps", "num_training_steps"}
+    allowed = [p for p in inspect.signature(fn).parameters if p not in own]
+    for k in kw:
+        if k not in allowed:
+            raise fail(
+                where,
+                "scheduler_specific_kwargs",
+                kw,
+                f"has {k!r}, which {name!r} does not take (it takes: "
+                f"{', '.join(allowed) or 'none'})",
+            )
 
 
 _BY_NAME = {
@@ -409,9 +664,13 @@ _BY_NAME = {
 }
 
 
-def get_scheduler(name: str, lr: float, num_warmup_steps: int | None = None,
-                  num_training_steps: int | None = None,
-                  scheduler_specific_kwargs: dict[str, Any] | None = None) -> Any:
+def get_scheduler(
+    name: str,
+    lr: float,
+    num_warmup_steps: int | None = None,
+    num_training_steps: int | None = None,
+    scheduler_specific_kwargs: dict[str, Any] | None = None,
+) -> Any:
     """transformers' ``get_scheduler`` by ``SchedulerType`` name (``reduce_lr_on_plateau``
     returns :class:`schedules.torch.ReduceLROnPlateau`'s transformation; ``greedy``
     is not provided).
@@ -420,16 +679,25 @@ def get_scheduler(name: str, lr: float, num_warmup_steps: int | None = None,
     >>> hf.get_scheduler("linear", 1.0, num_warmup_steps=0, num_training_steps=4)(1)
     0.75
     """
+    w = "get_scheduler"
     name = getattr(name, "value", name)
+    if not isinstance(name, str) or (name not in _BY_NAME and name != "reduce_lr_on_plateau"):
+        raise fail(
+            w, "name", name, f"must be one of {', '.join(sorted(_BY_NAME))}, reduce_lr_on_plateau"
+        )
+    if scheduler_specific_kwargs is not None and not isinstance(scheduler_specific_kwargs, Mapping):
+        raise fail(
+            w, "scheduler_specific_kwargs", scheduler_specific_kwargs, "must be None or a dict"
+        )
     kw = dict(scheduler_specific_kwargs or {})
     if name == "reduce_lr_on_plateau":
         from .torch import ReduceLROnPlateau
 
+        _check_kwargs(w, name, ReduceLROnPlateau.__new__, kw)
         return ReduceLROnPlateau(lr, **kw)
-    if name not in _BY_NAME:
-        raise ValueError(f"get_scheduler: unknown scheduler {name!r}; known: "
-                         f"{', '.join(sorted(_BY_NAME))}, reduce_lr_on_plateau")
     fn = _BY_NAME[name]
+    if name not in ("constant", "constant_with_warmup"):
+        _check_kwargs(w, name, fn, kw)
     if name == "constant":
         return fn(lr)
     if num_warmup_steps is None:
@@ -439,8 +707,9 @@ def get_scheduler(name: str, lr: float, num_warmup_steps: int | None = None,
     if name == "inverse_sqrt":
         return fn(lr, num_warmup_steps=num_warmup_steps, **kw)
     if name == "warmup_stable_decay":
-        return fn(lr, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps,
-                  **kw)
+        return fn(
+            lr, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kw
+        )
     if num_training_steps is None:
         raise ValueError(f"{name} requires `num_training_steps`, please provide that argument.")
     return fn(lr, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kw)

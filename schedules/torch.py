@@ -32,6 +32,7 @@ import math
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -146,6 +147,52 @@ def _is_list(x: Any) -> bool:
     return isinstance(x, (list, tuple))
 
 
+def _check_lr_list(where: str, lr: Sequence[Any]) -> None:
+    """A list of lrs is one per param group: non-empty, each a number (torch: an
+    optimizer needs at least one param group, and a group's lr is a number)."""
+    if len(lr) < 1:
+        raise fail(
+            where, "lr", lr, "must be a number or a non-empty list of numbers (one per param group)"
+        )
+    for i, x in enumerate(lr):
+        check_float(where, f"lr[{i}]", x)
+
+
+@contextmanager
+def _host_errors(where: str, t: Any, ops: Ops) -> Iterator[None]:
+    """On the host, Python's arithmetic errors are torch's own (it runs the same float
+    arithmetic): report them as ``ValueError``, as the replay does."""
+    try:
+        yield
+    except (ZeroDivisionError, OverflowError) as e:
+        if not ops.host:
+            raise
+        raise ValueError(f"{where}: torch raises {type(e).__name__} at step {t!r}: {e}") from None
+
+
+def _check_bool(where: str, name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(where, name, value, f"must be True or False, not {type(value).__name__}")
+    return bool(value)
+
+
+def _check_str(where: str, name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise fail(where, name, value, f"must be a str, not {type(value).__name__}")
+    return value
+
+
+def _check_schedulers_list(where: str, schedulers: Any) -> None:
+    if not _is_list(schedulers) or len(schedulers) < 1:
+        raise fail(
+            where,
+            "schedulers",
+            schedulers,
+            "must be a non-empty list of schedules.torch schedulers "
+            f"(torch: '{where} expects at least one scheduler')",
+        )
+
+
 class TorchSchedule(Recurrence):
     """Base of the ``schedules.torch`` schedules (not registered itself).
 
@@ -174,7 +221,10 @@ class TorchSchedule(Recurrence):
     @classmethod
     def _n_groups(cls, a: dict[str, Any]) -> int | None:
         lr = a.get("lr")
-        return len(lr) if _is_list(lr) else None
+        if not _is_list(lr):
+            return None
+        _check_lr_list(cls.__name__, lr)
+        return len(lr)
 
     @classmethod
     def _group_args(cls, a: dict[str, Any], i: int, n: int) -> dict[str, Any]:
@@ -198,6 +248,10 @@ class TorchSchedule(Recurrence):
 
     def _replay_iter(self) -> Iterator[float]:
         return _run(self)
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        with _host_errors(type(self).__name__, t, ops):
+            return super()._eval(t, ops)
 
     def _meta(self) -> _Meta:
         m = self.__dict__.get("_meta_cache")
@@ -300,9 +354,14 @@ class LambdaLR(TorchSchedule, name="LambdaLR"):
 
     def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
         if not callable(lr_lambda):
-            raise fail(type(self).__name__, "lr_lambda", lr_lambda, "must be a callable or a Schedule")  # noqa: E501
-        self._set(lr=_lr(type(self).__name__, lr), lr_lambda=lr_lambda,
-                  horizon=_horizon(type(self).__name__, horizon))
+            raise fail(
+                type(self).__name__, "lr_lambda", lr_lambda, "must be a callable or a Schedule"
+            )
+        self._set(
+            lr=_lr(type(self).__name__, lr),
+            lr_lambda=lr_lambda,
+            horizon=_horizon(type(self).__name__, horizon),
+        )
         self._check_constructs()
 
     def _host_capable(self) -> bool:
@@ -347,9 +406,14 @@ class MultiplicativeLR(TorchSchedule, name="MultiplicativeLR"):
 
     def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
         if not callable(lr_lambda):
-            raise fail("MultiplicativeLR", "lr_lambda", lr_lambda, "must be a callable or a Schedule")  # noqa: E501
-        self._set(lr=_lr("MultiplicativeLR", lr), lr_lambda=lr_lambda,
-                  horizon=_horizon("MultiplicativeLR", horizon))
+            raise fail(
+                "MultiplicativeLR", "lr_lambda", lr_lambda, "must be a callable or a Schedule"
+            )
+        self._set(
+            lr=_lr("MultiplicativeLR", lr),
+            lr_lambda=lr_lambda,
+            horizon=_horizon("MultiplicativeLR", horizon),
+        )
         self._check_constructs()
 
     def _host_capable(self) -> bool:
@@ -384,11 +448,16 @@ class StepLR(TorchSchedule, name="StepLR"):
     _static = frozenset({"horizon"})
     kind = "mult"
 
-    def __init__(self, lr: float, step_size: int, gamma: float = 0.1,
-                 horizon: int | None = None) -> None:
+    def __init__(
+        self, lr: float, step_size: int, gamma: float = 0.1, horizon: int | None = None
+    ) -> None:
         # torch raises ZeroDivisionError (t % 0) at the first step for step_size=0.
-        self._set(lr=_lr("StepLR", lr), step_size=check_int("StepLR", "step_size", step_size, gt=0),
-                  gamma=check_float("StepLR", "gamma", gamma), horizon=_horizon("StepLR", horizon))
+        self._set(
+            lr=_lr("StepLR", lr),
+            step_size=check_int("StepLR", "step_size", step_size, gt=0),
+            gamma=check_float("StepLR", "gamma", gamma),
+            horizon=_horizon("StepLR", horizon),
+        )
 
     def _sim(self, g: dict[str, float]) -> _Sim:
         node = self
@@ -412,8 +481,11 @@ class StepLR(TorchSchedule, name="StepLR"):
         return start * ops.pow(self.gamma, _fdiv(k, self.step_size, ops))
 
     def _tick(self, k: Any, ops: Ops) -> Any:
-        hit = (k > 0) & (_fdiv(k, self.step_size, ops) * self.step_size == k) if not ops.host \
+        hit = (
+            (k > 0) & (_fdiv(k, self.step_size, ops) * self.step_size == k)
+            if not ops.host
             else (k > 0 and k % self.step_size == 0)
+        )
         return ops.where(hit, self.gamma, 1.0)
 
     def _closed_host_ok(self, k: int) -> bool:
@@ -436,14 +508,20 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
     _static = frozenset({"milestones", "horizon"})
     kind = "mult"
 
-    def __init__(self, lr: float, milestones: Sequence[int], gamma: float = 0.1,
-                 horizon: int | None = None) -> None:
+    def __init__(
+        self, lr: float, milestones: Sequence[int], gamma: float = 0.1, horizon: int | None = None
+    ) -> None:
         if not _is_list(milestones) and not isinstance(milestones, np.ndarray):
             raise fail("MultiStepLR", "milestones", milestones, "must be a list of ints")
-        ms = tuple(check_int("MultiStepLR", f"milestones[{i}]", m) for i, m in enumerate(milestones))  # noqa: E501
-        self._set(lr=_lr("MultiStepLR", lr), milestones=ms,
-                  gamma=check_float("MultiStepLR", "gamma", gamma),
-                  horizon=_horizon("MultiStepLR", horizon))
+        ms = tuple(
+            check_int("MultiStepLR", f"milestones[{i}]", m) for i, m in enumerate(milestones)
+        )
+        self._set(
+            lr=_lr("MultiStepLR", lr),
+            milestones=ms,
+            gamma=check_float("MultiStepLR", "gamma", gamma),
+            horizon=_horizon("MultiStepLR", horizon),
+        )
 
     def _sim(self, g: dict[str, float]) -> _Sim:
         node = self
@@ -492,16 +570,24 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
     _static = frozenset({"horizon"})
     kind = "mult"
 
-    def __init__(self, lr: float, factor: float = 1.0 / 3, total_iters: int = 5,
-                 horizon: int | None = None) -> None:
+    def __init__(
+        self, lr: float, factor: float = 1.0 / 3, total_iters: int = 5, horizon: int | None = None
+    ) -> None:
         factor = check_float("ConstantLR", "factor", factor)
         if factor > 1.0 or factor < 0:
-            raise fail("ConstantLR", "factor", factor,
-                       "must be between 0 and 1 (torch: 'Constant multiplicative factor "
-                       "expected to be between 0 and 1.')")
-        self._set(lr=_lr("ConstantLR", lr), factor=factor,
-                  total_iters=check_int("ConstantLR", "total_iters", total_iters),
-                  horizon=_horizon("ConstantLR", horizon))
+            raise fail(
+                "ConstantLR",
+                "factor",
+                factor,
+                "must be between 0 and 1 (torch: 'Constant multiplicative factor "
+                "expected to be between 0 and 1.')",
+            )
+        self._set(
+            lr=_lr("ConstantLR", lr),
+            factor=factor,
+            total_iters=check_int("ConstantLR", "total_iters", total_iters),
+            horizon=_horizon("ConstantLR", horizon),
+        )
 
     def _sim(self, g: dict[str, float]) -> _Sim:
         node = self
@@ -517,8 +603,9 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
                 return self.g["lr"] * (1.0 / node.factor)
 
             def closed(self) -> float:
-                return self.base * (node.factor + (self.last_epoch >= node.total_iters)
-                                    * (1 - node.factor))
+                return self.base * (
+                    node.factor + (self.last_epoch >= node.total_iters) * (1 - node.factor)
+                )
 
         return _SimConstantLR(g)
 
@@ -564,17 +651,27 @@ class LinearLR(TorchSchedule, name="LinearLR"):
     _static = frozenset({"horizon"})
     kind = "mult"
 
-    def __init__(self, lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
-                 total_iters: int = 5, horizon: int | None = None) -> None:
+    def __init__(
+        self,
+        lr: float,
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+        horizon: int | None = None,
+    ) -> None:
         s = check_float("LinearLR", "start_factor", start_factor)
         e = check_float("LinearLR", "end_factor", end_factor)
         if s > 1.0 or s <= 0:
             raise fail("LinearLR", "start_factor", s, "must be in (0, 1] (torch raises ValueError)")
         if e > 1.0 or e < 0:
             raise fail("LinearLR", "end_factor", e, "must be in [0, 1] (torch raises ValueError)")
-        self._set(lr=_lr("LinearLR", lr), start_factor=s, end_factor=e,
-                  total_iters=check_int("LinearLR", "total_iters", total_iters),
-                  horizon=_horizon("LinearLR", horizon))
+        self._set(
+            lr=_lr("LinearLR", lr),
+            start_factor=s,
+            end_factor=e,
+            total_iters=check_int("LinearLR", "total_iters", total_iters),
+            horizon=_horizon("LinearLR", horizon),
+        )
 
     def _sim(self, g: dict[str, float]) -> _Sim:
         node = self
@@ -633,8 +730,11 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     kind = "mult"
 
     def __init__(self, lr: float, gamma: float, horizon: int | None = None) -> None:
-        self._set(lr=_lr("ExponentialLR", lr), gamma=check_float("ExponentialLR", "gamma", gamma),
-                  horizon=_horizon("ExponentialLR", horizon))
+        self._set(
+            lr=_lr("ExponentialLR", lr),
+            gamma=check_float("ExponentialLR", "gamma", gamma),
+            horizon=_horizon("ExponentialLR", horizon),
+        )
 
     def _sim(self, g: dict[str, float]) -> _Sim:
         node = self
@@ -680,12 +780,15 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
     _static = frozenset({"horizon"})
     kind = "mult"
 
-    def __init__(self, lr: float, total_iters: int = 5, power: float = 1.0,
-                 horizon: int | None = None) -> None:
-        self._set(lr=_lr("PolynomialLR", lr),
-                  total_iters=check_int("PolynomialLR", "total_iters", total_iters),
-                  power=check_float("PolynomialLR", "power", power),
-                  horizon=_horizon("PolynomialLR", horizon))
+    def __init__(
+        self, lr: float, total_iters: int = 5, power: float = 1.0, horizon: int | None = None
+    ) -> None:
+        self._set(
+            lr=_lr("PolynomialLR", lr),
+            total_iters=check_int("PolynomialLR", "total_iters", total_iters),
+            power=check_float("PolynomialLR", "power", power),
+            horizon=_horizon("PolynomialLR", horizon),
+        )
 
     def _sim(self, g: dict[str, float]) -> _Sim:
         node = self
@@ -697,7 +800,9 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
                 T = node.total_iters
                 if self._is_initial or self.last_epoch > T:
                     return self.g["lr"]
-                decay = ((1.0 - self.last_epoch / T) / (1.0 - (self.last_epoch - 1) / T)) ** node.power  # noqa: E501
+                decay = (
+                    (1.0 - self.last_epoch / T) / (1.0 - (self.last_epoch - 1) / T)
+                ) ** node.power
                 return self.g["lr"] * decay
 
             def closed(self) -> float:
@@ -748,13 +853,16 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
     _static = frozenset({"horizon"})
     kind = "cos"
 
-    def __init__(self, lr: float, T_max: int, eta_min: float = 0.0,
-                 horizon: int | None = None) -> None:
+    def __init__(
+        self, lr: float, T_max: int, eta_min: float = 0.0, horizon: int | None = None
+    ) -> None:
         # torch raises ZeroDivisionError at the first step for T_max=0.
-        self._set(lr=_lr("CosineAnnealingLR", lr),
-                  T_max=check_int("CosineAnnealingLR", "T_max", T_max, gt=0),
-                  eta_min=check_float("CosineAnnealingLR", "eta_min", eta_min),
-                  horizon=_horizon("CosineAnnealingLR", horizon))
+        self._set(
+            lr=_lr("CosineAnnealingLR", lr),
+            T_max=check_int("CosineAnnealingLR", "T_max", T_max, gt=0),
+            eta_min=check_float("CosineAnnealingLR", "eta_min", eta_min),
+            horizon=_horizon("CosineAnnealingLR", horizon),
+        )
 
     def _sim(self, g: dict[str, float]) -> _Sim:
         node = self
@@ -770,8 +878,9 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
                     return eta + (self.base - eta) * (1 + math.cos(k * math.pi / T)) / 2
                 if (k - 1 - T) % (2 * T) == 0:
                     return self.g["lr"] + (self.base - eta) * (1 - math.cos(math.pi / T)) / 2
-                return ((1 + math.cos(math.pi * k / T)) / (1 + math.cos(math.pi * (k - 1) / T))
-                        * (self.g["lr"] - eta) + eta)
+                return (1 + math.cos(math.pi * k / T)) / (1 + math.cos(math.pi * (k - 1) / T)) * (
+                    self.g["lr"] - eta
+                ) + eta
 
             def closed(self) -> float:
                 T, eta = node.T_max, node.eta_min
@@ -806,17 +915,30 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
     _static = frozenset({"horizon"})
     kind = "abs"
 
-    def __init__(self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
-                 horizon: int | None = None) -> None:
+    def __init__(
+        self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0, horizon: int | None = None
+    ) -> None:
         if isinstance(T_0, bool) or not isinstance(T_0, int) or T_0 <= 0:
-            raise fail("CosineAnnealingWarmRestarts", "T_0", T_0,
-                       "must be a positive integer (torch: 'Expected positive integer T_0')")
+            raise fail(
+                "CosineAnnealingWarmRestarts",
+                "T_0",
+                T_0,
+                "must be a positive integer (torch: 'Expected positive integer T_0')",
+            )
         if isinstance(T_mult, bool) or not isinstance(T_mult, int) or T_mult < 1:
-            raise fail("CosineAnnealingWarmRestarts", "T_mult", T_mult,
-                       "must be an integer >= 1 (torch: 'Expected integer T_mult >= 1')")
-        self._set(lr=_lr("CosineAnnealingWarmRestarts", lr), T_0=T_0, T_mult=T_mult,
-                  eta_min=check_float("CosineAnnealingWarmRestarts", "eta_min", eta_min),
-                  horizon=_horizon("CosineAnnealingWarmRestarts", horizon))
+            raise fail(
+                "CosineAnnealingWarmRestarts",
+                "T_mult",
+                T_mult,
+                "must be an integer >= 1 (torch: 'Expected integer T_mult >= 1')",
+            )
+        self._set(
+            lr=_lr("CosineAnnealingWarmRestarts", lr),
+            T_0=T_0,
+            T_mult=T_mult,
+            eta_min=check_float("CosineAnnealingWarmRestarts", "eta_min", eta_min),
+            horizon=_horizon("CosineAnnealingWarmRestarts", horizon),
+        )
 
     def _sim(self, g: dict[str, float]) -> _Sim:
         node = self
@@ -879,37 +1001,77 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
     [0.9, 0.85, 0.8]
     """
 
-    _fields = ("lr", "base_lr", "max_lr", "step_size_up", "step_size_down", "mode", "gamma",
-               "scale_fn", "scale_mode", "cycle_momentum", "base_momentum", "max_momentum",
-               "horizon")
+    _fields = (
+        "lr",
+        "base_lr",
+        "max_lr",
+        "step_size_up",
+        "step_size_down",
+        "mode",
+        "gamma",
+        "scale_fn",
+        "scale_mode",
+        "cycle_momentum",
+        "base_momentum",
+        "max_momentum",
+        "horizon",
+    )
     _static = frozenset({"mode", "scale_fn", "scale_mode", "cycle_momentum", "horizon"})
     _per_group = ("base_lr", "max_lr", "base_momentum", "max_momentum")
     kind = "abs"
 
-    def __init__(self, lr: float, base_lr: float, max_lr: float, step_size_up: int = 2000,
-                 step_size_down: int | None = None, mode: str = "triangular", gamma: float = 1.0,
-                 scale_fn: Callable[[float], float] | None = None, scale_mode: str = "cycle",
-                 cycle_momentum: bool = True, base_momentum: float = 0.8,
-                 max_momentum: float = 0.9, horizon: int | None = None) -> None:
+    def __init__(
+        self,
+        lr: float,
+        base_lr: float,
+        max_lr: float,
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Callable[[float], float] | None = None,
+        scale_mode: str = "cycle",
+        cycle_momentum: bool = True,
+        base_momentum: float = 0.8,
+        max_momentum: float = 0.9,
+        horizon: int | None = None,
+    ) -> None:
         w = "CyclicLR"
-        if mode not in _CYCLIC_MODES and scale_fn is None:
-            raise fail(w, "mode", mode, "is invalid and scale_fn is None (torch raises ValueError)")
+        if scale_fn is None and (not isinstance(mode, str) or mode not in _CYCLIC_MODES):
+            raise fail(
+                w,
+                "mode",
+                mode,
+                f"must be one of {', '.join(map(repr, _CYCLIC_MODES))} "
+                "when scale_fn is None (torch: 'mode is invalid and scale_fn is None')",
+            )
+        _check_str(w, "mode", mode)
         if scale_fn is not None and not callable(scale_fn):
-            raise fail(w, "scale_fn", scale_fn, "must be callable")
+            raise fail(w, "scale_fn", scale_fn, "must be a callable or a Schedule")
         up = check_float(w, "step_size_up", step_size_up)
         down = up if step_size_down is None else check_float(w, "step_size_down", step_size_down)
-        if not up + down > 0:
-            raise fail(w, "step_size_up + step_size_down", up + down, "must be > 0 "
-                       "(torch raises ZeroDivisionError)")
-        self._set(lr=_lr(w, lr), base_lr=check_float(w, "base_lr", base_lr),
-                  max_lr=check_float(w, "max_lr", max_lr), step_size_up=step_size_up,
-                  step_size_down=step_size_down, mode=mode, gamma=check_float(w, "gamma", gamma),
-                  scale_fn=scale_fn, scale_mode=check_choice(w, "scale_mode", scale_mode,
-                                                             ("cycle", "iterations")),
-                  cycle_momentum=bool(cycle_momentum),
-                  base_momentum=check_float(w, "base_momentum", base_momentum),
-                  max_momentum=check_float(w, "max_momentum", max_momentum),
-                  horizon=_horizon(w, horizon))
+        if not (up + down > 0 and math.isfinite(up + down)):
+            raise fail(
+                w,
+                "step_size_up + step_size_down",
+                up + down,
+                "must be > 0 and finite (torch divides by it)",
+            )
+        self._set(
+            lr=_lr(w, lr),
+            base_lr=check_float(w, "base_lr", base_lr),
+            max_lr=check_float(w, "max_lr", max_lr),
+            step_size_up=step_size_up,
+            step_size_down=step_size_down,
+            mode=mode,
+            gamma=check_float(w, "gamma", gamma),
+            scale_fn=scale_fn,
+            scale_mode=check_choice(w, "scale_mode", scale_mode, ("cycle", "iterations")),
+            cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
+            base_momentum=check_float(w, "base_momentum", base_momentum),
+            max_momentum=check_float(w, "max_momentum", max_momentum),
+            horizon=_horizon(w, horizon),
+        )
         self._check_constructs()
 
     def _host_capable(self) -> bool:
@@ -946,7 +1108,10 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
             q = _fdiv(k, total, ops)
             cycle = q + 1
             x = (k - q * total) / total
-        sf = ops.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
+        if ops.host:  # torch's if/else: the branch not taken may divide by 0
+            sf = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+        else:
+            sf = ops.where(x <= ratio, ops.div(x, ratio), ops.div(x - 1, ratio - 1))
         scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
         return sf, scale
 
@@ -981,23 +1146,59 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
         return True
 
     @staticmethod
-    def momentum(base_lr: float = 0.0, max_lr: float = 1.0, step_size_up: int = 2000,
-                 step_size_down: int | None = None, mode: str = "triangular",
-                 gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None,
-                 scale_mode: str = "cycle", base_momentum: float | list[float] = 0.8,
-                 max_momentum: float | list[float] = 0.9) -> Any:
+    def momentum(
+        base_lr: float = 0.0,
+        max_lr: float = 1.0,
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Callable[[float], float] | None = None,
+        scale_mode: str = "cycle",
+        base_momentum: float | list[float] = 0.8,
+        max_momentum: float | list[float] = 0.9,
+    ) -> Any:
         """The momentum (or Adam beta1) schedule ``CyclicLR`` sets with ``cycle_momentum``:
         ``max_momentum - (max_momentum - base_momentum) * scale_factor * scale``.
         Takes ``CyclicLR``'s arguments (the lrs do not matter); lists give one
         schedule per group. Use with ``optax.inject_hyperparams``."""
-        if _is_list(base_momentum) or _is_list(max_momentum):
-            n = len(base_momentum if _is_list(base_momentum) else max_momentum)  # type: ignore[arg-type]
-            return [CyclicMomentum(base_momentum[i] if _is_list(base_momentum) else base_momentum,  # type: ignore[index]
-                                   max_momentum[i] if _is_list(max_momentum) else max_momentum,  # type: ignore[index]
-                                   step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
-                    for i in range(n)]
-        return CyclicMomentum(base_momentum, max_momentum, step_size_up, step_size_down, mode,
-                              gamma, scale_fn, scale_mode)
+        groups = _momentum_groups("CyclicLR.momentum", base_momentum, max_momentum)
+        if groups is not None:
+            return [
+                CyclicMomentum(
+                    b, m, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
+                )
+                for b, m in groups
+            ]
+        return CyclicMomentum(
+            base_momentum,
+            max_momentum,
+            step_size_up,
+            step_size_down,
+            mode,
+            gamma,
+            scale_fn,
+            scale_mode,
+        )
+
+
+def _momentum_groups(where: str, base: Any, top: Any) -> list[tuple[Any, Any]] | None:
+    """Per-group ``(base_momentum, max_momentum)`` pairs when either is a list, else None."""
+    if not (_is_list(base) or _is_list(top)):
+        return None
+    lists = [(n, v) for n, v in (("base_momentum", base), ("max_momentum", top)) if _is_list(v)]
+    n = len(lists[0][1])
+    for name, v in lists:
+        if len(v) < 1 or len(v) != n:
+            raise fail(
+                where,
+                name,
+                v,
+                f"must have one entry per param group ({n}, >= 1) when given as a list",
+            )
+    return [
+        (base[i] if _is_list(base) else base, top[i] if _is_list(top) else top) for i in range(n)
+    ]
 
 
 def _call_float(fn: Any, x: Any, ops: Ops) -> Any:
@@ -1015,21 +1216,42 @@ class CyclicMomentum(Schedule, name="CyclicMomentum"):
     (0.9, 0.8)
     """
 
-    _fields = ("base_momentum", "max_momentum", "step_size_up", "step_size_down", "mode",
-               "gamma", "scale_fn", "scale_mode")
+    _fields = (
+        "base_momentum",
+        "max_momentum",
+        "step_size_up",
+        "step_size_down",
+        "mode",
+        "gamma",
+        "scale_fn",
+        "scale_mode",
+    )
     _static = frozenset({"mode", "scale_fn", "scale_mode", "step_size_up", "step_size_down"})
 
-    def __init__(self, base_momentum: float = 0.8, max_momentum: float = 0.9,
-                 step_size_up: int = 2000, step_size_down: int | None = None,
-                 mode: str = "triangular", gamma: float = 1.0,
-                 scale_fn: Callable[[float], float] | None = None,
-                 scale_mode: str = "cycle") -> None:
-        helper = CyclicLR(0.0, 0.0, 1.0, step_size_up, step_size_down, mode, gamma, scale_fn,
-                          scale_mode)
-        self._set(base_momentum=check_float("CyclicMomentum", "base_momentum", base_momentum),
-                  max_momentum=check_float("CyclicMomentum", "max_momentum", max_momentum),
-                  step_size_up=step_size_up, step_size_down=step_size_down, mode=mode,
-                  gamma=helper.gamma, scale_fn=scale_fn, scale_mode=scale_mode)
+    def __init__(
+        self,
+        base_momentum: float = 0.8,
+        max_momentum: float = 0.9,
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Callable[[float], float] | None = None,
+        scale_mode: str = "cycle",
+    ) -> None:
+        helper = CyclicLR(
+            0.0, 0.0, 1.0, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
+        )
+        self._set(
+            base_momentum=check_float("CyclicMomentum", "base_momentum", base_momentum),
+            max_momentum=check_float("CyclicMomentum", "max_momentum", max_momentum),
+            step_size_up=step_size_up,
+            step_size_down=step_size_down,
+            mode=mode,
+            gamma=helper.gamma,
+            scale_fn=scale_fn,
+            scale_mode=scale_mode,
+        )
 
     def _host_capable(self) -> bool:
         return True
@@ -1045,8 +1267,9 @@ class CyclicMomentum(Schedule, name="CyclicMomentum"):
         object.__setattr__(helper, "gamma", self.gamma)
         object.__setattr__(helper, "scale_fn", self.scale_fn)
         object.__setattr__(helper, "scale_mode", self.scale_mode)
-        sf, scale = helper._phase(k, ops)
-        return self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
+        with _host_errors("CyclicMomentum", t, ops):
+            sf, scale = helper._phase(k, ops)
+            return self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
 
 
 # -- OneCycleLR --------------------------------------------------------------------------------
@@ -1067,53 +1290,98 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
     (0.04, 1.0, 4e-06)
     """
 
-    _fields = ("lr", "max_lr", "total_steps", "epochs", "steps_per_epoch", "pct_start",
-               "anneal_strategy", "cycle_momentum", "base_momentum", "max_momentum",
-               "div_factor", "final_div_factor", "three_phase", "horizon")
-    _static = frozenset({"total_steps", "epochs", "steps_per_epoch", "anneal_strategy",
-                         "cycle_momentum", "three_phase", "horizon"})
+    _fields = (
+        "lr",
+        "max_lr",
+        "total_steps",
+        "epochs",
+        "steps_per_epoch",
+        "pct_start",
+        "anneal_strategy",
+        "cycle_momentum",
+        "base_momentum",
+        "max_momentum",
+        "div_factor",
+        "final_div_factor",
+        "three_phase",
+        "horizon",
+    )
+    _static = frozenset(
+        {
+            "total_steps",
+            "epochs",
+            "steps_per_epoch",
+            "anneal_strategy",
+            "cycle_momentum",
+            "three_phase",
+            "horizon",
+        }
+    )
     _per_group = ("max_lr", "base_momentum", "max_momentum")
     kind = "abs"
 
-    def __init__(self, lr: float, max_lr: float, total_steps: int | None = None,
-                 epochs: int | None = None, steps_per_epoch: int | None = None,
-                 pct_start: float = 0.3, anneal_strategy: str = "cos",
-                 cycle_momentum: bool = True, base_momentum: float = 0.85,
-                 max_momentum: float = 0.95, div_factor: float = 25.0,
-                 final_div_factor: float = 1e4, three_phase: bool = False,
-                 horizon: int | None = None) -> None:
+    def __init__(
+        self,
+        lr: float,
+        max_lr: float,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        cycle_momentum: bool = True,
+        base_momentum: float = 0.85,
+        max_momentum: float = 0.95,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+        horizon: int | None = None,
+    ) -> None:
         w = "OneCycleLR"
         total = _one_cycle_total(total_steps, epochs, steps_per_epoch)
-        if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
-            raise fail(w, "pct_start", pct_start, "must be a float between 0 and 1 "
-                       "(torch: 'Expected float between 0 and 1 pct_start')")
-        if anneal_strategy not in ("cos", "linear"):
-            raise fail(w, "anneal_strategy", anneal_strategy, "must be one of 'cos' or 'linear'")
-        self._set(lr=_lr(w, lr), max_lr=check_float(w, "max_lr", max_lr), total_steps=total,
-                  epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=pct_start,
-                  anneal_strategy=anneal_strategy, cycle_momentum=bool(cycle_momentum),
-                  base_momentum=check_float(w, "base_momentum", base_momentum),
-                  max_momentum=check_float(w, "max_momentum", max_momentum),
-                  div_factor=check_float(w, "div_factor", div_factor),
-                  final_div_factor=check_float(w, "final_div_factor", final_div_factor),
-                  three_phase=bool(three_phase), horizon=_horizon(w, horizon))
+        pct_start = _pct_start(w, pct_start)
+        check_choice(w, "anneal_strategy", anneal_strategy, ("cos", "linear"))
+        self._set(
+            lr=_lr(w, lr),
+            max_lr=check_float(w, "max_lr", max_lr),
+            total_steps=total,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=pct_start,
+            anneal_strategy=anneal_strategy,
+            cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
+            base_momentum=check_float(w, "base_momentum", base_momentum),
+            max_momentum=check_float(w, "max_momentum", max_momentum),
+            div_factor=check_float(w, "div_factor", div_factor),
+            final_div_factor=check_float(w, "final_div_factor", final_div_factor),
+            three_phase=_check_bool(w, "three_phase", three_phase),
+            horizon=_horizon(w, horizon),
+        )
         self._check_constructs()
 
     def _phases(self) -> list[tuple[float, str, str, str, str]]:
         """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)."""
         n, p = self.total_steps, self.pct_start
         if self.three_phase:
-            return [(float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-                    (float(2 * p * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
-                    (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum")]
-        return [(float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-                (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+            return [
+                (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                (float(2 * p * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
+                (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
+            ]
+        return [
+            (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+            (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
+        ]
 
     def _group(self) -> dict[str, Any]:
         initial = self.max_lr / self.div_factor
-        return {"initial_lr": initial, "max_lr": self.max_lr,
-                "min_lr": initial / self.final_div_factor,
-                "max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
+        return {
+            "initial_lr": initial,
+            "max_lr": self.max_lr,
+            "min_lr": initial / self.final_div_factor,
+            "max_momentum": self.max_momentum,
+            "base_momentum": self.base_momentum,
+        }
 
     def _anneal(self, a: Any, b: Any, pct: Any, rem: Any, ops: Ops) -> Any:
         if self.anneal_strategy == "cos":
@@ -1154,8 +1422,10 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         class _SimOneCycleLR(_Sim):
             def get_lr(self) -> float:
                 if self.last_epoch > node.total_steps:
-                    raise ValueError(f"Tried to step {self.last_epoch} times. The specified "
-                                     f"number of total steps is {node.total_steps}")
+                    raise ValueError(
+                        f"Tried to step {self.last_epoch} times. The specified "
+                        f"number of total steps is {node.total_steps}"
+                    )
                 return node._value(float(self.last_epoch), PY, self.g)
 
         return _SimOneCycleLR(g)
@@ -1170,10 +1440,17 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         return True
 
     @staticmethod
-    def momentum(max_lr: float = 1.0, total_steps: int | None = None, epochs: int | None = None,
-                 steps_per_epoch: int | None = None, pct_start: float = 0.3,
-                 anneal_strategy: str = "cos", base_momentum: float | list[float] = 0.85,
-                 max_momentum: float | list[float] = 0.95, three_phase: bool = False) -> Any:
+    def momentum(
+        max_lr: float = 1.0,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        base_momentum: float | list[float] = 0.85,
+        max_momentum: float | list[float] = 0.95,
+        three_phase: bool = False,
+    ) -> Any:
         """The momentum (or Adam beta1) schedule ``OneCycleLR`` sets with
         ``cycle_momentum``: ``max_momentum -> base_momentum -> max_momentum`` over
         the same phases. Takes ``OneCycleLR``'s arguments; lists give one schedule
@@ -1184,15 +1461,44 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         >>> m(0), round(m(4), 12), round(m(9), 12)
         (0.95, 0.85, 0.95)
         """
-        if _is_list(base_momentum) or _is_list(max_momentum):
-            n = len(base_momentum if _is_list(base_momentum) else max_momentum)  # type: ignore[arg-type]
-            return [OneCycleMomentum(total_steps, epochs, steps_per_epoch, pct_start,
-                                     anneal_strategy,
-                                     base_momentum[i] if _is_list(base_momentum) else base_momentum,  # type: ignore[index]
-                                     max_momentum[i] if _is_list(max_momentum) else max_momentum,  # type: ignore[index]
-                                     three_phase) for i in range(n)]
-        return OneCycleMomentum(total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy,
-                                base_momentum, max_momentum, three_phase)
+        groups = _momentum_groups("OneCycleLR.momentum", base_momentum, max_momentum)
+        if groups is not None:
+            return [
+                OneCycleMomentum(
+                    total_steps,
+                    epochs,
+                    steps_per_epoch,
+                    pct_start,
+                    anneal_strategy,
+                    b,
+                    m,
+                    three_phase,
+                )
+                for b, m in groups
+            ]
+        return OneCycleMomentum(
+            total_steps,
+            epochs,
+            steps_per_epoch,
+            pct_start,
+            anneal_strategy,
+            base_momentum,
+            max_momentum,
+            three_phase,
+        )
+
+
+def _pct_start(where: str, pct_start: Any) -> float:
+    # torch: ``pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float)``; NaN
+    # (which passes torch's check and makes every lr NaN) is refused too.
+    if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
+        raise fail(
+            where,
+            "pct_start",
+            pct_start,
+            "must be a float between 0 and 1 (torch: 'Expected float between 0 and 1 pct_start')",
+        )
+    return pct_start
 
 
 def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
@@ -1204,12 +1510,19 @@ def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int
     if epochs is not None and steps_per_epoch is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
             raise fail(w, "epochs", epochs, "must be a positive integer")
-        if (isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int)
-                or steps_per_epoch <= 0):
+        if (
+            isinstance(steps_per_epoch, bool)
+            or not isinstance(steps_per_epoch, int)
+            or steps_per_epoch <= 0
+        ):
             raise fail(w, "steps_per_epoch", steps_per_epoch, "must be a positive integer")
         return epochs * steps_per_epoch
-    raise fail(w, "total_steps", total_steps,
-               "must be given, or both epochs and steps_per_epoch (torch raises ValueError)")
+    raise fail(
+        w,
+        "total_steps",
+        total_steps,
+        "must be given, or both epochs and steps_per_epoch (torch raises ValueError)",
+    )
 
 
 class OneCycleMomentum(Schedule, name="OneCycleMomentum"):
@@ -1220,56 +1533,96 @@ class OneCycleMomentum(Schedule, name="OneCycleMomentum"):
     0.95
     """
 
-    _fields = ("total_steps", "epochs", "steps_per_epoch", "pct_start", "anneal_strategy",
-               "base_momentum", "max_momentum", "three_phase")
-    _static = frozenset({"total_steps", "epochs", "steps_per_epoch", "pct_start",
-                         "anneal_strategy", "three_phase"})
+    _fields = (
+        "total_steps",
+        "epochs",
+        "steps_per_epoch",
+        "pct_start",
+        "anneal_strategy",
+        "base_momentum",
+        "max_momentum",
+        "three_phase",
+    )
+    _static = frozenset(
+        {"total_steps", "epochs", "steps_per_epoch", "pct_start", "anneal_strategy", "three_phase"}
+    )
 
-    def __init__(self, total_steps: int | None = None, epochs: int | None = None,
-                 steps_per_epoch: int | None = None, pct_start: float = 0.3,
-                 anneal_strategy: str = "cos", base_momentum: float = 0.85,
-                 max_momentum: float = 0.95, three_phase: bool = False) -> None:
-        OneCycleLR(1.0, 1.0, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy,
-                   three_phase=three_phase)
-        self._set(total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                  pct_start=pct_start, anneal_strategy=anneal_strategy,
-                  base_momentum=check_float("OneCycleMomentum", "base_momentum", base_momentum),
-                  max_momentum=check_float("OneCycleMomentum", "max_momentum", max_momentum),
-                  three_phase=bool(three_phase))
+    def __init__(
+        self,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        base_momentum: float = 0.85,
+        max_momentum: float = 0.95,
+        three_phase: bool = False,
+    ) -> None:
+        OneCycleLR(
+            1.0,
+            1.0,
+            total_steps,
+            epochs,
+            steps_per_epoch,
+            pct_start,
+            anneal_strategy,
+            three_phase=three_phase,
+        )
+        self._set(
+            total_steps=total_steps,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=pct_start,
+            anneal_strategy=anneal_strategy,
+            base_momentum=check_float("OneCycleMomentum", "base_momentum", base_momentum),
+            max_momentum=check_float("OneCycleMomentum", "max_momentum", max_momentum),
+            three_phase=bool(three_phase),
+        )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         helper = object.__new__(OneCycleLR)
-        object.__setattr__(helper, "total_steps",
-                           _one_cycle_total(self.total_steps, self.epochs, self.steps_per_epoch))
+        object.__setattr__(
+            helper,
+            "total_steps",
+            _one_cycle_total(self.total_steps, self.epochs, self.steps_per_epoch),
+        )
         object.__setattr__(helper, "pct_start", self.pct_start)
         object.__setattr__(helper, "three_phase", self.three_phase)
         object.__setattr__(helper, "anneal_strategy", self.anneal_strategy)
         grp = {"max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
         k = ops.floor(ops.maximum(t, 0.0))
         if ops.host and k > helper.total_steps:
-            raise ValueError(f"OneCycleMomentum: step {int(k)} is beyond total_steps="
-                             f"{helper.total_steps} (torch raises ValueError)")
-        return helper._value(k, ops, grp, lr_keys=False)
+            raise ValueError(
+                f"OneCycleMomentum: step {int(k)} is beyond total_steps="
+                f"{helper.total_steps} (torch raises ValueError)"
+            )
+        with _host_errors("OneCycleMomentum", t, ops):
+            return helper._value(k, ops, grp, lr_keys=False)
 
 
 # -- SequentialLR / ChainedScheduler -----------------------------------------------------------
 
 
 def _children(where: str, schedulers: Any, lr: Any) -> tuple[TorchSchedule, ...]:
-    if not _is_list(schedulers) or len(schedulers) < 1:
-        raise fail(where, "schedulers", schedulers,
-                   "must be a non-empty list of schedules.torch schedulers "
-                   f"(torch: '{where} expects at least one scheduler')")
+    _check_schedulers_list(where, schedulers)
     out = []
     for i, s in enumerate(schedulers):
         if isinstance(s, ReduceLROnPlateau):
             raise fail(where, f"schedulers[{i}]", s, "cannot be ReduceLROnPlateau (as in torch)")
         if not isinstance(s, TorchSchedule):
-            raise fail(where, f"schedulers[{i}]", s,
-                       "must be a schedules.torch scheduler built with the same lr")
+            raise fail(
+                where,
+                f"schedulers[{i}]",
+                s,
+                "must be a schedules.torch scheduler built with the same lr",
+            )
         if lr is not None and not (s.lr == lr):
-            raise fail(where, f"schedulers[{i}].lr", s.lr,
-                       f"must equal the composite's lr={lr!r} (one optimizer)")
+            raise fail(
+                where,
+                f"schedulers[{i}].lr",
+                s.lr,
+                f"must equal the composite's lr={lr!r} (one optimizer)",
+            )
         out.append(s)
     return tuple(out)
 
@@ -1294,8 +1647,13 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
     _static = frozenset({"milestones", "horizon"})
     kind = "none"
 
-    def __init__(self, lr: float, schedulers: Sequence[TorchSchedule], milestones: Sequence[int],
-                 horizon: int | None = None) -> None:
+    def __init__(
+        self,
+        lr: float,
+        schedulers: Sequence[TorchSchedule],
+        milestones: Sequence[int],
+        horizon: int | None = None,
+    ) -> None:
         w = "SequentialLR"
         lr = _lr(w, lr)
         ch = _children(w, schedulers, lr)
@@ -1303,15 +1661,20 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
             raise fail(w, "milestones", milestones, "must be a list of ints")
         ms = tuple(check_int(w, f"milestones[{i}]", m) for i, m in enumerate(milestones))
         if len(ms) != len(ch) - 1:
-            raise fail(w, "milestones", milestones,
-                       f"must have len(schedulers) - 1 = {len(ch) - 1} entries (torch raises)")
+            raise fail(
+                w,
+                "milestones",
+                milestones,
+                f"must have len(schedulers) - 1 = {len(ch) - 1} entries (torch raises)",
+            )
         self._set(lr=lr, schedulers=ch, milestones=ms, horizon=_horizon(w, horizon))
         self._check_constructs()
 
     @classmethod
     def _group_args(cls, a: dict[str, Any], i: int, n: int) -> dict[str, Any]:
         out = super()._group_args(a, i, n)
-        out["schedulers"] = [_pick(s, i, n, cls.__name__) for s in a["schedulers"]]
+        _check_schedulers_list(cls.__name__, a["schedulers"])
+        out["schedulers"] = [_pick(s, i, n, cls.__name__, j) for j, s in enumerate(a["schedulers"])]
         return out
 
     def _sim(self, g: dict[str, float]) -> _Sim:
@@ -1322,7 +1685,9 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
         if mode != "construct":
             raise NoClosedForm
         ms = self.milestones
-        if any(b > a for a, b in zip(ms[1:], ms)) or any(c.kind in ("none",) for c in self.schedulers):  # noqa: E501
+        if any(b > a for a, b in zip(ms[1:], ms)) or any(
+            c.kind in ("none",) for c in self.schedulers
+        ):
             raise NoClosedForm
         meta = self._meta()
         i0 = bisect_right(list(ms), 0)
@@ -1350,12 +1715,19 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
         return all(c._closed_exact() for c in self.schedulers)
 
 
-def _pick(s: Any, i: int, n: int, where: str) -> Any:
+def _pick(s: Any, i: int, n: int, where: str, j: int) -> Any:
+    """Group ``i`` of ``schedulers[j]``: with a list of lrs, each child is a list of
+    ``n`` schedulers (one per group, as built from the same list of lrs)."""
     if _is_list(s):
         if len(s) != n:
-            raise fail(where, "schedulers", s, f"each child list must have {n} entries (groups)")
+            raise fail(where, f"schedulers[{j}]", s, f"must have {n} entries (one per group)")
         return s[i]
-    raise fail(where, "schedulers", s, "with a list of lrs, each child must be a list (one per group)")  # noqa: E501
+    raise fail(
+        where,
+        f"schedulers[{j}]",
+        s,
+        "must be a list of schedulers, one per group (the composite has a list of lrs)",
+    )
 
 
 class _SimSequentialLR(_Sim):
@@ -1421,22 +1793,32 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
     _static = frozenset({"horizon"})
     kind = "none"
 
-    def __init__(self, schedulers: Sequence[TorchSchedule], lr: float | None = None,
-                 horizon: int | None = None) -> None:
+    def __init__(
+        self,
+        schedulers: Sequence[TorchSchedule],
+        lr: float | None = None,
+        horizon: int | None = None,
+    ) -> None:
         w = "ChainedScheduler"
-        if lr is None and _is_list(schedulers) and schedulers and isinstance(schedulers[0],
-                                                                            TorchSchedule):
-            lr = schedulers[0].lr
-        lr = _lr(w, lr)
+        ch = _children(w, schedulers, None)
+        lr = ch[0].lr if lr is None else _lr(w, lr)  # torch: the children's optimizer
         self._set(schedulers=_children(w, schedulers, lr), lr=lr, horizon=_horizon(w, horizon))
         self._check_constructs()
 
     @classmethod
     def _n_groups(cls, a: dict[str, Any]) -> int | None:
         if _is_list(a.get("lr")):
+            _check_lr_list(cls.__name__, a["lr"])
             return len(a["lr"])
         ss = a.get("schedulers")
         if _is_list(ss) and ss and _is_list(ss[0]):
+            if len(ss[0]) < 1:
+                raise fail(
+                    cls.__name__,
+                    "schedulers[0]",
+                    ss[0],
+                    "must not be empty (one scheduler per param group)",
+                )
             return len(ss[0])
         return None
 
@@ -1445,7 +1827,8 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
         out = dict(a)
         if _is_list(a.get("lr")):
             out["lr"] = a["lr"][i]
-        out["schedulers"] = [_pick(s, i, n, cls.__name__) for s in a["schedulers"]]
+        _check_schedulers_list(cls.__name__, a["schedulers"])
+        out["schedulers"] = [_pick(s, i, n, cls.__name__, j) for j, s in enumerate(a["schedulers"])]
         return out
 
     def _sim(self, g: dict[str, float]) -> _Sim:
@@ -1457,7 +1840,7 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
             raise NoClosedForm
         kinds = [c.kind for c in self.schedulers]
         last_abs = max((i for i, kd in enumerate(kinds) if kd == "abs"), default=None)
-        tail = kinds[(last_abs + 1) if last_abs is not None else 0:]
+        tail = kinds[(last_abs + 1) if last_abs is not None else 0 :]
         if any(kd != "mult" for kd in tail):
             raise NoClosedForm
         meta = self._meta()
@@ -1469,7 +1852,7 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
         c = self.schedulers[last_abs]
         sim = meta.sims[last_abs]
         out = c._cf(k, ops, self.lr, getattr(sim, "construct_base", sim.base), "construct", meta.g)
-        for c in self.schedulers[last_abs + 1:]:
+        for c in self.schedulers[last_abs + 1 :]:
             out = out * c._tick(k, ops)
         return out
 
@@ -1518,31 +1901,68 @@ class ReduceLROnPlateau:
     0.25
     """
 
-    def __new__(cls, lr: float, mode: str = "min", factor: float = 0.1, patience: int = 10,
-                threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
-                min_lr: float | list[float] = 0, eps: float = 1e-8) -> Any:
+    def __new__(
+        cls,
+        lr: float,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float | list[float] = 0,
+        eps: float = 1e-8,
+    ) -> Any:
         import optax
 
         w = "ReduceLROnPlateau"
         if _is_list(lr):
+            _check_lr_list(w, lr)
             mins = min_lr if _is_list(min_lr) else [min_lr] * len(lr)
             if len(mins) != len(lr):  # type: ignore[arg-type]
-                raise fail(w, "min_lr", min_lr, f"expected {len(lr)} min_lrs")
-            return [cls(x, mode, factor, patience, threshold, threshold_mode, cooldown, m, eps)
-                    for x, m in zip(lr, mins)]  # type: ignore[arg-type]
+                raise fail(
+                    w,
+                    "min_lr",
+                    min_lr,
+                    f"must have {len(lr)} entries, one per lr "
+                    f"(torch: 'expected {len(lr)} min_lrs')",
+                )
+            return [
+                cls(x, mode, factor, patience, threshold, threshold_mode, cooldown, m, eps)
+                for x, m in zip(lr, mins)
+            ]  # type: ignore[arg-type]
+        if _is_list(min_lr):  # one param group: torch takes a list of one min_lr
+            if len(min_lr) != 1:
+                raise fail(
+                    w,
+                    "min_lr",
+                    min_lr,
+                    f"must have 1 entry, one per lr "
+                    f"(torch: 'expected 1 min_lrs, got {len(min_lr)}')",
+                )
+            min_lr = min_lr[0]
+        factor = check_float(w, "factor", factor)
         if factor >= 1.0:
             raise fail(w, "factor", factor, "must be < 1.0 (torch: 'Factor should be < 1.0.')")
         check_choice(w, "mode", mode, ("min", "max"))
         check_choice(w, "threshold_mode", threshold_mode, ("rel", "abs"))
+        patience = check_int(w, "patience", patience)
+        threshold = check_float(w, "threshold", threshold)
+        cooldown = check_int(w, "cooldown", cooldown)
+        eps = check_float(w, "eps", eps)
         lr0 = check_float(w, "lr", lr)
         floor = check_float(w, "min_lr", min_lr)
 
         def init(params: Any) -> PlateauState:
             del params
             f = jnp.result_type(float)
-            return PlateauState(jnp.zeros((), jnp.int32), jnp.asarray(lr0, f),
-                                jnp.asarray(math.inf if mode == "min" else -math.inf, f),
-                                jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+            return PlateauState(
+                jnp.zeros((), jnp.int32),
+                jnp.asarray(lr0, f),
+                jnp.asarray(math.inf if mode == "min" else -math.inf, f),
+                jnp.zeros((), jnp.int32),
+                jnp.zeros((), jnp.int32),
+            )
 
         def is_better(a: Any, best: Any) -> Any:
             if mode == "min" and threshold_mode == "rel":
@@ -1553,8 +1973,9 @@ class ReduceLROnPlateau:
                 return a > best * (threshold + 1.0)
             return a > best + threshold
 
-        def update(updates: Any, state: PlateauState, params: Any = None, *,
-                   value: Any, **extra: Any) -> tuple[Any, PlateauState]:
+        def update(
+            updates: Any, state: PlateauState, params: Any = None, *, value: Any, **extra: Any
+        ) -> tuple[Any, PlateauState]:
             del params, extra
             cur = jnp.asarray(value, state.best.dtype)
             better = is_better(cur, state.best)
@@ -1587,8 +2008,10 @@ def _torch_last_epoch(sd: dict[str, Any]) -> int:
     subs = sd.get("_schedulers")
     if subs:  # ChainedScheduler has no last_epoch: every child stepped as often as it
         return _torch_last_epoch(subs[0])
-    raise ValueError("load_state_dict: expected a dict with a 'last_epoch' entry "
-                     "(ours or a torch scheduler's state_dict())")
+    raise ValueError(
+        "load_state_dict: expected a dict with a 'last_epoch' entry "
+        "(ours or a torch scheduler's state_dict())"
+    )
 
 
 class Scheduler(_BaseScheduler):

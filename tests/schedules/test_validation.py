@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import schedules as S
 import schedules.hf
-import schedules.torch  # noqa: F401 - registers the torch classes: fuzz them too
+import schedules.torch
 from schedules._core import REGISTRY
 
 # -- specific messages: parameter, value and rule ---------------------------------------
