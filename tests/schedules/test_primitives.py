@@ -169,23 +169,11 @@ def test_cosine_restarts_decay_and_cycle_limit_closed_form():
 # --- transformers references ------------------------------------------------------------
 
 
-def hf_lrs(make, n, lr=1.0):
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([p], lr=lr)
-    sched = make(opt)
-    out = []
-    for _ in range(n):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return np.array(out)
-
-
 def test_inverse_sqrt_vs_transformers():
     from transformers.optimization import get_inverse_sqrt_schedule
 
     s = S.inverse_sqrt(1e-3, warmup=40, timescale=100)
-    t = hf_lrs(lambda o: get_inverse_sqrt_schedule(o, 40, timescale=100), len(T), lr=1e-3)
+    t = torch_lrs(lambda o: get_inverse_sqrt_schedule(o, 40, timescale=100), len(T), lr=1e-3)
     close(host(s), t, rtol=1e-12)
 
 
@@ -196,7 +184,7 @@ def test_wsd_vs_transformers(shape):
     w, st, d = 50, 400, 300
     # transformers warms up from min_lr (= min_lr_ratio * lr) and decays back to it.
     s = S.wsd(1e-3, total=w + st + d, warmup=w, decay=d, init=1e-4, end=1e-4, shape=shape)
-    t = hf_lrs(
+    t = torch_lrs(
         lambda o: get_wsd_schedule(
             o, w, d, num_stable_steps=st, min_lr_ratio=0.1, decay_type=shape
         ),
