@@ -28,7 +28,7 @@ from .data import Batcher, load_data
 from .lr import build_schedule
 from .metrics import Console, MetricsWriter, fmt_duration
 from .optim import make_optimizer, param_table
-from .step import make_eval_step, make_train_step
+from .step import AXIS, make_eval_step, make_train_step
 from .tokenizer import get_tokenizer
 
 __all__ = ["NonFiniteLossError", "effective_config", "train_and_evaluate"]
@@ -113,11 +113,15 @@ def _compiled(model_cfg: Any, cfg: TrainConfig, schedule: S.Schedule, params: An
 
 
 def _replicate(tree: Any, devices: list | None) -> Any:
-    """Copy a host pytree onto every (local) device, laid out as the pmapped step expects."""
+    """Copy a host pytree onto every (local) device, laid out as the pmapped step expects.
+
+    The identity is pmapped over the step's axis name (``AXIS``) so the copies carry the same
+    sharding as the step's outputs: otherwise the train step compiles twice (first call,
+    then again for its own outputs)."""
     n = jax.local_device_count() if devices is None else sum(
         d.process_index == jax.process_index() for d in devices)
     stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree)
-    return jax.pmap(lambda x: x, devices=devices)(stacked)
+    return jax.pmap(lambda x: x, axis_name=AXIS, devices=devices)(stacked)
 
 
 def _unreplicate(tree: Any) -> Any:
