@@ -1,0 +1,67 @@
+"""The four alignment cases (GPT-2 / LLaMA-3 x StepLR / ChainedScheduler(StepLR, LinearLR)) as
+command-line flags shared by ``python -m train`` and ``python -m reference.torch_train``, and
+the comparison of their JSON-lines logs. Used by ``tests/train/test_alignment.py`` (20 steps)
+and ``scripts/align_200.py`` (200 steps)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+MODELS = ("gpt2", "llama3")
+SCHEDULERS = ("steplr", "chained")
+CASES = tuple(f"{m}-{s}" for m in MODELS for s in SCHEDULERS)
+
+
+def schedule_flags(scheduler: str, steps: int) -> list[str]:
+    """StepLR halving 4 times over the run; chained: that StepLR times LinearLR(1 -> 0.25)."""
+    step_size = max(1, steps // 4)
+    common = [f"--lr-step-size={step_size}", "--lr-gamma=0.5", "--warmup-steps=0"]
+    if scheduler == "steplr":
+        return ["--lr-scheduler=steplr", *common]
+    if scheduler == "chained":
+        return ["--lr-scheduler=chained", "--lr-chain=steplr,linear", *common,
+                "--lr-start-factor=1.0", "--lr-end-factor=0.25"]
+    raise ValueError(scheduler)
+
+
+def case_flags(case: str, steps: int = 20, seq_len: int = 32, batch_size: int = 2,
+               devices: int = 8, grad_accum: int = 1, lr: float = 3e-3,
+               extra: list[str] | None = None) -> list[str]:
+    """Every flag of one case (model, schedule, optimizer, data parallelism, quiet outputs)."""
+    model, scheduler = case.split("-")
+    return [
+        f"--model={model}", "--model-size=tiny", f"--seq-len={seq_len}",
+        f"--batch-size={batch_size}", f"--grad-accum={grad_accum}", f"--devices={devices}",
+        f"--steps={steps}", f"--lr={lr:g}", *schedule_flags(scheduler, steps),
+        "--clip-norm=1.0", "--weight-decay=0.1", "--beta1=0.9", "--beta2=0.95", "--eps=1e-8",
+        "--seed=0", f"--eval-interval={steps}", "--eval-batches=1",
+        f"--checkpoint-interval={steps}", "--log-interval=10", "--sample-tokens=0",
+        "--no-tensorboard", *(extra or []),
+    ]
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """The per-step records (``step``, ``loss``, ``lr``, ...) of a metrics.jsonl, by step."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics", "metrics.jsonl")
+    with open(path) as f:
+        recs = [json.loads(x) for x in f if x.strip()]
+    return sorted((r for r in recs if "loss" in r), key=lambda r: r["step"])
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def compare(ours: list[dict], ref: list[dict]) -> dict[str, Any]:
+    """Per-step relative differences of lr and loss (``ref`` is the denominator)."""
+    if [r["step"] for r in ours] != [r["step"] for r in ref]:
+        raise AssertionError(f"different steps: {[r['step'] for r in ours]} vs "
+                             f"{[r['step'] for r in ref]}")
+    lr = [rel(a["lr"], b["lr"]) for a, b in zip(ours, ref)]
+    loss = [rel(a["loss"], b["loss"]) for a, b in zip(ours, ref)]
+    worst = max(range(len(loss)), key=loss.__getitem__)
+    return {"steps": len(ref), "max_lr_rel": max(lr), "max_loss_rel": max(loss),
+            "worst_step": ref[worst]["step"], "lr_rel": lr, "loss_rel": loss}
