@@ -1,7 +1,7 @@
 """Trainer benchmarks: schedule overhead, tokens/s on 1 vs 8 (simulated) devices, vs PyTorch.
 
     python bench/bench_train.py                 # everything, markdown table on stdout
-    python bench/bench_train.py --steps 30 --out docs/_bench_train.md
+    python bench/bench_train.py --steps 30 --out /tmp/bench_train.md
 
 Measures, on the default run's model (GPT-2 "mini": 4 layers x 128, byte vocab, seq 128,
 global batch 16 sequences, float32, AdamW, clip 1.0):
