@@ -12,10 +12,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["JNP", "NP", "PY", "Ops"]
+__all__ = ["JNP", "JNP_ACCURATE", "NP", "PY", "Ops", "pow_prod_f32"]
 
 
 class Ops:
@@ -26,6 +27,13 @@ class Ops:
 
     def __repr__(self) -> str:
         return f"<ops {self.name}>"
+
+    def pow_prod(self, pairs: Sequence[tuple[Any, Any]]) -> Any:
+        """``prod(a ** y for a, y in pairs)`` (``JNP``: one accurate ``exp`` in float32)."""
+        out: Any = 1.0
+        for a, y in pairs:
+            out = out * self.pow(a, y)  # type: ignore[attr-defined]
+        return out
 
 
 def _py_exp(x: float) -> float:
@@ -251,7 +259,114 @@ class _JnpOps(_ArrayOps):
             return x
         return x.astype(jnp.result_type(float))
 
+    def pow_prod(self, pairs: Sequence[tuple[Any, Any]]) -> Any:
+        return pow_prod_f32(pairs)
+
+
+class _JnpAccurateOps(_JnpOps):
+    """``JNP`` whose ``pow`` with a concrete base and a float32 exponent is accurate
+    (:func:`pow_prod_f32`); used for user lambdas of the PyTorch-exact schedules."""
+
+    def pow(self, a: Any, b: Any) -> Any:
+        return pow_prod_f32([(a, b)])
+
+
+_F32_TOP12 = -4096  # int32 mask 0xFFFFF000: the 12 leading significant bits of a float32
+
+
+def _top12_host(x: float) -> float:
+    """``x`` rounded to float32, keeping its 12 leading significant bits (host)."""
+    i = np.array(np.float32(x)).view(np.int32) & np.int32(_F32_TOP12)
+    return float(i.view(np.float32))
+
+
+def _log2_split(a: float) -> tuple[float, float, float] | None:
+    """``log2(a)`` (float64 on the host) as ``p1 + p2 + p3`` in float32, ``p1`` and
+    ``p2`` with 12 significant bits (so their products with 12-bit numbers are exact);
+    None where the accurate path does not apply (``a <= 0``, not finite)."""
+    if not (a > 0 and math.isfinite(a)):
+        return None
+    p = math.log2(a)
+    p1 = _top12_host(p)
+    p2 = _top12_host(p - p1)
+    return p1, p2, float(np.float32(p - p1 - p2))
+
+
+def _concrete_float(a: Any) -> float | None:
+    if isinstance(a, bool):
+        return None
+    if isinstance(a, (int, float, np.floating, np.integer)):
+        return float(a)
+    concrete = isinstance(a, (np.ndarray, jax.Array)) and not isinstance(a, jax.core.Tracer)
+    return float(a) if concrete and np.ndim(a) == 0 else None
+
+
+def _exp2_f32(y: Any, parts: tuple[float, float, float]) -> tuple[Any, Any]:
+    """``y * (p1 + p2 + p3)`` as ``(i, f)``: ``i`` integral, ``|f| <= 1/2 + tiny``.
+
+    ``y`` (float32) is split into ``yh + yl`` of 12 significant bits each (bit mask,
+    exact), so ``yh*p1, yh*p2, yl*p1, yl*p2`` are exact; each is reduced modulo 1
+    exactly (``t - round(t)``) and only the small fractions are summed with rounding.
+    """
+    p1, p2, p3 = (np.float32(v) for v in parts)
+    yi = jax.lax.bitcast_convert_type(y, jnp.int32)
+    yh = jax.lax.bitcast_convert_type(yi & jnp.int32(_F32_TOP12), jnp.float32)
+    yl = y - yh
+    t1, t2, t3, t4 = yh * p1, yh * p2, yl * p1, yl * p2
+    r1, r2, r3, r4 = jnp.round(t1), jnp.round(t2), jnp.round(t3), jnp.round(t4)
+    small = ((t4 - r4) + y * p3) + ((t3 - r3) + (t2 - r2))
+    f = (t1 - r1) + small
+    r5 = jnp.round(f)
+    return ((r1 + r2) + (r3 + r4)) + r5, f - r5
+
+
+def _pow2i_f32(v: Any, i: Any) -> Any:
+    """``v * 2**i`` for integral float32 ``i`` (exact powers of two, one rounding)."""
+    i = jnp.clip(i, -252.0, 254.0).astype(jnp.int32)
+    h = i // 2
+
+    def two(e: Any) -> Any:
+        return jax.lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
+    return v * two(h) * two(i - h)
+
+
+def pow_prod_f32(pairs: Sequence[tuple[Any, Any]]) -> Any:
+    """``prod(a ** y)`` for float32 ``y`` and concrete bases ``a``, as ONE ``exp2``.
+
+    Each ``a ** y = 2 ** (y * log2(a))`` with ``log2(a)`` from float64 on the host,
+    split Cody-Waite style so that the product with ``y`` is exact up to ~2**-40
+    relative; the exponents of all pairs are summed (integer and fractional parts
+    apart) before a single ``exp2`` and an exact scaling by a power of two. Relative
+    error ~2e-7 for ``|y| < 2**24`` (vs ``|y log a| * 2**-24`` for float32 ``pow``).
+    Pairs whose base is traced, not positive or not finite use ``jnp.power``; so do
+    exponents with ``|y| >= 2**24``, NaN or infinite.
+    """
+    out: Any = 1.0
+    acc_i: Any = 0.0
+    acc_f: Any = 0.0
+    ok: Any = True
+    used = False
+    for a, y in pairs:
+        y = jnp.asarray(y)
+        av = _concrete_float(a)
+        parts = _log2_split(av) if av is not None else None
+        if parts is None or y.dtype != jnp.float32:
+            out = out * jnp.power(a, y)
+            continue
+        i, f = _exp2_f32(y, parts)
+        acc_i, acc_f = acc_i + i, acc_f + f
+        ok = ok & (jnp.abs(y) < 2.0**24)
+        used = True
+        out = out * jnp.where(jnp.abs(y) < 2.0**24, 1.0, jnp.power(np.float32(av), y))
+    if not used:
+        return out
+    r = jnp.round(acc_f)
+    acc_i, acc_f = acc_i + r, acc_f - r
+    v = _pow2i_f32(jnp.exp2(acc_f), acc_i)
+    return out * jnp.where(ok, v, 1.0)
+
 
 PY = _PyOps()
 NP = _NpOps()
 JNP = _JnpOps()
+JNP_ACCURATE = _JnpAccurateOps()

@@ -41,7 +41,7 @@ import numpy as np
 
 from ._core import Schedule
 from ._facade import Scheduler as _BaseScheduler
-from ._ops import PY, Ops
+from ._ops import JNP, JNP_ACCURATE, PY, Ops
 from ._primitives import cycle_of
 from ._recurrence import SAFE_TICKS, NoClosedForm, Recurrence
 from ._validate import check_choice, check_float, check_int, fail
@@ -278,6 +278,13 @@ class TorchSchedule(Recurrence):
         """
         raise NoClosedForm
 
+    def _cf_pows(
+        self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None
+    ) -> tuple[Any, list[tuple[Any, Any]]]:
+        """``_cf`` as ``(coef, pairs)``: ``coef * prod(a ** y for a, y in pairs)``, so that
+        a ``ChainedScheduler`` folds the powers of all its children into one ``exp``."""
+        return self._cf(k, ops, start, base, mode, g), []
+
     def _tick(self, k: Any, ops: Ops) -> Any:
         """For ``kind == "mult"``: the factor one update at counter ``k`` applies."""
         raise NoClosedForm
@@ -307,8 +314,38 @@ def _horizon(where: str, h: Any) -> int | None:
 def _call(fn: Any, k: Any, ops: Ops) -> Any:
     """Evaluate a user lambda (a callable or a Schedule) at step ``k``."""
     if isinstance(fn, Schedule):
+        if ops is JNP:  # float32 powers of concrete bases (``0.95 ** step``) accurately
+            ops = JNP_ACCURATE
         return fn(int(k)) if ops.host else fn._eval(k, ops)
     return fn(int(k)) if ops.host else fn(k)
+
+
+def _fold(coef: Any, pairs: list[tuple[Any, Any]], ops: Ops) -> Any:
+    """``coef * prod(a ** y)``: on the host in torch's order (``coef * a ** y``); under
+    JAX as one accurate exponential (:func:`schedules._ops.pow_prod_f32` in float32:
+    ``log a`` from float64, exact products with ``y``; ``jnp.power`` otherwise)."""
+    if not pairs:
+        return coef
+    if ops.host or ops.name != "jax":
+        for a, y in pairs:
+            coef = coef * ops.pow(a, y)
+        return coef
+    return coef * ops.pow_prod(pairs)
+
+
+def _gpow(a: Any, y: Any, ops: Ops) -> Any:
+    """``a ** y`` (accurate in float32 under JAX for a concrete base, see :func:`_fold`)."""
+    return ops.pow_prod([(a, y)]) if ops.name == "jax" else ops.pow(a, y)
+
+
+def _minus_div(k: Any, c: Any, d: Any, ops: Ops) -> Any:
+    """``(k - c) / d`` for a traced float32 ``k`` and concrete floats ``c``, ``d``: ``c``
+    is split into ``hi + lo`` (``hi`` its float32 rounding; ``k - hi`` is exact near
+    ``c``) and ``lo / d`` added last (``(k - hi) - lo`` would be folded by XLA)."""
+    if not (isinstance(c, (int, float)) and isinstance(d, (int, float))) or d == 0:
+        return ops.div(k - c, d)
+    hi = float(np.float32(c))
+    return ops.div(k - hi, d) - (c - hi) / d
 
 
 def _fdiv(k: Any, d: Any, ops: Ops) -> Any:
@@ -329,6 +366,15 @@ def _half_cos1(num: Any, den: Any, ops: Ops) -> Any:
         return (1 + math.cos(math.pi * num / den)) / 2
     m = num - 2 * den * _fdiv(num, 2 * den, ops)
     return ops.sin(ops.pi * (den - m) / (2 * den)) ** 2
+
+
+def _cos_mix(lo: Any, hi: Any, num: Any, den: Any, ops: Ops) -> Any:
+    """``lo + (hi - lo) * (1 + cos(pi * num / den)) / 2`` on arrays as
+    ``hi * s**2 + lo * c**2`` (``s, c``: sin, cos of the reduced half angle), which has
+    no cancellation when ``lo > hi`` (float32)."""
+    m = num - 2 * den * _fdiv(num, 2 * den, ops)
+    ang = ops.pi * (den - m) / (2 * den)
+    return hi * ops.sin(ang) ** 2 + lo * ops.cos(ang) ** 2
 
 
 # -- LambdaLR / MultiplicativeLR ---------------------------------------------------------------
@@ -475,10 +521,15 @@ class StepLR(TorchSchedule, name="StepLR"):
 
         return _SimStepLR(g)
 
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+    def _cf_pows(
+        self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None
+    ) -> tuple[Any, list[tuple[Any, Any]]]:
         if mode == "restart":
             start = base
-        return start * ops.pow(self.gamma, _fdiv(k, self.step_size, ops))
+        return start, [(self.gamma, _fdiv(k, self.step_size, ops))]
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
         hit = (
@@ -541,10 +592,15 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
 
         return _SimMultiStepLR(g)
 
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+    def _cf_pows(
+        self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None
+    ) -> tuple[Any, list[tuple[Any, Any]]]:
         if mode == "restart":
             start = base
-        return start * ops.pow(self.gamma, 1.0 * ops.count_le(sorted(self.milestones), k))
+        return start, [(self.gamma, 1.0 * ops.count_le(sorted(self.milestones), k))]
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
         ms = sorted(self.milestones)
@@ -695,6 +751,10 @@ class LinearLR(TorchSchedule, name="LinearLR"):
 
     def _factor(self, k: Any, ops: Ops) -> Any:
         s, e, T = self.start_factor, self.end_factor, self.total_iters
+        if not ops.host:  # ((T - m) s + m e) / T: no cancellation when e << s (float32)
+            m = ops.minimum(k, 1.0 * T)
+            v = ops.div((T - m) * s + m * e, ops.maximum(T, 1))
+            return ops.where(T > 0, v, s)
         frac = ops.div(ops.minimum(k, 1.0 * T), ops.maximum(T, 1))
         return ops.where(T > 0, s + (e - s) * frac, s)
 
@@ -752,10 +812,15 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
 
         return _SimExponentialLR(g)
 
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+    def _cf_pows(
+        self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None
+    ) -> tuple[Any, list[tuple[Any, Any]]]:
         if mode == "restart":
             start = base
-        return start * ops.pow(self.gamma, k)
+        return start, [(self.gamma, k)]
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
+        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
         return ops.where(k == 0, 1.0, self.gamma)
@@ -892,6 +957,8 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
         T, eta = self.T_max, self.eta_min
         if mode == "restart":
             start = base
+        if not ops.host:
+            return _cos_mix(eta, ops.where(k <= T, start, base), k, T, ops)
         amp = ops.where(k <= T, start, base) - eta
         return eta + amp * _half_cos1(k, T, ops)
 
@@ -972,6 +1039,8 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
         _, S, Ti = cycle_of(k, self.T_0, self.T_mult, ops)
         eta = self.eta_min
+        if not ops.host:
+            return _cos_mix(eta, base, k - S, Ti, ops)
         return eta + (base - eta) * _half_cos1(k - S, Ti, ops)
 
     def _closed_host_ok(self, k: int) -> bool:
@@ -1096,7 +1165,7 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
             return 1.0 + 0.0 * x
         if self.mode == "triangular2":
             return 1 / ops.pow(2.0, x - 1)
-        return ops.pow(self.gamma, x)
+        return _gpow(self.gamma, x, ops)
 
     def _phase(self, k: Any, ops: Ops) -> tuple[Any, Any]:
         """``(scale_factor, scale)`` at counter ``k``, in torch's operation order."""
@@ -1110,8 +1179,10 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
             x = (k - q * total) / total
         if ops.host:  # torch's if/else: the branch not taken may divide by 0
             sf = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
-        else:
-            sf = ops.where(x <= ratio, ops.div(x, ratio), ops.div(x - 1, ratio - 1))
+        else:  # x / ratio = m / up, (x - 1) / (ratio - 1) = (total - m) / down (m exact)
+            m = k - q * total
+            up = float(self.step_size_up)
+            sf = ops.where(x <= ratio, ops.div(m, up), ops.div(total - m, total - up))
         scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
         return sf, scale
 
@@ -1387,8 +1458,13 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         if self.anneal_strategy == "cos":
             if ops.host:
                 return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
-            # cos(pi pct) + 1 = 2 sin(pi (1 - pct) / 2)**2, accurate near pct = 1 (float32)
-            return b + (a - b) / 2.0 * (2.0 * ops.sin(ops.pi * rem / 2.0) ** 2)
+            # (cos(pi pct) + 1) / 2 = sin(pi rem / 2)**2 = 1 - sin(pi pct / 2)**2: start from
+            # the nearer end, so the float32 value has no cancellation at either end
+            near_b = b + (a - b) * ops.sin(ops.pi * rem / 2.0) ** 2
+            near_a = a + (b - a) * ops.sin(ops.pi * pct / 2.0) ** 2
+            return ops.where(pct <= 0.5, near_a, near_b)
+        if not ops.host:
+            return ops.where(pct <= 0.5, (b - a) * pct + a, (a - b) * rem + b)
         return (b - a) * pct + a
 
     def _value(self, k: Any, ops: Ops, grp: dict[str, Any], lr_keys: bool = True) -> Any:
@@ -1405,8 +1481,9 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         start = 0.0
         for _i, (end, s_lr, e_lr, s_m, e_m) in enumerate(phases):
             a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
-            pct = ops.div(k - start, end - start)
-            rem = ops.div(end - k, end - start)
+            # (k - start) / len, (end - k) / len, the (fractional) phase ends split hi + lo
+            pct = _minus_div(k, start, end - start, ops)
+            rem = -_minus_div(k, end, end - start, ops)
             v = self._anneal(a, b, pct, rem, ops)
             out = v if out is None else ops.where(k <= start, out, v)
             start = end
@@ -1846,6 +1923,13 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
         meta = self._meta()
         if last_abs is None:
             out = self.lr
+            if not ops.host:  # every power in ONE exponential (accurate in float32)
+                pairs: list[tuple[Any, Any]] = []
+                for c, sim in zip(self.schedulers, meta.sims):
+                    coef, ps = c._cf_pows(k, ops, 1.0, sim.base, "construct", meta.g)
+                    out = out * coef
+                    pairs += ps
+                return _fold(out, pairs, ops)
             for c, sim in zip(self.schedulers, meta.sims):
                 out = out * c._cf(k, ops, 1.0, sim.base, "construct", meta.g)
             return out

@@ -81,6 +81,13 @@ def _f32_tol(ref: np.ndarray, got: np.ndarray, rtol: float) -> None:
     assert not bad.any(), (int(np.argmax(bad)), got[bad][:3], ref[bad][:3])
 
 
+def _user_cos(spec) -> bool:
+    name, kw = spec
+    if name in ("SequentialLR", "ChainedScheduler"):
+        return any(_user_cos(c) for c in kw["schedulers"])
+    return "cos(" in str(kw.get("lr_lambda", ""))
+
+
 @pytest.mark.parametrize("horizon", [None, N])
 def test_traced_float32_jit_vmap(horizon):
     for _seed, spec, lr in _cases(120, 0):
@@ -95,8 +102,9 @@ def test_traced_float32_jit_vmap(horizon):
                 T.ChainedScheduler(list(s.schedulers), s.lr, horizon=horizon)
         ts = jnp.arange(len(ref), dtype=jnp.float32)
         got = np.asarray(jax.jit(jax.vmap(s))(ts), np.float64)
-        # closed forms: a few float32 roundings (documented: 1e-5); the table: exact rounding
-        _f32_tol(np.asarray(ref), got, 1e-6 if horizon else 1e-5)
+        # closed forms: powers as one accurate exp2, no cancellation (documented: 1e-6);
+        # the table: exact rounding. A user lambda's own float32 cos is not ours (1e-5).
+        _f32_tol(np.asarray(ref), got, 1e-5 if _user_cos(spec) and not horizon else 1e-6)
 
 
 _X64 = r"""
