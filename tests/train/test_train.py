@@ -141,6 +141,21 @@ def test_nan_stops_and_keeps_checkpoints(tmp_path, corpus) -> None:
     assert f"{ck}/{max(steps)}" in str(e.value)
 
 
+def test_early_stopping_on_validation_loss(tmp_path, corpus) -> None:
+    # lr 0: the parameters, hence the validation loss, never change, so no evaluation after
+    # the first improves on it; with patience 2 the run stops at the third evaluation.
+    cfg = tiny(str(tmp_path), corpus, steps=12, schedule="constant(0.0)", eval_interval=2,
+               early_stop_patience=2, checkpoint_interval=100)
+    out = run(cfg, str(tmp_path / "w"))
+    assert out["stop_reason"].startswith("early stop") and out["steps"] == 6
+    assert [s for s, _ in out["evals"]] == [2, 4, 6]
+    assert len({v for _, v in out["evals"]}) == 1
+    assert out["last_checkpoint"] == 6  # the stopping point is saved
+    off = run(tiny(str(tmp_path), corpus, steps=6, schedule="constant(0.0)", eval_interval=2,
+                   checkpoint_interval=100), str(tmp_path / "off"))
+    assert off["stop_reason"] == "completed" and off["steps"] == 6  # off by default
+
+
 def test_grad_accum_steps_schedule_once_per_update(tmp_path, corpus, base) -> None:
     _, _, ref = base
     cfg = tiny(str(tmp_path), corpus, steps=3, grad_accum=2, batch_size=1, eval_interval=100)
