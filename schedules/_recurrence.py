@@ -137,6 +137,10 @@ class Recurrence(Schedule):
                 out = self._closed(k, ops)
             except NoClosedForm:
                 out = None
+            except jax.errors.JAXTypeError as e:
+                if self._concrete():  # not a traced hyperparameter: a real bug, keep it
+                    raise
+                raise self._needs_concrete() from e
         if out is not None:
             out = jnp.asarray(out, k.dtype) + 0.0 * k
         if self.horizon is None or not self._concrete():
@@ -154,13 +158,16 @@ class Recurrence(Schedule):
     def _concrete(self) -> bool:
         return self._host_ok()
 
+    def _needs_concrete(self) -> ValueError:
+        return ValueError(
+            f"{type(self).__name__}: evaluating this schedule under JAX needs its exact "
+            "recurrence, which needs concrete (not traced) hyperparameters; close over "
+            "the schedule instead of passing it as a traced argument"
+        )
+
     def _callback(self, k: Any) -> Any:
         if not self._concrete():
-            raise ValueError(
-                f"{type(self).__name__}: evaluating this schedule under JAX needs its exact "
-                "recurrence, which needs concrete (not traced) hyperparameters; close over "
-                "the schedule instead of passing it as a traced argument"
-            )
+            raise self._needs_concrete()
 
         def host(kk: np.ndarray) -> np.ndarray:
             kk = np.asarray(kk)

@@ -1085,7 +1085,10 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
         "max_momentum",
         "horizon",
     )
-    _static = frozenset({"mode", "scale_fn", "scale_mode", "cycle_momentum", "horizon"})
+    # the step sizes fix the period (integers, used in Python arithmetic): static, so the
+    # schedule also works as a traced argument
+    _static = frozenset({"mode", "scale_fn", "scale_mode", "cycle_momentum", "horizon",
+                         "step_size_up", "step_size_down"})
     _per_group = ("base_lr", "max_lr", "base_momentum", "max_momentum")
     kind = "abs"
 
@@ -1377,11 +1380,13 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         "three_phase",
         "horizon",
     )
+    # pct_start fixes the phase ends (torch computes them in Python): static like total_steps
     _static = frozenset(
         {
             "total_steps",
             "epochs",
             "steps_per_epoch",
+            "pct_start",
             "anneal_strategy",
             "cycle_momentum",
             "three_phase",

@@ -107,6 +107,55 @@ def test_traced_float32_jit_vmap(horizon):
         _f32_tol(np.asarray(ref), got, 1e-5 if _user_cos(spec) and not horizon else 1e-6)
 
 
+def _uses(spec, names: tuple[str, ...]) -> bool:
+    name, kw = spec
+    return name in names or any(_uses(c, names) for c in kw.get("schedulers", []))
+
+
+def test_as_a_traced_argument():
+    """``jit(f)(schedule, t)``: the hyperparameters arrive as float32 arrays. Closed forms then
+    carry the float32 rounding of e.g. ``gamma`` through ``gamma ** t`` (at most ~300 ulps of
+    relative error after 300 steps, hence 3e-5); the recurrences that need concrete values
+    raise a ValueError that says to close over the schedule, never a JAX tracer error."""
+    f = jax.jit(lambda s, t: jax.vmap(s)(t))
+    needs_concrete = ("MultiplicativeLR", "SequentialLR", "ChainedScheduler")
+    ran = set()
+    for _seed, spec, lr in _cases(12 * 10, 1000, None) + [
+        (None, rand_leaf(random.Random(i), LEAVES[i % len(LEAVES)], N), 0.3)
+        for i in range(120)
+    ]:
+        ref, _exc = torch_lrs(spec, lr, N)
+        try:
+            s = build_ours(spec, lr)
+        except ValueError:
+            continue
+        ts = jnp.arange(len(ref), dtype=jnp.float32)
+        if _uses(spec, needs_concrete):
+            with pytest.raises(ValueError, match="close over the schedule"):
+                f(s, ts)
+            continue
+        got = np.asarray(f(s, ts), np.float64)
+        _f32_tol(np.asarray(ref), got, 3e-5)
+        ran.add(spec[0])
+    assert ran == set(LEAVES) - {"MultiplicativeLR"}
+
+
+def test_traced_argument_does_not_retrace_on_new_values():
+    traces = []
+
+    @jax.jit
+    def f(s, t):
+        traces.append(1)
+        return s(t)
+
+    for max_lr, gamma in [(0.1, 0.99), (0.2, 0.98), (0.5, 0.9)]:
+        s = T.CyclicLR(0.1, 0.01, max_lr, step_size_up=5, mode="exp_range", gamma=gamma)
+        np.testing.assert_allclose(float(f(s, 7)), s(7), rtol=1e-6)
+        o = T.OneCycleLR(0.1, max_lr, total_steps=50)
+        np.testing.assert_allclose(float(f(o, 7)), o(7), rtol=1e-6)
+    assert len(traces) == 2  # once per class: only the values changed
+
+
 _X64 = r"""
 import json, random, sys, os
 sys.path.insert(0, os.environ["TDIR"])

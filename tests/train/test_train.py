@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -194,9 +195,14 @@ def test_sigkill_and_resume_bit_identical(base) -> None:
     p = subprocess.Popen(args, env=_env(8), cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     metrics = os.path.join(wd, "metrics", "metrics.jsonl")
+    ckpts = os.path.join(wd, "checkpoints")
     deadline = time.time() + 240
     while time.time() < deadline and p.poll() is None:
-        if os.path.exists(metrics):
+        # Kill only once a checkpoint has been committed (orbax renames a finished save to its
+        # bare step number), so the resume really restarts mid-run; the save is asynchronous
+        # and may still be in flight a few steps after its step.
+        committed = os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts))
+        if committed and os.path.exists(metrics):
             with open(metrics) as f:
                 done = [json.loads(x)["step"] for x in f if '"loss"' in x and x.endswith("\n")]
             if done and max(done) >= kill_at:
@@ -208,7 +214,8 @@ def test_sigkill_and_resume_bit_identical(base) -> None:
     r = subprocess.run([*args, "--resume"], env=_env(8), cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "resumed from" in r.stdout
+    resumed = re.search(r"resumed from .* \(step (\d+)\)", r.stdout)
+    assert resumed and 3 <= int(resumed.group(1)) <= 12, r.stdout[-2000:]
     recs = [x for x in _records(wd) if "loss" in x]
     by_step: dict[int, set] = {}
     for x in recs:
