@@ -43,6 +43,7 @@ from .common import (
     check_pos_int,
     convert_from_hf,
     convert_to_hf,
+    dense_dot_general,
     lm_logits,
     num_params,
 )
@@ -116,6 +117,7 @@ def _dense(cfg: GPT2Config, features: int, name: str, std: float = _INIT_STD) ->
         dtype=cfg.compute_dtype,
         param_dtype=PARAM_DTYPE,
         kernel_init=nn.initializers.normal(std),
+        dot_general=dense_dot_general,
         name=name,
     )
 

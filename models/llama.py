@@ -48,6 +48,7 @@ from .common import (
     check_pos_int,
     convert_from_hf,
     convert_to_hf,
+    dense_dot_general,
     lm_logits,
     num_params,
 )
@@ -245,6 +246,7 @@ def _dense(cfg: LlamaConfig, features: int, name: str) -> nn.Dense:
         dtype=cfg.compute_dtype,
         param_dtype=PARAM_DTYPE,
         kernel_init=nn.initializers.normal(_INIT_STD),
+        dot_general=dense_dot_general,
         name=name,
     )
 

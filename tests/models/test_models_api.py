@@ -238,6 +238,28 @@ def test_loss_fn() -> None:
     assert abs(float(M.loss_fn(logits, targets, mask)) - float(ref_masked)) < 1e-6
 
 
+def test_dense_dot_general_is_dot_general() -> None:
+    from models.common import dense_dot_general
+
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)
+    for shape in [(4, 6), (3, 4, 6), (2, 3, 4, 6)]:
+        x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        d = (((x.ndim - 1,), (0,)), ((), ()))
+        ref = jax.lax.dot_general(x, w, d)
+        np.testing.assert_allclose(dense_dot_general(x, w, d), ref, rtol=1e-6, atol=1e-6)
+        gx, gw = jax.grad(lambda x, w, d=d: jnp.sum(dense_dot_general(x, w, d) ** 2),
+                          argnums=(0, 1))(x, w)
+        rx, rw = jax.grad(lambda x, w, d=d: jnp.sum(jax.lax.dot_general(x, w, d) ** 2),
+                          argnums=(0, 1))(x, w)
+        np.testing.assert_allclose(gx, rx, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(gw, rw, rtol=1e-5, atol=1e-5)
+    # other contractions are passed through unchanged
+    x = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+    d = (((0,), (0,)), ((), ()))
+    np.testing.assert_array_equal(dense_dot_general(x, w, d), jax.lax.dot_general(x, w, d))
+
+
 # --------------------------------------------------------------------------------------
 # causality, dropout
 
