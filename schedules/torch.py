@@ -32,7 +32,6 @@ import math
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -158,16 +157,13 @@ def _check_lr_list(where: str, lr: Sequence[Any]) -> None:
         check_float(where, f"lr[{i}]", x)
 
 
-@contextmanager
-def _host_errors(where: str, t: Any, ops: Ops) -> Iterator[None]:
+def _host_error(where: str, t: Any, ops: Ops, e: ArithmeticError) -> ArithmeticError | ValueError:
     """On the host, Python's arithmetic errors are torch's own (it runs the same float
-    arithmetic): report them as ``ValueError``, as the replay does."""
-    try:
-        yield
-    except (ZeroDivisionError, OverflowError) as e:
-        if not ops.host:
-            raise
-        raise ValueError(f"{where}: torch raises {type(e).__name__} at step {t!r}: {e}") from None
+    arithmetic): they are reported as ``ValueError``, as the replay does. (A plain
+    ``try``/``except`` at each site rather than a context manager: the host query is hot.)"""
+    if not ops.host:
+        return e
+    return ValueError(f"{where}: torch raises {type(e).__name__} at step {t!r}: {e}")
 
 
 def _check_bool(where: str, name: str, value: Any) -> bool:
@@ -250,8 +246,10 @@ class TorchSchedule(Recurrence):
         return _run(self)
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        with _host_errors(type(self).__name__, t, ops):
+        try:
             return super()._eval(t, ops)
+        except (ZeroDivisionError, OverflowError) as e:
+            raise _host_error(type(self).__name__, t, ops, e) from None
 
     def _meta(self) -> _Meta:
         m = self.__dict__.get("_meta_cache")
@@ -1341,9 +1339,11 @@ class CyclicMomentum(Schedule, name="CyclicMomentum"):
         object.__setattr__(helper, "gamma", self.gamma)
         object.__setattr__(helper, "scale_fn", self.scale_fn)
         object.__setattr__(helper, "scale_mode", self.scale_mode)
-        with _host_errors("CyclicMomentum", t, ops):
+        try:
             sf, scale = helper._phase(k, ops)
-            return self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
+        except (ZeroDivisionError, OverflowError) as e:
+            raise _host_error("CyclicMomentum", t, ops, e) from None
+        return self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
 
 
 # -- OneCycleLR --------------------------------------------------------------------------------
@@ -1678,8 +1678,10 @@ class OneCycleMomentum(Schedule, name="OneCycleMomentum"):
                 f"OneCycleMomentum: step {int(k)} is beyond total_steps="
                 f"{helper.total_steps} (torch raises ValueError)"
             )
-        with _host_errors("OneCycleMomentum", t, ops):
+        try:
             return helper._value(k, ops, grp, lr_keys=False)
+        except (ZeroDivisionError, OverflowError) as e:
+            raise _host_error("OneCycleMomentum", t, ops, e) from None
 
 
 # -- SequentialLR / ChainedScheduler -----------------------------------------------------------
