@@ -341,22 +341,35 @@ class Lambda(Schedule, name="lambda"):
         return self.fn(t) + 0.0 * t
 
 
-_BATCH_RULES = ("linear", "sqrt", "blend")
+_BATCH_RULES = ("linear", "sqrt", "blend", "crossover")
 
 
 class ScaleBatch(Schedule, name="scale_batch"):
     """Rescale a schedule tuned at ``base_batch_size`` for ``batch_size``.
 
-    With ``k = batch_size / base_batch_size`` the factor is ``k`` (``linear``,
-    Goyal et al. 2017), ``sqrt(k)`` (``sqrt``, Krizhevsky 2014), or ``blend``:
-    linear up to ``crossover`` then square root beyond it,
-    ``min(B, C) / B0 * sqrt(max(B, C) / C)``.
+    With ``k = batch_size / base_batch_size`` the factor is
+
+    * ``linear``: ``k`` (Goyal et al. 2017);
+    * ``sqrt``: ``sqrt(k)`` (Krizhevsky 2014);
+    * ``blend``: ``0.5 * k + 0.5 * sqrt(k)``, the mean of the two rules;
+    * ``crossover``: linear up to the batch size ``crossover``, square root beyond it,
+      ``min(B, C) / B0 * sqrt(max(B, C) / C)``.
+
+    ``batch_size`` is a number or a schedule (the batch size as a function of the step: a
+    batch-size ramp), in which case the factor is evaluated at each step:
+    ``f(t) = factor(batch_size(t)) * s(t)``.
 
     >>> import schedules as S
     >>> S.scale_batch(S.constant(0.1), 1024, 256)(0)
     0.4
     >>> S.scale_batch(S.constant(0.1), 1024, 256, rule="sqrt")(0)
     0.2
+    >>> S.scale_batch(S.constant(0.1), 1024, 256, rule="blend")(0)
+    0.30000000000000004
+    >>> ramp = S.piecewise_constant([100], [256.0, 1024.0])  # 256, then 1024 from step 100
+    >>> s = S.scale_batch(S.constant(0.1), ramp, 256)
+    >>> s(99), s(100)
+    (0.1, 0.4)
     """
 
     _fields = ("schedule", "batch_size", "base_batch_size", "rule", "crossover")
@@ -365,46 +378,54 @@ class ScaleBatch(Schedule, name="scale_batch"):
     def __init__(
         self,
         schedule: Schedule,
-        batch_size: int,
+        batch_size: int | Schedule,
         base_batch_size: int,
         rule: str = "linear",
         crossover: int | None = None,
     ) -> None:
         rule = check_choice("scale_batch", "rule", rule, _BATCH_RULES)
         base = check_int("scale_batch", "base_batch_size", base_batch_size, gt=0)
-        if rule == "blend":
+        if rule == "crossover":
             if crossover is None:
-                raise fail("scale_batch", "crossover", None, "must be given with rule='blend'")
+                raise fail("scale_batch", "crossover", None, "must be given with rule='crossover'")
             crossover = check_int("scale_batch", "crossover", crossover, gt=0)
             if not (is_traced(crossover) or is_traced(base)) and crossover < base:
                 raise fail(
                     "scale_batch", "crossover", crossover, f"must be >= base_batch_size={base}"
                 )
         elif crossover is not None:
-            raise fail("scale_batch", "crossover", crossover, "is only used with rule='blend'")
+            raise fail("scale_batch", "crossover", crossover,
+                       "is only used with rule='crossover'")
+        if not isinstance(batch_size, Schedule):
+            batch_size = check_int("scale_batch", "batch_size", batch_size, gt=0)
         self._set(
             schedule=_schedules("scale_batch", "schedule", [schedule])[0],
-            batch_size=check_int("scale_batch", "batch_size", batch_size, gt=0),
+            batch_size=batch_size,
             base_batch_size=base,
             rule=rule,
             crossover=crossover,
         )
 
-    def factor(self, ops: Ops | None = None) -> Any:
-        """The multiplier applied to the schedule."""
+    def factor(self, ops: Ops | None = None, t: Any = 0.0) -> Any:
+        """The multiplier applied to the schedule (at step ``t`` when the batch size is a
+        schedule)."""
         ops = ops or PY
-        k = ops.div(self.batch_size * 1.0, self.base_batch_size)
+        B = self.batch_size
+        B = B._eval(t, ops) if isinstance(B, Schedule) else B * 1.0
+        k = ops.div(B, self.base_batch_size)
         if self.rule == "linear":
             return k
         if self.rule == "sqrt":
             return ops.sqrt(k)
-        B, C = self.batch_size * 1.0, self.crossover
+        if self.rule == "blend":
+            return 0.5 * k + 0.5 * ops.sqrt(k)
+        C = self.crossover
         return ops.div(ops.minimum(B, C), self.base_batch_size) * ops.sqrt(
             ops.div(ops.maximum(B, C), C)
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        return self.factor(ops) * self.schedule._eval(t, ops)
+        return self.factor(ops, t) * self.schedule._eval(t, ops)
 
 
 # Operator sugar used by Schedule.__mul__/__add__.

@@ -67,7 +67,11 @@ COMBINATORS = {
     "expr_ifexp": S.expr("1.0 if step < 100 else (0.1 if step < 300 else 0.01)"),
     "scale_batch_linear": S.scale_batch(S.cosine(0.1, 0.0, 500), 1024, 256),
     "scale_batch_sqrt": S.scale_batch(S.cosine(0.1, 0.0, 500), 1024, 256, rule="sqrt"),
-    "scale_batch_blend": S.scale_batch(S.constant(0.1), 4096, 256, rule="blend", crossover=1024),
+    "scale_batch_blend": S.scale_batch(S.cosine(0.1, 0.0, 500), 1024, 256, rule="blend"),
+    "scale_batch_crossover": S.scale_batch(S.constant(0.1), 4096, 256, rule="crossover",
+                                           crossover=1024),
+    "scale_batch_ramp": S.scale_batch(S.cosine(0.1, 0.0, 500), S.linear(256.0, 1024.0, 300), 256,
+                                      rule="blend"),
     "noisy": S.cosine(1.0, 0.1, 400) * S.noise(seed=3, low=0.9, high=1.1),
     "nested": S.join(
         S.warmup(S.constant(1.0), 20),

@@ -178,8 +178,9 @@ def test_expr_matches_the_python_it_spells(text, fn):
         (1024, "linear", None, 4.0),
         (64, "linear", None, 0.25),
         (1024, "sqrt", None, 2.0),
-        (512, "blend", 1024, 2.0),  # below the crossover: linear
-        (4096, "blend", 1024, 4.0 * 2.0),  # linear to 1024 (x4), then sqrt(4096/1024) = 2
+        (1024, "blend", None, 0.5 * 4.0 + 0.5 * 2.0),
+        (512, "crossover", 1024, 2.0),  # below the crossover: linear
+        (4096, "crossover", 1024, 4.0 * 2.0),  # linear to 1024 (x4), then sqrt(4096/1024) = 2
     ],
 )
 def test_scale_batch(batch, rule, crossover, factor):

@@ -51,7 +51,7 @@ from schedules._core import REGISTRY
         (lambda: S.piecewise_constant([10], [1.0]), "must have len(boundaries) + 1 = 2 entries"),
         (lambda: S.scale_batch(S.constant(1.0), 64, 0), "base_batch_size=0 must be > 0"),
         (
-            lambda: S.scale_batch(S.constant(1.0), 64, 32, rule="blend"),
+            lambda: S.scale_batch(S.constant(1.0), 64, 32, rule="crossover"),
             "crossover=None must be given",
         ),
         (lambda: S.warmup(S.constant(1.0), -1), "warmup: steps=-1 must be >= 0"),
