@@ -24,6 +24,13 @@ MODELS = ("gpt2", "llama3")
 TOKENIZERS = ("byte", "gpt2")
 DTYPES = ("float32", "bfloat16", "float16")
 WSD_SHAPES = ("linear", "cosine", "1-sqrt")
+#: ``--optimizer`` -> the optimizer-specific fields it uses (``train/optim.py``); the others must
+#: keep their defaults. --weight-decay, --clip-norm and --lr-mults apply to every optimizer.
+OPTIMIZER_FLAGS: dict[str, tuple[str, ...]] = {
+    "adamw": ("beta1", "beta2", "eps"), "adam": ("beta1", "beta2", "eps"),
+    "sgd": ("momentum", "nesterov", "dampening"), "lion": ("beta1", "beta2"), "adafactor": (),
+}
+OPTIMIZERS = tuple(OPTIMIZER_FLAGS)
 
 #: train-level model sizes on top of ``models.MODEL_SIZES``: name -> (base size, overrides).
 #: "mini" is the default run's model: GPT-2 "tiny" widened to 4 layers x 128.
@@ -87,6 +94,10 @@ class TrainConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     weight_decay: float = 0.1
+    optimizer: str = "adamw"  # OPTIMIZERS; torch-named hyperparameters below
+    momentum: float = 0.0  # sgd
+    nesterov: bool = False  # sgd
+    dampening: float = 0.0  # sgd
     # evaluation, logging, checkpoints
     eval_interval: int = 100
     eval_batches: int = 4
@@ -232,6 +243,7 @@ class TrainConfig:
         _float("beta2", self.beta2, lo=0.0, hi=1.0, hi_open=True)
         _float("eps", self.eps, lo=0.0, lo_open=True)
         _float("weight_decay", self.weight_decay, lo=0.0)
+        _check_optimizer(self)
         for k in ("async_checkpoints", "resume", "tensorboard"):
             if not isinstance(getattr(self, k), bool):
                 raise _bad(k, getattr(self, k), "must be true or false")
@@ -287,6 +299,28 @@ class TrainConfig:
 
         build_schedule(self)
         return self
+
+
+def _check_optimizer(c: TrainConfig) -> None:
+    """--optimizer, its hyperparameters (torch's rules), and no flag it would ignore."""
+    _choice("optimizer", c.optimizer, OPTIMIZERS)
+    _float("momentum", c.momentum, lo=0.0, hi=1.0, hi_open=True)
+    _float("dampening", c.dampening, lo=0.0, hi=1.0)
+    if not isinstance(c.nesterov, bool):
+        raise _bad("nesterov", c.nesterov, "must be true or false")
+    defaults = TrainConfig()
+    unused = [k for k in ("beta1", "beta2", "eps", "momentum", "nesterov", "dampening")
+              if k not in OPTIMIZER_FLAGS[c.optimizer] and getattr(c, k) != getattr(defaults, k)]
+    if unused:
+        uses = [flag(k) for k in (*OPTIMIZER_FLAGS[c.optimizer], "weight_decay")]
+        raise ValueError(f"--optimizer={c.optimizer} does not use "
+                         f"{', '.join(f'{flag(k)}={getattr(c, k)!r}' for k in unused)} "
+                         f"({c.optimizer} uses {', '.join(uses)})")
+    if c.nesterov and (c.momentum <= 0 or c.dampening != 0):
+        raise _bad("nesterov", c.nesterov, f"requires --momentum > 0 and --dampening=0 (as "
+                   f"torch.optim.SGD), got --momentum={c.momentum}, --dampening={c.dampening}")
+    if c.dampening != 0 and c.momentum == 0:
+        raise _bad("dampening", c.dampening, "only applies with --momentum > 0")
 
 
 def parse_lr_mults(text: str) -> dict[str, float]:

@@ -104,6 +104,7 @@ def _compiled(model_cfg: Any, cfg: TrainConfig, schedule: S.Schedule, params: An
     with the same model/optimizer settings (tests, benchmarks) reuse the compiled code."""
     key = (model_cfg, repr(schedule), cfg.clip_norm, cfg.beta1, cfg.beta2, cfg.eps,
            cfg.weight_decay, tuple(sorted(cfg.lr_mults.items())), cfg.seed,
+           cfg.optimizer, cfg.momentum, cfg.nesterov, cfg.dampening,
            None if devices is None else tuple(d.id for d in devices))
     if key not in _STEP_CACHE:
         tx = make_optimizer(cfg, schedule, params)

@@ -1,4 +1,20 @@
-"""The optimizer: global-norm clipping + AdamW with the schedule as ``learning_rate``.
+"""The optimizer: global-norm clipping + ``--optimizer`` with the schedule as ``learning_rate``.
+
+``--optimizer`` is one of (torch-named hyperparameters, torch's semantics; every one built from
+optax transformations, the schedule read at optax's ``count``):
+
+* ``adamw`` (default): ``optax.adamw`` = ``torch.optim.AdamW`` (``--beta1 --beta2 --eps``,
+  decoupled ``--weight-decay``: ``p -= lr * wd * p``);
+* ``adam``: ``torch.optim.Adam``: ``--weight-decay`` is L2 added to the gradient before the
+  moments (``g + wd * p``), as torch does;
+* ``sgd``: ``torch.optim.SGD``: L2 ``--weight-decay`` in the gradient, then momentum
+  ``buf = momentum * buf + (1 - dampening) * g`` (``buf = g`` at the first step), ``--nesterov``
+  uses ``g + momentum * buf``; the update is ``-lr * buf`` (:func:`sgd_momentum`; optax's
+  ``trace`` is the ``dampening = 0`` case);
+* ``lion``: ``optax.lion`` (Chen et al. 2023; ``--beta1 --beta2``, decoupled weight decay);
+* ``adafactor``: ``torch.optim.Adafactor``'s algorithm from optax's parts: factored second
+  moments of every matrix (decay ``1 - t^-0.8``), update clipped to RMS 1, scaled by
+  ``max(1e-3, rms(param)) * lr``, decoupled weight decay ``lr * wd * p``.
 
 Weight decay applies to matrices only (``models.decay_mask``: 2-D kernels; not biases, norms or
 embeddings). ``--lr-mults=wte=0.1`` gives parameter groups (parameters whose path contains a
@@ -10,16 +26,81 @@ state is the optimizer's step counter (``count`` in optax's state).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 import models
 import schedules as S
 
-__all__ = ["group_labels", "make_optimizer", "param_table", "path_str"]
+from .config import OPTIMIZER_FLAGS, OPTIMIZERS
+
+__all__ = ["OPTIMIZERS", "OPTIMIZER_FLAGS", "base_optimizer", "group_labels", "make_optimizer",
+           "param_table", "path_str", "sgd_momentum"]
+
+
+
+class SGDMomentumState(NamedTuple):
+    """:func:`sgd_momentum`'s state: the momentum buffer and whether it holds a value yet."""
+
+    started: jax.Array
+    buf: Any
+
+
+def sgd_momentum(momentum: float, dampening: float = 0.0,
+                 nesterov: bool = False) -> optax.GradientTransformation:
+    """``torch.optim.SGD``'s momentum (before the lr): ``buf = g`` at the first step, then
+    ``buf = momentum * buf + (1 - dampening) * g``; returns ``g + momentum * buf`` with
+    ``nesterov`` else ``buf``. ``optax.trace(momentum, nesterov)`` equals it when
+    ``dampening = 0`` (its buffer starts at 0, so its first step is ``g`` too)."""
+
+    def init(params: Any) -> SGDMomentumState:
+        return SGDMomentumState(jnp.zeros([], jnp.bool_), jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates: Any, state: SGDMomentumState,
+               params: Any = None) -> tuple[Any, SGDMomentumState]:
+        del params
+        buf = jax.tree.map(
+            lambda b, g: jnp.where(state.started, momentum * b + (1.0 - dampening) * g, g),
+            state.buf, updates)
+        out = jax.tree.map(lambda g, b: g + momentum * b, updates, buf) if nesterov else buf
+        return out, SGDMomentumState(jnp.ones([], jnp.bool_), buf)
+
+    return optax.GradientTransformation(init, update)
+
+
+def base_optimizer(cfg: Any, lr: S.Schedule) -> optax.GradientTransformation:
+    """The ``--optimizer`` of ``cfg`` reading its learning rate from ``lr`` (no clipping, no
+    groups): weight decay on ``models.decay_mask`` only."""
+    name, wd, mask = cfg.optimizer, cfg.weight_decay, models.decay_mask
+    if name == "adamw":
+        return optax.adamw(learning_rate=lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
+                           weight_decay=wd, mask=mask)
+    if name == "adam":  # torch.optim.Adam: L2 in the gradient, before the moments
+        return optax.chain(optax.add_decayed_weights(wd, mask),
+                           optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps),
+                           optax.scale_by_learning_rate(lr))
+    if name == "sgd":  # torch.optim.SGD: L2 in the gradient, then momentum
+        parts = [optax.add_decayed_weights(wd, mask)]
+        if cfg.momentum > 0:
+            parts.append(sgd_momentum(cfg.momentum, cfg.dampening, cfg.nesterov))
+        return optax.chain(*parts, optax.scale_by_learning_rate(lr))
+    if name == "lion":
+        return optax.lion(learning_rate=lr, b1=cfg.beta1, b2=cfg.beta2, weight_decay=wd,
+                          mask=mask)
+    if name == "adafactor":  # torch.optim.Adafactor (d=1, beta2_decay=-0.8, eps2=1e-3)
+        return optax.chain(
+            optax.scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
+                                        min_dim_size_to_factor=1),
+            optax.clip_by_block_rms(1.0),
+            optax.scale_by_param_block_rms(min_scale=1e-3),
+            optax.add_decayed_weights(wd, mask),
+            optax.scale_by_learning_rate(lr),
+        )
+    raise ValueError(f"--optimizer={name!r} is invalid: must be one of {', '.join(OPTIMIZERS)}")
 
 
 def path_str(path: tuple) -> str:
@@ -40,33 +121,26 @@ def group_labels(params: Any, lr_mults: Mapping[str, float]) -> Any:
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-def _adamw(lr: S.Schedule, cfg: Any) -> optax.GradientTransformation:
-    return optax.adamw(
-        learning_rate=lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
-        weight_decay=cfg.weight_decay, mask=models.decay_mask,
-    )
-
-
 def make_optimizer(cfg: Any, schedule: S.Schedule, params: Any) -> optax.GradientTransformation:
-    """``chain(clip_by_global_norm(clip_norm), adamw(schedule, ...))`` (clip 0 = off), with
-    per-group learning-rate multipliers when ``cfg.lr_mults`` is non-empty."""
+    """``chain(clip_by_global_norm(clip_norm), <optimizer>(schedule, ...))`` (clip 0 = off),
+    with per-group learning-rate multipliers when ``cfg.lr_mults`` is non-empty."""
     parts: list[optax.GradientTransformation] = []
     if cfg.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(cfg.clip_norm))
     if cfg.lr_mults:
         labels = group_labels(params, cfg.lr_mults)
         used = set(jax.tree_util.tree_leaves(labels))
-        txs = {"default": _adamw(schedule, cfg)}
+        txs = {"default": base_optimizer(cfg, schedule)}
         for pat, mult in cfg.lr_mults.items():
             if pat in used:
-                txs[pat] = _adamw(schedule * float(mult), cfg)
+                txs[pat] = base_optimizer(cfg, schedule * float(mult))
         unused = sorted(set(cfg.lr_mults) - used)
         if unused:
             raise ValueError(f"--lr-mults pattern(s) {unused} match no parameter; parameter "
                              f"paths look like {path_str(_first_path(params))!r}")
         parts.append(optax.multi_transform(txs, labels))
     else:
-        parts.append(_adamw(schedule, cfg))
+        parts.append(base_optimizer(cfg, schedule))
     return optax.chain(*parts)
 
 
