@@ -1,7 +1,9 @@
 """The four alignment cases (GPT-2 / LLaMA-3 x StepLR / ChainedScheduler(StepLR, LinearLR)) as
-command-line flags shared by ``python -m train`` and ``python -m reference.torch_train``, and
-the comparison of their JSON-lines logs. Used by ``tests/train/test_alignment.py`` (20 steps)
-and ``scripts/align_200.py`` (200 steps)."""
+command-line flags shared by ``python -m train``, ``python -m reference.torch_train`` and
+``reference.torch_ddp``, and the comparison of their JSON-lines logs. A case name is
+``MODEL-SCHEDULER[-OPTIMIZER]`` (AdamW when no optimizer is named; ``SGD_CASE`` is SGD with
+momentum). Used by ``tests/train/test_alignment.py`` (20 steps), ``scripts/align_200.py``
+(200 steps) and ``scripts/align_report.py`` (the DDP report)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,13 @@ from typing import Any
 MODELS = ("gpt2", "llama3")
 SCHEDULERS = ("steplr", "chained")
 CASES = tuple(f"{m}-{s}" for m in MODELS for s in SCHEDULERS)
+#: optimizer name in a case -> its flags and peak lr (SGD needs a larger lr than AdamW)
+OPTIMIZERS: dict[str, tuple[list[str], float]] = {
+    "adamw": (["--optimizer=adamw", "--beta1=0.9", "--beta2=0.95", "--eps=1e-8"], 3e-3),
+    "adam": (["--optimizer=adam", "--beta1=0.9", "--beta2=0.95", "--eps=1e-8"], 3e-3),
+    "sgd": (["--optimizer=sgd", "--momentum=0.9"], 0.05),
+}
+SGD_CASE = "gpt2-chained-sgd"
 
 
 def schedule_flags(scheduler: str, steps: int) -> list[str]:
@@ -27,15 +36,18 @@ def schedule_flags(scheduler: str, steps: int) -> list[str]:
 
 
 def case_flags(case: str, steps: int = 20, seq_len: int = 32, batch_size: int = 2,
-               devices: int = 8, grad_accum: int = 1, lr: float = 3e-3,
+               devices: int = 8, grad_accum: int = 1, lr: float | None = None,
                extra: list[str] | None = None) -> list[str]:
-    """Every flag of one case (model, schedule, optimizer, data parallelism, quiet outputs)."""
-    model, scheduler = case.split("-")
+    """Every flag of one case (model, schedule, optimizer, data parallelism, quiet outputs);
+    ``lr`` defaults to the optimizer's (3e-3 for AdamW)."""
+    model, scheduler, *rest = case.split("-")
+    opt_flags, opt_lr = OPTIMIZERS[rest[0] if rest else "adamw"]
+    lr = opt_lr if lr is None else lr
     return [
         f"--model={model}", "--model-size=tiny", f"--seq-len={seq_len}",
         f"--batch-size={batch_size}", f"--grad-accum={grad_accum}", f"--devices={devices}",
         f"--steps={steps}", f"--lr={lr:g}", *schedule_flags(scheduler, steps),
-        "--clip-norm=1.0", "--weight-decay=0.1", "--beta1=0.9", "--beta2=0.95", "--eps=1e-8",
+        "--clip-norm=1.0", "--weight-decay=0.1", *opt_flags,
         "--seed=0", f"--eval-interval={steps}", "--eval-batches=1",
         f"--checkpoint-interval={steps}", "--log-interval=10", "--sample-tokens=0",
         "--no-tensorboard", *(extra or []),

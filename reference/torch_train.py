@@ -13,18 +13,21 @@ with PyTorch, so that the two JSON-lines logs can be compared step by step:
   ``x = batch[:, :-1]`` against explicit targets ``batch[:, 1:]`` (HF's internal label shift is
   not used), averaged per micro-batch, then over micro-batches, then over devices, as the
   pmapped step does;
-* **optimizer**: ``torch.optim.AdamW`` with two parameter groups: weight decay exactly where
-  ``models.decay_mask`` says so (names mapped through ``models.to_hf``), none elsewhere;
-  ``torch.nn.utils.clip_grad_norm_(--clip-norm)`` before each step;
+* **optimizer**: ``--optimizer``: ``torch.optim.AdamW`` (default), ``Adam``, ``SGD``
+  (``--momentum --dampening --nesterov``) or ``Adafactor`` (:func:`build_optimizer`), with two
+  parameter groups: weight decay exactly where ``models.decay_mask`` says so (names mapped
+  through ``models.to_hf``), none elsewhere; ``torch.nn.utils.clip_grad_norm_(--clip-norm)``
+  before each step;
 * **schedule**: the ``torch.optim.lr_scheduler`` classes that ``--lr-scheduler`` names (the table
   in ``train/lr.py``), warmup as ``SequentialLR([LinearLR, main])`` or the first child of a
   ``ChainedScheduler``; ``scheduler.step()`` after each ``optimizer.step()``.
 
 Output: ``<metrics dir>/metrics.jsonl`` (default ``WORKDIR/metrics``), one line per step:
 ``{"step", "loss", "lr", "grad_norm"}`` where ``lr`` is the learning rate the optimizer used at
-that step. Not supported (rejected): dropout, ``--lr-mults``, ``--schedule``, and the schedulers
-without a plain torch equivalent for AdamW (``onecycle``/``cyclic`` cycle momentum in torch,
-``wsd``). Never imported by the packages.
+that step. Not supported (rejected): dropout, ``--lr-mults``, ``--schedule``, ``--optimizer=lion``
+(not in torch.optim), and the schedulers without a plain torch equivalent for AdamW
+(``onecycle``/``cyclic`` cycle momentum in torch, ``wsd``). ``reference.torch_ddp`` runs the same
+training as real ``DistributedDataParallel`` processes. Never imported by the packages.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from train.config import TrainConfig
 from train.data import Batcher, load_data
 from train.tokenizer import get_tokenizer
 
-__all__ = ["build_model", "build_scheduler", "decay_names", "param_groups", "train", "main"]
+__all__ = ["build_model", "build_optimizer", "build_scheduler", "decay_names", "param_groups",
+           "train", "main"]
 
 UNSUPPORTED = ("onecycle", "cyclic", "wsd")
 
@@ -99,7 +103,7 @@ def decay_names(model_cfg: Any, params: Any) -> set[str]:
 
 
 def param_groups(model: torch.nn.Module, decay: set[str], weight_decay: float) -> list[dict]:
-    """Two AdamW groups: ``decay`` names with ``weight_decay``, every other parameter with 0."""
+    """Two optimizer groups: ``decay`` names with ``weight_decay``, every other parameter with 0."""
     yes, no = [], []
     for name, p in model.named_parameters():  # tied weights appear once, under the first name
         (yes if name in decay else no).append(p)
@@ -108,6 +112,26 @@ def param_groups(model: torch.nn.Module, decay: set[str], weight_decay: float) -
         raise RuntimeError(f"decay names not in the model: {sorted(decay - seen)}")
     return [{"params": yes, "weight_decay": weight_decay, "name": "decay"},
             {"params": no, "weight_decay": 0.0, "name": "no_decay"}]
+
+
+def build_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """The ``torch.optim`` class that ``--optimizer`` names, with the torch-named flags
+    (``train/optim.py`` builds the same optimizer from optax; lion has no torch version)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                 weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               dampening=cfg.dampening, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adafactor":
+        return torch.optim.Adafactor(groups, lr=cfg.lr, beta2_decay=-0.8, eps=(None, 1e-3),
+                                     d=1.0, weight_decay=cfg.weight_decay)
+    raise ValueError(f"--optimizer={cfg.optimizer} has no torch.optim equivalent in the "
+                     "reference (adamw, adam, sgd, adafactor)")
 
 
 # -- schedule ---------------------------------------------------------------------------------
@@ -179,6 +203,8 @@ def _check(cfg: TrainConfig) -> None:
         raise ValueError("--schedule is not supported by the reference (use --lr-scheduler)")
     if cfg.dtype != "float32":
         raise ValueError("--dtype must be float32 for the reference")
+    if cfg.optimizer == "lion":
+        raise ValueError("--optimizer=lion is not supported by the reference (not in torch.optim)")
 
 
 def global_devices(cfg: TrainConfig) -> int:
@@ -190,9 +216,10 @@ def global_devices(cfg: TrainConfig) -> int:
     return per * (cfg.num_processes or 1)
 
 
-def train(cfg: TrainConfig, workdir: str, devices: int | None = None,
-          verbose: bool = True) -> list[dict[str, float]]:
-    """Run the reference; returns the metric records (also written as JSON lines)."""
+def setup(cfg: TrainConfig, devices: int | None = None) -> dict[str, Any]:
+    """Everything a reference run needs (shared with ``reference.torch_ddp``): the validated
+    config, ``D`` (devices of the mirrored run), the batcher of the global batch, the model with
+    our initial weights, its parameter groups, optimizer and scheduler."""
     import jax
 
     cfg = cfg.normalized().validate()
@@ -208,14 +235,21 @@ def train(cfg: TrainConfig, workdir: str, devices: int | None = None,
     batcher = Batcher(train_data, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
                       grad_accum=cfg.grad_accum, local_devices=D, process_index=0,
                       process_count=1, seed=cfg.seed)
-
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
     model = build_model(model_cfg, params)
     groups = param_groups(model, decay_names(model_cfg, params), cfg.weight_decay)
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                            weight_decay=cfg.weight_decay)
+    opt = build_optimizer(cfg, groups)
     sched = build_scheduler(cfg, opt)
-    all_params = [p for g in groups for p in g["params"]]
+    return dict(cfg=cfg, D=D, desc=desc, batcher=batcher, model=model, opt=opt, sched=sched,
+                all_params=[p for g in groups for p in g["params"]])
+
+
+def train(cfg: TrainConfig, workdir: str, devices: int | None = None,
+          verbose: bool = True) -> list[dict[str, float]]:
+    """Run the reference; returns the metric records (also written as JSON lines)."""
+    su = setup(cfg, devices)
+    cfg, D, desc, batcher, model, opt, sched, all_params = (
+        su[k] for k in ("cfg", "D", "desc", "batcher", "model", "opt", "sched", "all_params"))
 
     metrics_dir = cfg.metrics_dir or os.path.join(os.path.abspath(workdir), "metrics")
     os.makedirs(metrics_dir, exist_ok=True)
