@@ -2,7 +2,10 @@
 simulated CPU devices) against the PyTorch reference (``python -m reference.torch_train``:
 transformers model, ``torch.optim.AdamW``, ``torch.optim.lr_scheduler``), same flags, same
 initial weights, same batches, 20 steps, for GPT-2 / LLaMA-3 x StepLR /
-ChainedScheduler(StepLR, LinearLR). See docs/alignment.md.
+ChainedScheduler(StepLR, LinearLR), plus SGD with momentum (``--optimizer=sgd
+--momentum=0.9`` against ``torch.optim.SGD``, GPT-2 x ChainedScheduler), and the PyTorch
+reference as real ``DistributedDataParallel`` (``reference.torch_ddp``, 2 gloo processes)
+against the single-process one. See docs/alignment.md.
 
 Tolerances (float32 everywhere):
 
