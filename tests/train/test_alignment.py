@@ -155,9 +155,16 @@ def test_reference_decay_groups_follow_decay_mask():
         assert 0 < n_decay < n_all
 
 
-def test_reference_rejects_what_it_cannot_mirror(tmp_path, corpus):
+@pytest.mark.parametrize("bad,why", [
+    (["--dropout=0.1"], "--dropout must be 0"),
+    (["--optimizer=lion", "--beta2=0.99"], "lion is not supported"),
+])
+def test_reference_rejects_what_it_cannot_mirror(tmp_path, corpus, capsys, bad, why):
     argv = case_flags("gpt2-steplr", steps=2, devices=1,
                       extra=[f"--data={corpus}", f"--data-cache={tmp_path / 'cache'}",
-                             f"--workdir={tmp_path}", "--dropout=0.1"])
+                             f"--workdir={tmp_path}", *bad])
+    if "--optimizer=lion" in bad:  # lion takes no --eps
+        argv = [a for a in argv if not a.startswith("--eps")]
     assert torch_train.main(argv) == 2
+    assert why in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "metrics" / "metrics.jsonl")
