@@ -45,9 +45,9 @@ class OptimizerParamScheduler(Schedule, name="megatron_lr"):
         else:
             ratio = (n - W) / (D - W)
             linear: coeff = 1 - ratio;  cosine: coeff = 0.5 * (cos(pi * ratio) + 1)
-            WSD: A = D - wsd_decay_steps; coeff = 1 if n <= A, else with r = (n - A) / wsd_decay_steps
-                 linear 1 - r, cosine 0.5 * (cos(pi r) + 1), exponential 2 * 0.5**r - 1,
-                 minus_sqrt 1 - sqrt(r)
+            WSD: A = D - wsd_decay_steps; coeff = 1 if n <= A,
+                 else with r = (n - A) / wsd_decay_steps: linear 1 - r,
+                 cosine 0.5 * (cos(pi r) + 1), exponential 2 * 0.5**r - 1, minus_sqrt 1 - sqrt(r)
             lr = min + coeff * (max - min)
 
     Megatron's checks are kept: ``0 <= min_lr <= max_lr``, ``D > 0``, ``W < D``, and WSD needs
