@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CHAINABLE", "HF_SCHEDULERS", "LR_SCHEDULERS", "MEGATRON_FIELDS", "Plan",
            "SCHEDULE_FIELDS", "TORCH_SCHEDULERS", "build_schedule", "canonical_scheduler",
-           "plan", "schedule_warnings"]
+           "global_batch", "plan", "schedule_warnings"]
 
 
 class _Required:
@@ -322,6 +322,7 @@ def _composite_plan(cfg: TrainConfig, r: _Reader, name: str, W: int, total: int,
                       f"sequential milestones are global steps and must lie in ({W}, {total}) "
                       f"(after the warmup, before the end)")
         bounds = [W, *ms, total]
+        r.used.add("total_steps")  # the end of the last segment
         kids = [_torch_plan(r, c, bounds[i + 1] - bounds[i], f"{who} (child {c})")
                 for i, c in enumerate(chain)]
         if W:
@@ -378,7 +379,29 @@ def _megatron_plan(cfg: TrainConfig) -> Plan:
                              "(the annealing phase's length; Megatron asserts it)")
         kw["wsd_decay_steps"] = int(get("lr_wsd_decay_iters"))
         kw["lr_wsd_decay_style"] = get("lr_wsd_decay_style")
+    # Megatron counts samples: step(increment=global batch) after each update
+    g = global_batch(cfg)
+    kw.update(increment=g, lr_warmup_steps=kw["lr_warmup_steps"] * g,
+              lr_decay_steps=kw["lr_decay_steps"] * g)
+    if "wsd_decay_steps" in kw:
+        kw["wsd_decay_steps"] *= g
     return Plan("megatron", kw, used=frozenset(r.used))
+
+
+def global_batch(cfg: TrainConfig) -> int:
+    """Sequences per update (all devices x ``--grad-accum`` x ``--batch-size``): Megatron's
+    ``global_batch_size``, by which its scheduler's sample counter advances per update."""
+    if cfg.devices is not None:
+        d = cfg.devices
+    elif cfg.coordinator_address is None:
+        import jax  # single process: counting local devices does not preclude anything
+
+        d = jax.local_device_count()
+    else:
+        raise ValueError(f"--lr-decay-style={cfg.lr_decay_style} counts samples as Megatron "
+                         f"does (the global batch size): give --devices with "
+                         f"--coordinator-address")
+    return d * (cfg.num_processes or 1) * cfg.grad_accum * cfg.batch_size
 
 
 def _check_unused(cfg: TrainConfig, p: Plan) -> None:
