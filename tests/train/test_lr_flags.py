@@ -18,8 +18,6 @@ import json
 import math
 import os
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -497,19 +495,17 @@ def test_reference_uses_the_same_table() -> None:
 
 
 def test_real_run_logs_torchs_lr(tmp_path, corpus) -> None:
-    """``python -m train`` with a named scheduler: the logged lr of each update is torch's."""
+    """``python -m train`` (its ``main``, in-process: no second JAX start-up) with a named
+    scheduler: the logged lr of each update is torch's."""
+    from train.__main__ import main
+
     wd = tmp_path / "run"
     argv = ["--model-size=tiny", "--seq-len=16", "--batch-size=2", "--steps=4",
             "--lr=0.01", "--lr-scheduler=exponential", "--lr-gamma=0.5",
             "--eval-interval=100", "--eval-batches=1", "--checkpoint-interval=100",
             "--sample-tokens=0", "--no-tensorboard", "--devices=1", f"--data={corpus}",
             f"--data-cache={tmp_path / 'cache'}", f"--workdir={wd}"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-m", "train", *argv], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+    assert main(argv) == 0
     with open(wd / "metrics" / "metrics.jsonl") as f:
         recs = [json.loads(x) for x in f if x.strip()]
     logged = [r["lr"] for r in sorted((r for r in recs if "loss" in r), key=lambda r: r["step"])]
