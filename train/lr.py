@@ -37,7 +37,7 @@ import numpy as np
 import schedules as S
 from schedules import hf as H
 from schedules import torch as T
-from schedules.megatron import DECAY_STYLES, OptimizerParamScheduler
+from schedules.megatron import DECAY_STYLES, WSD_DECAY_STYLES, OptimizerParamScheduler
 from schedules.torch import TorchSchedule
 
 from ._flag import bad, flag
@@ -346,8 +346,8 @@ def _hf_plan(cfg: TrainConfig, r: _Reader, name: str, W: int, total: int) -> Pla
         kw[key] = v
     if name in _HF_NO_WARMUP:
         r.used -= {"warmup_steps", "warmup_ratio"}
-    if name in _HF_NO_TOTAL:
-        r.used.discard("total_steps")
+    if name in _HF_NO_TOTAL and (cfg.warmup_ratio is None or name in _HF_NO_WARMUP):
+        r.used.discard("total_steps")  # (--warmup-ratio reads it: W = ceil(ratio x total))
     else:
         r.used.add("total_steps")
     return Plan("hf", {"name": name,
@@ -373,7 +373,17 @@ def _megatron_plan(cfg: TrainConfig) -> Plan:
           "lr_decay_steps": int(cfg.steps if r.get("lr_decay_iters") is None
                                 else cfg.lr_decay_iters),
           "lr_decay_style": style}
+    if kw["lr_warmup_steps"] >= kw["lr_decay_steps"]:
+        raise bad("lr_warmup_iters", kw["lr_warmup_steps"],
+                  f"must be < the decay iterations (--lr-decay-iters, default --steps: "
+                  f"{kw['lr_decay_steps']}); Megatron asserts it")
+    if kw["min_lr"] > kw["max_lr"]:
+        raise bad("min_lr", kw["min_lr"], f"must be <= --lr={cfg.lr} (Megatron's max_lr)")
     if style == "WSD":
+        ws = get("lr_wsd_decay_style")
+        if ws not in WSD_DECAY_STYLES:
+            raise bad("lr_wsd_decay_style", ws, f"must be one of {', '.join(WSD_DECAY_STYLES)}"
+                      + _suggest(str(ws), list(WSD_DECAY_STYLES)))
         if cfg.lr_wsd_decay_iters is None:
             raise ValueError("--lr-wsd-decay-iters is required by --lr-decay-style=WSD "
                              "(the annealing phase's length; Megatron asserts it)")

@@ -454,6 +454,13 @@ def test_every_chainable_name_chains(name: str) -> None:
     (["--lr-scheduler=chained", "--lr-chain=steplr,bogus"], "--lr-chain='steplr,bogus'"),
     (["--lr-scheduler=steplr", "--lr-step-size=0"], "--lr-step-size=0"),
     (["--warmup-steps=3", "--warmup-ratio=0.1"], "not both"),
+    (["--lr-decay-style=linear", "--lr-warmup-iters=30"], "--lr-warmup-iters=30 is invalid: "
+     "must be < the decay iterations"),
+    (["--lr-decay-style=WSD", "--lr-wsd-decay-iters=5", "--lr-wsd-decay-style=minus-sqrt"],
+     "did you mean 'minus_sqrt'?"),
+    (["--lr-decay-style=WSD"], "--lr-wsd-decay-iters is required by --lr-decay-style=WSD"),
+    (["--lr-decay-style=linear", "--lr-wsd-decay-iters=5"], "--lr-wsd-decay-iters=5 is not "
+     "used by --lr-decay-style=linear"),
 ])
 def test_unused_missing_and_conflicting_flags(argv, needle, capsys) -> None:
     with pytest.raises(SystemExit) as e:
