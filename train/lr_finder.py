@@ -320,7 +320,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     from .__main__ import build_parser, config_from_args
-    from .config import check_dirs
 
     prog = "python -m train.lr_finder"
     p = build_parser(prog)
@@ -346,19 +345,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot = args.pop("plot")
     steps = args.pop("steps", 100)
     try:
-        _check_range("python -m train.lr_finder", lr_min, lr_max, steps)
+        _check_range("range test", lr_min, lr_max, steps)
     except ValueError as e:
-        p.error(str(e).replace("lr_min=", "--lr-min=").replace("lr_max=", "--lr-max=")
+        msg = str(e).split(": ", 1)[1]
+        p.error(msg.replace("lr_min", "--lr-min").replace("lr_max", "--lr-max")
                 .replace("steps=", "--steps="))
     cfg = config_from_args(p, args)
-    dirs = {}
-    try:
-        dirs = check_dirs(cfg, workdir)
-    except ValueError as e:
-        p.error(str(e))
+    out = os.path.abspath(plot or os.path.join(workdir, "lr_finder.png"))
+    try:  # only the plot is written: check its directory before anything compiles
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if not os.access(os.path.dirname(out), os.W_OK):
+            raise OSError("not writable")
+    except OSError as e:
+        p.error(f"--plot={out!r} is invalid: its directory cannot be written ({e})")
     r = lr_range_test(cfg, lr_min, lr_max, steps, rule=rule, log=print)
     print(f"{r.stop_reason}; suggested lr ({rule}): {r.suggested_lr:.3e}")
-    out = plot or os.path.join(dirs["workdir"], "lr_finder.png")
     try:
         import matplotlib
 
