@@ -194,3 +194,17 @@ def test_lr_finder_help() -> None:
     for opt in ("--lr-min", "--lr-max", "--steps", "--model-size", "--plot"):
         assert opt in p.stdout
     assert "steps of the range test (default: 100)" in " ".join(p.stdout.split())
+
+
+def test_lr_finder_errors_are_one_line(capsys) -> None:
+    from train.lr_finder import main as fmain
+
+    for argv, needle in ((["--steps=2"], "--steps=2 must be an int >= 3"),
+                         (["--lr-max=1e-7"], "--lr-max=1e-07 must be a finite number > "
+                                             "--lr-min=1e-06"),
+                         (["--lr-scheduler=cosin"], "did you mean 'cosine'?")):
+        with pytest.raises(SystemExit) as e:
+            fmain(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.splitlines()) == 2, err
+        assert err.startswith("python -m train.lr_finder: error: ") and needle in err, err
