@@ -66,13 +66,13 @@ class TrainConfig:
     dropout: float = _f(0.0, "model", "dropout rate (0 = off)")
     # data
     data: str | None = _f(None, "data", "text file/dir, llm.c or nanoGPT .bin file/dir "
-                          "(none: the built-in corpus, Python's standard library sources)")
+                          "(unset: the built-in corpus, Python's standard library sources)")
     val_data: str | None = _f(None, "data",
-                              "separate validation data (none: a held-out split of --data)")
+                              "separate validation data (unset: a held-out split of --data)")
     val_fraction: float = _f(0.05, "data", "held-out validation fraction when splitting")
     tokenizer: str = _f("byte", "data", f"{', '.join(TOKENIZERS)} (GPT-2 BPE offline)")
     data_cache: str | None = _f(None, "data", "where tokenized text is cached "
-                                "(none: $SCHEDAX_CACHE or ~/.cache/schedax)")
+                                "(unset: $SCHEDAX_CACHE or ~/.cache/schedax)")
     seq_len: int = _f(128, "data", "sequence length (the model's block size)")
     batch_size: int = _f(16, "data", "sequences per device per micro-batch")
     grad_accum: int = _f(1, "data", "micro-batches per optimizer update")
@@ -82,20 +82,20 @@ class TrainConfig:
                    "transformers), max_lr (onecycle, cyclic, Megatron)")
     lr_scheduler: str | None = _f(None, _S, "torch scheduler (" + ", ".join(LR_SCHEDULERS)
                                   + "; aliases such as StepLR, CosineAnnealingLR) or hf:NAME "
-                                  "(transformers get_scheduler); none: cosine with a 10% "
+                                  "(transformers get_scheduler); unset: cosine with a 10% "
                                   "warmup")
     warmup_steps: int | None = _f(None, _S, "linear warmup steps, prepended to a torch "
-                                  "scheduler (none: no warmup; 10% for the default "
+                                  "scheduler (unset: no warmup; 10% for the default "
                                   "scheduler); hf: num_warmup_steps")
     warmup_ratio: float | None = _f(None, _S, "warmup as a fraction of the schedule: "
                                     "ceil(ratio x total steps) (as transformers)")
     total_steps: int | None = _f(None, _S, "schedule length; lengths (T_max, T_0, total_iters, "
-                                 "total_steps) default to it minus the warmup (none: --steps)")
+                                 "total_steps) default to it minus the warmup (unset: --steps)")
     min_lr: float | None = _f(None, _S, "final/minimum lr: eta_min (cosine, cosine-restarts; "
-                              "none: 0), hf polynomial lr_end, hf min_lr, Megatron min_lr")
+                              "unset: 0), hf polynomial lr_end, hf min_lr, Megatron min_lr")
     lr_step_size: int | None = _f(None, _S, "steplr: step_size (required)")
-    lr_gamma: float | None = _f(None, _S, "gamma: steplr/multistep (none: 0.1), exponential "
-                                "(required), cyclic exp_range (none: 1.0)")
+    lr_gamma: float | None = _f(None, _S, "gamma: steplr/multistep (unset: 0.1), exponential "
+                                "(required), cyclic exp_range (unset: 1.0)")
     lr_milestones: tuple[int, ...] = _f(None, _S, "comma-separated steps: multistep milestones "
                                         "(required); sequential boundaries (global steps)",
                                         factory=tuple)
@@ -103,49 +103,49 @@ class TrainConfig:
                                    f"from {', '.join(CHAINABLE)}", factory=tuple)
     lr_lambda: str | None = _f(None, _S, "lambda: lr_lambda, a safe expression of `step`, "
                                "e.g. '0.95 ** (step // 10)' (never eval'ed)")
-    lr_factor: float | None = _f(None, _S, "constant: ConstantLR factor (none: 1.0)")
+    lr_factor: float | None = _f(None, _S, "constant: ConstantLR factor (unset: 1.0)")
     lr_total_iters: int | None = _f(None, _S, "linear/constant/polynomial: total_iters "
-                                    "(none: the schedule length)")
-    lr_start_factor: float | None = _f(None, _S, "linear: start_factor (none: 1/3)")
-    lr_end_factor: float | None = _f(None, _S, "linear: end_factor (none: 1.0)")
-    lr_power: float | None = _f(None, _S, "polynomial, hf:polynomial: power (none: 1.0)")
-    lr_t0: int | None = _f(None, _S, "cosine-restarts: T_0 (none: the schedule length)")
-    lr_t_mult: int | None = _f(None, _S, "cosine-restarts: T_mult (none: 1)")
+                                    "(unset: the schedule length)")
+    lr_start_factor: float | None = _f(None, _S, "linear: start_factor (unset: 1/3)")
+    lr_end_factor: float | None = _f(None, _S, "linear: end_factor (unset: 1.0)")
+    lr_power: float | None = _f(None, _S, "polynomial, hf:polynomial: power (unset: 1.0)")
+    lr_t0: int | None = _f(None, _S, "cosine-restarts: T_0 (unset: the schedule length)")
+    lr_t_mult: int | None = _f(None, _S, "cosine-restarts: T_mult (unset: 1)")
     lr_base: float | None = _f(None, _S, "cyclic: base_lr (required; max_lr is --lr)")
-    lr_step_size_up: int | None = _f(None, _S, "cyclic: step_size_up (none: 2000)")
-    lr_step_size_down: int | None = _f(None, _S, "cyclic: step_size_down (none: step_size_up)")
+    lr_step_size_up: int | None = _f(None, _S, "cyclic: step_size_up (unset: 2000)")
+    lr_step_size_down: int | None = _f(None, _S, "cyclic: step_size_down (unset: step_size_up)")
     lr_mode: str | None = _f(None, _S, "cyclic: mode, triangular|triangular2|exp_range "
-                             "(none: triangular)")
-    lr_pct_start: float | None = _f(None, _S, "onecycle: pct_start (none: 0.3)")
+                             "(unset: triangular)")
+    lr_pct_start: float | None = _f(None, _S, "onecycle: pct_start (unset: 0.3)")
     lr_anneal_strategy: str | None = _f(None, _S, "onecycle: anneal_strategy, cos|linear "
-                                        "(none: cos)")
-    lr_div_factor: float | None = _f(None, _S, "onecycle: div_factor (none: 25)")
-    lr_final_div_factor: float | None = _f(None, _S, "onecycle: final_div_factor (none: 1e4)")
-    lr_three_phase: bool | None = _f(None, _S, "onecycle: three_phase (none: false)")
+                                        "(unset: cos)")
+    lr_div_factor: float | None = _f(None, _S, "onecycle: div_factor (unset: 25)")
+    lr_final_div_factor: float | None = _f(None, _S, "onecycle: final_div_factor (unset: 1e4)")
+    lr_three_phase: bool | None = _f(None, _S, "onecycle: three_phase (unset: false)")
     lr_num_cycles: float | None = _f(None, _S, "hf:cosine*/hf:wsd: num_cycles "
-                                     "(none: transformers' default)")
+                                     "(unset: transformers' default)")
     lr_timescale: int | None = _f(None, _S, "hf:inverse_sqrt: timescale "
-                                  "(none: the warmup or 10000)")
+                                  "(unset: the warmup or 10000)")
     min_lr_ratio: float | None = _f(None, _S, "hf:cosine_with_min_lr: min_lr_rate; hf:wsd: "
                                     "min_lr_ratio")
     warmup_lr_ratio: float | None = _f(None, _S, "hf:cosine_warmup_with_min_lr: warmup_lr_rate")
     lr_num_decay_steps: int | None = _f(None, _S, "hf:wsd: num_decay_steps (required)")
-    lr_num_stable_steps: int | None = _f(None, _S, "hf:wsd: num_stable_steps (none: the rest)")
+    lr_num_stable_steps: int | None = _f(None, _S, "hf:wsd: num_stable_steps (unset: the rest)")
     lr_warmup_type: str | None = _f(None, _S, "hf:wsd: warmup_type, linear|cosine|1-sqrt")
     lr_decay_type: str | None = _f(None, _S, "hf:wsd: decay_type, linear|cosine|1-sqrt "
-                                   "(none: cosine)")
+                                   "(unset: cosine)")
     lr_decay_style: str | None = _f(None, _S, "Megatron-LM's scheduler instead of "
                                     "--lr-scheduler: none|constant|linear|cosine|"
                                     "inverse-square-root|WSD")
-    lr_warmup_iters: int | None = _f(None, _S, "Megatron: warmup iterations (none: 0)")
+    lr_warmup_iters: int | None = _f(None, _S, "Megatron: warmup iterations (unset: 0)")
     lr_warmup_init: float | None = _f(None, _S, "Megatron: lr at the start of the warmup "
-                                      "(none: 0)")
+                                      "(unset: 0)")
     lr_decay_iters: int | None = _f(None, _S, "Megatron: iterations to decay over "
-                                    "(none: --steps)")
+                                    "(unset: --steps)")
     lr_wsd_decay_iters: int | None = _f(None, _S, "Megatron WSD: annealing iterations "
                                         "(required)")
     lr_wsd_decay_style: str | None = _f(None, _S, "Megatron WSD: linear|cosine|exponential|"
-                                        "minus_sqrt (none: exponential)")
+                                        "minus_sqrt (unset: exponential)")
     schedule: str | None = _f(None, _S, "any schedule in the algebra's text spec, absolute "
                               "values (instead of --lr-scheduler)")
     # optimizer
@@ -163,10 +163,10 @@ class TrainConfig:
     early_stop_patience: int = _f(0, "logging", "stop after N evaluations without "
                                   "improvement (0 = off)")
     log_interval: int = _f(10, "logging", "log every N steps")
-    metrics_dir: str | None = _f(None, "logging", "metrics directory (none: WORKDIR/metrics)")
+    metrics_dir: str | None = _f(None, "logging", "metrics directory (unset: WORKDIR/metrics)")
     tensorboard: bool = _f(True, "logging", "write TensorBoard event files")
     checkpoint_dir: str | None = _f(None, "checkpoints",
-                                    "checkpoint directory (none: WORKDIR/checkpoints)")
+                                    "checkpoint directory (unset: WORKDIR/checkpoints)")
     checkpoint_interval: int = _f(100, "checkpoints", "save every N steps (and at the end)")
     keep_checkpoints: int = _f(3, "checkpoints", "keep the last N checkpoints")
     async_checkpoints: bool = _f(True, "checkpoints", "save checkpoints asynchronously")
@@ -175,7 +175,7 @@ class TrainConfig:
     sample_prompt: str = _f("def ", "logging", "prompt for the final sample")
     seed: int = _f(0, "data", "seed (initial weights, data order)")
     # parallelism
-    devices: int | None = _f(None, "parallelism", "local devices to use (none: all)")
+    devices: int | None = _f(None, "parallelism", "local devices to use (unset: all)")
     coordinator_address: str | None = _f(None, "parallelism",
                                          "multi-host: coordinator host:port (jax.distributed)")
     num_processes: int | None = _f(None, "parallelism", "multi-host: number of processes")
