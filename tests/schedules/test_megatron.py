@@ -48,7 +48,7 @@ def cases():
     rng = random.Random(7)
     for style in DECAY_STYLES:
         for wsd_style in WSD_DECAY_STYLES if style == "WSD" else (None,):
-            for _ in range(3):
+            for i in range(3):
                 gbs = rng.choice([1, 4, 256])
                 W = rng.choice([0, rng.randint(1, 30)])
                 D = rng.randint(W + 1, W + 200)
@@ -58,8 +58,8 @@ def cases():
                            wsd=None if wsd is None else wsd * gbs, wsd_style=wsd_style), gbs
 
 
-@pytest.mark.parametrize(("p", "gbs"), list(cases()))
-def test_matches_megatron_formula(p: dict, gbs: int) -> None:
+@pytest.mark.parametrize(("p", "gbs", "jit"), list(cases()))
+def test_matches_megatron_formula(p: dict, gbs: int, jit: bool) -> None:
     s = OptimizerParamScheduler(p["init"], p["mx"], p["mn"], lr_warmup_steps=p["W"],
                                 lr_decay_steps=p["D"], lr_decay_style=p["style"],
                                 wsd_decay_steps=p["wsd"], lr_wsd_decay_style=p["wsd_style"],
@@ -69,8 +69,9 @@ def test_matches_megatron_formula(p: dict, gbs: int) -> None:
     host = np.array([s(t) for t in range(n)])
     np.testing.assert_allclose(host, ref, rtol=1e-12, atol=1e-15 * p["mx"])
     np.testing.assert_allclose(S.values(s, n), ref, rtol=1e-12, atol=1e-15 * p["mx"])
-    traced = np.asarray(jax.jit(s)(jnp.arange(n)), np.float64)
-    np.testing.assert_allclose(traced, ref, rtol=0, atol=1e-6 * p["mx"])
+    if jit:  # one compilation per style (each compiles anew: the style is static)
+        traced = np.asarray(jax.jit(s)(jnp.arange(n)), np.float64)
+        np.testing.assert_allclose(traced, ref, rtol=0, atol=1e-6 * p["mx"])
     # serializable and parseable like every schedule
     assert S.from_config(s.to_config())(n // 2) == s(n // 2)
     assert S.parse(repr(s))(n // 3) == s(n // 3)
