@@ -55,7 +55,7 @@ def cases():
                 wsd = rng.randint(1, D) if style == "WSD" else None
                 yield dict(init=rng.choice([0.0, 1e-6]), mx=rng.choice([1e-3, 6e-4]),
                            mn=rng.choice([0.0, 1e-5]), W=W * gbs, D=D * gbs, style=style,
-                           wsd=None if wsd is None else wsd * gbs, wsd_style=wsd_style), gbs
+                           wsd=None if wsd is None else wsd * gbs, wsd_style=wsd_style), gbs, i == 0
 
 
 @pytest.mark.parametrize(("p", "gbs", "jit"), list(cases()))
