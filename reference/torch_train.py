@@ -18,16 +18,17 @@ with PyTorch, so that the two JSON-lines logs can be compared step by step:
   parameter groups: weight decay exactly where ``models.decay_mask`` says so (names mapped
   through ``models.to_hf``), none elsewhere; ``torch.nn.utils.clip_grad_norm_(--clip-norm)``
   before each step;
-* **schedule**: the ``torch.optim.lr_scheduler`` classes that ``--lr-scheduler`` names (the table
-  in ``train/lr.py``), warmup as ``SequentialLR([LinearLR, main])`` or the first child of a
-  ``ChainedScheduler``; ``scheduler.step()`` after each ``optimizer.step()``.
+* **schedule**: the ``torch.optim.lr_scheduler`` classes (or transformers' ``get_scheduler``)
+  that the flags name: ``train.lr.plan`` (the trainer's own table of names, classes and
+  arguments) realized with torch; ``scheduler.step()`` after each ``optimizer.step()``.
 
 Output: ``<metrics dir>/metrics.jsonl`` (default ``WORKDIR/metrics``), one line per step:
 ``{"step", "loss", "lr", "grad_norm"}`` where ``lr`` is the learning rate the optimizer used at
 that step. Not supported (rejected): dropout, ``--lr-mults``, ``--schedule``, ``--optimizer=lion``
-(not in torch.optim), and the schedulers without a plain torch equivalent for AdamW
-(``onecycle``/``cyclic`` cycle momentum in torch, ``wsd``). ``reference.torch_ddp`` runs the same
-training as real ``DistributedDataParallel`` processes. Never imported by the packages.
+(not in torch.optim), the schedulers without a plain torch equivalent for AdamW
+(``onecycle``/``cyclic`` cycle momentum in torch) and Megatron's ``--lr-decay-style``.
+``reference.torch_ddp`` runs the same training as real ``DistributedDataParallel`` processes.
+Never imported by the packages.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ from torch.optim import lr_scheduler as L
 import models
 from train.config import TrainConfig
 from train.data import Batcher, load_data
+from train.lr import Plan, plan
 from train.tokenizer import get_tokenizer
 
 __all__ = ["build_model", "build_optimizer", "build_scheduler", "decay_names", "param_groups",
            "train", "main"]
 
-UNSUPPORTED = ("onecycle", "cyclic", "wsd")
+UNSUPPORTED = ("onecycle", "cyclic")
 
 
 # -- model ------------------------------------------------------------------------------------
@@ -137,58 +139,36 @@ def build_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimiz
 # -- schedule ---------------------------------------------------------------------------------
 
 
-def _one(cfg: TrainConfig, name: str, opt: torch.optim.Optimizer, horizon: int) -> Any:
-    horizon = max(1, int(horizon))
-    if name == "constant":  # multiplicative identity (a LambdaLR would be absolute in a chain)
-        return L.ConstantLR(opt, factor=1.0, total_iters=0)
-    if name == "steplr":
-        return L.StepLR(opt, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
-    if name == "multistep":
-        return L.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
-    if name == "linear":
-        return L.LinearLR(opt, start_factor=cfg.lr_start_factor, end_factor=cfg.lr_end_factor,
-                          total_iters=horizon)
-    if name == "exponential":
-        return L.ExponentialLR(opt, gamma=cfg.lr_gamma)
-    if name == "cosine":
-        return L.CosineAnnealingLR(opt, T_max=horizon, eta_min=cfg.min_lr)
-    if name == "cosine-restarts":
-        return L.CosineAnnealingWarmRestarts(opt, T_0=cfg.lr_step_size or horizon,
-                                             T_mult=cfg.lr_t_mult, eta_min=cfg.min_lr)
-    if name == "polynomial":
-        return L.PolynomialLR(opt, total_iters=horizon, power=cfg.lr_power)
-    if name == "lambda":
-        import schedules as S  # only to parse the safe expression; evaluated on the host
+def _realize(p: Plan, opt: torch.optim.Optimizer) -> Any:
+    if p.cls == "hf":
+        from transformers import get_scheduler
 
-        fn = S.expr(cfg.lr_lambda)
-        return L.LambdaLR(opt, lr_lambda=lambda step: float(fn(step)))
-    raise ValueError(f"--lr-scheduler={name} has no reference implementation "
-                     f"(unsupported: {', '.join(UNSUPPORTED)})")
+        kw = p.kwargs
+        return get_scheduler(kw["name"], opt, num_warmup_steps=kw["num_warmup_steps"],
+                             num_training_steps=kw["num_training_steps"],
+                             scheduler_specific_kwargs=dict(kw["scheduler_specific_kwargs"]))
+    if p.cls in ("spec", "megatron"):
+        raise ValueError("--schedule and --lr-decay-style (Megatron) are not torch schedulers: "
+                         "the reference supports --lr-scheduler only")
+    kw = dict(p.kwargs)
+    if "lr_lambda" in kw:  # a safe expression (schedules.expr), evaluated on the host
+        fn = kw["lr_lambda"]
+        kw["lr_lambda"] = lambda step: float(fn(step))
+    if p.children:  # children are constructed first, in order, as a torch user would
+        kids = [_realize(c, opt) for c in p.children]
+        if p.cls == "ChainedScheduler":
+            return L.ChainedScheduler(kids, optimizer=opt)
+        return getattr(L, p.cls)(opt, schedulers=kids, **kw)
+    return getattr(L, p.cls)(opt, **kw)
 
 
 def build_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> Any:
-    """The torch scheduler that ``--lr-scheduler`` names (children constructed in order)."""
-    name, total, W = cfg.lr_scheduler, cfg.schedule_steps, cfg.warmup
-    if name in UNSUPPORTED:
-        raise ValueError(f"--lr-scheduler={name} is not supported by the reference")
-    warm = (L.LinearLR(opt, start_factor=1.0 / W, end_factor=1.0, total_iters=W)
-            if W > 0 else None)
-    if name == "sequential":
-        ms = list(cfg.lr_milestones)
-        bounds = [W, *ms, total]
-        kids = [_one(cfg, c, opt, bounds[i + 1] - bounds[i]) for i, c in enumerate(cfg.lr_chain)]
-        if warm is not None:
-            kids, ms = [warm, *kids], [W, *ms]
-        return L.SequentialLR(opt, schedulers=kids, milestones=ms)
-    if name == "chained":
-        kids = [_one(cfg, c, opt, total) for c in cfg.lr_chain]
-        if warm is not None:
-            kids = [warm, *kids]
-        return L.ChainedScheduler(kids, optimizer=opt)
-    main = _one(cfg, name, opt, max(1, total - W))
-    if warm is None:
-        return main
-    return L.SequentialLR(opt, schedulers=[warm, main], milestones=[W])
+    """The torch (or transformers) scheduler that the flags name: the trainer's own
+    :func:`train.lr.plan` (one table for both) realized with ``torch.optim.lr_scheduler``."""
+    if cfg.scheduler_name in UNSUPPORTED and cfg.lr_decay_style is None and cfg.schedule is None:
+        raise ValueError(f"--lr-scheduler={cfg.scheduler_name} is not supported by the reference "
+                         f"(torch cycles AdamW's beta1 with it; the trainer does not)")
+    return _realize(plan(cfg), opt)
 
 
 # -- training ---------------------------------------------------------------------------------

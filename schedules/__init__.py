@@ -48,6 +48,7 @@ from ._serialize import from_config as from_config
 from ._serialize import parse as parse
 from ._tools import plot as plot
 from ._tools import values as values
+from .megatron import OptimizerParamScheduler as megatron_lr
 
 __all__ = [
     "Schedule",
@@ -66,6 +67,7 @@ __all__ = [
     "inverse_sqrt",
     "join",
     "lambda_",
+    "megatron_lr",
     "linear",
     "maximum",
     "minimum",

@@ -3,7 +3,8 @@
 ``python -m train`` (see ``python -m train --help`` and docs/training.md) or, from Python::
 
     from train import TrainConfig, train_and_evaluate
-    summary = train_and_evaluate(TrainConfig(steps=100, lr_scheduler="wsd"), "runs/wsd")
+    summary = train_and_evaluate(TrainConfig(steps=100, lr_scheduler="hf:wsd",
+                                             lr_num_decay_steps=20), "runs/wsd")
 
 Modules: :mod:`train.config` (the frozen, validated config), :mod:`train.lr` (scheduler names
 -> schedules), :mod:`train.tokenizer`, :mod:`train.data` (token files, batches),

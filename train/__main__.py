@@ -1,125 +1,121 @@
 """``python -m train``: command-line entry point (thin wrapper over ``train_and_evaluate``).
 
 Every :class:`~train.config.TrainConfig` field is a flag (``--lr-scheduler``, ``--batch-size``,
-...); ``--config FILE`` (JSON or YAML, same keys) sets defaults that flags override.
+...) whose help text and group live in the field's metadata; ``--config FILE`` (JSON or YAML,
+same keys) sets values that flags override. Every error is one line
+(``python -m train: error: ...``) plus a hint, printed before anything compiles.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import sys
-import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from .config import CHAINABLE, LR_SCHEDULERS, MODELS, TOKENIZERS, TrainConfig, flag
+from .config import GROUPS, TrainConfig, check_dirs, field_kinds, flag
 
-HELP: dict[str, str] = {
-    "model": f"model family: {', '.join(MODELS)}",
-    "model_size": "models.MODEL_SIZES[model] or 'mini' (4 layers x 128, the default run)",
-    "n_layer": "override the size's number of layers",
-    "n_head": "override the size's number of heads",
-    "n_embd": "override the size's width",
-    "dtype": "compute dtype (params and optimizer state stay float32)",
-    "dropout": "dropout rate (0 = off)",
-    "data": "text file/dir, llm.c or nanoGPT .bin file/dir (default: Python stdlib sources)",
-    "val_data": "separate validation data (default: a held-out split of --data)",
-    "val_fraction": "held-out validation fraction when splitting",
-    "tokenizer": f"{', '.join(TOKENIZERS)} (GPT-2 BPE offline)",
-    "data_cache": "where tokenized text is cached (default $SCHEDAX_CACHE or ~/.cache/schedax)",
-    "seq_len": "sequence length (the model's block size)",
-    "batch_size": "sequences per device per micro-batch",
-    "grad_accum": "micro-batches per optimizer update",
-    "steps": "number of optimizer updates (iterations)",
-    "lr": "peak learning rate",
-    "lr_scheduler": f"one of {', '.join(LR_SCHEDULERS)}",
-    "warmup_steps": "linear warmup steps (0 = none; default 10%% of the schedule)",
-    "total_steps": "schedule horizon (default --steps)",
-    "min_lr": "final/minimum lr (cosine eta_min, wsd end, cyclic base)",
-    "lr_step_size": "steplr period, cosine-restarts T_0, cyclic step_size_up",
-    "lr_gamma": "decay factor (steplr, multistep, exponential)",
-    "lr_milestones": "comma-separated steps (multistep; sequential boundaries)",
-    "lr_chain": f"comma-separated schedulers for sequential/chained, from {', '.join(CHAINABLE)}",
-    "lr_lambda": "lambda: a safe expression of `step`, e.g. '0.95 ** (step // 10)' (no eval)",
-    "lr_start_factor": "linear: start factor",
-    "lr_end_factor": "linear: end factor",
-    "lr_power": "polynomial: power",
-    "lr_t_mult": "cosine-restarts: T_mult",
-    "wsd_decay_fraction": "wsd: fraction of the steps spent decaying",
-    "wsd_shape": "wsd: decay shape (linear, cosine, 1-sqrt)",
-    "schedule": "any schedule in the algebra's text spec (absolute lr; overrides --lr-scheduler)",
-    "lr_mults": "per-group lr multipliers, PATTERN=MULT,... on parameter paths (e.g. wte=0.1)",
-    "clip_norm": "global gradient-norm clipping (0 = off)",
-    "beta1": "adam(w)/lion beta1", "beta2": "adam(w)/lion beta2", "eps": "adam(w) epsilon",
-    "weight_decay": "weight decay (matrices only): decoupled for adamw/lion/adafactor, L2 in the "
-                    "gradient for adam/sgd (as torch)",
-    "optimizer": "adamw, adam, sgd, lion or adafactor (torch semantics; docs/training.md)",
-    "momentum": "sgd: momentum (torch.optim.SGD)", "nesterov": "sgd: Nesterov momentum",
-    "dampening": "sgd: momentum dampening",
-    "eval_interval": "evaluate every N steps (and at the end)",
-    "eval_batches": "validation batches per evaluation",
-    "early_stop_patience": "stop after N evaluations without improvement (0 = off)",
-    "log_interval": "log every N steps",
-    "metrics_dir": "metrics directory (default WORKDIR/metrics)",
-    "tensorboard": "write TensorBoard event files",
-    "checkpoint_dir": "checkpoint directory (default WORKDIR/checkpoints)",
-    "checkpoint_interval": "save every N steps (and at the end)",
-    "keep_checkpoints": "keep the last N checkpoints",
-    "async_checkpoints": "save checkpoints asynchronously",
-    "resume": "continue from the latest checkpoint",
-    "sample_tokens": "tokens to sample at the end (0 = none)",
-    "sample_prompt": "prompt for the final sample",
-    "seed": "seed (init, data order)",
-    "devices": "local devices to use (default all)",
-    "coordinator_address": "multi-host: coordinator host:port (jax.distributed)",
-    "num_processes": "multi-host: number of processes",
-    "process_id": "multi-host: this process's index",
+EPILOG = """examples:
+  python -m train                                     # the default run (cosine, 10% warmup)
+  python -m train --lr-scheduler=steplr --lr-step-size=100 --lr-gamma=0.5
+  python -m train --lr-scheduler=cosine --warmup-steps=30 --min-lr=3e-4
+  python -m train --lr-scheduler=chained --lr-chain=steplr,linear --lr-step-size=100
+  python -m train --lr-scheduler=hf:cosine --warmup-ratio=0.1
+  python -m train --lr-decay-style=WSD --lr-warmup-iters=30 --lr-wsd-decay-iters=60
+  python -m train --schedule="join(linear(0, 1e-3, 100), cosine(1e-3, 1e-5, 900), at=[100])"
+  python -m train --print-lr --steps=20 --lr-scheduler=exponential --lr-gamma=0.9
+  python -m train --config=run.yaml --lr=1e-3        # flags override the file
+see docs/training.md for every flag"""
+
+_GROUP_TITLES = {
+    "model": "model", "data": "data", "schedule": "schedule (learning rate)",
+    "optimizer": "optimizer", "parallelism": "parallelism", "checkpoints": "checkpoints",
+    "logging": "evaluation and logging", "run": "run",
 }
 
 
-def _arg_type(annotation: str) -> Any:
-    a = annotation.replace(" ", "")
-    if a.startswith("int"):
-        return int
-    if a.startswith("float"):
-        return float
-    return str
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``PROG: error: ...`` and a ``--help`` hint, no usage
+    blob) and "did you mean --X?" for misspelled flags."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\nsee {self.prog} --help\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: Any = None) -> argparse.Namespace:
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self.error(self._unknown(extra[0]))
+        return ns
+
+    def _unknown(self, arg: str) -> str:
+        name = arg.split("=", 1)[0]
+        if not name.startswith("-"):
+            return f"unexpected argument {arg!r} (flags look like --name=value)"
+        opts = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        close = difflib.get_close_matches(name, opts, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"unrecognized flag {name}{hint}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m train",
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is dataclasses.MISSING or f.default is None:
+        return ""
+    d = f.default
+    if isinstance(d, bool):
+        d = str(d).lower()
+    return f" (default: {d})"
+
+
+def build_parser(prog: str = "python -m train") -> ArgumentParser:
+    """The trainer's parser: one flag per config field, grouped as ``GROUPS``."""
+    p = ArgumentParser(
+        prog=prog, allow_abbrev=False, epilog=EPILOG, usage="%(prog)s [--FLAG=VALUE ...]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train GPT-2/LLaMA-3 (data-parallel, pmap) with a schedules learning rate. "
         "With no arguments: a small GPT-2 on Python's standard library sources, a few minutes "
         "on a CPU.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--config", help="JSON or YAML file of config keys (flags override it)")
-    p.add_argument("--workdir", default="runs/train", help="output directory")
-    hints = typing.get_type_hints(TrainConfig)
+    groups = {g: p.add_argument_group(_GROUP_TITLES.get(g, g)) for g in GROUPS}
+    run = groups["run"]
+    run.add_argument("--config", help="JSON or YAML file of config keys (flags override it)")
+    run.add_argument("--workdir", default="runs/train", help="output directory "
+                     "(default: runs/train)")
+    run.add_argument("--print-lr", action="store_true", help="print the lr of every update "
+                     "(CSV: step,lr) for --steps and exit without training")
+    run.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    kinds = field_kinds()
     for f in dataclasses.fields(TrainConfig):
-        ann = str(f.type)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         names = [flag(f.name)]
         if f.name == "steps":
             names.append("--num-iterations")
-        help_ = HELP.get(f.name, "") + f" (default: {default!r})"
-        if hints.get(f.name) is bool:
-            p.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+        help_ = (f.metadata.get("help", "") + _default_text(f)).replace("%", "%%")
+        g = groups.get(f.metadata.get("group", "run"), run)
+        if kinds.get(f.name) is bool:
+            g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, help=help_)
         else:
-            p.add_argument(*names, dest=f.name, type=_arg_type(ann), default=argparse.SUPPRESS,
-                           help=help_, metavar=f.name.upper())
-    p.formatter_class = argparse.HelpFormatter
+            kind = kinds.get(f.name)
+            g.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, help=help_,
+                           type=kind if kind in (int, float) else str,
+                           metavar=f.name.upper())
     return p
 
 
-def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, str]:
-    """argv -> (validated config, workdir); exits via ``parser.error`` on a bad value."""
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    workdir = args.pop("workdir")
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("schedax")
+    except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
+        return "unknown"
+
+
+def config_from_args(parser: ArgumentParser, args: dict[str, Any]) -> TrainConfig:
+    """The validated config of parsed ``args`` (``--config`` file first, flags over it); a
+    bad value exits through ``parser.error`` (one line)."""
     path = args.pop("config", None)
     d: dict[str, Any] = {}
     try:
@@ -128,26 +124,58 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, str]:
 
             d.update(load_config_file(path))
         d.update(args)
-        return TrainConfig.from_dict(d), workdir
+        return TrainConfig.from_dict(d)
     except (ValueError, OSError) as e:
         parser.error(str(e))
-        raise  # unreachable
+
+
+def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, str]:
+    """argv -> (validated config, workdir); exits via ``parser.error`` on a bad value."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    args.pop("print_lr", None)
+    workdir = args.pop("workdir")
+    return config_from_args(parser, args), workdir
+
+
+def warn(prog: str, lines: Sequence[str]) -> None:
+    for line in lines:
+        print(f"{prog}: warning: {line}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg, workdir = parse_config(argv)
+    prog = "python -m train"
+    parser = build_parser(prog)
+    args = vars(parser.parse_args(argv))
+    print_lr = args.pop("print_lr", False)
+    workdir = args.pop("workdir")
+    cfg = config_from_args(parser, args)
+    from .lr import build_schedule, schedule_warnings
+
+    warn(prog, schedule_warnings(cfg, build_schedule(cfg)))
+    if print_lr:
+        from .lr import lr_table
+
+        print("step,lr")
+        for t, v in lr_table(cfg):
+            print(f"{t},{v!r}")
+        return 0
+    try:
+        check_dirs(cfg, workdir)
+    except ValueError as e:
+        parser.error(str(e))
     from .loop import NonFiniteLossError, train_and_evaluate
 
     try:
         train_and_evaluate(cfg, workdir)
     except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
         from .checkpoint import CheckpointError
 
         if isinstance(e, CheckpointError | ValueError):
-            print(f"error: {e}", file=sys.stderr)
+            print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
         raise
     return 0

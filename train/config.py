@@ -11,19 +11,23 @@ import dataclasses
 import json
 import math
 import os
+import typing
 from collections.abc import Mapping
 from typing import Any
 
-LR_SCHEDULERS = (
-    "constant", "steplr", "multistep", "linear", "exponential", "cosine", "cosine-restarts",
-    "polynomial", "onecycle", "cyclic", "wsd", "sequential", "chained", "lambda",
-)
-#: schedulers that may appear in ``--lr-chain`` (the composable, non-composite ones).
-CHAINABLE = tuple(s for s in LR_SCHEDULERS if s not in ("sequential", "chained"))
+from ._flag import bad as _bad
+from ._flag import flag
+from .lr import CHAINABLE, LR_SCHEDULERS, build_schedule, canonical_scheduler
+
+__all__ = ["CHAINABLE", "GROUPS", "LR_SCHEDULERS", "TrainConfig", "check_dirs", "flag",
+           "load_config_file", "parse_lr_mults"]
+
 MODELS = ("gpt2", "llama3")
 TOKENIZERS = ("byte", "gpt2")
 DTYPES = ("float32", "bfloat16", "float16")
-WSD_SHAPES = ("linear", "cosine", "1-sqrt")
+#: ``--help`` groups, in order (a field's ``metadata["group"]``; fields without one: "run")
+GROUPS = ("model", "data", "schedule", "optimizer", "parallelism", "checkpoints", "logging",
+          "run")
 #: ``--optimizer`` -> the optimizer-specific fields it uses (``train/optim.py``); the others must
 #: keep their defaults. --weight-decay, --clip-norm and --lr-mults apply to every optimizer.
 OPTIMIZER_FLAGS: dict[str, tuple[str, ...]] = {
@@ -39,85 +43,156 @@ EXTRA_SIZES: dict[str, tuple[str, dict[str, int]]] = {
 }
 
 
-def flag(name: str) -> str:
-    """The command-line flag of a config field: ``lr_scheduler`` -> ``--lr-scheduler``."""
-    return "--" + name.replace("_", "-")
+def _f(default: Any, group: str, help: str, factory: Any = None) -> Any:
+    """A config field with its ``--help`` text and group (``metadata``)."""
+    md = {"help": help, "group": group}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=md)
+    return dataclasses.field(default=default, metadata=md)
 
 
-def _bad(name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"{flag(name)}={value!r} is invalid: {allowed}")
+_S = "schedule"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """All of a run's settings. Defaults are the built-in CPU run (``python -m train``)."""
+    """All of a run's settings. Defaults are the built-in CPU run (``python -m train``).
+
+    Each field's ``metadata`` holds its ``--help`` text and group. Schedule arguments default to
+    ``None`` ("not given"): the scheduler's own default applies, and a given argument the chosen
+    scheduler does not read is an error."""
 
     # model
-    model: str = "gpt2"
-    model_size: str = "mini"
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_embd: int | None = None
-    dtype: str = "float32"
-    dropout: float = 0.0
+    model: str = _f("gpt2", "model", f"model family: {', '.join(MODELS)}")
+    model_size: str = _f("mini", "model",
+                         "models.MODEL_SIZES[model] or 'mini' (4 layers x 128, the default run)")
+    n_layer: int | None = _f(None, "model", "override the size's number of layers")
+    n_head: int | None = _f(None, "model", "override the size's number of heads")
+    n_embd: int | None = _f(None, "model", "override the size's width")
+    dtype: str = _f("float32", "model", "compute dtype (params and optimizer state stay float32)")
+    dropout: float = _f(0.0, "model", "dropout rate (0 = off)")
     # data
-    data: str | None = None  # None: the built-in corpus (Python's standard library sources)
-    val_data: str | None = None
-    val_fraction: float = 0.05
-    tokenizer: str = "byte"
-    data_cache: str | None = None  # None: $SCHEDAX_CACHE or ~/.cache/schedax
-    seq_len: int = 128
-    batch_size: int = 16  # per device, per micro-batch
-    grad_accum: int = 1
-    # optimisation
-    steps: int = 300
-    lr: float = 3e-3
-    lr_scheduler: str = "cosine"
-    warmup_steps: int | None = None  # None: 10% of the schedule length
-    total_steps: int | None = None  # None: steps
-    min_lr: float = 0.0
-    lr_step_size: int | None = None
-    lr_gamma: float = 0.1
-    lr_milestones: tuple[int, ...] = ()
-    lr_chain: tuple[str, ...] = ()
-    lr_lambda: str | None = None
-    lr_start_factor: float = 1.0 / 3.0
-    lr_end_factor: float = 1.0
-    lr_power: float = 1.0
-    lr_t_mult: int = 1
-    wsd_decay_fraction: float = 0.2
-    wsd_shape: str = "linear"
-    schedule: str | None = None  # a spec in the schedules text syntax; overrides lr_scheduler
-    lr_mults: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    clip_norm: float = 1.0
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    optimizer: str = "adamw"  # OPTIMIZERS; torch-named hyperparameters below
-    momentum: float = 0.0  # sgd
-    nesterov: bool = False  # sgd
-    dampening: float = 0.0  # sgd
+    data: str | None = _f(None, "data", "text file/dir, llm.c or nanoGPT .bin file/dir "
+                          "(unset: the built-in corpus, Python's standard library sources)")
+    val_data: str | None = _f(None, "data",
+                              "separate validation data (unset: a held-out split of --data)")
+    val_fraction: float = _f(0.05, "data", "held-out validation fraction when splitting")
+    tokenizer: str = _f("byte", "data", f"{', '.join(TOKENIZERS)} (GPT-2 BPE offline)")
+    data_cache: str | None = _f(None, "data", "where tokenized text is cached "
+                                "(unset: $SCHEDAX_CACHE or ~/.cache/schedax)")
+    seq_len: int = _f(128, "data", "sequence length (the model's block size)")
+    batch_size: int = _f(16, "data", "sequences per device per micro-batch")
+    grad_accum: int = _f(1, "data", "micro-batches per optimizer update")
+    # schedule
+    steps: int = _f(300, _S, "number of optimizer updates (iterations)")
+    lr: float = _f(3e-3, _S, "peak learning rate: the optimizer's base lr (torch, "
+                   "transformers), max_lr (onecycle, cyclic, Megatron)")
+    lr_scheduler: str | None = _f(None, _S, "torch scheduler (" + ", ".join(LR_SCHEDULERS)
+                                  + "; aliases such as StepLR, CosineAnnealingLR) or hf:NAME "
+                                  "(transformers get_scheduler); unset: cosine with a 10% "
+                                  "warmup")
+    warmup_steps: int | None = _f(None, _S, "linear warmup steps, prepended to a torch "
+                                  "scheduler (unset: no warmup; 10% for the default "
+                                  "scheduler); hf: num_warmup_steps")
+    warmup_ratio: float | None = _f(None, _S, "warmup as a fraction of the schedule: "
+                                    "ceil(ratio x total steps) (as transformers)")
+    total_steps: int | None = _f(None, _S, "schedule length; lengths (T_max, T_0, total_iters, "
+                                 "total_steps) default to it minus the warmup (unset: --steps)")
+    min_lr: float | None = _f(None, _S, "final/minimum lr: eta_min (cosine, cosine-restarts; "
+                              "unset: 0), hf polynomial lr_end, hf min_lr, Megatron min_lr")
+    lr_step_size: int | None = _f(None, _S, "steplr: step_size (required)")
+    lr_gamma: float | None = _f(None, _S, "gamma: steplr/multistep (unset: 0.1), exponential "
+                                "(required), cyclic exp_range (unset: 1.0)")
+    lr_milestones: tuple[int, ...] = _f(None, _S, "comma-separated steps: multistep milestones "
+                                        "(required); sequential boundaries (global steps)",
+                                        factory=tuple)
+    lr_chain: tuple[str, ...] = _f(None, _S, "comma-separated children of sequential/chained, "
+                                   f"from {', '.join(CHAINABLE)}", factory=tuple)
+    lr_lambda: str | None = _f(None, _S, "lambda: lr_lambda, a safe expression of `step`, "
+                               "e.g. '0.95 ** (step // 10)' (never eval'ed)")
+    lr_factor: float | None = _f(None, _S, "constant: ConstantLR factor (unset: 1.0)")
+    lr_total_iters: int | None = _f(None, _S, "linear/constant/polynomial: total_iters "
+                                    "(unset: the schedule length)")
+    lr_start_factor: float | None = _f(None, _S, "linear: start_factor (unset: 1/3)")
+    lr_end_factor: float | None = _f(None, _S, "linear: end_factor (unset: 1.0)")
+    lr_power: float | None = _f(None, _S, "polynomial, hf:polynomial: power (unset: 1.0)")
+    lr_t0: int | None = _f(None, _S, "cosine-restarts: T_0 (unset: the schedule length)")
+    lr_t_mult: int | None = _f(None, _S, "cosine-restarts: T_mult (unset: 1)")
+    lr_base: float | None = _f(None, _S, "cyclic: base_lr (required; max_lr is --lr)")
+    lr_step_size_up: int | None = _f(None, _S, "cyclic: step_size_up (unset: 2000)")
+    lr_step_size_down: int | None = _f(None, _S, "cyclic: step_size_down (unset: step_size_up)")
+    lr_mode: str | None = _f(None, _S, "cyclic: mode, triangular|triangular2|exp_range "
+                             "(unset: triangular)")
+    lr_pct_start: float | None = _f(None, _S, "onecycle: pct_start (unset: 0.3)")
+    lr_anneal_strategy: str | None = _f(None, _S, "onecycle: anneal_strategy, cos|linear "
+                                        "(unset: cos)")
+    lr_div_factor: float | None = _f(None, _S, "onecycle: div_factor (unset: 25)")
+    lr_final_div_factor: float | None = _f(None, _S, "onecycle: final_div_factor (unset: 1e4)")
+    lr_three_phase: bool | None = _f(None, _S, "onecycle: three_phase (unset: false)")
+    lr_num_cycles: float | None = _f(None, _S, "hf:cosine*/hf:wsd: num_cycles "
+                                     "(unset: transformers' default)")
+    lr_timescale: int | None = _f(None, _S, "hf:inverse_sqrt: timescale "
+                                  "(unset: the warmup or 10000)")
+    min_lr_ratio: float | None = _f(None, _S, "hf:cosine_with_min_lr: min_lr_rate; hf:wsd: "
+                                    "min_lr_ratio")
+    warmup_lr_ratio: float | None = _f(None, _S, "hf:cosine_warmup_with_min_lr: warmup_lr_rate")
+    lr_num_decay_steps: int | None = _f(None, _S, "hf:wsd: num_decay_steps (required)")
+    lr_num_stable_steps: int | None = _f(None, _S, "hf:wsd: num_stable_steps (unset: the rest)")
+    lr_warmup_type: str | None = _f(None, _S, "hf:wsd: warmup_type, linear|cosine|1-sqrt")
+    lr_decay_type: str | None = _f(None, _S, "hf:wsd: decay_type, linear|cosine|1-sqrt "
+                                   "(unset: cosine)")
+    lr_decay_style: str | None = _f(None, _S, "Megatron-LM's scheduler instead of "
+                                    "--lr-scheduler: none|constant|linear|cosine|"
+                                    "inverse-square-root|WSD")
+    lr_warmup_iters: int | None = _f(None, _S, "Megatron: warmup iterations (unset: 0)")
+    lr_warmup_init: float | None = _f(None, _S, "Megatron: lr at the start of the warmup "
+                                      "(unset: 0)")
+    lr_decay_iters: int | None = _f(None, _S, "Megatron: iterations to decay over "
+                                    "(unset: --steps)")
+    lr_wsd_decay_iters: int | None = _f(None, _S, "Megatron WSD: annealing iterations "
+                                        "(required)")
+    lr_wsd_decay_style: str | None = _f(None, _S, "Megatron WSD: linear|cosine|exponential|"
+                                        "minus_sqrt (unset: exponential)")
+    schedule: str | None = _f(None, _S, "any schedule in the algebra's text spec, absolute "
+                              "values (instead of --lr-scheduler)")
+    # optimizer
+    lr_mults: Mapping[str, float] = _f(None, "optimizer", "per-group lr multipliers, "
+                                       "PATTERN=MULT,... on parameter paths (e.g. wte=0.1)",
+                                       factory=dict)
+    clip_norm: float = _f(1.0, "optimizer", "global gradient-norm clipping (0 = off)")
+    beta1: float = _f(0.9, "optimizer", "adam(w)/lion beta1")
+    beta2: float = _f(0.95, "optimizer", "adam(w)/lion beta2")
+    eps: float = _f(1e-8, "optimizer", "adam(w) epsilon")
+    weight_decay: float = _f(0.1, "optimizer", "weight decay (matrices only): decoupled for "
+                             "adamw/lion/adafactor, L2 in the gradient for adam/sgd (as torch)")
+    optimizer: str = _f("adamw", "optimizer", "adamw, adam, sgd, lion or adafactor (torch "
+                        "semantics; docs/training.md)")
+    momentum: float = _f(0.0, "optimizer", "sgd: momentum (torch.optim.SGD)")
+    nesterov: bool = _f(False, "optimizer", "sgd: Nesterov momentum")
+    dampening: float = _f(0.0, "optimizer", "sgd: momentum dampening")
     # evaluation, logging, checkpoints
-    eval_interval: int = 100
-    eval_batches: int = 4
-    early_stop_patience: int = 0  # evaluations without improvement; 0 = off
-    log_interval: int = 10
-    metrics_dir: str | None = None  # None: <workdir>/metrics
-    tensorboard: bool = True
-    checkpoint_dir: str | None = None  # None: <workdir>/checkpoints
-    checkpoint_interval: int = 100
-    keep_checkpoints: int = 3
-    async_checkpoints: bool = True
-    resume: bool = False
-    sample_tokens: int = 200
-    sample_prompt: str = "def "
-    seed: int = 0
+    eval_interval: int = _f(100, "logging", "evaluate every N steps (and at the end)")
+    eval_batches: int = _f(4, "logging", "validation batches per evaluation")
+    early_stop_patience: int = _f(0, "logging", "stop after N evaluations without "
+                                  "improvement (0 = off)")
+    log_interval: int = _f(10, "logging", "log every N steps")
+    metrics_dir: str | None = _f(None, "logging", "metrics directory (unset: WORKDIR/metrics)")
+    tensorboard: bool = _f(True, "logging", "write TensorBoard event files")
+    checkpoint_dir: str | None = _f(None, "checkpoints",
+                                    "checkpoint directory (unset: WORKDIR/checkpoints)")
+    checkpoint_interval: int = _f(100, "checkpoints", "save every N steps (and at the end)")
+    keep_checkpoints: int = _f(3, "checkpoints", "keep the last N checkpoints")
+    async_checkpoints: bool = _f(True, "checkpoints", "save checkpoints asynchronously")
+    resume: bool = _f(False, "checkpoints", "continue from the latest checkpoint")
+    sample_tokens: int = _f(200, "logging", "tokens to sample at the end (0 = none)")
+    sample_prompt: str = _f("def ", "logging", "prompt for the final sample")
+    seed: int = _f(0, "data", "seed (initial weights, data order)")
     # parallelism
-    devices: int | None = None  # None: all local devices
-    coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
+    devices: int | None = _f(None, "parallelism", "local devices to use (unset: all)")
+    coordinator_address: str | None = _f(None, "parallelism",
+                                         "multi-host: coordinator host:port (jax.distributed)")
+    num_processes: int | None = _f(None, "parallelism", "multi-host: number of processes")
+    process_id: int | None = _f(None, "parallelism", "multi-host: this process's index")
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -126,16 +201,23 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build from a dict (keys are field names; ``-`` is accepted for ``_``); validated."""
-        names = set(cls.field_names())
+        """Build from a dict (keys are field names; ``-`` is accepted for ``_``); validated.
+
+        Numbers given as strings (YAML 1.1 reads ``1e-3`` as a string) are read as numbers
+        where the field is numeric."""
+        names = cls.field_names()
+        kinds = field_kinds()
         kw: dict[str, Any] = {}
         for k, v in d.items():
             key = str(k).replace("-", "_")
             if key not in names:
-                raise ValueError(
-                    f"unknown config key {k!r}; allowed: {', '.join(sorted(names))}"
-                )
-            kw[key] = v
+                import difflib
+
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown config key {k!r}{hint} (the keys are the flags' "
+                                 f"names: see python -m train --help)")
+            kw[key] = _coerce(key, v, kinds[key])
         return cls(**kw).normalized().validate()
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,24 +236,35 @@ class TrainConfig:
         return dataclasses.replace(self, **kw).normalized().validate()
 
     def normalized(self) -> TrainConfig:
-        """Coerce list-ish and comma-separated values to tuples (config files, CLI)."""
+        """Coerce list-ish and comma-separated values to tuples (config files, CLI) and
+        scheduler names to their canonical spelling; ``self`` when nothing changes."""
         kw: dict[str, Any] = {}
         ms = self.lr_milestones
         if isinstance(ms, str):
-            ms = tuple(int(x) for x in ms.replace(" ", "").split(",") if x)
+            ms = _int_list("lr_milestones", ms)
         elif isinstance(ms, list | tuple):
             ms = tuple(ms)
         kw["lr_milestones"] = ms
         ch = self.lr_chain
         if isinstance(ch, str):
             ch = tuple(x.strip() for x in ch.split(",") if x.strip())
-        elif isinstance(ch, list | tuple):
+        elif isinstance(ch, list):
             ch = tuple(ch)
+        if isinstance(ch, tuple) and all(isinstance(c, str) for c in ch):
+            ch = tuple(_chain_name(c, ch) for c in ch)
         kw["lr_chain"] = ch
+        if self.lr_scheduler is not None:
+            kw["lr_scheduler"] = canonical_scheduler(self.lr_scheduler)
+        if self.lr_decay_style is not None:
+            from .lr import canonical_decay_style
+
+            kw["lr_decay_style"] = canonical_decay_style(self.lr_decay_style)
         lm = self.lr_mults
         if isinstance(lm, str):
             lm = parse_lr_mults(lm)
         kw["lr_mults"] = dict(lm) if isinstance(lm, Mapping) else lm
+        if all(_same(getattr(self, k), v) for k, v in kw.items()):
+            return self
         return dataclasses.replace(self, **kw)
 
     # -- derived ---------------------------------------------------------------------------
@@ -181,9 +274,26 @@ class TrainConfig:
         return self.total_steps if self.total_steps is not None else self.steps
 
     @property
+    def scheduler_name(self) -> str:
+        """The canonical ``--lr-scheduler`` (the default scheduler is ``cosine``)."""
+        return "cosine" if self.lr_scheduler is None else canonical_scheduler(self.lr_scheduler)
+
+    @property
+    def is_default_schedule(self) -> bool:
+        """No ``--lr-scheduler``, ``--lr-decay-style`` or ``--schedule``: cosine with a 10%
+        warmup."""
+        return self.lr_scheduler is None and self.lr_decay_style is None and (
+            self.schedule is None)
+
+    @property
     def warmup(self) -> int:
-        """Warmup steps (``warmup_steps``, default 10% of the schedule length)."""
-        return self.warmup_steps if self.warmup_steps is not None else self.schedule_steps // 10
+        """Warmup steps: ``--warmup-steps``, or ``ceil(--warmup-ratio x schedule length)``
+        (transformers' rule), or 10% of the schedule for the default scheduler, else 0."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        if self.warmup_ratio is not None:
+            return math.ceil(self.schedule_steps * self.warmup_ratio)
+        return self.schedule_steps // 10 if self.is_default_schedule else 0
 
     def model_overrides(self) -> dict[str, Any]:
         """Overrides passed to ``models.get_config`` on top of the named size."""
@@ -205,39 +315,58 @@ class TrainConfig:
 
     # -- validation ------------------------------------------------------------------------
     def validate(self) -> TrainConfig:
-        """Check every field; raise ``ValueError`` naming the flag, value and rule."""
+        """Check every field; raise ``ValueError`` naming the flag, value and rule. The schedule
+        is built here, once (:func:`train.lr.build_schedule` caches it on the config)."""
+        if self.__dict__.get("_valid"):
+            return self
         _choice("model", self.model, MODELS)
         import models  # deferred: importing JAX models is not needed to parse a config
 
         sizes = tuple(models.MODEL_SIZES[self.model]) + tuple(EXTRA_SIZES)
         _choice("model_size", self.model_size, sizes)
+        kinds = field_kinds()
+        for k, kind in kinds.items():  # types of the optional schedule arguments
+            v = getattr(self, k)
+            if v is None or k in _CHECKED:
+                continue
+            if kind is int:
+                _int(k, v, lo=0)
+            elif kind is float:
+                _float(k, v)
+            elif kind is bool and not isinstance(v, bool):
+                raise _bad(k, v, "must be true or false")
+            elif kind is str and (not isinstance(v, str) or not v):
+                raise _bad(k, v, "must be a non-empty string")
         for k in ("n_layer", "n_head", "n_embd", "total_steps", "lr_step_size", "devices",
-                  "num_processes"):
+                  "num_processes", "lr_t0", "lr_step_size_up", "lr_decay_iters",
+                  "lr_wsd_decay_iters"):
             if getattr(self, k) is not None:
                 _pos_int(k, getattr(self, k))
         for k in ("seq_len", "batch_size", "grad_accum", "steps", "eval_interval",
-                  "eval_batches", "log_interval", "checkpoint_interval", "keep_checkpoints",
-                  "lr_t_mult"):
+                  "eval_batches", "log_interval", "checkpoint_interval", "keep_checkpoints"):
             _pos_int(k, getattr(self, k))
-        if self.warmup_steps is not None:
-            _int("warmup_steps", self.warmup_steps, lo=0)
         for k in ("early_stop_patience", "sample_tokens", "seed"):
             _int(k, getattr(self, k), lo=0)
-        if self.process_id is not None:
-            _int("process_id", self.process_id, lo=0)
         _choice("dtype", self.dtype, DTYPES)
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
-        _choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
-        _choice("wsd_shape", self.wsd_shape, WSD_SHAPES)
         _float("dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         _float("val_fraction", self.val_fraction, lo=0.0, hi=0.5, lo_open=True)
         _float("lr", self.lr, lo=0.0, lo_open=True)
-        _float("min_lr", self.min_lr, lo=0.0)
-        _float("lr_gamma", self.lr_gamma, lo=0.0, lo_open=True)
-        _float("lr_start_factor", self.lr_start_factor, lo=0.0, hi=1.0, lo_open=True)
-        _float("lr_end_factor", self.lr_end_factor, lo=0.0, hi=1.0)
-        _float("lr_power", self.lr_power, lo=0.0, lo_open=True)
-        _float("wsd_decay_fraction", self.wsd_decay_fraction, lo=0.0, hi=1.0)
+        for k in ("min_lr", "lr_warmup_init", "lr_base"):
+            if getattr(self, k) is not None:
+                _float(k, getattr(self, k), lo=0.0)
+        if self.lr_gamma is not None:
+            _float("lr_gamma", self.lr_gamma, lo=0.0, lo_open=True)
+        if self.warmup_ratio is not None:
+            _float("warmup_ratio", self.warmup_ratio, lo=0.0, hi=1.0)
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise _bad("warmup_ratio", self.warmup_ratio,
+                       f"give --warmup-steps={self.warmup_steps} or --warmup-ratio, not both")
+        if self.schedule is not None and (self.lr_scheduler is not None
+                                          or self.lr_decay_style is not None):
+            other = "lr_scheduler" if self.lr_scheduler is not None else "lr_decay_style"
+            raise _bad("schedule", self.schedule,
+                       f"give --schedule or {flag(other)}={getattr(self, other)}, not both")
         _float("clip_norm", self.clip_norm, lo=0.0)
         _float("beta1", self.beta1, lo=0.0, hi=1.0, hi_open=True)
         _float("beta2", self.beta2, lo=0.0, hi=1.0, hi_open=True)
@@ -247,32 +376,18 @@ class TrainConfig:
         for k in ("async_checkpoints", "resume", "tensorboard"):
             if not isinstance(getattr(self, k), bool):
                 raise _bad(k, getattr(self, k), "must be true or false")
-        if self.warmup > self.schedule_steps:
-            raise _bad("warmup_steps", self.warmup_steps,
-                       f"must be <= the schedule length (--total-steps/--steps = "
-                       f"{self.schedule_steps})")
         if not isinstance(self.lr_milestones, tuple) or not all(
             isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in self.lr_milestones
         ) or list(self.lr_milestones) != sorted(set(self.lr_milestones)):
-            raise _bad("lr_milestones", self.lr_milestones,
+            raise _bad("lr_milestones", _show(self.lr_milestones),
                        "must be strictly increasing positive ints, e.g. 100,200")
         if not isinstance(self.lr_chain, tuple):
             raise _bad("lr_chain", self.lr_chain, "must be a comma-separated list of schedulers")
-        for name in self.lr_chain:
-            if name not in CHAINABLE:
-                allowed = ", ".join(CHAINABLE)
-                raise _bad("lr_chain", ",".join(self.lr_chain),
-                           f"{name!r} is not allowed; each entry must be one of {allowed}")
         if not isinstance(self.lr_mults, Mapping) or not all(
             isinstance(k, str) and _is_num(v) and v >= 0 for k, v in self.lr_mults.items()
         ):
             raise _bad("lr_mults", self.lr_mults,
                        "must map parameter-path substrings to numbers >= 0, e.g. wte=0.1,wpe=0.1")
-        for k in ("data", "val_data", "data_cache", "metrics_dir", "checkpoint_dir",
-                  "schedule", "lr_lambda", "coordinator_address"):
-            v = getattr(self, k)
-            if v is not None and (not isinstance(v, str) or not v):
-                raise _bad(k, v, "must be a non-empty string")
         if not isinstance(self.sample_prompt, str) or not self.sample_prompt:
             raise _bad("sample_prompt", self.sample_prompt, "must be a non-empty string")
         for k in ("data", "val_data"):
@@ -289,15 +404,14 @@ class TrainConfig:
         ):
             raise _bad("process_id", self.process_id,
                        f"must be < --num-processes={self.num_processes}")
-        # the model config itself (validated by models) and the schedule
+        # the model config itself (validated by models) and the schedule (built once, cached)
         try:
             models.get_config(self.model, self.base_size(), **self.model_overrides())
         except ValueError as e:
             raise ValueError(f"{flag('model_size')}={self.model_size!r} with the given "
                              f"overrides is invalid: {e}") from None
-        from .lr import build_schedule
-
         build_schedule(self)
+        object.__setattr__(self, "_valid", True)
         return self
 
 
@@ -323,6 +437,99 @@ def _check_optimizer(c: TrainConfig) -> None:
         raise _bad("dampening", c.dampening, "only applies with --momentum > 0")
 
 
+#: fields whose type checks have their own rule in ``validate``
+_CHECKED = frozenset({"lr_milestones", "lr_chain", "lr_mults", "resume", "tensorboard",
+                      "async_checkpoints", "sample_prompt"})
+
+
+def field_kinds() -> dict[str, type | None]:
+    """Field name -> ``int``, ``float``, ``bool``, ``str`` or ``None`` (lists, mappings): the
+    scalar type of its annotation (``int | None`` -> ``int``)."""
+    global _KINDS
+    if _KINDS is None:
+        hints = typing.get_type_hints(TrainConfig)
+        out: dict[str, type | None] = {}
+        for name, h in hints.items():
+            args = [a for a in typing.get_args(h) if a is not type(None)] or [h]
+            out[name] = args[0] if len(args) == 1 and args[0] in (int, float, bool, str) \
+                else None
+        _KINDS = out
+    return _KINDS
+
+
+_KINDS: dict[str, type | None] | None = None
+
+
+def _coerce(name: str, v: Any, kind: type | None) -> Any:
+    """Config-file values: numeric strings (YAML 1.1's ``1e-3``) to numbers where the field is
+    numeric, integral floats (``1e3``) to ints where it is an int."""
+    if kind in (int, float) and isinstance(v, str):
+        try:
+            x = float(v.strip().replace("_", ""))
+        except ValueError:
+            raise _bad(name, v, f"must be {'an int' if kind is int else 'a number'}") from None
+        v = x
+    if kind is int and isinstance(v, float) and math.isfinite(v) and v == int(v):
+        v = int(v)
+    if kind is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    return v
+
+
+def _int_list(name: str, text: str) -> tuple[int, ...]:
+    out = []
+    for x in text.replace(" ", "").split(","):
+        if not x:
+            continue
+        try:
+            out.append(int(x))
+        except ValueError:
+            raise _bad(name, text, f"element {x!r} is not an int (expected comma-separated "
+                       "ints, e.g. 100,200)") from None
+    return tuple(out)
+
+
+def _chain_name(c: str, chain: tuple[str, ...]) -> str:
+    try:
+        name = canonical_scheduler(c, "lr_chain")
+    except ValueError as e:
+        msg = str(e).split(" is invalid: ", 1)[-1]
+        raise _bad("lr_chain", ",".join(chain), f"element {c!r}: {msg}") from None
+    if name not in CHAINABLE:
+        raise _bad("lr_chain", ",".join(chain),
+                   f"{c!r} is not allowed; each entry must be one of {', '.join(CHAINABLE)}")
+    return name
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _show(v: Any) -> Any:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else v
+
+
+def check_dirs(cfg: TrainConfig, workdir: str) -> dict[str, str]:
+    """Create the output directories (workdir, checkpoints, metrics) and check that each is a
+    writable directory; returns ``{"workdir", "checkpoint_dir", "metrics_dir"}`` as absolute
+    paths. Raises ``ValueError`` naming the flag. Call before anything compiles."""
+    workdir = os.path.abspath(workdir)
+    dirs = {"workdir": workdir,
+            "checkpoint_dir": os.path.abspath(cfg.checkpoint_dir or
+                                              os.path.join(workdir, "checkpoints")),
+            "metrics_dir": os.path.abspath(cfg.metrics_dir or os.path.join(workdir, "metrics"))}
+    for key, path in dirs.items():
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise _bad(key, path, "is a file, not a directory")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise _bad(key, path, f"cannot be created ({e.strerror or e})") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise _bad(key, path, "is not writable")
+    return dirs
+
+
 def parse_lr_mults(text: str) -> dict[str, float]:
     """``"wte=0.1,wpe=0.1"`` -> ``{"wte": 0.1, "wpe": 0.1}``."""
     out: dict[str, float] = {}
@@ -342,20 +549,29 @@ def parse_lr_mults(text: str) -> dict[str, float]:
 
 
 def load_config_file(path: str) -> dict[str, Any]:
-    """Read a JSON or YAML config file into a dict (keys checked by ``from_dict``)."""
-    with open(path) as f:
-        text = f.read()
-    if path.endswith((".yaml", ".yml")):
+    """Read a JSON or YAML config file into a dict (keys checked by ``from_dict``); syntax
+    errors raise ``ValueError`` naming the file and line."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ValueError(f"--config={path!r}: cannot read it ({e.strerror or e})") from None
+    if path.endswith((".yaml", ".yml")) or not text.lstrip().startswith(("{", "[")):
         import yaml
 
-        d = yaml.safe_load(text)
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else path
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"--config: {where}: YAML syntax error: {what}") from None
     else:
         try:
             d = json.loads(text)
-        except json.JSONDecodeError:
-            import yaml
-
-            d = yaml.safe_load(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config: {path}:{e.lineno}: JSON syntax error: {e.msg} "
+                             f"(column {e.colno})") from None
     if d is None:
         d = {}
     if not isinstance(d, dict):

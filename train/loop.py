@@ -23,7 +23,7 @@ import models
 import schedules as S
 
 from .checkpoint import Checkpointer, CheckpointError
-from .config import TrainConfig
+from .config import TrainConfig, check_dirs
 from .data import Batcher, load_data
 from .lr import build_schedule
 from .metrics import Console, MetricsWriter, fmt_duration
@@ -138,7 +138,8 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     :class:`NonFiniteLossError` when the loss becomes NaN/inf."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = cfg.normalized().validate()
-    schedule = build_schedule(cfg)
+    schedule = build_schedule(cfg)  # built once: validate() cached it on cfg
+    check_dirs(cfg, workdir)
     _init_distributed(cfg)
     pidx, pcount = jax.process_index(), jax.process_count()
     primary = pidx == 0

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -51,7 +52,7 @@ from .optim import make_optimizer
 from .step import make_train_step
 from .tokenizer import get_tokenizer
 
-__all__ = ["RULES", "LRRangeResult", "ema", "exponential_schedule", "lr_range_test",
+__all__ = ["RULES", "LRRangeResult", "ema", "exponential_schedule", "lr_range_test", "main",
            "moving_average", "suggest_lr"]
 
 #: the suggestion rules of :func:`suggest_lr`.
@@ -310,3 +311,76 @@ def lr_range_test(config: TrainConfig | Mapping[str, Any], lr_min: float = 1e-6,
         lrs=x, losses=y, ema=np.asarray(smooth), smoothed=sm, suggested_lr=suggestion,
         rule=rule, schedule=schedule, steps=len(x), stopped_at=stopped_at, stop_reason=reason,
         wall_s=wall, compile_s=t_compiled - t0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m train.lr_finder``: the trainer's flags (model, data, optimizer) plus
+    ``--lr-min``, ``--lr-max`` and ``--steps`` (the test's length, default 100); prints the
+    suggested lr and writes the loss-vs-lr plot (``--plot``, default WORKDIR/lr_finder.png)."""
+    import sys
+
+    from .__main__ import build_parser, config_from_args
+
+    prog = "python -m train.lr_finder"
+    p = build_parser(prog)
+    p.description = ("The learning-rate range test: train a fresh model while the lr grows "
+                     "exponentially from --lr-min to --lr-max over --steps steps (default 100), "
+                     "print the suggested lr and plot the loss against the lr. The schedule "
+                     "flags of the trainer are not used.")
+    p.epilog = ("example:\n  python -m train.lr_finder --model-size=tiny --lr-min=1e-5 "
+                "--lr-max=1 --steps=100")
+    for a in p._actions:
+        if "--steps" in a.option_strings:
+            a.help = "steps of the range test (default: 100)"
+    g = p.add_argument_group("range test")
+    g.add_argument("--lr-min", type=float, default=1e-6, help="first lr (default: 1e-06)")
+    g.add_argument("--lr-max", type=float, default=1.0, help="last lr (default: 1.0)")
+    g.add_argument("--rule", choices=RULES, default="steepest",
+                   help="suggestion rule (default: steepest)")
+    g.add_argument("--plot", metavar="FILE", help="plot file (default: WORKDIR/lr_finder.png)")
+    args = vars(p.parse_args(argv))
+    args.pop("print_lr", None)
+    workdir = args.pop("workdir")
+    lr_min, lr_max, rule = args.pop("lr_min"), args.pop("lr_max"), args.pop("rule")
+    plot = args.pop("plot")
+    steps = args.pop("steps", 100)
+    try:
+        _check_range("range test", lr_min, lr_max, steps)
+    except ValueError as e:
+        msg = str(e).split(": ", 1)[1]
+        p.error(msg.replace("lr_min", "--lr-min").replace("lr_max", "--lr-max")
+                .replace("steps=", "--steps="))
+    cfg = config_from_args(p, args)
+    out = os.path.abspath(plot or os.path.join(workdir, "lr_finder.png"))
+    try:  # only the plot is written: check its directory before anything compiles
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if not os.access(os.path.dirname(out), os.W_OK):
+            raise OSError("not writable")
+    except OSError as e:
+        p.error(f"--plot={out!r} is invalid: its directory cannot be written ({e})")
+    r = lr_range_test(cfg, lr_min, lr_max, steps, rule=rule, log=print)
+    print(f"{r.stop_reason}; suggested lr ({rule}): {r.suggested_lr:.3e}")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"{prog}: warning: matplotlib is not installed: no plot", file=sys.stderr)
+        return 0
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(r.lrs, r.losses, alpha=0.4, label="loss")
+    ax.plot(r.lrs, r.smoothed, label="smoothed")
+    ax.axvline(r.suggested_lr, color="k", ls="--", lw=1, label=f"suggested {r.suggested_lr:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out)
+    print(f"plot: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,7 +25,8 @@ def test_defaults_valid() -> None:
         (dict(lr=-1.0), "--lr=-1.0"),
         (dict(lr=float("nan")), "--lr=nan"),
         (dict(batch_size=0), "--batch-size=0"),
-        (dict(lr_scheduler="cosine_annealing"), "must be one of constant, steplr"),
+        (dict(lr_scheduler="bogus"), "must be one of constant, steplr"),
+        (dict(lr_scheduler="cosin"), "did you mean 'cosine'?"),
         (dict(model="gpt3"), "--model='gpt3'"),
         (dict(model_size="huge"), "--model-size='huge'"),
         (dict(tokenizer="sentencepiece"), "--tokenizer"),
@@ -58,10 +59,10 @@ def test_unknown_key() -> None:
 
 def test_config_file_and_flags(tmp_path) -> None:
     j = tmp_path / "c.json"
-    j.write_text(json.dumps({"lr": 1e-3, "lr-scheduler": "steplr", "lr_step_size": 7,
+    j.write_text(json.dumps({"lr": 1e-3, "lr-scheduler": "MultiStepLR", "lr_gamma": 0.5,
                              "steps": 50, "lr_milestones": [10, 20]}))
     cfg, workdir = parse_config(["--config", str(j), "--lr=2e-3", "--workdir", "w"])
-    assert (cfg.lr, cfg.lr_scheduler, cfg.lr_step_size, cfg.steps) == (2e-3, "steplr", 7, 50)
+    assert (cfg.lr, cfg.lr_scheduler, cfg.lr_gamma, cfg.steps) == (2e-3, "multistep", 0.5, 50)
     assert cfg.lr_milestones == (10, 20) and workdir == "w"
     y = tmp_path / "c.yaml"
     y.write_text("lr: 0.01\nlr_scheduler: chained\nlr_chain: steplr,linear\nlr_step_size: 5\n")
@@ -87,7 +88,8 @@ def test_cli_rejects_before_compiling(capsys) -> None:
 def test_every_scheduler_builds(name: str) -> None:
     extra = {
         "steplr": dict(lr_step_size=40), "multistep": dict(lr_milestones=(100, 200)),
-        "cosine-restarts": dict(lr_step_size=50), "lambda": dict(lr_lambda="0.95 ** (step // 10)"),
+        "exponential": dict(lr_gamma=0.99), "cyclic": dict(lr_base=1e-4, lr_step_size_up=50),
+        "cosine-restarts": dict(lr_t0=50), "lambda": dict(lr_lambda="0.95 ** (step // 10)"),
         "sequential": dict(lr_chain=("linear", "cosine"), lr_milestones=(100,)),
         "chained": dict(lr_chain=("steplr", "linear"), lr_step_size=40),
     }.get(name, {})

@@ -130,9 +130,13 @@ def test_resume_changed_model_or_corrupted_fails_cleanly(base) -> None:
     assert _tree_hash(os.path.join(bad, "checkpoints")) == bad_before
 
 
+#: a --schedule spec replaces TINY's scheduler flags (giving both is an error)
+SPEC_ONLY = dict(lr_scheduler=None, warmup_steps=None, total_steps=None)
+
+
 def test_nan_stops_and_keeps_checkpoints(tmp_path, corpus) -> None:
-    cfg = tiny(str(tmp_path), corpus, steps=6, schedule="constant(1e30)", checkpoint_interval=1,
-               eval_interval=100)
+    cfg = tiny(str(tmp_path), corpus, steps=6, schedule="constant(1e30)", **SPEC_ONLY,
+               checkpoint_interval=1, eval_interval=100)
     with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf)") as e:
         run(cfg, str(tmp_path / "w"))
     ck = str(tmp_path / "w" / "checkpoints")
@@ -145,15 +149,15 @@ def test_nan_stops_and_keeps_checkpoints(tmp_path, corpus) -> None:
 def test_early_stopping_on_validation_loss(tmp_path, corpus) -> None:
     # lr 0: the parameters, hence the validation loss, never change, so no evaluation after
     # the first improves on it; with patience 2 the run stops at the third evaluation.
-    cfg = tiny(str(tmp_path), corpus, steps=12, schedule="constant(0.0)", eval_interval=2,
-               early_stop_patience=2, checkpoint_interval=100)
+    cfg = tiny(str(tmp_path), corpus, steps=12, schedule="constant(0.0)", **SPEC_ONLY,
+               eval_interval=2, early_stop_patience=2, checkpoint_interval=100)
     out = run(cfg, str(tmp_path / "w"))
     assert out["stop_reason"].startswith("early stop") and out["steps"] == 6
     assert [s for s, _ in out["evals"]] == [2, 4, 6]
     assert len({v for _, v in out["evals"]}) == 1
     assert out["last_checkpoint"] == 6  # the stopping point is saved
-    off = run(tiny(str(tmp_path), corpus, steps=6, schedule="constant(0.0)", eval_interval=2,
-                   checkpoint_interval=100), str(tmp_path / "off"))
+    off = run(tiny(str(tmp_path), corpus, steps=6, schedule="constant(0.0)", **SPEC_ONLY,
+                   eval_interval=2, checkpoint_interval=100), str(tmp_path / "off"))
     assert off["stop_reason"] == "completed" and off["steps"] == 6  # off by default
 
 
