@@ -63,7 +63,11 @@ HELP: dict[str, str] = {
     "checkpoint_interval": "save every N steps (and at the end)",
     "keep_checkpoints": "keep the last N checkpoints",
     "async_checkpoints": "save checkpoints asynchronously",
-    "resume": "continue from the latest checkpoint",
+    "resume": "continue a run: --resume (latest checkpoint; error if none), --resume=auto "
+              "(latest, or start fresh), --resume=STEP; saved settings fill in unset flags",
+    "overwrite": "start over in a used workdir: delete its checkpoints, metrics, config.json",
+    "verbose": "print the full config and parameter table at start",
+    "simulate_devices": "simulate N CPU devices (XLA_FLAGS, set before JAX starts)",
     "sample_tokens": "tokens to sample at the end (0 = none)",
     "sample_prompt": "prompt for the final sample",
     "seed": "seed (init, data order)",
@@ -101,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "steps":
             names.append("--num-iterations")
         help_ = HELP.get(f.name, "") + f" (default: {default!r})"
-        if hints.get(f.name) is bool:
+        if f.name == "resume":  # --resume[=auto|STEP] / --no-resume
+            p.add_argument(*names, dest=f.name, nargs="?", const=True, default=argparse.SUPPRESS,
+                           metavar="auto|STEP", help=help_)
+            p.add_argument("--no-resume", dest=f.name, action="store_false",
+                           default=argparse.SUPPRESS, help="start from scratch (the default)")
+        elif hints.get(f.name) is bool:
             p.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, help=help_)
         else:
@@ -124,7 +133,9 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, str]:
 
             d.update(load_config_file(path))
         d.update(args)
-        return TrainConfig.from_dict(d), workdir
+        from .resume import with_saved_config  # --resume: saved settings fill in the rest
+
+        return TrainConfig.from_dict(with_saved_config(d, workdir)), workdir
     except (ValueError, OSError) as e:
         parser.error(str(e))
         raise  # unreachable
@@ -132,10 +143,22 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, workdir = parse_config(argv)
-    from .loop import NonFiniteLossError, train_and_evaluate
+    from .devices import simulate_devices
+
+    try:
+        simulate_devices(cfg.simulate_devices)  # before JAX starts its backend
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from .loop import NonFiniteLossError, TrainingInterrupted, train_and_evaluate
 
     try:
         train_and_evaluate(cfg, workdir)
+    except TrainingInterrupted:  # the loop said where it saved and how to resume
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

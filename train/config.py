@@ -98,12 +98,15 @@ class TrainConfig:
     checkpoint_interval: int = 100
     keep_checkpoints: int = 3
     async_checkpoints: bool = True
-    resume: bool = False
+    resume: bool | str | int = False  # True: latest checkpoint; "auto": it or fresh; int: STEP
+    overwrite: bool = False  # start over in a used workdir (deletes its checkpoints/metrics)
     sample_tokens: int = 200
     sample_prompt: str = "def "
     seed: int = 0
+    verbose: bool = False  # print the full config and parameter table at start
     # parallelism
     devices: int | None = None  # None: all local devices
+    simulate_devices: int | None = None  # N CPU devices (set before JAX starts)
     coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
@@ -161,6 +164,7 @@ class TrainConfig:
         if isinstance(lm, str):
             lm = parse_lr_mults(lm)
         kw["lr_mults"] = dict(lm) if isinstance(lm, Mapping) else lm
+        kw["resume"] = _resume_value(self.resume)
         return dataclasses.replace(self, **kw)
 
     # -- derived ---------------------------------------------------------------------------
@@ -201,7 +205,7 @@ class TrainConfig:
         sizes = tuple(models.MODEL_SIZES[self.model]) + tuple(EXTRA_SIZES)
         _choice("model_size", self.model_size, sizes)
         for k in ("n_layer", "n_head", "n_embd", "total_steps", "lr_step_size", "devices",
-                  "num_processes"):
+                  "num_processes", "simulate_devices"):
             if getattr(self, k) is not None:
                 _pos_int(k, getattr(self, k))
         for k in ("seq_len", "batch_size", "grad_accum", "steps", "eval_interval",
@@ -232,9 +236,14 @@ class TrainConfig:
         _float("beta2", self.beta2, lo=0.0, hi=1.0, hi_open=True)
         _float("eps", self.eps, lo=0.0, lo_open=True)
         _float("weight_decay", self.weight_decay, lo=0.0)
-        for k in ("async_checkpoints", "resume", "tensorboard"):
+        for k in ("async_checkpoints", "tensorboard", "overwrite", "verbose"):
             if not isinstance(getattr(self, k), bool):
                 raise _bad(k, getattr(self, k), "must be true or false")
+        if not (isinstance(self.resume, bool) or self.resume == "auto" or (
+                isinstance(self.resume, int) and self.resume >= 0)):
+            raise _bad("resume", self.resume, "must be true, false, auto or a checkpoint step")
+        if self.overwrite and self.resume is not False:
+            raise _bad("overwrite", self.overwrite, "cannot be combined with --resume")
         if self.warmup > self.schedule_steps:
             raise _bad("warmup_steps", self.warmup_steps,
                        f"must be <= the schedule length (--total-steps/--steps = "
@@ -287,6 +296,20 @@ class TrainConfig:
 
         build_schedule(self)
         return self
+
+
+def _resume_value(v: Any) -> Any:
+    """``--resume`` values: true/false/auto (any case) or a step number, from text too."""
+    if isinstance(v, str):
+        t = v.strip().lower()
+        if t in ("true", "yes", ""):
+            return True
+        if t in ("false", "no"):
+            return False
+        if t.isdigit():
+            return int(t)
+        return t
+    return v
 
 
 def parse_lr_mults(text: str) -> dict[str, float]:
