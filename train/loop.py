@@ -261,7 +261,9 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     if primary:
         os.makedirs(workdir, exist_ok=True)
         with open(config_path, "w") as f:  # the fields only: `--config` reads it back
-            json.dump(cfg.to_dict(), f, indent=1, sort_keys=True)
+            settings = {k: v for k, v in cfg.to_dict().items() if k not in ("resume",
+                                                                            "overwrite")}
+            json.dump(settings, f, indent=1, sort_keys=True)
             f.write("\n")
     if cfg.verbose:
         console.print("effective config:\n" + json.dumps(eff, indent=1, sort_keys=True))
