@@ -76,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-o", "--out", help="output PNG (default: next to the metrics file)")
     a = p.parse_args(argv)
     try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("python -m train.plot: error: needs matplotlib: pip install 'schedax[plot]' "
+              "(or pip install matplotlib)", file=sys.stderr)
+        return 2
+    try:
         out = plot_metrics(a.metrics, a.out)
     except (OSError, ValueError) as e:
         p.error(str(e))
