@@ -2,8 +2,8 @@
 
 Only process 0 writes anything. ``metrics.jsonl`` gets one object per logged step
 (``{"step", "loss", "lr", "grad_norm", "tokens_per_s", "time"}``, the loss at full float
-precision; ``tokens_per_s`` only once a steady-state step has been timed, i.e. not for the
-compiling first step) and one per evaluation (``{"step", "val_loss"}``); a resumed run
+precision; ``tokens_per_s`` is ``null`` until a steady-state step has been timed, i.e. for
+the compiling first step) and one per evaluation (``{"step", "val_loss"}``); a resumed run
 appends to it. Non-finite numbers are written as ``null`` (strict JSON).
 """
 
@@ -39,11 +39,10 @@ class MetricsWriter:
             self._tb = SummaryWriter(os.path.join(self.directory, "tb"))
 
     def write(self, step: int, **values: float | None) -> None:
-        """One JSON line; ``None`` values are left out, non-finite floats become ``null``."""
+        """One JSON line; ``None`` and non-finite floats become ``null``."""
         if not self.enabled or self._f is None:
             return
-        rec = {"step": int(step),
-               **{k: _json_float(v) for k, v in values.items() if v is not None}}
+        rec = {"step": int(step), **{k: _json_float(v) for k, v in values.items()}}
         self._f.write(json.dumps(rec) + "\n")
         self._f.flush()
         if self._tb is not None:

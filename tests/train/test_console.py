@@ -49,7 +49,7 @@ def test_metrics_are_strict_json(tmp_path) -> None:
         text = f.read()
     assert "nan" not in text.lower() and "inf" not in text.lower()
     rec = json.loads(text)
-    assert rec == {"step": 0, "loss": None, "lr": 1e-3, "grad_norm": None}
+    assert rec == {"step": 0, "loss": None, "lr": 1e-3, "tokens_per_s": None, "grad_norm": None}
 
 
 def test_run_console_and_metrics(tmp_path, corpus, capsys) -> None:
@@ -75,10 +75,36 @@ def test_run_console_and_metrics(tmp_path, corpus, capsys) -> None:
     with open(os.path.join(wd, "metrics", "metrics.jsonl")) as f:
         recs = [json.loads(x) for x in f]
     train = [r for r in recs if "loss" in r]
-    assert "tokens_per_s" not in train[0]
+    assert train[0]["tokens_per_s"] is None  # the compile step: not timed (was 0.0)
     assert all(r["tokens_per_s"] > 0 for r in train[1:])
     assert s["tokens_per_s"] > 0 and math.isfinite(s["mfu"])
     # --verbose prints the whole config and every tensor
     run({**cfg, "verbose": True, "overwrite": True, "steps": 1, "eval_interval": 100}, wd)
     out = capsys.readouterr().out
     assert "effective config" in out and "h_0/attn/c_attn/kernel" in out
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch, capsys) -> None:
+    import sys
+
+    from train import plot
+
+    p = tmp_path / "metrics.jsonl"
+    p.write_text(json.dumps({"step": 0, "loss": 1.0, "lr": 1e-3}) + "\n")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert plot.main([str(p)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "pip install" in err and "Traceback" not in err
+
+
+def test_simulate_devices_checks_a_started_backend() -> None:
+    import jax
+
+    from train.devices import simulate_devices
+
+    n = len(jax.devices())  # conftest: 8 simulated CPU devices, backend started
+    simulate_devices(n)
+    with pytest.raises(ValueError, match=r"--simulate-devices=3 .*already started"):
+        simulate_devices(3)
+    with pytest.raises(ValueError, match="must be an int >= 1"):
+        simulate_devices(0)
