@@ -6,7 +6,8 @@ order, one temporary working directory per file (so a fresh machine's view: no r
   (``# ValueError ...``).
 * ```bash blocks: each command (lines joined at ``\\``, split at ``&&``/``;``, ``VAR=value``
   prefixes applied) runs in-process: ``python -m MOD ARGS`` through ``runpy`` (exit status 0
-  required), ``python FILE ARGS`` likewise. ``python -m train`` gets :data:`TRAIN_OVERRIDES`
+  required, non-zero if the line's comment says ``error`` or ``fails``), ``python FILE ARGS``
+  likewise. ``python -m train`` gets :data:`TRAIN_OVERRIDES`
   appended (a tiny model, 2 steps, no sample) so the docs cost seconds, not minutes; so do
   Python calls of ``train_and_evaluate``. Installing (``python3 -m venv``, ``. activate``,
   ``pip install``) and the test suite itself (``python -m pytest``) are skipped: this process
@@ -82,25 +83,29 @@ def _train_argv() -> list[str]:
     return out
 
 
-def commands(text: str) -> Iterator[list[str]]:
-    """The commands of a bash block as argv lists (comments dropped, ``\\`` joined)."""
+def commands(text: str) -> Iterator[tuple[list[str], bool]]:
+    """The commands of a bash block: ``(argv, expect_error)``; lines joined at ``\\``; a
+    command whose line ends in a comment saying ``error``/``fails`` must exit non-zero."""
     joined = re.sub(r"\\\n", " ", text)
     for line in joined.splitlines():
         lex = shlex.shlex(line, posix=True, punctuation_chars=";&|")
         lex.whitespace_split = True
-        lex.commenters = "#"
-        cmd: list[str] = []
-        for tok in lex:
+        lex.commenters = ""
+        toks = list(lex)
+        cut = next((i for i, t in enumerate(toks) if t.startswith("#")), len(toks))
+        comment = " ".join(toks[cut:])
+        cmds: list[list[str]] = [[]]
+        for tok in toks[:cut]:
             if tok in ("&&", ";"):
-                if cmd:
-                    yield cmd
-                cmd = []
+                cmds.append([])
             elif tok in ("|", "||", "&", ">", ">>"):
                 raise AssertionError(f"unsupported shell syntax {tok!r} in: {line}")
             else:
-                cmd.append(tok)
-        if cmd:
-            yield cmd
+                cmds[-1].append(tok)
+        cmds = [c for c in cmds if c]
+        for i, c in enumerate(cmds):
+            last = i == len(cmds) - 1
+            yield c, last and bool(re.search(r"\b(error|fails)\b", comment, re.I))
 
 
 @contextlib.contextmanager
@@ -124,7 +129,7 @@ def _is_install(argv: list[str]) -> bool:
             or (a.startswith("python") and argv[1:3] == ["-m", "pytest"]))
 
 
-def run_command(argv: list[str], where: str) -> None:
+def run_command(argv: list[str], where: str, expect_error: bool = False) -> None:
     env = {}
     while argv and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", argv[0]):
         k, _, v = argv.pop(0).partition("=")
@@ -134,7 +139,8 @@ def run_command(argv: list[str], where: str) -> None:
     if argv[0] not in ("python", "python3"):
         r = subprocess.run(shlex.join(argv), shell=True, capture_output=True, text=True,
                            env={**os.environ, **env}, timeout=120)
-        assert r.returncode == 0, f"{where}: {shlex.join(argv)}\n{r.stdout}\n{r.stderr}"
+        assert (r.returncode != 0) == expect_error, (
+            f"{where}: {shlex.join(argv)}\n{r.stdout}\n{r.stderr}")
         return
     if argv[1] == "-m":
         mod, args = argv[2], argv[3:]
@@ -153,7 +159,8 @@ def run_command(argv: list[str], where: str) -> None:
         code = e.code
     finally:
         sys.argv = old_argv
-    assert code in (0, None), f"{where}: {shlex.join(argv)} exited with {code!r}"
+    ok = code not in (0, None) if expect_error else code in (0, None)
+    assert ok, f"{where}: {shlex.join(argv)} exited with {code!r}"
 
 
 def run_python(block: Block, ns: dict[str, Any]) -> None:
@@ -189,7 +196,7 @@ def test_docs_have_code_blocks() -> None:
     langs = {b.lang for p in DOCS for b in blocks(p)}
     assert {"bash", "python"} <= langs
     readme = [b for b in blocks("README.md") if b.lang == "bash" and not b.skip]
-    cmds = [c for b in readme for c in commands(b.text)]
+    cmds = [c for b in readme for c, _ in commands(b.text)]
     # the README's training examples must be among the ones that run
     assert any(c[:3] == ["python", "-m", "train"] and "--resume" in c for c in cmds)
     assert any(c[:3] == ["python", "-m", "train"] and any(a.startswith("--schedule=") for a in c)
@@ -221,5 +228,5 @@ def test_doc_runs_as_written(path: str, tmp_path, monkeypatch, cache) -> None:
         if b.lang == "python":
             run_python(b, ns)
         else:
-            for argv in commands(b.text):
-                run_command(list(argv), f"{path}, block at line {b.line}")
+            for argv, expect_error in commands(b.text):
+                run_command(list(argv), f"{path}, block at line {b.line}", expect_error)
