@@ -28,6 +28,7 @@ import runpy
 import shlex
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -153,7 +154,9 @@ def run_command(argv: list[str], where: str, expect_error: bool = False) -> None
     sys.argv = [target, *args]
     code: Any = 0
     try:
-        with _env(env):
+        with _env(env), warnings.catch_warnings():
+            # runpy warns when the module was imported before (other tests import train.__main__)
+            warnings.filterwarnings("ignore", ".*found in sys.modules", RuntimeWarning)
             runner(target, run_name="__main__")
     except SystemExit as e:
         code = e.code
