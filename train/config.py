@@ -299,16 +299,16 @@ class TrainConfig:
 
 
 def _resume_value(v: Any) -> Any:
-    """``--resume`` values: true/false/auto (any case) or a step number, from text too."""
+    """``--resume`` values from text (config files, flags): true, false, auto, or a step."""
     if isinstance(v, str):
         t = v.strip().lower()
-        if t in ("true", "yes", ""):
+        if t in ("true", ""):
             return True
-        if t in ("false", "no"):
+        if t == "false":
             return False
         if t.isdigit():
             return int(t)
-        return t
+        return "auto" if t == "auto" else v
     return v
 
 
