@@ -12,6 +12,9 @@ order, one temporary working directory per file (so a fresh machine's view: no r
   Python calls of ``train_and_evaluate``. Installing (``python3 -m venv``, ``. activate``,
   ``pip install``) and the test suite itself (``python -m pytest``) are skipped: this process
   is the installed package.
+* A bash block with more shell than that (redirections, pipes, here-documents, ``$(...)``,
+  ``cd``, ``export``) runs whole in ``bash -e`` in a subprocess, with ``python``/``python3``
+  on ``PATH`` shims that append the same overrides to ``python -m train``.
 * A block preceded by ``<!-- skip-test -->`` (optionally ``<!-- skip-test: why -->``) is
   pure illustration or too long for the suite (e.g. the 10-minute alignment runs).
 """
@@ -181,6 +184,36 @@ def run_python(block: Block, ns: dict[str, Any]) -> None:
                                      f"{type(e).__name__}: {e}") from e
 
 
+_INSTALL_LINE = re.compile(
+    r"\s*(pip3?\s|python3?\s+-m\s+(venv|pip|pytest)\b|\.\s|source\s)")
+_SHELL = re.compile(r"<<|[<>|]|\$\(|`|^\s*(cd|export)\b", re.M)
+
+
+def needs_shell(text: str) -> bool:
+    """Whether a bash block needs a real shell (see the module docstring)."""
+    return bool(_SHELL.search(re.sub(r"'[^']*'|\"[^\"]*\"", "", text)))
+
+
+def run_shell(block: Block, bindir: str) -> None:
+    """Run a bash block in ``bash -e``, ``python -m train`` shortened by a PATH shim."""
+    os.makedirs(bindir, exist_ok=True)
+    extra = " ".join(shlex.quote(a) for a in _train_argv())
+    for name in ("python", "python3"):
+        shim = os.path.join(bindir, name)
+        with open(shim, "w") as f:
+            f.write(f'#!/bin/sh\nif [ "$1" = "-m" ] && [ "$2" = "train" ]; then\n'
+                    f'  exec {shlex.quote(sys.executable)} "$@" {extra}\nfi\n'
+                    f'exec {shlex.quote(sys.executable)} "$@"\n')
+        os.chmod(shim, 0o755)
+    script = "\n".join(ln for ln in block.text.splitlines() if not _INSTALL_LINE.match(ln))
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run(["bash", "-e", "-c", script], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, (f"{block.path}, block at line {block.line} failed:\n"
+                               f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+
 def _shortened(fn: Any) -> Any:
     """``train_and_evaluate`` with :data:`TRAIN_OVERRIDES` applied to its config."""
     from train import TrainConfig
@@ -230,6 +263,8 @@ def test_doc_runs_as_written(path: str, tmp_path, monkeypatch, cache) -> None:
     for b in todo:
         if b.lang == "python":
             run_python(b, ns)
+        elif needs_shell(b.text):
+            run_shell(b, os.path.join(str(tmp_path), ".docs-bin"))
         else:
             for argv, expect_error in commands(b.text):
                 run_command(list(argv), f"{path}, block at line {b.line}", expect_error)
