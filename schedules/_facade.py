@@ -17,8 +17,9 @@ class Scheduler:
     Its whole state is ``last_epoch``, the number of ``step()`` calls so far;
     ``get_last_lr()`` is ``[s(last_epoch) for s in schedules]``, so the
     learning rate is never accumulated and resuming needs only the counter.
-    ``load_state_dict`` also takes a PyTorch scheduler's ``state_dict()``
-    (only its ``last_epoch`` is read).
+    ``load_state_dict`` also takes any PyTorch scheduler's ``state_dict()``, composites
+    included (only the step count is read: ``last_epoch``, or for a ``ChainedScheduler``,
+    which has none, that of its first child, since every child is stepped with it).
 
     >>> import schedules as S
     >>> sch = S.Scheduler(S.step(0.1, step_size=2, gamma=0.5))
@@ -50,10 +51,25 @@ class Scheduler:
         return {"last_epoch": self.last_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume from our ``state_dict()`` or a PyTorch scheduler's."""
-        if not isinstance(state_dict, dict) or "last_epoch" not in state_dict:
-            raise ValueError("load_state_dict: expected a dict with a 'last_epoch' entry")
-        self.last_epoch = check_int("load_state_dict", "last_epoch", state_dict["last_epoch"], ge=0)
+        """Resume from our ``state_dict()`` or any PyTorch scheduler's (``ChainedScheduler``
+        and ``SequentialLR`` included); the schedules then continue with torch's numbers."""
+        self.last_epoch = check_int("load_state_dict", "last_epoch", _last_epoch(state_dict),
+                                    ge=0)
 
     def __repr__(self) -> str:
         return f"Scheduler({list(self.schedules)!r}, last_epoch={self.last_epoch})"
+
+
+def _last_epoch(sd: Any) -> Any:
+    """The step count in a ``state_dict()``: ours, a torch scheduler's, or a torch
+    ``ChainedScheduler``'s (no ``last_epoch`` of its own: its first child's)."""
+    if isinstance(sd, dict):
+        if "last_epoch" in sd:
+            return sd["last_epoch"]
+        subs = sd.get("_schedulers")
+        if isinstance(subs, list | tuple) and subs:
+            return _last_epoch(subs[0])
+    raise ValueError(
+        f"load_state_dict: state_dict={sd!r:.200} is invalid: expected a dict with a "
+        "'last_epoch' entry (ours or any torch scheduler's state_dict())"
+    )

@@ -93,7 +93,12 @@ def build_parser(prog: str = "python -m train") -> ArgumentParser:
             names.append("--num-iterations")
         help_ = (f.metadata.get("help", "") + _default_text(f)).replace("%", "%%")
         g = groups.get(f.metadata.get("group", "run"), run)
-        if kinds.get(f.name) is bool:
+        if f.name == "resume":  # --resume[=auto|STEP] / --no-resume
+            g.add_argument(*names, dest=f.name, nargs="?", const=True, default=argparse.SUPPRESS,
+                           metavar="auto|STEP", help=help_)
+            g.add_argument("--no-resume", dest=f.name, action="store_false",
+                           default=argparse.SUPPRESS, help="start from scratch (the default)")
+        elif kinds.get(f.name) is bool:
             g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, help=help_)
         else:
@@ -113,9 +118,11 @@ def _version() -> str:
         return "unknown"
 
 
-def config_from_args(parser: ArgumentParser, args: dict[str, Any]) -> TrainConfig:
-    """The validated config of parsed ``args`` (``--config`` file first, flags over it); a
-    bad value exits through ``parser.error`` (one line)."""
+def config_from_args(parser: ArgumentParser, args: dict[str, Any],
+                     workdir: str | None = None) -> TrainConfig:
+    """The validated config of parsed ``args`` (``--config`` file first, flags over it; with
+    ``--resume``, the checkpoint's saved settings in ``workdir`` fill in the rest); a bad value
+    exits through ``parser.error`` (one line)."""
     path = args.pop("config", None)
     d: dict[str, Any] = {}
     try:
@@ -124,6 +131,10 @@ def config_from_args(parser: ArgumentParser, args: dict[str, Any]) -> TrainConfi
 
             d.update(load_config_file(path))
         d.update(args)
+        if workdir is not None:
+            from .resume import with_saved_config
+
+            d = with_saved_config(d, workdir)
         return TrainConfig.from_dict(d)
     except (ValueError, OSError) as e:
         parser.error(str(e))
@@ -135,7 +146,7 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, str]:
     args = vars(parser.parse_args(argv))
     args.pop("print_lr", None)
     workdir = args.pop("workdir")
-    return config_from_args(parser, args), workdir
+    return config_from_args(parser, args, workdir), workdir
 
 
 def warn(prog: str, lines: Sequence[str]) -> None:
@@ -149,7 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     print_lr = args.pop("print_lr", False)
     workdir = args.pop("workdir")
-    cfg = config_from_args(parser, args)
+    cfg = config_from_args(parser, args, workdir)
+    from .devices import simulate_devices
+
+    try:
+        simulate_devices(cfg.simulate_devices)  # before JAX starts its backend
+    except ValueError as e:
+        parser.error(str(e))
     from .lr import build_schedule, schedule_warnings
 
     warn(prog, schedule_warnings(cfg, build_schedule(cfg)))
@@ -164,10 +181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_dirs(cfg, workdir)
     except ValueError as e:
         parser.error(str(e))
-    from .loop import NonFiniteLossError, train_and_evaluate
+    from .loop import NonFiniteLossError, TrainingInterrupted, train_and_evaluate
 
     try:
         train_and_evaluate(cfg, workdir)
+    except TrainingInterrupted:  # the loop said where it saved and how to resume
+        return 130
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     except NonFiniteLossError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

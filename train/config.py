@@ -183,12 +183,19 @@ class TrainConfig:
     checkpoint_interval: int = _f(100, "checkpoints", "save every N steps (and at the end)")
     keep_checkpoints: int = _f(3, "checkpoints", "keep the last N checkpoints")
     async_checkpoints: bool = _f(True, "checkpoints", "save checkpoints asynchronously")
-    resume: bool = _f(False, "checkpoints", "continue from the latest checkpoint")
+    resume: bool | str | int = _f(False, "checkpoints", "continue a run: --resume (latest "
+                                  "checkpoint; error if none), --resume=auto (latest, or start "
+                                  "fresh), --resume=STEP; saved settings fill in unset flags")
+    overwrite: bool = _f(False, "checkpoints", "start over in a used workdir: delete its "
+                         "checkpoints, metrics, config.json")
     sample_tokens: int = _f(200, "logging", "tokens to sample at the end (0 = none)")
     sample_prompt: str = _f("def ", "logging", "prompt for the final sample")
     seed: int = _f(0, "data", "seed (initial weights, data order)")
+    verbose: bool = _f(False, "logging", "print the full config and parameter table at start")
     # parallelism
     devices: int | None = _f(None, "parallelism", "local devices to use (unset: all)")
+    simulate_devices: int | None = _f(None, "parallelism", "simulate N CPU devices (XLA_FLAGS, "
+                                      "set before JAX starts)")
     coordinator_address: str | None = _f(None, "parallelism",
                                          "multi-host: coordinator host:port (jax.distributed)")
     num_processes: int | None = _f(None, "parallelism", "multi-host: number of processes")
@@ -263,6 +270,7 @@ class TrainConfig:
         if isinstance(lm, str):
             lm = parse_lr_mults(lm)
         kw["lr_mults"] = dict(lm) if isinstance(lm, Mapping) else lm
+        kw["resume"] = _resume_value(self.resume)
         if all(_same(getattr(self, k), v) for k, v in kw.items()):
             return self
         return dataclasses.replace(self, **kw)
@@ -339,7 +347,7 @@ class TrainConfig:
                 raise _bad(k, v, "must be a non-empty string")
         for k in ("n_layer", "n_head", "n_embd", "total_steps", "lr_step_size", "devices",
                   "num_processes", "lr_t0", "lr_step_size_up", "lr_decay_iters",
-                  "lr_wsd_decay_iters"):
+                  "lr_wsd_decay_iters", "simulate_devices"):
             if getattr(self, k) is not None:
                 _pos_int(k, getattr(self, k))
         for k in ("seq_len", "batch_size", "grad_accum", "steps", "eval_interval",
@@ -373,9 +381,14 @@ class TrainConfig:
         _float("eps", self.eps, lo=0.0, lo_open=True)
         _float("weight_decay", self.weight_decay, lo=0.0)
         _check_optimizer(self)
-        for k in ("async_checkpoints", "resume", "tensorboard"):
+        for k in ("async_checkpoints", "tensorboard", "overwrite", "verbose"):
             if not isinstance(getattr(self, k), bool):
                 raise _bad(k, getattr(self, k), "must be true or false")
+        if not (isinstance(self.resume, bool) or self.resume == "auto" or (
+                isinstance(self.resume, int) and self.resume >= 0)):
+            raise _bad("resume", self.resume, "must be true, false, auto or a checkpoint step")
+        if self.overwrite and self.resume is not False:
+            raise _bad("overwrite", self.overwrite, "cannot be combined with --resume")
         if not isinstance(self.lr_milestones, tuple) or not all(
             isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in self.lr_milestones
         ) or list(self.lr_milestones) != sorted(set(self.lr_milestones)):
@@ -439,7 +452,7 @@ def _check_optimizer(c: TrainConfig) -> None:
 
 #: fields whose type checks have their own rule in ``validate``
 _CHECKED = frozenset({"lr_milestones", "lr_chain", "lr_mults", "resume", "tensorboard",
-                      "async_checkpoints", "sample_prompt"})
+                      "async_checkpoints", "sample_prompt", "overwrite", "verbose"})
 
 
 def field_kinds() -> dict[str, type | None]:
@@ -528,6 +541,20 @@ def check_dirs(cfg: TrainConfig, workdir: str) -> dict[str, str]:
         if not os.access(path, os.W_OK | os.X_OK):
             raise _bad(key, path, "is not writable")
     return dirs
+
+
+def _resume_value(v: Any) -> Any:
+    """``--resume`` values from text (config files, flags): true, false, auto, or a step."""
+    if isinstance(v, str):
+        t = v.strip().lower()
+        if t in ("true", ""):
+            return True
+        if t == "false":
+            return False
+        if t.isdigit():
+            return int(t)
+        return "auto" if t == "auto" else v
+    return v
 
 
 def parse_lr_mults(text: str) -> dict[str, float]:

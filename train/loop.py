@@ -12,6 +12,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,13 +27,22 @@ import schedules as S
 from .checkpoint import Checkpointer, CheckpointError
 from .config import TrainConfig, check_dirs
 from .data import Batcher, load_data
+from .devices import simulate_devices
 from .lr import build_schedule
-from .metrics import Console, MetricsWriter, fmt_duration
+from .metrics import Console, MetricsWriter, fmt_duration, param_summary
 from .optim import make_optimizer, param_table
+from .resume import (
+    check_compatible,
+    choose_step,
+    clear_outputs,
+    read_saved_config,
+    with_saved_config,
+)
 from .step import AXIS, make_eval_step, make_train_step
 from .tokenizer import get_tokenizer
 
-__all__ = ["NonFiniteLossError", "effective_config", "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "TrainingInterrupted", "effective_config",
+           "train_and_evaluate"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -130,14 +141,72 @@ def _unreplicate(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x.addressable_data(0)))[0], tree)
 
 
+def _param_rows(params: Any, lr_mults: Mapping[str, float]) -> list[tuple[str, int, bool,
+                                                                            float]]:
+    from .optim import group_labels, path_str
+
+    mask = jax.tree_util.tree_leaves(models.decay_mask(params))
+    labels = jax.tree_util.tree_leaves(group_labels(params, lr_mults))
+    return [(path_str(p), int(np.prod(np.shape(x))), bool(d),
+             1.0 if lab == "default" else float(lr_mults[lab]))
+            for (p, x), d, lab in zip(jax.tree_util.tree_leaves_with_path(params), mask, labels)]
+
+
+def _start_lines(cfg: TrainConfig, eff: dict, model_cfg: Any, config_path: str | None) -> str:
+    """The compact start summary (``--verbose`` prints the whole effective config)."""
+    m = eff["model_config"]
+    dims = ", ".join(f"{k} {m[k]}" for k in ("n_layer", "n_head", "n_embd") if k in m)
+    spec = eff["schedule_spec"]
+    spec = spec if len(spec) <= 120 else spec[:117] + "..."
+    where = f"full config: {config_path}" if config_path else "full config: not written"
+    return "\n".join([
+        f"model: {cfg.model} {cfg.model_size} ({dims}), seq {cfg.seq_len}, {cfg.dtype}"
+        + (f", dropout {cfg.dropout}" if cfg.dropout else ""),
+        f"schedule: {spec}",
+        f"optimizer: AdamW b1={cfg.beta1} b2={cfg.beta2} eps={cfg.eps} weight decay "
+        f"{cfg.weight_decay}, clip {cfg.clip_norm or 'off'}"
+        + (f", lr x {dict(cfg.lr_mults)}" if cfg.lr_mults else "") + f"; seed {cfg.seed}",
+        f"run: {cfg.steps} steps, eval every {cfg.eval_interval}, checkpoint every "
+        f"{cfg.checkpoint_interval} (keep {cfg.keep_checkpoints}); {where}",
+    ])
+
+
+def _resume_command(cfg: TrainConfig, workdir_arg: str) -> str:
+    import shlex
+
+    cmd = ["python", "-m", "train", "--resume", "--workdir", workdir_arg]
+    if cfg.checkpoint_dir:
+        cmd += ["--checkpoint-dir", cfg.checkpoint_dir]
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def _finite(tree: Any) -> bool:
+    return all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(tree)
+               if np.issubdtype(np.asarray(x).dtype, np.inexact))
+
+
 def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str, Any]:
     """Train per ``config`` with outputs under ``workdir``; returns a summary dict.
 
+    ``config.resume``: ``False`` (refused if ``workdir`` holds checkpoints, unless
+    ``overwrite``), ``True`` (the latest checkpoint; refused if none), ``"auto"`` (the latest,
+    or from scratch) or a step. Given as a mapping with ``resume``, the checkpoint's saved
+    settings fill in the keys it does not give (:func:`train.resume.with_saved_config`).
+    A resume that changes a setting that changes the trajectory is refused
+    (:class:`~train.resume.ResumeMismatchError`, listing every difference); a run whose
+    checkpoint is already at ``steps`` returns at once (``stop_reason`` "already finished").
+
     Raises ``ValueError`` for an invalid config (before anything compiles),
-    :class:`~train.checkpoint.CheckpointError` for an unusable checkpoint and
-    :class:`NonFiniteLossError` when the loss becomes NaN/inf."""
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    :class:`~train.checkpoint.CheckpointError` for an unusable checkpoint,
+    :class:`NonFiniteLossError` when the loss becomes NaN/inf, and
+    :class:`TrainingInterrupted` after a SIGINT (Ctrl-C) once the current step is saved."""
+    workdir_arg = workdir
+    if isinstance(config, TrainConfig):
+        cfg = config
+    else:
+        cfg = TrainConfig.from_dict(with_saved_config(config, workdir))
     cfg = cfg.normalized().validate()
+    simulate_devices(cfg.simulate_devices)
     schedule = build_schedule(cfg)  # built once: validate() cached it on cfg
     check_dirs(cfg, workdir)
     _init_distributed(cfg)
@@ -150,11 +219,36 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     workdir = os.path.abspath(workdir)
     ckpt_dir = cfg.checkpoint_dir or os.path.join(workdir, "checkpoints")
     metrics_dir = cfg.metrics_dir or os.path.join(workdir, "metrics")
+    config_path = os.path.join(workdir, "config.json")
     console = Console(cfg.steps, enabled=primary)
+    if cfg.overwrite and primary:
+        removed = clear_outputs(workdir, [ckpt_dir, metrics_dir, config_path])
+        if removed:
+            console.print(f"--overwrite: deleted {', '.join(removed)}")
+    resume_step = choose_step(cfg.resume, os.path.abspath(ckpt_dir))
 
     tok = get_tokenizer(cfg.tokenizer)
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
                                   **cfg.model_overrides())
+    tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
+    eff = effective_config(cfg, schedule, model_cfg, {
+        "workdir": workdir, "process_count": pcount, "global_devices": n_global,
+        "tokens_per_step": tokens_per_step,
+    })
+    if resume_step is not None:  # the guard, before any data is read or code compiled
+        where = os.path.join(os.path.abspath(ckpt_dir), str(resume_step))
+        check_compatible(read_saved_config(os.path.abspath(ckpt_dir), resume_step), eff, where)
+        if resume_step > cfg.steps:
+            raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
+                             f"({where}) is at step {resume_step}, past it")
+        if resume_step == cfg.steps:
+            console.print(f"run already finished at step {resume_step}; nothing to do "
+                          f"(checkpoint {where}; pass a larger --steps to train on)")
+            return {"steps": resume_step, "start_step": resume_step,
+                    "stop_reason": "already finished", "checkpoint_dir":
+                    os.path.abspath(ckpt_dir), "last_checkpoint": resume_step,
+                    "metrics_path": os.path.join(os.path.abspath(metrics_dir), "metrics.jsonl")}
+
     train_data, val_data, data_desc = load_data(cfg.data, cfg.val_data, tok, cfg.data_cache,
                                                 cfg.val_fraction)
     train_data.check(cfg.seq_len + 1, tok.vocab_size)
@@ -164,13 +258,19 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
                     seed=cfg.seed)
     batcher = Batcher(train_data, **batch_kw)
     val_batcher = Batcher(val_data, **batch_kw)
-    tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
+    eff["data_description"] = data_desc
 
-    eff = effective_config(cfg, schedule, model_cfg, {
-        "workdir": workdir, "process_count": pcount, "global_devices": n_global,
-        "tokens_per_step": tokens_per_step, "data_description": data_desc,
-    })
-    console.print("effective config:\n" + json.dumps(eff, indent=1, sort_keys=True))
+    if primary:
+        os.makedirs(workdir, exist_ok=True)
+        with open(config_path, "w") as f:  # the fields only: `--config` reads it back
+            settings = {k: v for k, v in cfg.to_dict().items() if k not in ("resume",
+                                                                            "overwrite")}
+            json.dump(settings, f, indent=1, sort_keys=True)
+            f.write("\n")
+    if cfg.verbose:
+        console.print("effective config:\n" + json.dumps(eff, indent=1, sort_keys=True))
+    else:
+        console.print(_start_lines(cfg, eff, model_cfg, config_path if primary else None))
     console.print(f"data: {data_desc}: {train_data.num_tokens:,} train / "
                   f"{val_data.num_tokens:,} val tokens ({tok.name} tokenizer)")
     console.print(f"devices: {n_global} ({pcount} process(es) x {n_local}, "
@@ -182,54 +282,101 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     tx, p_train, p_eval = _compiled(model_cfg, cfg, schedule, params, devices)
     host_state = {"step": np.zeros((), np.int32), "params": params,
                   "opt_state": jax.device_get(tx.init(params))}
-    console.print("parameters:\n" + param_table(params, cfg.lr_mults))
+    if cfg.verbose:
+        console.print("parameters:\n" + param_table(params, cfg.lr_mults))
+    else:
+        console.print(param_summary(_param_rows(params, cfg.lr_mults)))
 
     ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
     try:
-        latest = ckpt.latest_step()
-        if latest is not None and not cfg.resume:
-            raise ValueError(
-                f"--resume=False but {ckpt_dir} already holds checkpoints (latest step "
-                f"{latest}); pass --resume to continue, or use another --workdir/"
-                "--checkpoint-dir (existing checkpoints are never overwritten)")
-        if latest is not None:
-            host_state = ckpt.restore(latest, host_state, eff)
-            console.print(f"resumed from {ckpt.path(latest)} (step {int(host_state['step'])})")
-        elif cfg.resume:
-            console.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
+        if resume_step is not None:
+            host_state = ckpt.restore(resume_step, host_state, eff)
+            console.print(f"resumed from {ckpt.path(resume_step)} "
+                          f"(step {int(host_state['step'])})")
+        elif cfg.resume == "auto" and not isinstance(cfg.resume, bool):
+            console.print(f"--resume=auto: no checkpoint in {ckpt.directory}; starting from "
+                          "step 0")
         return _run(cfg, eff, schedule, model_cfg, tok, host_state, p_train, p_eval,
                     batcher, val_batcher, ckpt, console, metrics_dir, devices,
-                    tokens_per_step, n_global, primary)
+                    tokens_per_step, n_global, primary, workdir_arg)
     finally:
         ckpt.close()
+
+
+class _SigintFlag:
+    """Ctrl-C (SIGINT) sets a flag the loop checks after each step; a second one interrupts
+    at once (Python's default). Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: Any = None
+
+    def __enter__(self) -> _SigintFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        del signum, frame
+        self.hit = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training after a step; ``checkpoint`` is where the state was
+    saved (None if it was not finite). ``python -m train`` exits with status 130."""
+
+    def __init__(self, msg: str, step: int, checkpoint: str | None) -> None:
+        super().__init__(msg)
+        self.step = step
+        self.checkpoint = checkpoint
 
 
 def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok: Any,
          host_state: dict, p_train: Any, p_eval: Any, batcher: Batcher, val_batcher: Batcher,
          ckpt: Checkpointer, console: Console, metrics_dir: str, devices: list | None,
-         tokens_per_step: int, n_global: int, primary: bool) -> dict[str, Any]:
+         tokens_per_step: int, n_global: int, primary: bool,
+         workdir_arg: str) -> dict[str, Any]:
     start = int(host_state["step"])
     state = _replicate(host_state, devices)
     writer = MetricsWriter(metrics_dir, tensorboard=cfg.tensorboard, enabled=primary)
     console.start_step = start
+    fpt = models.flops_per_token(model_cfg, cfg.seq_len)
+    peak, peak_desc = _peak_flops(n_global)
     history: list[tuple[int, float]] = []
     evals: list[tuple[int, float]] = []
     eval_batches = [val_batcher.eval_batch(i) for i in range(cfg.eval_batches)]
     pending: list[tuple[int, dict]] = []
     best, since_best = math.inf, 0
-    last_saved = ckpt.latest_step()
+    existing = set(ckpt.all_steps())
+    last_saved = max(existing) if existing else None
     stop_reason = "completed"
     t_first = None  # wall time after the first (compiling) step finished
     window_t, window_steps = time.perf_counter(), 0
+    train_time, train_steps = 0.0, 0  # steady-state training only (no compile, eval, save)
+
+    def mfu_of(tps: float | None) -> float | None:
+        if tps is None or not (peak and math.isfinite(peak)):
+            return None
+        return fpt * tps / peak
 
     def flush(step_done: int) -> None:
         """Fetch pending metrics, log them, and stop on a non-finite loss."""
-        nonlocal window_t, window_steps, t_first
+        nonlocal window_t, window_steps, train_time, train_steps
         if not pending:
             return
         fetched = jax.device_get([m for _, m in pending])
         now = time.perf_counter()
-        tps = tokens_per_step * window_steps / max(now - window_t, 1e-9)
+        tps = None
+        if window_steps > 0:  # timed steady-state steps in this window (none: compile step)
+            tps = tokens_per_step * window_steps / max(now - window_t, 1e-9)
+            train_time += now - window_t
+            train_steps += window_steps
         window_t, window_steps = now, 0
         bad = None
         for (t, _), m in zip(pending, fetched):
@@ -245,7 +392,7 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
         if bad is None and ((t_last + 1) % cfg.log_interval == 0 or t_last + 1 == cfg.steps):
             m = fetched[-1]
             console.update(t_last, float(m["loss"][0]), schedule(t_last), tps,
-                           float(m["grad_norm"][0]))
+                           float(m["grad_norm"][0]), mfu_of(tps))
         if bad is not None:
             where = ckpt.path(last_saved) if last_saved is not None else "none saved yet"
             console.print(f"ERROR: loss is {bad[1]} at step {bad[0]}; training stopped. "
@@ -255,55 +402,71 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
                 f"loss is {bad[1]} at step {bad[0]} (lr {schedule(bad[0]):.3e}); stopped without "
                 f"saving. Last good checkpoint: {where}")
 
+    def reset_window() -> None:
+        """After an evaluation or a save: the next window times training steps only."""
+        nonlocal window_t, window_steps
+        window_t, window_steps = time.perf_counter(), 0
+
+    def save(step: int) -> None:
+        nonlocal last_saved
+        if step in existing:  # resumed from an earlier step: the same state is saved there
+            return
+        ckpt.save(step, _unreplicate(state), eff)
+        existing.add(step)
+        last_saved = step
+
     def evaluate() -> float:
         losses = [p_eval(state["params"], b) for b in eval_batches]
         return float(np.mean([float(x[0]) for x in jax.device_get(losses)]))
 
     t_start = time.perf_counter()
     step = start
-    while step < cfg.steps:
-        batch = batcher.batch(step)
-        state, m = p_train(state, batch)
-        pending.append((step, m))
-        step += 1
-        window_steps += 1
-        if t_first is None:
-            jax.block_until_ready(m["loss"])
-            t_first = time.perf_counter()
-            window_t, window_steps = t_first, 0
-            flush(step)  # first step: compile time excluded from tokens/s
-        elif step % cfg.log_interval == 0 or step == cfg.steps:
-            flush(step)
-        if step % cfg.eval_interval == 0 or step == cfg.steps:
-            flush(step)
-            v = evaluate()
-            evals.append((step, v))
-            writer.write(step, val_loss=v)
-            console.print(f"eval at step {step}: val loss {v:.4f}")
-            if v < best:
-                best, since_best = v, 0
-            else:
-                since_best += 1
-            if cfg.early_stop_patience and since_best >= cfg.early_stop_patience:
-                stop_reason = (f"early stop: no val-loss improvement in "
-                               f"{cfg.early_stop_patience} evaluation(s)")
-        if (step % cfg.checkpoint_interval == 0 or step == cfg.steps
-                or stop_reason != "completed"):
-            flush(step)
-            ckpt.save(step, _unreplicate(state), eff)
-            last_saved = step
-        if stop_reason != "completed":
-            console.print(stop_reason)
-            break
+    with _SigintFlag() as sigint:
+        while step < cfg.steps:
+            batch = batcher.batch(step)
+            state, m = p_train(state, batch)
+            pending.append((step, m))
+            step += 1
+            window_steps += 1
+            if t_first is None:
+                jax.block_until_ready(m["loss"])
+                t_first = time.perf_counter()
+                window_t, window_steps = t_first, 0
+                console.steady(step, t_first)
+                flush(step)  # first step: compile time excluded from tokens/s and the ETA
+            elif step % cfg.log_interval == 0 or step == cfg.steps:
+                flush(step)
+            if step % cfg.eval_interval == 0 or step == cfg.steps:
+                flush(step)
+                v = evaluate()
+                evals.append((step, v))
+                writer.write(step, val_loss=v)
+                console.print(f"eval at step {step}: val loss {v:.4f}")
+                if v < best:
+                    best, since_best = v, 0
+                else:
+                    since_best += 1
+                if cfg.early_stop_patience and since_best >= cfg.early_stop_patience:
+                    stop_reason = (f"early stop: no val-loss improvement in "
+                                   f"{cfg.early_stop_patience} evaluation(s)")
+                reset_window()
+            if (step % cfg.checkpoint_interval == 0 or step == cfg.steps
+                    or stop_reason != "completed"):
+                flush(step)
+                save(step)
+                reset_window()
+            if stop_reason != "completed":
+                console.print(stop_reason)
+                break
+            if sigint.hit:
+                _interrupt(step, flush, save, state, ckpt, console, writer, cfg, workdir_arg,
+                           existing)
     flush(step)
     t_end = time.perf_counter()
     console.close()
     ckpt.wait()
 
-    timed_steps = step - start - 1
-    tps = tokens_per_step * timed_steps / (t_end - t_first) if t_first and timed_steps > 0 else 0.0
-    fpt = models.flops_per_token(model_cfg, cfg.seq_len)
-    peak, peak_desc = _peak_flops(n_global)
+    tps = tokens_per_step * train_steps / train_time if train_time > 0 else float("nan")
     mfu = fpt * tps / peak if peak and math.isfinite(peak) else float("nan")
     final_params = _unreplicate(state["params"])
     final_val = evals[-1][1] if evals and evals[-1][0] == step else (evaluate() if step > start
@@ -326,17 +489,42 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
     writer.close()
     console.print("\n=== summary ===")
     console.print(f"steps {start} -> {step} ({stop_reason}) in {fmt_duration(t_end - t_start)}")
-    console.print(f"train loss {summary['first_loss']:.4f} (step {start}) -> "
-                  f"{summary['final_loss']:.4f} (step {step - 1}); val loss {final_val:.4f}")
-    console.print(f"throughput {tps:,.0f} tokens/s; {fpt / 1e6:.2f} MFLOP/token; MFU "
-                  f"{100 * mfu:.2f}% of {peak_desc}")
+    console.print(f"train loss {summary['first_loss']:.4f} (step {start + 1}) -> "
+                  f"{summary['final_loss']:.4f} (step {step}); val loss {final_val:.4f}")
+    if math.isfinite(tps):
+        console.print(f"throughput {tps:,.0f} tokens/s (steady state); {fpt / 1e6:.2f} "
+                      f"MFLOP/token; MFU {100 * mfu:.2f}% of {peak_desc}")
     console.print(f"checkpoints: {ckpt.directory} (last step {last_saved})")
-    console.print(f"metrics: {writer.path} (TensorBoard: {os.path.join(metrics_dir, 'tb')}); "
-                  f"plot: python -m train.plot {writer.path}")
+    tb = f" (TensorBoard: {os.path.join(metrics_dir, 'tb')})" if cfg.tensorboard else ""
+    console.print(f"metrics: {writer.path}{tb}; plot: python -m train.plot {writer.path}")
     if "sample" in summary:
         console.print(f"sample ({cfg.sample_tokens} tokens, temperature 0.8):\n"
                       f"{summary['sample']}")
     return summary
+
+
+def _interrupt(step: int, flush: Any, save: Any, state: Any, ckpt: Checkpointer,
+               console: Console, writer: MetricsWriter, cfg: TrainConfig, workdir_arg: str,
+               existing: set[int]) -> None:
+    """Ctrl-C: log, save the state after ``step`` if finite, say how to resume, raise."""
+    flush(step)  # raises NonFiniteLossError (nothing saved) if a loss is not finite
+    host = _unreplicate(state)
+    saved: str | None = None
+    if step in existing:
+        saved = ckpt.path(step)
+    elif _finite(host):
+        save(step)
+        ckpt.wait()
+        saved = ckpt.path(step)
+    console.close()
+    writer.close()
+    if saved is None:
+        msg = (f"interrupted after step {step}: the state is not finite, nothing saved "
+               f"(last checkpoint: {ckpt.path(max(existing)) if existing else 'none'})")
+    else:
+        msg = f"interrupted after step {step}; checkpoint saved: {saved}"
+    console.print(f"{msg}\nresume with: {_resume_command(cfg, workdir_arg)}")
+    raise TrainingInterrupted(msg, step, saved)
 
 
 __all__ += ["CheckpointError"]

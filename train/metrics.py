@@ -2,7 +2,9 @@
 
 Only process 0 writes anything. ``metrics.jsonl`` gets one object per logged step
 (``{"step", "loss", "lr", "grad_norm", "tokens_per_s", "time"}``, the loss at full float
-precision) and one per evaluation (``{"step", "val_loss"}``); a resumed run appends to it.
+precision; ``tokens_per_s`` is ``null`` until a steady-state step has been timed, i.e. for
+the compiling first step) and one per evaluation (``{"step", "val_loss"}``); a resumed run
+appends to it. Non-finite numbers are written as ``null`` (strict JSON).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["Console", "MetricsWriter", "fmt_duration"]
+__all__ = ["Console", "MetricsWriter", "fmt_duration", "param_summary"]
 
 
 class MetricsWriter:
@@ -35,7 +38,8 @@ class MetricsWriter:
 
             self._tb = SummaryWriter(os.path.join(self.directory, "tb"))
 
-    def write(self, step: int, **values: float) -> None:
+    def write(self, step: int, **values: float | None) -> None:
+        """One JSON line; ``None`` and non-finite floats become ``null``."""
         if not self.enabled or self._f is None:
             return
         rec = {"step": int(step), **{k: _json_float(v) for k, v in values.items()}}
@@ -43,7 +47,7 @@ class MetricsWriter:
         self._f.flush()
         if self._tb is not None:
             for k, v in values.items():
-                if isinstance(v, int | float) and math.isfinite(v):
+                if isinstance(v, int | float) and v is not None and math.isfinite(v):
                     self._tb.add_scalar(f"train/{k}" if k != "val_loss" else "eval/loss", v, step)
 
     def close(self) -> None:
@@ -57,7 +61,7 @@ class MetricsWriter:
 
 def _json_float(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
+        return None  # JSON has no NaN/inf: null (docs/training.md, "Metrics")
     return v
 
 
@@ -71,7 +75,10 @@ def fmt_duration(s: float) -> str:
 class Console:
     """Progress on the terminal: a one-line bar when ``stream`` is a TTY, else plain log lines.
 
-    Every update shows the step, the loss and the learning rate used at that step."""
+    Every update shows the step (1-based: ``step k/N`` = ``k`` updates done, in the bar and
+    the log lines alike), the loss and the learning rate used at that step. The ETA comes
+    from steady-state steps only: the loop calls :meth:`steady` once the first (compiling)
+    step is done, and the time per step is measured from there."""
 
     def __init__(self, total: int, start: int = 0, enabled: bool = True,
                  stream: TextIO | None = None, bar: bool | None = None) -> None:
@@ -81,6 +88,7 @@ class Console:
         self.start_step = start
         self.bar = self.stream.isatty() if bar is None else bar
         self.t0 = time.perf_counter()
+        self._steady: tuple[int, float] | None = None  # (updates done, time) at steady state
         self._bar_shown = False
 
     def print(self, msg: str = "") -> None:
@@ -92,30 +100,78 @@ class Console:
         self.stream.write(msg + "\n")
         self.stream.flush()
 
-    def update(self, step: int, loss: float, lr: float, tokens_per_s: float,
-               grad_norm: float | None = None) -> None:
-        """Report optimizer step ``step`` (0-based; ``lr`` is the schedule at that step)."""
+    def steady(self, done: int, t: float | None = None) -> None:
+        """Mark that ``done`` updates are complete and compilation is over (at time ``t``)."""
+        self._steady = (done, time.perf_counter() if t is None else t)
+
+    def eta(self, done: int, now: float | None = None) -> float:
+        """Seconds left after ``done`` updates, from the steady-state pace (NaN before)."""
+        if self._steady is None:
+            return float("nan")
+        d0, t0 = self._steady
+        if done <= d0:
+            return float("nan")
+        now = time.perf_counter() if now is None else now
+        return (now - t0) / (done - d0) * max(self.total - done, 0)
+
+    def update(self, step: int, loss: float, lr: float, tokens_per_s: float | None,
+               grad_norm: float | None = None, mfu: float | None = None) -> None:
+        """Report optimizer step ``step`` (0-based; ``lr`` is the schedule at that step),
+        shown as ``step + 1`` of ``total``."""
         if not self.enabled:
             return
-        done = step + 1 - self.start_step
+        done = step + 1
         elapsed = time.perf_counter() - self.t0
-        eta = elapsed / done * (self.total - step - 1) if done > 0 else float("nan")
+        eta = self.eta(done)
         eta_s = fmt_duration(eta) if math.isfinite(eta) else "?"
-        stats = f"loss {loss:.4f} | lr {lr:.3e} | {tokens_per_s:,.0f} tok/s"
+        tps = "? tok/s" if tokens_per_s is None else f"{tokens_per_s:,.0f} tok/s"
+        stats = f"loss {loss:.4f} | lr {lr:.3e} | {tps}"
+        if mfu is not None and math.isfinite(mfu):
+            stats += f" | mfu {100 * mfu:.1f}%"
         if self.bar:
             width = 24
-            filled = int(width * (step + 1) / max(self.total, 1))
+            filled = int(width * done / max(self.total, 1))
             bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r\033[K[{bar}] {step + 1}/{self.total} | {stats} | "
+            self.stream.write(f"\r\033[K[{bar}] {done}/{self.total} | {stats} | "
                               f"{fmt_duration(elapsed)}<{eta_s}")
             self.stream.flush()
             self._bar_shown = True
         else:
             gn = f" | grad norm {grad_norm:.3f}" if grad_norm is not None else ""
-            self.print(f"step {step:>6}/{self.total} | {stats}{gn} | eta {eta_s}")
+            self.print(f"step {done:>{len(str(self.total))}}/{self.total} | {stats}{gn} | "
+                       f"eta {eta_s}")
 
     def close(self) -> None:
         if self.enabled and self._bar_shown:
             self.stream.write("\n")
             self.stream.flush()
             self._bar_shown = False
+
+
+def param_summary(rows: list[tuple[str, int, bool, float]]) -> str:
+    """A few lines on the parameters, grouped by layer type: ``rows`` are ``(path, count,
+    weight decay, lr multiplier)`` per tensor; the layer index of a path (``h_3``,
+    ``layers_3``) is replaced by ``*`` and paths are grouped by their first two components
+    inside repeated layers, by their first one elsewhere."""
+    groups: dict[str, list] = {}
+    for path, n, decay, mult in rows:
+        parts = path.split("/")
+        layered = bool(re.fullmatch(r".*?_?\d+", parts[0]))
+        key = "/".join([re.sub(r"\d+$", "*", parts[0]), *parts[1:2]] if layered else parts[:1])
+        g = groups.setdefault(key, [0, 0, 0, set(), set()])
+        g[0] += 1
+        g[1] += n
+        g[2] += n if decay else 0
+        g[3].add(mult)
+        g[4].add(parts[0])
+    total = sum(r[1] for r in rows)
+    dec = sum(r[1] for r in rows if r[2])
+    w = max(len(k) for k in groups)
+    lines = [f"parameters: {total:,} in {len(rows)} tensors; weight decay on {dec:,}, none on "
+             f"{total - dec:,} (--verbose lists every tensor)"]
+    for key, (nt, n, d, mults, layers) in sorted(groups.items()):
+        lr = ",".join(f"{m:g}" for m in sorted(mults))
+        lay = f" x {len(layers)} layers" if len(layers) > 1 else ""
+        lines.append(f"  {key:<{w}} {n:>12,} params{lay:<12} {nt:>3} tensors, decay "
+                     f"{'on ' + format(d, ',') if d else 'off'}, lr x {lr}")
+    return "\n".join(lines)

@@ -27,11 +27,15 @@ def read_metrics(path: str) -> tuple[dict[int, dict[str, Any]], dict[int, float]
             if not line:
                 continue
             rec = json.loads(line)
-            if "val_loss" in rec:
-                val[int(rec["step"])] = float(rec["val_loss"])
+            if "val_loss" in rec:  # null (a non-finite value) reads as NaN
+                val[int(rec["step"])] = _num(rec["val_loss"])
             elif "loss" in rec:
                 train[int(rec["step"])] = rec
     return train, val
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
 
 
 def plot_metrics(path: str, out: str | None = None) -> str:
@@ -45,8 +49,8 @@ def plot_metrics(path: str, out: str | None = None) -> str:
     if not train:
         raise ValueError(f"{path}: no training records")
     steps = sorted(train)
-    loss = [float(train[s]["loss"]) for s in steps]
-    lr = [float(train[s]["lr"]) for s in steps]
+    loss = [_num(train[s]["loss"]) for s in steps]
+    lr = [_num(train[s]["lr"]) for s in steps]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     ax1.plot(steps, loss, lw=1, label="train")
     if val:
@@ -75,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("metrics", help="a metrics.jsonl file written by python -m train")
     p.add_argument("-o", "--out", help="output PNG (default: next to the metrics file)")
     a = p.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("python -m train.plot: error: needs matplotlib: pip install 'schedax[plot]' "
+              "(or pip install matplotlib)", file=sys.stderr)
+        return 2
     try:
         out = plot_metrics(a.metrics, a.out)
     except (OSError, ValueError) as e:

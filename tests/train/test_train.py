@@ -110,7 +110,7 @@ def test_resume_changed_model_or_corrupted_fails_cleanly(base) -> None:
     tmp, cfg, _ = base
     ck = os.path.join(tmp, "run", "checkpoints")
     before = _tree_hash(ck)
-    with pytest.raises(CheckpointError, match="n_embd: checkpoint None, this run 32"):
+    with pytest.raises(CheckpointError, match="n_embd: checkpoint None, now 32"):
         run({**cfg, "resume": True, "steps": 14, "n_embd": 32}, os.path.join(tmp, "run"))
     assert _tree_hash(ck) == before
     # corrupt a copy of the checkpoints: every data file of the latest step's state
