@@ -53,6 +53,9 @@ HELP: dict[str, str] = {
     "clip_norm": "global gradient-norm clipping (0 = off)",
     "beta1": "AdamW beta1", "beta2": "AdamW beta2", "eps": "AdamW epsilon",
     "weight_decay": "AdamW weight decay (matrices only)",
+    "loss_scale_init": "--dtype=float16: initial dynamic loss scale",
+    "loss_scale_growth_interval": "--dtype=float16: double the loss scale after this many "
+                                  "consecutive finite steps",
     "eval_interval": "evaluate every N steps (and at the end)",
     "eval_batches": "validation batches per evaluation",
     "early_stop_patience": "stop after N evaluations without improvement (0 = off)",

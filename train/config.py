@@ -87,6 +87,9 @@ class TrainConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     weight_decay: float = 0.1
+    # float16 dynamic loss scaling (torch GradScaler's rule; unused for other dtypes)
+    loss_scale_init: float = 2.0**16
+    loss_scale_growth_interval: int = 2000
     # evaluation, logging, checkpoints
     eval_interval: int = 100
     eval_batches: int = 4
@@ -232,6 +235,8 @@ class TrainConfig:
         _float("beta2", self.beta2, lo=0.0, hi=1.0, hi_open=True)
         _float("eps", self.eps, lo=0.0, lo_open=True)
         _float("weight_decay", self.weight_decay, lo=0.0)
+        _float("loss_scale_init", self.loss_scale_init, lo=0.0, lo_open=True)
+        _pos_int("loss_scale_growth_interval", self.loss_scale_growth_interval)
         for k in ("async_checkpoints", "resume", "tensorboard"):
             if not isinstance(getattr(self, k), bool):
                 raise _bad(k, getattr(self, k), "must be true or false")
