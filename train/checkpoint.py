@@ -18,10 +18,10 @@ its own: its step is the optimizer's ``count`` inside ``opt_state``.
 * A failed write (disk full, permissions, ...) raises one ``CheckpointError`` naming the
   checkpoint and the operating system's reason (e.g. ``No space left on device (errno 28)``).
   orbax's background threads log such failures with full tracebacks before re-raising them to
-  the caller; those duplicate log records are dropped (:class:`_OrbaxTracebackFilter`). A save
-  that cannot fit in the free space is refused before anything is written (a write failing
-  half-way also makes tensorstore print ``Event loop is closed`` tracebacks from its own
-  threads, which Python cannot intercept).
+  the caller; those duplicate log records are dropped (:class:`_OrbaxTracebackFilter`), and
+  so are tensorstore's late ``Event loop is closed`` reports of the operations orbax abandoned
+  after the failure (``sys.unraisablehook``). A save that cannot fit in the free space is
+  refused before anything is written.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import zlib
 from typing import Any
 
@@ -68,6 +69,34 @@ def _install_filter() -> None:
         lg = logging.getLogger(name)
         if _FILTER not in lg.filters:
             lg.addFilter(_FILTER)
+
+
+def _is_closed_loop_noise(exc: BaseException | None, tb: Any) -> bool:
+    """``RuntimeError('Event loop is closed')`` from ``asyncio``'s ``call_soon_threadsafe``:
+    tensorstore completing reads/writes of an operation that orbax already abandoned (its event
+    loop closed after the first failure, which the caller gets as a ``CheckpointError``)."""
+    if not isinstance(exc, RuntimeError) or str(exc) != "Event loop is closed":
+        return False
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith(
+        os.path.join("asyncio", "base_events.py"))
+
+
+def _install_unraisable_filter() -> None:
+    """tensorstore reports those through ``sys.unraisablehook`` (a bare traceback per pending
+    operation, after the clear error); drop them, pass everything else to the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_closed_loop_noise", False):
+        return
+
+    def hook(u: Any) -> None:
+        if _is_closed_loop_noise(u.exc_value, u.exc_traceback):
+            return
+        previous(u)
+
+    hook._drops_closed_loop_noise = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def _leaf_name(path: tuple) -> str:
@@ -123,6 +152,7 @@ class Checkpointer:
 
     def __init__(self, directory: str, keep: int, async_save: bool = True) -> None:
         _install_filter()
+        _install_unraisable_filter()
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
