@@ -306,6 +306,23 @@ def load_state_dict(path_or_state_dict: Any) -> dict[str, Any]:
     return read_safetensors(path)
 
 
+def check_tied_head(cls: str, state_dict: Mapping[str, Any], head: str, embedding: str,
+                    hint: str) -> None:
+    """For a config whose output head is tied to the embedding: a ``head`` present in the state
+    dict must equal ``embedding`` (what tied checkpoints hold), else ``ValueError`` (loading
+    would silently replace the checkpoint's head by the embedding)."""
+    if head not in state_dict or embedding not in state_dict:
+        return
+    h, e = to_numpy_f32(state_dict[head]), to_numpy_f32(state_dict[embedding])
+    if h.shape == e.shape and np.array_equal(h, e):
+        return
+    what = (f"max |difference| {float(np.max(np.abs(h - e))):.3g}" if h.shape == e.shape
+            else f"shape {h.shape} vs {e.shape}")
+    raise ValueError(f"{cls}: {head} differs from {embedding} ({what}) but this config ties the "
+                     f"output head to the embedding, so the checkpoint's head would be dropped; "
+                     f"{hint}")
+
+
 def convert_from_hf(
     cls: str,
     mapping: list[tuple[str, tuple[str, ...], bool]],
