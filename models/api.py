@@ -100,7 +100,8 @@ def flops_per_token(config: Config, seq_len: int) -> float:
 def from_hf(config: Config, path_or_state_dict: str | os.PathLike | Mapping[str, Any]) -> dict:
     """Params from HF weights: a ``.safetensors`` file, a directory of them (sharded
     checkpoints), or a state dict {name: numpy/torch array}. Values are converted to float32;
-    missing/unexpected keys and shape mismatches raise ``ValueError``. Nothing is downloaded."""
+    missing/unexpected keys and shape mismatches raise ``ValueError``, and so does a tied config
+    given an ``lm_head.weight`` that differs from the embedding. Nothing is downloaded."""
     return _impl(config).from_hf(config, load_state_dict(path_or_state_dict))
 
 

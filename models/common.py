@@ -87,6 +87,13 @@ def check_attn_impl(cls: str, value: Any) -> None:
 # layers
 
 
+def _cpu_float16(x: jax.Array) -> bool:
+    """True for float16 on XLA:CPU, which cannot lower float16 products accumulated in
+    float32 (``F16_F16_F32``): those few products (attention scores, LM head) then run in
+    float32; the Dense layers stay float16 (float16 x float16 -> float16 is supported)."""
+    return x.dtype == jnp.float16 and jax.default_backend() == "cpu"
+
+
 def causal_attention(
     q: jax.Array,
     k: jax.Array,
@@ -103,6 +110,11 @@ def causal_attention(
     (fused kernel where the platform has one, e.g. ``implementation="cudnn"``). With dropout
     active the probabilities must be materialised, so the explicit formula is used.
     """
+    if _cpu_float16(q):  # XLA:CPU has no float16 x float16 -> float32 dot: float32 there
+        f32 = jnp.float32
+        out = causal_attention(q.astype(f32), k.astype(f32), v.astype(f32), dropout=dropout,
+                               deterministic=deterministic, implementation=implementation)
+        return out.astype(q.dtype)
     if dropout is None or deterministic or dropout.rate == 0.0:
         return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
     T, N, D = q.shape[1:]
@@ -150,6 +162,8 @@ def lm_logits(x: jax.Array, weight: jax.Array, *, transposed: bool) -> jax.Array
     ``weight`` is [V, C] (tied embedding, ``transposed=True``) or [C, V] (untied kernel).
     Computed on [B*T, C] as one GEMM (see :func:`dense_dot_general`).
     """
+    if _cpu_float16(x):
+        x = x.astype(jnp.float32)  # XLA:CPU has no float16 x float16 -> float32 dot
     w = weight.astype(x.dtype)
     flat = x.reshape(-1, x.shape[-1])
     dims = (((1,), (1,)), ((), ())) if transposed else (((1,), (0,)), ((), ()))
@@ -290,6 +304,23 @@ def load_state_dict(path_or_state_dict: Any) -> dict[str, Any]:
     if not os.path.exists(path):
         raise FileNotFoundError(path)
     return read_safetensors(path)
+
+
+def check_tied_head(cls: str, state_dict: Mapping[str, Any], head: str, embedding: str,
+                    hint: str) -> None:
+    """For a config whose output head is tied to the embedding: a ``head`` present in the state
+    dict must equal ``embedding`` (what tied checkpoints hold), else ``ValueError`` (loading
+    would silently replace the checkpoint's head by the embedding)."""
+    if head not in state_dict or embedding not in state_dict:
+        return
+    h, e = to_numpy_f32(state_dict[head]), to_numpy_f32(state_dict[embedding])
+    if h.shape == e.shape and np.array_equal(h, e):
+        return
+    what = (f"max |difference| {float(np.max(np.abs(h - e))):.3g}" if h.shape == e.shape
+            else f"shape {h.shape} vs {e.shape}")
+    raise ValueError(f"{cls}: {head} differs from {embedding} ({what}) but this config ties the "
+                     f"output head to the embedding, so the checkpoint's head would be dropped; "
+                     f"{hint}")
 
 
 def convert_from_hf(

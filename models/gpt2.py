@@ -41,6 +41,7 @@ from .common import (
     check_dropout,
     check_pos_float,
     check_pos_int,
+    check_tied_head,
     convert_from_hf,
     convert_to_hf,
     dense_dot_general,
@@ -263,12 +264,14 @@ def hf_mapping(config: GPT2Config) -> list[tuple[str, tuple[str, ...], bool]]:
 
 def from_hf(config: GPT2Config, state_dict: Mapping[str, Any]) -> dict:
     """HF GPT-2 state dict -> params. Accepts names with or without the ``transformer.``
-    prefix (original OpenAI checkpoints have none); ignores the attention-mask buffers and
-    ``lm_head.weight`` (tied to ``wte``)."""
+    prefix (original OpenAI checkpoints have none); ignores the attention-mask buffers and an
+    ``lm_head.weight`` equal to ``wte`` (tied); a different one raises ``ValueError``."""
     sd = {
         (k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
         for k, v in state_dict.items()
     }
+    check_tied_head("GPT2", sd, "lm_head.weight", "transformer.wte.weight",
+                    "GPT-2's head is always the embedding (an untied head is not supported)")
     expected = jax.eval_shape(GPT2(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
     return convert_from_hf(
         "GPT2", hf_mapping(config), sd, expected["params"], ignore=_IGNORED_HF_KEYS

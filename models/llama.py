@@ -46,6 +46,7 @@ from .common import (
     check_dropout,
     check_pos_float,
     check_pos_int,
+    check_tied_head,
     convert_from_hf,
     convert_to_hf,
     dense_dot_general,
@@ -404,7 +405,12 @@ def hf_mapping(config: LlamaConfig) -> list[tuple[str, tuple[str, ...], bool]]:
 
 
 def from_hf(config: LlamaConfig, state_dict: Mapping[str, Any]) -> dict:
-    """HF LLaMA state dict -> params (``lm_head.weight`` ignored when embeddings are tied)."""
+    """HF LLaMA state dict -> params. With tied embeddings an ``lm_head.weight`` equal to the
+    embedding is ignored; a different one raises ``ValueError`` (use ``tie_embeddings=False``)."""
+    if config.tie_embeddings:
+        check_tied_head("Llama", state_dict, "lm_head.weight", "model.embed_tokens.weight",
+                        "load it with tie_embeddings=False (config_from_hf reads "
+                        "tie_word_embeddings)")
     ignore = _IGNORED_HF_KEYS + (("lm_head.weight",) if config.tie_embeddings else ())
     expected = jax.eval_shape(Llama(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
     return convert_from_hf("Llama", hf_mapping(config), state_dict, expected["params"], ignore)

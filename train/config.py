@@ -170,6 +170,11 @@ class TrainConfig:
     momentum: float = _f(0.0, "optimizer", "sgd: momentum (torch.optim.SGD)")
     nesterov: bool = _f(False, "optimizer", "sgd: Nesterov momentum")
     dampening: float = _f(0.0, "optimizer", "sgd: momentum dampening")
+    # float16 dynamic loss scaling (torch GradScaler's rule; unused for other dtypes)
+    loss_scale_init: float = _f(2.0**16, "optimizer", "--dtype=float16: initial dynamic loss "
+                                "scale")
+    loss_scale_growth_interval: int = _f(2000, "optimizer", "--dtype=float16: double the loss "
+                                         "scale after this many consecutive finite steps")
     # evaluation, logging, checkpoints
     eval_interval: int = _f(100, "logging", "evaluate every N steps (and at the end)")
     eval_batches: int = _f(4, "logging", "validation batches per evaluation")
@@ -381,6 +386,8 @@ class TrainConfig:
         _float("eps", self.eps, lo=0.0, lo_open=True)
         _float("weight_decay", self.weight_decay, lo=0.0)
         _check_optimizer(self)
+        _float("loss_scale_init", self.loss_scale_init, lo=0.0, lo_open=True)
+        _pos_int("loss_scale_growth_interval", self.loss_scale_growth_interval)
         for k in ("async_checkpoints", "tensorboard", "overwrite", "verbose"):
             if not isinstance(getattr(self, k), bool):
                 raise _bad(k, getattr(self, k), "must be true or false")

@@ -1,9 +1,11 @@
 """``train_and_evaluate(config, workdir)``: the training loop.
 
 Step convention: optimizer step ``t`` (0-based) consumes ``batch(t)`` and uses the learning rate
-``schedule(t)`` (optax's count before the update); the metrics record ``{"step": t, "loss",
-"lr": schedule(t), ...}``. A checkpoint labelled ``n`` holds the state after ``n`` updates, so a
-resumed run continues with step ``n`` — bit-identical to an uninterrupted run.
+``schedule(count)``, optax's count before the update (``count == t`` unless float16 loss scaling
+skipped updates); the metrics record ``{"step": t, "loss", "lr", ...}`` where ``lr`` is the rate
+the update applied, as the step itself reports it (``train.step``). A checkpoint labelled ``n``
+holds the state after ``n`` updates, so a resumed run continues with step ``n`` — bit-identical
+to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from .resume import (
     read_saved_config,
     with_saved_config,
 )
-from .step import AXIS, make_eval_step, make_train_step
+from .step import AXIS, LossScale, init_state, make_eval_step, make_train_step
 from .tokenizer import get_tokenizer
 
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "effective_config",
@@ -46,7 +48,8 @@ __all__ = ["NonFiniteLossError", "TrainingInterrupted", "effective_config",
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; training stopped without saving."""
+    """The loss, or the state after an update, became NaN or infinite; training stopped
+    without saving that state (every checkpoint on disk is finite)."""
 
 
 _STEP_CACHE: dict[Any, tuple[Any, Any, Any]] = {}
@@ -116,12 +119,21 @@ def _compiled(model_cfg: Any, cfg: TrainConfig, schedule: S.Schedule, params: An
     key = (model_cfg, repr(schedule), cfg.clip_norm, cfg.beta1, cfg.beta2, cfg.eps,
            cfg.weight_decay, tuple(sorted(cfg.lr_mults.items())), cfg.seed,
            cfg.optimizer, cfg.momentum, cfg.nesterov, cfg.dampening,
-           None if devices is None else tuple(d.id for d in devices))
+           None if devices is None else tuple(d.id for d in devices), _loss_scale(cfg))
     if key not in _STEP_CACHE:
         tx = make_optimizer(cfg, schedule, params)
-        _STEP_CACHE[key] = (tx, make_train_step(model_cfg, tx, cfg.seed, devices),
+        _STEP_CACHE[key] = (tx, make_train_step(model_cfg, tx, cfg.seed, devices,
+                                                schedule=schedule, loss_scale=_loss_scale(cfg)),
                             make_eval_step(model_cfg, devices))
     return _STEP_CACHE[key]
+
+
+def _loss_scale(cfg: TrainConfig) -> LossScale | None:
+    """The dynamic loss scaling rule for ``--dtype=float16`` (None for other dtypes)."""
+    if cfg.dtype != "float16":
+        return None
+    return LossScale(init=float(cfg.loss_scale_init),
+                     growth_interval=int(cfg.loss_scale_growth_interval))
 
 
 def _replicate(tree: Any, devices: list | None) -> Any:
@@ -280,8 +292,7 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     # state
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
     tx, p_train, p_eval = _compiled(model_cfg, cfg, schedule, params, devices)
-    host_state = {"step": np.zeros((), np.int32), "params": params,
-                  "opt_state": jax.device_get(tx.init(params))}
+    host_state = init_state(params, tx, _loss_scale(cfg))
     if cfg.verbose:
         console.print("parameters:\n" + param_table(params, cfg.lr_mults))
     else:
@@ -366,7 +377,8 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
         return fpt * tps / peak
 
     def flush(step_done: int) -> None:
-        """Fetch pending metrics, log them, and stop on a non-finite loss."""
+        """Fetch pending metrics and log them (the ``lr`` each update applied, as the step
+        reports it); stop on a non-finite loss or a non-finite new state, before any save."""
         nonlocal window_t, window_steps, train_time, train_steps
         if not pending:
             return
@@ -380,27 +392,36 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
         window_t, window_steps = now, 0
         bad = None
         for (t, _), m in zip(pending, fetched):
-            loss, gnorm = float(m["loss"][0]), float(m["grad_norm"][0])
-            lr = schedule(t)
-            writer.write(t, loss=loss, lr=lr, grad_norm=gnorm, tokens_per_s=tps,
-                         time=time.time())
+            row = {k: v[0].item() for k, v in m.items()}  # device 0's copy
+            loss, finite = float(row["loss"]), bool(row.pop("finite"))
+            extra = {}
+            if "skipped" in row:  # float16: dynamic loss scaling
+                extra = {"loss_scale": float(row["loss_scale"]), "skipped": int(row["skipped"])}
+            writer.write(t, loss=loss, lr=float(row["lr"]), grad_norm=float(row["grad_norm"]),
+                         **extra, tokens_per_s=tps, time=time.time())
             history.append((t, loss))
-            if bad is None and not math.isfinite(loss):
-                bad = (t, loss)
+            skipped = bool(row.get("skipped", False))
+            if bad is None and (not finite or (not math.isfinite(loss) and not skipped)):
+                what = (f"loss is {loss}" if not math.isfinite(loss) else
+                        f"the parameters/optimizer state are not finite after the update (loss "
+                        f"{loss:.4g})")
+                bad = (t, what, float(row["lr"]))
         t_last, _ = pending[-1]
         pending.clear()
         if bad is None and ((t_last + 1) % cfg.log_interval == 0 or t_last + 1 == cfg.steps):
             m = fetched[-1]
-            console.update(t_last, float(m["loss"][0]), schedule(t_last), tps,
+            console.update(t_last, float(m["loss"][0]), float(m["lr"][0]), tps,
                            float(m["grad_norm"][0]), mfu_of(tps))
         if bad is not None:
+            t, what, lr = bad
             where = ckpt.path(last_saved) if last_saved is not None else "none saved yet"
-            console.print(f"ERROR: loss is {bad[1]} at step {bad[0]}; training stopped. "
+            console.print(f"ERROR: {what} at step {t}; training stopped. "
                           f"The last good checkpoint is untouched: {where}")
             writer.close()
             raise NonFiniteLossError(
-                f"loss is {bad[1]} at step {bad[0]} (lr {schedule(bad[0]):.3e}); stopped without "
-                f"saving. Last good checkpoint: {where}")
+                f"{what} at step {t} (lr {lr:.3e}); stopped without saving. Last good "
+                f"checkpoint: {where}" + (" (resume with --resume and, e.g., a lower --lr)"
+                                          if last_saved is not None else ""))
 
     def reset_window() -> None:
         """After an evaluation or a save: the next window times training steps only."""

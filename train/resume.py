@@ -49,7 +49,7 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     "lr_wsd_decay_style", "schedule", "lr_mults",
     # optimizer
     "optimizer", "clip_norm", "beta1", "beta2", "eps", "weight_decay", "momentum", "nesterov",
-    "dampening",
+    "dampening", "loss_scale_init", "loss_scale_growth_interval",
     # randomness
     "seed",
 )

@@ -1,87 +1,246 @@
-"""The data-parallel train and eval steps (``jax.pmap`` over the local devices).
+"""The train step: one engine-agnostic :func:`update`, wrapped for ``jax.pmap`` here.
 
-State is a dict ``{"step", "params", "opt_state"}`` replicated on every device (float32 master
-weights and optimizer state; the model computes in its own dtype). A step takes the per-device
-batch ``[grad_accum, batch_size, seq_len + 1]``, accumulates the gradients of the micro-batches
-with ``lax.scan`` (the optimizer, hence the schedule, steps once per update), averages them across
-all devices of all processes with ``lax.pmean`` and applies one optimizer update.
+State is a dict ``{"step", "params", "opt_state"}`` (plus ``"loss_scale"`` for float16, see
+below): float32 master weights and optimizer state; the model computes in its own dtype.
+:func:`update` takes the batch ``[grad_accum, batch_size, seq_len + 1]`` of one device (or the
+global batch under ``jit``), accumulates the gradients of the micro-batches with ``lax.scan``
+(the optimizer, hence the schedule, steps once per update), averages them with ``reduce`` (the
+cross-device mean: ``lax.pmean`` under ``pmap``, the identity under ``jit``/GSPMD) and applies
+one optimizer update. :func:`make_train_step` is the data-parallel ``pmap`` engine.
+
+Metrics (identical on every device):
+
+* ``loss``: mean over the global batch, before the update;
+* ``grad_norm``: global norm of the averaged (unscaled) gradient, before clipping;
+* ``lr``: the learning rate this update applied, ``schedule(count)`` with ``count`` read from
+  the optimizer state itself (optax's step count before the update; with parameter groups,
+  the ``default`` group's). The log prints this value, so it cannot drift from the optimizer;
+* ``finite``: whether the NEW state (every parameter and optimizer-state leaf) is finite. The
+  loop never saves a state whose ``finite`` is false.
+
+float16 uses dynamic loss scaling (PyTorch ``GradScaler``'s rule, :class:`LossScale`): the
+loss is multiplied by ``S`` before differentiation and the gradients divided by ``S``; if any
+gradient is not finite the update is skipped (params and optimizer state unchanged, so
+optax's count, hence the schedule, does not advance) and ``S`` is multiplied by ``backoff``;
+after ``growth_interval`` consecutive finite steps ``S`` is multiplied by ``growth``. The scale
+lives in the state (``state["loss_scale"] = {"scale", "good_steps"}``), so it is checkpointed
+and a resume is exact. Metrics gain ``loss_scale`` (the ``S`` of this step) and ``skipped``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import models
 
-__all__ = ["AXIS", "make_eval_step", "make_train_step"]
+__all__ = ["AXIS", "LossScale", "init_state", "make_eval_step", "make_train_step",
+           "model_loss", "schedule_count", "tree_all_finite", "update"]
 
 AXIS = "batch"
 
+#: ``loss_fn(params, tokens, dropout_key_or_None) -> scalar loss``
+LossFn = Callable[[Any, jax.Array, "jax.Array | None"], jax.Array]
 
-def _loss(module: Any, params: Any, tokens: jax.Array, rng: jax.Array | None) -> jax.Array:
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    if rng is None:
-        logits = module.apply({"params": params}, x, deterministic=True)
+
+@dataclasses.dataclass(frozen=True)
+class LossScale:
+    """Dynamic loss scaling for float16 (the defaults are ``torch.amp.GradScaler``'s)."""
+
+    init: float = 2.0**16
+    growth_interval: int = 2000
+    growth: float = 2.0
+    backoff: float = 0.5
+
+    def init_state(self) -> dict[str, np.ndarray]:
+        """The scaler's part of the train state (host arrays)."""
+        return {"scale": np.asarray(self.init, np.float32), "good_steps": np.zeros((), np.int32)}
+
+
+def model_loss(module: Any) -> LossFn:
+    """The next-token loss of a Flax LM ``module`` on ``tokens`` [B, T + 1] (dropout when a
+    key is given)."""
+
+    def loss(params: Any, tokens: jax.Array, rng: jax.Array | None) -> jax.Array:
+        x, y = tokens[:, :-1], tokens[:, 1:]
+        if rng is None:
+            logits = module.apply({"params": params}, x, deterministic=True)
+        else:
+            logits = module.apply({"params": params}, x, deterministic=False,
+                                  rngs={"dropout": rng})
+        return models.loss_fn(logits, y)
+
+    return loss
+
+
+def _is_state(node: Any, name: str) -> bool:
+    return type(node).__name__ == name and hasattr(node, "_fields")
+
+
+def schedule_count(opt_state: Any) -> jax.Array:
+    """The step count the optimizer feeds its learning-rate schedule (before the update).
+
+    Found in the optimizer state itself: the count of the first ``ScaleByScheduleState`` (what
+    ``optax.scale_by_learning_rate(schedule)`` evaluates the schedule at); within
+    ``optax.multi_transform`` the ``default`` group's. Without one, the first ``count`` field
+    (e.g. ``ScaleByAdamState``). Raises ``ValueError`` if the state has no step count."""
+
+    def find(node: Any, want: str | None) -> Any:
+        if _is_state(node, "MultiTransformState"):
+            inner = node.inner_states
+            order = (["default"] if "default" in inner else []) + sorted(
+                k for k in inner if k != "default")
+            for k in order:
+                r = find(inner[k], want)
+                if r is not None:
+                    return r
+            return None
+        if want is None and hasattr(node, "_fields") and "count" in node._fields:
+            return node.count
+        if want is not None and _is_state(node, want):
+            return node.count
+        if isinstance(node, dict):
+            children = list(node.values())
+        elif isinstance(node, list | tuple):
+            children = list(node)
+        else:
+            return None
+        for c in children:
+            r = find(c, want)
+            if r is not None:
+                return r
+        return None
+
+    count = find(opt_state, "ScaleByScheduleState")
+    if count is None:
+        count = find(opt_state, None)
+    if count is None:
+        raise ValueError("the optimizer state has no step count (optax `count`): cannot tell "
+                         "which learning rate an update applies")
+    return count
+
+
+def tree_all_finite(tree: Any) -> jax.Array:
+    """Scalar bool: every inexact (floating) leaf of ``tree`` is finite (one global reduction)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    if not leaves:
+        return jnp.array(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def init_state(params: Any, tx: optax.GradientTransformation,
+               loss_scale: LossScale | None = None) -> dict[str, Any]:
+    """The initial train state on the host: step 0, ``params``, ``tx.init(params)`` and, for
+    float16 (``loss_scale`` given), the loss scaler's state."""
+    state = {"step": np.zeros((), np.int32), "params": params,
+             "opt_state": jax.device_get(tx.init(params))}
+    if loss_scale is not None:
+        state["loss_scale"] = loss_scale.init_state()
+    return state
+
+
+def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
+           tx: optax.GradientTransformation, reduce: Callable[[Any], Any],
+           schedule: Callable[[Any], Any] | None = None, module: Any = None,
+           loss_fn: LossFn | None = None, loss_scale: LossScale | None = None,
+           ) -> tuple[dict, dict]:
+    """One optimizer update: ``(state, batch, keys) -> (new_state, metrics)`` (traceable).
+
+    ``batch``: int tokens ``[grad_accum, B, T + 1]``; ``keys``: ``[grad_accum]`` dropout keys or
+    None; ``reduce``: the cross-device mean of a pytree (identity on one device or under GSPMD);
+    ``schedule``: the default group's learning-rate schedule (for the ``lr`` metric; omitted:
+    no ``lr`` metric); the loss is ``loss_fn`` or, given ``module``, :func:`model_loss`.
+    Loss scaling is on when ``state`` has a ``"loss_scale"`` entry (``loss_scale`` gives its
+    growth/backoff rule; default :class:`LossScale`). See the module docstring for metrics."""
+    if (module is None) == (loss_fn is None):
+        raise ValueError("update: pass exactly one of module= or loss_fn=")
+    lf = loss_fn if loss_fn is not None else model_loss(module)
+    params = state["params"]
+    accum = batch.shape[0]
+    scaled = "loss_scale" in state
+    rule = loss_scale or LossScale()
+    scale = state["loss_scale"]["scale"] if scaled else None
+
+    def objective(p: Any, tokens: jax.Array, k: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        loss = lf(p, tokens, k)
+        return (loss * scale if scaled else loss), loss
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    if accum == 1:
+        (_, loss), grads = grad_fn(params, batch[0], None if keys is None else keys[0])
     else:
-        logits = module.apply({"params": params}, x, deterministic=False, rngs={"dropout": rng})
-    return models.loss_fn(logits, y)
+        def micro(carry: Any, xs: Any) -> tuple[Any, jax.Array]:
+            tokens, k = xs
+            (_, loss), g = grad_fn(params, tokens, None if keys is None else k)
+            return jax.tree.map(jnp.add, carry, g), loss
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        xs = (batch, keys if keys is not None else jnp.zeros((accum,)))
+        grads, losses = jax.lax.scan(micro, zeros, xs)
+        grads = jax.tree.map(lambda g: g / accum, grads)
+        loss = jnp.mean(losses)
+    grads, loss = reduce((grads, loss))
+    if scaled:
+        grads = jax.tree.map(lambda g: g / scale, grads)
+    gnorm = optax.tree.norm(grads)
+    metrics: dict[str, jax.Array] = {"loss": loss, "grad_norm": gnorm}
+    if schedule is not None:
+        metrics["lr"] = jnp.asarray(schedule(schedule_count(state["opt_state"])), jnp.float32)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    new = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}
+    if scaled:
+        ok = tree_all_finite(grads)
+        keep = lambda n, o: jnp.where(ok, n, o)  # noqa: E731
+        new["params"] = jax.tree.map(keep, new_params, params)
+        new["opt_state"] = jax.tree.map(keep, opt_state, state["opt_state"])
+        good = jnp.where(ok, state["loss_scale"]["good_steps"] + 1, 0)
+        grow = good >= rule.growth_interval
+        new_scale = jnp.where(ok, jnp.where(grow, scale * rule.growth, scale),
+                              scale * rule.backoff)
+        new["loss_scale"] = {"scale": new_scale.astype(jnp.float32),
+                             "good_steps": jnp.where(grow, 0, good).astype(jnp.int32)}
+        metrics["loss_scale"] = scale
+        metrics["skipped"] = jnp.logical_not(ok)
+    metrics["finite"] = tree_all_finite((new["params"], new["opt_state"]))
+    return new, metrics
 
 
 def make_train_step(model_cfg: Any, tx: optax.GradientTransformation, seed: int,
-                    devices: list | None = None) -> Callable[[Any, Any], tuple[Any, dict]]:
-    """A pmapped ``(state, batch) -> (state, metrics)``; ``state`` is donated.
-
-    ``metrics``: ``loss`` (mean over the global batch, before the update) and ``grad_norm``
-    (global norm of the averaged gradient, before clipping), identical on every device."""
+                    devices: list | None = None, *, schedule: Callable[[Any], Any] | None = None,
+                    loss_scale: LossScale | None = None,
+                    ) -> Callable[[Any, Any], tuple[Any, dict]]:
+    """A pmapped ``(state, batch) -> (state, metrics)`` over :func:`update`; ``state`` is
+    donated. ``schedule`` (the one given to the optimizer) enables the ``lr`` metric;
+    ``loss_scale`` is the float16 scaler's rule (its state is in ``state["loss_scale"]``)."""
     module = models.build(model_cfg)
     use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
 
     def step(state: dict, batch: jax.Array) -> tuple[dict, dict]:
-        params = state["params"]
-        accum = batch.shape[0]
         if use_dropout:
             key = jax.random.fold_in(jax.random.key(seed), state["step"])
             key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
-            keys = jax.random.split(key, accum)
+            keys = jax.random.split(key, batch.shape[0])
         else:
             keys = None
-        grad_fn = jax.value_and_grad(lambda p, t, k: _loss(module, p, t, k))
-
-        if accum == 1:
-            loss, grads = grad_fn(params, batch[0], None if keys is None else keys[0])
-        else:
-            def micro(carry: Any, xs: Any) -> tuple[Any, jax.Array]:
-                tokens, k = xs
-                loss, g = grad_fn(params, tokens, None if keys is None else k)
-                return jax.tree.map(jnp.add, carry, g), loss
-
-            zeros = jax.tree.map(jnp.zeros_like, params)
-            xs = (batch, keys if keys is not None else jnp.zeros((accum,)))
-            grads, losses = jax.lax.scan(micro, zeros, xs)
-            grads = jax.tree.map(lambda g: g / accum, grads)
-            loss = jnp.mean(losses)
-        grads = jax.lax.pmean(grads, AXIS)
-        loss = jax.lax.pmean(loss, AXIS)
-        gnorm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
-               "opt_state": opt_state}
-        return new, {"loss": loss, "grad_norm": gnorm}
+        return update(state, batch, keys, module=module, tx=tx, schedule=schedule,
+                      reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=loss_scale)
 
     return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices)
 
 
 def make_eval_step(model_cfg: Any, devices: list | None = None) -> Callable[[Any, Any], jax.Array]:
     """A pmapped ``(params, batch) -> mean loss`` over the global batch (all micro-batches)."""
-    module = models.build(model_cfg)
+    loss = model_loss(models.build(model_cfg))
 
     def step(params: Any, batch: jax.Array) -> jax.Array:
         flat = batch.reshape((-1, batch.shape[-1]))
-        return jax.lax.pmean(_loss(module, params, flat, None), AXIS)
+        return jax.lax.pmean(loss(params, flat, None), AXIS)
 
     return jax.pmap(step, axis_name=AXIS, devices=devices)

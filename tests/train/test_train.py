@@ -21,10 +21,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from train_testutil import tiny
+from train_testutil import adamw_applied_lr, tiny
 
+import models
 from train import CheckpointError, NonFiniteLossError, TrainConfig, build_schedule
 from train import train_and_evaluate as run
+from train.checkpoint import Checkpointer
+from train.optim import make_optimizer
+from train.step import init_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -65,15 +69,42 @@ def base(tmp_path_factory, corpus):
     return tmp, cfg, summary
 
 
+def _restore(ckpt_dir: str, step: int, cfg: dict) -> dict:
+    """The train state saved at ``step``, restored (and verified) by the trainer's code."""
+    tc = TrainConfig.from_dict(cfg)
+    model_cfg = models.get_config(tc.model, tc.base_size(), vocab_size=256,
+                                  **tc.model_overrides())
+    params = jax.device_get(models.init_params(model_cfg, jax.random.key(tc.seed)))
+    tx = make_optimizer(tc, build_schedule(tc), params)
+    ck = Checkpointer(ckpt_dir, 100)
+    try:
+        return ck.restore(step, init_state(params, tx), ck.read_config(step))
+    finally:
+        ck.close()
+
+
 def test_run_metrics_lr_and_checkpoints(base, capsys) -> None:
     tmp, cfg, s = base
     wd = os.path.join(tmp, "run")
     recs = [r for r in _records(wd) if "loss" in r]
     assert [r["step"] for r in recs] == list(range(12))
     sched = build_schedule(TrainConfig.from_dict(cfg))
-    for r in recs:  # the lr the optimizer used at that step, not the flag
-        assert r["lr"] == sched(r["step"])
+    for r in recs:
+        assert r["lr"] == pytest.approx(sched(r["step"]), rel=1e-6)  # the schedule, not --lr
         assert r["grad_norm"] > 0 and "tokens_per_s" in r
+    # ... and the rate the optimizer really applied: one more step (12 -> 13) from a copy of
+    # checkpoint 12, the lr recovered from the AdamW update between the two saved states
+    import shutil
+
+    more = os.path.join(tmp, "one_more")
+    shutil.copytree(wd, more)
+    run({**cfg, "steps": 13, "resume": True, "checkpoint_interval": 1}, more)
+    ck = os.path.join(more, "checkpoints")
+    applied = adamw_applied_lr(_restore(ck, 12, cfg), _restore(ck, 13, cfg), b1=0.9, b2=0.95,
+                               eps=1e-8)
+    logged = [r["lr"] for r in _records(more) if "loss" in r and r["step"] == 12][-1]
+    assert applied == pytest.approx(logged, rel=1e-3)
+    assert abs(sched(13) / sched(12) - 1) > 0.1 and abs(sched(11) / sched(12) - 1) > 0.1
     assert recs[0]["lr"] != cfg["lr"]
     assert recs[-1]["loss"] < recs[0]["loss"] - 0.5  # it learns
     vals = [r for r in _records(wd) if "val_loss" in r]
@@ -135,15 +166,26 @@ SPEC_ONLY = dict(lr_scheduler=None, warmup_steps=None, total_steps=None)
 
 
 def test_nan_stops_and_keeps_checkpoints(tmp_path, corpus) -> None:
-    cfg = tiny(str(tmp_path), corpus, steps=6, schedule="constant(1e30)", **SPEC_ONLY,
-               checkpoint_interval=1, eval_interval=100)
-    with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf)") as e:
-        run(cfg, str(tmp_path / "w"))
-    ck = str(tmp_path / "w" / "checkpoints")
+    # lr 1e6 (warmup 2): the loss of step 2, computed before its update, is finite, but that
+    # update makes the state non-finite; the run must stop there without saving that state
+    cfg = tiny(str(tmp_path), corpus, steps=12, lr=1e6, checkpoint_interval=1, eval_interval=100)
+    wd = str(tmp_path / "w")
+    with pytest.raises(NonFiniteLossError, match=r"not finite|loss is (nan|inf)") as e:
+        run(cfg, wd)
+    ck = os.path.join(wd, "checkpoints")
     steps = sorted(int(p) for p in os.listdir(ck) if p.isdigit())
     bad_step = int(str(e.value).split(" at step ")[1].split()[0])
     assert steps and max(steps) <= bad_step  # nothing saved from a non-finite step
-    assert f"{ck}/{max(steps)}" in str(e.value)
+    for st in steps:  # every checkpoint on disk is finite
+        leaves = jax.tree.leaves(ocp.StandardCheckpointer().restore(os.path.join(ck, str(st),
+                                                                                 "state")))
+        assert all(np.all(np.isfinite(x)) for x in leaves if np.asarray(x).dtype.kind == "f"), st
+    named = re.search(r"Last good checkpoint: (\S+)", str(e.value)).group(1)
+    assert named == f"{ck}/{max(steps)}"
+    state = _restore(ck, max(steps), cfg)  # what --resume restores, verified by its checksums
+    assert int(state["step"]) == max(steps)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state)
+               if np.asarray(x).dtype.kind == "f")
 
 
 def test_early_stopping_on_validation_loss(tmp_path, corpus) -> None:
@@ -167,7 +209,7 @@ def test_grad_accum_steps_schedule_once_per_update(tmp_path, corpus, base) -> No
     s = run(cfg, str(tmp_path / "w"))
     recs = [r for r in _records(str(tmp_path / "w")) if "loss" in r]
     sched = build_schedule(TrainConfig.from_dict(cfg))
-    assert [r["lr"] for r in recs] == [sched(t) for t in range(3)]
+    assert [r["lr"] for r in recs] == pytest.approx([sched(t) for t in range(3)], rel=1e-6)
     # same rows per device as batch_size=2 without accumulation: same trajectory
     np.testing.assert_allclose([x for _, x in s["losses"]], [x for _, x in ref["losses"][:3]],
                                rtol=2e-5)

@@ -35,3 +35,44 @@ def write_corpus(path: str, n_bytes: int = 200_000) -> str:
 
 def tiny(tmp: str, data: str, **kw: Any) -> dict[str, Any]:
     return {**TINY, "data": data, "data_cache": os.path.join(tmp, "cache"), **kw}
+
+
+def find_state(tree: Any, type_name: str) -> Any:
+    """The first optax state of type ``type_name`` (e.g. ``"ScaleByAdamState"``) in a tree."""
+    if type(tree).__name__ == type_name:
+        return tree
+    children = tree.values() if isinstance(tree, dict) else (
+        tree if isinstance(tree, list | tuple) else ())
+    for c in children:
+        r = find_state(c, type_name)
+        if r is not None:
+            return r
+    return None
+
+
+def adamw_applied_lr(before: dict, after: dict, b1: float, b2: float, eps: float) -> float:
+    """The learning rate one optax AdamW update applied, recovered from two train states.
+
+    optax: ``p' = p - lr * (m^ / (sqrt(v^) + eps) + wd * p)`` (decay on matrices only), with
+    ``m^ = mu / (1 - b1**n)``, ``v^ = nu / (1 - b2**n)`` and ``n`` the count after the update
+    (``mu``, ``nu`` from ``after``). On the leaves without weight decay (biases, norms,
+    embeddings) ``lr = (p - p') / u`` elementwise, ``u = m^ / (sqrt(v^) + eps)``; the median over
+    elements with ``|u| > 0.1`` (float32 rounding of ``p - p'`` is ~1e-7 |p|, far below)."""
+    import jax
+    import numpy as np
+
+    import models
+
+    adam = find_state(after["opt_state"], "ScaleByAdamState")
+    n = int(adam.count)
+    mask = jax.tree.leaves(models.decay_mask(before["params"]))
+    ratios = []
+    for p0, p1, mu, nu, decayed in zip(jax.tree.leaves(before["params"]),
+                                       jax.tree.leaves(after["params"]),
+                                       jax.tree.leaves(adam.mu), jax.tree.leaves(adam.nu), mask):
+        if decayed:
+            continue
+        u = (mu / (1 - b1**n)) / (np.sqrt(nu / (1 - b2**n)) + eps)
+        sel = np.abs(u) > 0.1
+        ratios.append(((np.asarray(p0, np.float64) - p1)[sel] / u[sel]).ravel())
+    return float(np.median(np.concatenate(ratios)))

@@ -1,0 +1,167 @@
+"""train.checkpoint.Checkpointer: checksums, step check, finite-only saves, one-line errors.
+
+Small hand-made states (no model, nothing compiled): the optimizer state's layout does not
+matter to the checkpointer, only the pytree of host arrays.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import logging
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from train.checkpoint import Checkpointer, CheckpointError
+
+CONFIG = {"model": "gpt2", "model_size": "tiny", "seq_len": 32}
+
+
+def make_state(step: int, seed: int = 0) -> dict:
+    r = np.random.default_rng(seed)
+    return {"step": np.asarray(step, np.int32),
+            "params": {"w": r.normal(size=(64, 64)).astype(np.float32),
+                       "b": r.normal(size=(64,)).astype(np.float32)},
+            "opt_state": {"count": np.asarray(step, np.int32),
+                          "nu": (r.normal(size=(64, 64)) ** 2 * 1e-6).astype(np.float32)}}
+
+
+def saved(directory: str, *steps: int) -> Checkpointer:
+    ck = Checkpointer(directory, keep=10)
+    for s in steps:
+        ck.save(s, make_state(s, seed=s), CONFIG)
+    ck.wait()
+    return ck
+
+
+def _data_files(step_dir: str) -> list[str]:
+    out = []
+    for root, _, files in os.walk(os.path.join(step_dir, "state")):
+        if os.path.basename(root) == "d":
+            out += [os.path.join(root, f) for f in files]
+    return out
+
+
+def test_round_trip(tmp_path) -> None:
+    ck = saved(str(tmp_path / "c"), 3)
+    out = ck.restore(3, make_state(0), CONFIG)
+    for a, b in zip(np.asarray(out["params"]["w"]).ravel()[:5], make_state(3, 3)["params"]["w"]
+                    .ravel()[:5]):
+        assert a == b
+    ck.close()
+
+
+def test_one_flipped_bit_is_caught_and_named(tmp_path) -> None:
+    d = str(tmp_path / "c")
+    ck = saved(d, 3)
+    ref = make_state(3, seed=3)
+    big = max(_data_files(os.path.join(d, "3")), key=os.path.getsize)
+    with open(big, "r+b") as f:  # one bit in the middle of the largest data file
+        f.seek(os.path.getsize(big) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x04]))
+    # the premise: orbax alone restores it without a word, one or a few values changed
+    raw = ocp.StandardCheckpointer().restore(os.path.join(d, "3", "state"), ref)
+    changed = [k for k in ("w", "b") if not np.array_equal(raw["params"][k], ref["params"][k])]
+    changed += ["nu"] if not np.array_equal(raw["opt_state"]["nu"], ref["opt_state"]["nu"]) else []
+    assert len(changed) == 1
+    with pytest.raises(CheckpointError) as e:
+        ck.restore(3, make_state(0), CONFIG)
+    msg = str(e.value)
+    assert f"{d}/3" in msg and "corrupted" in msg and "\n" not in msg
+    leaf = {"w": "params/w", "b": "params/b", "nu": "opt_state/nu"}[changed[0]]
+    assert f"leaf {leaf} " in msg
+    ck.close()
+
+
+def test_a_step_directory_holding_another_steps_state_is_refused(tmp_path) -> None:
+    d = str(tmp_path / "c")
+    saved(d, 3).close()
+    shutil.copytree(os.path.join(d, "3"), os.path.join(d, "6"))  # "6" holds step 3's state
+    ck = Checkpointer(d, keep=10)
+    assert ck.latest_step() == 6
+    with pytest.raises(CheckpointError, match=r"/6 holds the state of step 3, not 6"):
+        ck.restore(6, make_state(0), CONFIG)
+    assert int(ck.restore(3, make_state(0), CONFIG)["step"]) == 3
+    ck.close()
+
+
+def test_non_finite_or_mislabelled_states_are_never_saved(tmp_path) -> None:
+    d = str(tmp_path / "c")
+    ck = Checkpointer(d, keep=10)
+    bad = make_state(4)
+    bad["opt_state"]["nu"][3, 5] = np.nan
+    with pytest.raises(CheckpointError, match=r"/4: opt_state/nu has 1 non-finite value"):
+        ck.save(4, bad, CONFIG)
+    ck2 = Checkpointer(str(tmp_path / "c2"), keep=10)
+    with pytest.raises(CheckpointError, match=r"state is at step 4"):
+        ck2.save(5, make_state(4), CONFIG)
+    ck.close()
+    ck2.close()
+    assert ck.all_steps() == [] and ck2.all_steps() == []
+
+
+def test_disk_full_before_writing_is_one_line(tmp_path, monkeypatch) -> None:
+    import train.checkpoint as mod
+
+    d = str(tmp_path / "c")
+    ck = Checkpointer(d, keep=10)
+    real = shutil.disk_usage
+    monkeypatch.setattr(mod.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=10_000))  # a nearly full disk
+    with pytest.raises(CheckpointError) as e:
+        ck.save(2, make_state(2), CONFIG)
+    msg = str(e.value)
+    assert msg.startswith(f"cannot write checkpoint {d}/2: No space left on device (errno 28")
+    assert "\n" not in msg
+    ck.close()  # the failure was reported once; closing does not raise it again
+    assert Checkpointer(d, keep=10).all_steps() == []
+
+
+def test_a_write_failing_midway_is_one_line_without_tracebacks(tmp_path, monkeypatch,
+                                                               caplog, capfd) -> None:
+    # a write inside orbax's asynchronous save fails with ENOSPC (as a full disk does)
+    from orbax.checkpoint._src.handlers import json_checkpoint_handler as jh
+
+    async def full(self, x, directory):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+
+    monkeypatch.setattr(jh.JsonCheckpointHandler, "_save_fn", full)
+    d = str(tmp_path / "c")
+    ck = Checkpointer(d, keep=10)
+    caplog.set_level(logging.ERROR)
+    with pytest.raises(CheckpointError) as e:
+        ck.save(2, make_state(2), CONFIG)
+        ck.wait()  # the asynchronous failure surfaces here at the latest
+    msg = str(e.value)
+    assert msg == (f"cannot write checkpoint {d}/2: No space left on device (errno 28, "
+                   "ENOSPC)"), msg
+    ck.close()  # reported once
+    assert not [r for r in caplog.records if r.exc_info], "orbax's traceback logs leak"
+    assert "Traceback" not in capfd.readouterr().err
+    assert Checkpointer(d, keep=10).all_steps() == []
+
+
+def test_garbage_data_is_one_short_line(tmp_path, monkeypatch) -> None:
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    d = str(tmp_path / "c")
+    ck = saved(d, 3)
+    for p in _data_files(os.path.join(d, "3")):
+        with open(p, "r+b") as f:
+            f.write(b"\x00garbage\x00" * 4)
+    with pytest.raises(CheckpointError, match="corrupted") as e:
+        ck.restore(3, make_state(0), CONFIG)
+    msg = str(e.value)
+    assert "\n" not in msg and "tensorstore_spec" not in msg and len(msg) < 700
+    ck.close()
+    time.sleep(0.5)  # tensorstore's threads finish the reads orbax abandoned
+    gc.collect()
+    assert not unraisable, [str(u.exc_value) for u in unraisable]  # no late tracebacks
