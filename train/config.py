@@ -107,6 +107,16 @@ class TrainConfig:
     coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    # sharded training on a device mesh (train/mesh.py, docs/parallelism.md); any layout flag
+    # selects engine "mesh"
+    engine: str = "pmap"
+    data_parallel: int | None = None  # None: devices / tensor_parallel
+    tensor_parallel: int | None = None
+    sequence_parallel: bool = False
+    zero_stage: int | None = None
+    n_kv_head: int | None = None  # LLaMA-3: key/value heads (GQA)
+    plan: bool = False  # print the per-device memory/FLOP plan (train/plan.py) and exit
+    plan_peak_tflops: float = 989.0
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -174,12 +184,19 @@ class TrainConfig:
         """Warmup steps (``warmup_steps``, default 10% of the schedule length)."""
         return self.warmup_steps if self.warmup_steps is not None else self.schedule_steps // 10
 
+    @property
+    def mesh_engine(self) -> bool:
+        """True when the mesh engine runs: ``--engine=mesh`` or any layout flag."""
+        return self.engine == "mesh" or self.sequence_parallel or any(
+            getattr(self, k) is not None
+            for k in ("data_parallel", "tensor_parallel", "zero_stage"))
+
     def model_overrides(self) -> dict[str, Any]:
         """Overrides passed to ``models.get_config`` on top of the named size."""
         out: dict[str, Any] = {}
         if self.model_size in EXTRA_SIZES:
             out.update(EXTRA_SIZES[self.model_size][1])
-        for k in ("n_layer", "n_head", "n_embd"):
+        for k in ("n_layer", "n_head", "n_embd", "n_kv_head"):
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
         out["dtype"] = self.dtype
@@ -277,6 +294,7 @@ class TrainConfig:
         ):
             raise _bad("process_id", self.process_id,
                        f"must be < --num-processes={self.num_processes}")
+        _check_layout(self)
         # the model config itself (validated by models) and the schedule
         try:
             models.get_config(self.model, self.base_size(), **self.model_overrides())
@@ -287,6 +305,28 @@ class TrainConfig:
 
         build_schedule(self)
         return self
+
+
+def _check_layout(c: TrainConfig) -> None:
+    """The mesh engine's flags alone (model/device-count checks: ``train.mesh.make_layout``)."""
+    _choice("engine", c.engine, ("pmap", "mesh"))
+    for k in ("data_parallel", "tensor_parallel", "n_kv_head"):
+        if getattr(c, k) is not None:
+            _pos_int(k, getattr(c, k))
+    if c.zero_stage is not None and c.zero_stage not in (0, 1, 2, 3):
+        raise _bad("zero_stage", c.zero_stage, "must be 0, 1, 2 or 3 (3 = FSDP)")
+    for k in ("sequence_parallel", "plan"):
+        if not isinstance(getattr(c, k), bool):
+            raise _bad(k, getattr(c, k), "must be true or false")
+    if c.sequence_parallel and (c.tensor_parallel or 1) < 2:
+        raise _bad("sequence_parallel", True,
+                   f"needs --tensor-parallel >= 2 (got {c.tensor_parallel})")
+    if c.n_kv_head is not None and c.model != "llama3":
+        raise _bad("n_kv_head", c.n_kv_head, "only --model=llama3 has key/value heads")
+    _float("plan_peak_tflops", c.plan_peak_tflops, lo=0.0, lo_open=True)
+    if c.mesh_engine and c.devices is not None:
+        raise _bad("devices", c.devices, "is a pmap flag; the mesh engine uses "
+                   "--data-parallel x --tensor-parallel devices")
 
 
 def parse_lr_mults(text: str) -> dict[str, float]:

@@ -153,6 +153,16 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     tok = get_tokenizer(cfg.tokenizer)
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
                                   **cfg.model_overrides())
+    if cfg.plan:
+        from .plan import print_plan
+
+        return print_plan(cfg, model_cfg, schedule, console.print)
+    layout = None
+    if cfg.mesh_engine:  # the mesh engine (train/mesh.py): replicas per process, validated here
+        from .mesh import make_layout
+
+        layout = make_layout(cfg, model_cfg, len(jax.devices()), pcount, jax.local_device_count())
+        n_local, n_global = layout.data // pcount, layout.size
     train_data, val_data, data_desc = load_data(cfg.data, cfg.val_data, tok, cfg.data_cache,
                                                 cfg.val_fraction)
     train_data.check(cfg.seq_len + 1, tok.vocab_size)
@@ -177,7 +187,14 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
 
     # state
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
-    tx, p_train, p_eval = _compiled(model_cfg, cfg, schedule, params, devices)
+    if layout is None:
+        tx, p_train, p_eval = _compiled(model_cfg, cfg, schedule, params, devices)
+        put, get = (lambda t: _replicate(t, devices)), _unreplicate
+    else:
+        from .mesh import compiled_engine
+
+        tx, eng = compiled_engine(model_cfg, cfg, schedule, params, layout, console.print)
+        p_train, p_eval, put, get = eng.train, eng.eval, eng.put_state, eng.get_state
     host_state = {"step": np.zeros((), np.int32), "params": params,
                   "opt_state": jax.device_get(tx.init(params))}
     console.print("parameters:\n" + param_table(params, cfg.lr_mults))
@@ -196,7 +213,7 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
         elif cfg.resume:
             console.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
         return _run(cfg, eff, schedule, model_cfg, tok, host_state, p_train, p_eval,
-                    batcher, val_batcher, ckpt, console, metrics_dir, devices,
+                    batcher, val_batcher, ckpt, console, metrics_dir, (put, get),
                     tokens_per_step, n_global, primary)
     finally:
         ckpt.close()
@@ -204,10 +221,11 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
 
 def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok: Any,
          host_state: dict, p_train: Any, p_eval: Any, batcher: Batcher, val_batcher: Batcher,
-         ckpt: Checkpointer, console: Console, metrics_dir: str, devices: list | None,
+         ckpt: Checkpointer, console: Console, metrics_dir: str, put_get: tuple,
          tokens_per_step: int, n_global: int, primary: bool) -> dict[str, Any]:
     start = int(host_state["step"])
-    state = _replicate(host_state, devices)
+    _put, _unreplicate = put_get  # the engine's host -> devices, devices -> host copies
+    state = _put(host_state)
     writer = MetricsWriter(metrics_dir, tensorboard=cfg.tensorboard, enabled=primary)
     console.start_step = start
     history: list[tuple[int, float]] = []
