@@ -39,7 +39,8 @@ import models
 
 from .sharding import DATA, TENSOR, Layout, logical_rules, named, param_specs, shard_bytes
 
-__all__ = ["MeshEngine", "build", "compiled_engine", "describe_mesh", "make_layout", "make_mesh", "mesh_loss"]
+__all__ = ["MeshEngine", "build", "compiled_engine", "describe_mesh", "make_layout", "make_mesh",
+           "mesh_loss"]
 
 
 def make_layout(cfg: Any, model_cfg: Any, n_devices: int, process_count: int = 1,
