@@ -29,7 +29,8 @@ HELP: dict[str, str] = {
     "tokenizer": f"{', '.join(TOKENIZERS)} (GPT-2 BPE offline)",
     "data_cache": "where tokenized text is cached (default $SCHEDAX_CACHE or ~/.cache/schedax)",
     "seq_len": "sequence length (the model's block size)",
-    "batch_size": "sequences per device per micro-batch",
+    "batch_size": "sequences per micro-batch per device (pmap) or per data-parallel replica "
+                  "(mesh)",
     "grad_accum": "micro-batches per optimizer update",
     "steps": "number of optimizer updates (iterations)",
     "lr": "peak learning rate",
@@ -71,6 +72,17 @@ HELP: dict[str, str] = {
     "coordinator_address": "multi-host: coordinator host:port (jax.distributed)",
     "num_processes": "multi-host: number of processes",
     "process_id": "multi-host: this process's index",
+    "engine": "pmap (data parallel, the default) or mesh (jit over a device mesh; any of the "
+              "layout flags below selects it); see docs/parallelism.md",
+    "data_parallel": "mesh: data-parallel replicas (default devices / --tensor-parallel)",
+    "tensor_parallel": "mesh: Megatron tensor parallelism over N devices (heads, MLP, vocab)",
+    "sequence_parallel": "mesh: shard the residual stream's sequence over the TP devices",
+    "zero_stage": "mesh: ZeRO 0-3 over the data axis (1 optimizer state, 2 +gradients, "
+                  "3 +parameters = FSDP)",
+    "n_kv_head": "LLaMA-3: override the number of key/value heads (GQA)",
+    "plan": "print the per-device memory/FLOP plan of one train step (compiled on N simulated "
+            "CPU devices, nothing allocated) and exit",
+    "plan_peak_tflops": "--plan: peak TFLOP/s per device for the step-time estimate",
 }
 
 
@@ -130,7 +142,24 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, str]:
         raise  # unreachable
 
 
+def _simulate_devices(argv: Sequence[str]) -> None:
+    """``--plan``: run on the CPU with DP x TP simulated devices (default 8), set before JAX
+    initialises its backend."""
+    import os
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--data-parallel", type=int, default=None)
+    pre.add_argument("--tensor-parallel", type=int, default=1)
+    known, _ = pre.parse_known_args(argv)
+    n = known.data_parallel * known.tensor_parallel if known.data_parallel else 8
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={n}")
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if "--plan" in (sys.argv[1:] if argv is None else argv):
+        _simulate_devices(sys.argv[1:] if argv is None else argv)
     cfg, workdir = parse_config(argv)
     from .loop import NonFiniteLossError, train_and_evaluate
 

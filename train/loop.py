@@ -156,7 +156,9 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     if cfg.plan:
         from .plan import print_plan
 
-        return print_plan(cfg, model_cfg, schedule, console.print)
+        # the size's own vocabulary (e.g. LLaMA-3's 128256), not the tokenizer's
+        plan_cfg = models.get_config(cfg.model, cfg.base_size(), **cfg.model_overrides())
+        return print_plan(cfg, plan_cfg, schedule, console.print)
     layout = None
     if cfg.mesh_engine:  # the mesh engine (train/mesh.py): replicas per process, validated here
         from .mesh import make_layout

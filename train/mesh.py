@@ -128,6 +128,8 @@ class MeshEngine:
     train: Callable[[Any, np.ndarray], tuple[Any, dict]]
     eval: Callable[[Any, np.ndarray], jax.Array]
     log: Callable[[str], None] | None = None
+    train_jit: Any = None  # the jitted step on global batches (trace under ``rules`` + mesh)
+    rules: Any = None
 
     # -- host <-> mesh -------------------------------------------------------------------------
     def put_state(self, host: Any) -> Any:
@@ -241,14 +243,13 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
         def call(*args: Any) -> Any:
             with nn.logical_axis_rules(rules), jax.set_mesh(mesh):
                 return fn(*args)
-        call.jitted = fn  # type: ignore[attr-defined]
         return call
 
-    eng = MeshEngine(layout, mesh, state_sh, grad_sh, train=None, eval=None)  # type: ignore
+    eng = MeshEngine(layout, mesh, state_sh, grad_sh, train=None, eval=None,  # type: ignore
+                     train_jit=train_jit, rules=rules)
     train_c, eval_c = in_mesh(train_jit), in_mesh(eval_jit)
     eng.train = lambda state, batch: train_c(state, eng.put_batch(batch))
     eng.eval = lambda params, batch: eval_c(params, eng.put_batch(batch))
-    eng.step_fn = train_c  # type: ignore[attr-defined]  (global batches; for the planner)
     return eng
 
 
