@@ -15,7 +15,10 @@ The default run takes a representative subset (``DEFAULT``); the full matrix is:
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 
@@ -215,20 +218,61 @@ def test_checkpoint_state_moves_between_layouts_bit_identically() -> None:
             np.testing.assert_array_equal(x, y, err_msg=name)
 
 
-def test_resume_mesh_checkpoint_under_pmap(tmp_path, corpus, capsys) -> None:
-    """Save under TP=4 x DP=2 (train_and_evaluate), resume under pmap DP=8: the resumed steps
-    match an uninterrupted pmap run's."""
-    base = tiny(str(tmp_path), corpus, n_head=4, n_embd=32, seq_len=SEQ, batch_size=1,
-                steps=4, total_steps=6, eval_interval=100, checkpoint_interval=2)
-    wd = str(tmp_path / "w")
-    run({**base, "steps": 2, "tensor_parallel": 4, "batch_size": 4}, wd)
+@pytest.fixture(scope="module")
+def pmap_ref(tmp_path_factory, corpus) -> tuple[dict, dict]:
+    """A 4-step pmap DP=8 run through ``train_and_evaluate`` (the loop-level reference)."""
+    tmp = tmp_path_factory.mktemp("pmap_ref")
+    base = tiny(str(tmp), corpus, n_head=4, n_embd=32, seq_len=SEQ, batch_size=1, steps=4,
+                total_steps=6, eval_interval=100, checkpoint_interval=2)
+    return base, run(base, str(tmp / "ref"))
+
+
+def test_resume_across_layouts_and_on_the_same_layout(tmp_path, pmap_ref, capsys) -> None:
+    """Save under TP=4 x DP=2 (``train_and_evaluate``); resume under pmap DP=8: the resumed
+    steps match an uninterrupted pmap run's; resume under TP=4 x DP=2 again: bit-identical to
+    an uninterrupted TP=4 x DP=2 run."""
+    base, ref = pmap_ref
+    mesh = {**base, "tensor_parallel": 4, "batch_size": 4}
+    wd, same = str(tmp_path / "w"), str(tmp_path / "same")
+    run({**mesh, "steps": 2}, wd)
     out = capsys.readouterr().out
     assert "mesh: data=2 x tensor=4" in out and "per-device bytes (DP=2 x TP=4" in out
+    shutil.copytree(wd, same)
     s = run({**base, "resume": True}, wd)
-    ref = run(base, str(tmp_path / "ref"))
     assert s["start_step"] == 2
     np.testing.assert_allclose([x for _, x in s["losses"]], [x for _, x in ref["losses"][2:]],
                                rtol=F32_RTOL)
+    full = run(mesh, str(tmp_path / "full"))
+    again = run({**mesh, "resume": True}, same)
+    assert again["start_step"] == 2 and again["losses"] == full["losses"][2:]
+    for x, y in zip(jax.tree.leaves(again["params"]), jax.tree.leaves(full["params"])):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_two_processes_tensor_parallel_within_each(tmp_path, pmap_ref) -> None:
+    """2 processes x 4 devices, TP=2 x ZeRO-1 x DP=4 (TP inside a process, data and the
+    optimizer state across both): the same losses as pmap DP=8 in one process."""
+    base, ref = pmap_ref
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in base.items() if not isinstance(v, bool)]
+    flags += ["--no-tensorboard", "--tensor-parallel=2", "--zero-stage=1", "--batch-size=2"]
+    wd = str(tmp_path / "multi")
+    procs = [subprocess.Popen([sys.executable, "-m", "train", "--workdir", wd, *flags,
+                               f"--coordinator-address=localhost:{port}", "--num-processes=2",
+                               f"--process-id={pid}"], env=env, cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for pid in range(2)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "mesh: data=4 x tensor=2" in outs[0][0]
+    with open(os.path.join(wd, "metrics", "metrics.jsonl")) as f:
+        losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
+    np.testing.assert_allclose(losses, [x for _, x in ref["losses"]], rtol=F32_RTOL)
 
 
 @pytest.mark.parametrize("kw,match", [
