@@ -35,6 +35,7 @@ from train.data import Batcher, TokenData
 from train.loop import _replicate, _unreplicate
 from train.mesh import build, make_layout
 from train.optim import make_optimizer
+from train.plan import plan
 from train.sharding import Layout
 from train.step import make_train_step
 
@@ -273,6 +274,22 @@ def test_two_processes_tensor_parallel_within_each(tmp_path, pmap_ref) -> None:
     with open(os.path.join(wd, "metrics", "metrics.jsonl")) as f:
         losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
     np.testing.assert_allclose(losses, [x for _, x in ref["losses"]], rtol=F32_RTOL)
+
+
+def test_planner_matches_the_real_arrays_and_the_flop_count() -> None:
+    """``--plan`` (abstract arrays): its parameter/optimizer bytes equal those measured on real
+    arrays of the same layout, and XLA's FLOPs per device agree with the analytic 6N +
+    attention count within 25% (XLA also counts element-wise work)."""
+    cfg = _cfg("gpt2", "steplr", "ZeRO-3x8")
+    model_cfg, schedule, tx, state = _setup(cfg)
+    p = plan(cfg, model_cfg, schedule)
+    lay = make_layout(cfg, model_cfg, len(jax.devices()))
+    b = build(model_cfg, tx, schedule, cfg.seed, lay, state["params"]).bytes_per_device(
+        build(model_cfg, tx, schedule, cfg.seed, lay, state["params"]).put_state(state))
+    assert (p["params"], p["grads"], p["opt_state"]) == (b["params"], b["grads"], b["opt_state"])
+    assert p["temporaries"] > 0 and p["total"] >= p["arguments"]
+    assert 0.75 < p["xla_flops"] / p["analytic_flops"] < 1.25
+    assert p["fits"]["80 GB (A100/H100)"]
 
 
 @pytest.mark.parametrize("kw,match", [
