@@ -182,10 +182,28 @@ def state_specs(params: Any, opt_state: Any, tx: optax.GradientTransformation,
     p_specs = zero_specs if stage >= 3 else tp_specs
     g_specs = zero_specs if stage >= 2 else tp_specs
     o_param = zero_specs if stage >= 1 else tp_specs
-    o_specs = optax.tree_map_params(tx, lambda _, s: s, opt_state, o_param,
-                                    transform_non_params=lambda _: P(),
-                                    is_leaf=lambda x: isinstance(x, P))
+    o_specs = _like_params(opt_state, params, o_param)
     return {"step": P(), "params": p_specs, "opt_state": o_specs}, g_specs
+
+
+def _like_params(opt_state: Any, params: Any, specs: Any) -> Any:
+    """A spec per optimizer-state leaf: the spec of the parameter whose path ends its path
+    (AdamW's ``mu``/``nu`` mirror the parameters, also inside ``multi_transform`` groups);
+    replicated for everything else (counts, masked groups' placeholders have no leaves)."""
+    name = lambda path: tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)  # noqa: E731
+    index = {name(path): (x.shape, s) for (path, x), s in zip(
+        jax.tree_util.tree_leaves_with_path(params),
+        jax.tree.leaves(specs, is_leaf=lambda v: isinstance(v, P)))}
+
+    def spec(path: tuple, leaf: Any) -> P:
+        keys = name(path)
+        for i in range(len(keys)):
+            hit = index.get(keys[i:])
+            if hit is not None and tuple(hit[0]) == tuple(leaf.shape):
+                return hit[1]
+        return P()
+
+    return jax.tree_util.tree_map_with_path(spec, opt_state)
 
 
 def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, seed: int,

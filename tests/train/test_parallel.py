@@ -202,6 +202,20 @@ def test_bytes_per_device_are_the_expected_fraction(layout, n_params, n_opt) -> 
         assert b["params"] == full_p / 8
 
 
+def test_zero_shards_the_moments_of_lr_mult_groups_too() -> None:
+    """``--lr-mults`` (optax ``multi_transform``, masked groups): every AdamW moment is still
+    laid out like its parameter under ZeRO-1, counts replicated."""
+    specs = {}
+    for lm in ("", "wte=0.1"):
+        cfg = _cfg("gpt2", "steplr", "ZeRO-1x8", lr_mults=lm)
+        model_cfg, schedule, tx, state = _setup(cfg)
+        eng = build(model_cfg, tx, schedule, 0, Layout(data=8, zero_stage=1), state["params"])
+        specs[lm] = [s.spec for s in jax.tree.leaves(eng.state_shardings["opt_state"])]
+    n = len(jax.tree.leaves(state["params"]))
+    for lm, sp in specs.items():
+        assert sum(s != jax.sharding.PartitionSpec() for s in sp) == 2 * n, lm
+
+
 def test_checkpoint_state_moves_between_layouts_bit_identically() -> None:
     """A state trained under TP=4 x DP=2 (host copy, as checkpoints hold it) placed on pmap
     DP=8, ZeRO-3 x 8, one device, and back: every array bit-identical."""
