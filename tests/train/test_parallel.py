@@ -157,10 +157,14 @@ def test_layout_matches_pmap(row: tuple) -> None:
     rtol = F32_RTOL if dtype == "float32" else BF16_RTOL
     np.testing.assert_allclose(got["losses"], ref["losses"], rtol=rtol)
     assert got["losses"][-1] < got["losses"][0]  # it learns
-    # the final parameters agree too (looser: 10 AdamW updates amplify rounding differences)
-    pairs = zip(jax.tree.leaves(got["state"]["params"]), jax.tree.leaves(ref["state"]["params"]))
-    for a, b in pairs:
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 if dtype == "float32" else 5e-2)
+    # float32: the final parameters agree too. (Not in bfloat16: AdamW's normalised update
+    # turns a rounding-level gradient difference on a near-zero gradient into a different
+    # sign, a full lr-sized step, so single weights can differ by ~10 x lr after 10 steps.)
+    if dtype == "float32":
+        pairs = zip(jax.tree.leaves(got["state"]["params"]),
+                    jax.tree.leaves(ref["state"]["params"]))
+        for a, b in pairs:
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
 
 
 def test_dropout_same_masks_on_every_mesh_layout() -> None:
