@@ -131,6 +131,14 @@ def causal_attention(
     return jnp.einsum("bnts,bsnd->btnd", att, v)
 
 
+def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
+    """Sharding hint: the logical axis of each dimension of ``x`` (``"batch"``, ``"seq"``,
+    ``"embed"``, ``"heads"``, ``"kv_heads"``, ``"mlp"``, ``"vocab"`` or None). A no-op unless
+    a trainer activates rules mapping them to mesh axes (``flax.linen.logical_axis_rules``;
+    see train/sharding.py)."""
+    return nn.with_logical_constraint(x, axes)
+
+
 def dense_dot_general(
     lhs: jax.Array,
     rhs: jax.Array,

@@ -42,6 +42,7 @@ from .common import (
     check_pos_float,
     check_pos_int,
     check_tied_head,
+    constrain,
     convert_from_hf,
     convert_to_hf,
     dense_dot_general,
@@ -142,6 +143,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         qkv = _dense(cfg, 3 * C, "c_attn")(x)
         q, k, v = (t.reshape(B, T, cfg.n_head, cfg.head_dim) for t in jnp.split(qkv, 3, -1))
+        q, k, v = (constrain(t, "batch", None, "heads", None) for t in (q, k, v))
         y = causal_attention(
             q,
             k,
@@ -162,7 +164,7 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
         h = _dense(cfg, 4 * cfg.n_embd, "c_fc")(x)
-        h = jax.nn.gelu(h, approximate=True)  # HF "gelu_new"
+        h = constrain(jax.nn.gelu(h, approximate=True), "batch", None, "mlp")  # HF "gelu_new"
         h = _dense(cfg, cfg.n_embd, "c_proj", _INIT_STD / math.sqrt(2 * cfg.n_layer))(h)
         return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
 
@@ -174,8 +176,9 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
         x = x + CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln_1")(x), deterministic)
+        x = constrain(x, "batch", "seq", "embed")  # the residual stream (sequence-parallel)
         x = x + MLP(cfg, name="mlp")(_layer_norm(cfg, "ln_2")(x), deterministic)
-        return x
+        return constrain(x, "batch", "seq", "embed")
 
 
 class GPT2(nn.Module):
@@ -198,10 +201,12 @@ class GPT2(nn.Module):
         wpe = nn.Embed(cfg.block_size, cfg.n_embd, name="wpe", **embed)
         x = wte(tokens) + wpe(jnp.arange(seq_len))[None]
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        x = constrain(x, "batch", "seq", "embed")
         for i in range(cfg.n_layer):
             x = Block(cfg, name=f"h_{i}")(x, deterministic)
         x = _layer_norm(cfg, "ln_f")(x)
-        return lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
+        logits = lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
+        return constrain(logits, "batch", None, "vocab")
 
 
 # --------------------------------------------------------------------------------------

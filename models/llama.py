@@ -47,6 +47,7 @@ from .common import (
     check_pos_float,
     check_pos_int,
     check_tied_head,
+    constrain,
     convert_from_hf,
     convert_to_hf,
     dense_dot_general,
@@ -280,6 +281,8 @@ class Attention(nn.Module):
         k = _dense(cfg, cfg.n_kv_head * Q, "k_proj")(x).reshape(B, T, cfg.n_kv_head, Q)
         v = _dense(cfg, cfg.n_kv_head * Q, "v_proj")(x).reshape(B, T, cfg.n_kv_head, Q)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q = constrain(q, "batch", None, "heads", None)
+        k, v = (constrain(t, "batch", None, "kv_heads", None) for t in (k, v))
         y = causal_attention(
             q,
             k,
@@ -299,7 +302,8 @@ class MLP(nn.Module):
         cfg = self.config
         gate = _dense(cfg, cfg.intermediate_size, "gate_proj")(x)
         up = _dense(cfg, cfg.intermediate_size, "up_proj")(x)
-        return _dense(cfg, cfg.n_embd, "down_proj")(jax.nn.silu(gate) * up)
+        h = constrain(jax.nn.silu(gate) * up, "batch", None, "mlp")
+        return _dense(cfg, cfg.n_embd, "down_proj")(h)
 
 
 class DecoderLayer(nn.Module):
@@ -313,8 +317,9 @@ class DecoderLayer(nn.Module):
         dt = cfg.compute_dtype
         h = RMSNorm(cfg.rms_norm_eps, dt, name="input_layernorm")(x)
         x = x + Attention(cfg, name="self_attn")(h, cos, sin, deterministic)
+        x = constrain(x, "batch", "seq", "embed")  # the residual stream (sequence-parallel)
         h = RMSNorm(cfg.rms_norm_eps, dt, name="post_attention_layernorm")(x)
-        return x + MLP(cfg, name="mlp")(h)
+        return constrain(x + MLP(cfg, name="mlp")(h), "batch", "seq", "embed")
 
 
 class Llama(nn.Module):
@@ -336,14 +341,16 @@ class Llama(nn.Module):
             embedding_init=nn.initializers.normal(_INIT_STD),
             name="embed_tokens",
         )
-        x = embed(tokens)
+        x = constrain(embed(tokens), "batch", "seq", "embed")
         cos, sin = rope_cos_sin(cfg, seq_len)
         for i in range(cfg.n_layer):
             x = DecoderLayer(cfg, name=f"layers_{i}")(x, cos, sin, deterministic)
         x = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, name="norm")(x)
         if cfg.tie_embeddings:
-            return lm_logits(x, embed.embedding, transposed=True)
-        return LMHead(cfg.vocab_size, _INIT_STD, name="lm_head")(x)
+            logits = lm_logits(x, embed.embedding, transposed=True)
+        else:
+            logits = LMHead(cfg.vocab_size, _INIT_STD, name="lm_head")(x)
+        return constrain(logits, "batch", None, "vocab")
 
 
 # --------------------------------------------------------------------------------------

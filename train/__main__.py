@@ -154,12 +154,29 @@ def warn(prog: str, lines: Sequence[str]) -> None:
         print(f"{prog}: warning: {line}", file=sys.stderr)
 
 
+def _simulate_devices(argv: Sequence[str]) -> None:
+    """``--plan``: run on the CPU with DP x TP simulated devices (default 8), set before JAX
+    initialises its backend."""
+    import os
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--data-parallel", type=int, default=None)
+    pre.add_argument("--tensor-parallel", type=int, default=1)
+    known, _ = pre.parse_known_args(argv)
+    n = known.data_parallel * known.tensor_parallel if known.data_parallel else 8
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={n}")
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     prog = "python -m train"
     parser = build_parser(prog)
     args = vars(parser.parse_args(argv))
     print_lr = args.pop("print_lr", False)
     workdir = args.pop("workdir")
+    if args.get("plan"):
+        _simulate_devices(sys.argv[1:] if argv is None else argv)
     cfg = config_from_args(parser, args, workdir)
     from .devices import simulate_devices
 

@@ -42,7 +42,8 @@ import orbax.checkpoint as ocp
 __all__ = ["CheckpointError", "Checkpointer", "leaf_checksums"]
 
 #: config keys that define the parameter shapes: a resumed run must match them.
-SHAPE_KEYS = ("model", "model_size", "n_layer", "n_head", "n_embd", "seq_len", "tokenizer")
+SHAPE_KEYS = ("model", "model_size", "n_layer", "n_head", "n_embd", "n_kv_head", "seq_len",
+              "tokenizer")
 ITEMS = ("state", "config", "checksums")
 
 

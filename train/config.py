@@ -205,6 +205,25 @@ class TrainConfig:
                                          "multi-host: coordinator host:port (jax.distributed)")
     num_processes: int | None = _f(None, "parallelism", "multi-host: number of processes")
     process_id: int | None = _f(None, "parallelism", "multi-host: this process's index")
+    # sharded training on a device mesh (train/mesh.py, docs/parallelism.md); any layout flag
+    # selects engine "mesh"
+    engine: str = _f("pmap", "parallelism", "pmap (data parallel, the default) or mesh (jit "
+                     "over a device mesh; any of the layout flags below selects it); see "
+                     "docs/parallelism.md")
+    data_parallel: int | None = _f(None, "parallelism", "mesh: data-parallel replicas "
+                                   "(unset: devices / --tensor-parallel)")
+    tensor_parallel: int | None = _f(None, "parallelism", "mesh: Megatron tensor parallelism "
+                                     "over N devices (heads, MLP, vocab)")
+    sequence_parallel: bool = _f(False, "parallelism", "mesh: shard the residual stream's "
+                                 "sequence over the TP devices")
+    zero_stage: int | None = _f(None, "parallelism", "mesh: ZeRO 0-3 over the data axis "
+                                "(1 optimizer state, 2 +gradients, 3 +parameters = FSDP)")
+    n_kv_head: int | None = _f(None, "model", "LLaMA-3: override the number of key/value heads "
+                               "(GQA)")
+    plan: bool = _f(False, "parallelism", "print the per-device memory/FLOP plan of one train "
+                    "step (compiled on N simulated CPU devices, nothing allocated) and exit")
+    plan_peak_tflops: float = _f(989.0, "parallelism", "--plan: peak TFLOP/s per device for "
+                                 "the step-time estimate")
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -308,12 +327,19 @@ class TrainConfig:
             return math.ceil(self.schedule_steps * self.warmup_ratio)
         return self.schedule_steps // 10 if self.is_default_schedule else 0
 
+    @property
+    def mesh_engine(self) -> bool:
+        """True when the mesh engine runs: ``--engine=mesh`` or any layout flag."""
+        return self.engine == "mesh" or self.sequence_parallel or any(
+            getattr(self, k) is not None
+            for k in ("data_parallel", "tensor_parallel", "zero_stage"))
+
     def model_overrides(self) -> dict[str, Any]:
         """Overrides passed to ``models.get_config`` on top of the named size."""
         out: dict[str, Any] = {}
         if self.model_size in EXTRA_SIZES:
             out.update(EXTRA_SIZES[self.model_size][1])
-        for k in ("n_layer", "n_head", "n_embd"):
+        for k in ("n_layer", "n_head", "n_embd", "n_kv_head"):
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
         out["dtype"] = self.dtype
@@ -424,6 +450,7 @@ class TrainConfig:
         ):
             raise _bad("process_id", self.process_id,
                        f"must be < --num-processes={self.num_processes}")
+        _check_layout(self)
         # the model config itself (validated by models) and the schedule (built once, cached)
         try:
             models.get_config(self.model, self.base_size(), **self.model_overrides())
@@ -433,6 +460,28 @@ class TrainConfig:
         build_schedule(self)
         object.__setattr__(self, "_valid", True)
         return self
+
+
+def _check_layout(c: TrainConfig) -> None:
+    """The mesh engine's flags alone (model/device-count checks: ``train.mesh.make_layout``)."""
+    _choice("engine", c.engine, ("pmap", "mesh"))
+    for k in ("data_parallel", "tensor_parallel", "n_kv_head"):
+        if getattr(c, k) is not None:
+            _pos_int(k, getattr(c, k))
+    if c.zero_stage is not None and c.zero_stage not in (0, 1, 2, 3):
+        raise _bad("zero_stage", c.zero_stage, "must be 0, 1, 2 or 3 (3 = FSDP)")
+    for k in ("sequence_parallel", "plan"):
+        if not isinstance(getattr(c, k), bool):
+            raise _bad(k, getattr(c, k), "must be true or false")
+    if c.sequence_parallel and (c.tensor_parallel or 1) < 2:
+        raise _bad("sequence_parallel", True,
+                   f"needs --tensor-parallel >= 2 (got {c.tensor_parallel})")
+    if c.n_kv_head is not None and c.model != "llama3":
+        raise _bad("n_kv_head", c.n_kv_head, "only --model=llama3 has key/value heads")
+    _float("plan_peak_tflops", c.plan_peak_tflops, lo=0.0, lo_open=True)
+    if c.mesh_engine and c.devices is not None:
+        raise _bad("devices", c.devices, "is a pmap flag; the mesh engine uses "
+                   "--data-parallel x --tensor-parallel devices")
 
 
 def _check_optimizer(c: TrainConfig) -> None:
@@ -459,7 +508,8 @@ def _check_optimizer(c: TrainConfig) -> None:
 
 #: fields whose type checks have their own rule in ``validate``
 _CHECKED = frozenset({"lr_milestones", "lr_chain", "lr_mults", "resume", "tensorboard",
-                      "async_checkpoints", "sample_prompt", "overwrite", "verbose"})
+                      "async_checkpoints", "sample_prompt", "overwrite", "verbose",
+                      "sequence_parallel", "plan"})
 
 
 def field_kinds() -> dict[str, type | None]:

@@ -40,7 +40,7 @@ from .resume import (
     read_saved_config,
     with_saved_config,
 )
-from .step import AXIS, LossScale, init_state, make_eval_step, make_train_step
+from .step import AXIS, init_state, loss_scale_rule, make_eval_step, make_train_step
 from .tokenizer import get_tokenizer
 
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "effective_config",
@@ -119,21 +119,13 @@ def _compiled(model_cfg: Any, cfg: TrainConfig, schedule: S.Schedule, params: An
     key = (model_cfg, repr(schedule), cfg.clip_norm, cfg.beta1, cfg.beta2, cfg.eps,
            cfg.weight_decay, tuple(sorted(cfg.lr_mults.items())), cfg.seed,
            cfg.optimizer, cfg.momentum, cfg.nesterov, cfg.dampening,
-           None if devices is None else tuple(d.id for d in devices), _loss_scale(cfg))
+           None if devices is None else tuple(d.id for d in devices), loss_scale_rule(cfg))
     if key not in _STEP_CACHE:
         tx = make_optimizer(cfg, schedule, params)
         _STEP_CACHE[key] = (tx, make_train_step(model_cfg, tx, cfg.seed, devices,
-                                                schedule=schedule, loss_scale=_loss_scale(cfg)),
+                                                schedule=schedule, loss_scale=loss_scale_rule(cfg)),
                             make_eval_step(model_cfg, devices))
     return _STEP_CACHE[key]
-
-
-def _loss_scale(cfg: TrainConfig) -> LossScale | None:
-    """The dynamic loss scaling rule for ``--dtype=float16`` (None for other dtypes)."""
-    if cfg.dtype != "float16":
-        return None
-    return LossScale(init=float(cfg.loss_scale_init),
-                     growth_interval=int(cfg.loss_scale_growth_interval))
 
 
 def _replicate(tree: Any, devices: list | None) -> Any:
@@ -242,6 +234,18 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     tok = get_tokenizer(cfg.tokenizer)
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
                                   **cfg.model_overrides())
+    if cfg.plan:
+        from .plan import print_plan
+
+        # the size's own vocabulary (e.g. LLaMA-3's 128256), not the tokenizer's
+        plan_cfg = models.get_config(cfg.model, cfg.base_size(), **cfg.model_overrides())
+        return print_plan(cfg, plan_cfg, schedule, console.print)
+    layout = None
+    if cfg.mesh_engine:  # the mesh engine (train/mesh.py): replicas per process, validated here
+        from .mesh import make_layout
+
+        layout = make_layout(cfg, model_cfg, len(jax.devices()), pcount, jax.local_device_count())
+        n_local, n_global = layout.data // pcount, layout.size
     tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
     eff = effective_config(cfg, schedule, model_cfg, {
         "workdir": workdir, "process_count": pcount, "global_devices": n_global,
@@ -291,8 +295,15 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
 
     # state
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
-    tx, p_train, p_eval = _compiled(model_cfg, cfg, schedule, params, devices)
-    host_state = init_state(params, tx, _loss_scale(cfg))
+    if layout is None:
+        tx, p_train, p_eval = _compiled(model_cfg, cfg, schedule, params, devices)
+        put, get = (lambda t: _replicate(t, devices)), _unreplicate
+    else:
+        from .mesh import compiled_engine
+
+        tx, eng = compiled_engine(model_cfg, cfg, schedule, params, layout, console.print)
+        p_train, p_eval, put, get = eng.train, eng.eval, eng.put_state, eng.get_state
+    host_state = init_state(params, tx, loss_scale_rule(cfg))
     if cfg.verbose:
         console.print("parameters:\n" + param_table(params, cfg.lr_mults))
     else:
@@ -308,7 +319,7 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
             console.print(f"--resume=auto: no checkpoint in {ckpt.directory}; starting from "
                           "step 0")
         return _run(cfg, eff, schedule, model_cfg, tok, host_state, p_train, p_eval,
-                    batcher, val_batcher, ckpt, console, metrics_dir, devices,
+                    batcher, val_batcher, ckpt, console, metrics_dir, (put, get),
                     tokens_per_step, n_global, primary, workdir_arg)
     finally:
         ckpt.close()
@@ -350,11 +361,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok: Any,
          host_state: dict, p_train: Any, p_eval: Any, batcher: Batcher, val_batcher: Batcher,
-         ckpt: Checkpointer, console: Console, metrics_dir: str, devices: list | None,
+         ckpt: Checkpointer, console: Console, metrics_dir: str, put_get: tuple,
          tokens_per_step: int, n_global: int, primary: bool,
          workdir_arg: str) -> dict[str, Any]:
     start = int(host_state["step"])
-    state = _replicate(host_state, devices)
+    _put, _unreplicate = put_get  # the engine's host -> devices, devices -> host copies
+    state = _put(host_state)
     writer = MetricsWriter(metrics_dir, tensorboard=cfg.tensorboard, enabled=primary)
     console.start_step = start
     fpt = models.flops_per_token(model_cfg, cfg.seq_len)

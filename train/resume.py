@@ -34,9 +34,9 @@ __all__ = ["DERIVED_KEYS", "FREE_KEYS", "TRAJECTORY_KEYS", "ResumeMismatchError"
 #: config fields that change the training trajectory: must equal the checkpoint's.
 TRAJECTORY_KEYS: tuple[str, ...] = (
     # model
-    "model", "model_size", "n_layer", "n_head", "n_embd", "dtype", "dropout",
+    "model", "model_size", "n_layer", "n_head", "n_embd", "n_kv_head", "dtype", "dropout",
     # data and batches
-    "data", "val_data", "val_fraction", "tokenizer", "seq_len", "batch_size", "grad_accum",
+    "data", "val_data", "val_fraction", "tokenizer", "seq_len", "grad_accum",
     # schedule
     "lr", "lr_scheduler", "warmup_steps", "warmup_ratio", "total_steps", "min_lr",
     "lr_step_size", "lr_gamma", "lr_milestones", "lr_chain", "lr_lambda", "lr_factor",
@@ -67,6 +67,9 @@ FREE_KEYS: dict[str, str] = {
     "steps": "a longer run continues the same trajectory when the schedule is unchanged "
              "(its horizon is --total-steps when set; else the schedule change is refused)",
     "devices": "compared through global_devices/tokens_per_step (the global batch)",
+    "batch_size": "per device (pmap) or per data-parallel replica (mesh): compared through "
+                  "tokens_per_step (the global batch), so a layout change may trade devices "
+                  "for batch size",
     "simulate_devices": "compared through global_devices",
     "num_processes": "compared through process_count",
     "coordinator_address": "where the processes meet, not what they compute",
@@ -87,6 +90,13 @@ FREE_KEYS: dict[str, str] = {
     "sample_tokens": "the final sample only",
     "sample_prompt": "the final sample only",
     "verbose": "output only",
+    "engine": "the layout, not the math: the same global batch and step (float32 rounding)",
+    "data_parallel": "the layout: the global batch is compared through tokens_per_step",
+    "tensor_parallel": "the layout (a checkpoint restores onto any layout)",
+    "sequence_parallel": "the layout (a checkpoint restores onto any layout)",
+    "zero_stage": "the layout (a checkpoint restores onto any layout)",
+    "plan": "--plan only prints a plan and exits",
+    "plan_peak_tflops": "--plan only",
 }
 
 #: saved fields that never carry over into a resumed run's settings.

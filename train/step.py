@@ -40,8 +40,8 @@ import optax
 
 import models
 
-__all__ = ["AXIS", "LossScale", "init_state", "make_eval_step", "make_train_step",
-           "model_loss", "schedule_count", "tree_all_finite", "update"]
+__all__ = ["AXIS", "LossScale", "init_state", "loss_scale_rule", "make_eval_step",
+           "make_train_step", "model_loss", "schedule_count", "tree_all_finite", "update"]
 
 AXIS = "batch"
 
@@ -61,6 +61,14 @@ class LossScale:
     def init_state(self) -> dict[str, np.ndarray]:
         """The scaler's part of the train state (host arrays)."""
         return {"scale": np.asarray(self.init, np.float32), "good_steps": np.zeros((), np.int32)}
+
+
+def loss_scale_rule(cfg: Any) -> LossScale | None:
+    """The dynamic loss scaling rule of a config: ``--dtype=float16`` only (None otherwise)."""
+    if cfg.dtype != "float16":
+        return None
+    return LossScale(init=float(cfg.loss_scale_init),
+                     growth_interval=int(cfg.loss_scale_growth_interval))
 
 
 def model_loss(module: Any) -> LossFn:
