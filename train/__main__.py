@@ -71,6 +71,9 @@ HELP: dict[str, str] = {
     "coordinator_address": "multi-host: coordinator host:port (jax.distributed)",
     "num_processes": "multi-host: number of processes",
     "process_id": "multi-host: this process's index",
+    "sweep": "train a population in one program: FIELD=V1,V2,... (repeatable; the grid is the "
+             "product; see docs/sweeps.md)",
+    "sweep_seeds": "sweep K seeds (seed .. seed+K-1: init and data order) as one more axis",
 }
 
 
@@ -101,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "steps":
             names.append("--num-iterations")
         help_ = HELP.get(f.name, "") + f" (default: {default!r})"
-        if hints.get(f.name) is bool:
+        if f.name == "sweep":  # repeatable: --sweep lr=1e-3,3e-3 --sweep warmup_steps=0,50
+            p.add_argument(*names, dest=f.name, action="append", default=argparse.SUPPRESS,
+                           help=help_, metavar="FIELD=V1,V2")
+        elif hints.get(f.name) is bool:
             p.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, help=help_)
         else:

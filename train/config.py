@@ -107,6 +107,10 @@ class TrainConfig:
     coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    # population sweeps (train/sweep.py): "FIELD=V1,V2,..." entries (the grid is their product)
+    # and/or K data/init seeds (seed, seed+1, ...); every member trains in one program
+    sweep: tuple[str, ...] = ()
+    sweep_seeds: int = 0
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -161,6 +165,8 @@ class TrainConfig:
         if isinstance(lm, str):
             lm = parse_lr_mults(lm)
         kw["lr_mults"] = dict(lm) if isinstance(lm, Mapping) else lm
+        sw = self.sweep
+        kw["sweep"] = (sw,) if isinstance(sw, str) else tuple(sw) if isinstance(sw, list) else sw
         return dataclasses.replace(self, **kw)
 
     # -- derived ---------------------------------------------------------------------------
@@ -286,6 +292,10 @@ class TrainConfig:
         from .lr import build_schedule
 
         build_schedule(self)
+        if self.sweep or self.sweep_seeds:
+            from .sweep import member_configs
+
+            member_configs(self)  # every member's config is valid, the swept fields sweepable
         return self
 
 

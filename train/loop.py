@@ -137,6 +137,10 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     :class:`NonFiniteLossError` when the loss becomes NaN/inf."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = cfg.normalized().validate()
+    if cfg.sweep or cfg.sweep_seeds:  # a population: train/sweep.py
+        from .sweep import run_sweep
+
+        return run_sweep(cfg, workdir)
     schedule = build_schedule(cfg)
     _init_distributed(cfg)
     pidx, pcount = jax.process_index(), jax.process_count()
