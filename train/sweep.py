@@ -207,7 +207,7 @@ class _Population:
         self.base = cfgs[0]
         self.schedules = schedules
         self.mode, self.treedef, self.const = _schedule_plan(schedules, members)
-        h: dict[str, Any] = {}
+        h: dict[str, Any] = {"member": np.arange(self.k, dtype=np.int32)}  # never empty
         if self.mode == "leaves":
             cols = list(zip(*[jax.tree.leaves(s) for s in schedules]))
             h["sched"] = tuple(_stack(c) for c, k in zip(cols, self.const) if k is None)
