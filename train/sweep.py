@@ -236,8 +236,8 @@ class _Population:
         if self.mode == "same":
             return self.schedules[0]
         if self.mode == "table":
-            table = h["lr_table"]
-            return lambda count: table[jnp.clip(count, 0, table.shape[0] - 1)]
+            table = h["lr_table"]  # a Schedule, so that lr_mults can scale it
+            return S.lambda_(lambda t: table[jnp.clip(t, 0, table.shape[0] - 1).astype(jnp.int32)])
         it = iter(h["sched"])
         return jax.tree.unflatten(self.treedef, [next(it) if c is None else c
                                                  for c in self.const])
