@@ -61,7 +61,7 @@ def leaves(tmp_path_factory, corpus):
     return tmp, cfg, wd, s
 
 
-def test_members_json_metrics_and_table(leaves, capsys) -> None:
+def test_members_json_metrics_and_table(leaves) -> None:
     _tmp, cfg, wd, s = leaves
     with open(os.path.join(wd, "members.json")) as f:
         members = json.load(f)
@@ -164,6 +164,7 @@ def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
     resumed = re.search(r"resumed from .* \(step (\d+)\)", r.stdout)
     assert resumed and 5 <= int(resumed.group(1)) < STEPS, r.stdout[-2000:]
     assert "sweep summary" in r.stdout and "best: member" in r.stdout
+    assert re.search(r"member\s+lr\s+warmup_steps\s+loss\s+lr\n", r.stdout)  # log table
     for i in range(4):
         by_step: dict[int, set] = {}
         for x in _member_rows(wd, i):
