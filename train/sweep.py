@@ -483,8 +483,12 @@ class _Run:
                  batch_of: Any, ckpt: Checkpointer, console: Console, metrics_dir: str,
                  devices: list | None, tokens_per_step: int, primary: bool, replicate: Any,
                  unreplicate: Any) -> None:
-        self.__dict__.update(locals())
-        del self.__dict__["self"]
+        self.cfg, self.eff, self.names, self.members, self.pop = cfg, eff, names, members, pop
+        self.model_cfg, self.host, self.p_train, self.p_eval = model_cfg, host, p_train, p_eval
+        self.batch_of, self.ckpt, self.console, self.metrics_dir = batch_of, ckpt, console, \
+            metrics_dir
+        self.devices, self.tokens_per_step, self.primary = devices, tokens_per_step, primary
+        self.replicate, self.unreplicate = replicate, unreplicate
         self.k = len(members)
         self.book = {n: np.array(v) for n, v in host["book"].items()}
         self.hdev = replicate(pop.h, devices)
