@@ -123,7 +123,7 @@ def leaf_checksums(tree: Any, *, check_finite: bool = False,
         a = np.asarray(leaf)
         name = _leaf_name(path)
         if check_finite and _is_float(a):
-            bad = int(a.size - np.count_nonzero(np.isfinite(a.astype(np.float32, copy=False))))
+            bad = int(a.size - np.count_nonzero(np.isfinite(a.astype(np.float64, copy=False))))
             if bad:
                 raise CheckpointError(
                     f"refusing to save {where}: {name} has {bad} non-finite value(s) "

@@ -224,6 +224,13 @@ class TrainConfig:
                     "step (compiled on N simulated CPU devices, nothing allocated) and exit")
     plan_peak_tflops: float = _f(989.0, "parallelism", "--plan: peak TFLOP/s per device for "
                                  "the step-time estimate")
+    # population sweeps (train/sweep.py): "FIELD=V1,V2,..." entries (the grid is their product)
+    # and/or K data/init seeds (seed, seed+1, ...); every member trains in one program
+    sweep: tuple[str, ...] = _f(None, "run", "train a population in one program: "
+                                "FIELD=V1,V2,... (repeatable; the grid is the product; see "
+                                "docs/sweeps.md)", factory=tuple)
+    sweep_seeds: int = _f(0, "run", "sweep K seeds (seed .. seed+K-1: init and data order) as "
+                          "one more axis (0 = off)")
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -294,6 +301,8 @@ class TrainConfig:
         if isinstance(lm, str):
             lm = parse_lr_mults(lm)
         kw["lr_mults"] = dict(lm) if isinstance(lm, Mapping) else lm
+        sw = self.sweep
+        kw["sweep"] = (sw,) if isinstance(sw, str) else tuple(sw) if isinstance(sw, list) else sw
         kw["resume"] = _resume_value(self.resume)
         if all(_same(getattr(self, k), v) for k, v in kw.items()):
             return self
@@ -458,6 +467,10 @@ class TrainConfig:
             raise ValueError(f"{flag('model_size')}={self.model_size!r} with the given "
                              f"overrides is invalid: {e}") from None
         build_schedule(self)
+        if self.sweep or self.sweep_seeds:
+            from .sweep import member_configs
+
+            member_configs(self)  # every member's config is valid, the swept fields sweepable
         object.__setattr__(self, "_valid", True)
         return self
 

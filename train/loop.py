@@ -210,6 +210,10 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     else:
         cfg = TrainConfig.from_dict(with_saved_config(config, workdir))
     cfg = cfg.normalized().validate()
+    if cfg.sweep or cfg.sweep_seeds:  # a population: train/sweep.py
+        from .sweep import run_sweep
+
+        return run_sweep(cfg, workdir)
     simulate_devices(cfg.simulate_devices)
     schedule = build_schedule(cfg)  # built once: validate() cached it on cfg
     check_dirs(cfg, workdir)

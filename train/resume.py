@@ -52,6 +52,8 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     "dampening", "loss_scale_init", "loss_scale_growth_interval",
     # randomness
     "seed",
+    # a population (train/sweep.py): which members train
+    "sweep", "sweep_seeds",
 )
 
 #: entries of the effective (saved) config that change the trajectory, compared like

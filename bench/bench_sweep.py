@@ -1,0 +1,210 @@
+"""Population sweeps: K members in one vmapped program vs single runs, measured side by side.
+
+    python bench/bench_sweep.py                          # everything, markdown on stdout
+    python bench/bench_sweep.py --ks 1,2,4,8 --steps 3 --e2e-steps 20 --out /tmp/sweep.md
+
+1. **Throughput**: for each K (default 1, 2, 4, 8, 16), one worker process compiles the
+   single run's train step (``train.step.make_train_step``) and the K-member population step
+   (``train.sweep``, K learning rates), then alternates timed blocks of ``--steps`` steps of
+   each (``--blocks`` rounds, the median block). Population tokens/s are summed over the
+   members, from wall time; the ratio to the single run's tokens/s is taken within the worker,
+   so the machine's load (shared with others) cancels out. Peak memory: the worker's peak RSS
+   on CPU (both programs), or the accelerator's peak bytes in use where it reports them.
+2. **End to end**: one ``python -m train --sweep lr=...`` of 8 members against 8 separate
+   ``python -m train --lr=...`` runs of the same settings (process start-up, data loading,
+   compilation, training, evaluation, checkpoints: everything), run in turn.
+
+Model of the default run (GPT-2 "mini": 4 layers x 128, byte vocabulary), seq 128, batch 16
+sequences, float32, AdamW + clipping, one device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LRS = [1e-3 * 1.25**i for i in range(64)]
+
+
+def _base(model_size: str, batch: int, seq: int) -> dict:
+    return dict(model="gpt2", model_size=model_size, seq_len=seq, batch_size=batch, devices=1,
+                tensorboard=False, sample_tokens=0)
+
+
+def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: int) -> dict:
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, ROOT)
+    import models
+    from train import TrainConfig, build_schedule
+    from train.loop import _compiled, _replicate
+    from train.sweep import _make_steps, _Population, member_configs
+
+    devices = jax.local_devices()[:1]
+    cfg = TrainConfig(**_base(model_size, batch, seq), steps=1000)
+    mcfg = models.get_config("gpt2", cfg.base_size(), vocab_size=256, **cfg.model_overrides())
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, size=(1, 1, batch, seq + 1)).astype(np.int32)
+               for _ in range(4)]
+    params = jax.device_get(models.init_params(mcfg, jax.random.key(0)))
+
+    # the single run's step, exactly as train_and_evaluate builds it
+    sched = build_schedule(cfg)
+    tx, p_train, _ = _compiled(mcfg, cfg, sched, params, devices)
+    single = _replicate({"step": np.zeros((), np.int32), "params": params,
+                         "opt_state": jax.device_get(tx.init(params))}, devices)
+
+    # the population: K learning rates (torch cosine: each member's exact table)
+    pcfg = cfg.replace(sweep=("lr=" + ",".join(repr(x) for x in LRS[:k]),) if k > 1 else (),
+                       sweep_seeds=1 if k == 1 else 0)
+    _, members, cfgs = member_configs(pcfg)
+    pop = _Population(cfgs, members, [build_schedule(c) for c in cfgs])
+    p_pop, _ = _make_steps(mcfg, pop, False, devices)
+    stacked = jax.tree.map(lambda x: np.stack([x] * k), params)
+    opt = jax.vmap(lambda p, h: pop.optimizer(h, pop.schedule(h), p).init(p))(stacked, pop.h)
+    state = _replicate({"step": np.zeros((), np.int32), "params": stacked,
+                        "opt_state": jax.device_get(opt), "active": np.ones(k, bool)}, devices)
+    hdev = _replicate(pop.h, devices)
+
+    def timed(fn, st, n):
+        t0 = time.perf_counter()
+        for i in range(n):
+            st, m = fn(st, i)
+        jax.block_until_ready(m["loss"])
+        return st, time.perf_counter() - t0
+
+    def run_single(st, i):
+        return p_train(st, batches[i % 4])
+
+    def run_pop(st, i):
+        return p_pop(st, batches[i % 4], hdev)
+
+    t0 = time.perf_counter()
+    single, _ = timed(run_single, single, 1)  # compile + first step
+    t_c1 = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, _ = timed(run_pop, state, 1)
+    t_ck = time.perf_counter() - t0
+    ts, tp = [], []
+    for _ in range(blocks):
+        single, a = timed(run_single, single, steps)
+        state, b = timed(run_pop, state, steps)
+        ts.append(a)
+        tp.append(b)
+    tok = batch * seq * steps
+    single_tps = tok / statistics.median(ts)
+    pop_tps = k * tok / statistics.median(tp)
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        peak, peak_kind = stats["peak_bytes_in_use"], "device peak bytes in use"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak_kind = "process peak RSS"
+    state_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(jax.device_get(state)))
+    return {"k": k, "single_tps": single_tps, "pop_tps": pop_tps, "ratio": pop_tps / single_tps,
+            "compile_single_s": t_c1, "compile_pop_s": t_ck, "peak_bytes": peak,
+            "peak_kind": peak_kind, "state_bytes": state_bytes, "device": dev.device_kind}
+
+
+def _train_cmd(workdir: str, extra: list[str], common: list[str]) -> list[str]:
+    return [sys.executable, "-m", "train", "--workdir", workdir, *common, *extra]
+
+
+def end_to_end(n: int, steps: int, model_size: str, batch: int, seq: int) -> dict:
+    sys.path.insert(0, ROOT)
+    from train.data import load_data
+    from train.tokenizer import get_tokenizer
+
+    tmp = tempfile.mkdtemp(prefix="bench-sweep-")
+    cache = os.path.join(tmp, "cache")
+    load_data(None, None, get_tokenizer("byte"), cache, 0.05)  # tokenize once, untimed
+    common = [f"--{k.replace('_', '-')}={v}" for k, v in _base(model_size, batch, seq).items()
+              if not isinstance(v, bool)]
+    common += ["--no-tensorboard", f"--steps={steps}", f"--eval-interval={steps}",
+               "--eval-batches=2", f"--checkpoint-interval={steps}", f"--data-cache={cache}",
+               f"--log-interval={steps}"]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    lrs = LRS[:n]
+    t0 = time.perf_counter()
+    r = subprocess.run(_train_cmd(os.path.join(tmp, "sweep"),
+                                  ["--sweep", "lr=" + ",".join(repr(x) for x in lrs)], common),
+                       env=env, cwd=ROOT, capture_output=True, text=True)
+    t_sweep = time.perf_counter() - t0
+    if r.returncode:
+        raise RuntimeError(r.stderr[-3000:])
+    t0 = time.perf_counter()
+    for i, lr in enumerate(lrs):
+        r = subprocess.run(_train_cmd(os.path.join(tmp, f"run{i}"), [f"--lr={lr!r}"], common),
+                           env=env, cwd=ROOT, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(r.stderr[-3000:])
+    t_sep = time.perf_counter() - t0
+    return {"n": n, "steps": steps, "sweep_s": t_sweep, "separate_s": t_sep,
+            "ratio": t_sweep / t_sep}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ks", default="1,2,4,8,16")
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed block")
+    ap.add_argument("--blocks", type=int, default=3, help="alternating timed blocks")
+    ap.add_argument("--e2e-members", type=int, default=8)
+    ap.add_argument("--e2e-steps", type=int, default=20)
+    ap.add_argument("--model-size", default="mini")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--out", help="also write the markdown here")
+    ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    shape = (a.model_size, a.batch_size, a.seq_len)
+    if a.worker is not None:
+        print(json.dumps(worker(a.worker, a.steps, a.blocks, *shape)))
+        return
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    rows = []
+    for k in (int(x) for x in a.ks.split(",")):
+        r = subprocess.run([sys.executable, __file__, "--worker", str(k), "--steps", str(a.steps),
+                            "--blocks", str(a.blocks), "--model-size", a.model_size,
+                            "--batch-size", str(a.batch_size), "--seq-len", str(a.seq_len)],
+                           env=env, cwd=ROOT, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(r.stderr[-3000:])
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        print(f"K={k}: {rows[-1]}", file=sys.stderr)
+    lines = [f"Device: {rows[0]['device']}; model {a.model_size}, batch {a.batch_size} x seq "
+             f"{a.seq_len}; median of {a.blocks} blocks of {a.steps} steps.", "",
+             "| K | single run tokens/s | population tokens/s (sum) | population / single | "
+             "compile single / population (s) | population state | peak memory |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['k']} | {r['single_tps']:,.0f} | {r['pop_tps']:,.0f} | "
+                     f"**{r['ratio']:.2f}** | {r['compile_single_s']:.1f} / "
+                     f"{r['compile_pop_s']:.1f} | {r['state_bytes'] / 2**20:.1f} MiB | "
+                     f"{r['peak_bytes'] / 2**20:,.0f} MiB ({r['peak_kind']}) |")
+    if not a.skip_e2e:
+        e = end_to_end(a.e2e_members, a.e2e_steps, *shape)
+        lines += ["", f"End to end, {e['n']} members x {e['steps']} steps (start-up, data, "
+                  "compilation, training, evaluation, checkpoints):", "",
+                  "| one `--sweep` run | separate `python -m train` runs | sweep / separate |",
+                  "|---|---|---|",
+                  f"| {e['sweep_s']:.1f} s | {e['separate_s']:.1f} s | **{e['ratio']:.2f}** |"]
+    text = "\n".join(lines)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Population sweeps (train/sweep.py): members equal single runs, freezing, exact resume, errors.
+
+The references are separate ``train_and_evaluate`` runs with each member's settings: a member
+vmapped next to others runs the same arithmetic batched (XLA may block the batched matrix
+products differently), so losses are compared to 1e-6 relative over 20 steps and the learning
+rates (float32 inside the step, float64 in a single run's log) to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from test_train import ROOT, _assert_trees_equal, _env, _flags, _records
+from train_testutil import tiny
+
+import schedules as S
+from train import TrainConfig, build_schedule
+from train import sweep as run_population
+from train import train_and_evaluate as run
+from train.__main__ import parse_config
+from train.sweep import _schedule_plan, parse_sweep
+
+STEPS = 20
+
+
+def _member_rows(wd: str, member: int, key: str = "loss") -> list[dict]:
+    return [r for r in _records(wd) if r.get("member") == member and key in r]
+
+
+def _check_member_equals_single_run(wd: str, s: dict, i: int, single_cfg: dict,
+                                    single_wd: str) -> None:
+    ref = run(single_cfg, single_wd)
+    rows = _member_rows(wd, i)
+    assert [r["step"] for r in rows] == list(range(STEPS))
+    np.testing.assert_allclose([r["loss"] for r in rows], [x for _, x in ref["losses"]],
+                               rtol=1e-6, atol=0)
+    single_lrs = [r["lr"] for r in _records(single_wd) if "loss" in r]
+    np.testing.assert_allclose([r["lr"] for r in rows], single_lrs, rtol=2e-7, atol=0)
+    np.testing.assert_allclose(s["results"][i]["val_loss"], ref["val_loss"], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def leaves(tmp_path_factory, corpus):
+    """lr x warmup of torch's cosine (a table of torch's values per member), 20 steps."""
+    tmp = str(tmp_path_factory.mktemp("sweep_leaves"))
+    cfg = tiny(tmp, corpus, steps=STEPS, total_steps=STEPS, lr_scheduler="cosine",
+               eval_interval=10, checkpoint_interval=5, log_interval=5)
+    wd = os.path.join(tmp, "pop")
+    s = run_population(cfg, wd, grid={"lr": [1e-3, 4e-3], "warmup_steps": [0, 5]})
+    return tmp, cfg, wd, s
+
+
+def test_members_json_metrics_and_table(leaves) -> None:
+    _tmp, cfg, wd, s = leaves
+    with open(os.path.join(wd, "members.json")) as f:
+        members = json.load(f)
+    assert members == [{"lr": a, "warmup_steps": w} for a in (1e-3, 4e-3) for w in (0, 5)]
+    assert s["schedule_mode"] == "table" and s["members"] == members
+    for i, m in enumerate(members):
+        rows = _member_rows(wd, i)
+        assert [r["step"] for r in rows] == list(range(STEPS))
+        assert all("time" in r and r["grad_norm"] > 0 for r in rows)
+        sched = build_schedule(TrainConfig.from_dict({**cfg, **m}))
+        np.testing.assert_allclose([r["lr"] for r in rows], [sched(t) for t in range(STEPS)],
+                                   rtol=2e-7)
+        assert [r["step"] for r in _member_rows(wd, i, "val_loss")] == [10, 20]
+        assert s["results"][i]["status"] == "ok"
+    ranked = [s["results"][i]["val_loss"] for i in s["ranking"]]
+    assert ranked == sorted(ranked) and s["best"] == s["ranking"][0]
+    assert os.path.getsize(s["plot"]) > 10_000 and s["plot"] == os.path.join(wd, "sweep.png")
+    # members learn, and differently
+    finals = {round(s["results"][i]["final_loss"], 6) for i in range(4)}
+    assert len(finals) == 4 and max(finals) < s["results"][0]["losses"][0][1] - 0.3
+
+
+def test_table_members_equal_single_runs(leaves) -> None:
+    tmp, cfg, wd, s = leaves
+    for i in (1, 2):  # lr 1e-3 with warmup 5; lr 4e-3 without warmup
+        m = s["members"][i]
+        _check_member_equals_single_run(wd, s, i, {**cfg, **m}, os.path.join(tmp, f"single{i}"))
+
+
+def test_leaf_members_equal_single_runs(tmp_path, corpus) -> None:
+    # Megatron's cosine: max_lr and min_lr are pytree leaves, stacked into one schedule
+    cfg = tiny(str(tmp_path), corpus, steps=STEPS, lr_scheduler=None, warmup_steps=None,
+               total_steps=None, lr_decay_style="cosine", lr_warmup_iters=5,
+               eval_interval=STEPS, checkpoint_interval=STEPS)
+    wd = str(tmp_path / "pop")
+    s = run_population(cfg, wd, grid={"lr": [1e-3, 4e-3], "min_lr": [0.0, 1e-4]})
+    assert s["schedule_mode"] == "leaves"
+    _check_member_equals_single_run(wd, s, 3, {**cfg, "lr": 4e-3, "min_lr": 1e-4},
+                                    str(tmp_path / "single"))
+
+
+def test_torch_schedules_and_seeds_equal_single_runs(tmp_path, corpus) -> None:
+    # the default cosine (torch's exact table per member) with two seeds: per-member data,
+    # initialization and dropout keys
+    cfg = tiny(str(tmp_path), corpus, steps=STEPS, total_steps=STEPS, dropout=0.1,
+               eval_interval=STEPS, checkpoint_interval=STEPS)
+    wd = str(tmp_path / "pop")
+    s = run_population({**cfg, "sweep": ["lr=1e-3,4e-3"], "sweep_seeds": 2}, wd)
+    assert s["schedule_mode"] == "table"
+    assert s["members"] == [{"lr": a, "seed": k} for a in (1e-3, 4e-3) for k in (0, 1)]
+    # the same lr with another seed sees other data and another init
+    assert s["results"][2]["losses"][0][1] != s["results"][3]["losses"][0][1]
+    _check_member_equals_single_run(wd, s, 3, {**cfg, "lr": 4e-3, "seed": 1},
+                                    str(tmp_path / "single"))
+
+
+def test_diverged_and_early_stopped_members_are_frozen(tmp_path, corpus) -> None:
+    # steplr with gamma 1e-30: from step 2 on the lr underflows to 0 in float32, so the val
+    # loss stops improving and patience 1 freezes that member at its second evaluation;
+    # lr 1e30 diverges. The healthy member trains on, unaffected.
+    cfg = tiny(str(tmp_path), corpus, steps=6, lr_scheduler="steplr", lr_step_size=1,
+               warmup_steps=0, eval_interval=2, early_stop_patience=1, checkpoint_interval=100,
+               sweep=["lr=3e-3,1e30", "lr_gamma=0.9,1e-30"])
+    wd = str(tmp_path / "w")
+    s = run(cfg, wd)
+    res = s["results"]
+    assert res[0]["status"] == "ok" and [t for t, _ in res[0]["evals"]] == [2, 4, 6]
+    assert res[1]["status"] == "early-stopped at step 4"
+    assert [t for t, _ in res[1]["evals"]] == [2, 4] and len({v for _, v in res[1]["evals"]}) == 1
+    for i in (2, 3):
+        assert res[i]["status"].startswith("diverged at step")
+        t_bad = int(res[i]["status"].split()[-1])
+        rows = _member_rows(wd, i)
+        assert rows[-1]["step"] == t_bad  # logged up to the bad step, then frozen
+        assert all(np.isfinite(x).all() for x in jax.tree.leaves(res[i]["params"]))
+    assert s["ranking"][-2:] in ([2, 3], [3, 2]) and s["best"] in (0, 1)
+    assert [r["step"] for r in _member_rows(wd, 0)] == list(range(6))
+    assert [r["step"] for r in _member_rows(wd, 1)] == list(range(4))
+    # the healthy member is the single run with its settings (the others did not disturb it)
+    single = run({**{k: v for k, v in cfg.items() if k != "sweep"}, "lr_gamma": 0.9,
+                  "early_stop_patience": 0}, str(tmp_path / "single"))
+    np.testing.assert_allclose([x for _, x in res[0]["losses"]],
+                               [x for _, x in single["losses"]], rtol=1e-6)
+    assert s["last_checkpoint"] == 6
+
+
+def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
+    tmp, cfg, _, ref = leaves
+    wd = os.path.join(tmp, "killed")
+    args = [sys.executable, "-m", "train", "--workdir", wd, *_flags(cfg),
+            "--sweep", "lr=1e-3,4e-3", "--sweep=warmup_steps=0,5"]
+    kill_at = random.Random().randint(6, 15)
+    p = subprocess.Popen(args, env=_env(8), cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    metrics = os.path.join(wd, "metrics", "metrics.jsonl")
+    ckpts = os.path.join(wd, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        committed = os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts))
+        if committed and os.path.exists(metrics):
+            with open(metrics) as f:
+                done = [json.loads(x)["step"] for x in f if '"loss"' in x and x.endswith("\n")]
+            if done and max(done) >= kill_at:
+                break
+        time.sleep(0.05)
+    assert p.poll() is None, f"finished before the kill: {p.stderr.read().decode()[-2000:]}"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    r = subprocess.run([*args, "--resume"], env=_env(8), cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed = re.search(r"resumed from .* \(step (\d+)\)", r.stdout)
+    assert resumed and 5 <= int(resumed.group(1)) < STEPS, r.stdout[-2000:]
+    assert "sweep summary" in r.stdout and "best: member" in r.stdout
+    assert re.search(r"member\s+lr\s+warmup_steps\s+loss\s+lr\n", r.stdout)  # log table
+    for i in range(4):
+        by_step: dict[int, set] = {}
+        for x in _member_rows(wd, i):
+            by_step.setdefault(x["step"], set()).add(x["loss"])
+        assert sorted(by_step) == list(range(STEPS))
+        ref_losses = dict(ref["results"][i]["losses"])
+        for t, vals in by_step.items():  # replayed steps are bit-identical too
+            assert vals == {ref_losses[t]}, (i, t, vals, ref_losses[t])
+    saved = ocp.StandardCheckpointer().restore(os.path.join(wd, "checkpoints", str(STEPS),
+                                                            "state"))["state"]["params"]
+    ref_params = jax.tree.map(lambda *xs: np.stack(xs),
+                              *[ref["results"][i]["params"] for i in range(4)])
+    _assert_trees_equal(saved, ref_params)
+
+
+def test_resume_with_another_population_is_refused(leaves) -> None:
+    from train import CheckpointError
+
+    _tmp, cfg, wd, _ = leaves
+    with pytest.raises(CheckpointError, match="another population"):
+        run_population({**cfg, "resume": True, "steps": STEPS + 2}, wd,
+                       grid={"lr": [1e-3, 5e-3], "warmup_steps": [0, 5]})
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        run_population(cfg, wd, grid={"lr": [1e-3, 4e-3], "warmup_steps": [0, 5]})
+
+
+# -- the grid and its validation (no training) ----------------------------------------------
+
+
+def test_parse_sweep_grid_product_and_seeds() -> None:
+    names, members = parse_sweep(["lr=1e-3,3e-3", "warmup-steps=0, 50"], seeds=2, base_seed=7)
+    assert names == ["lr", "warmup_steps", "seed"]
+    assert len(members) == 8 and members[0] == {"lr": 1e-3, "warmup_steps": 0, "seed": 7}
+    assert members[-1] == {"lr": 3e-3, "warmup_steps": 50, "seed": 8}
+    assert isinstance(members[0]["warmup_steps"], int)
+    assert parse_sweep(["total_steps=none,40"])[1] == [{"total_steps": None},
+                                                        {"total_steps": 40}]
+
+
+@pytest.mark.parametrize("entry, match", [
+    ("model_size=tiny,mini", r"model_size cannot be swept: it defines the model"),
+    ("lr_scheduler=cosine,wsd", r"lr_scheduler cannot be swept: it selects the schedule's"),
+    ("batch_size=2,4", r"batch_size cannot be swept: it defines the data"),
+    ("steps=10,20", r"steps cannot be swept: it is the run's bookkeeping"),
+    ("lr", r"must be FIELD=V1,V2"),
+    ("lr=", r"must be FIELD=V1,V2"),
+    ("lrr=1,2", r"'lrr' is not a config field"),
+    ("warmup_steps=1.5,2", r"each value must be an int"),
+    ("lr=1e-3,1e-3", r"distinct"),
+    ("lr=-1,1e-3", r"--sweep member 0 \(lr=-1\) is invalid: --lr=-1.0 is invalid"),
+])
+def test_bad_sweeps_raise_before_compiling(entry, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(model_size="tiny", sweep=(entry,)).validate()
+
+
+def test_sweep_seeds_validated_and_not_twice() -> None:
+    with pytest.raises(ValueError, match=r"--sweep-seeds=-1 is invalid"):
+        TrainConfig(model_size="tiny", sweep_seeds=-1).validate()
+    with pytest.raises(ValueError, match="seed is swept twice"):
+        TrainConfig(model_size="tiny", sweep=("seed=1,2",), sweep_seeds=2).validate()
+
+
+def test_schedules_of_different_structure_are_rejected() -> None:
+    members = [{"x": 0}, {"x": 1}]
+    with pytest.raises(ValueError, match=r"differ in structure.*run them separately"):
+        _schedule_plan([S.constant(1e-3), S.wsd(1e-3, total=10, warmup=2, decay=2)], members)
+    mode, _, const = _schedule_plan([S.wsd(1e-3, total=10, warmup=w, decay=2) for w in (0, 2)],
+                                    members)
+    assert mode == "leaves" and sum(c is None for c in const) == 1  # only warmup is vmapped
+
+
+def test_cli_repeatable_sweep_flag() -> None:
+    cfg, _wd = parse_config(["--model-size=tiny", "--sweep", "lr=1e-3,3e-3",
+                            "--sweep=beta2=0.95,0.99", "--sweep-seeds=3", "--workdir=x"])
+    assert cfg.sweep == ("lr=1e-3,3e-3", "beta2=0.95,0.99") and cfg.sweep_seeds == 3
+    with pytest.raises(SystemExit):
+        parse_config(["--sweep", "n_layer=1,2"])

@@ -1,0 +1,722 @@
+"""Population training: K members of a hyperparameter sweep in one compiled program.
+
+``python -m train --sweep lr=1e-3,3e-3 --sweep warmup_steps=0,50`` (the grid is the product of
+the ``--sweep`` entries; ``--sweep-seeds=K`` adds the seeds ``seed .. seed+K-1`` as one more
+axis) or :func:`sweep` from Python. Every member is exactly the single run with its settings:
+the step is ``jax.vmap`` over the members' parameters, optimizer states and hyperparameters,
+inside the usual ``jax.pmap`` over devices, so K small matrix products become one batched one.
+
+What varies across members, and how it enters the program:
+
+* **optimizer hyperparameters** (``beta1``, ``beta2``, ``eps``, ``weight_decay``,
+  ``clip_norm``): the optimizer is built inside the vmapped function from traced values (a
+  member with ``clip_norm=0`` gets ``inf``: ``clip_by_global_norm(inf)`` is the identity);
+* **schedule fields** (``lr``, ``warmup_steps``, ``min_lr``, ...): each member's schedule is
+  built from its config by :func:`train.lr.build_schedule`. Algebra schedules (Megatron's,
+  ``constant``, ``--schedule`` specs) are pytrees whose hyperparameters are leaves: the K
+  schedules must share one tree structure and their varying leaves are stacked and vmapped.
+  Torch schedulers are, in a single run already, a table of torch's exact values gathered by
+  the step; here the K tables are stacked into one ``[K, steps]`` leaf;
+* **seed** (``--sweep seed=...`` or ``--sweep-seeds``): the initialization, the data order and
+  the dropout keys, as in a single run. Members with one seed share the data stream (the same
+  batch at step ``t``), so their curves are comparable.
+
+Anything else changes the compiled program's structure (model shapes, scheduler type, the run's
+bookkeeping) and is rejected with a message: such variants need separate runs.
+
+A member whose loss, gradient norm or updated parameters are not finite is **frozen** (its
+update is masked with ``jnp.where``: it keeps its last finite state) and reported as diverged;
+``--early-stop-patience`` freezes members one by one. The others go on. Outputs:
+``WORKDIR/members.json`` (member index -> its swept settings under the config's field names),
+``WORKDIR/metrics/metrics.jsonl`` (rows carry ``member``), checkpoints of the whole population
+(exact resume), a ranked table and ``WORKDIR/sweep.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import models
+import schedules as S
+from schedules._recurrence import Recurrence
+
+from .checkpoint import Checkpointer, CheckpointError
+from .config import TrainConfig
+from .data import Batcher, load_data
+from .lr import build_schedule
+from .metrics import Console, MetricsWriter, fmt_duration
+from .optim import make_optimizer
+from .step import AXIS, model_loss
+from .tokenizer import get_tokenizer
+
+__all__ = ["SWEEPABLE", "member_configs", "parse_sweep", "run_sweep", "sweep"]
+
+#: fields a sweep may vary: they are leaves of one compiled program.
+OPTIMIZER_FIELDS = ("beta1", "beta2", "eps", "weight_decay", "clip_norm")
+SCHEDULE_FIELDS = ("lr", "warmup_steps", "warmup_ratio", "total_steps", "min_lr",
+                   "lr_step_size", "lr_gamma", "lr_factor", "lr_total_iters", "lr_start_factor",
+                   "lr_end_factor", "lr_power", "lr_t0", "lr_t_mult", "lr_base",
+                   "lr_pct_start", "lr_div_factor", "lr_final_div_factor", "lr_num_cycles",
+                   "min_lr_ratio", "lr_warmup_iters", "lr_warmup_init", "lr_decay_iters",
+                   "lr_wsd_decay_iters")
+SWEEPABLE = (*SCHEDULE_FIELDS, *OPTIMIZER_FIELDS, "seed")
+
+_WHY = {
+    **dict.fromkeys(("model", "model_size", "n_layer", "n_head", "n_embd", "dtype", "dropout",
+                     "seq_len", "tokenizer"),
+                    "defines the model (its parameter shapes or its compiled Flax module)"),
+    **dict.fromkeys(("data", "val_data", "val_fraction", "data_cache", "batch_size",
+                     "grad_accum"), "defines the data or the batch shape shared by all members"),
+    **dict.fromkeys(("lr_scheduler", "schedule", "lr_chain", "lr_lambda", "lr_milestones",
+                     "lr_decay_style", "lr_wsd_decay_style", "lr_mode", "lr_anneal_strategy",
+                     "lr_three_phase", "lr_warmup_type", "lr_decay_type"),
+                    "selects the schedule's structure (a different pytree, not different "
+                    "leaves)"),
+    "lr_mults": "defines the optimizer's parameter groups (its structure)",
+}
+
+
+def _why(name: str) -> str:
+    return _WHY.get(name, "is the run's bookkeeping, shared by the whole population")
+
+
+# -- the grid -----------------------------------------------------------------------------
+
+
+def _parse_value(name: str, text: str, hint: Any) -> Any:
+    args = typing.get_args(hint) or (hint,)
+    t = text.strip()
+    if type(None) in args and t.lower() in ("none", "null"):
+        return None
+    try:
+        if int in args:
+            return int(t)
+        return float(t)
+    except ValueError:
+        kind = "an int" if int in args else "a number"
+        raise ValueError(f"--sweep {name}={text!r} is invalid: each value must be {kind}") from None
+
+
+def parse_sweep(entries: Sequence[str], seeds: int = 0,
+                base_seed: int = 0) -> tuple[list[str], list[dict[str, Any]]]:
+    """``["lr=1e-3,3e-3", "warmup_steps=0,50"]`` -> (swept field names, member settings).
+
+    The members are the grid's product in row-major order (the last entry varies fastest);
+    ``seeds=K > 1`` appends the axis ``seed = base_seed .. base_seed + K - 1``. Raises
+    ``ValueError`` naming the entry for a malformed entry or a field that cannot be swept."""
+    hints = typing.get_type_hints(TrainConfig)
+    names: list[str] = []
+    axes: list[list[Any]] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise ValueError(f"--sweep={entry!r} is invalid: must be FIELD=V1,V2,... "
+                             "(e.g. lr=1e-3,3e-3)")
+        key, sep, vals = entry.partition("=")
+        name = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not name or not vals.strip():
+            raise ValueError(f"--sweep={entry!r} is invalid: must be FIELD=V1,V2,... "
+                             "(e.g. lr=1e-3,3e-3)")
+        if name not in hints:
+            raise ValueError(f"--sweep={entry!r} is invalid: {name!r} is not a config field; "
+                             f"sweepable: {', '.join(SWEEPABLE)}")
+        if name not in SWEEPABLE:
+            raise ValueError(
+                f"--sweep={entry!r} is invalid: {name} cannot be swept: it {_why(name)}, which "
+                "one compiled program cannot vary; run one `python -m train` per value instead. "
+                f"Sweepable: {', '.join(SWEEPABLE)}")
+        if name in names or (name == "seed" and seeds and seeds > 1):
+            raise ValueError(f"--sweep={entry!r} is invalid: {name} is swept twice")
+        values = [_parse_value(name, v, hints[name]) for v in vals.split(",") if v.strip()]
+        if len(set(map(repr, values))) != len(values):
+            raise ValueError(f"--sweep={entry!r} is invalid: the values must be distinct")
+        names.append(name)
+        axes.append(values)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 0:
+        raise ValueError(f"--sweep-seeds={seeds!r} is invalid: must be an int >= 0 (K seeds)")
+    if seeds > 1:
+        names.append("seed")
+        axes.append(list(range(base_seed, base_seed + seeds)))
+    members = [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+    return names, members
+
+
+def member_configs(cfg: TrainConfig) -> tuple[list[str], list[dict[str, Any]], list[TrainConfig]]:
+    """(swept names, member settings, member configs) of a sweep config, every member validated
+    as a single run; raises ``ValueError`` naming the member otherwise."""
+    names, members = parse_sweep(cfg.sweep, cfg.sweep_seeds, cfg.seed)
+    base = dataclasses.replace(cfg, sweep=(), sweep_seeds=0)
+    cfgs = []
+    for i, m in enumerate(members):
+        try:
+            cfgs.append(base.replace(**m))
+        except ValueError as e:
+            raise ValueError(f"--sweep member {i} ({_settings(m)}) is invalid: {e}") from None
+    _schedule_plan([build_schedule(c) for c in cfgs], members)  # structure check
+    return names, members, cfgs
+
+
+def _settings(m: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
+
+
+# -- what varies, and how it enters the compiled step ---------------------------------------
+
+
+def _has_recurrence(s: S.Schedule) -> bool:
+    return isinstance(s, Recurrence) or any(_has_recurrence(c) for c in s.children())
+
+
+def _schedule_plan(scheds: list[S.Schedule], members: list[dict]) -> tuple[str, Any, list]:
+    """("same" | "leaves" | "table", treedef, per-position constant leaves or None)."""
+    if all(repr(s) == repr(scheds[0]) for s in scheds):
+        return "same", None, []
+    if any(_has_recurrence(s) for s in scheds):
+        return "table", None, []
+    defs = [jax.tree.structure(s) for s in scheds]
+    for i, d in enumerate(defs):
+        if d != defs[0]:
+            raise ValueError(
+                f"--sweep is invalid: the members' schedules differ in structure, not only in "
+                f"their leaves: member 0 ({_settings(members[0])}) is {scheds[0]!r}, member {i} "
+                f"({_settings(members[i])}) is {scheds[i]!r}. A static field of the schedule "
+                "changes, so one compiled program cannot hold both; run them separately")
+    cols = list(zip(*[jax.tree.leaves(s) for s in scheds]))
+    const = [c[0] if all(repr(x) == repr(c[0]) for x in c) else None for c in cols]
+    return "leaves", defs[0], const
+
+
+def _stack(values: Sequence[Any]) -> np.ndarray:
+    a = np.asarray(values)
+    return a.astype(np.int32) if a.dtype.kind in "iub" else a.astype(np.float32)
+
+
+class _Population:
+    """The members' static plan (hashable ``key``) and their stacked hyperparameters ``h``."""
+
+    def __init__(self, cfgs: list[TrainConfig], members: list[dict], schedules: list) -> None:
+        self.k = len(cfgs)
+        self.base = cfgs[0]
+        self.schedules = schedules
+        self.mode, self.treedef, self.const = _schedule_plan(schedules, members)
+        h: dict[str, Any] = {"member": np.arange(self.k, dtype=np.int32)}  # never empty
+        if self.mode == "leaves":
+            cols = list(zip(*[jax.tree.leaves(s) for s in schedules]))
+            h["sched"] = tuple(_stack(c) for c, k in zip(cols, self.const) if k is None)
+        elif self.mode == "table":
+            steps = self.base.steps
+            h["lr_table"] = np.stack([
+                np.asarray(jax.jit(lambda t, s=s: s(t))(jnp.arange(steps, dtype=jnp.int32)),
+                           np.float32) for s in schedules])
+        self.varying = tuple(f for f in (*OPTIMIZER_FIELDS, "seed")
+                             if len({getattr(c, f) for c in cfgs}) > 1)
+        for f in self.varying:
+            vals = [getattr(c, f) for c in cfgs]
+            if f == "clip_norm":
+                vals = [v if v > 0 else math.inf for v in vals]
+            h[f] = _stack(vals)
+        self.h = h
+        self.clip = any(c.clip_norm > 0 for c in cfgs)
+        self.key = (self.k, self.mode, self.treedef, repr(self.const),
+                    repr(schedules[0]) if self.mode == "same" else None, self.varying, self.clip,
+                    tuple((f, getattr(self.base, f)) for f in (*OPTIMIZER_FIELDS, "seed")
+                          if f not in self.varying),
+                    tuple(sorted(self.base.lr_mults.items())))
+
+    def schedule(self, h: Mapping[str, Any]) -> Any:
+        """Member's learning-rate schedule from its (traced) slice of ``h``."""
+        if self.mode == "same":
+            return self.schedules[0]
+        if self.mode == "table":
+            table = h["lr_table"]  # a Schedule, so that lr_mults can scale it
+            return S.lambda_(lambda t: table[jnp.clip(t, 0, table.shape[0] - 1).astype(jnp.int32)])
+        it = iter(h["sched"])
+        return jax.tree.unflatten(self.treedef, [next(it) if c is None else c
+                                                 for c in self.const])
+
+    def optimizer(self, h: Mapping[str, Any], schedule: Any,
+                  params: Any) -> optax.GradientTransformation:
+        """``train.optim.make_optimizer`` of the member, hyperparameters traced where they vary
+        (the clipping comes first, built here because its on/off switch is structural)."""
+        view = {f: h[f] if f in self.varying else getattr(self.base, f) for f in OPTIMIZER_FIELDS}
+        clip = view.pop("clip_norm")
+        b = self.base
+        ns = _View(lr_mults=b.lr_mults, clip_norm=0.0, optimizer=b.optimizer, momentum=b.momentum,
+                   nesterov=b.nesterov, dampening=b.dampening, **view)
+        tx = make_optimizer(ns, schedule, params)
+        return optax.chain(optax.clip_by_global_norm(clip), tx) if self.clip else tx
+
+    def seed(self, h: Mapping[str, Any]) -> Any:
+        return h["seed"] if "seed" in self.varying else self.base.seed
+
+
+@dataclasses.dataclass(frozen=True)
+class _View:
+    """The optimizer fields ``make_optimizer`` reads, possibly traced."""
+
+    lr_mults: Mapping[str, float]
+    clip_norm: Any
+    optimizer: str
+    momentum: float
+    nesterov: bool
+    dampening: float
+    beta1: Any
+    beta2: Any
+    eps: Any
+    weight_decay: Any
+
+
+# -- the population step (vmap over members inside pmap over devices) -----------------------
+# The member update mirrors train.step.make_train_step's body (one formula: the loss is
+# train.step.model_loss, the optimizer train.optim.make_optimizer); only the freezing is new.
+
+_POP_CACHE: dict[Any, tuple[Any, Any]] = {}
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _make_steps(model_cfg: Any, pop: _Population, per_member_data: bool,
+                devices: list | None) -> tuple[Any, Any]:
+    key = (model_cfg, pop.key, per_member_data,
+           None if devices is None else tuple(d.id for d in devices))
+    if key in _POP_CACHE:
+        return _POP_CACHE[key]
+    module = models.build(model_cfg)
+    use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
+    data_axis = 0 if per_member_data else None
+
+    def member(state: dict, h: dict, batch: jax.Array, step: jax.Array) -> tuple[dict, dict]:
+        params = state["params"]
+        sched = pop.schedule(h)
+        tx = pop.optimizer(h, sched, params)
+        accum = batch.shape[0]
+        if use_dropout:
+            k = jax.random.fold_in(jax.random.key(pop.seed(h)), step)
+            keys = jax.random.split(jax.random.fold_in(k, jax.lax.axis_index(AXIS)), accum)
+        else:
+            keys = None
+        grad_fn = jax.value_and_grad(model_loss(module))
+        if accum == 1:
+            loss, grads = grad_fn(params, batch[0], None if keys is None else keys[0])
+        else:
+            def micro(carry: Any, xs: Any) -> tuple[Any, jax.Array]:
+                tokens, kk = xs
+                loss, g = grad_fn(params, tokens, None if keys is None else kk)
+                return jax.tree.map(jnp.add, carry, g), loss
+
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            xs = (batch, keys if keys is not None else jnp.zeros((accum,)))
+            grads, losses = jax.lax.scan(micro, zeros, xs)
+            grads = jax.tree.map(lambda g: g / accum, grads)
+            loss = jnp.mean(losses)
+        grads = jax.lax.pmean(grads, AXIS)
+        loss = jax.lax.pmean(loss, AXIS)
+        gnorm = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        ok = jnp.isfinite(loss) & jnp.isfinite(gnorm) & _all_finite(new_params)
+        keep = state["active"] & ok
+
+        def sel(new: jax.Array, old: jax.Array) -> jax.Array:
+            return jnp.where(keep, new, old)
+
+        new = {"params": jax.tree.map(sel, new_params, params),
+               "opt_state": jax.tree.map(sel, opt_state, state["opt_state"]), "active": keep}
+        lr = jnp.asarray(sched(step), jnp.float32)
+        return new, {"loss": loss, "grad_norm": gnorm, "lr": lr, "ok": ok}
+
+    def step(state: dict, batch: jax.Array, h: dict) -> tuple[dict, dict]:
+        mem = {k: state[k] for k in ("params", "opt_state", "active")}
+        new, m = jax.vmap(member, in_axes=(0, 0, data_axis, None))(mem, h, batch, state["step"])
+        return {"step": state["step"] + 1, **new}, m
+
+    def evaluate(params: Any, batch: jax.Array) -> jax.Array:
+        def one(p: Any, b: jax.Array) -> jax.Array:
+            return jax.lax.pmean(model_loss(module)(p, b.reshape((-1, b.shape[-1])), None), AXIS)
+
+        return jax.vmap(one, in_axes=(0, data_axis))(params, batch)
+
+    out = (jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices),
+           jax.pmap(evaluate, axis_name=AXIS, devices=devices))
+    _POP_CACHE[key] = out
+    return out
+
+
+# -- the runner ---------------------------------------------------------------------------
+
+
+def sweep(config: TrainConfig | Mapping[str, Any], workdir: str,
+          grid: Mapping[str, Sequence[Any]] | None = None, seeds: int | None = None
+          ) -> dict[str, Any]:
+    """Train the grid's product of ``config`` variants as one population under ``workdir``.
+
+    ``grid`` maps config field names to value lists (``{"lr": [1e-3, 3e-3], "warmup_steps":
+    [0, 50]}``); ``seeds=K`` adds the seeds ``seed .. seed+K-1``. Both add to any ``sweep``
+    entries already in ``config``. Returns the summary of :func:`run_sweep`."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    entries = list(cfg.sweep)
+    for k, vals in (grid or {}).items():
+        if isinstance(vals, str | bytes) or not isinstance(vals, Sequence) or not vals:
+            raise ValueError(f"grid[{k!r}]={vals!r} is invalid: must be a non-empty list")
+        entries.append(f"{k}=" + ",".join(repr(v) if isinstance(v, float) else str(v)
+                                          for v in vals))
+    cfg = cfg.replace(sweep=tuple(entries),
+                      sweep_seeds=cfg.sweep_seeds if seeds is None else seeds)
+    return run_sweep(cfg, workdir)
+
+
+def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str, Any]:
+    """Train every member of ``config.sweep``/``config.sweep_seeds`` in one program.
+
+    Returns ``{"members", "swept", "results", "ranking", "best", "plot", "steps", ...}``;
+    ``results[i]`` has member ``i``'s ``losses``, ``evals``, ``final_loss``, ``val_loss``,
+    ``status`` (``ok``, ``diverged at step t``, ``early-stopped at step t``) and ``params``."""
+    from .loop import _devices, _init_distributed, _replicate, _unreplicate, effective_config
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    cfg = cfg.normalized().validate()
+    names, members, cfgs = member_configs(cfg)
+    k = len(members)
+    schedules = [build_schedule(c) for c in cfgs]
+    pop = _Population(cfgs, members, schedules)
+    per_member_data = "seed" in names
+    _init_distributed(cfg)
+    pidx, pcount = jax.process_index(), jax.process_count()
+    primary = pidx == 0
+    devices = _devices(cfg)
+    local = [d for d in (devices or jax.devices()) if d.process_index == pidx]
+    n_local, n_global = len(local), len(devices or jax.devices())
+
+    workdir = os.path.abspath(workdir)
+    ckpt_dir = cfg.checkpoint_dir or os.path.join(workdir, "checkpoints")
+    metrics_dir = cfg.metrics_dir or os.path.join(workdir, "metrics")
+    console = Console(cfg.steps, enabled=primary, bar=False)
+    tok = get_tokenizer(cfg.tokenizer)
+    model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
+                                  **cfg.model_overrides())
+    train_data, val_data, data_desc = load_data(cfg.data, cfg.val_data, tok, cfg.data_cache,
+                                                cfg.val_fraction)
+    train_data.check(cfg.seq_len + 1, tok.vocab_size)
+    val_data.check(cfg.seq_len + 1, tok.vocab_size)
+    batch_kw = dict(seq_len=cfg.seq_len, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                    local_devices=n_local, process_index=pidx, process_count=pcount)
+    seeds = [c.seed for c in cfgs] if per_member_data else [cfg.seed]
+    batchers = [Batcher(train_data, seed=s, **batch_kw) for s in seeds]
+    val_batchers = [Batcher(val_data, seed=s, **batch_kw) for s in seeds]
+    tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
+
+    def batch_of(bs: list[Batcher], fn: str, i: int) -> np.ndarray:
+        if not per_member_data:
+            return getattr(bs[0], fn)(i)
+        return np.stack([getattr(b, fn)(i) for b in bs], axis=1)
+
+    eff = effective_config(cfg, schedules[0], model_cfg, {
+        "workdir": workdir, "process_count": pcount, "global_devices": n_global,
+        "tokens_per_step": tokens_per_step, "data_description": data_desc,
+        "members": members, "swept": names,
+    })
+    console.print(f"sweep: {k} members over {', '.join(names)} in one program "
+                  f"(schedules: {pop.mode}; data: "
+                  f"{'one stream per seed' if per_member_data else 'one shared stream'})")
+    console.print(f"data: {data_desc}; devices: {n_global} ({pcount} process(es) x {n_local}); "
+                  f"{tokens_per_step:,} tokens per step per member")
+    if primary:
+        os.makedirs(workdir, exist_ok=True)
+        tmp = os.path.join(workdir, f"members.json.tmp{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump(members, f, indent=1)
+        os.replace(tmp, os.path.join(workdir, "members.json"))
+
+    # state: each member's init is its single run's (init seed), stacked on a leading axis
+    inits = {s: jax.device_get(models.init_params(model_cfg, jax.random.key(s)))
+             for s in {c.seed for c in cfgs}}
+    params = jax.tree.map(lambda *xs: np.stack(xs), *[inits[c.seed] for c in cfgs])
+    opt_state = jax.vmap(lambda p, h: pop.optimizer(h, pop.schedule(h), p).init(p))(
+        params, pop.h)
+    # the top-level "step" is the checkpoint's label (train.checkpoint checks it on save and
+    # restore); "best" starts at the largest finite float (checkpoints hold finite values only)
+    host = {"step": np.zeros((), np.int32),
+            "state": {"step": np.zeros((), np.int32), "params": params,
+                      "opt_state": jax.device_get(opt_state), "active": np.ones(k, bool)},
+            "book": {"best": np.full(k, np.finfo(np.float64).max),
+                     "since_best": np.zeros(k, np.int32),
+                     "stopped": np.full(k, -1, np.int32), "diverged": np.full(k, -1, np.int32)}}
+    p_train, p_eval = _make_steps(model_cfg, pop, per_member_data, devices)
+
+    ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
+    try:
+        latest = ckpt.latest_step()
+        if latest is not None and not cfg.resume:
+            raise ValueError(
+                f"--resume=False but {ckpt_dir} already holds checkpoints (latest step "
+                f"{latest}); pass --resume to continue, or use another --workdir/"
+                "--checkpoint-dir (existing checkpoints are never overwritten)")
+        if latest is not None:
+            saved = ckpt.read_config(latest)
+            if saved.get("members") != json.loads(json.dumps(members)):
+                raise CheckpointError(
+                    f"cannot resume from {ckpt.path(latest)}: it holds another population "
+                    f"(members {saved.get('members')!r}; this run {members!r})")
+            host = ckpt.restore(latest, host, eff)
+            console.print(f"resumed from {ckpt.path(latest)} "
+                          f"(step {int(host['state']['step'])})")
+        elif cfg.resume:
+            console.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
+        run = _Run(cfg, eff, names, members, pop, model_cfg, host, p_train, p_eval,
+                   lambda fn, i: batch_of(batchers if fn == "batch" else val_batchers, fn, i),
+                   ckpt, console, metrics_dir, devices, tokens_per_step, primary,
+                   _replicate, _unreplicate)
+        summary = run.loop()
+    finally:
+        ckpt.close()
+    if primary:
+        summary["plot"] = plot_sweep(summary, os.path.join(workdir, "sweep.png"))
+        console.print(f"plot: {summary['plot']}")
+    return summary
+
+
+class _Run:
+    """The population's training loop (the single run's, with per-member logging/freezing)."""
+
+    def __init__(self, cfg: TrainConfig, eff: dict, names: list[str], members: list[dict],
+                 pop: _Population, model_cfg: Any, host: dict, p_train: Any, p_eval: Any,
+                 batch_of: Any, ckpt: Checkpointer, console: Console, metrics_dir: str,
+                 devices: list | None, tokens_per_step: int, primary: bool, replicate: Any,
+                 unreplicate: Any) -> None:
+        self.cfg, self.eff, self.names, self.members, self.pop = cfg, eff, names, members, pop
+        self.model_cfg, self.host, self.p_train, self.p_eval = model_cfg, host, p_train, p_eval
+        self.batch_of, self.ckpt, self.console, self.metrics_dir = batch_of, ckpt, console, \
+            metrics_dir
+        self.devices, self.tokens_per_step, self.primary = devices, tokens_per_step, primary
+        self.replicate, self.unreplicate = replicate, unreplicate
+        self.k = len(members)
+        self.book = {n: np.array(v) for n, v in host["book"].items()}
+        self.hdev = replicate(pop.h, devices)
+
+    def status(self, i: int) -> str:
+        if self.book["diverged"][i] >= 0:
+            return f"diverged at step {self.book['diverged'][i]}"
+        if self.book["stopped"][i] >= 0:
+            return f"early-stopped at step {self.book['stopped'][i]}"
+        return "ok"
+
+    def table(self, rows: list[tuple[int, float, float]], last: str = "lr") -> str:
+        w = [max(len(n), 8) for n in self.names]
+        head = "  member " + " ".join(f"{n:>{x}}" for n, x in zip(self.names, w))
+        lines = [head + f" {'loss':>9} {last:>10}"]
+        for i, a, b in rows:
+            vals = " ".join(f"{_fmt(self.members[i][n]):>{x}}" for n, x in zip(self.names, w))
+            st = "" if self.status(i) == "ok" else f"  {self.status(i)}"
+            bs = f"{b:>10.4f}" if last == "val loss" else f"{b:>10.3e}"
+            lines.append(f"  {i:>6} {vals} {a:>9.4f} {bs}{st}")
+        return "\n".join(lines)
+
+    def loop(self) -> dict[str, Any]:
+        cfg, k = self.cfg, self.k
+        state = self.replicate(self.host["state"], self.devices)
+        start = int(self.host["state"]["step"])
+        writer = MetricsWriter(self.metrics_dir, tensorboard=False, enabled=self.primary)
+        self.console.start_step = start
+        history: list[list[tuple[int, float]]] = [[] for _ in range(k)]
+        evals: list[list[tuple[int, float]]] = [[] for _ in range(k)]
+        eval_batches = [self.batch_of("eval_batch", i) for i in range(cfg.eval_batches)]
+        pending: list[tuple[int, np.ndarray, dict]] = []
+        last_saved = self.ckpt.latest_step()
+        t_first = None
+        window = [time.perf_counter(), 0]
+        stop_reason = "completed"
+
+        def active() -> np.ndarray:
+            return (self.book["diverged"] < 0) & (self.book["stopped"] < 0)
+
+        def flush() -> None:
+            nonlocal t_first
+            if not pending:
+                return
+            fetched = jax.device_get([m for _, _, m in pending])
+            now = time.perf_counter()
+            tps = k * self.tokens_per_step * window[1] / max(now - window[0], 1e-9)
+            window[:] = [now, 0]
+            for (t, was_active, _), m in zip(pending, fetched):
+                for i in np.flatnonzero(was_active):
+                    loss = float(m["loss"][0][i])
+                    writer.write(t, member=int(i), loss=loss, lr=float(m["lr"][0][i]),
+                                 grad_norm=float(m["grad_norm"][0][i]), tokens_per_s=tps,
+                                 time=time.time())
+                    history[i].append((t, loss))
+                    if not bool(m["ok"][0][i]) and self.book["diverged"][i] < 0:
+                        self.book["diverged"][i] = t
+                        self.console.print(f"member {i} ({_settings(self.members[i])}) diverged "
+                                           f"at step {t} (loss {loss}); frozen, the others go on")
+            t_last = pending[-1][0]
+            pending.clear()
+            if (t_last + 1) % cfg.log_interval == 0 or t_last + 1 == cfg.steps:
+                m = fetched[-1]
+                self.console.print(f"step {t_last:>6}/{cfg.steps} | {tps:,.0f} tok/s "
+                                   f"(all {k} members)")
+                self.console.print(self.table([(i, float(m["loss"][0][i]),
+                                                 float(m["lr"][0][i])) for i in range(k)]))
+
+        def evaluate(st: dict) -> np.ndarray:
+            losses = jax.device_get([self.p_eval(st["params"], b) for b in eval_batches])
+            return np.mean([np.asarray(x[0], np.float64) for x in losses], axis=0)
+
+        t_start = time.perf_counter()
+        step = start
+        while step < cfg.steps:
+            was_active = active()
+            state, m = self.p_train(state, self.batch_of("batch", step), self.hdev)
+            pending.append((step, was_active, m))
+            step += 1
+            window[1] += 1
+            if t_first is None:
+                jax.block_until_ready(m["loss"])
+                t_first = time.perf_counter()
+                window[:] = [t_first, 0]
+                flush()
+            elif step % cfg.log_interval == 0 or step == cfg.steps:
+                flush()
+            if step % cfg.eval_interval == 0 or step == cfg.steps:
+                flush()
+                v = evaluate(state)
+                stopped_now = []
+                for i in np.flatnonzero(active()):
+                    evals[i].append((step, float(v[i])))
+                    writer.write(step, member=int(i), val_loss=float(v[i]))
+                    if v[i] < self.book["best"][i]:
+                        self.book["best"][i], self.book["since_best"][i] = v[i], 0
+                    else:
+                        self.book["since_best"][i] += 1
+                    if (cfg.early_stop_patience
+                            and self.book["since_best"][i] >= cfg.early_stop_patience):
+                        self.book["stopped"][i] = step
+                        stopped_now.append(int(i))
+                self.console.print(f"eval at step {step}: val loss " + " ".join(
+                    f"{i}:{v[i]:.4f}" for i in np.flatnonzero(active() | np.isin(
+                        np.arange(k), stopped_now))))
+                if stopped_now:
+                    self.console.print(f"early stop: member(s) {stopped_now} frozen (no val-loss "
+                                       f"improvement in {cfg.early_stop_patience} evaluation(s))")
+                    state = {**state, "active": self.replicate(active(), self.devices)}
+            if not active().any() and stop_reason == "completed":
+                stop_reason = "every member stopped (diverged or early-stopped)"
+            if (step % cfg.checkpoint_interval == 0 or step == cfg.steps
+                    or stop_reason != "completed"):
+                flush()
+                host_state = self.unreplicate(state)
+                # frozen members keep their last finite state: nothing non-finite is saved
+                if not all(np.isfinite(x).all() for x in jax.tree.leaves(host_state["params"])):
+                    raise FloatingPointError("non-finite parameters in the population state; "
+                                             "not saved")
+                self.ckpt.save(step, {"step": host_state["step"], "state": host_state,
+                                      "book": dict(self.book)}, self.eff)
+                last_saved = step
+            if stop_reason != "completed":
+                self.console.print(stop_reason)
+                break
+        flush()
+        t_end = time.perf_counter()
+        self.ckpt.wait()
+        final = self.unreplicate(state)
+        val = np.full(k, np.nan)
+        for i in range(k):
+            if evals[i] and evals[i][-1][0] == step:
+                val[i] = evals[i][-1][1]
+        if np.isnan(val).any() and step > start:
+            v = evaluate(state)
+            val = np.where(np.isnan(val), v, val)
+        timed = step - start - 1
+        tps = (k * self.tokens_per_step * timed / (t_end - t_first)
+               if t_first and timed > 0 else 0.0)
+        results = []
+        for i in range(k):
+            results.append({
+                "member": i, "settings": self.members[i], "status": self.status(i),
+                "losses": history[i], "evals": evals[i],
+                "final_loss": history[i][-1][1] if history[i] else float("nan"),
+                "val_loss": float(val[i]),
+                "params": jax.tree.map(lambda x, i=i: x[i], final["params"]),
+            })
+        ranking = sorted(range(k), key=lambda i: (results[i]["status"] != "ok"
+                                                  and "diverged" in results[i]["status"],
+                                                  _nan_last(results[i]["val_loss"])))
+        writer.close()
+        c = self.console
+        c.print("\n=== sweep summary (ranked by final validation loss) ===")
+        c.print(f"steps {start} -> {step} ({stop_reason}) in {fmt_duration(t_end - t_start)}; "
+                f"{tps:,.0f} tokens/s over {k} members")
+        c.print(self.table([(i, results[i]["final_loss"], results[i]["val_loss"])
+                            for i in ranking], last="val loss"))
+        best = ranking[0]
+        c.print(f"best: member {best} ({_settings(self.members[best])}), val loss "
+                f"{results[best]['val_loss']:.4f}")
+        c.print(f"members: {os.path.join(self.eff['workdir'], 'members.json')}; metrics: "
+                f"{writer.path}; checkpoints: {self.ckpt.directory} (last step {last_saved})")
+        return {"members": self.members, "swept": self.names, "results": results,
+                "ranking": ranking, "best": best, "steps": step, "start_step": start,
+                "stop_reason": stop_reason, "tokens_per_s": tps, "wall_s": t_end - t_start,
+                "metrics_path": writer.path, "checkpoint_dir": self.ckpt.directory,
+                "last_checkpoint": last_saved, "schedule_mode": self.pop.mode}
+
+
+def _nan_last(x: float) -> float:
+    return x if math.isfinite(x) else math.inf
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def plot_sweep(summary: Mapping[str, Any], path: str) -> str:
+    """Final validation loss against each swept field, and every member's loss curve (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names, results = summary["swept"], summary["results"]
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.4),
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
+        xs = np.array([r["settings"][name] for r in results], float)
+        ys = np.array([r["val_loss"] for r in results])
+        others = [n for n in names if n != name]
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(results):
+            groups.setdefault(_settings({n: r["settings"][n] for n in others}), []).append(i)
+        for label, idx in groups.items():
+            idx = sorted(idx, key=lambda i: xs[i])
+            ax.plot(xs[idx], ys[idx], "o-", ms=4, label=label or None)
+        if (xs > 0).all() and xs.max() / xs.min() >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("final validation loss")
+        if len(groups) > 1 and len(groups) <= 8:
+            ax.legend(fontsize=7)
+    ax = axes[0][-1]
+    for r in results:
+        if r["losses"]:
+            t, v = zip(*r["losses"])
+            ax.plot(t, v, lw=1, label=f"{r['member']}: {_settings(r['settings'])}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss")
+    if len(results) <= 8:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
