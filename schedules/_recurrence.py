@@ -143,7 +143,7 @@ class Recurrence(Schedule):
                 raise self._needs_concrete() from e
         if out is not None:
             out = jnp.asarray(out, k.dtype) + 0.0 * k
-        if self.horizon is None or not self._concrete():
+        if not self.horizon or not self._concrete():  # None or 0: no table
             return out if out is not None else self._callback(k)
         table = jnp.asarray(self._table(), k.dtype)
         n = table.shape[0]

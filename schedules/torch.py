@@ -43,7 +43,7 @@ from ._facade import Scheduler as _BaseScheduler
 from ._ops import JNP, JNP_ACCURATE, PY, Ops
 from ._primitives import cycle_of
 from ._recurrence import SAFE_TICKS, NoClosedForm, Recurrence
-from ._validate import check_choice, check_float, check_int, fail
+from ._validate import FLOAT32_MAX, check_choice, check_float, check_int, fail
 
 __all__ = [
     "ChainedScheduler",
@@ -154,7 +154,7 @@ def _check_lr_list(where: str, lr: Sequence[Any]) -> None:
             where, "lr", lr, "must be a number or a non-empty list of numbers (one per param group)"
         )
     for i, x in enumerate(lr):
-        check_float(where, f"lr[{i}]", x)
+        check_float(where, f"lr[{i}]", x, ge=0)
 
 
 def _host_error(where: str, t: Any, ops: Ops, e: ArithmeticError) -> ArithmeticError | ValueError:
@@ -247,9 +247,34 @@ class TorchSchedule(Recurrence):
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         try:
-            return super()._eval(t, ops)
+            v = super()._eval(t, ops)
         except (ZeroDivisionError, OverflowError) as e:
             raise _host_error(type(self).__name__, t, ops, e) from None
+        if ops.host:
+            if not 0.0 <= v < math.inf:  # False for NaN too
+                raise ValueError(
+                    f"{type(self).__name__}: the lr at step {t!r} would be {v!r}; a learning "
+                    "rate must be finite and >= 0 (check lr_lambda / scale_fn)"
+                )
+            return v
+        if ops.name == "jax" and self._has_user_fn():
+            # a user function may go negative or overflow: NaN marks the step invalid, as
+            # the host path raises there
+            v = jnp.where((v >= 0) & (v < jnp.inf), v, jnp.nan)
+        return v
+
+    def _has_user_fn(self) -> bool:
+        """Whether a user function (``lr_lambda``, ``scale_fn``) can set this lr."""
+        h = self.__dict__.get("_user_fn_cache")
+        if h is None:
+            own = any(
+                self.__dict__.get(f) is not None and not _is_hf(self.__dict__.get(f))
+                for f in ("lr_lambda", "scale_fn")
+            )
+            kids = self.__dict__.get("schedulers") or ()
+            h = own or any(c._has_user_fn() for c in kids)
+            object.__setattr__(self, "_user_fn_cache", h)
+        return h
 
     def _meta(self) -> _Meta:
         m = self.__dict__.get("_meta_cache")
@@ -302,11 +327,32 @@ class TorchSchedule(Recurrence):
 
 
 def _lr(where: str, lr: Any) -> Any:
-    return check_float(where, "lr", lr)
+    # torch's optimizers refuse a negative lr ("Invalid learning rate")
+    return check_float(where, "lr", lr, ge=0)
+
+
+#: the largest ``horizon`` table (float64 values computed on the host: 80 MB).
+MAX_HORIZON = 10**7
 
 
 def _horizon(where: str, h: Any) -> int | None:
-    return None if h is None else check_int(where, "horizon", h, ge=0)
+    if h is None:
+        return None
+    n = check_int(where, "horizon", h, ge=0)
+    if n > MAX_HORIZON:
+        raise fail(where, "horizon", h, f"must be at most {MAX_HORIZON:,} (a table of float64)")
+    return n
+
+
+def _gamma(where: str, gamma: Any) -> Any:
+    """A decay factor: in [0, 1] (a negative one makes the lr negative, one above 1 makes it
+    grow without bound until it overflows to inf)."""
+    return check_float(where, "gamma", gamma, ge=0, le=1)
+
+
+def _is_hf(fn: Any) -> bool:
+    """``schedules.hf``'s validated multipliers (never negative, never inf)."""
+    return type(fn).__name__ == "HFLambda"
 
 
 def _call(fn: Any, k: Any, ops: Ops) -> Any:
@@ -499,7 +545,7 @@ class StepLR(TorchSchedule, name="StepLR"):
         self._set(
             lr=_lr("StepLR", lr),
             step_size=check_int("StepLR", "step_size", step_size, gt=0),
-            gamma=check_float("StepLR", "gamma", gamma),
+            gamma=_gamma("StepLR", gamma),
             horizon=_horizon("StepLR", horizon),
         )
 
@@ -568,7 +614,7 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
         self._set(
             lr=_lr("MultiStepLR", lr),
             milestones=ms,
-            gamma=check_float("MultiStepLR", "gamma", gamma),
+            gamma=_gamma("MultiStepLR", gamma),
             horizon=_horizon("MultiStepLR", horizon),
         )
 
@@ -790,7 +836,7 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     def __init__(self, lr: float, gamma: float, horizon: int | None = None) -> None:
         self._set(
             lr=_lr("ExponentialLR", lr),
-            gamma=check_float("ExponentialLR", "gamma", gamma),
+            gamma=_gamma("ExponentialLR", gamma),
             horizon=_horizon("ExponentialLR", horizon),
         )
 
@@ -849,7 +895,8 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
         self._set(
             lr=_lr("PolynomialLR", lr),
             total_iters=check_int("PolynomialLR", "total_iters", total_iters),
-            power=check_float("PolynomialLR", "power", power),
+            # a negative power makes the lr inf at total_iters (0 ** -p)
+            power=check_float("PolynomialLR", "power", power, ge=0),
             horizon=_horizon("PolynomialLR", horizon),
         )
 
@@ -923,7 +970,7 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
         self._set(
             lr=_lr("CosineAnnealingLR", lr),
             T_max=check_int("CosineAnnealingLR", "T_max", T_max, gt=0),
-            eta_min=check_float("CosineAnnealingLR", "eta_min", eta_min),
+            eta_min=check_float("CosineAnnealingLR", "eta_min", eta_min, ge=0),
             horizon=_horizon("CosineAnnealingLR", horizon),
         )
 
@@ -1001,7 +1048,7 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
             lr=_lr("CosineAnnealingWarmRestarts", lr),
             T_0=T_0,
             T_mult=T_mult,
-            eta_min=check_float("CosineAnnealingWarmRestarts", "eta_min", eta_min),
+            eta_min=check_float("CosineAnnealingWarmRestarts", "eta_min", eta_min, ge=0),
             horizon=_horizon("CosineAnnealingWarmRestarts", horizon),
         )
 
@@ -1120,21 +1167,21 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
             raise fail(w, "scale_fn", scale_fn, "must be a callable or a Schedule")
         up = check_float(w, "step_size_up", step_size_up)
         down = up if step_size_down is None else check_float(w, "step_size_down", step_size_down)
-        if not (up + down > 0 and math.isfinite(up + down)):
+        if not 0 < up + down <= FLOAT32_MAX:
             raise fail(
                 w,
                 "step_size_up + step_size_down",
                 up + down,
-                "must be > 0 and finite (torch divides by it)",
+                f"must be > 0 (torch divides by it) and at most {FLOAT32_MAX!r} (float32)",
             )
         self._set(
             lr=_lr(w, lr),
-            base_lr=check_float(w, "base_lr", base_lr),
-            max_lr=check_float(w, "max_lr", max_lr),
+            base_lr=check_float(w, "base_lr", base_lr, ge=0),
+            max_lr=check_float(w, "max_lr", max_lr, ge=0),
             step_size_up=step_size_up,
             step_size_down=step_size_down,
             mode=mode,
-            gamma=check_float(w, "gamma", gamma),
+            gamma=_gamma(w, gamma),
             scale_fn=scale_fn,
             scale_mode=check_choice(w, "scale_mode", scale_mode, ("cycle", "iterations")),
             cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
@@ -1419,7 +1466,7 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         check_choice(w, "anneal_strategy", anneal_strategy, ("cos", "linear"))
         self._set(
             lr=_lr(w, lr),
-            max_lr=check_float(w, "max_lr", max_lr),
+            max_lr=check_float(w, "max_lr", max_lr, ge=0),
             total_steps=total,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
@@ -1428,11 +1475,19 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
             cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
             base_momentum=check_float(w, "base_momentum", base_momentum),
             max_momentum=check_float(w, "max_momentum", max_momentum),
-            div_factor=check_float(w, "div_factor", div_factor),
-            final_div_factor=check_float(w, "final_div_factor", final_div_factor),
+            div_factor=check_float(w, "div_factor", div_factor, gt=0),
+            final_div_factor=check_float(w, "final_div_factor", final_div_factor, gt=0),
             three_phase=_check_bool(w, "three_phase", three_phase),
             horizon=_horizon(w, horizon),
         )
+        for name, v in self._group().items():
+            if "lr" in name and not v <= FLOAT32_MAX:
+                raise fail(
+                    w,
+                    "div_factor" if name == "initial_lr" else "final_div_factor",
+                    self.div_factor if name == "initial_lr" else self.final_div_factor,
+                    f"makes {name} = {v!r} exceed float32's range ({FLOAT32_MAX!r})",
+                )
         self._check_constructs()
 
     def _phases(self) -> list[tuple[float, str, str, str, str]]:
@@ -2041,8 +2096,8 @@ class ReduceLROnPlateau:
         threshold = check_float(w, "threshold", threshold)
         cooldown = check_int(w, "cooldown", cooldown)
         eps = check_float(w, "eps", eps)
-        lr0 = check_float(w, "lr", lr)
-        floor = check_float(w, "min_lr", min_lr)
+        lr0 = check_float(w, "lr", lr, ge=0)
+        floor = check_float(w, "min_lr", min_lr, ge=0)
 
         def init(params: Any) -> PlateauState:
             del params
