@@ -28,6 +28,7 @@ where it is exact and the exact replay otherwise (see
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from bisect import bisect_right
 from collections import Counter
@@ -42,7 +43,7 @@ from ._core import Schedule
 from ._facade import Scheduler as _BaseScheduler
 from ._ops import JNP, JNP_ACCURATE, PY, Ops
 from ._primitives import cycle_of
-from ._recurrence import SAFE_TICKS, NoClosedForm, Recurrence
+from ._recurrence import SAFE_TICKS, TICK_BUDGET, Chain, NoClosedForm, Recurrence
 from ._validate import FLOAT32_MAX, check_choice, check_float, check_int, fail
 
 __all__ = [
@@ -311,6 +312,73 @@ class TorchSchedule(Recurrence):
     def _tick(self, k: Any, ops: Ops) -> Any:
         """For ``kind == "mult"``: the factor one update at counter ``k`` applies."""
         raise NoClosedForm
+
+    # -- exact host values without replaying every step ----------------------
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        """For ``kind == "mult"``: the factor ``get_lr`` applies at each step ``ks >= 1``
+        (float64, torch's own operations; 1.0 where it returns the lr unchanged), or None."""
+        return None
+
+    def _mult_last(self) -> int | None:
+        """The last step whose factor may differ from 1 (None: there is no last one)."""
+        return None
+
+    def _tick_budget(self) -> int:
+        """The most ticks one query computes (factors that cost a Python call: fewer)."""
+        return TICK_BUDGET
+
+    def _mult_period(self) -> int | None:
+        """Past :meth:`_mult_last` (or from step 1 if None), the factors' period (or None)."""
+        return 1
+
+    def _tick_spec(self) -> tuple[Callable[[int], int], Callable[[int, int], np.ndarray],
+                                  int | None, int | None] | None:
+        """``(tick_of_step, factors(a, b), last_tick, period)``: the :class:`Chain` of the
+        steps where this scheduler changes the lr. Default: every step is a tick."""
+        if self._step_factors(np.ones(1)) is None:
+            return None
+
+        def factors(a: int, b: int) -> np.ndarray:
+            f = self._step_factors(np.arange(a, b, dtype=np.float64))
+            return np.asarray(f, dtype=np.float64).reshape(-1, 1)
+
+        last = self._mult_last()
+        return (lambda k: k), factors, last, self._mult_period()
+
+    def _segment(self, v0: float, base: float) -> Callable[[int], float | None] | None:
+        """The exact lr at this scheduler's own step ``j`` given its value ``v0`` at step 0
+        (its ``base_lrs`` entry ``base``), for steps where only its ``get_lr`` runs; None
+        where not supported (the replay answers)."""
+        spec = self._tick_spec() if self.kind == "mult" else None
+        if spec is None:
+            return None
+        tick_of, factors, last, period = spec
+        chain = Chain(v0, factors, last=last, period=period, budget=self._tick_budget())
+
+        def value(j: int) -> float | None:
+            try:
+                return chain.value(tick_of(j))
+            except ValueError:  # beyond the budget of one query
+                return None
+
+        return value
+
+    def _fast_host(self, k: int) -> float | None:
+        seg = self.__dict__.get("_seg_cache", False)
+        if seg is False:
+            seg = None
+            if self.kind in ("mult", "cos"):
+                seg = self._segment(self._replay(0), self._meta().sims[0].base)
+            object.__setattr__(self, "_seg_cache", seg)
+        if seg is None:
+            return None
+        v = seg(k)
+        if v is None:  # beyond one query's budget: the closed form (docs/torch-compat.md)
+            try:
+                return float(self._closed(float(k), PY))
+            except NoClosedForm:
+                return None
+        return v
 
     def _closed(self, k: Any, ops: Ops) -> Any:
         return self._cf(k, ops, self.lr, self.lr, "construct")
@@ -589,6 +657,16 @@ class StepLR(TorchSchedule, name="StepLR"):
     def _closed_exact(self) -> bool:
         return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
 
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        return np.where(ks % self.step_size == 0, self.gamma, 1.0)
+
+    def _mult_period(self) -> int | None:
+        return self.step_size
+
+    def _tick_spec(self) -> Any:  # a tick every step_size steps: lr * gamma
+        s, g = self.step_size, self.gamma
+        return (lambda k: k // s), (lambda a, b: np.full((b - a, 1), g)), None, 1
+
 
 class MultiStepLR(TorchSchedule, name="MultiStepLR"):
     """Multiply by ``gamma`` at each milestone, counting repeats (``MultiStepLR``).
@@ -655,6 +733,28 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
 
     def _closed_exact(self) -> bool:
         return len(self.milestones) <= SAFE_TICKS
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        counts = Counter(self.milestones)
+        out = np.ones(ks.shape)
+        for m, c in counts.items():
+            if m >= 1:
+                out = np.where(ks == m, self.gamma**c, out)  # torch: gamma ** counts[k]
+        return out
+
+    def _mult_last(self) -> int | None:
+        return max([m for m in self.milestones if m >= 1], default=0)
+
+    def _tick_spec(self) -> Any:  # a tick at each distinct milestone >= 1
+        counts = Counter(m for m in self.milestones if m >= 1)
+        ms = sorted(counts)
+        fs = np.asarray([1.0] + [self.gamma ** counts[m] for m in ms])
+
+        def factors(a: int, b: int) -> np.ndarray:
+            idx = np.clip(np.arange(a, b), 0, len(ms))
+            return np.where(np.arange(a, b) <= len(ms), fs[idx], 1.0).reshape(-1, 1)
+
+        return (lambda k: bisect_right(ms, k)), factors, len(ms), 1
 
 
 class ConstantLR(TorchSchedule, name="ConstantLR"):
@@ -732,6 +832,17 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
 
     def _closed_host_ok(self, k: int) -> bool:
         return not (self.factor == 0 and self.total_iters > 0 and k >= self.total_iters)
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        T = self.total_iters
+        if T < 1:
+            return np.ones(ks.shape)
+        if self.factor == 0:
+            return None  # torch: 1.0 / 0 raises (the replay reports it)
+        return np.where(ks == T, 1.0 / self.factor, 1.0)
+
+    def _mult_last(self) -> int | None:
+        return max(self.total_iters, 0)
 
     def _closed_exact(self) -> bool:
         return True
@@ -820,6 +931,15 @@ class LinearLR(TorchSchedule, name="LinearLR"):
     def _closed_exact(self) -> bool:
         return self.total_iters <= SAFE_TICKS
 
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        s, e, T = self.start_factor, self.end_factor, self.total_iters
+        with np.errstate(all="ignore"):  # the same float64 operations as torch's get_lr
+            mid = 1.0 + (e - s) / (float(T) * s + (ks - 1) * (e - s))
+        return np.where(ks > T, 1.0, mid)
+
+    def _mult_last(self) -> int | None:
+        return max(self.total_iters, 0)
+
 
 class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     """``lr * gamma ** t`` (``torch.optim.lr_scheduler.ExponentialLR``).
@@ -874,6 +994,9 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
 
     def _closed_exact(self) -> bool:
         return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        return np.full(ks.shape, self.gamma)
 
 
 class PolynomialLR(TorchSchedule, name="PolynomialLR"):
@@ -941,6 +1064,26 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
 
     def _closed_host_ok(self, k: int) -> bool:
         return min(k, max(self.total_iters, 0)) <= SAFE_TICKS
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        T, p = self.total_iters, self.power
+        inside = ks <= T
+        out = np.ones(ks.shape)
+        if not inside.any():
+            return out
+        k = ks[inside]
+        with np.errstate(all="ignore"):
+            r = (1.0 - k / T) / (1.0 - (k - 1) / T)
+        if p != 1.0:  # x ** 1.0 == x; otherwise C's pow, as Python's ** (not NumPy's SIMD)
+            r = np.fromiter(map(math.pow, r.tolist(), itertools.repeat(p)), float, len(r))
+        out[inside] = r
+        return out
+
+    def _mult_last(self) -> int | None:
+        return max(self.total_iters, 0)
+
+    def _tick_budget(self) -> int:
+        return TICK_BUDGET if self.power == 1.0 else COS_LOOP_BUDGET
 
     def _closed_exact(self) -> bool:
         return self.total_iters <= SAFE_TICKS
@@ -1012,6 +1155,88 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
 
     def _closed_exact(self) -> bool:
         return False
+
+    def _segment(self, v0: float, base: float) -> Callable[[int], float | None] | None:
+        return _CosRun(self.T_max, self.eta_min, base, v0).value
+
+
+#: the most steps of CosineAnnealingLR's recursion one host query runs in a Python loop (with
+#: ``eta_min != 0``, where the steps are affine, not a product): ~0.1 us each.
+COS_LOOP_BUDGET = 2**22
+
+
+class _CosRun:
+    """``CosineAnnealingLR.get_lr`` (the recursive form) from step 0 (value ``v0``), exact.
+
+    At ``j = T (mod 2 T)`` torch's factor ``1 + cos(pi j / T)`` is exactly 0 (as long as
+    ``math.cos`` returns exactly -1.0 there, checked), so the lr is exactly ``eta_min``
+    whatever came before: a query replays at most the ``2 T`` steps since the last such
+    step. The cosines are ``math.cos`` (C's, as torch) of arguments formed with NumPy's
+    correctly rounded ``(pi * j) / T``; with ``eta_min = 0`` each step is one rounded
+    multiplication (``np.multiply.accumulate``), otherwise a Python loop of torch's
+    ``r * (lr - eta_min) + eta_min``. Runs are memoized (sequential queries are O(1))."""
+
+    def __init__(self, T: int, eta: float, base: float, v0: float) -> None:
+        self.T, self.eta, self.v0 = T, eta, v0
+        self.c = (base - eta) * (1 - math.cos(math.pi / T)) / 2  # the re-entry step
+        # the current run: its first step, the first step of each chunk, the chunks of
+        # values and the last step computed
+        self.js: int | None = None
+        self.starts: list[int] = []
+        self.chunks: list[np.ndarray] = []
+        self.end = -1
+
+    def value(self, j: int) -> float | None:
+        T = self.T
+        if j <= T:
+            js, vs = 0, self.v0
+        else:
+            js = T + 2 * T * ((j - T) // (2 * T))
+            if 1 + math.cos(math.pi * js / T) != 0:
+                return None  # far out: torch's reset is no longer exact
+            vs = self.eta
+        if self.js != js:  # a new run: from step 0, or from an exact reset to eta_min
+            self.js, self.starts, self.chunks, self.end = js, [js], [np.asarray([vs])], js
+        if j > self.end:
+            budget = COS_LOOP_BUDGET if self.eta else TICK_BUDGET // 4
+            if j - self.end > budget:
+                return None
+            target = min(js + 2 * T, max(j, self.end + 4096))
+            more = self._steps(self.end, float(self.chunks[-1][-1]), target)
+            self.starts.append(self.end + 1)
+            self.chunks.append(more)
+            self.end = target
+        i = bisect_right(self.starts, j) - 1
+        return float(self.chunks[i][j - self.starts[i]])
+
+    def _steps(self, e: int, v: float, target: int) -> np.ndarray:
+        """Values at steps ``e + 1 .. target`` given ``v`` at step ``e``."""
+        T, eta = self.T, self.eta
+        ks = np.arange(e + 1, target + 1, dtype=np.float64)
+        cos = np.fromiter(map(math.cos, ((math.pi * ks) / T).tolist()), float, len(ks))
+        prev = np.concatenate([[math.cos(math.pi * e / T)], cos[:-1]])
+        with np.errstate(all="ignore"):
+            ratio = (1 + cos) / (1 + prev)
+        reset = (ks - 1 - T) % (2 * T) == 0
+        if eta == 0:  # r * (lr - 0) + 0 == r * lr: a product, except at the re-entry step
+            out = np.empty(len(ks))
+            start, val = 0, v
+            for i in [*np.flatnonzero(reset).tolist(), len(ks)]:
+                if i > start:
+                    buf = np.concatenate([[val], ratio[start:i]])
+                    out[start:i] = np.multiply.accumulate(buf)[1:]
+                    val = float(out[i - 1])
+                if i < len(ks):
+                    val = val + self.c
+                    out[i] = val
+                    start = i + 1
+            return out
+        vals = []
+        c = self.c
+        for r, rs in zip(ratio.tolist(), reset.tolist()):
+            v = v + c if rs else r * (v - eta) + eta
+            vals.append(v)
+        return np.asarray(vals)
 
 
 class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestarts"):
@@ -1853,6 +2078,51 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
     def _closed_exact(self) -> bool:
         return all(c._closed_exact() for c in self.schedulers)
 
+    def _fast_host(self, k: int) -> float | None:
+        """The child running at ``k``, from where it (re)started: at step 0 (the replay's
+        exact value) or at its milestone (torch's ``_update_lr(0)``: its closed form at 0,
+        whatever came before), then its own steps (see :meth:`TorchSchedule._segment`)."""
+        ms = self.milestones
+        if any(b < a for a, b in itertools.pairwise(ms)):
+            return None
+        i = bisect_right(list(ms), k)
+        cache = self.__dict__.get("_segs")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_segs", cache)
+        if i not in cache:
+            cache[i] = self._make_segment(i)
+        seg = cache[i]
+        if seg is None:
+            return None
+        v = seg(k if i == bisect_right(list(ms), 0) else k - ms[i - 1])
+        if v is None:  # beyond one query's budget: the closed form (docs/torch-compat.md)
+            try:
+                return float(self._closed(float(k), PY))
+            except NoClosedForm:
+                return None
+        return v
+
+    def _make_segment(self, i: int) -> Callable[[int], float | None] | None:
+        child = self.schedulers[i]
+        if child.kind not in ("mult", "cos"):
+            return None
+        sim = self._meta().sims[i]
+        if i == bisect_right(list(self.milestones), 0):
+            v0 = self._replay(0)
+        else:
+            if not getattr(sim, "has_closed", False):
+                return None
+            saved = sim.last_epoch
+            try:
+                sim.last_epoch = 0
+                v0 = float(sim.closed())
+            except (ArithmeticError, ValueError):
+                return None  # torch raises at the milestone: the replay reports it
+            finally:
+                sim.last_epoch = saved
+        return child._segment(v0, sim.base)
+
 
 def _pick(s: Any, i: int, n: int, where: str, j: int) -> Any:
     """Group ``i`` of ``schedulers[j]``: with a list of lrs, each child is a list of
@@ -2010,6 +2280,41 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
 
     def _closed_exact(self) -> bool:
         return all(c._closed_exact() for c in self.schedulers)
+
+    def _fast_host(self, k: int) -> float | None:
+        """Multiplicative children only: each step multiplies the running lr by every
+        child's factor in turn, a :class:`Chain` with one column per child."""
+        ch = self.__dict__.get("_chain", False)
+        if ch is False:
+            ch = self._make_chain()
+            object.__setattr__(self, "_chain", ch)
+        if ch is None:
+            return None
+        try:
+            return ch.value(k)
+        except ValueError:  # beyond one query's budget
+            try:
+                return float(self._closed(float(k), PY))
+            except NoClosedForm:
+                return None
+
+    def _make_chain(self) -> Chain | None:
+        kids = self.schedulers
+        if not all(c.kind == "mult" for c in kids):
+            return None
+        if any(c._step_factors(np.ones(1)) is None for c in kids):
+            return None
+
+        def factors(a: int, b: int) -> np.ndarray:
+            ks = np.arange(a, b, dtype=np.float64)
+            return np.stack([np.asarray(c._step_factors(ks), np.float64) for c in kids], axis=1)
+
+        lasts = [c._mult_last() for c in kids]
+        endless = [c._mult_period() for c, la in zip(kids, lasts) if la is None]
+        last = None if endless else max(lasts, default=0)
+        steady = max([la for la in lasts if la is not None], default=0)
+        period = math.lcm(*endless) if endless and None not in endless else None
+        return Chain(self._replay(0), factors, last=last, steady=steady, period=period)
 
 
 # ---------------------------------------------------------------------------------------------
