@@ -272,7 +272,9 @@ class Recurrence(Schedule):
                     raise
                 raise self._needs_concrete() from e
         if out is not None:
-            out = jnp.asarray(out, k.dtype) + 0.0 * k
+            out = jnp.asarray(out, k.dtype)
+            if out.shape != k.shape:  # a constant: as many values as steps
+                out = out + 0.0 * k
         if not self.horizon or not self._concrete():  # None or 0: no table
             return out if out is not None else self._callback(k)
         table = jnp.asarray(self._table(), k.dtype)

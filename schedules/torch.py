@@ -445,6 +445,46 @@ def _fold(coef: Any, pairs: list[tuple[Any, Any]], ops: Ops) -> Any:
     return coef * ops.pow_prod(pairs)
 
 
+#: the longest table of ``gamma ** n`` gathered on the array path (:func:`_int_pow`).
+POW_TABLE_MAX = 4096
+
+
+def _int_pow(gamma: Any, n: Any, ops: Ops, n_max: int | None = None) -> Any:
+    """``gamma ** n`` for an integral ``n >= 0`` on the JAX path as a gather from a table of
+    ``gamma ** i`` (float64 on the host, then rounded once to the array's dtype: exact
+    rounding, and no ``exp``/``log`` at all), or None where no table applies: ``gamma``
+    traced, or the table would need more than :data:`POW_TABLE_MAX` entries (it covers
+    ``n <= n_max`` when given, else it must reach an underflow to 0, past which every
+    larger ``n`` gives 0 as well)."""
+    if ops.name != "jax" or not isinstance(gamma, float) or not 0 <= gamma <= 1:
+        return None
+    n = jnp.asarray(n)
+    if gamma in (0.0, 1.0):
+        size = 2
+    elif n_max is not None and n_max < POW_TABLE_MAX:
+        size = n_max + 1
+    else:  # gamma ** i underflows the float32 (or float64) range at i ~ -150 / log2(gamma)
+        tiny = np.finfo(n.dtype).smallest_subnormal
+        size = math.ceil(math.log(float(tiny) / 2) / math.log(gamma)) + 1
+        if size > POW_TABLE_MAX:
+            return None
+    table = (gamma ** np.arange(size, dtype=np.float64)).astype(n.dtype)
+    idx = jnp.clip(n, 0, size - 1).astype(jnp.int32)
+    if size <= 8:  # a few selects (exact)
+        return ops.select(idx, [table[i] for i in range(size)])
+    bits = (size - 1).bit_length()
+    if bits <= 8:
+        # binary powering: prod of gamma ** (2 ** b) over the bits of n, each rounded once from
+        # float64: at most 15 roundings, < 1e-6 relative (XLA:CPU gathers cost 2-3x more)
+        out = None
+        for b in range(bits):
+            g = (gamma ** (2.0**b)).__float__()
+            f = jnp.where((idx >> b) & 1 == 1, np.asarray(g, n.dtype), np.asarray(1.0, n.dtype))
+            out = f if out is None else out * f
+        return out
+    return jnp.asarray(table)[idx]
+
+
 def _gpow(a: Any, y: Any, ops: Ops) -> Any:
     """``a ** y`` (accurate in float32 under JAX for a concrete base, see :func:`_fold`)."""
     return ops.pow_prod([(a, y)]) if ops.name == "jax" else ops.pow(a, y)
@@ -470,23 +510,50 @@ def _fdiv(k: Any, d: Any, ops: Ops) -> Any:
     return ops.where((q + 1) * d <= k, q + 1, q)
 
 
+def _half_angle(num: Any, den: Any, ops: Ops) -> Any:
+    """``pi * (den - m) / (2 den)`` with ``m = num - 2 den floor(num / (2 den))``: the
+    half angle whose ``sin ** 2`` is ``(1 + cos(pi num / den)) / 2``, reduced so that it
+    stays within about ``[-3 pi / 2, pi / 2]`` (float32 keeps its accuracy far from 0).
+    The floor may be one off where ``num / (2 den)`` is integral (XLA may divide through a
+    reciprocal): that moves the angle by ``pi``, which ``sin ** 2`` does not see, so no
+    correction is needed (``m`` itself is exact: integers below 2**24)."""
+    if isinstance(den, (int, float)) and not isinstance(den, bool):
+        # concrete period: multiply by rounded reciprocals (XLA does not turn a division by a
+        # constant into a multiplication by itself); a floor one off is harmless (above), and
+        # the angle picks up one more rounding (~1e-7 relative: sin ** 2 stays within 1e-6)
+        m = num - 2 * den * ops.floor(num * (1.0 / (2 * den)))
+        return (den - m) * (math.pi / (2 * den))
+    m = num - 2 * den * ops.floor(num / (2 * den))
+    return ops.pi * (den - m) / (2 * den)
+
+
 def _half_cos1(num: Any, den: Any, ops: Ops) -> Any:
     """``(1 + cos(pi * num / den)) / 2``: torch's operation order on the host; on
-    arrays ``sin(pi * (den - m) / (2 den)) ** 2`` with ``m = num mod 2 den``,
-    accurate near the minimum (float32)."""
+    arrays ``sin(_half_angle) ** 2``, accurate near the minimum (float32)."""
     if ops.host:
         return (1 + math.cos(math.pi * num / den)) / 2
-    m = num - 2 * den * _fdiv(num, 2 * den, ops)
-    return ops.sin(ops.pi * (den - m) / (2 * den)) ** 2
+    return ops.sin(_half_angle(num, den, ops)) ** 2
 
 
-def _cos_mix(lo: Any, hi: Any, num: Any, den: Any, ops: Ops) -> Any:
-    """``lo + (hi - lo) * (1 + cos(pi * num / den)) / 2`` on arrays as
-    ``hi * s**2 + lo * c**2`` (``s, c``: sin, cos of the reduced half angle), which has
-    no cancellation when ``lo > hi`` (float32)."""
-    m = num - 2 * den * _fdiv(num, 2 * den, ops)
-    ang = ops.pi * (den - m) / (2 * den)
-    return hi * ops.sin(ang) ** 2 + lo * ops.cos(ang) ** 2
+def _cos_mix(lo: Any, hi: Any, num: Any, den: Any, ops: Ops, lo_le_hi: bool = False) -> Any:
+    """``lo + (hi - lo) * (1 + cos(pi * num / den)) / 2`` on arrays. With ``lo <= hi``
+    known (concrete values) as ``lo + (hi - lo) * s**2`` (two non-negative terms: no
+    cancellation, one ``sin``); otherwise ``hi * s**2 + lo * c**2`` (``s, c``: sin, cos of
+    the half angle), which has no cancellation when ``lo > hi`` (float32)."""
+    ang = _half_angle(num, den, ops)
+    s2 = ops.sin(ang) ** 2
+    if lo_le_hi:
+        return lo + (hi - lo) * s2
+    return hi * s2 + lo * ops.cos(ang) ** 2
+
+
+def _known_le(*pairs: tuple[Any, Any]) -> bool:
+    """Whether every ``a <= b`` holds for concrete (host) numbers."""
+    ok = True
+    for a, b in pairs:
+        concrete = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+        ok = ok and concrete and a <= b
+    return ok
 
 
 # -- LambdaLR / MultiplicativeLR ---------------------------------------------------------------
@@ -638,7 +705,11 @@ class StepLR(TorchSchedule, name="StepLR"):
     ) -> tuple[Any, list[tuple[Any, Any]]]:
         if mode == "restart":
             start = base
-        return start, [(self.gamma, _fdiv(k, self.step_size, ops))]
+        n = _fdiv(k, self.step_size, ops)
+        tab = _int_pow(self.gamma, n, ops)
+        if tab is not None:
+            return start * tab, []
+        return start, [(self.gamma, n)]
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
         return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
@@ -719,7 +790,11 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
     ) -> tuple[Any, list[tuple[Any, Any]]]:
         if mode == "restart":
             start = base
-        return start, [(self.gamma, 1.0 * ops.count_le(sorted(self.milestones), k))]
+        n = 1.0 * ops.count_le(sorted(self.milestones), k)
+        tab = _int_pow(self.gamma, n, ops, n_max=len(self.milestones))
+        if tab is not None:
+            return start * tab, []
+        return start, [(self.gamma, n)]
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
         return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
@@ -1146,7 +1221,10 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
         if mode == "restart":
             start = base
         if not ops.host:
-            return _cos_mix(eta, ops.where(k <= T, start, base), k, T, ops)
+            le = _known_le((eta, start), (eta, base))
+            same = _known_le((start, base), (base, start))  # one amplitude: no select
+            hi = start if same else ops.where(k <= T, start, base)
+            return _cos_mix(eta, hi, k, T, ops, le)
         amp = ops.where(k <= T, start, base) - eta
         return eta + amp * _half_cos1(k, T, ops)
 
@@ -1310,7 +1388,7 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
         _, S, Ti = cycle_of(k, self.T_0, self.T_mult, ops)
         eta = self.eta_min
         if not ops.host:
-            return _cos_mix(eta, base, k - S, Ti, ops)
+            return _cos_mix(eta, base, k - S, Ti, ops, _known_le((eta, base)))
         return eta + (base - eta) * _half_cos1(k - S, Ti, ops)
 
     def _closed_host_ok(self, k: int) -> bool:
