@@ -92,8 +92,8 @@ def main() -> None:
         c_optax = time.perf_counter() - t0
         r_ours = r_optax = float("inf")
         for _ in range(a.repeat):  # interleaved: neither pays alone for a busy core
-            r_ours = min(r_ours, best_of(lambda: f_ours(t).block_until_ready(), 3))
-            r_optax = min(r_optax, best_of(lambda: f_optax(t).block_until_ready(), 3))
+            r_ours = min(r_ours, best_of(lambda f=f_ours: f(t).block_until_ready(), 3))
+            r_optax = min(r_optax, best_of(lambda f=f_optax: f(t).block_until_ready(), 3))
         x, y = np.asarray(v_ours, np.float64), np.asarray(v_optax, np.float64)
         diff = np.max(np.abs(x - y)) / np.max(np.abs(y))
         print(

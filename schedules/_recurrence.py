@@ -72,7 +72,7 @@ class Chain:
     far ahead costs ``O(ticks / 1e8)`` seconds.
     """
 
-    CHUNK = 1 << 16
+    CHUNK = 1 << 12
 
     def __init__(
         self,
@@ -126,8 +126,8 @@ class Chain:
             )
         while len(self.cps) <= i:
             j = len(self.cps) - 1
-            vals = self._chunk(j)
-            self.hot = (j, vals)
+            vals = hot[1] if hot is not None and hot[0] == j else self._chunk(j)
+            self.hot = hot = (j, vals)
             if self._find_cycle(j, vals):
                 return self.value(n)
             self.cps.append(float(vals[-1]))

@@ -242,6 +242,8 @@ def _half_cos(cycles: Any, num: Any, den: Any, ops: Ops) -> Any:
 
 
 def _arr_lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
+    # step counts as floats: their sums may pass int32, which XLA would refuse as an int
+    p = {n: float(v) if type(v) is int else v for n, v in p.items()}
     w = p.get("num_warmup_steps", 0)
     warm = ops.div(k, max(1, w))
     if kind == "constant":
@@ -703,6 +705,13 @@ def get_scheduler(
         _check_kwargs(w, name, fn, kw)
     if name == "constant":
         return fn(lr)
+    if name not in ("constant_with_warmup", "inverse_sqrt"):
+        try:  # transformers raises TypeError for a missing schedule-specific argument
+            inspect.signature(fn).bind(
+                lr, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kw
+            )
+        except TypeError as e:
+            raise fail(w, "scheduler_specific_kwargs", kw, f"does not fit {name!r}: {e}") from None
     if num_warmup_steps is None:
         raise ValueError(f"{name} requires `num_warmup_steps`, please provide that argument.")
     if name == "constant_with_warmup":

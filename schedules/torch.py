@@ -252,7 +252,7 @@ class TorchSchedule(Recurrence):
         except (ZeroDivisionError, OverflowError) as e:
             raise _host_error(type(self).__name__, t, ops, e) from None
         if ops.host:
-            if not 0.0 <= v < math.inf:  # False for NaN too
+            if not 0.0 <= v <= FLOAT32_MAX:  # False for NaN too; beyond: inf in float32
                 raise ValueError(
                     f"{type(self).__name__}: the lr at step {t!r} would be {v!r}; a learning "
                     "rate must be finite and >= 0 (check lr_lambda / scale_fn)"
@@ -521,6 +521,7 @@ def _half_angle(num: Any, den: Any, ops: Ops) -> Any:
         # concrete period: multiply by rounded reciprocals (XLA does not turn a division by a
         # constant into a multiplication by itself); a floor one off is harmless (above), and
         # the angle picks up one more rounding (~1e-7 relative: sin ** 2 stays within 1e-6)
+        den = float(den)  # a Python int beyond int32 would not reach XLA
         m = num - 2 * den * ops.floor(num * (1.0 / (2 * den)))
         return (den - m) * (math.pi / (2 * den))
     m = num - 2 * den * ops.floor(num / (2 * den))
@@ -755,7 +756,9 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
     def __init__(
         self, lr: float, milestones: Sequence[int], gamma: float = 0.1, horizon: int | None = None
     ) -> None:
-        if not _is_list(milestones) and not isinstance(milestones, np.ndarray):
+        if not _is_list(milestones) and not (
+            isinstance(milestones, np.ndarray) and milestones.ndim == 1
+        ):
             raise fail("MultiStepLR", "milestones", milestones, "must be a list of ints")
         ms = tuple(
             check_int("MultiStepLR", f"milestones[{i}]", m) for i, m in enumerate(milestones)
@@ -1333,14 +1336,14 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
     def __init__(
         self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0, horizon: int | None = None
     ) -> None:
-        if isinstance(T_0, bool) or not isinstance(T_0, int) or T_0 <= 0:
+        if isinstance(T_0, bool) or not isinstance(T_0, int) or not 0 < T_0 < 2**31:
             raise fail(
                 "CosineAnnealingWarmRestarts",
                 "T_0",
                 T_0,
                 "must be a positive integer (torch: 'Expected positive integer T_0')",
             )
-        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or T_mult < 1:
+        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or not 1 <= T_mult < 2**20:
             raise fail(
                 "CosineAnnealingWarmRestarts",
                 "T_mult",
@@ -1534,6 +1537,7 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
             m = k - q * total
             up = float(self.step_size_up)
             sf = ops.where(x <= ratio, ops.div(m, up), ops.div(total - m, total - up))
+            sf = ops.clip(sf, 0.0, 1.0)  # in [0, 1]; float32 far out (k > 2**24) may stray
         scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
         return sf, scale
 
@@ -1946,6 +1950,8 @@ def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int
     if total_steps is not None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
             raise fail(w, "total_steps", total_steps, "must be a positive integer")
+        if total_steps >= 2**31:
+            raise fail(w, "total_steps", total_steps, "must be below 2**31 (int32)")
         return total_steps
     if epochs is not None and steps_per_epoch is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
@@ -1956,6 +1962,9 @@ def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int
             or steps_per_epoch <= 0
         ):
             raise fail(w, "steps_per_epoch", steps_per_epoch, "must be a positive integer")
+        if epochs * steps_per_epoch >= 2**31:
+            raise fail(w, "epochs * steps_per_epoch", epochs * steps_per_epoch,
+                       "must be below 2**31 (int32)")
         return epochs * steps_per_epoch
     raise fail(
         w,

@@ -3,7 +3,6 @@ negative or infinite, torch recurrences queried far out, and the cross-path tole
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
