@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._core import Schedule
-from ._ops import PY, Ops
+from ._ops import JNP, PY, Ops
 
 __all__ = ["REPLAY_GAP", "SAFE_TICKS", "Chain", "NoClosedForm", "Recurrence", "TICK_BUDGET"]
 
@@ -159,6 +159,13 @@ class NoClosedForm(Exception):  # noqa: N818 (a control-flow signal, not an erro
     """Raised by ``_closed`` when a node has no closed form (the replay is used)."""
 
 
+class _Integral:
+    """A float step array known to hold integers >= 0 (see :meth:`Recurrence.__call__`)."""
+
+    def __init__(self, k: Any) -> None:
+        self.k = k
+
+
 class Recurrence(Schedule):
     """Abstract base (not registered). Subclasses implement ``_replay_iter``,
     and optionally ``_closed``, ``_closed_host_ok`` and ``_closed_exact``; they
@@ -258,8 +265,16 @@ class Recurrence(Schedule):
         except ValueError:
             return math.nan
 
+    def __call__(self, step: Any) -> Any:
+        # An integer JAX step is already integral: clamp it in int and skip the float floor
+        # (the steps of a training loop are int32 counts; this is the hot array path).
+        if isinstance(step, jax.Array) and jnp.issubdtype(step.dtype, jnp.integer):
+            k = JNP.asfloat(jnp.maximum(step, 0))
+            return self._eval(_Integral(k), JNP)
+        return super().__call__(step)
+
     def _traced(self, t: Any, ops: Ops) -> Any:
-        k = ops.floor(ops.maximum(t, 0.0))
+        k = t.k if isinstance(t, _Integral) else ops.floor(ops.maximum(t, 0.0))
         exact64 = k.dtype == jnp.float64
         out = None
         if not exact64 or self._closed_exact():

@@ -1844,16 +1844,34 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
                     a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
                     return self._anneal(a, b, pct, None, ops)
                 start = end
-        out: Any = None
+        # The phase's constants are selected first (torch: the first phase whose end is
+        # >= k), so that ONE phase is annealed: one sin, not one per phase and end.
+        # (k - start) / len and (end - k) / len with the (fractional) phase ends split
+        # hi + lo (hi: the float32 rounding, so k - hi is exact near the end).
+        def split(c: float, d: float) -> tuple[float, float]:
+            hi = float(np.float32(c))
+            return hi, (c - hi) / d
+
         start = 0.0
-        for _i, (end, s_lr, e_lr, s_m, e_m) in enumerate(phases):
+        cols: list[tuple[Any, ...]] = []
+        for end, s_lr, e_lr, s_m, e_m in phases:
             a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
-            # (k - start) / len, (end - k) / len, the (fractional) phase ends split hi + lo
-            pct = _minus_div(k, start, end - start, ops)
-            rem = -_minus_div(k, end, end - start, ops)
-            v = self._anneal(a, b, pct, rem, ops)
-            out = v if out is None else ops.where(k <= start, out, v)
+            d = end - start
+            cols.append((*split(start, d), *split(end, d), float(d), a, b, start))
             start = end
+        sel = list(cols[0][:7])
+        for col in cols[1:]:
+            later = k > col[7]  # past the previous phase's end
+            sel = [ops.where(later, c, s) for c, s in zip(col[:7], sel)]
+        hs, ls, he, le, d, a, b = sel
+        pct = ops.div(k - hs, d) - ls
+        rem = -(ops.div(k - he, d) - le)
+        first = pct <= 0.5
+        if self.anneal_strategy == "cos":  # from the nearer end: no cancellation (float32)
+            s2 = ops.sin(ops.pi * ops.where(first, pct, rem) / 2.0) ** 2
+            out = ops.where(first, a + (b - a) * s2, b + (a - b) * s2)
+        else:
+            out = ops.where(first, (b - a) * pct + a, (a - b) * rem + b)
         return ops.where(k > self.total_steps, math.nan, out)
 
     def _sim(self, g: dict[str, float]) -> _Sim:

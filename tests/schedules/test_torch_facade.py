@@ -126,7 +126,8 @@ def test_pytree_config_and_spec_roundtrip():
 
 def test_sequential_host_queries_are_amortized(monkeypatch):
     """Each step of torch's recurrence is computed once, however the steps are queried: the
-    multiplicative ones in chunks of Chain.CHUNK steps at C speed (each chunk once), the others (no closed form: MultiplicativeLR) by replaying each step once."""
+    multiplicative ones in chunks of Chain.CHUNK steps at C speed (each chunk once), the
+    others (no closed form: MultiplicativeLR) by replaying each step once."""
     from schedules._recurrence import Chain
 
     chunks = []
