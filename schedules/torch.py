@@ -1850,7 +1850,7 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         # hi + lo (hi: the float32 rounding, so k - hi is exact near the end).
         def split(c: float, d: float) -> tuple[float, float]:
             hi = float(np.float32(c))
-            return hi, (c - hi) / d
+            return hi, (c - hi) / d if d else 0.0  # an empty phase: k - hi over 0 (inf/NaN)
 
         start = 0.0
         cols: list[tuple[Any, ...]] = []
