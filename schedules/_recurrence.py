@@ -101,7 +101,8 @@ class Chain:
         buf = np.empty(self.CHUNK * m + 1)
         buf[0] = self.cps[i]
         buf[1:] = f.ravel()
-        np.multiply.accumulate(buf, out=buf)
+        with np.errstate(all="ignore"):  # inf * 0 is torch's NaN too (the lr check refuses it)
+            np.multiply.accumulate(buf, out=buf)
         return buf[::m]
 
     def value(self, n: int, closed: Any = None) -> float:
