@@ -30,7 +30,12 @@ class Scheduler:
     """
 
     def __init__(self, schedules: Schedule | Sequence[Schedule], last_epoch: int = 0) -> None:
-        group = [schedules] if isinstance(schedules, Schedule) else list(schedules)
+        if isinstance(schedules, Schedule):
+            group = [schedules]
+        elif isinstance(schedules, (list, tuple)):
+            group = list(schedules)
+        else:
+            group = []
         if not group or not all(isinstance(s, Schedule) for s in group):
             raise ValueError(
                 f"Scheduler: schedules={schedules!r} must be a Schedule or a non-empty list of them"

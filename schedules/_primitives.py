@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ._core import Schedule
 from ._ops import Ops
 from ._validate import (
+    FLOAT32_MAX,
+    INT_LIMIT,
     check_choice,
     check_float,
     check_float_seq,
@@ -83,7 +87,9 @@ def check_cycles(
     """The validated cycle arguments shared by ``cosine_restarts`` and ``repeat``."""
     return {
         "period": check_int(where, "period", period, gt=0),
-        "period_mult": check_float(where, "period_mult", period_mult, ge=1),
+        # a cycle a million times longer than the last is no restart (and the cycle
+        # arithmetic must stay within float32 at any step)
+        "period_mult": check_float(where, "period_mult", period_mult, ge=1, le=1e6),
         "decay": check_float(where, "decay", decay, gt=0, le=1),
         "max_cycles": None
         if max_cycles is None
@@ -200,7 +206,8 @@ class Exponential(Schedule, name="exponential"):
     ) -> None:
         if not isinstance(staircase, bool):
             raise fail("exponential", "staircase", staircase, "must be True or False")
-        if end is None and not is_traced(rate) and isinstance(rate, (int, float)) and rate > 1:
+        rate = check_float("exponential", "rate", rate, gt=0)
+        if end is None and not is_traced(rate) and rate > 1:
             raise fail(
                 "exponential",
                 "end",
@@ -241,7 +248,8 @@ class StepDecay(Schedule, name="step"):
         self._set(
             init=check_float("step", "init", init, ge=0),
             step_size=check_int("step", "step_size", step_size, gt=0),
-            gamma=check_float("step", "gamma", gamma, gt=0),
+            # growth (gamma > 1) would overflow at some step: decay only
+            gamma=check_float("step", "gamma", gamma, gt=0, le=1),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -451,6 +459,10 @@ class Cyclic(Schedule, name="cyclic"):
         gamma: float = 1.0,
     ) -> None:
         up = check_int("cyclic", "up", up, gt=0)
+        if not is_traced(up):
+            d = up if down is None else check_int("cyclic", "down", down, gt=0)
+            if not is_traced(d) and up + d >= INT_LIMIT:
+                raise fail("cyclic", "up + down", up + d, "must be below 2**31 (int32)")
         self._set(
             low=check_float("cyclic", "low", low, ge=0),
             high=check_float("cyclic", "high", high, ge=0),
@@ -473,6 +485,7 @@ class Cyclic(Schedule, name="cyclic"):
         cycle = n + 1
         x = ops.div(r, total)
         h = ops.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
+        h = ops.clip(h, 0.0, 1.0)  # in [0, 1]; float32 far out (t > 2**24) may stray
         height = (self.high - self.low) * h
         if self.mode == "triangular2":
             height = height * (1 / ops.pow(2.0, cycle - 1))
@@ -533,6 +546,13 @@ class OneCycle(Schedule, name="one_cycle"):
             anneal=check_choice("one_cycle", "anneal", anneal, _ANNEAL),
             three_phase=three_phase,
         )
+        if not any(is_traced(x) for x in (self.peak, self.div_factor, self.final_div_factor)):
+            start = self.peak / self.div_factor
+            floor = start / self.final_div_factor
+            for name, v in (("div_factor", start), ("final_div_factor", floor)):
+                if not v <= FLOAT32_MAX:
+                    raise fail("one_cycle", name, getattr(self, name),
+                               f"makes a value {v!r} beyond float32's range ({FLOAT32_MAX!r})")
         if not any(is_traced(x) for x in (self.total, self.pct_start)):
             begin = 0.0
             for i, (end, _, _) in enumerate(self.phases()):
@@ -643,6 +663,15 @@ class TanhDecay(Schedule, name="tanh_decay"):
         upper = check_float("tanh_decay", "upper", upper)
         if not (is_traced(lower) or is_traced(upper)) and not upper > lower:
             raise fail("tanh_decay", "upper", upper, f"must be > lower={lower}")
+        if not (is_traced(lower) or is_traced(upper)):
+            a, b = np.tanh(np.float32(lower)), np.tanh(np.float32(upper))
+            if not a < b:  # the normalisation divides by tanh(upper) - tanh(lower)
+                raise fail(
+                    "tanh_decay",
+                    "upper",
+                    upper,
+                    f"must have tanh(upper) > tanh(lower={lower}) in float32 (both saturate)",
+                )
         self._set(
             init=check_float("tanh_decay", "init", init, ge=0),
             end=check_float("tanh_decay", "end", end, ge=0),
@@ -656,7 +685,9 @@ class TanhDecay(Schedule, name="tanh_decay"):
         g0 = 1.0 - ops.tanh(self.lower + 0.0 * p)
         g1 = 1.0 - ops.tanh(self.upper + 0.0 * p)
         g = 1.0 - ops.tanh(self.lower + (self.upper - self.lower) * p)
-        return self.end + (self.init - self.end) * (g - g1) / (g0 - g1)
+        # in [0, 1]: (upper - lower) * 1 + lower may round past upper
+        frac = ops.clip((g - g1) / (g0 - g1), 0.0, 1.0)
+        return self.end + (self.init - self.end) * frac
 
 
 class PiecewiseConstant(Schedule, name="piecewise_constant"):

@@ -34,16 +34,137 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._core import Schedule
-from ._ops import PY, Ops
+from ._ops import JNP, PY, Ops
 
-__all__ = ["SAFE_TICKS", "NoClosedForm", "Recurrence"]
+__all__ = ["REPLAY_GAP", "SAFE_TICKS", "Chain", "NoClosedForm", "Recurrence", "TICK_BUDGET"]
 
 #: a closed form is trusted to 1e-12 of a recurrence after at most this many rounded updates.
 SAFE_TICKS = 1000
 
+#: the most steps one host query replays step by step in Python (~1-2 us a step: well under
+#: a second); a query further past the replayed steps raises ValueError rather than hang.
+REPLAY_GAP = 2**18
+
+#: the most rounded multiplications one host query performs at C speed (a :class:`Chain`:
+#: ~10-30 ns each with their factors); further, the closed form answers (see
+#: :meth:`Chain.value`).
+TICK_BUDGET = 2**24
+
+
+class Chain:
+    """``v[n] = v[n - 1] * f[n]`` (float64, rounded after every multiplication, in order),
+    ``v[0] = v0``: torch's loop of ``lr = lr * factor`` at C speed.
+
+    ``factors(a, b)`` returns the factors of ticks ``a .. b - 1`` as a float64 array of shape
+    ``(b - a, m)``: ``m`` multiplications per tick, applied left to right (a
+    ``ChainedScheduler`` steps each child over the running lr in turn), computed with the
+    same float64 operations torch performs. ``np.multiply.accumulate`` over
+    ``[v0, f[1, 0], ..., f[1, m-1], f[2, 0], ...]`` is a sequential left fold, so it performs
+    exactly torch's roundings (basic IEEE operations are correctly rounded in NumPy and
+    Python alike). ``last``: the last tick whose factors may differ from 1 (None: no end).
+    ``period``: for ticks past ``steady``, the factors repeat with this period (or None):
+    then once ``v`` is the same at two ticks ``period`` apart, it is periodic from there on
+    (underflow to 0 and the rounding fixed point of ``v * gamma == v`` included), and every
+    later tick is answered without computing.
+
+    Values are computed in chunks of ``CHUNK`` ticks; a checkpoint is kept at each chunk
+    boundary and the last chunk is kept whole, so sequential queries are O(1) and a query
+    far ahead costs ``O(ticks / 1e8)`` seconds.
+    """
+
+    CHUNK = 1 << 12
+
+    def __init__(
+        self,
+        v0: float,
+        factors: Any,
+        last: int | None = None,
+        steady: int = 0,
+        period: int | None = None,
+        budget: int = TICK_BUDGET,
+    ) -> None:
+        self.factors = factors
+        self.budget = budget
+        self.last = last
+        # factors before the last tick are not periodic: look for a cycle only after it
+        self.steady = steady if last is None else max(steady, last)
+        self.period = period
+        self.cps = [float(v0)]  # value at tick i * CHUNK
+        self.cyc: tuple[int, np.ndarray] | None = None  # (start tick, one period of values)
+        self.hot: tuple[int, np.ndarray] | None = None  # (chunk index, its CHUNK + 1 values)
+
+    def _chunk(self, i: int) -> np.ndarray:
+        """Values at ticks ``i * CHUNK .. (i + 1) * CHUNK`` (needs checkpoint ``i``)."""
+        a = i * self.CHUNK
+        f = np.asarray(self.factors(a + 1, a + self.CHUNK + 1), dtype=np.float64)
+        m = f.shape[1]
+        buf = np.empty(self.CHUNK * m + 1)
+        buf[0] = self.cps[i]
+        buf[1:] = f.ravel()
+        with np.errstate(all="ignore"):  # inf * 0 is torch's NaN too (the lr check refuses it)
+            np.multiply.accumulate(buf, out=buf)
+        return buf[::m]
+
+    def value(self, n: int, closed: Any = None) -> float:
+        """``v[n]``; ``closed(n)`` answers when more than :data:`TICK_BUDGET` ticks would be
+        needed in this call (None: ValueError)."""
+        if self.last is not None and n > self.last:
+            n = self.last
+        cyc = self.cyc
+        if cyc is not None and n >= cyc[0]:
+            return float(cyc[1][(n - cyc[0]) % len(cyc[1])])
+        i, r = divmod(n, self.CHUNK)
+        hot = self.hot
+        if hot is not None and hot[0] == i:
+            return float(hot[1][r])
+        todo = (i - len(self.cps) + 2) * self.CHUNK
+        if todo > self.budget:
+            if closed is not None:
+                return float(closed(n))
+            raise ValueError(
+                f"tick {n} needs {todo:,} rounded multiplications (more than {self.budget:,} "
+                "in one query)"
+            )
+        while len(self.cps) <= i:
+            j = len(self.cps) - 1
+            vals = hot[1] if hot is not None and hot[0] == j else self._chunk(j)
+            self.hot = hot = (j, vals)
+            if self._find_cycle(j, vals):
+                return self.value(n)
+            self.cps.append(float(vals[-1]))
+        vals = self._chunk(i)
+        self.hot = (i, vals)
+        if self._find_cycle(i, vals):
+            return self.value(n)
+        return float(vals[r])
+
+    def _find_cycle(self, j: int, vals: np.ndarray) -> bool:
+        P = self.period
+        a = j * self.CHUNK
+        if self.last is not None and a + self.CHUNK >= self.last:
+            # constant from the last tick on
+            self.cyc = (self.last, np.asarray([vals[self.last - a]]))
+            return True
+        if P is None or P > self.CHUNK // 2 or a + self.CHUNK - P < self.steady:
+            return False
+        lo = max(self.steady - a, 0)
+        same = vals[lo + P :] == vals[lo : len(vals) - P]
+        if not same.any():
+            return False
+        s = lo + int(np.argmax(same))
+        self.cyc = (a + s, np.asarray(vals[s : s + P]).copy())
+        return True
+
 
 class NoClosedForm(Exception):  # noqa: N818 (a control-flow signal, not an error)
     """Raised by ``_closed`` when a node has no closed form (the replay is used)."""
+
+
+class _Integral:
+    """A float step array known to hold integers >= 0 (see :meth:`Recurrence.__call__`)."""
+
+    def __init__(self, k: Any) -> None:
+        self.k = k
 
 
 class Recurrence(Schedule):
@@ -70,6 +191,11 @@ class Recurrence(Schedule):
         """Whether the closed form is within 1e-12 of the recurrence at every step."""
         return False
 
+    def _fast_host(self, k: int) -> float | None:
+        """The exact recurrence at step ``k`` without replaying every step (a
+        :class:`Chain` over the steps where the lr changes, ...), or None."""
+        return None
+
     # -- host replay --------------------------------------------------------
     def _replay(self, k: int) -> float:
         cache = self.__dict__.get("_replay_cache")
@@ -79,6 +205,13 @@ class Recurrence(Schedule):
         vals = cache[0]
         if k < len(vals):
             return vals[k]
+        if k - len(vals) > REPLAY_GAP:
+            raise ValueError(
+                f"{type(self).__name__}: step {k} is {k - len(vals):,} steps past those replayed "
+                f"so far; replaying torch's recurrence step by step (it has no closed form here) "
+                f"is limited to {REPLAY_GAP:,} steps a query: query the steps in order, or use "
+                "horizon=N on the array path"
+            )
         if cache[2] is not None:
             raise ValueError(f"{cache[2]} (asked for step {k})")
         if cache[1] is None:
@@ -99,9 +232,11 @@ class Recurrence(Schedule):
             tab = np.full(n, np.nan)
             for i in range(n):
                 try:
-                    tab[i] = self._replay(i)
+                    v = self._replay(i)
                 except ValueError:
                     break
+                # not a learning rate (negative, inf): NaN, as the host raises there
+                tab[i] = v if 0 <= v < math.inf else math.nan
             object.__setattr__(self, "_table_cache", tab)
         return tab
 
@@ -116,6 +251,9 @@ class Recurrence(Schedule):
                     return float(self._closed(float(k), PY))
                 except NoClosedForm:
                     pass
+            fast = self._fast_host(k)
+            if fast is not None:
+                return fast
             return self._replay(k)
         if ops.name == "numpy":
             flat = [self._host_or_nan(float(x)) for x in np.ravel(t)]
@@ -128,8 +266,16 @@ class Recurrence(Schedule):
         except ValueError:
             return math.nan
 
+    def __call__(self, step: Any) -> Any:
+        # An integer JAX step is already integral: clamp it in int and skip the float floor
+        # (the steps of a training loop are int32 counts; this is the hot array path).
+        if isinstance(step, jax.Array) and jnp.issubdtype(step.dtype, jnp.integer):
+            k = JNP.asfloat(jnp.maximum(step, 0))
+            return self._eval(_Integral(k), JNP)
+        return super().__call__(step)
+
     def _traced(self, t: Any, ops: Ops) -> Any:
-        k = ops.floor(ops.maximum(t, 0.0))
+        k = t.k if isinstance(t, _Integral) else ops.floor(ops.maximum(t, 0.0))
         exact64 = k.dtype == jnp.float64
         out = None
         if not exact64 or self._closed_exact():
@@ -142,8 +288,10 @@ class Recurrence(Schedule):
                     raise
                 raise self._needs_concrete() from e
         if out is not None:
-            out = jnp.asarray(out, k.dtype) + 0.0 * k
-        if self.horizon is None or not self._concrete():
+            out = jnp.asarray(out, k.dtype)
+            if out.shape != k.shape:  # a constant: as many values as steps
+                out = out + 0.0 * k
+        if not self.horizon or not self._concrete():  # None or 0: no table
             return out if out is not None else self._callback(k)
         table = jnp.asarray(self._table(), k.dtype)
         n = table.shape[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import inspect
 import math
+import reprlib
 from typing import Any
 
 from ._core import REGISTRY, Schedule
@@ -82,7 +83,9 @@ def from_config(cfg: Any, _depth: int = 0) -> Schedule:
     if _depth > _MAX_CONFIG_DEPTH:
         raise ValueError("schedule config is nested too deeply")
     if not isinstance(cfg, dict):
-        raise ValueError(f"schedule config must be a dict with a 'type', got {cfg!r}")
+        raise ValueError(
+            f"schedule config must be a dict with a 'type', got {reprlib.repr(cfg)}"
+        )
     name = cfg.get("type")
     cls = REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
@@ -100,14 +103,18 @@ def from_config(cfg: Any, _depth: int = 0) -> Schedule:
             f"fields are {list(cls._fields)}"
         )
 
-    def dec(v: Any) -> Any:
+    def dec(v: Any, depth: int) -> Any:
+        if depth > _MAX_CONFIG_DEPTH:
+            raise ValueError(
+                f"schedule config for {name!r}: nested more than {_MAX_CONFIG_DEPTH} levels deep"
+            )
         if isinstance(v, dict):
-            return from_config(v, _depth + 1)
+            return from_config(v, depth + 1)
         if isinstance(v, list):
-            return [dec(x) for x in v]
+            return [dec(x, depth + 1) for x in v]
         return v
 
-    args = {k: dec(v) for k, v in cfg.items() if k != "type"}
+    args = {k: dec(v, _depth) for k, v in cfg.items() if k != "type"}
     try:
         return _build(cls, args)
     except TypeError as e:

@@ -10,14 +10,25 @@ import numpy as np
 from ._core import Schedule, as_schedule
 from ._validate import check_int
 
-__all__ = ["plot", "values"]
+__all__ = ["MAX_STEPS", "plot", "values"]
+
+#: the longest curve :func:`values` computes (800 MB of float64).
+MAX_STEPS = 10**8
 
 
 def _steps(steps: int | Sequence[int] | np.ndarray) -> np.ndarray:
     if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
-        return np.arange(check_int("values", "steps", steps, gt=0), dtype=np.float64)
-    arr = np.asarray(steps, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
+        n = check_int("values", "steps", steps, gt=0)
+        if n > MAX_STEPS:
+            raise ValueError(
+                f"values: steps={steps!r} must be at most {MAX_STEPS:,} (one float64 per step)"
+            )
+        return np.arange(n, dtype=np.float64)
+    try:
+        arr = np.asarray(steps, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        arr = np.zeros((0,))
+    if arr.ndim != 1 or not 0 < arr.size <= MAX_STEPS or not np.all(np.isfinite(arr)):
         raise ValueError(
             f"values: steps={steps!r} must be a positive int or a 1-D array of finite steps"
         )

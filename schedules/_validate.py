@@ -16,6 +16,8 @@ import jax
 import numpy as np
 
 __all__ = [
+    "FLOAT32_MAX",
+    "INT_LIMIT",
     "check_choice",
     "check_float",
     "check_int",
@@ -24,6 +26,16 @@ __all__ = [
     "fail",
     "is_traced",
 ]
+
+
+#: the largest finite float32: the array path computes in float32 (JAX's default), so a
+#: number beyond it would be ``inf`` there while finite on the host. Every real argument
+#: must be at most this in magnitude.
+FLOAT32_MAX = 3.4028234663852886e38
+
+#: integers (step counts, milestones, seeds, shifts) must be below this in magnitude: the
+#: array path computes integers in int32.
+INT_LIMIT = 2**31
 
 
 def fail(where: str, name: str, value: Any, rule: str) -> ValueError:
@@ -37,10 +49,28 @@ def is_traced(x: Any) -> bool:
 def _as_real(where: str, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise fail(where, name, value, f"must be a real number, not {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int >= 2**1024
+        v = math.inf
     if not math.isfinite(v):
-        raise fail(where, name, value, "must be finite")
+        raise fail(where, name, _short(value), "must be finite")
+    if abs(v) > FLOAT32_MAX:
+        raise fail(
+            where,
+            name,
+            value,
+            f"must be at most {FLOAT32_MAX!r} in magnitude (float32's range: the array "
+            "path computes in float32)",
+        )
     return v
+
+
+def _short(value: Any) -> Any:
+    """A huge int shortened for the message (its repr can run to hundreds of digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"<int of {len(str(abs(value)))} digits>"
+    return value
 
 
 def check_float(
@@ -71,15 +101,23 @@ def check_float(
 def check_int(
     where: str, name: str, value: Any, *, ge: int | None = None, gt: int | None = None
 ) -> Any:
-    """An integer (an integral float such as ``100.0`` is accepted) within bounds, as ``int``."""
+    """An integer (an integral float such as ``100.0`` is accepted) within bounds, as ``int``;
+    below ``2**31`` in magnitude (the array path computes integers in int32)."""
     if is_traced(value):
         return value
-    v = _as_real(where, name, value)
-    if v != int(v):
-        raise fail(where, name, value, "must be an integer")
-    if abs(v) > 2**53:
-        raise fail(where, name, value, "must be at most 2**53 in magnitude")
-    i = int(v)
+    exact = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not (exact and abs(int(value)) >= INT_LIMIT):
+        v = _as_real(where, name, value)
+        if v != int(v):
+            raise fail(where, name, value, "must be an integer")
+    i = int(value) if exact else int(v)
+    if abs(i) >= INT_LIMIT:
+        raise fail(
+            where,
+            name,
+            _short(value),
+            "must be below 2**31 in magnitude (the array path computes integers in int32)",
+        )
     if ge is not None and not i >= ge:
         raise fail(where, name, value, f"must be >= {ge}")
     if gt is not None and not i > gt:
@@ -98,6 +136,8 @@ def _check_seq(
 ) -> tuple[Any, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
         raise fail(where, name, value, "must be a list of numbers")
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        raise fail(where, name, value, "must be a list of numbers (a 1-D array)")
     seq = list(value)
     if len(seq) < min_len:
         raise fail(where, name, value, f"must have at least {min_len} entries")

@@ -54,8 +54,9 @@ _KINDS = (
 _WSD_TYPES = ("linear", "cosine", "1-sqrt")
 
 # The parameters of each lambda: name -> rule. ``count``: an int >= 0 (a step count);
-# ``real``: a finite float; ``real?``: None or a finite float; ``nonzero``: a finite
-# nonzero float (the lambda divides by it); ``timescale``: an int > 0; ``type``: one of
+# ``real``: a finite float; ``rate``: a finite float >= 0 (a negative one can make the lr
+# negative); ``rate?``: None or a rate; ``nonzero``: a finite float > 0 (the optimizer's
+# lr: the lambda divides by it); ``timescale``: an int > 0; ``type``: one of
 # _WSD_TYPES. Every parameter but num_warmup_steps (default 0) and warmup_lr_rate
 # (default None) is required.
 _W, _N, _C = "num_warmup_steps", "num_training_steps", "num_cycles"
@@ -69,17 +70,17 @@ _PARAMS: dict[str, dict[str, str]] = {
         _W: "count",
         _N: "count",
         "lr_init": "nonzero",
-        "lr_end": "real",
-        "power": "real",
+        "lr_end": "rate",
+        "power": "rate",
     },
     "inverse_sqrt": {_W: "count", "timescale": "timescale"},
-    "cosine_with_min_lr": {_W: "count", _N: "count", _C: "real", "min_lr_rate": "real"},
+    "cosine_with_min_lr": {_W: "count", _N: "count", _C: "real", "min_lr_rate": "rate"},
     "cosine_warmup_with_min_lr": {
         _W: "count",
         _N: "count",
         _C: "real",
-        "min_lr_rate": "real",
-        "warmup_lr_rate": "real?",
+        "min_lr_rate": "rate",
+        "warmup_lr_rate": "rate?",
     },
     "warmup_stable_decay": {
         _W: "count",
@@ -87,7 +88,7 @@ _PARAMS: dict[str, dict[str, str]] = {
         "num_decay_steps": "count",
         "warmup_type": "type",
         "decay_type": "type",
-        "min_lr_ratio": "real",
+        "min_lr_ratio": "rate",
         _C: "real",
     },
 }
@@ -101,11 +102,13 @@ def _check_param(where: str, name: str, value: Any, rule: str) -> Any:
         return check_int(where, name, value, gt=0)
     if rule == "type":
         return check_choice(where, name, value, _WSD_TYPES)
-    if rule == "real?" and value is None:
+    if rule == "rate?" and value is None:
         return None
+    if rule in ("rate", "rate?"):
+        return check_float(where, name, value, ge=0)
     v = check_float(where, name, value)
-    if rule == "nonzero" and v == 0:
-        raise fail(where, name, value, "must be nonzero (the lambda divides by it)")
+    if rule == "nonzero" and not v > 0:
+        raise fail(where, name, value, "must be > 0 (the lambda divides by it)")
     return v
 
 
@@ -239,6 +242,8 @@ def _half_cos(cycles: Any, num: Any, den: Any, ops: Ops) -> Any:
 
 
 def _arr_lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
+    # step counts as floats: their sums may pass int32, which XLA would refuse as an int
+    p = {n: float(v) if type(v) is int else v for n, v in p.items()}
     w = p.get("num_warmup_steps", 0)
     warm = ops.div(k, max(1, w))
     if kind == "constant":
@@ -346,9 +351,9 @@ def _lam(where: str, lr: Any, kind: str, **p: Any) -> Any:
     transformers function's name) and its own parameter names."""
     if isinstance(lr, (list, tuple)):
         for i, x in enumerate(lr):
-            check_float(where, f"lr[{i}]", x)
+            check_float(where, f"lr[{i}]", x, ge=0)
     else:
-        check_float(where, "lr", lr)
+        check_float(where, "lr", lr, ge=0)
     rules = _PARAMS[kind]
     for name, v in p.items():
         if name != "lr_init":
@@ -359,7 +364,7 @@ def _lam(where: str, lr: Any, kind: str, **p: Any) -> Any:
 def _one_lr(where: str, lr: Any, why: str) -> float:
     if isinstance(lr, (list, tuple)):
         raise fail(where, "lr", lr, f"must be a single number here: {why}")
-    return check_float(where, "lr", lr)
+    return check_float(where, "lr", lr, ge=0)
 
 
 def get_constant_schedule(lr: float) -> Any:
@@ -459,7 +464,7 @@ def get_polynomial_decay_schedule_with_warmup(
     """
     w = "get_polynomial_decay_schedule_with_warmup"
     lr0 = _one_lr(w, lr, "the lambda is relative to the optimizer's lr (lr_end / lr)")
-    lr_end = check_float(w, "lr_end", lr_end)
+    lr_end = check_float(w, "lr_end", lr_end, ge=0)
     if not (lr0 > lr_end):
         raise fail(
             w,
@@ -508,7 +513,7 @@ def _min_lr_rate(where: str, lr: Any, min_lr: Any, min_lr_rate: Any) -> Any:
         )
     if min_lr is not None:
         lr0 = _one_lr(where, lr, "min_lr is converted to min_lr / lr")
-        min_lr = check_float(where, "min_lr", min_lr)
+        min_lr = check_float(where, "min_lr", min_lr, ge=0)
         if lr0 == 0:
             raise fail(where, "lr", lr, "must be nonzero when min_lr is given (min_lr / lr)")
         return min_lr / lr0
@@ -519,7 +524,7 @@ def _min_lr_rate(where: str, lr: Any, min_lr: Any, min_lr_rate: Any) -> Any:
             min_lr_rate,
             "must be set, or min_lr (transformers: 'One of min_lr or min_lr_rate should be set')",
         )
-    return check_float(where, "min_lr_rate", min_lr_rate)
+    return check_float(where, "min_lr_rate", min_lr_rate, ge=0)
 
 
 def get_cosine_with_min_lr_schedule_with_warmup(
@@ -700,6 +705,13 @@ def get_scheduler(
         _check_kwargs(w, name, fn, kw)
     if name == "constant":
         return fn(lr)
+    if name not in ("constant_with_warmup", "inverse_sqrt"):
+        try:  # transformers raises TypeError for a missing schedule-specific argument
+            inspect.signature(fn).bind(
+                lr, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kw
+            )
+        except TypeError as e:
+            raise fail(w, "scheduler_specific_kwargs", kw, f"does not fit {name!r}: {e}") from None
     if num_warmup_steps is None:
         raise ValueError(f"{name} requires `num_warmup_steps`, please provide that argument.")
     if name == "constant_with_warmup":

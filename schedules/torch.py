@@ -28,6 +28,7 @@ where it is exact and the exact replay otherwise (see
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from bisect import bisect_right
 from collections import Counter
@@ -42,8 +43,8 @@ from ._core import Schedule
 from ._facade import Scheduler as _BaseScheduler
 from ._ops import JNP, JNP_ACCURATE, PY, Ops
 from ._primitives import cycle_of
-from ._recurrence import SAFE_TICKS, NoClosedForm, Recurrence
-from ._validate import check_choice, check_float, check_int, fail
+from ._recurrence import SAFE_TICKS, TICK_BUDGET, Chain, NoClosedForm, Recurrence
+from ._validate import FLOAT32_MAX, check_choice, check_float, check_int, fail
 
 __all__ = [
     "ChainedScheduler",
@@ -154,7 +155,7 @@ def _check_lr_list(where: str, lr: Sequence[Any]) -> None:
             where, "lr", lr, "must be a number or a non-empty list of numbers (one per param group)"
         )
     for i, x in enumerate(lr):
-        check_float(where, f"lr[{i}]", x)
+        check_float(where, f"lr[{i}]", x, ge=0)
 
 
 def _host_error(where: str, t: Any, ops: Ops, e: ArithmeticError) -> ArithmeticError | ValueError:
@@ -247,9 +248,34 @@ class TorchSchedule(Recurrence):
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         try:
-            return super()._eval(t, ops)
+            v = super()._eval(t, ops)
         except (ZeroDivisionError, OverflowError) as e:
             raise _host_error(type(self).__name__, t, ops, e) from None
+        if ops.host:
+            if not 0.0 <= v <= FLOAT32_MAX:  # False for NaN too; beyond: inf in float32
+                raise ValueError(
+                    f"{type(self).__name__}: the lr at step {t!r} would be {v!r}; a learning "
+                    "rate must be finite and >= 0 (check lr_lambda / scale_fn)"
+                )
+            return v
+        if ops.name == "jax" and self._has_user_fn():
+            # a user function may go negative or overflow: NaN marks the step invalid, as
+            # the host path raises there
+            v = jnp.where((v >= 0) & (v < jnp.inf), v, jnp.nan)
+        return v
+
+    def _has_user_fn(self) -> bool:
+        """Whether a user function (``lr_lambda``, ``scale_fn``) can set this lr."""
+        h = self.__dict__.get("_user_fn_cache")
+        if h is None:
+            own = any(
+                self.__dict__.get(f) is not None and not _is_hf(self.__dict__.get(f))
+                for f in ("lr_lambda", "scale_fn")
+            )
+            kids = self.__dict__.get("schedulers") or ()
+            h = own or any(c._has_user_fn() for c in kids)
+            object.__setattr__(self, "_user_fn_cache", h)
+        return h
 
     def _meta(self) -> _Meta:
         m = self.__dict__.get("_meta_cache")
@@ -287,6 +313,73 @@ class TorchSchedule(Recurrence):
         """For ``kind == "mult"``: the factor one update at counter ``k`` applies."""
         raise NoClosedForm
 
+    # -- exact host values without replaying every step ----------------------
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        """For ``kind == "mult"``: the factor ``get_lr`` applies at each step ``ks >= 1``
+        (float64, torch's own operations; 1.0 where it returns the lr unchanged), or None."""
+        return None
+
+    def _mult_last(self) -> int | None:
+        """The last step whose factor may differ from 1 (None: there is no last one)."""
+        return None
+
+    def _tick_budget(self) -> int:
+        """The most ticks one query computes (factors that cost a Python call: fewer)."""
+        return TICK_BUDGET
+
+    def _mult_period(self) -> int | None:
+        """Past :meth:`_mult_last` (or from step 1 if None), the factors' period (or None)."""
+        return 1
+
+    def _tick_spec(self) -> tuple[Callable[[int], int], Callable[[int, int], np.ndarray],
+                                  int | None, int | None] | None:
+        """``(tick_of_step, factors(a, b), last_tick, period)``: the :class:`Chain` of the
+        steps where this scheduler changes the lr. Default: every step is a tick."""
+        if self._step_factors(np.ones(1)) is None:
+            return None
+
+        def factors(a: int, b: int) -> np.ndarray:
+            f = self._step_factors(np.arange(a, b, dtype=np.float64))
+            return np.asarray(f, dtype=np.float64).reshape(-1, 1)
+
+        last = self._mult_last()
+        return (lambda k: k), factors, last, self._mult_period()
+
+    def _segment(self, v0: float, base: float) -> Callable[[int], float | None] | None:
+        """The exact lr at this scheduler's own step ``j`` given its value ``v0`` at step 0
+        (its ``base_lrs`` entry ``base``), for steps where only its ``get_lr`` runs; None
+        where not supported (the replay answers)."""
+        spec = self._tick_spec() if self.kind == "mult" else None
+        if spec is None:
+            return None
+        tick_of, factors, last, period = spec
+        chain = Chain(v0, factors, last=last, period=period, budget=self._tick_budget())
+
+        def value(j: int) -> float | None:
+            try:
+                return chain.value(tick_of(j))
+            except ValueError:  # beyond the budget of one query
+                return None
+
+        return value
+
+    def _fast_host(self, k: int) -> float | None:
+        seg = self.__dict__.get("_seg_cache", False)
+        if seg is False:
+            seg = None
+            if self.kind in ("mult", "cos"):
+                seg = self._segment(self._replay(0), self._meta().sims[0].base)
+            object.__setattr__(self, "_seg_cache", seg)
+        if seg is None:
+            return None
+        v = seg(k)
+        if v is None:  # beyond one query's budget: the closed form (docs/torch-compat.md)
+            try:
+                return float(self._closed(float(k), PY))
+            except NoClosedForm:
+                return None
+        return v
+
     def _closed(self, k: Any, ops: Ops) -> Any:
         return self._cf(k, ops, self.lr, self.lr, "construct")
 
@@ -302,11 +395,32 @@ class TorchSchedule(Recurrence):
 
 
 def _lr(where: str, lr: Any) -> Any:
-    return check_float(where, "lr", lr)
+    # torch's optimizers refuse a negative lr ("Invalid learning rate")
+    return check_float(where, "lr", lr, ge=0)
+
+
+#: the largest ``horizon`` table (float64 values computed on the host: 80 MB).
+MAX_HORIZON = 10**7
 
 
 def _horizon(where: str, h: Any) -> int | None:
-    return None if h is None else check_int(where, "horizon", h, ge=0)
+    if h is None:
+        return None
+    n = check_int(where, "horizon", h, ge=0)
+    if n > MAX_HORIZON:
+        raise fail(where, "horizon", h, f"must be at most {MAX_HORIZON:,} (a table of float64)")
+    return n
+
+
+def _gamma(where: str, gamma: Any) -> Any:
+    """A decay factor: in [0, 1] (a negative one makes the lr negative, one above 1 makes it
+    grow without bound until it overflows to inf)."""
+    return check_float(where, "gamma", gamma, ge=0, le=1)
+
+
+def _is_hf(fn: Any) -> bool:
+    """``schedules.hf``'s validated multipliers (never negative, never inf)."""
+    return type(fn).__name__ == "HFLambda"
 
 
 def _call(fn: Any, k: Any, ops: Ops) -> Any:
@@ -329,6 +443,46 @@ def _fold(coef: Any, pairs: list[tuple[Any, Any]], ops: Ops) -> Any:
             coef = coef * ops.pow(a, y)
         return coef
     return coef * ops.pow_prod(pairs)
+
+
+#: the longest table of ``gamma ** n`` gathered on the array path (:func:`_int_pow`).
+POW_TABLE_MAX = 4096
+
+
+def _int_pow(gamma: Any, n: Any, ops: Ops, n_max: int | None = None) -> Any:
+    """``gamma ** n`` for an integral ``n >= 0`` on the JAX path as a gather from a table of
+    ``gamma ** i`` (float64 on the host, then rounded once to the array's dtype: exact
+    rounding, and no ``exp``/``log`` at all), or None where no table applies: ``gamma``
+    traced, or the table would need more than :data:`POW_TABLE_MAX` entries (it covers
+    ``n <= n_max`` when given, else it must reach an underflow to 0, past which every
+    larger ``n`` gives 0 as well)."""
+    if ops.name != "jax" or not isinstance(gamma, float) or not 0 <= gamma <= 1:
+        return None
+    n = jnp.asarray(n)
+    if gamma in (0.0, 1.0):
+        size = 2
+    elif n_max is not None and n_max < POW_TABLE_MAX:
+        size = n_max + 1
+    else:  # gamma ** i underflows the float32 (or float64) range at i ~ -150 / log2(gamma)
+        tiny = np.finfo(n.dtype).smallest_subnormal
+        size = math.ceil(math.log(float(tiny) / 2) / math.log(gamma)) + 1
+        if size > POW_TABLE_MAX:
+            return None
+    table = (gamma ** np.arange(size, dtype=np.float64)).astype(n.dtype)
+    idx = jnp.clip(n, 0, size - 1).astype(jnp.int32)
+    if size <= 8:  # a few selects (exact)
+        return ops.select(idx, [table[i] for i in range(size)])
+    bits = (size - 1).bit_length()
+    if bits <= 8:
+        # binary powering: prod of gamma ** (2 ** b) over the bits of n, each rounded once from
+        # float64: at most 15 roundings, < 1e-6 relative (XLA:CPU gathers cost 2-3x more)
+        out = None
+        for b in range(bits):
+            g = (gamma ** (2.0**b)).__float__()
+            f = jnp.where((idx >> b) & 1 == 1, np.asarray(g, n.dtype), np.asarray(1.0, n.dtype))
+            out = f if out is None else out * f
+        return out
+    return jnp.asarray(table)[idx]
 
 
 def _gpow(a: Any, y: Any, ops: Ops) -> Any:
@@ -356,23 +510,51 @@ def _fdiv(k: Any, d: Any, ops: Ops) -> Any:
     return ops.where((q + 1) * d <= k, q + 1, q)
 
 
+def _half_angle(num: Any, den: Any, ops: Ops) -> Any:
+    """``pi * (den - m) / (2 den)`` with ``m = num - 2 den floor(num / (2 den))``: the
+    half angle whose ``sin ** 2`` is ``(1 + cos(pi num / den)) / 2``, reduced so that it
+    stays within about ``[-3 pi / 2, pi / 2]`` (float32 keeps its accuracy far from 0).
+    The floor may be one off where ``num / (2 den)`` is integral (XLA may divide through a
+    reciprocal): that moves the angle by ``pi``, which ``sin ** 2`` does not see, so no
+    correction is needed (``m`` itself is exact: integers below 2**24)."""
+    if isinstance(den, (int, float)) and not isinstance(den, bool):
+        # concrete period: multiply by rounded reciprocals (XLA does not turn a division by a
+        # constant into a multiplication by itself); a floor one off is harmless (above), and
+        # the angle picks up one more rounding (~1e-7 relative: sin ** 2 stays within 1e-6)
+        den = float(den)  # a Python int beyond int32 would not reach XLA
+        m = num - 2 * den * ops.floor(num * (1.0 / (2 * den)))
+        return (den - m) * (math.pi / (2 * den))
+    m = num - 2 * den * ops.floor(num / (2 * den))
+    return ops.pi * (den - m) / (2 * den)
+
+
 def _half_cos1(num: Any, den: Any, ops: Ops) -> Any:
     """``(1 + cos(pi * num / den)) / 2``: torch's operation order on the host; on
-    arrays ``sin(pi * (den - m) / (2 den)) ** 2`` with ``m = num mod 2 den``,
-    accurate near the minimum (float32)."""
+    arrays ``sin(_half_angle) ** 2``, accurate near the minimum (float32)."""
     if ops.host:
         return (1 + math.cos(math.pi * num / den)) / 2
-    m = num - 2 * den * _fdiv(num, 2 * den, ops)
-    return ops.sin(ops.pi * (den - m) / (2 * den)) ** 2
+    return ops.sin(_half_angle(num, den, ops)) ** 2
 
 
-def _cos_mix(lo: Any, hi: Any, num: Any, den: Any, ops: Ops) -> Any:
-    """``lo + (hi - lo) * (1 + cos(pi * num / den)) / 2`` on arrays as
-    ``hi * s**2 + lo * c**2`` (``s, c``: sin, cos of the reduced half angle), which has
-    no cancellation when ``lo > hi`` (float32)."""
-    m = num - 2 * den * _fdiv(num, 2 * den, ops)
-    ang = ops.pi * (den - m) / (2 * den)
-    return hi * ops.sin(ang) ** 2 + lo * ops.cos(ang) ** 2
+def _cos_mix(lo: Any, hi: Any, num: Any, den: Any, ops: Ops, lo_le_hi: bool = False) -> Any:
+    """``lo + (hi - lo) * (1 + cos(pi * num / den)) / 2`` on arrays. With ``lo <= hi``
+    known (concrete values) as ``lo + (hi - lo) * s**2`` (two non-negative terms: no
+    cancellation, one ``sin``); otherwise ``hi * s**2 + lo * c**2`` (``s, c``: sin, cos of
+    the half angle), which has no cancellation when ``lo > hi`` (float32)."""
+    ang = _half_angle(num, den, ops)
+    s2 = ops.sin(ang) ** 2
+    if lo_le_hi:
+        return lo + (hi - lo) * s2
+    return hi * s2 + lo * ops.cos(ang) ** 2
+
+
+def _known_le(*pairs: tuple[Any, Any]) -> bool:
+    """Whether every ``a <= b`` holds for concrete (host) numbers."""
+    ok = True
+    for a, b in pairs:
+        concrete = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+        ok = ok and concrete and a <= b
+    return ok
 
 
 # -- LambdaLR / MultiplicativeLR ---------------------------------------------------------------
@@ -499,7 +681,7 @@ class StepLR(TorchSchedule, name="StepLR"):
         self._set(
             lr=_lr("StepLR", lr),
             step_size=check_int("StepLR", "step_size", step_size, gt=0),
-            gamma=check_float("StepLR", "gamma", gamma),
+            gamma=_gamma("StepLR", gamma),
             horizon=_horizon("StepLR", horizon),
         )
 
@@ -524,7 +706,11 @@ class StepLR(TorchSchedule, name="StepLR"):
     ) -> tuple[Any, list[tuple[Any, Any]]]:
         if mode == "restart":
             start = base
-        return start, [(self.gamma, _fdiv(k, self.step_size, ops))]
+        n = _fdiv(k, self.step_size, ops)
+        tab = _int_pow(self.gamma, n, ops)
+        if tab is not None:
+            return start * tab, []
+        return start, [(self.gamma, n)]
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
         return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
@@ -543,6 +729,16 @@ class StepLR(TorchSchedule, name="StepLR"):
     def _closed_exact(self) -> bool:
         return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
 
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        return np.where(ks % self.step_size == 0, self.gamma, 1.0)
+
+    def _mult_period(self) -> int | None:
+        return self.step_size
+
+    def _tick_spec(self) -> Any:  # a tick every step_size steps: lr * gamma
+        s, g = self.step_size, self.gamma
+        return (lambda k: k // s), (lambda a, b: np.full((b - a, 1), g)), None, 1
+
 
 class MultiStepLR(TorchSchedule, name="MultiStepLR"):
     """Multiply by ``gamma`` at each milestone, counting repeats (``MultiStepLR``).
@@ -560,7 +756,9 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
     def __init__(
         self, lr: float, milestones: Sequence[int], gamma: float = 0.1, horizon: int | None = None
     ) -> None:
-        if not _is_list(milestones) and not isinstance(milestones, np.ndarray):
+        if not _is_list(milestones) and not (
+            isinstance(milestones, np.ndarray) and milestones.ndim == 1
+        ):
             raise fail("MultiStepLR", "milestones", milestones, "must be a list of ints")
         ms = tuple(
             check_int("MultiStepLR", f"milestones[{i}]", m) for i, m in enumerate(milestones)
@@ -568,7 +766,7 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
         self._set(
             lr=_lr("MultiStepLR", lr),
             milestones=ms,
-            gamma=check_float("MultiStepLR", "gamma", gamma),
+            gamma=_gamma("MultiStepLR", gamma),
             horizon=_horizon("MultiStepLR", horizon),
         )
 
@@ -595,7 +793,11 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
     ) -> tuple[Any, list[tuple[Any, Any]]]:
         if mode == "restart":
             start = base
-        return start, [(self.gamma, 1.0 * ops.count_le(sorted(self.milestones), k))]
+        n = 1.0 * ops.count_le(sorted(self.milestones), k)
+        tab = _int_pow(self.gamma, n, ops, n_max=len(self.milestones))
+        if tab is not None:
+            return start * tab, []
+        return start, [(self.gamma, n)]
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: str, g: Any = None) -> Any:
         return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
@@ -609,6 +811,28 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
 
     def _closed_exact(self) -> bool:
         return len(self.milestones) <= SAFE_TICKS
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        counts = Counter(self.milestones)
+        out = np.ones(ks.shape)
+        for m, c in counts.items():
+            if m >= 1:
+                out = np.where(ks == m, self.gamma**c, out)  # torch: gamma ** counts[k]
+        return out
+
+    def _mult_last(self) -> int | None:
+        return max([m for m in self.milestones if m >= 1], default=0)
+
+    def _tick_spec(self) -> Any:  # a tick at each distinct milestone >= 1
+        counts = Counter(m for m in self.milestones if m >= 1)
+        ms = sorted(counts)
+        fs = np.asarray([1.0] + [self.gamma ** counts[m] for m in ms])
+
+        def factors(a: int, b: int) -> np.ndarray:
+            idx = np.clip(np.arange(a, b), 0, len(ms))
+            return np.where(np.arange(a, b) <= len(ms), fs[idx], 1.0).reshape(-1, 1)
+
+        return (lambda k: bisect_right(ms, k)), factors, len(ms), 1
 
 
 class ConstantLR(TorchSchedule, name="ConstantLR"):
@@ -686,6 +910,17 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
 
     def _closed_host_ok(self, k: int) -> bool:
         return not (self.factor == 0 and self.total_iters > 0 and k >= self.total_iters)
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        T = self.total_iters
+        if T < 1:
+            return np.ones(ks.shape)
+        if self.factor == 0:
+            return None  # torch: 1.0 / 0 raises (the replay reports it)
+        return np.where(ks == T, 1.0 / self.factor, 1.0)
+
+    def _mult_last(self) -> int | None:
+        return max(self.total_iters, 0)
 
     def _closed_exact(self) -> bool:
         return True
@@ -774,6 +1009,15 @@ class LinearLR(TorchSchedule, name="LinearLR"):
     def _closed_exact(self) -> bool:
         return self.total_iters <= SAFE_TICKS
 
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        s, e, T = self.start_factor, self.end_factor, self.total_iters
+        with np.errstate(all="ignore"):  # the same float64 operations as torch's get_lr
+            mid = 1.0 + (e - s) / (float(T) * s + (ks - 1) * (e - s))
+        return np.where(ks > T, 1.0, mid)
+
+    def _mult_last(self) -> int | None:
+        return max(self.total_iters, 0)
+
 
 class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     """``lr * gamma ** t`` (``torch.optim.lr_scheduler.ExponentialLR``).
@@ -790,7 +1034,7 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     def __init__(self, lr: float, gamma: float, horizon: int | None = None) -> None:
         self._set(
             lr=_lr("ExponentialLR", lr),
-            gamma=check_float("ExponentialLR", "gamma", gamma),
+            gamma=_gamma("ExponentialLR", gamma),
             horizon=_horizon("ExponentialLR", horizon),
         )
 
@@ -829,6 +1073,9 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     def _closed_exact(self) -> bool:
         return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
 
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        return np.full(ks.shape, self.gamma)
+
 
 class PolynomialLR(TorchSchedule, name="PolynomialLR"):
     """``lr * (1 - min(t, total_iters) / total_iters) ** power`` (``PolynomialLR``).
@@ -849,7 +1096,8 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
         self._set(
             lr=_lr("PolynomialLR", lr),
             total_iters=check_int("PolynomialLR", "total_iters", total_iters),
-            power=check_float("PolynomialLR", "power", power),
+            # a negative power makes the lr inf at total_iters (0 ** -p)
+            power=check_float("PolynomialLR", "power", power, ge=0),
             horizon=_horizon("PolynomialLR", horizon),
         )
 
@@ -895,6 +1143,26 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
     def _closed_host_ok(self, k: int) -> bool:
         return min(k, max(self.total_iters, 0)) <= SAFE_TICKS
 
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        T, p = self.total_iters, self.power
+        inside = ks <= T
+        out = np.ones(ks.shape)
+        if not inside.any():
+            return out
+        k = ks[inside]
+        with np.errstate(all="ignore"):
+            r = (1.0 - k / T) / (1.0 - (k - 1) / T)
+        if p != 1.0:  # x ** 1.0 == x; otherwise C's pow, as Python's ** (not NumPy's SIMD)
+            r = np.fromiter(map(math.pow, r.tolist(), itertools.repeat(p)), float, len(r))
+        out[inside] = r
+        return out
+
+    def _mult_last(self) -> int | None:
+        return max(self.total_iters, 0)
+
+    def _tick_budget(self) -> int:
+        return TICK_BUDGET if self.power == 1.0 else COS_LOOP_BUDGET
+
     def _closed_exact(self) -> bool:
         return self.total_iters <= SAFE_TICKS
 
@@ -923,7 +1191,7 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
         self._set(
             lr=_lr("CosineAnnealingLR", lr),
             T_max=check_int("CosineAnnealingLR", "T_max", T_max, gt=0),
-            eta_min=check_float("CosineAnnealingLR", "eta_min", eta_min),
+            eta_min=check_float("CosineAnnealingLR", "eta_min", eta_min, ge=0),
             horizon=_horizon("CosineAnnealingLR", horizon),
         )
 
@@ -956,7 +1224,10 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
         if mode == "restart":
             start = base
         if not ops.host:
-            return _cos_mix(eta, ops.where(k <= T, start, base), k, T, ops)
+            le = _known_le((eta, start), (eta, base))
+            same = _known_le((start, base), (base, start))  # one amplitude: no select
+            hi = start if same else ops.where(k <= T, start, base)
+            return _cos_mix(eta, hi, k, T, ops, le)
         amp = ops.where(k <= T, start, base) - eta
         return eta + amp * _half_cos1(k, T, ops)
 
@@ -965,6 +1236,88 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
 
     def _closed_exact(self) -> bool:
         return False
+
+    def _segment(self, v0: float, base: float) -> Callable[[int], float | None] | None:
+        return _CosRun(self.T_max, self.eta_min, base, v0).value
+
+
+#: the most steps of CosineAnnealingLR's recursion one host query runs in a Python loop (with
+#: ``eta_min != 0``, where the steps are affine, not a product): ~0.1 us each.
+COS_LOOP_BUDGET = 2**22
+
+
+class _CosRun:
+    """``CosineAnnealingLR.get_lr`` (the recursive form) from step 0 (value ``v0``), exact.
+
+    At ``j = T (mod 2 T)`` torch's factor ``1 + cos(pi j / T)`` is exactly 0 (as long as
+    ``math.cos`` returns exactly -1.0 there, checked), so the lr is exactly ``eta_min``
+    whatever came before: a query replays at most the ``2 T`` steps since the last such
+    step. The cosines are ``math.cos`` (C's, as torch) of arguments formed with NumPy's
+    correctly rounded ``(pi * j) / T``; with ``eta_min = 0`` each step is one rounded
+    multiplication (``np.multiply.accumulate``), otherwise a Python loop of torch's
+    ``r * (lr - eta_min) + eta_min``. Runs are memoized (sequential queries are O(1))."""
+
+    def __init__(self, T: int, eta: float, base: float, v0: float) -> None:
+        self.T, self.eta, self.v0 = T, eta, v0
+        self.c = (base - eta) * (1 - math.cos(math.pi / T)) / 2  # the re-entry step
+        # the current run: its first step, the first step of each chunk, the chunks of
+        # values and the last step computed
+        self.js: int | None = None
+        self.starts: list[int] = []
+        self.chunks: list[np.ndarray] = []
+        self.end = -1
+
+    def value(self, j: int) -> float | None:
+        T = self.T
+        if j <= T:
+            js, vs = 0, self.v0
+        else:
+            js = T + 2 * T * ((j - T) // (2 * T))
+            if 1 + math.cos(math.pi * js / T) != 0:
+                return None  # far out: torch's reset is no longer exact
+            vs = self.eta
+        if self.js != js:  # a new run: from step 0, or from an exact reset to eta_min
+            self.js, self.starts, self.chunks, self.end = js, [js], [np.asarray([vs])], js
+        if j > self.end:
+            budget = COS_LOOP_BUDGET if self.eta else TICK_BUDGET // 4
+            if j - self.end > budget:
+                return None
+            target = min(js + 2 * T, max(j, self.end + 4096))
+            more = self._steps(self.end, float(self.chunks[-1][-1]), target)
+            self.starts.append(self.end + 1)
+            self.chunks.append(more)
+            self.end = target
+        i = bisect_right(self.starts, j) - 1
+        return float(self.chunks[i][j - self.starts[i]])
+
+    def _steps(self, e: int, v: float, target: int) -> np.ndarray:
+        """Values at steps ``e + 1 .. target`` given ``v`` at step ``e``."""
+        T, eta = self.T, self.eta
+        ks = np.arange(e + 1, target + 1, dtype=np.float64)
+        cos = np.fromiter(map(math.cos, ((math.pi * ks) / T).tolist()), float, len(ks))
+        prev = np.concatenate([[math.cos(math.pi * e / T)], cos[:-1]])
+        with np.errstate(all="ignore"):
+            ratio = (1 + cos) / (1 + prev)
+        reset = (ks - 1 - T) % (2 * T) == 0
+        if eta == 0:  # r * (lr - 0) + 0 == r * lr: a product, except at the re-entry step
+            out = np.empty(len(ks))
+            start, val = 0, v
+            for i in [*np.flatnonzero(reset).tolist(), len(ks)]:
+                if i > start:
+                    buf = np.concatenate([[val], ratio[start:i]])
+                    out[start:i] = np.multiply.accumulate(buf)[1:]
+                    val = float(out[i - 1])
+                if i < len(ks):
+                    val = val + self.c
+                    out[i] = val
+                    start = i + 1
+            return out
+        vals = []
+        c = self.c
+        for r, rs in zip(ratio.tolist(), reset.tolist()):
+            v = v + c if rs else r * (v - eta) + eta
+            vals.append(v)
+        return np.asarray(vals)
 
 
 class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestarts"):
@@ -983,14 +1336,14 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
     def __init__(
         self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0, horizon: int | None = None
     ) -> None:
-        if isinstance(T_0, bool) or not isinstance(T_0, int) or T_0 <= 0:
+        if isinstance(T_0, bool) or not isinstance(T_0, int) or not 0 < T_0 < 2**31:
             raise fail(
                 "CosineAnnealingWarmRestarts",
                 "T_0",
                 T_0,
                 "must be a positive integer (torch: 'Expected positive integer T_0')",
             )
-        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or T_mult < 1:
+        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or not 1 <= T_mult < 2**20:
             raise fail(
                 "CosineAnnealingWarmRestarts",
                 "T_mult",
@@ -1001,7 +1354,7 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
             lr=_lr("CosineAnnealingWarmRestarts", lr),
             T_0=T_0,
             T_mult=T_mult,
-            eta_min=check_float("CosineAnnealingWarmRestarts", "eta_min", eta_min),
+            eta_min=check_float("CosineAnnealingWarmRestarts", "eta_min", eta_min, ge=0),
             horizon=_horizon("CosineAnnealingWarmRestarts", horizon),
         )
 
@@ -1038,7 +1391,7 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
         _, S, Ti = cycle_of(k, self.T_0, self.T_mult, ops)
         eta = self.eta_min
         if not ops.host:
-            return _cos_mix(eta, base, k - S, Ti, ops)
+            return _cos_mix(eta, base, k - S, Ti, ops, _known_le((eta, base)))
         return eta + (base - eta) * _half_cos1(k - S, Ti, ops)
 
     def _closed_host_ok(self, k: int) -> bool:
@@ -1120,21 +1473,21 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
             raise fail(w, "scale_fn", scale_fn, "must be a callable or a Schedule")
         up = check_float(w, "step_size_up", step_size_up)
         down = up if step_size_down is None else check_float(w, "step_size_down", step_size_down)
-        if not (up + down > 0 and math.isfinite(up + down)):
+        if not 0 < up + down <= FLOAT32_MAX:
             raise fail(
                 w,
                 "step_size_up + step_size_down",
                 up + down,
-                "must be > 0 and finite (torch divides by it)",
+                f"must be > 0 (torch divides by it) and at most {FLOAT32_MAX!r} (float32)",
             )
         self._set(
             lr=_lr(w, lr),
-            base_lr=check_float(w, "base_lr", base_lr),
-            max_lr=check_float(w, "max_lr", max_lr),
+            base_lr=check_float(w, "base_lr", base_lr, ge=0),
+            max_lr=check_float(w, "max_lr", max_lr, ge=0),
             step_size_up=step_size_up,
             step_size_down=step_size_down,
             mode=mode,
-            gamma=check_float(w, "gamma", gamma),
+            gamma=_gamma(w, gamma),
             scale_fn=scale_fn,
             scale_mode=check_choice(w, "scale_mode", scale_mode, ("cycle", "iterations")),
             cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
@@ -1184,6 +1537,7 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
             m = k - q * total
             up = float(self.step_size_up)
             sf = ops.where(x <= ratio, ops.div(m, up), ops.div(total - m, total - up))
+            sf = ops.clip(sf, 0.0, 1.0)  # in [0, 1]; float32 far out (k > 2**24) may stray
         scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
         return sf, scale
 
@@ -1419,7 +1773,7 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         check_choice(w, "anneal_strategy", anneal_strategy, ("cos", "linear"))
         self._set(
             lr=_lr(w, lr),
-            max_lr=check_float(w, "max_lr", max_lr),
+            max_lr=check_float(w, "max_lr", max_lr, ge=0),
             total_steps=total,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
@@ -1428,11 +1782,19 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
             cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
             base_momentum=check_float(w, "base_momentum", base_momentum),
             max_momentum=check_float(w, "max_momentum", max_momentum),
-            div_factor=check_float(w, "div_factor", div_factor),
-            final_div_factor=check_float(w, "final_div_factor", final_div_factor),
+            div_factor=check_float(w, "div_factor", div_factor, gt=0),
+            final_div_factor=check_float(w, "final_div_factor", final_div_factor, gt=0),
             three_phase=_check_bool(w, "three_phase", three_phase),
             horizon=_horizon(w, horizon),
         )
+        for name, v in self._group().items():
+            if "lr" in name and not v <= FLOAT32_MAX:
+                raise fail(
+                    w,
+                    "div_factor" if name == "initial_lr" else "final_div_factor",
+                    self.div_factor if name == "initial_lr" else self.final_div_factor,
+                    f"makes {name} = {v!r} exceed float32's range ({FLOAT32_MAX!r})",
+                )
         self._check_constructs()
 
     def _phases(self) -> list[tuple[float, str, str, str, str]]:
@@ -1482,16 +1844,34 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
                     a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
                     return self._anneal(a, b, pct, None, ops)
                 start = end
-        out: Any = None
+        # The phase's constants are selected first (torch: the first phase whose end is
+        # >= k), so that ONE phase is annealed: one sin, not one per phase and end.
+        # (k - start) / len and (end - k) / len with the (fractional) phase ends split
+        # hi + lo (hi: the float32 rounding, so k - hi is exact near the end).
+        def split(c: float, d: float) -> tuple[float, float]:
+            hi = float(np.float32(c))
+            return hi, (c - hi) / d if d else 0.0  # an empty phase: k - hi over 0 (inf/NaN)
+
         start = 0.0
-        for _i, (end, s_lr, e_lr, s_m, e_m) in enumerate(phases):
+        cols: list[tuple[Any, ...]] = []
+        for end, s_lr, e_lr, s_m, e_m in phases:
             a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
-            # (k - start) / len, (end - k) / len, the (fractional) phase ends split hi + lo
-            pct = _minus_div(k, start, end - start, ops)
-            rem = -_minus_div(k, end, end - start, ops)
-            v = self._anneal(a, b, pct, rem, ops)
-            out = v if out is None else ops.where(k <= start, out, v)
+            d = end - start
+            cols.append((*split(start, d), *split(end, d), float(d), a, b, start))
             start = end
+        sel = list(cols[0][:7])
+        for col in cols[1:]:
+            later = k > col[7]  # past the previous phase's end
+            sel = [ops.where(later, c, s) for c, s in zip(col[:7], sel)]
+        hs, ls, he, le, d, a, b = sel
+        pct = ops.div(k - hs, d) - ls
+        rem = -(ops.div(k - he, d) - le)
+        first = pct <= 0.5
+        if self.anneal_strategy == "cos":  # from the nearer end: no cancellation (float32)
+            s2 = ops.sin(ops.pi * ops.where(first, pct, rem) / 2.0) ** 2
+            out = ops.where(first, a + (b - a) * s2, b + (a - b) * s2)
+        else:
+            out = ops.where(first, (b - a) * pct + a, (a - b) * rem + b)
         return ops.where(k > self.total_steps, math.nan, out)
 
     def _sim(self, g: dict[str, float]) -> _Sim:
@@ -1588,6 +1968,8 @@ def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int
     if total_steps is not None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
             raise fail(w, "total_steps", total_steps, "must be a positive integer")
+        if total_steps >= 2**31:
+            raise fail(w, "total_steps", total_steps, "must be below 2**31 (int32)")
         return total_steps
     if epochs is not None and steps_per_epoch is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
@@ -1598,6 +1980,9 @@ def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int
             or steps_per_epoch <= 0
         ):
             raise fail(w, "steps_per_epoch", steps_per_epoch, "must be a positive integer")
+        if epochs * steps_per_epoch >= 2**31:
+            raise fail(w, "epochs * steps_per_epoch", epochs * steps_per_epoch,
+                       "must be below 2**31 (int32)")
         return epochs * steps_per_epoch
     raise fail(
         w,
@@ -1798,6 +2183,51 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
     def _closed_exact(self) -> bool:
         return all(c._closed_exact() for c in self.schedulers)
 
+    def _fast_host(self, k: int) -> float | None:
+        """The child running at ``k``, from where it (re)started: at step 0 (the replay's
+        exact value) or at its milestone (torch's ``_update_lr(0)``: its closed form at 0,
+        whatever came before), then its own steps (see :meth:`TorchSchedule._segment`)."""
+        ms = self.milestones
+        if any(b < a for a, b in itertools.pairwise(ms)):
+            return None
+        i = bisect_right(list(ms), k)
+        cache = self.__dict__.get("_segs")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_segs", cache)
+        if i not in cache:
+            cache[i] = self._make_segment(i)
+        seg = cache[i]
+        if seg is None:
+            return None
+        v = seg(k if i == bisect_right(list(ms), 0) else k - ms[i - 1])
+        if v is None:  # beyond one query's budget: the closed form (docs/torch-compat.md)
+            try:
+                return float(self._closed(float(k), PY))
+            except NoClosedForm:
+                return None
+        return v
+
+    def _make_segment(self, i: int) -> Callable[[int], float | None] | None:
+        child = self.schedulers[i]
+        if child.kind not in ("mult", "cos"):
+            return None
+        sim = self._meta().sims[i]
+        if i == bisect_right(list(self.milestones), 0):
+            v0 = self._replay(0)
+        else:
+            if not getattr(sim, "has_closed", False):
+                return None
+            saved = sim.last_epoch
+            try:
+                sim.last_epoch = 0
+                v0 = float(sim.closed())
+            except (ArithmeticError, ValueError):
+                return None  # torch raises at the milestone: the replay reports it
+            finally:
+                sim.last_epoch = saved
+        return child._segment(v0, sim.base)
+
 
 def _pick(s: Any, i: int, n: int, where: str, j: int) -> Any:
     """Group ``i`` of ``schedulers[j]``: with a list of lrs, each child is a list of
@@ -1956,6 +2386,41 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
     def _closed_exact(self) -> bool:
         return all(c._closed_exact() for c in self.schedulers)
 
+    def _fast_host(self, k: int) -> float | None:
+        """Multiplicative children only: each step multiplies the running lr by every
+        child's factor in turn, a :class:`Chain` with one column per child."""
+        ch = self.__dict__.get("_chain", False)
+        if ch is False:
+            ch = self._make_chain()
+            object.__setattr__(self, "_chain", ch)
+        if ch is None:
+            return None
+        try:
+            return ch.value(k)
+        except ValueError:  # beyond one query's budget
+            try:
+                return float(self._closed(float(k), PY))
+            except NoClosedForm:
+                return None
+
+    def _make_chain(self) -> Chain | None:
+        kids = self.schedulers
+        if not all(c.kind == "mult" for c in kids):
+            return None
+        if any(c._step_factors(np.ones(1)) is None for c in kids):
+            return None
+
+        def factors(a: int, b: int) -> np.ndarray:
+            ks = np.arange(a, b, dtype=np.float64)
+            return np.stack([np.asarray(c._step_factors(ks), np.float64) for c in kids], axis=1)
+
+        lasts = [c._mult_last() for c in kids]
+        endless = [c._mult_period() for c, la in zip(kids, lasts) if la is None]
+        last = None if endless else max(lasts, default=0)
+        steady = max([la for la in lasts if la is not None], default=0)
+        period = math.lcm(*endless) if endless and None not in endless else None
+        return Chain(self._replay(0), factors, last=last, steady=steady, period=period)
+
 
 # ---------------------------------------------------------------------------------------------
 # ReduceLROnPlateau: an optax GradientTransformation
@@ -2041,8 +2506,8 @@ class ReduceLROnPlateau:
         threshold = check_float(w, "threshold", threshold)
         cooldown = check_int(w, "cooldown", cooldown)
         eps = check_float(w, "eps", eps)
-        lr0 = check_float(w, "lr", lr)
-        floor = check_float(w, "min_lr", min_lr)
+        lr0 = check_float(w, "lr", lr, ge=0)
+        floor = check_float(w, "min_lr", min_lr, ge=0)
 
         def init(params: Any) -> PlateauState:
             del params

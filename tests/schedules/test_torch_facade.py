@@ -20,6 +20,7 @@ from torch_ref import build_ours, build_torch, make_opt, rand_spec  # noqa: E402
 
 import schedules as S  # noqa: E402
 from schedules import torch as T  # noqa: E402
+from schedules._recurrence import SAFE_TICKS  # noqa: E402
 
 
 def test_resume_from_torch_state_dict_mid_schedule():
@@ -123,13 +124,34 @@ def test_pytree_config_and_spec_roundtrip():
         T.LambdaLR(0.1, lambda t: 1.0).to_config()
 
 
-def test_sequential_host_queries_are_amortized():
-    s = T.ExponentialLR(0.1, gamma=0.999)
-    vals = [s(t) for t in range(5000)]
-    assert len(s.__dict__["_replay_cache"][0]) == 0 or len(vals) == 5000
-    c = T.ChainedScheduler([T.ExponentialLR(0.1, 0.999), T.StepLR(0.1, 7, 0.9)])
-    _ = [c(t) for t in range(3000)]
-    assert len(c.__dict__["_replay_cache"][0]) == 3000
+def test_sequential_host_queries_are_amortized(monkeypatch):
+    """Each step of torch's recurrence is computed once, however the steps are queried: the
+    multiplicative ones in chunks of Chain.CHUNK steps at C speed (each chunk once), the
+    others (no closed form: MultiplicativeLR) by replaying each step once."""
+    from schedules._recurrence import Chain
+
+    chunks = []
+    real = Chain._chunk
+    monkeypatch.setattr(Chain, "_chunk", lambda self, i: chunks.append(i) or real(self, i))
+    for s in (T.ExponentialLR(0.1, gamma=0.999),
+              T.ChainedScheduler([T.ExponentialLR(0.1, 0.999), T.StepLR(0.1, 7, 0.9)])):
+        chunks.clear()
+        vals = [s(t) for t in range(SAFE_TICKS + 1, 5000)]
+        assert chunks == list(range(5000 // Chain.CHUNK + 1)), chunks  # each chunk once
+        vals += [s(4000), s(1500)]  # back: from the checkpoints
+        # the values are torch's loop: lr * gamma rounded at each step
+        ref, v = [], s(0)
+        for t in range(1, 5000):
+            v = v * 0.999 if isinstance(s, T.ExponentialLR) else (
+                (v * 0.999) * (0.9 if t % 7 == 0 else 1.0))
+            ref.append(v)
+        assert vals == [*ref[SAFE_TICKS:], ref[3999], ref[1499]]
+    calls = []
+    m = T.MultiplicativeLR(0.1, lambda t: calls.append(t) or 0.999)
+    calls.clear()
+    for t in range(3000):
+        m(t)
+    assert sorted(calls) == list(range(1, 3000))  # each step's factor asked for once
 
 
 def test_numpy_path():

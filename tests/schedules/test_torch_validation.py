@@ -60,8 +60,8 @@ BAD = [
         "CyclicLR: mode=3 must be a str, not int",
     ),
     (
-        lambda: T.CyclicLR(0.1, 0.1, 1.0, step_size_up=1e308, step_size_down=1e308),
-        "CyclicLR: step_size_up + step_size_down=inf must be > 0 and finite",
+        lambda: T.CyclicLR(0.1, 0.1, 1.0, step_size_up=3e38, step_size_down=3e38),
+        "CyclicLR: step_size_up + step_size_down=6e+38 must be > 0",
     ),
     (
         lambda: T.CyclicLR(0.1, 0.1, 1.0, cycle_momentum="yes"),
@@ -136,7 +136,7 @@ BAD = [
     ),
     (
         lambda: HFLambda("polynomial", num_training_steps=10, lr_init=0.0, lr_end=-1.0, power=1.0),
-        "hf_lambda: lr_init=0.0 must be nonzero (the lambda divides by it)",
+        "hf_lambda: lr_init=0.0 must be > 0 (the lambda divides by it)",
     ),
     (
         lambda: HFLambda(

@@ -32,7 +32,7 @@ def rand_leaf(rng: random.Random, name: str, n: int) -> tuple[str, dict[str, Any
     if name == "MultiplicativeLR":
         return name, {"lr_lambda": rng.choice(MULT_LAMBDAS)}
     if name == "StepLR":
-        return name, {"step_size": rng.randint(1, 60), "gamma": u(0.05, 1.2)}
+        return name, {"step_size": rng.randint(1, 60), "gamma": u(0.05, 1.0)}
     if name == "MultiStepLR":
         ms = sorted(rng.randint(0, n) for _ in range(rng.randint(0, 6)))
         rng.shuffle(ms) if rng.random() < 0.2 else None
