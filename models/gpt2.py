@@ -34,6 +34,7 @@ import numpy as np
 
 from .common import (
     PARAM_DTYPE,
+    LayerNorm,
     canonical_dtype,
     causal_attention,
     check_attn_impl,
@@ -123,13 +124,7 @@ def _dense(cfg: GPT2Config, features: int, name: str, std: float = _INIT_STD) ->
 
 
 def _layer_norm(cfg: GPT2Config, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(
-        epsilon=cfg.layer_norm_eps,
-        dtype=cfg.compute_dtype,
-        param_dtype=PARAM_DTYPE,
-        use_fast_variance=False,
-        name=name,
-    )
+    return LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, name=name)
 
 
 class CausalSelfAttention(nn.Module):
