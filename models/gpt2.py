@@ -60,7 +60,8 @@ class GPT2Config:
     ``dtype`` is the computation dtype (parameters are always float32; logits float32).
     ``dropout`` is applied to the embeddings, the attention probabilities and both residual
     branches (HF's ``embd_pdrop = attn_pdrop = resid_pdrop``) when ``deterministic=False``.
-    ``attn_implementation`` is passed to :func:`jax.nn.dot_product_attention` (None/"xla"/"cudnn").
+    ``attn_implementation`` (None/"xla"/"cudnn") selects the attention path, see
+    :func:`models.common.causal_attention`.
     """
 
     model_type: ClassVar[str] = "gpt2"
