@@ -15,6 +15,12 @@ global batch 16 sequences, float32, AdamW, clip 1.0):
    same batch, ``torch.set_num_threads(os.cpu_count())``).
 
 Each worker runs in a subprocess (``--worker jax|torch``) and prints one JSON line.
+
+``--paired`` instead runs the JAX step (jit of loss + gradients + clip + AdamW, donated state)
+and the PyTorch step in ONE process, alternating, one thread each, and prints the median of the
+per-pair ratios of process CPU time: the comparison to use on a loaded machine (pin it to one
+core: ``taskset -c 1 python bench/bench_train.py --paired``; ``--width 384 --heads 6`` for the
+wider model).
 """
 
 from __future__ import annotations
@@ -152,6 +158,70 @@ def torch_worker(steps: int) -> dict:
     return {"step_s": t, "tokens_per_s": GLOBAL_BATCH * SEQ / t, "threads": torch.get_num_threads()}
 
 
+def paired(steps: int, width: int, heads: int) -> dict:
+    """JAX vs PyTorch train step in one process, 1 thread each, alternating (CPU time)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    sys.path.insert(0, ROOT)
+    import models
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=width,
+                                    n_layer=LAYERS, n_head=heads, resid_pdrop=0.0,
+                                    embd_pdrop=0.0, attn_pdrop=0.0)).train()
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    tok = _batch(np.random.default_rng(0), GLOBAL_BATCH)
+    tt = torch.from_numpy(tok)
+
+    def torch_step() -> None:
+        logits = hf(tt[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), tt[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
+        opt.step()
+
+    cfg = models.get_config("gpt2", "tiny", vocab_size=VOCAB, block_size=SEQ, n_layer=LAYERS,
+                            n_head=heads, n_embd=width)
+    params = models.from_hf(cfg, hf.state_dict())
+    module = models.build(cfg)
+    tx = optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(1e-3, 0.9, 0.95, weight_decay=0.1, mask=models.decay_mask))
+    x, y = jnp.asarray(tok[:, :-1], jnp.int32), jnp.asarray(tok[:, 1:], jnp.int32)
+
+    def step(p, o):
+        loss, g = jax.value_and_grad(lambda p: models.loss_fn(module.apply({"params": p}, x),
+                                                              y))(p)
+        u, o = tx.update(g, o, p)
+        return optax.apply_updates(p, u), o, loss
+
+    jstep = jax.jit(step, donate_argnums=(0, 1))
+    st = [params, tx.init(params)]
+
+    def jax_step() -> None:
+        st[0], st[1], loss = jstep(st[0], st[1])
+        loss.block_until_ready()
+
+    for _ in range(3):
+        jax_step()
+        torch_step()
+    tj, tp = [], []
+    for i in range(steps):
+        for which in ((jax_step, tj), (torch_step, tp))[:: 1 if i % 2 == 0 else -1]:
+            c0 = time.process_time()
+            which[0]()
+            which[1].append(time.process_time() - c0)
+    ratios = [b / a for a, b in zip(tj, tp)]
+    return {"width": width, "jax_cpu_s": statistics.median(tj),
+            "torch_cpu_s": statistics.median(tp), "torch_over_jax": statistics.median(ratios)}
+
+
 def _spawn(args: list[str], n_dev: int | None = None) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     env.pop("XLA_FLAGS", None)
@@ -170,7 +240,18 @@ def main() -> None:
     p.add_argument("--worker", choices=["jax", "torch"])
     p.add_argument("--overhead", action="store_true")
     p.add_argument("--out", help="also write the markdown to this file")
+    p.add_argument("--paired", action="store_true",
+                   help="JAX vs PyTorch in one process, 1 thread each, alternating")
+    p.add_argument("--width", type=int, default=WIDTH, help="model width (--paired)")
+    p.add_argument("--heads", type=int, default=HEADS, help="attention heads (--paired)")
     a = p.parse_args()
+    if a.paired:
+        r = paired(a.steps, a.width, a.heads)
+        print(f"width {r['width']}: JAX {r['jax_cpu_s'] * 1e3:.1f} ms, PyTorch "
+              f"{r['torch_cpu_s'] * 1e3:.1f} ms CPU time per step (1 thread each); "
+              f"PyTorch / JAX = {r['torch_over_jax']:.2f} (median of {a.steps} paired steps)")
+        print(json.dumps(r))
+        return
     if a.worker == "jax":
         print(json.dumps(jax_worker(a.steps, a.overhead)))
         return

@@ -2,7 +2,8 @@
 
 * config validation helpers (``ValueError`` naming the field, the value and the rule),
 * the precision policy (parameters float32, compute in ``config.dtype``, logits/loss float32),
-* causal self-attention through :func:`jax.nn.dot_product_attention`,
+* causal self-attention (:func:`jax.nn.dot_product_attention` on accelerators, a
+  formulation with a hand-written backward on the CPU) and a LayerNorm,
 * the loss, parameter counting, weight-decay mask,
 * a dependency-free safetensors reader/writer (the ``safetensors`` package is only a
   test extra, so the models read and write the format themselves).
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -94,6 +96,47 @@ def _cpu_float16(x: jax.Array) -> bool:
     return x.dtype == jnp.float16 and jax.default_backend() == "cpu"
 
 
+def _head_major(a: jax.Array) -> jax.Array:
+    """[B, T, N, D] <-> [B, N, T, D]."""
+    return jnp.transpose(a, (0, 2, 1, 3))
+
+
+def _causal_softmax(s: jax.Array) -> jax.Array:
+    """Row softmax of float32 scores [..., T, S] with an additive causal bias (0 / -inf)."""
+    T, S = s.shape[-2:]
+    bias = jnp.where(jnp.tril(jnp.ones((T, S), dtype=bool)), 0.0, -jnp.inf).astype(jnp.float32)
+    return jax.nn.softmax(s + bias, axis=-1)
+
+
+@jax.custom_vjp
+def _attention_core(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax(causal(q k^T)) v on head-major [B, N, T, D] inputs; ``q`` is pre-scaled."""
+    return _attention_fwd(q, k, v)[0]
+
+
+def _attention_fwd(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, tuple]:
+    s = jnp.einsum("bntd,bnsd->bnts", q, k, preferred_element_type=jnp.float32)
+    p = _causal_softmax(s)  # float32
+    o = jnp.einsum("bnts,bnsd->bntd", p.astype(q.dtype), v)
+    return o, (q, k, v, p, o)
+
+
+def _attention_bwd(res: tuple, do: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    # the flash-attention backward: dS = P * (dP - rowsum(dO * O)); rowsum(dP * P) equals
+    # rowsum(dO * O), a reduction over D instead of over the [T, S] matrix
+    q, k, v, p, o = res
+    dv = jnp.einsum("bnts,bntd->bnsd", p.astype(q.dtype), do)
+    dp = jnp.einsum("bntd,bnsd->bnts", do, v, preferred_element_type=jnp.float32)
+    delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1, keepdims=True)
+    ds = (p * (dp - delta)).astype(q.dtype)
+    dq = jnp.einsum("bnts,bnsd->bntd", ds, k)
+    dk = jnp.einsum("bnts,bntd->bnsd", ds, q)
+    return dq, dk, dv
+
+
+_attention_core.defvjp(_attention_fwd, _attention_bwd)
+
+
 def causal_attention(
     q: jax.Array,
     k: jax.Array,
@@ -106,19 +149,37 @@ def causal_attention(
     """Causal (grouped-query) attention, softmax(q k^T / sqrt(d)) v.
 
     ``q``: [B, T, N, D], ``k``/``v``: [B, T, K, D] with K dividing N (GQA when K < N).
-    Without attention-probability dropout this is :func:`jax.nn.dot_product_attention`
-    (fused kernel where the platform has one, e.g. ``implementation="cudnn"``). With dropout
-    active the probabilities must be materialised, so the explicit formula is used.
+
+    * ``implementation="cudnn"``, or None on an accelerator: :func:`jax.nn.dot_product_attention`
+      (a fused kernel where the platform has one).
+    * ``"xla"``, or None on the CPU: an explicit formulation with a hand-written backward
+      (head-major layout, ``q`` scaled before the product, causal mask as an additive bias,
+      float32 softmax, the flash-attention gradient identity). Same values within float32
+      rounding; on XLA:CPU the training step of the default model is about 1.15x faster than
+      with ``jax.nn.dot_product_attention`` (see docs/benchmarks.md).
+
+    With dropout active the probabilities must be materialised, so the plain formula is used.
     """
     if _cpu_float16(q):  # XLA:CPU has no float16 x float16 -> float32 dot: float32 there
         f32 = jnp.float32
         out = causal_attention(q.astype(f32), k.astype(f32), v.astype(f32), dropout=dropout,
                                deterministic=deterministic, implementation=implementation)
         return out.astype(q.dtype)
-    if dropout is None or deterministic or dropout.rate == 0.0:
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
     T, N, D = q.shape[1:]
     K = k.shape[2]
+    if dropout is None or deterministic or dropout.rate == 0.0:
+        use_jax = implementation == "cudnn" or (
+            implementation is None and jax.default_backend() != "cpu"
+        )
+        if use_jax:
+            return jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                                implementation=implementation)
+        if K != N:
+            k = jnp.repeat(k, N // K, axis=2)
+            v = jnp.repeat(v, N // K, axis=2)
+        q = q * jnp.asarray(1.0 / math.sqrt(D), q.dtype)
+        o = _attention_core(_head_major(q), _head_major(k), _head_major(v))
+        return _head_major(o)
     if K != N:
         k = jnp.repeat(k, N // K, axis=2)
         v = jnp.repeat(v, N // K, axis=2)
@@ -137,6 +198,52 @@ def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
     a trainer activates rules mapping them to mesh axes (``flax.linen.logical_axis_rules``;
     see train/sharding.py)."""
     return nn.with_logical_constraint(x, axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    return _layer_norm_fwd(x, scale, bias, eps)[0]
+
+
+def _layer_norm_fwd(x: jax.Array, scale: jax.Array, bias: jax.Array,
+                    eps: float) -> tuple[jax.Array, tuple]:
+    x32 = x.astype(jnp.float32)
+    xc = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + eps)
+    xhat = xc * rstd
+    y = (xhat * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
+    return y, (xhat, rstd, scale)
+
+
+def _layer_norm_bwd(eps: float, res: tuple, dy: jax.Array) -> tuple:
+    xhat, rstd, scale = res
+    dy32 = dy.astype(jnp.float32)
+    g = dy32 * scale.astype(jnp.float32)
+    dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
+                 - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
+    lead = tuple(range(dy.ndim - 1))
+    return (dx.astype(dy.dtype), jnp.sum(dy32 * xhat, axis=lead).astype(scale.dtype),
+            jnp.sum(dy32, axis=lead).astype(scale.dtype))
+
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with parameters ``scale`` (ones) and ``bias`` (zeros), as ``nn.LayerNorm``
+    (statistics in float32, two-pass variance, output in ``dtype``), with a hand-written
+    backward: XLA:CPU runs the training step of the default model about 1.07x faster than
+    with ``nn.LayerNorm``'s autodiff (see docs/benchmarks.md)."""
+
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        C = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (C,), PARAM_DTYPE)
+        bias = self.param("bias", nn.initializers.zeros, (C,), PARAM_DTYPE)
+        return _layer_norm(x, scale, bias, float(self.epsilon)).astype(self.dtype)
 
 
 def dense_dot_general(

@@ -34,6 +34,7 @@ import numpy as np
 
 from .common import (
     PARAM_DTYPE,
+    LayerNorm,
     canonical_dtype,
     causal_attention,
     check_attn_impl,
@@ -61,7 +62,8 @@ class GPT2Config:
     ``dtype`` is the computation dtype (parameters are always float32; logits float32).
     ``dropout`` is applied to the embeddings, the attention probabilities and both residual
     branches (HF's ``embd_pdrop = attn_pdrop = resid_pdrop``) when ``deterministic=False``.
-    ``attn_implementation`` is passed to :func:`jax.nn.dot_product_attention` (None/"xla"/"cudnn").
+    ``attn_implementation`` (None/"xla"/"cudnn") selects the attention path, see
+    :func:`models.common.causal_attention`.
     """
 
     model_type: ClassVar[str] = "gpt2"
@@ -125,13 +127,7 @@ def _dense(cfg: GPT2Config, features: int, name: str, std: float = _INIT_STD) ->
 
 
 def _layer_norm(cfg: GPT2Config, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(
-        epsilon=cfg.layer_norm_eps,
-        dtype=cfg.compute_dtype,
-        param_dtype=PARAM_DTYPE,
-        use_fast_variance=False,
-        name=name,
-    )
+    return LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, name=name)
 
 
 class CausalSelfAttention(nn.Module):
