@@ -143,7 +143,9 @@ class OptimizerParamScheduler(Schedule, name="megatron_lr"):
                 else:
                     c = 1.0 - ops.sqrt(r)
                 coeff = ops.where(n <= A, 1.0, c)
-            after = ops.where(n > D, mn, mn + coeff * (mx - mn))
+            # float32 rounding of cos/pow can leave coeff a few ulps below 0 at the end of the
+            # decay, where Megatron's float64 value is exactly 0: never below min_lr
+            after = ops.where(n > D, mn, mn + ops.maximum(coeff, 0.0) * (mx - mn))
         if W > 0:
             return ops.where(n <= W, warm, after)
         return after
