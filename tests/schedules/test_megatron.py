@@ -5,7 +5,6 @@ roundings of values <= max_lr, so 1e-6 relative to max_lr)."""
 
 from __future__ import annotations
 
-import math
 import random
 
 import jax
@@ -14,34 +13,8 @@ import numpy as np
 import pytest
 
 import schedules as S
+from reference.megatron import get_lr
 from schedules.megatron import DECAY_STYLES, WSD_DECAY_STYLES, OptimizerParamScheduler
-
-
-def get_lr(n: int, init: float, mx: float, mn: float, W: int, D: int, style: str,
-           wsd: int | None, wsd_style: str | None) -> float:
-    """Megatron-LM's ``OptimizerParamScheduler.get_lr`` at ``num_steps = n`` (samples)."""
-    if W > 0 and n <= W:
-        return init + (mx - init) * n / W
-    if style in ("constant", "none"):
-        return mx
-    if n > D:
-        return mn
-    if style == "inverse-square-root":
-        return max(mn, mx * math.sqrt(max(W, 1)) / math.sqrt(max(n, 1)))
-    ratio = (n - W) / (D - W)
-    if style == "linear":
-        coeff = 1 - ratio
-    elif style == "cosine":
-        coeff = 0.5 * (math.cos(math.pi * ratio) + 1)
-    else:
-        start = D - wsd
-        if n <= start:
-            coeff = 1.0
-        else:
-            r = (n - start) / wsd
-            coeff = {"linear": 1 - r, "cosine": 0.5 * (math.cos(math.pi * r) + 1),
-                     "exponential": 2 * 0.5 ** r - 1, "minus_sqrt": 1 - math.sqrt(r)}[wsd_style]
-    return mn + coeff * (mx - mn)
 
 
 def cases():

@@ -26,6 +26,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import train.lr as LR  # noqa: E402
+from reference.megatron import get_lr  # noqa: E402
 from train.__main__ import parse_config  # noqa: E402
 from train.lr import build_schedule  # noqa: E402
 
@@ -322,33 +323,6 @@ def test_hf_names_are_transformers(seed: int) -> None:
 # -- Megatron ---------------------------------------------------------------------------------
 
 
-def megatron_get_lr(n: int, *, init: float, mx: float, mn: float, W: int, D: int, style: str,
-                    wsd: int | None, wsd_style: str | None) -> float:
-    """The formula, written independently (n counts samples)."""
-    if W > 0 and n <= W:
-        return init + (mx - init) * n / W
-    if style in ("constant", "none"):
-        return mx
-    if n > D:
-        return mn
-    if style == "inverse-square-root":
-        return max(mn, mx * math.sqrt(max(W, 1)) / math.sqrt(max(n, 1)))
-    ratio = (n - W) / (D - W)
-    if style == "linear":
-        coeff = 1 - ratio
-    elif style == "cosine":
-        coeff = 0.5 * (math.cos(math.pi * ratio) + 1)
-    else:
-        start = D - wsd
-        if n <= start:
-            coeff = 1.0
-        else:
-            r = (n - start) / wsd
-            coeff = {"linear": 1 - r, "cosine": 0.5 * (math.cos(math.pi * r) + 1),
-                     "exponential": 2 * 0.5 ** r - 1, "minus_sqrt": 1 - math.sqrt(r)}[wsd_style]
-    return mn + coeff * (mx - mn)
-
-
 @pytest.mark.parametrize("seed", range(3))
 def test_megatron_styles_are_megatron(seed: int) -> None:
     rng = random.Random(3000 + seed)
@@ -380,7 +354,7 @@ def test_megatron_styles_are_megatron(seed: int) -> None:
             if wsd_style:
                 argv.append(f"--lr-wsd-decay-style={wsd_style}")
             wsd_style = wsd_style or "exponential"  # Megatron's default
-        ref = [megatron_get_lr(t * gbs, init=init, mx=lr, mn=mn, W=W * gbs, D=D * gbs,
+        ref = [get_lr(t * gbs, init=init, mx=lr, mn=mn, W=W * gbs, D=D * gbs,
                                style=style, wsd=None if wsd is None else wsd * gbs,
                                wsd_style=wsd_style) for t in range(n)]
         mine, _ = ours(argv)
