@@ -79,6 +79,15 @@ HELP: dict[str, str] = {
     "sequence_parallel": "mesh: shard the residual stream's sequence over the TP devices",
     "zero_stage": "mesh: ZeRO 0-3 over the data axis (1 optimizer state, 2 +gradients, "
                   "3 +parameters = FSDP)",
+    "pipeline_parallel": "mesh: pipeline stages N (layers in N x V contiguous chunks, chunk c on "
+                         "stage c mod N; micro-batches = --grad-accum)",
+    "virtual_pipeline_parallel": "mesh: model chunks per pipeline stage V (interleaved "
+                                 "schedule, smaller bubble)",
+    "recompute": "activation recompute: none, full (jax.checkpoint of layer groups) or "
+                 "selective (keep matmul outputs, recompute attention)",
+    "recompute_method": "--recompute=full: uniform (groups of K layers) or block (the first K "
+                        "layers of each model chunk)",
+    "recompute_num_layers": "K of --recompute-method",
     "n_kv_head": "LLaMA-3: override the number of key/value heads (GQA)",
     "plan": "print the per-device memory/FLOP plan of one train step (compiled on N simulated "
             "CPU devices, nothing allocated) and exit",

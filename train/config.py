@@ -115,6 +115,12 @@ class TrainConfig:
     sequence_parallel: bool = False
     zero_stage: int | None = None
     n_kv_head: int | None = None  # LLaMA-3: key/value heads (GQA)
+    # pipeline parallelism (train/pipeline.py) and activation recompute (models.common)
+    pipeline_parallel: int | None = None
+    virtual_pipeline_parallel: int | None = None
+    recompute: str = "none"
+    recompute_method: str = "uniform"
+    recompute_num_layers: int = 1
     plan: bool = False  # print the per-device memory/FLOP plan (train/plan.py) and exit
     plan_peak_tflops: float = 989.0
 
@@ -189,7 +195,8 @@ class TrainConfig:
         """True when the mesh engine runs: ``--engine=mesh`` or any layout flag."""
         return self.engine == "mesh" or self.sequence_parallel or any(
             getattr(self, k) is not None
-            for k in ("data_parallel", "tensor_parallel", "zero_stage"))
+            for k in ("data_parallel", "tensor_parallel", "zero_stage", "pipeline_parallel",
+                      "virtual_pipeline_parallel"))
 
     def model_overrides(self) -> dict[str, Any]:
         """Overrides passed to ``models.get_config`` on top of the named size."""
@@ -203,6 +210,11 @@ class TrainConfig:
         out["block_size"] = self.seq_len
         if self.dropout:
             out["dropout"] = self.dropout
+        if self.recompute != "none":
+            out.update(remat=self.recompute, remat_method=self.recompute_method,
+                       remat_num_layers=self.recompute_num_layers,
+                       remat_chunks=(self.pipeline_parallel or 1)
+                       * (self.virtual_pipeline_parallel or 1))
         return out
 
     def base_size(self) -> str:
@@ -310,9 +322,16 @@ class TrainConfig:
 def _check_layout(c: TrainConfig) -> None:
     """The mesh engine's flags alone (model/device-count checks: ``train.mesh.make_layout``)."""
     _choice("engine", c.engine, ("pmap", "mesh"))
-    for k in ("data_parallel", "tensor_parallel", "n_kv_head"):
+    for k in ("data_parallel", "tensor_parallel", "n_kv_head", "pipeline_parallel",
+              "virtual_pipeline_parallel"):
         if getattr(c, k) is not None:
             _pos_int(k, getattr(c, k))
+    _choice("recompute", c.recompute, ("none", "full", "selective"))
+    _choice("recompute_method", c.recompute_method, ("uniform", "block"))
+    _pos_int("recompute_num_layers", c.recompute_num_layers)
+    if c.virtual_pipeline_parallel not in (None, 1) and not c.pipeline_parallel:
+        raise _bad("virtual_pipeline_parallel", c.virtual_pipeline_parallel,
+                   "needs --pipeline-parallel")
     if c.zero_stage is not None and c.zero_stage not in (0, 1, 2, 3):
         raise _bad("zero_stage", c.zero_stage, "must be 0, 1, 2 or 3 (3 = FSDP)")
     for k in ("sequence_parallel", "plan"):
