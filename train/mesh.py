@@ -37,6 +37,7 @@ from jax.sharding import PartitionSpec as P
 
 import models
 
+from .pipeline import PIPE, pipeline_loss
 from .sharding import DATA, TENSOR, Layout, logical_rules, named, param_specs, shard_bytes
 
 __all__ = ["MeshEngine", "build", "compiled_engine", "describe_mesh", "make_layout", "make_mesh",
@@ -51,6 +52,16 @@ def make_layout(cfg: Any, model_cfg: Any, n_devices: int, process_count: int = 1
     if n_devices % tp:
         raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the device count "
                          f"{n_devices}")
+    pp, vpp = getattr(cfg, "pipeline_parallel", None) or 1, (
+        getattr(cfg, "virtual_pipeline_parallel", None) or 1)
+    if pp > 1 or vpp > 1:  # pipeline parallelism (train/pipeline.py)
+        from .pipeline import check_pipeline
+
+        if n_devices % (tp * pp):
+            raise ValueError(f"--pipeline-parallel={pp} x --tensor-parallel={tp} = {pp * tp} "
+                             f"is invalid: it must divide the device count {n_devices}")
+        check_pipeline(cfg, model_cfg)
+        n_devices //= pp
     dp = cfg.data_parallel if cfg.data_parallel is not None else n_devices // tp
     if dp * tp != n_devices:
         raise ValueError(f"--data-parallel={dp} x --tensor-parallel={tp} = {dp * tp} is "
@@ -75,7 +86,7 @@ def make_layout(cfg: Any, model_cfg: Any, n_devices: int, process_count: int = 1
         raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the devices of "
                          f"one process ({local_devices})")
     return Layout(data=dp, tensor=tp, sequence_parallel=bool(cfg.sequence_parallel),
-                  zero_stage=cfg.zero_stage or 0)
+                  zero_stage=cfg.zero_stage or 0, pipe=pp, virtual=vpp)
 
 
 def make_mesh(layout: Layout, devices: Sequence[Any] | None = None) -> Mesh:
@@ -83,6 +94,9 @@ def make_mesh(layout: Layout, devices: Sequence[Any] | None = None) -> Mesh:
     groups are within a process and data replicas of a process are contiguous)."""
     devs = sorted(devices or jax.devices(), key=lambda d: (d.process_index, d.id))
     devs = devs[: layout.size]
+    if layout.pipe > 1:  # (data, pipe, tensor): a stage's TP group stays together
+        return Mesh(np.array(devs, dtype=object).reshape(layout.data, layout.pipe,
+                                                         layout.tensor), (DATA, PIPE, TENSOR))
     return Mesh(np.array(devs, dtype=object).reshape(layout.data, layout.tensor), (DATA, TENSOR))
 
 
@@ -219,6 +233,7 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
     repl = NamedSharding(mesh, P())
     batch_sh = NamedSharding(mesh, P(None, DATA, None))
+    stage_sh = _stage_sharding(mesh, specs["params"], layout)
 
     def step(state: dict, batch: jax.Array) -> tuple[dict, dict]:
         params = state["params"]
@@ -227,7 +242,11 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
                 if use_dropout else None)
         grad_fn = jax.value_and_grad(lambda p, t, k: mesh_loss(module, p, t, k))
         constrain = lambda g: jax.lax.with_sharding_constraint(g, grad_sh)  # noqa: E731
-        if accum == 1:
+        if layout.pipe > 1 or layout.virtual > 1:  # micro-batches through the pipeline
+            loss, grads = jax.value_and_grad(lambda p: pipeline_loss(
+                model_cfg, p, batch, layout.pipe, layout.virtual, stage_sh))(params)
+            grads = constrain(grads)
+        elif accum == 1:
             loss, grads = grad_fn(params, batch[0], None if keys is None else keys[0])
             grads = constrain(grads)
         else:
@@ -269,6 +288,21 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     eng.train = lambda state, batch: train_c(state, eng.put_batch(batch))
     eng.eval = lambda params, batch: eval_c(params, eng.put_batch(batch))
     return eng
+
+
+def _stage_sharding(mesh: Mesh, p_specs: Any, layout: Layout) -> Callable[[Any], Any] | None:
+    """Pipeline: the stacked ``[N, V, per, ...]`` layer weights sharded over ``pipe`` on their
+    first dimension, each layer's own (TP/ZeRO) spec on the rest."""
+    if layout.pipe == 1:
+        return None
+    first = next(k for k in ("h_0", "layers_0") if k in p_specs)
+
+    def constrain(w: Any) -> Any:
+        sh = jax.tree.map(lambda s: NamedSharding(mesh, P(PIPE, None, None, *s)), p_specs[first],
+                          is_leaf=lambda s: isinstance(s, P))
+        return jax.lax.with_sharding_constraint(w, sh)
+
+    return constrain
 
 
 _ENGINE_CACHE: dict[Any, tuple[Any, MeshEngine]] = {}
