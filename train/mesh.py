@@ -101,7 +101,7 @@ def make_mesh(layout: Layout, devices: Sequence[Any] | None = None) -> Mesh:
 
 
 def describe_mesh(mesh: Mesh) -> str:
-    ids = mesh.devices
+    ids = mesh.devices.reshape(-1, mesh.devices.shape[-1])  # (data[, pipe]) rows
     rows = ", ".join("[" + " ".join(str(d.id) for d in row) + "]" for row in ids)
     axes = " x ".join(f"{a}={n}" for a, n in mesh.shape.items())
     return f"mesh: {axes}; devices (data rows of tensor groups): {rows}"
