@@ -8,6 +8,11 @@ ZeRO trade communication for memory very differently. Same model, same global ba
 ``--seq`` tokens per step), float32. The per-device bytes are measured from the arrays'
 ``addressable_shards``. Then the planner's table (``python -m train --plan``) for the same
 model. Options: ``--model gpt2|llama3``, ``--steps``, ``--n-embd``, ``--seq``.
+
+``--pipeline``: instead, the pipeline rows (train/pipeline.py): step time vs the number of
+micro-batches m for PP=4 and PP=4 x vPP=2 (8 layers), against the bubble formula
+(N-1)/(mV+N-1), and the activations kept for the backward pass per stage with and without
+``--recompute``.
 """
 
 from __future__ import annotations
@@ -116,5 +121,86 @@ def main() -> None:
               f"{fmt_bytes(p['total']):>10} {p['xla_flops'] / 1e9:>11.3f}", flush=True)
 
 
+def pipeline_rows(args: argparse.Namespace) -> None:
+    """Step time vs micro-batches against the bubble formula; activation bytes vs recompute.
+
+    In this compiler-visible formulation an idle stage computes on a dummy slot, so on shared
+    CPU cores the bubble shows as extra compute: time per step ~ (m V + N - 1) chunk steps.
+    The measured bubble is ``1 - (m V / (m_max V)) * t(m_max) / t(m)`` scaled by the formula's
+    value at ``m_max`` (i.e. the idle share relative to the largest m)."""
+    from train.pipeline import bubble_fraction, pipeline_loss
+
+    data = TokenData([np.random.default_rng(0).integers(0, 256, 200_000).astype(np.uint16)], "b")
+    ms = (4, 8, 16)
+    print(f"{args.model} 8 x {args.n_embd}, seq {args.seq}, 1 row per micro-batch, float32")
+    print(f"{'layout':<16} {'m':>3} {'ms/step':>9} {'ms/micro':>9} {'bubble':>8} "
+          f"{'formula':>8}")
+    for name, lay in {"PP=4": dict(pipeline_parallel=4),
+                      "PP=4 x vPP=2": dict(pipeline_parallel=4,
+                                           virtual_pipeline_parallel=2)}.items():
+        times = {}
+        for m in ms:
+            cfg = TrainConfig.from_dict(dict(
+                model=args.model, model_size="tiny", n_layer=8, n_head=8, n_embd=args.n_embd,
+                seq_len=args.seq, batch_size=1, grad_accum=m, steps=args.steps,
+                data_parallel=2, sample_tokens=0, **lay))
+            model_cfg = models.get_config(cfg.model, "tiny", vocab_size=256,
+                                          **cfg.model_overrides())
+            sched = build_schedule(cfg)
+            params = jax.device_get(models.init_params(model_cfg, jax.random.key(0)))
+            tx = make_optimizer(cfg, sched, params)
+            host = {"step": np.zeros((), np.int32), "params": params,
+                    "opt_state": jax.device_get(tx.init(params))}
+            layout = make_layout(cfg, model_cfg, jax.device_count())
+            eng = build(model_cfg, tx, sched, 0, layout, params)
+            state = eng.put_state(host)
+            batcher = Batcher(data, seq_len=cfg.seq_len, batch_size=1, grad_accum=m,
+                              local_devices=layout.data)
+            for t in range(2):
+                state, met = eng.train(state, batcher.batch(t))
+            jax.block_until_ready(met)
+            t0 = time.perf_counter()
+            for t in range(args.steps):
+                state, met = eng.train(state, batcher.batch(t + 2))
+            jax.block_until_ready(met)
+            times[m] = (time.perf_counter() - t0) / args.steps
+        v = lay.get("virtual_pipeline_parallel", 1)
+        top = ms[-1]
+        per_micro_ideal = times[top] * (1 - bubble_fraction(top, 4, v)) / top
+        for m in ms:
+            measured = 1 - per_micro_ideal * m / times[m]
+            print(f"{name:<16} {m:>3} {times[m] * 1e3:>9.1f} {times[m] / m * 1e3:>9.1f} "
+                  f"{measured:>8.2f} {bubble_fraction(m, 4, v):>8.2f}", flush=True)
+
+    print("\nactivations kept for the backward pass (jax.vjp residuals), whole model / stage:")
+    from jax.sharding import Mesh
+
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(1, 4), ("data", "pipe"))
+    for rc in ({}, dict(remat="selective"), dict(remat="full", remat_method="block",
+                                                   remat_num_layers=1),
+               dict(remat="full")):
+        mc = models.get_config(args.model, "tiny", vocab_size=256, n_layer=8, n_head=8,
+                               n_embd=args.n_embd, block_size=args.seq, **rc)
+        params = models.init_params(mc, jax.random.key(0))
+        batch = jax.numpy.zeros((8, 2, args.seq + 1), jax.numpy.int32)
+        with jax.set_mesh(mesh):
+            _, vjp = jax.vjp(lambda p, mc=mc, b=batch: pipeline_loss(mc, p, b, 4, 2), params)
+        ids = {id(x) for x in jax.tree.leaves(params)}
+        nb = sum(x.nbytes for x in jax.tree.leaves(vjp) if id(x) not in ids)
+        label = rc.get("remat", "none") + (f" {rc['remat_method']} {rc['remat_num_layers']}"
+                                           if "remat_method" in rc else "")
+        print(f"  PP=4 x vPP=2, m=8, recompute {label:<16} {fmt_bytes(nb):>10} total, "
+              f"{fmt_bytes(nb / 4):>10} per stage", flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    if "--pipeline" in sys.argv:
+        sys.argv.remove("--pipeline")
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--model", default="gpt2", choices=("gpt2", "llama3"))
+        ap.add_argument("--n-embd", type=int, default=64)
+        ap.add_argument("--seq", type=int, default=32)
+        ap.add_argument("--steps", type=int, default=5)
+        pipeline_rows(ap.parse_args())
+    else:
+        main()

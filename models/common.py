@@ -85,6 +85,92 @@ def check_attn_impl(cls: str, value: Any) -> None:
         _fail(cls, "attn_implementation", value, f"must be one of {ATTN_IMPLEMENTATIONS}")
 
 
+REMAT_MODES = ("none", "full", "selective")
+REMAT_METHODS = ("uniform", "block")
+
+
+def check_remat(cls: str, cfg: Any) -> None:
+    """Validate a config's activation-recompute fields (``remat``, ``remat_method``,
+    ``remat_num_layers``, ``remat_chunks``; see :func:`remat_segments`)."""
+    if cfg.remat not in REMAT_MODES:
+        _fail(cls, "remat", cfg.remat, f"must be one of {REMAT_MODES}")
+    if cfg.remat_method not in REMAT_METHODS:
+        _fail(cls, "remat_method", cfg.remat_method, f"must be one of {REMAT_METHODS}")
+    check_pos_int(cls, "remat_num_layers", cfg.remat_num_layers)
+    check_pos_int(cls, "remat_chunks", cfg.remat_chunks)
+    check_divides(cls, "remat_chunks", cfg.remat_chunks, "n_layer", cfg.n_layer)
+    per_chunk = cfg.n_layer // cfg.remat_chunks
+    limit = per_chunk if cfg.remat_method == "block" else cfg.n_layer
+    if cfg.remat == "full" and cfg.remat_num_layers > limit:
+        what = "layers per model chunk" if cfg.remat_method == "block" else "n_layer"
+        _fail(cls, "remat_num_layers", cfg.remat_num_layers,
+              f"must be <= the {what} ({limit}) with remat_method={cfg.remat_method!r}")
+
+
+def remat_segments(n_layer: int, remat: str = "none", method: str = "uniform",
+                   num_layers: int = 1, chunks: int = 1) -> list[tuple[int, int, bool]]:
+    """Activation recompute as contiguous layer segments ``(lo, hi, checkpointed)``.
+
+    Megatron-LM's ``--recompute-granularity/--recompute-method/--recompute-num-layers``:
+
+    * ``none``: one plain segment (every activation kept for the backward pass);
+    * ``full`` + ``uniform``: groups of ``num_layers`` consecutive layers, each group one
+      ``jax.checkpoint`` (only the group's input is kept; the last group may be shorter);
+    * ``full`` + ``block``: in each of the ``chunks`` model chunks (pipeline stages x virtual
+      stages; 1 without pipelining), the first ``num_layers`` layers are checkpointed one by one,
+      the others keep their activations;
+    * ``selective``: every layer checkpointed with :func:`remat_policy` (matmul outputs saved,
+      attention's scores/softmax recomputed).
+    """
+    if remat == "none":
+        return [(0, n_layer, False)]
+    if remat == "selective":
+        return [(i, i + 1, True) for i in range(n_layer)]
+    if method == "uniform":
+        return [(lo, min(lo + num_layers, n_layer), True) for lo in range(0, n_layer, num_layers)]
+    per = n_layer // chunks
+    out: list[tuple[int, int, bool]] = []
+    for c in range(chunks):
+        lo = c * per
+        k = min(num_layers, per)
+        out += [(lo + i, lo + i + 1, True) for i in range(k)]
+        if k < per:
+            out.append((lo + k, lo + per, False))
+    return out
+
+
+def remat_policy(remat: str) -> Any:
+    """The ``jax.checkpoint`` policy: ``selective`` saves the outputs of matmuls without batch
+    dimensions (the projections, as 2-D GEMMs) and recomputes the attention core (its
+    batched einsums and softmax); ``full`` saves nothing inside a checkpointed segment."""
+    if remat == "selective":
+        return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    return None
+
+
+def run_layers(module: nn.Module, make_layer: Any, x: jax.Array, args: tuple, cfg: Any,
+               segments: list[tuple[int, int, bool]] | None = None) -> jax.Array:
+    """Apply layers ``make_layer(i)(x, *args)`` for every layer, checkpointing the segments of
+    :func:`remat_segments` (Flax ``nn.remat`` of a function of ``module``: parameter names and
+    the parameter tree are those of the plain loop). ``args`` are passed through; the last one
+    (``deterministic``) is static."""
+    if segments is None:
+        segments = remat_segments(cfg.n_layer, cfg.remat, cfg.remat_method,
+                                  cfg.remat_num_layers, cfg.remat_chunks)
+
+    def seg(mdl: nn.Module, x: jax.Array, *a: Any) -> jax.Array:
+        *dyn, lo, hi = a
+        for i in range(lo, hi):
+            x = make_layer(i)(x, *dyn)
+        return x
+
+    n = len(args)  # argnums: 0 module, 1 x, 2.. args; the last arg + lo, hi static
+    ckpt = nn.remat(seg, static_argnums=(1 + n, 2 + n, 3 + n), policy=remat_policy(cfg.remat))
+    for lo, hi, c in segments:
+        x = (ckpt if c else seg)(module, x, *args, lo, hi)
+    return x
+
+
 # --------------------------------------------------------------------------------------
 # layers
 

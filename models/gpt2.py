@@ -42,6 +42,7 @@ from .common import (
     check_dropout,
     check_pos_float,
     check_pos_int,
+    check_remat,
     check_tied_head,
     constrain,
     convert_from_hf,
@@ -49,6 +50,7 @@ from .common import (
     dense_dot_general,
     lm_logits,
     num_params,
+    run_layers,
 )
 
 # --------------------------------------------------------------------------------------
@@ -77,6 +79,11 @@ class GPT2Config:
     dtype: str = "float32"
     layer_norm_eps: float = 1e-5
     attn_implementation: str | None = None
+    # activation recompute (models.common.remat_segments): "none" | "full" | "selective"
+    remat: str = "none"
+    remat_method: str = "uniform"
+    remat_num_layers: int = 1
+    remat_chunks: int = 1  # model chunks (pipeline stages x virtual stages) for "block"
 
     def __post_init__(self) -> None:
         cls = type(self).__name__
@@ -86,6 +93,7 @@ class GPT2Config:
         check_dropout(cls, self.dropout)
         check_pos_float(cls, "layer_norm_eps", self.layer_norm_eps)
         check_attn_impl(cls, self.attn_implementation)
+        check_remat(cls, self)
         object.__setattr__(self, "dtype", canonical_dtype(cls, self.dtype))
 
     @property
@@ -198,8 +206,7 @@ class GPT2(nn.Module):
         x = wte(tokens) + wpe(jnp.arange(seq_len))[None]
         x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
         x = constrain(x, "batch", "seq", "embed")
-        for i in range(cfg.n_layer):
-            x = Block(cfg, name=f"h_{i}")(x, deterministic)
+        x = run_layers(self, lambda i: Block(cfg, name=f"h_{i}"), x, (deterministic,), cfg)
         x = _layer_norm(cfg, "ln_f")(x)
         logits = lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
         return constrain(logits, "batch", None, "vocab")

@@ -46,6 +46,7 @@ from .common import (
     check_dropout,
     check_pos_float,
     check_pos_int,
+    check_remat,
     check_tied_head,
     constrain,
     convert_from_hf,
@@ -53,6 +54,7 @@ from .common import (
     dense_dot_general,
     lm_logits,
     num_params,
+    run_layers,
 )
 
 # --------------------------------------------------------------------------------------
@@ -116,6 +118,11 @@ class LlamaConfig:
     dropout: float = 0.0
     dtype: str = "float32"
     attn_implementation: str | None = None
+    # activation recompute (models.common.remat_segments): "none" | "full" | "selective"
+    remat: str = "none"
+    remat_method: str = "uniform"
+    remat_num_layers: int = 1
+    remat_chunks: int = 1  # model chunks (pipeline stages x virtual stages) for "block"
 
     def __post_init__(self) -> None:
         cls = type(self).__name__
@@ -138,6 +145,7 @@ class LlamaConfig:
         check_bool(cls, "tie_embeddings", self.tie_embeddings)
         check_dropout(cls, self.dropout)
         check_attn_impl(cls, self.attn_implementation)
+        check_remat(cls, self)
         rs = self.rope_scaling
         if isinstance(rs, Mapping):
             rs = RopeScaling(**{k: v for k, v in rs.items() if k != "rope_type"})
@@ -343,8 +351,8 @@ class Llama(nn.Module):
         )
         x = constrain(embed(tokens), "batch", "seq", "embed")
         cos, sin = rope_cos_sin(cfg, seq_len)
-        for i in range(cfg.n_layer):
-            x = DecoderLayer(cfg, name=f"layers_{i}")(x, cos, sin, deterministic)
+        x = run_layers(self, lambda i: DecoderLayer(cfg, name=f"layers_{i}"), x,
+                       (cos, sin, deterministic), cfg)
         x = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, name="norm")(x)
         if cfg.tie_embeddings:
             logits = lm_logits(x, embed.embedding, transposed=True)

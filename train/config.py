@@ -220,6 +220,18 @@ class TrainConfig:
                                 "(1 optimizer state, 2 +gradients, 3 +parameters = FSDP)")
     n_kv_head: int | None = _f(None, "model", "LLaMA-3: override the number of key/value heads "
                                "(GQA)")
+    # pipeline parallelism (train/pipeline.py) and activation recompute (models.common)
+    pipeline_parallel: int | None = _f(None, "parallelism", "mesh: pipeline stages N (layers in "
+                                       "N x V contiguous chunks, chunk c on stage c mod N; "
+                                       "micro-batches = --grad-accum)")
+    virtual_pipeline_parallel: int | None = _f(None, "parallelism", "mesh: model chunks per "
+                                               "pipeline stage V (interleaved schedule, smaller "
+                                               "bubble)")
+    recompute: str = _f("none", "model", "activation recompute: none, full (jax.checkpoint of "
+                        "layer groups) or selective (keep matmul outputs, recompute attention)")
+    recompute_method: str = _f("uniform", "model", "--recompute=full: uniform (groups of K "
+                               "layers) or block (the first K layers of each model chunk)")
+    recompute_num_layers: int = _f(1, "model", "K of --recompute-method")
     plan: bool = _f(False, "parallelism", "print the per-device memory/FLOP plan of one train "
                     "step (compiled on N simulated CPU devices, nothing allocated) and exit")
     plan_peak_tflops: float = _f(989.0, "parallelism", "--plan: peak TFLOP/s per device for "
@@ -341,7 +353,8 @@ class TrainConfig:
         """True when the mesh engine runs: ``--engine=mesh`` or any layout flag."""
         return self.engine == "mesh" or self.sequence_parallel or any(
             getattr(self, k) is not None
-            for k in ("data_parallel", "tensor_parallel", "zero_stage"))
+            for k in ("data_parallel", "tensor_parallel", "zero_stage", "pipeline_parallel",
+                      "virtual_pipeline_parallel"))
 
     def model_overrides(self) -> dict[str, Any]:
         """Overrides passed to ``models.get_config`` on top of the named size."""
@@ -355,6 +368,11 @@ class TrainConfig:
         out["block_size"] = self.seq_len
         if self.dropout:
             out["dropout"] = self.dropout
+        if self.recompute != "none":
+            out.update(remat=self.recompute, remat_method=self.recompute_method,
+                       remat_num_layers=self.recompute_num_layers,
+                       remat_chunks=(self.pipeline_parallel or 1)
+                       * (self.virtual_pipeline_parallel or 1))
         return out
 
     def base_size(self) -> str:
@@ -478,9 +496,16 @@ class TrainConfig:
 def _check_layout(c: TrainConfig) -> None:
     """The mesh engine's flags alone (model/device-count checks: ``train.mesh.make_layout``)."""
     _choice("engine", c.engine, ("pmap", "mesh"))
-    for k in ("data_parallel", "tensor_parallel", "n_kv_head"):
+    for k in ("data_parallel", "tensor_parallel", "n_kv_head", "pipeline_parallel",
+              "virtual_pipeline_parallel"):
         if getattr(c, k) is not None:
             _pos_int(k, getattr(c, k))
+    _choice("recompute", c.recompute, ("none", "full", "selective"))
+    _choice("recompute_method", c.recompute_method, ("uniform", "block"))
+    _pos_int("recompute_num_layers", c.recompute_num_layers)
+    if c.virtual_pipeline_parallel not in (None, 1) and not c.pipeline_parallel:
+        raise _bad("virtual_pipeline_parallel", c.virtual_pipeline_parallel,
+                   "needs --pipeline-parallel")
     if c.zero_stage is not None and c.zero_stage not in (0, 1, 2, 3):
         raise _bad("zero_stage", c.zero_stage, "must be 0, 1, 2 or 3 (3 = FSDP)")
     for k in ("sequence_parallel", "plan"):
@@ -522,7 +547,7 @@ def _check_optimizer(c: TrainConfig) -> None:
 #: fields whose type checks have their own rule in ``validate``
 _CHECKED = frozenset({"lr_milestones", "lr_chain", "lr_mults", "resume", "tensorboard",
                       "async_checkpoints", "sample_prompt", "overwrite", "verbose",
-                      "sequence_parallel", "plan"})
+                      "sequence_parallel", "plan", "recompute", "recompute_method"})
 
 
 def field_kinds() -> dict[str, type | None]:

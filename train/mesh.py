@@ -37,6 +37,7 @@ from jax.sharding import PartitionSpec as P
 
 import models
 
+from .pipeline import PIPE, pipeline_loss
 from .sharding import DATA, TENSOR, Layout, logical_rules, named, param_specs, shard_bytes
 from .step import LossScale, loss_scale_rule, update
 
@@ -52,6 +53,16 @@ def make_layout(cfg: Any, model_cfg: Any, n_devices: int, process_count: int = 1
     if n_devices % tp:
         raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the device count "
                          f"{n_devices}")
+    pp, vpp = getattr(cfg, "pipeline_parallel", None) or 1, (
+        getattr(cfg, "virtual_pipeline_parallel", None) or 1)
+    if pp > 1 or vpp > 1:  # pipeline parallelism (train/pipeline.py)
+        from .pipeline import check_pipeline
+
+        if n_devices % (tp * pp):
+            raise ValueError(f"--pipeline-parallel={pp} x --tensor-parallel={tp} = {pp * tp} "
+                             f"is invalid: it must divide the device count {n_devices}")
+        check_pipeline(cfg, model_cfg)
+        n_devices //= pp
     dp = cfg.data_parallel if cfg.data_parallel is not None else n_devices // tp
     if dp * tp != n_devices:
         raise ValueError(f"--data-parallel={dp} x --tensor-parallel={tp} = {dp * tp} is "
@@ -76,7 +87,7 @@ def make_layout(cfg: Any, model_cfg: Any, n_devices: int, process_count: int = 1
         raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the devices of "
                          f"one process ({local_devices})")
     return Layout(data=dp, tensor=tp, sequence_parallel=bool(cfg.sequence_parallel),
-                  zero_stage=cfg.zero_stage or 0)
+                  zero_stage=cfg.zero_stage or 0, pipe=pp, virtual=vpp)
 
 
 def make_mesh(layout: Layout, devices: Sequence[Any] | None = None) -> Mesh:
@@ -84,11 +95,14 @@ def make_mesh(layout: Layout, devices: Sequence[Any] | None = None) -> Mesh:
     groups are within a process and data replicas of a process are contiguous)."""
     devs = sorted(devices or jax.devices(), key=lambda d: (d.process_index, d.id))
     devs = devs[: layout.size]
+    if layout.pipe > 1:  # (data, pipe, tensor): a stage's TP group stays together
+        return Mesh(np.array(devs, dtype=object).reshape(layout.data, layout.pipe,
+                                                         layout.tensor), (DATA, PIPE, TENSOR))
     return Mesh(np.array(devs, dtype=object).reshape(layout.data, layout.tensor), (DATA, TENSOR))
 
 
 def describe_mesh(mesh: Mesh) -> str:
-    ids = mesh.devices
+    ids = mesh.devices.reshape(-1, mesh.devices.shape[-1])  # (data[, pipe]) rows
     rows = ", ".join("[" + " ".join(str(d.id) for d in row) + "]" for row in ids)
     axes = " x ".join(f"{a}={n}" for a, n in mesh.shape.items())
     return f"mesh: {axes}; devices (data rows of tensor groups): {rows}"
@@ -221,6 +235,7 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
     repl = NamedSharding(mesh, P())
     batch_sh = NamedSharding(mesh, P(None, DATA, None))
+    stage_sh = _stage_sharding(mesh, specs["params"], layout)
 
     def loss_fn(p: Any, tokens: jax.Array, k: jax.Array | None) -> jax.Array:
         return mesh_loss(module, p, tokens, k)
@@ -233,8 +248,17 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
         accum = batch.shape[0]
         keys = (jax.random.split(jax.random.fold_in(jax.random.key(seed), state["step"]), accum)
                 if use_dropout else None)
-        new, metrics = update(state, batch, keys, tx=tx, reduce=reduce, schedule=schedule,
-                              loss_fn=loss_fn, loss_scale=loss_scale)
+        if layout.pipe > 1 or layout.virtual > 1:
+            # micro-batches through the pipeline: one loss over the whole [accum, B, T+1] batch
+            def pp_loss(p: Any, tokens: jax.Array, k: jax.Array | None) -> jax.Array:
+                return pipeline_loss(model_cfg, p, tokens, layout.pipe, layout.virtual,
+                                     stage_sh)
+
+            new, metrics = update(state, batch[None], None, tx=tx, reduce=reduce,
+                                  schedule=schedule, loss_fn=pp_loss, loss_scale=loss_scale)
+        else:
+            new, metrics = update(state, batch, keys, tx=tx, reduce=reduce, schedule=schedule,
+                                  loss_fn=loss_fn, loss_scale=loss_scale)
         return new, jax.tree.map(lambda x: x[None], metrics)  # [1]: one replica's, as pmap's
 
     def eval_step(params: Any, batch: jax.Array) -> jax.Array:
@@ -258,6 +282,21 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     eng.train = lambda state, batch: train_c(state, eng.put_batch(batch))
     eng.eval = lambda params, batch: eval_c(params, eng.put_batch(batch))
     return eng
+
+
+def _stage_sharding(mesh: Mesh, p_specs: Any, layout: Layout) -> Callable[[Any], Any] | None:
+    """Pipeline: the stacked ``[N, V, per, ...]`` layer weights sharded over ``pipe`` on their
+    first dimension, each layer's own (TP/ZeRO) spec on the rest."""
+    if layout.pipe == 1:
+        return None
+    first = next(k for k in ("h_0", "layers_0") if k in p_specs)
+
+    def constrain(w: Any) -> Any:
+        sh = jax.tree.map(lambda s: NamedSharding(mesh, P(PIPE, None, None, *s)), p_specs[first],
+                          is_leaf=lambda s: isinstance(s, P))
+        return jax.lax.with_sharding_constraint(w, sh)
+
+    return constrain
 
 
 _ENGINE_CACHE: dict[Any, tuple[Any, MeshEngine]] = {}

@@ -97,6 +97,11 @@ FREE_KEYS: dict[str, str] = {
     "tensor_parallel": "the layout (a checkpoint restores onto any layout)",
     "sequence_parallel": "the layout (a checkpoint restores onto any layout)",
     "zero_stage": "the layout (a checkpoint restores onto any layout)",
+    "pipeline_parallel": "the layout (a checkpoint restores onto any layout)",
+    "virtual_pipeline_parallel": "the layout (a checkpoint restores onto any layout)",
+    "recompute": "what is stored for the backward pass, not what is computed",
+    "recompute_method": "what is stored for the backward pass, not what is computed",
+    "recompute_num_layers": "what is stored for the backward pass, not what is computed",
     "plan": "--plan only prints a plan and exits",
     "plan_peak_tflops": "--plan only",
 }

@@ -78,10 +78,12 @@ class Layout:
     tensor: int = 1
     sequence_parallel: bool = False
     zero_stage: int = 0
+    pipe: int = 1  # pipeline stages (train/pipeline.py)
+    virtual: int = 1  # virtual pipeline chunks per stage
 
     @property
     def size(self) -> int:
-        return self.data * self.tensor
+        return self.data * self.tensor * self.pipe
 
     def describe(self) -> str:
         parts = [f"DP={self.data}"]
@@ -89,6 +91,8 @@ class Layout:
             parts.append(f"TP={self.tensor}" + ("+SP" if self.sequence_parallel else ""))
         if self.zero_stage:
             parts.append(f"ZeRO-{self.zero_stage}")
+        if self.pipe > 1:
+            parts.append(f"PP={self.pipe}" + (f"+vPP={self.virtual}" if self.virtual > 1 else ""))
         return " x ".join(parts)
 
 
