@@ -142,7 +142,9 @@ def run_command(argv: list[str], where: str, expect_error: bool = False) -> None
         return
     if argv[0] not in ("python", "python3"):
         r = subprocess.run(shlex.join(argv), shell=True, capture_output=True, text=True,
-                           env={**os.environ, **env}, timeout=120)
+                           env={**os.environ, **env,  # the checkout's reference/, scripts/
+                                "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
+                           timeout=120)
         assert (r.returncode != 0) == expect_error, (
             f"{where}: {shlex.join(argv)}\n{r.stdout}\n{r.stderr}")
         return
