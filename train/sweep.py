@@ -51,7 +51,7 @@ import optax
 
 import models
 import schedules as S
-from schedules._recurrence import Recurrence
+from schedules.torch._recurrence import Recurrence
 
 from .checkpoint import Checkpointer, CheckpointError
 from .config import TrainConfig

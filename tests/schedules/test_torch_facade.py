@@ -20,7 +20,7 @@ from torch_ref import build_ours, build_torch, make_opt, rand_spec  # noqa: E402
 
 import schedules as S  # noqa: E402
 from schedules import torch as T  # noqa: E402
-from schedules._recurrence import SAFE_TICKS  # noqa: E402
+from schedules.torch._recurrence import SAFE_TICKS  # noqa: E402
 
 
 def test_resume_from_torch_state_dict_mid_schedule():
@@ -128,7 +128,7 @@ def test_sequential_host_queries_are_amortized(monkeypatch):
     """Each step of torch's recurrence is computed once, however the steps are queried: the
     multiplicative ones in chunks of Chain.CHUNK steps at C speed (each chunk once), the
     others (no closed form: MultiplicativeLR) by replaying each step once."""
-    from schedules._recurrence import Chain
+    from schedules.torch._recurrence import Chain
 
     chunks = []
     real = Chain._chunk

@@ -162,7 +162,7 @@ def test_a_first_query_far_out_is_torch_bit_for_bit(i, monkeypatch):
     """The same float64 operations as torch's loop (np.multiply.accumulate is a sequential
     fold; the cosines are math.cos), so the values are equal, not close. Chunks of 512 steps
     (instead of 65536) so that a few thousand steps cross many chunk boundaries."""
-    from schedules._recurrence import Chain
+    from schedules.torch._recurrence import Chain
 
     monkeypatch.setattr(Chain, "CHUNK", 512)
     build, k = FAR[i]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_right
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,10 +34,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._core import Schedule
-from ._ops import JNP, PY, Ops
+from .._core import Schedule
+from .._ops import JNP, PY, Ops
 
-__all__ = ["REPLAY_GAP", "SAFE_TICKS", "Chain", "NoClosedForm", "Recurrence", "TICK_BUDGET"]
+__all__ = [
+    "COS_LOOP_BUDGET",
+    "REPLAY_GAP",
+    "SAFE_TICKS",
+    "TICK_BUDGET",
+    "Chain",
+    "CosRun",
+    "NoClosedForm",
+    "Recurrence",
+]
 
 #: a closed form is trusted to 1e-12 of a recurrence after at most this many rounded updates.
 SAFE_TICKS = 1000
@@ -154,6 +164,85 @@ class Chain:
         s = lo + int(np.argmax(same))
         self.cyc = (a + s, np.asarray(vals[s : s + P]).copy())
         return True
+
+
+#: the most steps of CosineAnnealingLR's recursion one host query runs in a Python loop (with
+#: ``eta_min != 0``, where the steps are affine, not a product): ~0.1 us each.
+COS_LOOP_BUDGET = 2**22
+
+
+class CosRun:
+    """``CosineAnnealingLR.get_lr`` (the recursive form) from step 0 (value ``v0``), exact.
+
+    At ``j = T (mod 2 T)`` torch's factor ``1 + cos(pi j / T)`` is exactly 0 (as long as
+    ``math.cos`` returns exactly -1.0 there, checked), so the lr is exactly ``eta_min``
+    whatever came before: a query replays at most the ``2 T`` steps since the last such
+    step. The cosines are ``math.cos`` (C's, as torch) of arguments formed with NumPy's
+    correctly rounded ``(pi * j) / T``; with ``eta_min = 0`` each step is one rounded
+    multiplication (``np.multiply.accumulate``), otherwise a Python loop of torch's
+    ``r * (lr - eta_min) + eta_min``. Runs are memoized (sequential queries are O(1))."""
+
+    def __init__(self, T: int, eta: float, base: float, v0: float) -> None:
+        self.T, self.eta, self.v0 = T, eta, v0
+        self.c = (base - eta) * (1 - math.cos(math.pi / T)) / 2  # the re-entry step
+        # the current run: its first step, the first step of each chunk, the chunks of
+        # values and the last step computed
+        self.js: int | None = None
+        self.starts: list[int] = []
+        self.chunks: list[np.ndarray] = []
+        self.end = -1
+
+    def value(self, j: int) -> float | None:
+        T = self.T
+        if j <= T:
+            js, vs = 0, self.v0
+        else:
+            js = T + 2 * T * ((j - T) // (2 * T))
+            if 1 + math.cos(math.pi * js / T) != 0:
+                return None  # far out: torch's reset is no longer exact
+            vs = self.eta
+        if self.js != js:  # a new run: from step 0, or from an exact reset to eta_min
+            self.js, self.starts, self.chunks, self.end = js, [js], [np.asarray([vs])], js
+        if j > self.end:
+            budget = COS_LOOP_BUDGET if self.eta else TICK_BUDGET // 4
+            if j - self.end > budget:
+                return None
+            target = min(js + 2 * T, max(j, self.end + 4096))
+            more = self._steps(self.end, float(self.chunks[-1][-1]), target)
+            self.starts.append(self.end + 1)
+            self.chunks.append(more)
+            self.end = target
+        i = bisect_right(self.starts, j) - 1
+        return float(self.chunks[i][j - self.starts[i]])
+
+    def _steps(self, e: int, v: float, target: int) -> np.ndarray:
+        """Values at steps ``e + 1 .. target`` given ``v`` at step ``e``."""
+        T, eta = self.T, self.eta
+        ks = np.arange(e + 1, target + 1, dtype=np.float64)
+        cos = np.fromiter(map(math.cos, ((math.pi * ks) / T).tolist()), float, len(ks))
+        prev = np.concatenate([[math.cos(math.pi * e / T)], cos[:-1]])
+        with np.errstate(all="ignore"):
+            ratio = (1 + cos) / (1 + prev)
+        reset = (ks - 1 - T) % (2 * T) == 0
+        if eta == 0:  # r * (lr - 0) + 0 == r * lr: a product, except at the re-entry step
+            out = np.empty(len(ks))
+            start, val = 0, v
+            for i in [*np.flatnonzero(reset).tolist(), len(ks)]:
+                if i > start:
+                    buf = np.concatenate([[val], ratio[start:i]])
+                    out[start:i] = np.multiply.accumulate(buf)[1:]
+                    val = float(out[i - 1])
+                if i < len(ks):
+                    val = val + self.c
+                    out[i] = val
+                    start = i + 1
+            return out
+        vals = []
+        c = self.c
+        for r, rs in zip(ratio.tolist(), reset.tolist()):
+            v = v + c if rs else r * (v - eta) + eta
+            vals.append(v)
+        return np.asarray(vals)
 
 
 class NoClosedForm(Exception):  # noqa: N818 (a control-flow signal, not an error)

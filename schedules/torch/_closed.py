@@ -1,0 +1,1363 @@
+"""The ``schedules.torch`` schedulers and their closed forms.
+
+One class per scheduler of ``torch.optim.lr_scheduler`` (bar the composites, in
+:mod:`._composite`, and ``ReduceLROnPlateau``, in :mod:`._plateau`), in torch's order: the
+arguments checked as torch checks them, then the closed forms (``_cf``: the lr after ``k``
+steps of the scheduler's own counter, on the host and on arrays) and the pieces the exact
+host replay uses (``_tick``, ``_step_factors``, ...). torch's recurrences themselves, which
+give the exact host values, are in :mod:`._mirror`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from .._core import Schedule
+from .._ops import Ops
+from .._primitives import cycle_of
+from .._validate import FLOAT32_MAX, check_choice, check_float, check_int, fail
+from ._base import (
+    Kind,
+    Mode,
+    TorchSchedule,
+    _call,
+    _call_float,
+    _check_bool,
+    _check_str,
+    _gamma,
+    _horizon,
+    _host_error,
+    _is_list,
+    _lr,
+    _momentum_groups,
+)
+from ._recurrence import COS_LOOP_BUDGET, SAFE_TICKS, TICK_BUDGET, CosRun, NoClosedForm
+
+
+def _fold(coef: Any, pairs: list[tuple[Any, Any]], ops: Ops) -> Any:
+    """``coef * prod(a ** y)``: on the host in torch's order (``coef * a ** y``); under
+    JAX as one accurate exponential (:func:`schedules._ops.pow_prod_f32` in float32:
+    ``log a`` from float64, exact products with ``y``; ``jnp.power`` otherwise)."""
+    if not pairs:
+        return coef
+    if ops.host or ops.name != "jax":
+        for a, y in pairs:
+            coef = coef * ops.pow(a, y)
+        return coef
+    return coef * ops.pow_prod(pairs)
+
+
+#: the longest table of ``gamma ** n`` gathered on the array path (:func:`_int_pow`).
+POW_TABLE_MAX = 4096
+
+
+def _int_pow(gamma: Any, n: Any, ops: Ops, n_max: int | None = None) -> Any:
+    """``gamma ** n`` for an integral ``n >= 0`` on the JAX path as a gather from a table of
+    ``gamma ** i`` (float64 on the host, then rounded once to the array's dtype: exact
+    rounding, and no ``exp``/``log`` at all), or None where no table applies: ``gamma``
+    traced, or the table would need more than :data:`POW_TABLE_MAX` entries (it covers
+    ``n <= n_max`` when given, else it must reach an underflow to 0, past which every
+    larger ``n`` gives 0 as well)."""
+    if ops.name != "jax" or not isinstance(gamma, float) or not 0 <= gamma <= 1:
+        return None
+    n = jnp.asarray(n)
+    if gamma in (0.0, 1.0):
+        size = 2
+    elif n_max is not None and n_max < POW_TABLE_MAX:
+        size = n_max + 1
+    else:  # gamma ** i underflows the float32 (or float64) range at i ~ -150 / log2(gamma)
+        tiny = np.finfo(n.dtype).smallest_subnormal
+        size = math.ceil(math.log(float(tiny) / 2) / math.log(gamma)) + 1
+        if size > POW_TABLE_MAX:
+            return None
+    table = (gamma ** np.arange(size, dtype=np.float64)).astype(n.dtype)
+    idx = jnp.clip(n, 0, size - 1).astype(jnp.int32)
+    if size <= 8:  # a few selects (exact)
+        return ops.select(idx, [table[i] for i in range(size)])
+    bits = (size - 1).bit_length()
+    if bits <= 8:
+        # binary powering: prod of gamma ** (2 ** b) over the bits of n, each rounded once from
+        # float64: at most 15 roundings, < 1e-6 relative (XLA:CPU gathers cost 2-3x more)
+        out = None
+        for b in range(bits):
+            g = (gamma ** (2.0**b)).__float__()
+            f = jnp.where((idx >> b) & 1 == 1, np.asarray(g, n.dtype), np.asarray(1.0, n.dtype))
+            out = f if out is None else out * f
+        return out
+    return jnp.asarray(table)[idx]
+
+
+def _gpow(a: Any, y: Any, ops: Ops) -> Any:
+    """``a ** y`` (accurate in float32 under JAX for a concrete base, see :func:`_fold`)."""
+    return ops.pow_prod([(a, y)]) if ops.name == "jax" else ops.pow(a, y)
+
+
+def _fdiv(k: Any, d: Any, ops: Ops) -> Any:
+    """``floor(k / d)``, exact for integral ``k`` on arrays too (XLA may divide by a
+    constant through its reciprocal, which can land just below an integer)."""
+    if ops.host:
+        return ops.floordiv(k, d)
+    q = ops.floor(k / d)
+    q = ops.where(q * d > k, q - 1, q)
+    return ops.where((q + 1) * d <= k, q + 1, q)
+
+
+def _half_angle(num: Any, den: Any, ops: Ops) -> Any:
+    """``pi * (den - m) / (2 den)`` with ``m = num - 2 den floor(num / (2 den))``: the
+    half angle whose ``sin ** 2`` is ``(1 + cos(pi num / den)) / 2``, reduced so that it
+    stays within about ``[-3 pi / 2, pi / 2]`` (float32 keeps its accuracy far from 0).
+    The floor may be one off where ``num / (2 den)`` is integral (XLA may divide through a
+    reciprocal): that moves the angle by ``pi``, which ``sin ** 2`` does not see, so no
+    correction is needed (``m`` itself is exact: integers below 2**24)."""
+    if isinstance(den, (int, float)) and not isinstance(den, bool):
+        # concrete period: multiply by rounded reciprocals (XLA does not turn a division by a
+        # constant into a multiplication by itself); a floor one off is harmless (above), and
+        # the angle picks up one more rounding (~1e-7 relative: sin ** 2 stays within 1e-6)
+        den = float(den)  # a Python int beyond int32 would not reach XLA
+        m = num - 2 * den * ops.floor(num * (1.0 / (2 * den)))
+        return (den - m) * (math.pi / (2 * den))
+    m = num - 2 * den * ops.floor(num / (2 * den))
+    return ops.pi * (den - m) / (2 * den)
+
+
+def _half_cos1(num: Any, den: Any, ops: Ops) -> Any:
+    """``(1 + cos(pi * num / den)) / 2``: torch's operation order on the host; on
+    arrays ``sin(_half_angle) ** 2``, accurate near the minimum (float32)."""
+    if ops.host:
+        return (1 + math.cos(math.pi * num / den)) / 2
+    return ops.sin(_half_angle(num, den, ops)) ** 2
+
+
+def _cos_mix(lo: Any, hi: Any, num: Any, den: Any, ops: Ops, lo_le_hi: bool = False) -> Any:
+    """``lo + (hi - lo) * (1 + cos(pi * num / den)) / 2`` on arrays. With ``lo <= hi``
+    known (concrete values) as ``lo + (hi - lo) * s**2`` (two non-negative terms: no
+    cancellation, one ``sin``); otherwise ``hi * s**2 + lo * c**2`` (``s, c``: sin, cos of
+    the half angle), which has no cancellation when ``lo > hi`` (float32)."""
+    ang = _half_angle(num, den, ops)
+    s2 = ops.sin(ang) ** 2
+    if lo_le_hi:
+        return lo + (hi - lo) * s2
+    return hi * s2 + lo * ops.cos(ang) ** 2
+
+
+def _known_le(*pairs: tuple[Any, Any]) -> bool:
+    """Whether every ``a <= b`` holds for concrete (host) numbers."""
+    ok = True
+    for a, b in pairs:
+        concrete = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+        ok = ok and concrete and a <= b
+    return ok
+
+
+# -- LambdaLR / MultiplicativeLR ---------------------------------------------------------------
+
+
+class LambdaLR(TorchSchedule, name="LambdaLR"):
+    """``lr * lr_lambda(t)``, as ``torch.optim.lr_scheduler.LambdaLR``.
+
+    ``lr_lambda`` is a callable of the int step (traceable if used under JAX) or
+    a schedule such as ``schedules.expr("0.95 ** step")`` (serializable). A list
+    of ``lr`` takes a list of lambdas (one per group).
+
+    >>> from schedules import torch as T
+    >>> s = T.LambdaLR(0.1, lambda t: 0.5 ** t)
+    >>> s(0), s(3)
+    (0.1, 0.0125)
+    """
+
+    _fields = ("lr", "lr_lambda", "horizon")
+    _static = frozenset({"lr_lambda", "horizon"})
+    _per_group = ("lr_lambda",)
+    kind = Kind.ABS
+
+    def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
+        if not callable(lr_lambda):
+            raise fail(
+                type(self).__name__, "lr_lambda", lr_lambda, "must be a callable or a Schedule"
+            )
+        self._set(
+            lr=_lr(type(self).__name__, lr),
+            lr_lambda=lr_lambda,
+            horizon=_horizon(type(self).__name__, horizon),
+        )
+        self._check_constructs()
+
+    def _host_capable(self) -> bool:
+        f = self.lr_lambda
+        return f._host_ok() if isinstance(f, Schedule) else True
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        return base * _call(self.lr_lambda, k, ops)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return True
+
+    def _closed_exact(self) -> bool:
+        return True
+
+
+class MultiplicativeLR(TorchSchedule, name="MultiplicativeLR"):
+    """``lr * prod_{j=1..t} lr_lambda(j)``, as ``torch.optim.lr_scheduler.MultiplicativeLR``.
+
+    No closed form: the host replays the product (memoized); under JAX the
+    exact replay is reached through a host callback, or a ``horizon`` table.
+
+    >>> from schedules import torch as T
+    >>> s = T.MultiplicativeLR(1.0, lambda t: 0.5)
+    >>> s(0), s(2)
+    (1.0, 0.25)
+    """
+
+    _fields = ("lr", "lr_lambda", "horizon")
+    _static = frozenset({"lr_lambda", "horizon"})
+    _per_group = ("lr_lambda",)
+    kind = Kind.NONE
+
+    def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
+        if not callable(lr_lambda):
+            raise fail(
+                "MultiplicativeLR", "lr_lambda", lr_lambda, "must be a callable or a Schedule"
+            )
+        self._set(
+            lr=_lr("MultiplicativeLR", lr),
+            lr_lambda=lr_lambda,
+            horizon=_horizon("MultiplicativeLR", horizon),
+        )
+        self._check_constructs()
+
+    def _host_capable(self) -> bool:
+        f = self.lr_lambda
+        return f._host_ok() if isinstance(f, Schedule) else True
+
+
+# -- StepLR / MultiStepLR / ConstantLR / LinearLR / ExponentialLR / PolynomialLR ----------------
+
+
+class StepLR(TorchSchedule, name="StepLR"):
+    """Multiply by ``gamma`` every ``step_size`` steps (``torch.optim.lr_scheduler.StepLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.StepLR(1.0, step_size=10, gamma=0.5)
+    >>> s(9), s(10), s(25)
+    (1.0, 0.5, 0.25)
+    """
+
+    _fields = ("lr", "step_size", "gamma", "horizon")
+    _static = frozenset({"horizon"})
+    kind = Kind.MULT
+
+    def __init__(
+        self, lr: float, step_size: int, gamma: float = 0.1, horizon: int | None = None
+    ) -> None:
+        # torch raises ZeroDivisionError (t % 0) at the first step for step_size=0.
+        self._set(
+            lr=_lr("StepLR", lr),
+            step_size=check_int("StepLR", "step_size", step_size, gt=0),
+            gamma=_gamma("StepLR", gamma),
+            horizon=_horizon("StepLR", horizon),
+        )
+
+    def _cf_pows(
+        self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
+    ) -> tuple[Any, list[tuple[Any, Any]]]:
+        if mode is Mode.RESTART:
+            start = base
+        n = _fdiv(k, self.step_size, ops)
+        tab = _int_pow(self.gamma, n, ops)
+        if tab is not None:
+            return start * tab, []
+        return start, [(self.gamma, n)]
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        hit = (
+            (k > 0) & (_fdiv(k, self.step_size, ops) * self.step_size == k)
+            if not ops.host
+            else (k > 0 and k % self.step_size == 0)
+        )
+        return ops.where(hit, self.gamma, 1.0)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return k // self.step_size <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        return np.where(ks % self.step_size == 0, self.gamma, 1.0)
+
+    def _mult_period(self) -> int | None:
+        return self.step_size
+
+    def _tick_spec(self) -> Any:  # a tick every step_size steps: lr * gamma
+        s, g = self.step_size, self.gamma
+        return (lambda k: k // s), (lambda a, b: np.full((b - a, 1), g)), None, 1
+
+
+class MultiStepLR(TorchSchedule, name="MultiStepLR"):
+    """Multiply by ``gamma`` at each milestone, counting repeats (``MultiStepLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.MultiStepLR(1.0, milestones=[2, 4, 4], gamma=0.5)
+    >>> [s(t) for t in range(6)]
+    [1.0, 1.0, 0.5, 0.5, 0.125, 0.125]
+    """
+
+    _fields = ("lr", "milestones", "gamma", "horizon")
+    _static = frozenset({"milestones", "horizon"})
+    kind = Kind.MULT
+
+    def __init__(
+        self, lr: float, milestones: Sequence[int], gamma: float = 0.1, horizon: int | None = None
+    ) -> None:
+        if not _is_list(milestones) and not (
+            isinstance(milestones, np.ndarray) and milestones.ndim == 1
+        ):
+            raise fail("MultiStepLR", "milestones", milestones, "must be a list of ints")
+        ms = tuple(
+            check_int("MultiStepLR", f"milestones[{i}]", m) for i, m in enumerate(milestones)
+        )
+        self._set(
+            lr=_lr("MultiStepLR", lr),
+            milestones=ms,
+            gamma=_gamma("MultiStepLR", gamma),
+            horizon=_horizon("MultiStepLR", horizon),
+        )
+
+    def _cf_pows(
+        self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
+    ) -> tuple[Any, list[tuple[Any, Any]]]:
+        if mode is Mode.RESTART:
+            start = base
+        n = 1.0 * ops.count_le(sorted(self.milestones), k)
+        tab = _int_pow(self.gamma, n, ops, n_max=len(self.milestones))
+        if tab is not None:
+            return start * tab, []
+        return start, [(self.gamma, n)]
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        ms = sorted(self.milestones)
+        return ops.pow(self.gamma, 1.0 * (ops.count_le(ms, k) - ops.count_le(ms, k - 1)))
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return len(self.milestones) <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return len(self.milestones) <= SAFE_TICKS
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        counts = Counter(self.milestones)
+        out = np.ones(ks.shape)
+        for m, c in counts.items():
+            if m >= 1:
+                out = np.where(ks == m, self.gamma**c, out)  # torch: gamma ** counts[k]
+        return out
+
+    def _mult_last(self) -> int | None:
+        return max([m for m in self.milestones if m >= 1], default=0)
+
+    def _tick_spec(self) -> Any:  # a tick at each distinct milestone >= 1
+        counts = Counter(m for m in self.milestones if m >= 1)
+        ms = sorted(counts)
+        fs = np.asarray([1.0] + [self.gamma ** counts[m] for m in ms])
+
+        def factors(a: int, b: int) -> np.ndarray:
+            idx = np.clip(np.arange(a, b), 0, len(ms))
+            return np.where(np.arange(a, b) <= len(ms), fs[idx], 1.0).reshape(-1, 1)
+
+        return (lambda k: bisect_right(ms, k)), factors, len(ms), 1
+
+
+class ConstantLR(TorchSchedule, name="ConstantLR"):
+    """``lr * factor`` until ``total_iters``, then ``lr`` (``torch.optim.lr_scheduler.ConstantLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.ConstantLR(0.3, factor=0.5, total_iters=2)
+    >>> s(0), s(1), s(2)
+    (0.15, 0.15, 0.3)
+    """
+
+    _fields = ("lr", "factor", "total_iters", "horizon")
+    _static = frozenset({"horizon"})
+    kind = Kind.MULT
+
+    def __init__(
+        self, lr: float, factor: float = 1.0 / 3, total_iters: int = 5, horizon: int | None = None
+    ) -> None:
+        factor = check_float("ConstantLR", "factor", factor)
+        if factor > 1.0 or factor < 0:
+            raise fail(
+                "ConstantLR",
+                "factor",
+                factor,
+                "must be between 0 and 1 (torch: 'Constant multiplicative factor "
+                "expected to be between 0 and 1.')",
+            )
+        self._set(
+            lr=_lr("ConstantLR", lr),
+            factor=factor,
+            total_iters=check_int("ConstantLR", "total_iters", total_iters),
+            horizon=_horizon("ConstantLR", horizon),
+        )
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        T = self.total_iters
+        if mode is Mode.RESTART:
+            # torch's closed form at 0 is ``factor + (0 >= T) * (1 - factor)``: 1 when T <= 0,
+            # and no later step (k != T) changes it.
+            start = base
+            if ops.host and T <= 0:
+                return base
+        after = ((T > 0) & (k >= T)) if not ops.host else (T > 0 and k >= T)
+        v = ops.where(after, start, start * self.factor)
+        if not ops.host:
+            v = v * ops.where(after & (self.factor == 0), math.nan, 1.0)
+            if mode is Mode.RESTART:
+                v = ops.where(T <= 0, base + 0.0 * k, v)
+        return v
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        T = self.total_iters
+        inv = ops.div(1.0, self.factor)
+        return ops.where(k == 0, self.factor, ops.where(k == T, inv, 1.0))
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return not (self.factor == 0 and self.total_iters > 0 and k >= self.total_iters)
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        T = self.total_iters
+        if T < 1:
+            return np.ones(ks.shape)
+        if self.factor == 0:
+            return None  # torch: 1.0 / 0 raises (the replay reports it)
+        return np.where(ks == T, 1.0 / self.factor, 1.0)
+
+    def _mult_last(self) -> int | None:
+        return max(self.total_iters, 0)
+
+    def _closed_exact(self) -> bool:
+        return True
+
+
+class LinearLR(TorchSchedule, name="LinearLR"):
+    """Linear factor from ``start_factor`` to ``end_factor`` over ``total_iters``
+    (``torch.optim.lr_scheduler.LinearLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.LinearLR(1.0, start_factor=0.5, end_factor=1.0, total_iters=4)
+    >>> [round(s(t), 12) for t in range(6)]
+    [0.5, 0.625, 0.75, 0.875, 1.0, 1.0]
+    """
+
+    _fields = ("lr", "start_factor", "end_factor", "total_iters", "horizon")
+    _static = frozenset({"horizon"})
+    kind = Kind.MULT
+
+    def __init__(
+        self,
+        lr: float,
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+        horizon: int | None = None,
+    ) -> None:
+        s = check_float("LinearLR", "start_factor", start_factor)
+        e = check_float("LinearLR", "end_factor", end_factor)
+        if s > 1.0 or s <= 0:
+            raise fail("LinearLR", "start_factor", s, "must be in (0, 1] (torch raises ValueError)")
+        if e > 1.0 or e < 0:
+            raise fail("LinearLR", "end_factor", e, "must be in [0, 1] (torch raises ValueError)")
+        self._set(
+            lr=_lr("LinearLR", lr),
+            start_factor=s,
+            end_factor=e,
+            total_iters=check_int("LinearLR", "total_iters", total_iters),
+            horizon=_horizon("LinearLR", horizon),
+        )
+
+    def _factor(self, k: Any, ops: Ops) -> Any:
+        s, e, T = self.start_factor, self.end_factor, self.total_iters
+        if not ops.host:  # ((T - m) s + m e) / T: no cancellation when e << s (float32)
+            m = ops.minimum(k, 1.0 * T)
+            v = ops.div((T - m) * s + m * e, ops.maximum(T, 1))
+            return ops.where(T > 0, v, s)
+        frac = ops.div(ops.minimum(k, 1.0 * T), ops.maximum(T, 1))
+        return ops.where(T > 0, s + (e - s) * frac, s)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        if mode is Mode.RESTART:
+            if ops.host and self.total_iters == 0:
+                raise NoClosedForm  # torch: ZeroDivisionError
+            start = base
+        return start * self._factor(k, ops)
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        s, e, T = self.start_factor, self.end_factor, self.total_iters
+        mid = 1.0 + ops.div(e - s, T * s + (k - 1) * (e - s))
+        return ops.where(k == 0, s, ops.where(k > T, 1.0, mid))
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return min(k, self.total_iters) <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return self.total_iters <= SAFE_TICKS
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        s, e, T = self.start_factor, self.end_factor, self.total_iters
+        with np.errstate(all="ignore"):  # the same float64 operations as torch's get_lr
+            mid = 1.0 + (e - s) / (float(T) * s + (ks - 1) * (e - s))
+        return np.where(ks > T, 1.0, mid)
+
+    def _mult_last(self) -> int | None:
+        return max(self.total_iters, 0)
+
+
+class ExponentialLR(TorchSchedule, name="ExponentialLR"):
+    """``lr * gamma ** t`` (``torch.optim.lr_scheduler.ExponentialLR``).
+
+    >>> from schedules import torch as T
+    >>> T.ExponentialLR(1.0, gamma=0.5)(3)
+    0.125
+    """
+
+    _fields = ("lr", "gamma", "horizon")
+    _static = frozenset({"horizon"})
+    kind = Kind.MULT
+
+    def __init__(self, lr: float, gamma: float, horizon: int | None = None) -> None:
+        self._set(
+            lr=_lr("ExponentialLR", lr),
+            gamma=_gamma("ExponentialLR", gamma),
+            horizon=_horizon("ExponentialLR", horizon),
+        )
+
+    def _cf_pows(
+        self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
+    ) -> tuple[Any, list[tuple[Any, Any]]]:
+        if mode is Mode.RESTART:
+            start = base
+        return start, [(self.gamma, k)]
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        return ops.where(k == 0, 1.0, self.gamma)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return k <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        return np.full(ks.shape, self.gamma)
+
+
+class PolynomialLR(TorchSchedule, name="PolynomialLR"):
+    """``lr * (1 - min(t, total_iters) / total_iters) ** power`` (``PolynomialLR``).
+
+    >>> from schedules import torch as T
+    >>> s = T.PolynomialLR(1.0, total_iters=4, power=2.0)
+    >>> [s(t) for t in range(6)]
+    [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
+    """
+
+    _fields = ("lr", "total_iters", "power", "horizon")
+    _static = frozenset({"horizon"})
+    kind = Kind.MULT
+
+    def __init__(
+        self, lr: float, total_iters: int = 5, power: float = 1.0, horizon: int | None = None
+    ) -> None:
+        self._set(
+            lr=_lr("PolynomialLR", lr),
+            total_iters=check_int("PolynomialLR", "total_iters", total_iters),
+            # a negative power makes the lr inf at total_iters (0 ** -p)
+            power=check_float("PolynomialLR", "power", power, ge=0),
+            horizon=_horizon("PolynomialLR", horizon),
+        )
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        T = self.total_iters
+        if mode is Mode.RESTART:
+            if ops.host and T == 0:
+                raise NoClosedForm
+            start = base
+        rem = ops.div(ops.maximum(T - ops.minimum(k, 1.0 * T), 0.0), ops.maximum(T, 1))
+        return ops.where(T > 0, start * ops.pow(rem, self.power), start)
+
+    def _tick(self, k: Any, ops: Ops) -> Any:
+        T = self.total_iters
+        if ops.host:
+            Ts = max(T, 1)
+            r = ops.pow((1.0 - k / Ts) / (1.0 - (k - 1) / Ts), self.power)
+        else:  # (1 - k/T) / (1 - (k-1)/T) without the rounding that could go negative at k = T
+            r = ops.pow(ops.maximum(ops.div(T - k, T - k + 1.0), 0.0), self.power)
+        return ops.where((k == 0) | (k > T) if not ops.host else (k == 0 or k > T), 1.0, r)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return min(k, max(self.total_iters, 0)) <= SAFE_TICKS
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        T, p = self.total_iters, self.power
+        inside = ks <= T
+        out = np.ones(ks.shape)
+        if not inside.any():
+            return out
+        k = ks[inside]
+        with np.errstate(all="ignore"):
+            r = (1.0 - k / T) / (1.0 - (k - 1) / T)
+        if p != 1.0:  # x ** 1.0 == x; otherwise C's pow, as Python's ** (not NumPy's SIMD)
+            r = np.fromiter(map(math.pow, r.tolist(), itertools.repeat(p)), float, len(r))
+        out[inside] = r
+        return out
+
+    def _mult_last(self) -> int | None:
+        return max(self.total_iters, 0)
+
+    def _tick_budget(self) -> int:
+        return TICK_BUDGET if self.power == 1.0 else COS_LOOP_BUDGET
+
+    def _closed_exact(self) -> bool:
+        return self.total_iters <= SAFE_TICKS
+
+
+# -- CosineAnnealingLR / CosineAnnealingWarmRestarts -------------------------------------------
+
+
+class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
+    """Cosine annealing to ``eta_min`` over ``T_max`` (``CosineAnnealingLR``), which keeps
+    oscillating after ``T_max`` (period ``2 * T_max``), as torch's recursive form does.
+
+    >>> from schedules import torch as T
+    >>> s = T.CosineAnnealingLR(1.0, T_max=10)
+    >>> s(0), round(s(5), 12), s(10), round(s(15), 12), round(s(20), 12)
+    (1.0, 0.5, 0.0, 0.5, 1.0)
+    """
+
+    _fields = ("lr", "T_max", "eta_min", "horizon")
+    _static = frozenset({"horizon"})
+    kind = Kind.COS
+
+    def __init__(
+        self, lr: float, T_max: int, eta_min: float = 0.0, horizon: int | None = None
+    ) -> None:
+        # torch raises ZeroDivisionError at the first step for T_max=0.
+        self._set(
+            lr=_lr("CosineAnnealingLR", lr),
+            T_max=check_int("CosineAnnealingLR", "T_max", T_max, gt=0),
+            eta_min=check_float("CosineAnnealingLR", "eta_min", eta_min, ge=0),
+            horizon=_horizon("CosineAnnealingLR", horizon),
+        )
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        T, eta = self.T_max, self.eta_min
+        if mode is Mode.RESTART:
+            start = base
+        if not ops.host:
+            le = _known_le((eta, start), (eta, base))
+            same = _known_le((start, base), (base, start))  # one amplitude: no select
+            hi = start if same else ops.where(k <= T, start, base)
+            return _cos_mix(eta, hi, k, T, ops, le)
+        amp = ops.where(k <= T, start, base) - eta
+        return eta + amp * _half_cos1(k, T, ops)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return k <= self.T_max <= SAFE_TICKS
+
+    def _closed_exact(self) -> bool:
+        return False
+
+    def _segment(self, v0: float, base: float) -> Callable[[int], float | None] | None:
+        return CosRun(self.T_max, self.eta_min, base, v0).value
+
+
+class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestarts"):
+    """SGDR (``CosineAnnealingWarmRestarts``): cycles of ``T_0 * T_mult ** n`` steps.
+
+    >>> from schedules import torch as T
+    >>> s = T.CosineAnnealingWarmRestarts(1.0, T_0=2, T_mult=2)
+    >>> [round(s(t), 12) for t in range(7)]
+    [1.0, 0.5, 1.0, 0.853553390593, 0.5, 0.146446609407, 1.0]
+    """
+
+    _fields = ("lr", "T_0", "T_mult", "eta_min", "horizon")
+    _static = frozenset({"horizon"})
+    kind = Kind.ABS
+
+    def __init__(
+        self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0, horizon: int | None = None
+    ) -> None:
+        if isinstance(T_0, bool) or not isinstance(T_0, int) or not 0 < T_0 < 2**31:
+            raise fail(
+                "CosineAnnealingWarmRestarts",
+                "T_0",
+                T_0,
+                "must be a positive integer (torch: 'Expected positive integer T_0')",
+            )
+        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or not 1 <= T_mult < 2**20:
+            raise fail(
+                "CosineAnnealingWarmRestarts",
+                "T_mult",
+                T_mult,
+                "must be an integer >= 1 (torch: 'Expected integer T_mult >= 1')",
+            )
+        self._set(
+            lr=_lr("CosineAnnealingWarmRestarts", lr),
+            T_0=T_0,
+            T_mult=T_mult,
+            eta_min=check_float("CosineAnnealingWarmRestarts", "eta_min", eta_min, ge=0),
+            horizon=_horizon("CosineAnnealingWarmRestarts", horizon),
+        )
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        _, S, Ti = cycle_of(k, self.T_0, self.T_mult, ops)
+        eta = self.eta_min
+        if not ops.host:
+            return _cos_mix(eta, base, k - S, Ti, ops, _known_le((eta, base)))
+        return eta + (base - eta) * _half_cos1(k - S, Ti, ops)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return True
+
+    def _closed_exact(self) -> bool:
+        return True
+
+
+# -- CyclicLR ----------------------------------------------------------------------------------
+
+_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+
+
+class CyclicLR(TorchSchedule, name="CyclicLR"):
+    """Cyclical learning rate (``torch.optim.lr_scheduler.CyclicLR``); the lr is
+    *replaced* by ``base_lr`` (the optimizer's ``lr`` only matters inside composites).
+
+    :meth:`momentum` gives the momentum (SGD) / beta1 (Adam) schedule torch cycles.
+
+    >>> from schedules import torch as T
+    >>> s = T.CyclicLR(0.5, base_lr=0.1, max_lr=1.0, step_size_up=2)
+    >>> [round(s(t), 12) for t in range(5)]
+    [0.1, 0.55, 1.0, 0.55, 0.1]
+    >>> m = T.CyclicLR.momentum(base_lr=0.1, max_lr=1.0, step_size_up=2)
+    >>> [round(m(t), 12) for t in range(3)]
+    [0.9, 0.85, 0.8]
+    """
+
+    _fields = (
+        "lr",
+        "base_lr",
+        "max_lr",
+        "step_size_up",
+        "step_size_down",
+        "mode",
+        "gamma",
+        "scale_fn",
+        "scale_mode",
+        "cycle_momentum",
+        "base_momentum",
+        "max_momentum",
+        "horizon",
+    )
+    # the step sizes fix the period (integers, used in Python arithmetic): static, so the
+    # schedule also works as a traced argument
+    _static = frozenset(
+        {
+            "mode",
+            "scale_fn",
+            "scale_mode",
+            "cycle_momentum",
+            "horizon",
+            "step_size_up",
+            "step_size_down",
+        }
+    )
+    _per_group = ("base_lr", "max_lr", "base_momentum", "max_momentum")
+    kind = Kind.ABS
+
+    def __init__(
+        self,
+        lr: float,
+        base_lr: float,
+        max_lr: float,
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Callable[[float], float] | None = None,
+        scale_mode: str = "cycle",
+        cycle_momentum: bool = True,
+        base_momentum: float = 0.8,
+        max_momentum: float = 0.9,
+        horizon: int | None = None,
+    ) -> None:
+        w = "CyclicLR"
+        if scale_fn is None and (not isinstance(mode, str) or mode not in _CYCLIC_MODES):
+            raise fail(
+                w,
+                "mode",
+                mode,
+                f"must be one of {', '.join(map(repr, _CYCLIC_MODES))} "
+                "when scale_fn is None (torch: 'mode is invalid and scale_fn is None')",
+            )
+        _check_str(w, "mode", mode)
+        if scale_fn is not None and not callable(scale_fn):
+            raise fail(w, "scale_fn", scale_fn, "must be a callable or a Schedule")
+        up = check_float(w, "step_size_up", step_size_up)
+        down = up if step_size_down is None else check_float(w, "step_size_down", step_size_down)
+        if not 0 < up + down <= FLOAT32_MAX:
+            raise fail(
+                w,
+                "step_size_up + step_size_down",
+                up + down,
+                f"must be > 0 (torch divides by it) and at most {FLOAT32_MAX!r} (float32)",
+            )
+        self._set(
+            lr=_lr(w, lr),
+            base_lr=check_float(w, "base_lr", base_lr, ge=0),
+            max_lr=check_float(w, "max_lr", max_lr, ge=0),
+            step_size_up=step_size_up,
+            step_size_down=step_size_down,
+            mode=mode,
+            gamma=_gamma(w, gamma),
+            scale_fn=scale_fn,
+            scale_mode=check_choice(w, "scale_mode", scale_mode, ("cycle", "iterations")),
+            cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
+            base_momentum=check_float(w, "base_momentum", base_momentum),
+            max_momentum=check_float(w, "max_momentum", max_momentum),
+            horizon=_horizon(w, horizon),
+        )
+        self._check_constructs()
+
+    def _host_capable(self) -> bool:
+        return True
+
+    # torch: step_size_up/down become floats; total_size and step_ratio as in __init__
+    def _sizes(self) -> tuple[float, float]:
+        up = float(self.step_size_up)
+        down = float(self.step_size_down) if self.step_size_down is not None else up
+        total = up + down
+        return total, up / total
+
+    def _scale_mode(self) -> str:
+        if self.scale_fn is not None:
+            return self.scale_mode
+        return "iterations" if self.mode == "exp_range" else "cycle"
+
+    def _scale(self, x: Any, ops: Ops) -> Any:
+        if self.scale_fn is not None:
+            return _call_float(self.scale_fn, x, ops)
+        if self.mode == "triangular":
+            return 1.0 + 0.0 * x
+        if self.mode == "triangular2":
+            return 1 / ops.pow(2.0, x - 1)
+        return _gpow(self.gamma, x, ops)
+
+    def _phase(self, k: Any, ops: Ops) -> tuple[Any, Any]:
+        """``(scale_factor, scale)`` at counter ``k``, in torch's operation order."""
+        total, ratio = self._sizes()
+        if ops.host:
+            cycle = ops.floor(1 + k / total)
+            x = 1.0 + k / total - cycle
+        else:  # the same, without cancellation: x = (k mod total) / total
+            q = _fdiv(k, total, ops)
+            cycle = q + 1
+            x = (k - q * total) / total
+        if ops.host:  # torch's if/else: the branch not taken may divide by 0
+            sf = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+        else:  # x / ratio = m / up, (x - 1) / (ratio - 1) = (total - m) / down (m exact)
+            m = k - q * total
+            up = float(self.step_size_up)
+            sf = ops.where(x <= ratio, ops.div(m, up), ops.div(total - m, total - up))
+            sf = ops.clip(sf, 0.0, 1.0)  # in [0, 1]; float32 far out (k > 2**24) may stray
+        scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
+        return sf, scale
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        sf, scale = self._phase(k, ops)
+        v = self.base_lr + (self.max_lr - self.base_lr) * sf * scale
+        if mode is Mode.CONSTRUCT:  # the initial step still used base_lrs = initial_lr
+            v = ops.where(k == 0, base, v)
+        return v
+
+    def _closed(self, k: Any, ops: Ops) -> Any:
+        return self._cf(k, ops, self.base_lr, self.base_lr, Mode.CONSTRUCT)
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return True
+
+    def _closed_exact(self) -> bool:
+        return True
+
+    @staticmethod
+    def momentum(
+        base_lr: float = 0.0,
+        max_lr: float = 1.0,
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Callable[[float], float] | None = None,
+        scale_mode: str = "cycle",
+        base_momentum: float | list[float] = 0.8,
+        max_momentum: float | list[float] = 0.9,
+    ) -> Any:
+        """The momentum (or Adam beta1) schedule ``CyclicLR`` sets with ``cycle_momentum``:
+        ``max_momentum - (max_momentum - base_momentum) * scale_factor * scale``.
+        Takes ``CyclicLR``'s arguments (the lrs do not matter); lists give one
+        schedule per group. Use with ``optax.inject_hyperparams``."""
+        groups = _momentum_groups("CyclicLR.momentum", base_momentum, max_momentum)
+        if groups is not None:
+            return [
+                CyclicMomentum(
+                    b, m, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
+                )
+                for b, m in groups
+            ]
+        return CyclicMomentum(
+            base_momentum,
+            max_momentum,
+            step_size_up,
+            step_size_down,
+            mode,
+            gamma,
+            scale_fn,
+            scale_mode,
+        )
+
+
+class CyclicMomentum(Schedule, name="CyclicMomentum"):
+    """The momentum schedule of :class:`CyclicLR` (see :meth:`CyclicLR.momentum`).
+
+    >>> from schedules import torch as T
+    >>> m = T.CyclicMomentum(0.8, 0.9, step_size_up=2)
+    >>> m(0), round(m(2), 12)
+    (0.9, 0.8)
+    """
+
+    _fields = (
+        "base_momentum",
+        "max_momentum",
+        "step_size_up",
+        "step_size_down",
+        "mode",
+        "gamma",
+        "scale_fn",
+        "scale_mode",
+    )
+    _static = frozenset({"mode", "scale_fn", "scale_mode", "step_size_up", "step_size_down"})
+
+    def __init__(
+        self,
+        base_momentum: float = 0.8,
+        max_momentum: float = 0.9,
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Callable[[float], float] | None = None,
+        scale_mode: str = "cycle",
+    ) -> None:
+        helper = CyclicLR(
+            0.0, 0.0, 1.0, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
+        )
+        self._set(
+            base_momentum=check_float("CyclicMomentum", "base_momentum", base_momentum),
+            max_momentum=check_float("CyclicMomentum", "max_momentum", max_momentum),
+            step_size_up=step_size_up,
+            step_size_down=step_size_down,
+            mode=mode,
+            gamma=helper.gamma,
+            scale_fn=scale_fn,
+            scale_mode=scale_mode,
+        )
+
+    def _host_capable(self) -> bool:
+        return True
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        k = ops.floor(ops.maximum(t, 0.0))
+        helper = object.__new__(CyclicLR)
+        for f in CyclicLR._fields:
+            object.__setattr__(helper, f, None)
+        object.__setattr__(helper, "step_size_up", self.step_size_up)
+        object.__setattr__(helper, "step_size_down", self.step_size_down)
+        object.__setattr__(helper, "mode", self.mode)
+        object.__setattr__(helper, "gamma", self.gamma)
+        object.__setattr__(helper, "scale_fn", self.scale_fn)
+        object.__setattr__(helper, "scale_mode", self.scale_mode)
+        try:
+            sf, scale = helper._phase(k, ops)
+        except (ZeroDivisionError, OverflowError) as e:
+            raise _host_error("CyclicMomentum", t, ops, e) from None
+        return self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
+
+
+# -- OneCycleLR --------------------------------------------------------------------------------
+
+
+class OneCycleLR(TorchSchedule, name="OneCycleLR"):
+    """The 1cycle policy (``torch.optim.lr_scheduler.OneCycleLR``), torch's phase layout:
+    phase ends at ``pct_start * total_steps - 1`` (and ``2 * pct_start * total_steps - 2``
+    with ``three_phase``) and ``total_steps - 1``. Step ``total_steps`` is still
+    defined (the last phase extrapolated); beyond it torch raises, so the host
+    path raises ``ValueError`` and the traced path returns NaN.
+
+    :meth:`momentum` gives the momentum / beta1 schedule torch cycles.
+
+    >>> from schedules import torch as T
+    >>> s = T.OneCycleLR(0.1, max_lr=1.0, total_steps=10, anneal_strategy="linear", pct_start=0.5)
+    >>> s(0), round(s(4), 12), round(s(9), 12)
+    (0.04, 1.0, 4e-06)
+    """
+
+    _fields = (
+        "lr",
+        "max_lr",
+        "total_steps",
+        "epochs",
+        "steps_per_epoch",
+        "pct_start",
+        "anneal_strategy",
+        "cycle_momentum",
+        "base_momentum",
+        "max_momentum",
+        "div_factor",
+        "final_div_factor",
+        "three_phase",
+        "horizon",
+    )
+    # pct_start fixes the phase ends (torch computes them in Python): static like total_steps
+    _static = frozenset(
+        {
+            "total_steps",
+            "epochs",
+            "steps_per_epoch",
+            "pct_start",
+            "anneal_strategy",
+            "cycle_momentum",
+            "three_phase",
+            "horizon",
+        }
+    )
+    _per_group = ("max_lr", "base_momentum", "max_momentum")
+    kind = Kind.ABS
+
+    def __init__(
+        self,
+        lr: float,
+        max_lr: float,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        cycle_momentum: bool = True,
+        base_momentum: float = 0.85,
+        max_momentum: float = 0.95,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+        horizon: int | None = None,
+    ) -> None:
+        w = "OneCycleLR"
+        total = _one_cycle_total(total_steps, epochs, steps_per_epoch)
+        pct_start = _pct_start(w, pct_start)
+        check_choice(w, "anneal_strategy", anneal_strategy, ("cos", "linear"))
+        self._set(
+            lr=_lr(w, lr),
+            max_lr=check_float(w, "max_lr", max_lr, ge=0),
+            total_steps=total,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=pct_start,
+            anneal_strategy=anneal_strategy,
+            cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
+            base_momentum=check_float(w, "base_momentum", base_momentum),
+            max_momentum=check_float(w, "max_momentum", max_momentum),
+            div_factor=check_float(w, "div_factor", div_factor, gt=0),
+            final_div_factor=check_float(w, "final_div_factor", final_div_factor, gt=0),
+            three_phase=_check_bool(w, "three_phase", three_phase),
+            horizon=_horizon(w, horizon),
+        )
+        for name, v in self._group().items():
+            if "lr" in name and not v <= FLOAT32_MAX:
+                raise fail(
+                    w,
+                    "div_factor" if name == "initial_lr" else "final_div_factor",
+                    self.div_factor if name == "initial_lr" else self.final_div_factor,
+                    f"makes {name} = {v!r} exceed float32's range ({FLOAT32_MAX!r})",
+                )
+        self._check_constructs()
+
+    def _phases(self) -> list[tuple[float, str, str, str, str]]:
+        """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)."""
+        n, p = self.total_steps, self.pct_start
+        if self.three_phase:
+            return [
+                (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                (float(2 * p * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
+                (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
+            ]
+        return [
+            (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+            (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
+        ]
+
+    def _group(self) -> dict[str, Any]:
+        initial = self.max_lr / self.div_factor
+        return {
+            "initial_lr": initial,
+            "max_lr": self.max_lr,
+            "min_lr": initial / self.final_div_factor,
+            "max_momentum": self.max_momentum,
+            "base_momentum": self.base_momentum,
+        }
+
+    def _anneal(self, a: Any, b: Any, pct: Any, rem: Any, ops: Ops) -> Any:
+        if self.anneal_strategy == "cos":
+            if ops.host:
+                return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
+            # (cos(pi pct) + 1) / 2 = sin(pi rem / 2)**2 = 1 - sin(pi pct / 2)**2: start from
+            # the nearer end, so the float32 value has no cancellation at either end
+            near_b = b + (a - b) * ops.sin(ops.pi * rem / 2.0) ** 2
+            near_a = a + (b - a) * ops.sin(ops.pi * pct / 2.0) ** 2
+            return ops.where(pct <= 0.5, near_a, near_b)
+        if not ops.host:
+            return ops.where(pct <= 0.5, (b - a) * pct + a, (a - b) * rem + b)
+        return (b - a) * pct + a
+
+    def _value(self, k: Any, ops: Ops, grp: dict[str, Any], lr_keys: bool = True) -> Any:
+        phases = self._phases()
+        if ops.host:
+            start = 0.0
+            for i, (end, s_lr, e_lr, s_m, e_m) in enumerate(phases):
+                if k <= end or i == len(phases) - 1:
+                    pct = (k - start) / (end - start)
+                    a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
+                    return self._anneal(a, b, pct, None, ops)
+                start = end
+
+        # The phase's constants are selected first (torch: the first phase whose end is
+        # >= k), so that ONE phase is annealed: one sin, not one per phase and end.
+        # (k - start) / len and (end - k) / len with the (fractional) phase ends split
+        # hi + lo (hi: the float32 rounding, so k - hi is exact near the end).
+        def split(c: float, d: float) -> tuple[float, float]:
+            hi = float(np.float32(c))
+            return hi, (c - hi) / d if d else 0.0  # an empty phase: k - hi over 0 (inf/NaN)
+
+        start = 0.0
+        cols: list[tuple[Any, ...]] = []
+        for end, s_lr, e_lr, s_m, e_m in phases:
+            a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
+            d = end - start
+            cols.append((*split(start, d), *split(end, d), float(d), a, b, start))
+            start = end
+        sel = list(cols[0][:7])
+        for col in cols[1:]:
+            later = k > col[7]  # past the previous phase's end
+            sel = [ops.where(later, c, s) for c, s in zip(col[:7], sel)]
+        hs, ls, he, le, d, a, b = sel
+        pct = ops.div(k - hs, d) - ls
+        rem = -(ops.div(k - he, d) - le)
+        first = pct <= 0.5
+        if self.anneal_strategy == "cos":  # from the nearer end: no cancellation (float32)
+            s2 = ops.sin(ops.pi * ops.where(first, pct, rem) / 2.0) ** 2
+            out = ops.where(first, a + (b - a) * s2, b + (a - b) * s2)
+        else:
+            out = ops.where(first, (b - a) * pct + a, (a - b) * rem + b)
+        return ops.where(k > self.total_steps, math.nan, out)
+
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
+        return self._value(k, ops, g if g is not None else self._group())
+
+    def _closed_host_ok(self, k: int) -> bool:
+        return k <= self.total_steps
+
+    def _closed_exact(self) -> bool:
+        return True
+
+    @staticmethod
+    def momentum(
+        max_lr: float = 1.0,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        base_momentum: float | list[float] = 0.85,
+        max_momentum: float | list[float] = 0.95,
+        three_phase: bool = False,
+    ) -> Any:
+        """The momentum (or Adam beta1) schedule ``OneCycleLR`` sets with
+        ``cycle_momentum``: ``max_momentum -> base_momentum -> max_momentum`` over
+        the same phases. Takes ``OneCycleLR``'s arguments; lists give one schedule
+        per group. Use with ``optax.inject_hyperparams``.
+
+        >>> from schedules import torch as T
+        >>> m = T.OneCycleLR.momentum(total_steps=10, pct_start=0.5, anneal_strategy="linear")
+        >>> m(0), round(m(4), 12), round(m(9), 12)
+        (0.95, 0.85, 0.95)
+        """
+        groups = _momentum_groups("OneCycleLR.momentum", base_momentum, max_momentum)
+        if groups is not None:
+            return [
+                OneCycleMomentum(
+                    total_steps,
+                    epochs,
+                    steps_per_epoch,
+                    pct_start,
+                    anneal_strategy,
+                    b,
+                    m,
+                    three_phase,
+                )
+                for b, m in groups
+            ]
+        return OneCycleMomentum(
+            total_steps,
+            epochs,
+            steps_per_epoch,
+            pct_start,
+            anneal_strategy,
+            base_momentum,
+            max_momentum,
+            three_phase,
+        )
+
+
+def _pct_start(where: str, pct_start: Any) -> float:
+    # torch: ``pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float)``; NaN
+    # (which passes torch's check and makes every lr NaN) is refused too.
+    if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
+        raise fail(
+            where,
+            "pct_start",
+            pct_start,
+            "must be a float between 0 and 1 (torch: 'Expected float between 0 and 1 pct_start')",
+        )
+    return pct_start
+
+
+def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
+    w = "OneCycleLR"
+    if total_steps is not None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
+            raise fail(w, "total_steps", total_steps, "must be a positive integer")
+        if total_steps >= 2**31:
+            raise fail(w, "total_steps", total_steps, "must be below 2**31 (int32)")
+        return total_steps
+    if epochs is not None and steps_per_epoch is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+            raise fail(w, "epochs", epochs, "must be a positive integer")
+        if (
+            isinstance(steps_per_epoch, bool)
+            or not isinstance(steps_per_epoch, int)
+            or steps_per_epoch <= 0
+        ):
+            raise fail(w, "steps_per_epoch", steps_per_epoch, "must be a positive integer")
+        if epochs * steps_per_epoch >= 2**31:
+            raise fail(
+                w,
+                "epochs * steps_per_epoch",
+                epochs * steps_per_epoch,
+                "must be below 2**31 (int32)",
+            )
+        return epochs * steps_per_epoch
+    raise fail(
+        w,
+        "total_steps",
+        total_steps,
+        "must be given, or both epochs and steps_per_epoch (torch raises ValueError)",
+    )
+
+
+class OneCycleMomentum(Schedule, name="OneCycleMomentum"):
+    """The momentum schedule of :class:`OneCycleLR` (see :meth:`OneCycleLR.momentum`).
+
+    >>> from schedules import torch as T
+    >>> T.OneCycleMomentum(total_steps=100)(0)
+    0.95
+    """
+
+    _fields = (
+        "total_steps",
+        "epochs",
+        "steps_per_epoch",
+        "pct_start",
+        "anneal_strategy",
+        "base_momentum",
+        "max_momentum",
+        "three_phase",
+    )
+    _static = frozenset(
+        {"total_steps", "epochs", "steps_per_epoch", "pct_start", "anneal_strategy", "three_phase"}
+    )
+
+    def __init__(
+        self,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        base_momentum: float = 0.85,
+        max_momentum: float = 0.95,
+        three_phase: bool = False,
+    ) -> None:
+        OneCycleLR(
+            1.0,
+            1.0,
+            total_steps,
+            epochs,
+            steps_per_epoch,
+            pct_start,
+            anneal_strategy,
+            three_phase=three_phase,
+        )
+        self._set(
+            total_steps=total_steps,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=pct_start,
+            anneal_strategy=anneal_strategy,
+            base_momentum=check_float("OneCycleMomentum", "base_momentum", base_momentum),
+            max_momentum=check_float("OneCycleMomentum", "max_momentum", max_momentum),
+            three_phase=bool(three_phase),
+        )
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        helper = object.__new__(OneCycleLR)
+        object.__setattr__(
+            helper,
+            "total_steps",
+            _one_cycle_total(self.total_steps, self.epochs, self.steps_per_epoch),
+        )
+        object.__setattr__(helper, "pct_start", self.pct_start)
+        object.__setattr__(helper, "three_phase", self.three_phase)
+        object.__setattr__(helper, "anneal_strategy", self.anneal_strategy)
+        grp = {"max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
+        k = ops.floor(ops.maximum(t, 0.0))
+        if ops.host and k > helper.total_steps:
+            raise ValueError(
+                f"OneCycleMomentum: step {int(k)} is beyond total_steps="
+                f"{helper.total_steps} (torch raises ValueError)"
+            )
+        try:
+            return helper._value(k, ops, grp, lr_keys=False)
+        except (ZeroDivisionError, OverflowError) as e:
+            raise _host_error("OneCycleMomentum", t, ops, e) from None
