@@ -743,7 +743,61 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
-class CyclicLR(TorchSchedule, name="CyclicLR"):
+class _CyclicPhase:
+    """torch's ``CyclicLR`` cycle arithmetic, shared by :class:`CyclicLR` (the lr) and
+    :class:`CyclicMomentum` (the momentum it cycles): reads ``step_size_up``,
+    ``step_size_down``, ``mode``, ``gamma``, ``scale_fn`` and ``scale_mode``."""
+
+    step_size_up: Any
+    step_size_down: Any
+    mode: str
+    gamma: Any
+    scale_fn: Any
+    scale_mode: str
+
+    # torch: step_size_up/down become floats; total_size and step_ratio as in __init__
+    def _sizes(self) -> tuple[float, float]:
+        up = float(self.step_size_up)
+        down = float(self.step_size_down) if self.step_size_down is not None else up
+        total = up + down
+        return total, up / total
+
+    def _scale_mode(self) -> str:
+        if self.scale_fn is not None:
+            return self.scale_mode
+        return "iterations" if self.mode == "exp_range" else "cycle"
+
+    def _scale(self, x: Any, ops: Ops) -> Any:
+        if self.scale_fn is not None:
+            return _call_float(self.scale_fn, x, ops)
+        if self.mode == "triangular":
+            return 1.0 + 0.0 * x
+        if self.mode == "triangular2":
+            return 1 / ops.pow(2.0, x - 1)
+        return _gpow(self.gamma, x, ops)
+
+    def _phase(self, k: Any, ops: Ops) -> tuple[Any, Any]:
+        """``(scale_factor, scale)`` at counter ``k``, in torch's operation order."""
+        total, ratio = self._sizes()
+        if ops.host:
+            cycle = ops.floor(1 + k / total)
+            x = 1.0 + k / total - cycle
+        else:  # the same, without cancellation: x = (k mod total) / total
+            q = _fdiv(k, total, ops)
+            cycle = q + 1
+            x = (k - q * total) / total
+        if ops.host:  # torch's if/else: the branch not taken may divide by 0
+            sf = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+        else:  # x / ratio = m / up, (x - 1) / (ratio - 1) = (total - m) / down (m exact)
+            m = k - q * total
+            up = float(self.step_size_up)
+            sf = ops.where(x <= ratio, ops.div(m, up), ops.div(total - m, total - up))
+            sf = ops.clip(sf, 0.0, 1.0)  # in [0, 1]; float32 far out (k > 2**24) may stray
+        scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
+        return sf, scale
+
+
+class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
     """Cyclical learning rate (``torch.optim.lr_scheduler.CyclicLR``); the lr is
     *replaced* by ``base_lr`` (the optimizer's ``lr`` only matters inside composites).
 
@@ -846,47 +900,6 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
     def _host_capable(self) -> bool:
         return True
 
-    # torch: step_size_up/down become floats; total_size and step_ratio as in __init__
-    def _sizes(self) -> tuple[float, float]:
-        up = float(self.step_size_up)
-        down = float(self.step_size_down) if self.step_size_down is not None else up
-        total = up + down
-        return total, up / total
-
-    def _scale_mode(self) -> str:
-        if self.scale_fn is not None:
-            return self.scale_mode
-        return "iterations" if self.mode == "exp_range" else "cycle"
-
-    def _scale(self, x: Any, ops: Ops) -> Any:
-        if self.scale_fn is not None:
-            return _call_float(self.scale_fn, x, ops)
-        if self.mode == "triangular":
-            return 1.0 + 0.0 * x
-        if self.mode == "triangular2":
-            return 1 / ops.pow(2.0, x - 1)
-        return _gpow(self.gamma, x, ops)
-
-    def _phase(self, k: Any, ops: Ops) -> tuple[Any, Any]:
-        """``(scale_factor, scale)`` at counter ``k``, in torch's operation order."""
-        total, ratio = self._sizes()
-        if ops.host:
-            cycle = ops.floor(1 + k / total)
-            x = 1.0 + k / total - cycle
-        else:  # the same, without cancellation: x = (k mod total) / total
-            q = _fdiv(k, total, ops)
-            cycle = q + 1
-            x = (k - q * total) / total
-        if ops.host:  # torch's if/else: the branch not taken may divide by 0
-            sf = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
-        else:  # x / ratio = m / up, (x - 1) / (ratio - 1) = (total - m) / down (m exact)
-            m = k - q * total
-            up = float(self.step_size_up)
-            sf = ops.where(x <= ratio, ops.div(m, up), ops.div(total - m, total - up))
-            sf = ops.clip(sf, 0.0, 1.0)  # in [0, 1]; float32 far out (k > 2**24) may stray
-        scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
-        return sf, scale
-
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         sf, scale = self._phase(k, ops)
         v = self.base_lr + (self.max_lr - self.base_lr) * sf * scale
@@ -920,27 +933,19 @@ class CyclicLR(TorchSchedule, name="CyclicLR"):
         ``max_momentum - (max_momentum - base_momentum) * scale_factor * scale``.
         Takes ``CyclicLR``'s arguments (the lrs do not matter); lists give one
         schedule per group. Use with ``optax.inject_hyperparams``."""
+
+        def one(b: Any, m: Any) -> CyclicMomentum:
+            return CyclicMomentum(
+                b, m, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
+            )
+
         groups = _momentum_groups("CyclicLR.momentum", base_momentum, max_momentum)
-        if groups is not None:
-            return [
-                CyclicMomentum(
-                    b, m, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
-                )
-                for b, m in groups
-            ]
-        return CyclicMomentum(
-            base_momentum,
-            max_momentum,
-            step_size_up,
-            step_size_down,
-            mode,
-            gamma,
-            scale_fn,
-            scale_mode,
-        )
+        if groups is None:
+            return one(base_momentum, max_momentum)
+        return [one(b, m) for b, m in groups]
 
 
-class CyclicMomentum(Schedule, name="CyclicMomentum"):
+class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
     """The momentum schedule of :class:`CyclicLR` (see :meth:`CyclicLR.momentum`).
 
     >>> from schedules import torch as T
@@ -991,17 +996,8 @@ class CyclicMomentum(Schedule, name="CyclicMomentum"):
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         k = ops.floor(ops.maximum(t, 0.0))
-        helper = object.__new__(CyclicLR)
-        for f in CyclicLR._fields:
-            object.__setattr__(helper, f, None)
-        object.__setattr__(helper, "step_size_up", self.step_size_up)
-        object.__setattr__(helper, "step_size_down", self.step_size_down)
-        object.__setattr__(helper, "mode", self.mode)
-        object.__setattr__(helper, "gamma", self.gamma)
-        object.__setattr__(helper, "scale_fn", self.scale_fn)
-        object.__setattr__(helper, "scale_mode", self.scale_mode)
         try:
-            sf, scale = helper._phase(k, ops)
+            sf, scale = self._phase(k, ops)
         except (ZeroDivisionError, OverflowError) as e:
             raise _host_error("CyclicMomentum", t, ops, e) from None
         return self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
@@ -1010,7 +1006,83 @@ class CyclicMomentum(Schedule, name="CyclicMomentum"):
 # -- OneCycleLR --------------------------------------------------------------------------------
 
 
-class OneCycleLR(TorchSchedule, name="OneCycleLR"):
+class _OneCyclePhases:
+    """torch's ``OneCycleLR`` phases, shared by :class:`OneCycleLR` (the lr) and
+    :class:`OneCycleMomentum` (the momentum it cycles): reads ``pct_start``,
+    ``three_phase`` and ``anneal_strategy``, and ``_steps()`` (``total_steps``)."""
+
+    pct_start: float
+    three_phase: bool
+    anneal_strategy: str
+
+    def _steps(self) -> int:
+        raise NotImplementedError
+
+    def _phases(self) -> list[tuple[float, str, str, str, str]]:
+        """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)."""
+        n, p = self._steps(), self.pct_start
+        if self.three_phase:
+            return [
+                (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                (float(2 * p * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
+                (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
+            ]
+        return [
+            (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+            (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
+        ]
+
+    def _anneal(self, a: float, b: float, pct: float) -> float:
+        """torch's ``_annealing_cos`` / ``_annealing_linear`` (host)."""
+        if self.anneal_strategy == "cos":
+            return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (b - a) * pct + a
+
+    def _value(self, k: Any, ops: Ops, grp: dict[str, Any], lr_keys: bool = True) -> Any:
+        """The lr (``lr_keys``) or the momentum at step ``k``: on the host torch's
+        ``get_lr`` phase loop; on arrays the same phases without cancellation."""
+        phases = self._phases()
+        if ops.host:
+            start = 0.0
+            for i, (end, s_lr, e_lr, s_m, e_m) in enumerate(phases):
+                if k <= end or i == len(phases) - 1:
+                    pct = (k - start) / (end - start)
+                    a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
+                    return self._anneal(a, b, pct)
+                start = end
+
+        # The phase's constants are selected first (torch: the first phase whose end is
+        # >= k), so that ONE phase is annealed: one sin, not one per phase and end.
+        # (k - start) / len and (end - k) / len with the (fractional) phase ends split
+        # hi + lo (hi: the float32 rounding, so k - hi is exact near the end).
+        def split(c: float, d: float) -> tuple[float, float]:
+            hi = float(np.float32(c))
+            return hi, (c - hi) / d if d else 0.0  # an empty phase: k - hi over 0 (inf/NaN)
+
+        start = 0.0
+        cols: list[tuple[Any, ...]] = []
+        for end, s_lr, e_lr, s_m, e_m in phases:
+            a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
+            d = end - start
+            cols.append((*split(start, d), *split(end, d), float(d), a, b, start))
+            start = end
+        sel = list(cols[0][:7])
+        for col in cols[1:]:
+            later = k > col[7]  # past the previous phase's end
+            sel = [ops.where(later, c, s) for c, s in zip(col[:7], sel)]
+        hs, ls, he, le, d, a, b = sel
+        pct = ops.div(k - hs, d) - ls
+        rem = -(ops.div(k - he, d) - le)
+        first = pct <= 0.5
+        if self.anneal_strategy == "cos":  # from the nearer end: no cancellation (float32)
+            s2 = ops.sin(ops.pi * ops.where(first, pct, rem) / 2.0) ** 2
+            out = ops.where(first, a + (b - a) * s2, b + (a - b) * s2)
+        else:
+            out = ops.where(first, (b - a) * pct + a, (a - b) * rem + b)
+        return ops.where(k > self._steps(), math.nan, out)
+
+
+class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
     """The 1cycle policy (``torch.optim.lr_scheduler.OneCycleLR``), torch's phase layout:
     phase ends at ``pct_start * total_steps - 1`` (and ``2 * pct_start * total_steps - 2``
     with ``three_phase``) and ``total_steps - 1``. Step ``total_steps`` is still
@@ -1104,19 +1176,8 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
                 )
         self._check_constructs()
 
-    def _phases(self) -> list[tuple[float, str, str, str, str]]:
-        """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)."""
-        n, p = self.total_steps, self.pct_start
-        if self.three_phase:
-            return [
-                (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-                (float(2 * p * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
-                (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
-            ]
-        return [
-            (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-            (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
-        ]
+    def _steps(self) -> int:
+        return self.total_steps
 
     def _group(self) -> dict[str, Any]:
         initial = self.max_lr / self.div_factor
@@ -1127,60 +1188,6 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
             "max_momentum": self.max_momentum,
             "base_momentum": self.base_momentum,
         }
-
-    def _anneal(self, a: Any, b: Any, pct: Any, rem: Any, ops: Ops) -> Any:
-        if self.anneal_strategy == "cos":
-            if ops.host:
-                return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
-            # (cos(pi pct) + 1) / 2 = sin(pi rem / 2)**2 = 1 - sin(pi pct / 2)**2: start from
-            # the nearer end, so the float32 value has no cancellation at either end
-            near_b = b + (a - b) * ops.sin(ops.pi * rem / 2.0) ** 2
-            near_a = a + (b - a) * ops.sin(ops.pi * pct / 2.0) ** 2
-            return ops.where(pct <= 0.5, near_a, near_b)
-        if not ops.host:
-            return ops.where(pct <= 0.5, (b - a) * pct + a, (a - b) * rem + b)
-        return (b - a) * pct + a
-
-    def _value(self, k: Any, ops: Ops, grp: dict[str, Any], lr_keys: bool = True) -> Any:
-        phases = self._phases()
-        if ops.host:
-            start = 0.0
-            for i, (end, s_lr, e_lr, s_m, e_m) in enumerate(phases):
-                if k <= end or i == len(phases) - 1:
-                    pct = (k - start) / (end - start)
-                    a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
-                    return self._anneal(a, b, pct, None, ops)
-                start = end
-
-        # The phase's constants are selected first (torch: the first phase whose end is
-        # >= k), so that ONE phase is annealed: one sin, not one per phase and end.
-        # (k - start) / len and (end - k) / len with the (fractional) phase ends split
-        # hi + lo (hi: the float32 rounding, so k - hi is exact near the end).
-        def split(c: float, d: float) -> tuple[float, float]:
-            hi = float(np.float32(c))
-            return hi, (c - hi) / d if d else 0.0  # an empty phase: k - hi over 0 (inf/NaN)
-
-        start = 0.0
-        cols: list[tuple[Any, ...]] = []
-        for end, s_lr, e_lr, s_m, e_m in phases:
-            a, b = (grp[s_lr], grp[e_lr]) if lr_keys else (grp[s_m], grp[e_m])
-            d = end - start
-            cols.append((*split(start, d), *split(end, d), float(d), a, b, start))
-            start = end
-        sel = list(cols[0][:7])
-        for col in cols[1:]:
-            later = k > col[7]  # past the previous phase's end
-            sel = [ops.where(later, c, s) for c, s in zip(col[:7], sel)]
-        hs, ls, he, le, d, a, b = sel
-        pct = ops.div(k - hs, d) - ls
-        rem = -(ops.div(k - he, d) - le)
-        first = pct <= 0.5
-        if self.anneal_strategy == "cos":  # from the nearer end: no cancellation (float32)
-            s2 = ops.sin(ops.pi * ops.where(first, pct, rem) / 2.0) ** 2
-            out = ops.where(first, a + (b - a) * s2, b + (a - b) * s2)
-        else:
-            out = ops.where(first, (b - a) * pct + a, (a - b) * rem + b)
-        return ops.where(k > self.total_steps, math.nan, out)
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         return self._value(k, ops, g if g is not None else self._group())
@@ -1213,31 +1220,16 @@ class OneCycleLR(TorchSchedule, name="OneCycleLR"):
         >>> m(0), round(m(4), 12), round(m(9), 12)
         (0.95, 0.85, 0.95)
         """
+
+        def one(b: Any, m: Any) -> OneCycleMomentum:
+            return OneCycleMomentum(
+                total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy, b, m, three_phase
+            )
+
         groups = _momentum_groups("OneCycleLR.momentum", base_momentum, max_momentum)
-        if groups is not None:
-            return [
-                OneCycleMomentum(
-                    total_steps,
-                    epochs,
-                    steps_per_epoch,
-                    pct_start,
-                    anneal_strategy,
-                    b,
-                    m,
-                    three_phase,
-                )
-                for b, m in groups
-            ]
-        return OneCycleMomentum(
-            total_steps,
-            epochs,
-            steps_per_epoch,
-            pct_start,
-            anneal_strategy,
-            base_momentum,
-            max_momentum,
-            three_phase,
-        )
+        if groups is None:
+            return one(base_momentum, max_momentum)
+        return [one(b, m) for b, m in groups]
 
 
 def _pct_start(where: str, pct_start: Any) -> float:
@@ -1286,7 +1278,7 @@ def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int
     )
 
 
-class OneCycleMomentum(Schedule, name="OneCycleMomentum"):
+class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
     """The momentum schedule of :class:`OneCycleLR` (see :meth:`OneCycleLR.momentum`).
 
     >>> from schedules import torch as T
@@ -1340,24 +1332,18 @@ class OneCycleMomentum(Schedule, name="OneCycleMomentum"):
             three_phase=bool(three_phase),
         )
 
+    def _steps(self) -> int:
+        return _one_cycle_total(self.total_steps, self.epochs, self.steps_per_epoch)
+
     def _eval(self, t: Any, ops: Ops) -> Any:
-        helper = object.__new__(OneCycleLR)
-        object.__setattr__(
-            helper,
-            "total_steps",
-            _one_cycle_total(self.total_steps, self.epochs, self.steps_per_epoch),
-        )
-        object.__setattr__(helper, "pct_start", self.pct_start)
-        object.__setattr__(helper, "three_phase", self.three_phase)
-        object.__setattr__(helper, "anneal_strategy", self.anneal_strategy)
         grp = {"max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
         k = ops.floor(ops.maximum(t, 0.0))
-        if ops.host and k > helper.total_steps:
+        if ops.host and k > self._steps():
             raise ValueError(
                 f"OneCycleMomentum: step {int(k)} is beyond total_steps="
-                f"{helper.total_steps} (torch raises ValueError)"
+                f"{self._steps()} (torch raises ValueError)"
             )
         try:
-            return helper._value(k, ops, grp, lr_keys=False)
+            return self._value(k, ops, grp, lr_keys=False)
         except (ZeroDivisionError, OverflowError) as e:
             raise _host_error("OneCycleMomentum", t, ops, e) from None
