@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._numerics import fix_floor_quotient
+
 __all__ = ["JNP", "JNP_ACCURATE", "NP", "PY", "Ops", "pow_prod_f32"]
 
 
@@ -189,7 +191,9 @@ class _ArrayOps(Ops):
         return self.xp.true_divide(a, b)
 
     def floordiv(self, a: Any, b: Any) -> Any:
-        return self.xp.floor(self.xp.true_divide(a, b))
+        # XLA divides by a constant through its reciprocal, which can land on the next
+        # integer: settle the quotient exactly
+        return fix_floor_quotient(self.xp.floor(self.xp.true_divide(a, b)), a, b, self)
 
     def abs(self, x: Any) -> Any:
         return self.xp.abs(x)

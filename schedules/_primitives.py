@@ -15,6 +15,15 @@ from typing import Any
 import numpy as np
 
 from ._core import Schedule
+from ._numerics import (
+    CYCLIC_MODES,
+    WSD_SHAPES,
+    cycle_of,
+    cycle_position,
+    half_cos,
+    half_cos_remaining,
+    progress,
+)
 from ._ops import Ops
 from ._validate import (
     FLOAT32_MAX,
@@ -49,36 +58,6 @@ __all__ = [
     "TanhDecay",
     "WarmupStableDecay",
 ]
-
-
-def _progress(t: Any, T: Any, ops: Ops) -> Any:
-    """``clip(t / T, 0, 1)``, with a zero-length interval already complete."""
-    if type(T) is int:  # a known length (not traced): no guard needed
-        return ops.clip(t / T, 0.0, 1.0) if T > 0 else 1.0 + 0.0 * t
-    safe_T = ops.maximum(T, 1)
-    return ops.where(T > 0, ops.clip(ops.div(t, safe_T), 0.0, 1.0), 1.0)
-
-
-def _cos_frac(p: Any, ops: Ops) -> Any:
-    """Half-cosine from 1 (p=0) to 0 (p=1)."""
-    return 0.5 * (1.0 + ops.cos(ops.pi * p))
-
-
-def cycle_of(t: Any, P: Any, m: Any, ops: Ops) -> tuple[Any, Any, Any]:
-    """``(n, S_n, T_n)`` for cycles of lengths ``T_n = P * m ** n``: the index of
-    the cycle holding step ``t >= 0``, its first step and its length."""
-    geometric = m != 1
-    m_safe = ops.where(geometric, m, 2.0)
-    n_geo = ops.floor(ops.div(ops.log(t * (m_safe - 1) / P + 1), ops.log(m_safe)))
-    n = ops.where(geometric, n_geo, ops.floor(ops.div(t, P)))
-
-    def start(k: Any) -> Any:
-        return ops.where(geometric, P * (ops.pow(m_safe, k) - 1) / (m_safe - 1), k * P)
-
-    # The logarithm can land one cycle off at a boundary; settle it exactly.
-    n = ops.where(start(n) > t, n - 1, n)
-    n = ops.where(start(n + 1) <= t, n + 1, n)
-    return n, start(n), P * ops.pow(ops.where(geometric, m_safe, 1.0), n)
 
 
 def check_cycles(
@@ -136,7 +115,7 @@ class Linear(Schedule, name="linear"):
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        p = _progress(t, self.steps, ops)
+        p = progress(t, self.steps, ops)
         # Two-sided lerp: exactly init at p = 0 and exactly end at p = 1.
         return self.init * (1.0 - p) + self.end * p
 
@@ -163,18 +142,9 @@ class CosineDecay(Schedule, name="cosine"):
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        # (1 + cos(pi p)) / 2 == sin(pi (1 - p) / 2) ** 2: fewer operations on the hot path,
-        # never negative (a fractional exponent is safe), exactly 1 at p = 0 and 0 at p = 1.
-        T = self.steps
-        if type(T) is int:  # known length: no guard for T = 0 in the traced graph
-            if T == 0:
-                return self.end + 0.0 * t
-            x = ops.clip(T - t, 0.0, T) * (ops.pi / (2 * T))
-        else:
-            half_pi_over_T = ops.div(ops.pi, 2 * ops.maximum(T, 1))
-            x = ops.where(T > 0, ops.clip(T - t, 0.0, T) * half_pi_over_T, 0.0)
-        c = ops.sin(x)
-        c = c * c
+        if type(self.steps) is int and self.steps == 0:  # known length: no cosine at all
+            return self.end + 0.0 * t
+        c = half_cos_remaining(t, self.steps, ops)
         if type(self.exponent) is not float or self.exponent != 1.0:
             c = ops.pow(c, self.exponent)
         return self.end + (self.init - self.end) * c
@@ -302,7 +272,7 @@ class Polynomial(Schedule, name="polynomial"):
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        p = _progress(t, self.steps, ops)
+        p = progress(t, self.steps, ops)
         return self.end + (self.init - self.end) * ops.pow(1.0 - p, self.power)
 
 
@@ -369,9 +339,6 @@ class Noam(Schedule, name="noam"):
         return self.scale * ops.pow(self.d_model, -0.5) * ops.minimum(rise, fall)
 
 
-_WSD_SHAPES = ("linear", "cosine", "1-sqrt")
-
-
 class WarmupStableDecay(Schedule, name="wsd"):
     """Warmup-stable-decay ("trapezoidal") over ``total`` steps.
 
@@ -412,23 +379,20 @@ class WarmupStableDecay(Schedule, name="wsd"):
             decay=decay,
             init=check_float("wsd", "init", init, ge=0),
             end=check_float("wsd", "end", end, ge=0),
-            shape=check_choice("wsd", "shape", shape, _WSD_SHAPES),
+            shape=check_choice("wsd", "shape", shape, WSD_SHAPES),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        warm = self.init + (self.peak - self.init) * _progress(t, self.warmup, ops)
-        p = _progress(t - (self.total - self.decay), self.decay, ops)
+        warm = self.init + (self.peak - self.init) * progress(t, self.warmup, ops)
+        p = progress(t - (self.total - self.decay), self.decay, ops)
         if self.shape == "linear":
             f = 1.0 - p
         elif self.shape == "cosine":
-            f = _cos_frac(p, ops)
+            f = half_cos(p, ops)
         else:
             f = 1.0 - ops.sqrt(p)
         decayed = self.end + (self.peak - self.end) * f
         return ops.where(t < self.total - self.decay, warm, decayed)
-
-
-_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
 class Cyclic(Schedule, name="cyclic"):
@@ -468,7 +432,7 @@ class Cyclic(Schedule, name="cyclic"):
             high=check_float("cyclic", "high", high, ge=0),
             up=up,
             down=up if down is None else check_int("cyclic", "down", down, gt=0),
-            mode=check_choice("cyclic", "mode", mode, _CYCLIC_MODES),
+            mode=check_choice("cyclic", "mode", mode, CYCLIC_MODES),
             gamma=check_float("cyclic", "gamma", gamma, gt=0, le=1),
         )
 
@@ -478,10 +442,7 @@ class Cyclic(Schedule, name="cyclic"):
         ratio = self.up / total
         # x = t / L - floor(t / L), with the remainder taken exactly (t - n L)
         # so that float32 keeps its precision far from step 0.
-        n = ops.floor(ops.div(t, total))
-        r = t - n * total
-        n = ops.where(r < 0, n - 1, ops.where(r >= total, n + 1, n))
-        r = t - n * total
+        n, r = cycle_position(t, total, ops)
         cycle = n + 1
         x = ops.div(r, total)
         h = ops.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
@@ -634,7 +595,7 @@ class CosineRestarts(Schedule, name="cosine_restarts"):
         t = ops.maximum(t, 0.0)
         n, s, T = cycle_of(t, self.period, self.period_mult, ops)
         peak = self.init * ops.pow(self.decay, n)
-        v = self.end + (peak - self.end) * _cos_frac(ops.div(t - s, T), ops)
+        v = self.end + (peak - self.end) * half_cos(ops.div(t - s, T), ops)
         if self.max_cycles is None:
             return v
         return ops.where(n >= self.max_cycles, self.end, v)
@@ -681,7 +642,7 @@ class TanhDecay(Schedule, name="tanh_decay"):
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        p = _progress(t, self.steps, ops)
+        p = progress(t, self.steps, ops)
         g0 = 1.0 - ops.tanh(self.lower + 0.0 * p)
         g1 = 1.0 - ops.tanh(self.upper + 0.0 * p)
         g = 1.0 - ops.tanh(self.lower + (self.upper - self.lower) * p)
@@ -741,7 +702,7 @@ class PiecewiseLinear(Schedule, name="piecewise_linear"):
         xs, ys = self.steps, self.values
         out = ys[0] + 0.0 * t
         for i in range(1, len(xs)):
-            seg = ys[i - 1] + (ys[i] - ys[i - 1]) * _progress(t - xs[i - 1], xs[i] - xs[i - 1], ops)
+            seg = ys[i - 1] + (ys[i] - ys[i - 1]) * progress(t - xs[i - 1], xs[i] - xs[i - 1], ops)
             out = ops.where(t > xs[i - 1], seg, out)
         return out
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._core import Schedule
+from ._numerics import WSD_SHAPES, half_cos_cycles
 from ._ops import Ops
 from ._validate import check_choice, check_float, check_int, fail
 from .torch import LambdaLR
@@ -51,13 +52,11 @@ _KINDS = (
     "warmup_stable_decay",
 )
 
-_WSD_TYPES = ("linear", "cosine", "1-sqrt")
-
 # The parameters of each lambda: name -> rule. ``count``: an int >= 0 (a step count);
 # ``real``: a finite float; ``rate``: a finite float >= 0 (a negative one can make the lr
 # negative); ``rate?``: None or a rate; ``nonzero``: a finite float > 0 (the optimizer's
 # lr: the lambda divides by it); ``timescale``: an int > 0; ``type``: one of
-# _WSD_TYPES. Every parameter but num_warmup_steps (default 0) and warmup_lr_rate
+# WSD_SHAPES. Every parameter but num_warmup_steps (default 0) and warmup_lr_rate
 # (default None) is required.
 _W, _N, _C = "num_warmup_steps", "num_training_steps", "num_cycles"
 _PARAMS: dict[str, dict[str, str]] = {
@@ -101,7 +100,7 @@ def _check_param(where: str, name: str, value: Any, rule: str) -> Any:
     if rule == "timescale":
         return check_int(where, name, value, gt=0)
     if rule == "type":
-        return check_choice(where, name, value, _WSD_TYPES)
+        return check_choice(where, name, value, WSD_SHAPES)
     if rule == "rate?" and value is None:
         return None
     if rule in ("rate", "rate?"):
@@ -232,15 +231,6 @@ def _py_lambda(kind: str, k: int, p: dict[str, Any]) -> float:
     raise ValueError(kind)
 
 
-def _half_cos(cycles: Any, num: Any, den: Any, ops: Ops) -> Any:
-    """``0.5 * (1 + cos(2 pi cycles num / den))`` = ``sin(pi (y - j - 1/2)) ** 2`` with
-    ``y = cycles num / den`` and ``j = floor(y)``: the reduced argument is formed as
-    ``(cycles num - (j + 1/2) den) / den``, accurate near the zeros in float32."""
-    a = cycles * num
-    j = ops.floor(ops.div(a, den))
-    return ops.sin(ops.pi * ops.div(a - (j + 0.5) * den, den)) ** 2
-
-
 def _arr_lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
     # step counts as floats: their sums may pass int32, which XLA would refuse as an int
     p = {n: float(v) if type(v) is int else v for n, v in p.items()}
@@ -254,7 +244,7 @@ def _arr_lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
     if kind == "linear":
         return ops.where(k < w, warm, ops.maximum(0.0, ops.div(n - k, max(1, n - w))))
     if kind in ("cosine", "cosine_with_min_lr"):
-        factor = _half_cos(p["num_cycles"], k - w, max(1, n - w), ops)
+        factor = half_cos_cycles(p["num_cycles"], k - w, max(1, n - w), ops)
         if kind == "cosine_with_min_lr":
             factor = factor * (1 - p["min_lr_rate"]) + p["min_lr_rate"]
         return ops.where(k < w, warm, ops.maximum(0.0, factor))
@@ -281,7 +271,7 @@ def _arr_lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
         else:
             wv = wr + (1.0 - wr) * ops.div(k, max(1, w - 1))
         r = p["min_lr_rate"]
-        f = _half_cos(p["num_cycles"], k - w + 1.0, max(1.0, n - w), ops) * (1 - r) + r
+        f = half_cos_cycles(p["num_cycles"], k - w + 1.0, max(1.0, n - w), ops) * (1 - r) + r
         return ops.where(k < w, wv, ops.maximum(0.0, f))
     if kind == "warmup_stable_decay":
         st, dc, r = p["num_stable_steps"], p["num_decay_steps"], p["min_lr_ratio"]
@@ -297,7 +287,7 @@ def _arr_lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
         if dt == "linear":
             fd = 1.0 - pd
         elif dt == "cosine":
-            fd = _half_cos(p["num_cycles"], k - w - st, max(1, dc), ops)
+            fd = half_cos_cycles(p["num_cycles"], k - w - st, max(1, dc), ops)
         else:
             fd = 1.0 - ops.sqrt(ops.maximum(pd, 0.0))
         vw = ops.maximum(0.0, fw * (1.0 - r) + r)
@@ -612,7 +602,7 @@ def get_wsd_schedule(
             "specified')",
         )
     for name, v in (("warmup_type", warmup_type), ("decay_type", decay_type)):
-        check_choice(w, name, v, _WSD_TYPES)
+        check_choice(w, name, v, WSD_SHAPES)
     if num_stable_steps is None:
         n = check_int(w, "num_training_steps", num_training_steps, ge=0)
         wu = check_int(w, "num_warmup_steps", num_warmup_steps, ge=0)

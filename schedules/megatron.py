@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import Schedule
-from ._ops import Ops
+from ._numerics import half_cos
+from ._ops import PY, Ops
 from ._validate import check_choice, check_float, check_int, fail
 
 __all__ = ["DECAY_STYLES", "WSD_DECAY_STYLES", "OptimizerParamScheduler"]
@@ -129,7 +130,7 @@ class OptimizerParamScheduler(Schedule, name="megatron_lr"):
             if style == "linear":
                 coeff = 1.0 - ratio
             elif style == "cosine":
-                coeff = 0.5 * (ops.cos(ops.pi * ratio) + 1.0)
+                coeff = half_cos(ratio, ops)
             else:
                 A = D - self.wsd_decay_steps
                 r = ops.div(ops.maximum(n - A, 0.0), self.wsd_decay_steps)
@@ -137,7 +138,7 @@ class OptimizerParamScheduler(Schedule, name="megatron_lr"):
                 if ws == "linear":
                     c = 1.0 - r
                 elif ws == "cosine":
-                    c = 0.5 * (ops.cos(ops.pi * r) + 1.0)
+                    c = half_cos(r, ops)
                 elif ws == "exponential":
                     c = 2.0 * ops.pow(0.5, r) - 1.0
                 else:
@@ -172,7 +173,7 @@ def _host_lr(s: OptimizerParamScheduler, n: int) -> float:
     if style == "linear":
         coeff = 1.0 - decay_ratio
     elif style == "cosine":
-        coeff = 0.5 * (math.cos(math.pi * decay_ratio) + 1.0)
+        coeff = half_cos(decay_ratio, PY)
     else:
         anneal_start = D - s.wsd_decay_steps
         if n <= anneal_start:
@@ -183,7 +184,7 @@ def _host_lr(s: OptimizerParamScheduler, n: int) -> float:
             if ws == "linear":
                 coeff = 1.0 - r
             elif ws == "cosine":
-                coeff = 0.5 * (math.cos(math.pi * r) + 1.0)
+                coeff = half_cos(r, PY)
             elif ws == "exponential":
                 coeff = (2.0 * math.pow(0.5, r)) - 1.0
             else:

@@ -233,7 +233,7 @@ def primitives(draw):
         x = sorted(set(draw(st.lists(n, min_size=1, max_size=4))))
         return S.piecewise_linear(x, draw(st.lists(val, min_size=len(x), max_size=len(x))))
     if kind == 16:
-        return S.noise(draw(st.integers(0, 2**31)), 0.5, 1.5)
+        return S.noise(draw(st.integers(0, 2**31 - 1)), 0.5, 1.5)
     return S.exponential(draw(val), draw(st.floats(1.0, 2.0)), draw(npos), end=draw(val))
 
 
