@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core import Schedule
+from .._numerics import CYCLIC_MODES, cos_mix, cycle_of, cycle_position, floordiv, half_cos_torch
 from .._ops import Ops
-from .._primitives import cycle_of
 from .._validate import FLOAT32_MAX, check_choice, check_float, check_int, fail
 from ._base import (
     Kind,
@@ -98,54 +98,6 @@ def _int_pow(gamma: Any, n: Any, ops: Ops, n_max: int | None = None) -> Any:
 def _gpow(a: Any, y: Any, ops: Ops) -> Any:
     """``a ** y`` (accurate in float32 under JAX for a concrete base, see :func:`_fold`)."""
     return ops.pow_prod([(a, y)]) if ops.name == "jax" else ops.pow(a, y)
-
-
-def _fdiv(k: Any, d: Any, ops: Ops) -> Any:
-    """``floor(k / d)``, exact for integral ``k`` on arrays too (XLA may divide by a
-    constant through its reciprocal, which can land just below an integer)."""
-    if ops.host:
-        return ops.floordiv(k, d)
-    q = ops.floor(k / d)
-    q = ops.where(q * d > k, q - 1, q)
-    return ops.where((q + 1) * d <= k, q + 1, q)
-
-
-def _half_angle(num: Any, den: Any, ops: Ops) -> Any:
-    """``pi * (den - m) / (2 den)`` with ``m = num - 2 den floor(num / (2 den))``: the
-    half angle whose ``sin ** 2`` is ``(1 + cos(pi num / den)) / 2``, reduced so that it
-    stays within about ``[-3 pi / 2, pi / 2]`` (float32 keeps its accuracy far from 0).
-    The floor may be one off where ``num / (2 den)`` is integral (XLA may divide through a
-    reciprocal): that moves the angle by ``pi``, which ``sin ** 2`` does not see, so no
-    correction is needed (``m`` itself is exact: integers below 2**24)."""
-    if isinstance(den, (int, float)) and not isinstance(den, bool):
-        # concrete period: multiply by rounded reciprocals (XLA does not turn a division by a
-        # constant into a multiplication by itself); a floor one off is harmless (above), and
-        # the angle picks up one more rounding (~1e-7 relative: sin ** 2 stays within 1e-6)
-        den = float(den)  # a Python int beyond int32 would not reach XLA
-        m = num - 2 * den * ops.floor(num * (1.0 / (2 * den)))
-        return (den - m) * (math.pi / (2 * den))
-    m = num - 2 * den * ops.floor(num / (2 * den))
-    return ops.pi * (den - m) / (2 * den)
-
-
-def _half_cos1(num: Any, den: Any, ops: Ops) -> Any:
-    """``(1 + cos(pi * num / den)) / 2``: torch's operation order on the host; on
-    arrays ``sin(_half_angle) ** 2``, accurate near the minimum (float32)."""
-    if ops.host:
-        return (1 + math.cos(math.pi * num / den)) / 2
-    return ops.sin(_half_angle(num, den, ops)) ** 2
-
-
-def _cos_mix(lo: Any, hi: Any, num: Any, den: Any, ops: Ops, lo_le_hi: bool = False) -> Any:
-    """``lo + (hi - lo) * (1 + cos(pi * num / den)) / 2`` on arrays. With ``lo <= hi``
-    known (concrete values) as ``lo + (hi - lo) * s**2`` (two non-negative terms: no
-    cancellation, one ``sin``); otherwise ``hi * s**2 + lo * c**2`` (``s, c``: sin, cos of
-    the half angle), which has no cancellation when ``lo > hi`` (float32)."""
-    ang = _half_angle(num, den, ops)
-    s2 = ops.sin(ang) ** 2
-    if lo_le_hi:
-        return lo + (hi - lo) * s2
-    return hi * s2 + lo * ops.cos(ang) ** 2
 
 
 def _known_le(*pairs: tuple[Any, Any]) -> bool:
@@ -270,7 +222,7 @@ class StepLR(TorchSchedule, name="StepLR"):
     ) -> tuple[Any, list[tuple[Any, Any]]]:
         if mode is Mode.RESTART:
             start = base
-        n = _fdiv(k, self.step_size, ops)
+        n = floordiv(k, self.step_size, ops)
         tab = _int_pow(self.gamma, n, ops)
         if tab is not None:
             return start * tab, []
@@ -281,7 +233,7 @@ class StepLR(TorchSchedule, name="StepLR"):
 
     def _tick(self, k: Any, ops: Ops) -> Any:
         hit = (
-            (k > 0) & (_fdiv(k, self.step_size, ops) * self.step_size == k)
+            (k > 0) & (floordiv(k, self.step_size, ops) * self.step_size == k)
             if not ops.host
             else (k > 0 and k % self.step_size == 0)
         )
@@ -672,9 +624,9 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
             le = _known_le((eta, start), (eta, base))
             same = _known_le((start, base), (base, start))  # one amplitude: no select
             hi = start if same else ops.where(k <= T, start, base)
-            return _cos_mix(eta, hi, k, T, ops, le)
+            return cos_mix(eta, hi, k, T, ops, le)
         amp = ops.where(k <= T, start, base) - eta
-        return eta + amp * _half_cos1(k, T, ops)
+        return eta + amp * half_cos_torch(k, T, ops)
 
     def _closed_host_ok(self, k: int) -> bool:
         return k <= self.T_max <= SAFE_TICKS
@@ -728,8 +680,8 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
         _, S, Ti = cycle_of(k, self.T_0, self.T_mult, ops)
         eta = self.eta_min
         if not ops.host:
-            return _cos_mix(eta, base, k - S, Ti, ops, _known_le((eta, base)))
-        return eta + (base - eta) * _half_cos1(k - S, Ti, ops)
+            return cos_mix(eta, base, k - S, Ti, ops, _known_le((eta, base)))
+        return eta + (base - eta) * half_cos_torch(k - S, Ti, ops)
 
     def _closed_host_ok(self, k: int) -> bool:
         return True
@@ -739,8 +691,6 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
 
 
 # -- CyclicLR ----------------------------------------------------------------------------------
-
-_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
 class _CyclicPhase:
@@ -783,13 +733,12 @@ class _CyclicPhase:
             cycle = ops.floor(1 + k / total)
             x = 1.0 + k / total - cycle
         else:  # the same, without cancellation: x = (k mod total) / total
-            q = _fdiv(k, total, ops)
+            q, m = cycle_position(k, total, ops)
             cycle = q + 1
-            x = (k - q * total) / total
+            x = m / total
         if ops.host:  # torch's if/else: the branch not taken may divide by 0
             sf = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
         else:  # x / ratio = m / up, (x - 1) / (ratio - 1) = (total - m) / down (m exact)
-            m = k - q * total
             up = float(self.step_size_up)
             sf = ops.where(x <= ratio, ops.div(m, up), ops.div(total - m, total - up))
             sf = ops.clip(sf, 0.0, 1.0)  # in [0, 1]; float32 far out (k > 2**24) may stray
@@ -860,12 +809,12 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
         horizon: int | None = None,
     ) -> None:
         w = "CyclicLR"
-        if scale_fn is None and (not isinstance(mode, str) or mode not in _CYCLIC_MODES):
+        if scale_fn is None and (not isinstance(mode, str) or mode not in CYCLIC_MODES):
             raise fail(
                 w,
                 "mode",
                 mode,
-                f"must be one of {', '.join(map(repr, _CYCLIC_MODES))} "
+                f"must be one of {', '.join(map(repr, CYCLIC_MODES))} "
                 "when scale_fn is None (torch: 'mode is invalid and scale_fn is None')",
             )
         _check_str(w, "mode", mode)
