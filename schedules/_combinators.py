@@ -11,7 +11,7 @@ import numpy as np
 from ._core import Schedule, as_schedule
 from ._ops import PY, Ops
 from ._primitives import check_cycles, cycle_of
-from ._validate import check_choice, check_float, check_int, check_int_seq, fail, is_traced
+from ._validate import Checks, is_traced
 
 __all__ = [
     "Add",
@@ -32,16 +32,16 @@ __all__ = [
 ]
 
 
-def _schedules(where: str, name: str, items: Any, min_len: int = 1) -> tuple[Schedule, ...]:
+def _schedules(check: Checks, name: str, items: Any, min_len: int = 1) -> tuple[Schedule, ...]:
     items = tuple(items)
     if len(items) < min_len:
-        raise fail(where, name, items, f"must have at least {min_len} schedule(s)")
+        raise check.fail(name, items, f"must have at least {min_len} schedule(s)")
     out = []
     for i, x in enumerate(items):
         try:
             out.append(as_schedule(x))
         except ValueError:
-            raise fail(where, f"{name}[{i}]", x, "must be a Schedule or a number") from None
+            raise check.fail(f"{name}[{i}]", x, "must be a Schedule or a number") from None
     return tuple(out)
 
 
@@ -62,12 +62,13 @@ class Join(Schedule, name="join"):
     _varargs = "pieces"
 
     def __init__(self, *pieces: Schedule, at: Any, global_step: bool = False) -> None:
-        pieces_t = _schedules("join", "pieces", pieces)
-        at_t = check_int_seq("join", "at", at, increasing="strict")
+        check = self._check
+        pieces_t = _schedules(check, "pieces", pieces)
+        at_t = check.int_seq("at", at, increasing="strict")
         if len(at_t) != len(pieces_t) - 1:
-            raise fail("join", "at", at, f"must have len(pieces) - 1 = {len(pieces_t) - 1} entries")
+            raise check.fail("at", at, f"must have len(pieces) - 1 = {len(pieces_t) - 1} entries")
         if not isinstance(global_step, bool):
-            raise fail("join", "global_step", global_step, "must be True or False")
+            raise check.fail("global_step", global_step, "must be True or False")
         self._set(pieces=pieces_t, at=at_t, global_step=global_step)
 
     def _local(self, i: int, t: Any) -> Any:
@@ -91,7 +92,7 @@ class _Fold(Schedule):
     _varargs: str = "items"
 
     def __init__(self, *items: Schedule) -> None:
-        self._set(**{self._varargs: _schedules(self._name, self._varargs, items, min_len=1)})
+        self._set(**{self._varargs: _schedules(self._check, self._varargs, items, min_len=1)})
 
     @staticmethod
     def _combine(a: Any, b: Any, ops: Ops) -> Any:
@@ -178,9 +179,10 @@ class Scale(Schedule, name="scale"):
     _fields = ("schedule", "factor")
 
     def __init__(self, schedule: Schedule, factor: float) -> None:
+        check = self._check
         self._set(
-            schedule=_schedules("scale", "schedule", [schedule])[0],
-            factor=check_float("scale", "factor", factor, ge=0),
+            schedule=_schedules(check, "schedule", [schedule])[0],
+            factor=check.float("factor", factor, ge=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -197,13 +199,16 @@ class Clip(Schedule, name="clip"):
 
     _fields = ("schedule", "low", "high")
 
-    def __init__(self, schedule: Schedule, low: float | None = None, high: float | None = None):
-        low = None if low is None else check_float("clip", "low", low, ge=0)
-        high = None if high is None else check_float("clip", "high", high, ge=0)
+    def __init__(
+        self, schedule: Schedule, low: float | None = None, high: float | None = None
+    ) -> None:
+        check = self._check
+        low = None if low is None else check.float("low", low, ge=0)
+        high = None if high is None else check.float("high", high, ge=0)
         both = low is not None and high is not None
         if both and not (is_traced(low) or is_traced(high)) and not low <= high:
-            raise fail("clip", "high", high, f"must be >= low={low}")
-        self._set(schedule=_schedules("clip", "schedule", [schedule])[0], low=low, high=high)
+            raise check.fail("high", high, f"must be >= low={low}")
+        self._set(schedule=_schedules(check, "schedule", [schedule])[0], low=low, high=high)
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         v = self.schedule._eval(t, ops)
@@ -228,9 +233,10 @@ class Shift(Schedule, name="shift"):
     _fields = ("schedule", "steps")
 
     def __init__(self, schedule: Schedule, steps: int) -> None:
+        check = self._check
         self._set(
-            schedule=_schedules("shift", "schedule", [schedule])[0],
-            steps=check_int("shift", "steps", steps),
+            schedule=_schedules(check, "schedule", [schedule])[0],
+            steps=check.int("steps", steps),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -263,8 +269,8 @@ class Repeat(Schedule, name="repeat"):
         max_cycles: int | None = None,
     ) -> None:
         self._set(
-            schedule=_schedules("repeat", "schedule", [schedule])[0],
-            **check_cycles("repeat", period, period_mult, decay, max_cycles),
+            schedule=_schedules(self._check, "schedule", [schedule])[0],
+            **check_cycles(self._check, period, period_mult, decay, max_cycles),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -293,10 +299,11 @@ class Warmup(Schedule, name="warmup"):
     _fields = ("schedule", "steps", "init")
 
     def __init__(self, schedule: Schedule, steps: int, init: float = 0.0) -> None:
+        check = self._check
         self._set(
-            schedule=_schedules("warmup", "schedule", [schedule])[0],
-            steps=check_int("warmup", "steps", steps, ge=0),
-            init=check_float("warmup", "init", init, ge=0),
+            schedule=_schedules(check, "schedule", [schedule])[0],
+            steps=check.int("steps", steps, ge=0),
+            init=check.float("init", init, ge=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -325,8 +332,9 @@ class Lambda(Schedule, name="lambda"):
     _static = frozenset({"fn"})
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
+        check = self._check
         if not callable(fn) or isinstance(fn, Schedule):
-            raise fail("lambda", "fn", fn, "must be a callable taking the step")
+            raise check.fail("fn", fn, "must be a callable taking the step")
         self._set(fn=fn)
 
     def _host_capable(self) -> bool:
@@ -383,23 +391,21 @@ class ScaleBatch(Schedule, name="scale_batch"):
         rule: str = "linear",
         crossover: int | None = None,
     ) -> None:
-        rule = check_choice("scale_batch", "rule", rule, _BATCH_RULES)
-        base = check_int("scale_batch", "base_batch_size", base_batch_size, gt=0)
+        check = self._check
+        rule = check.choice("rule", rule, _BATCH_RULES)
+        base = check.int("base_batch_size", base_batch_size, gt=0)
         if rule == "crossover":
             if crossover is None:
-                raise fail("scale_batch", "crossover", None, "must be given with rule='crossover'")
-            crossover = check_int("scale_batch", "crossover", crossover, gt=0)
+                raise check.fail("crossover", None, "must be given with rule='crossover'")
+            crossover = check.int("crossover", crossover, gt=0)
             if not (is_traced(crossover) or is_traced(base)) and crossover < base:
-                raise fail(
-                    "scale_batch", "crossover", crossover, f"must be >= base_batch_size={base}"
-                )
+                raise check.fail("crossover", crossover, f"must be >= base_batch_size={base}")
         elif crossover is not None:
-            raise fail("scale_batch", "crossover", crossover,
-                       "is only used with rule='crossover'")
+            raise check.fail("crossover", crossover, "is only used with rule='crossover'")
         if not isinstance(batch_size, Schedule):
-            batch_size = check_int("scale_batch", "batch_size", batch_size, gt=0)
+            batch_size = check.int("batch_size", batch_size, gt=0)
         self._set(
-            schedule=_schedules("scale_batch", "schedule", [schedule])[0],
+            schedule=_schedules(check, "schedule", [schedule])[0],
             batch_size=batch_size,
             base_batch_size=base,
             rule=rule,

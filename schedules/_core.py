@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from ._ops import JNP, NP, PY, Ops
+from ._validate import Checks
 
 __all__ = ["REGISTRY", "Schedule", "as_schedule"]
 
@@ -52,9 +53,17 @@ class Schedule:
     _name: ClassVar[str] = ""
     _fields: ClassVar[tuple[str, ...]] = ()
     _static: ClassVar[frozenset[str]] = frozenset()
+    #: the argument checks, naming the schedule in their messages (its registered name)
+    _check: ClassVar[Checks] = Checks("schedule")
 
-    def __init_subclass__(cls, name: str | None = None, **kw: Any) -> None:
+    def __init_subclass__(
+        cls, name: str | None = None, label: str | None = None, **kw: Any
+    ) -> None:
+        """Register a subclass under ``name`` (specs, configs, ``from_config``); its
+        validation messages start with ``label`` (default: ``name``)."""
         super().__init_subclass__(**kw)
+        if label is not None or name is not None:
+            cls._check = Checks(label or name or "")
         if name is None:
             return
         if name in REGISTRY:

@@ -28,12 +28,7 @@ from ._ops import Ops
 from ._validate import (
     FLOAT32_MAX,
     INT_LIMIT,
-    check_choice,
-    check_float,
-    check_float_seq,
-    check_int,
-    check_int_seq,
-    fail,
+    Checks,
     is_traced,
 )
 
@@ -61,18 +56,16 @@ __all__ = [
 
 
 def check_cycles(
-    where: str, period: Any, period_mult: Any, decay: Any, max_cycles: Any
+    check: Checks, period: Any, period_mult: Any, decay: Any, max_cycles: Any
 ) -> dict[str, Any]:
     """The validated cycle arguments shared by ``cosine_restarts`` and ``repeat``."""
     return {
-        "period": check_int(where, "period", period, gt=0),
+        "period": check.int("period", period, gt=0),
         # a cycle a million times longer than the last is no restart (and the cycle
         # arithmetic must stay within float32 at any step)
-        "period_mult": check_float(where, "period_mult", period_mult, ge=1, le=1e6),
-        "decay": check_float(where, "decay", decay, gt=0, le=1),
-        "max_cycles": None
-        if max_cycles is None
-        else check_int(where, "max_cycles", max_cycles, gt=0),
+        "period_mult": check.float("period_mult", period_mult, ge=1, le=1e6),
+        "decay": check.float("decay", decay, gt=0, le=1),
+        "max_cycles": None if max_cycles is None else check.int("max_cycles", max_cycles, gt=0),
     }
 
 
@@ -87,7 +80,8 @@ class Constant(Schedule, name="constant"):
     _fields = ("value",)
 
     def __init__(self, value: float) -> None:
-        self._set(value=check_float("constant", "value", value, ge=0))
+        check = self._check
+        self._set(value=check.float("value", value, ge=0))
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         return self.value + 0.0 * t
@@ -108,10 +102,11 @@ class Linear(Schedule, name="linear"):
     _fields = ("init", "end", "steps")
 
     def __init__(self, init: float, end: float, steps: int) -> None:
+        check = self._check
         self._set(
-            init=check_float("linear", "init", init, ge=0),
-            end=check_float("linear", "end", end, ge=0),
-            steps=check_int("linear", "steps", steps, ge=0),
+            init=check.float("init", init, ge=0),
+            end=check.float("end", end, ge=0),
+            steps=check.int("steps", steps, ge=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -134,11 +129,12 @@ class CosineDecay(Schedule, name="cosine"):
     _fields = ("init", "end", "steps", "exponent")
 
     def __init__(self, init: float, end: float, steps: int, exponent: float = 1.0) -> None:
+        check = self._check
         self._set(
-            init=check_float("cosine", "init", init, ge=0),
-            end=check_float("cosine", "end", end, ge=0),
-            steps=check_int("cosine", "steps", steps, ge=0),
-            exponent=check_float("cosine", "exponent", exponent, gt=0),
+            init=check.float("init", init, ge=0),
+            end=check.float("end", end, ge=0),
+            steps=check.int("steps", steps, ge=0),
+            exponent=check.float("exponent", exponent, gt=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -174,22 +170,22 @@ class Exponential(Schedule, name="exponential"):
         staircase: bool = False,
         end: float | None = None,
     ) -> None:
+        check = self._check
         if not isinstance(staircase, bool):
-            raise fail("exponential", "staircase", staircase, "must be True or False")
-        rate = check_float("exponential", "rate", rate, gt=0)
+            raise check.fail("staircase", staircase, "must be True or False")
+        rate = check.float("rate", rate, gt=0)
         if end is None and not is_traced(rate) and rate > 1:
-            raise fail(
-                "exponential",
+            raise check.fail(
                 "end",
                 end,
                 f"must be given when rate={rate} > 1 (growth needs a bound)",
             )
         self._set(
-            init=check_float("exponential", "init", init, ge=0),
-            rate=check_float("exponential", "rate", rate, gt=0),
-            steps=check_int("exponential", "steps", steps, gt=0),
+            init=check.float("init", init, ge=0),
+            rate=check.float("rate", rate, gt=0),
+            steps=check.int("steps", steps, gt=0),
             staircase=staircase,
-            end=None if end is None else check_float("exponential", "end", end, ge=0),
+            end=None if end is None else check.float("end", end, ge=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -215,11 +211,12 @@ class StepDecay(Schedule, name="step"):
     _fields = ("init", "step_size", "gamma")
 
     def __init__(self, init: float, step_size: int, gamma: float = 0.1) -> None:
+        check = self._check
         self._set(
-            init=check_float("step", "init", init, ge=0),
-            step_size=check_int("step", "step_size", step_size, gt=0),
+            init=check.float("init", init, ge=0),
+            step_size=check.int("step_size", step_size, gt=0),
             # growth (gamma > 1) would overflow at some step: decay only
-            gamma=check_float("step", "gamma", gamma, gt=0, le=1),
+            gamma=check.float("gamma", gamma, gt=0, le=1),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -241,12 +238,12 @@ class MultiStep(Schedule, name="multistep"):
     _fields = ("init", "milestones", "gamma")
 
     def __init__(self, init: float, milestones: Any, gamma: float = 0.1) -> None:
+        check = self._check
         self._set(
-            init=check_float("multistep", "init", init, ge=0),
-            milestones=check_int_seq(
-                "multistep", "milestones", milestones, ge=0, increasing="non-strict"
+            init=check.float("init", init, ge=0),
+            milestones=check.int_seq("milestones", milestones, ge=0, increasing="non-strict"
             ),
-            gamma=check_float("multistep", "gamma", gamma, gt=0),
+            gamma=check.float("gamma", gamma, gt=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -264,11 +261,12 @@ class Polynomial(Schedule, name="polynomial"):
     _fields = ("init", "end", "steps", "power")
 
     def __init__(self, init: float, end: float, steps: int, power: float = 1.0) -> None:
+        check = self._check
         self._set(
-            init=check_float("polynomial", "init", init, ge=0),
-            end=check_float("polynomial", "end", end, ge=0),
-            steps=check_int("polynomial", "steps", steps, ge=0),
-            power=check_float("polynomial", "power", power, gt=0),
+            init=check.float("init", init, ge=0),
+            end=check.float("end", end, ge=0),
+            steps=check.int("steps", steps, ge=0),
+            power=check.float("power", power, gt=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -293,15 +291,16 @@ class InverseSqrt(Schedule, name="inverse_sqrt"):
     _fields = ("init", "warmup", "timescale")
 
     def __init__(self, init: float, warmup: int = 0, timescale: int | None = None) -> None:
-        warmup = check_int("inverse_sqrt", "warmup", warmup, ge=0)
+        check = self._check
+        warmup = check.int("warmup", warmup, ge=0)
         if timescale is None:
             if not is_traced(warmup) and warmup == 0:
-                raise fail("inverse_sqrt", "timescale", None, "must be given when warmup is 0")
+                raise check.fail("timescale", None, "must be given when warmup is 0")
             timescale = warmup
         self._set(
-            init=check_float("inverse_sqrt", "init", init, ge=0),
+            init=check.float("init", init, ge=0),
             warmup=warmup,
-            timescale=check_int("inverse_sqrt", "timescale", timescale, gt=0),
+            timescale=check.int("timescale", timescale, gt=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -326,10 +325,11 @@ class Noam(Schedule, name="noam"):
     _fields = ("d_model", "warmup", "scale")
 
     def __init__(self, d_model: int, warmup: int, scale: float = 1.0) -> None:
+        check = self._check
         self._set(
-            d_model=check_int("noam", "d_model", d_model, gt=0),
-            warmup=check_int("noam", "warmup", warmup, gt=0),
-            scale=check_float("noam", "scale", scale, ge=0),
+            d_model=check.int("d_model", d_model, gt=0),
+            warmup=check.int("warmup", warmup, gt=0),
+            scale=check.float("scale", scale, ge=0),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -366,20 +366,21 @@ class WarmupStableDecay(Schedule, name="wsd"):
         end: float = 0.0,
         shape: str = "linear",
     ) -> None:
-        total = check_int("wsd", "total", total, gt=0)
-        warmup = check_int("wsd", "warmup", warmup, ge=0)
-        decay = check_int("wsd", "decay", decay, ge=0)
+        check = self._check
+        total = check.int("total", total, gt=0)
+        warmup = check.int("warmup", warmup, ge=0)
+        decay = check.int("decay", decay, ge=0)
         known = not (is_traced(total) or is_traced(warmup) or is_traced(decay))
         if known and warmup + decay > total:
-            raise fail("wsd", "warmup + decay", warmup + decay, f"must be <= total={total}")
+            raise check.fail("warmup + decay", warmup + decay, f"must be <= total={total}")
         self._set(
-            peak=check_float("wsd", "peak", peak, ge=0),
+            peak=check.float("peak", peak, ge=0),
             total=total,
             warmup=warmup,
             decay=decay,
-            init=check_float("wsd", "init", init, ge=0),
-            end=check_float("wsd", "end", end, ge=0),
-            shape=check_choice("wsd", "shape", shape, WSD_SHAPES),
+            init=check.float("init", init, ge=0),
+            end=check.float("end", end, ge=0),
+            shape=check.choice("shape", shape, WSD_SHAPES),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -422,18 +423,19 @@ class Cyclic(Schedule, name="cyclic"):
         mode: str = "triangular",
         gamma: float = 1.0,
     ) -> None:
-        up = check_int("cyclic", "up", up, gt=0)
+        check = self._check
+        up = check.int("up", up, gt=0)
         if not is_traced(up):
-            d = up if down is None else check_int("cyclic", "down", down, gt=0)
+            d = up if down is None else check.int("down", down, gt=0)
             if not is_traced(d) and up + d >= INT_LIMIT:
-                raise fail("cyclic", "up + down", up + d, "must be below 2**31 (int32)")
+                raise check.fail("up + down", up + d, "must be below 2**31 (int32)")
         self._set(
-            low=check_float("cyclic", "low", low, ge=0),
-            high=check_float("cyclic", "high", high, ge=0),
+            low=check.float("low", low, ge=0),
+            high=check.float("high", high, ge=0),
             up=up,
-            down=up if down is None else check_int("cyclic", "down", down, gt=0),
-            mode=check_choice("cyclic", "mode", mode, CYCLIC_MODES),
-            gamma=check_float("cyclic", "gamma", gamma, gt=0, le=1),
+            down=up if down is None else check.int("down", down, gt=0),
+            mode=check.choice("mode", mode, CYCLIC_MODES),
+            gamma=check.float("gamma", gamma, gt=0, le=1),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -496,15 +498,16 @@ class OneCycle(Schedule, name="one_cycle"):
         anneal: str = "cos",
         three_phase: bool = False,
     ) -> None:
+        check = self._check
         if not isinstance(three_phase, bool):
-            raise fail("one_cycle", "three_phase", three_phase, "must be True or False")
+            raise check.fail("three_phase", three_phase, "must be True or False")
         self._set(
-            peak=check_float("one_cycle", "peak", peak, ge=0),
-            total=check_int("one_cycle", "total", total, gt=0),
-            pct_start=check_float("one_cycle", "pct_start", pct_start, ge=0, le=1),
-            div_factor=check_float("one_cycle", "div_factor", div_factor, gt=0),
-            final_div_factor=check_float("one_cycle", "final_div_factor", final_div_factor, gt=0),
-            anneal=check_choice("one_cycle", "anneal", anneal, _ANNEAL),
+            peak=check.float("peak", peak, ge=0),
+            total=check.int("total", total, gt=0),
+            pct_start=check.float("pct_start", pct_start, ge=0, le=1),
+            div_factor=check.float("div_factor", div_factor, gt=0),
+            final_div_factor=check.float("final_div_factor", final_div_factor, gt=0),
+            anneal=check.choice("anneal", anneal, _ANNEAL),
             three_phase=three_phase,
         )
         if not any(is_traced(x) for x in (self.peak, self.div_factor, self.final_div_factor)):
@@ -512,14 +515,13 @@ class OneCycle(Schedule, name="one_cycle"):
             floor = start / self.final_div_factor
             for name, v in (("div_factor", start), ("final_div_factor", floor)):
                 if not v <= FLOAT32_MAX:
-                    raise fail("one_cycle", name, getattr(self, name),
+                    raise check.fail(name, getattr(self, name),
                                f"makes a value {v!r} beyond float32's range ({FLOAT32_MAX!r})")
         if not any(is_traced(x) for x in (self.total, self.pct_start)):
             begin = 0.0
             for i, (end, _, _) in enumerate(self.phases()):
                 if not end > begin:
-                    raise fail(
-                        "one_cycle",
+                    raise check.fail(
                         "pct_start",
                         pct_start,
                         f"leaves phase {i} empty (it would end at step {end} <= {begin}) "
@@ -585,10 +587,11 @@ class CosineRestarts(Schedule, name="cosine_restarts"):
         decay: float = 1.0,
         max_cycles: int | None = None,
     ) -> None:
+        check = self._check
         self._set(
-            init=check_float("cosine_restarts", "init", init, ge=0),
-            end=check_float("cosine_restarts", "end", end, ge=0),
-            **check_cycles("cosine_restarts", period, period_mult, decay, max_cycles),
+            init=check.float("init", init, ge=0),
+            end=check.float("end", end, ge=0),
+            **check_cycles(check, period, period_mult, decay, max_cycles),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -620,23 +623,23 @@ class TanhDecay(Schedule, name="tanh_decay"):
     def __init__(
         self, init: float, end: float, steps: int, lower: float = -6.0, upper: float = 3.0
     ) -> None:
-        lower = check_float("tanh_decay", "lower", lower)
-        upper = check_float("tanh_decay", "upper", upper)
+        check = self._check
+        lower = check.float("lower", lower)
+        upper = check.float("upper", upper)
         if not (is_traced(lower) or is_traced(upper)) and not upper > lower:
-            raise fail("tanh_decay", "upper", upper, f"must be > lower={lower}")
+            raise check.fail("upper", upper, f"must be > lower={lower}")
         if not (is_traced(lower) or is_traced(upper)):
             a, b = np.tanh(np.float32(lower)), np.tanh(np.float32(upper))
             if not a < b:  # the normalisation divides by tanh(upper) - tanh(lower)
-                raise fail(
-                    "tanh_decay",
+                raise check.fail(
                     "upper",
                     upper,
                     f"must have tanh(upper) > tanh(lower={lower}) in float32 (both saturate)",
                 )
         self._set(
-            init=check_float("tanh_decay", "init", init, ge=0),
-            end=check_float("tanh_decay", "end", end, ge=0),
-            steps=check_int("tanh_decay", "steps", steps, ge=0),
+            init=check.float("init", init, ge=0),
+            end=check.float("end", end, ge=0),
+            steps=check.int("steps", steps, ge=0),
             lower=lower,
             upper=upper,
         )
@@ -663,11 +666,11 @@ class PiecewiseConstant(Schedule, name="piecewise_constant"):
     _fields = ("boundaries", "values")
 
     def __init__(self, boundaries: Any, values: Any) -> None:
-        b = check_int_seq("piecewise_constant", "boundaries", boundaries, increasing="strict")
-        v = check_float_seq("piecewise_constant", "values", values, ge=0, min_len=1)
+        check = self._check
+        b = check.int_seq("boundaries", boundaries, increasing="strict")
+        v = check.float_seq("values", values, ge=0, min_len=1)
         if len(v) != len(b) + 1:
-            raise fail(
-                "piecewise_constant",
+            raise check.fail(
                 "values",
                 values,
                 f"must have len(boundaries) + 1 = {len(b) + 1} entries",
@@ -690,12 +693,11 @@ class PiecewiseLinear(Schedule, name="piecewise_linear"):
     _fields = ("steps", "values")
 
     def __init__(self, steps: Any, values: Any) -> None:
-        x = check_int_seq("piecewise_linear", "steps", steps, increasing="strict", min_len=1)
-        v = check_float_seq("piecewise_linear", "values", values, ge=0)
+        check = self._check
+        x = check.int_seq("steps", steps, increasing="strict", min_len=1)
+        v = check.float_seq("values", values, ge=0)
         if len(v) != len(x):
-            raise fail(
-                "piecewise_linear", "values", values, f"must have len(steps) = {len(x)} entries"
-            )
+            raise check.fail("values", values, f"must have len(steps) = {len(x)} entries")
         self._set(steps=x, values=v)
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -722,12 +724,13 @@ class Noise(Schedule, name="noise"):
     _fields = ("seed", "low", "high")
 
     def __init__(self, seed: int, low: float = 0.0, high: float = 1.0) -> None:
-        low = check_float("noise", "low", low, ge=0)
-        high = check_float("noise", "high", high, ge=0)
+        check = self._check
+        low = check.float("low", low, ge=0)
+        high = check.float("high", high, ge=0)
         if not (is_traced(low) or is_traced(high)) and not high >= low:
-            raise fail("noise", "high", high, f"must be >= low={low}")
+            raise check.fail("high", high, f"must be >= low={low}")
         self._set(
-            seed=check_int("noise", "seed", seed, ge=0),
+            seed=check.int("seed", seed, ge=0),
             low=low,
             high=high,
         )

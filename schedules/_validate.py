@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 __all__ = [
+    "Checks",
     "FLOAT32_MAX",
     "INT_LIMIT",
     "check_choice",
@@ -186,3 +187,50 @@ def check_choice(where: str, name: str, value: Any, choices: Sequence[str]) -> s
         allowed = ", ".join(repr(c) for c in choices)
         raise fail(where, name, value, f"must be one of {allowed}")
     return value
+
+
+class Checks:
+    """The ``check_*`` functions with ``where`` bound: a schedule's checks name it once.
+
+    :class:`schedules.Schedule` gives every registered class one, ``cls._check``, bound to
+    its registered name, so a constructor writes ``check.float("init", init, ge=0)``.
+
+    >>> Checks("cosine").int("steps", 10.0, ge=0)
+    10
+    >>> Checks("cosine").float("init", -1, ge=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: cosine: init=-1 must be >= 0
+    """
+
+    __slots__ = ("where",)
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __repr__(self) -> str:
+        return f"Checks({self.where!r})"
+
+    def float(self, name: str, value: Any, **bounds: Any) -> Any:
+        """:func:`check_float` under this name."""
+        return check_float(self.where, name, value, **bounds)
+
+    def int(self, name: str, value: Any, **bounds: Any) -> Any:
+        """:func:`check_int` under this name."""
+        return check_int(self.where, name, value, **bounds)
+
+    def int_seq(self, name: str, value: Any, **kw: Any) -> tuple[Any, ...]:
+        """:func:`check_int_seq` under this name."""
+        return check_int_seq(self.where, name, value, **kw)
+
+    def float_seq(self, name: str, value: Any, **kw: Any) -> tuple[Any, ...]:
+        """:func:`check_float_seq` under this name."""
+        return check_float_seq(self.where, name, value, **kw)
+
+    def choice(self, name: str, value: Any, choices: Sequence[str]) -> str:
+        """:func:`check_choice` under this name."""
+        return check_choice(self.where, name, value, choices)
+
+    def fail(self, name: str, value: Any, rule: str) -> ValueError:
+        """:func:`fail` under this name (the error to raise)."""
+        return fail(self.where, name, value, rule)

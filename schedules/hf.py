@@ -311,9 +311,10 @@ class HFLambda(Schedule, name="hf_lambda"):
     _static = frozenset({"kind", "params"})
 
     def __init__(self, kind: str, params: Any = None, **kw: Any) -> None:
+        check = self._check
         if not isinstance(kind, str) or kind not in _KINDS:
-            raise fail("hf_lambda", "kind", kind, f"must be one of {', '.join(_KINDS)}")
-        items = _check_params("hf_lambda", kind, params, kw)
+            raise check.fail("kind", kind, f"must be one of {', '.join(_KINDS)}")
+        items = _check_params(check.where, kind, params, kw)
         self._set(kind=kind, params=tuple(sorted(items.items())))
 
     def _host_capable(self) -> bool:

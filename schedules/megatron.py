@@ -22,7 +22,6 @@ from typing import Any
 from ._core import Schedule
 from ._numerics import half_cos
 from ._ops import PY, Ops
-from ._validate import check_choice, check_float, check_int, fail
 
 __all__ = ["DECAY_STYLES", "WSD_DECAY_STYLES", "OptimizerParamScheduler"]
 
@@ -32,7 +31,9 @@ DECAY_STYLES = ("none", "constant", "linear", "cosine", "inverse-square-root", "
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
 
 
-class OptimizerParamScheduler(Schedule, name="megatron_lr"):
+class OptimizerParamScheduler(
+    Schedule, name="megatron_lr", label="OptimizerParamScheduler"
+):
     """Megatron-LM's ``OptimizerParamScheduler.get_lr`` as a schedule (its learning rate only;
     the weight-decay schedule is not part of it).
 
@@ -78,28 +79,32 @@ class OptimizerParamScheduler(Schedule, name="megatron_lr"):
         lr_wsd_decay_style: str | None = None,
         increment: int = 1,
     ) -> None:
-        w = "OptimizerParamScheduler"
-        mn = check_float(w, "min_lr", min_lr, ge=0)
-        mx = check_float(w, "max_lr", max_lr, ge=0)
+        check = self._check
+        mn = check.float("min_lr", min_lr, ge=0)
+        mx = check.float("max_lr", max_lr, ge=0)
         if mx < mn:
-            raise fail(w, "max_lr", max_lr, f"must be >= min_lr={min_lr!r} (Megatron asserts it)")
-        W = check_int(w, "lr_warmup_steps", lr_warmup_steps, ge=0)
-        D = check_int(w, "lr_decay_steps", lr_decay_steps, gt=0)
+            raise check.fail(
+                "max_lr", max_lr, f"must be >= min_lr={min_lr!r} (Megatron asserts it)"
+            )
+        W = check.int("lr_warmup_steps", lr_warmup_steps, ge=0)
+        D = check.int("lr_decay_steps", lr_decay_steps, gt=0)
         if W >= D:
-            raise fail(w, "lr_warmup_steps", W,
-                       f"must be < lr_decay_steps={D} (Megatron asserts it)")
-        style = check_choice(w, "lr_decay_style", lr_decay_style, DECAY_STYLES)
+            raise check.fail(
+                "lr_warmup_steps", W, f"must be < lr_decay_steps={D} (Megatron asserts it)"
+            )
+        style = check.choice("lr_decay_style", lr_decay_style, DECAY_STYLES)
         if style == "WSD":
-            wsd_decay_steps = check_int(w, "wsd_decay_steps", wsd_decay_steps, gt=0)
-            lr_wsd_decay_style = check_choice(w, "lr_wsd_decay_style", lr_wsd_decay_style,
-                                              WSD_DECAY_STYLES)
+            wsd_decay_steps = check.int("wsd_decay_steps", wsd_decay_steps, gt=0)
+            lr_wsd_decay_style = check.choice(
+                "lr_wsd_decay_style", lr_wsd_decay_style, WSD_DECAY_STYLES
+            )
         else:
             if wsd_decay_steps is not None:
-                wsd_decay_steps = check_int(w, "wsd_decay_steps", wsd_decay_steps, gt=0)
+                wsd_decay_steps = check.int("wsd_decay_steps", wsd_decay_steps, gt=0)
             if lr_wsd_decay_style is not None:
-                check_choice(w, "lr_wsd_decay_style", lr_wsd_decay_style, WSD_DECAY_STYLES)
+                check.choice("lr_wsd_decay_style", lr_wsd_decay_style, WSD_DECAY_STYLES)
         self._set(
-            init_lr=check_float(w, "init_lr", init_lr, ge=0),
+            init_lr=check.float("init_lr", init_lr, ge=0),
             max_lr=mx,
             min_lr=mn,
             lr_warmup_steps=W,
@@ -107,7 +112,7 @@ class OptimizerParamScheduler(Schedule, name="megatron_lr"):
             lr_decay_style=style,
             wsd_decay_steps=wsd_decay_steps,
             lr_wsd_decay_style=lr_wsd_decay_style,
-            increment=check_int(w, "increment", increment, gt=0),
+            increment=check.int("increment", increment, gt=0),
         )
 
     def _host_capable(self) -> bool:

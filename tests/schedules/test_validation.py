@@ -269,3 +269,22 @@ def test_valid_schedules_never_yield_nan_or_negative(s, ts):
     arr = s(np.asarray(ts, dtype=np.float64))
     assert not np.any(np.isnan(arr)) and np.all(arr >= 0)
     assert S.parse(repr(s)) == s  # and every one of them round-trips through its spec
+
+
+def test_messages_name_the_registered_schedule():
+    """Each class's checks are bound to its registered name (one source for the name in
+    messages), or to its label where it has one (the class name users call)."""
+    from schedules._core import REGISTRY
+    from schedules.megatron import OptimizerParamScheduler
+
+    for name, cls in REGISTRY.items():
+        want = "OptimizerParamScheduler" if cls is OptimizerParamScheduler else name
+        assert cls._check.where == want, name
+    with pytest.raises(ValueError, match=r"^cosine_restarts: decay=2 must be <= 1$"):
+        S.cosine_restarts(1.0, 0.0, period=10, decay=2)
+    with pytest.raises(ValueError, match=r"^repeat: period=0 must be > 0$"):
+        S.repeat(S.constant(1.0), period=0)
+    with pytest.raises(ValueError, match=r"^multiply: factors\[1\]='x' must be a Schedule"):
+        S.multiply(S.constant(1.0), "x")
+    with pytest.raises(ValueError, match=r"^OptimizerParamScheduler: increment=0 must be > 0$"):
+        OptimizerParamScheduler(0.0, 1.0, 0.0, 0, 10, "linear", increment=0)
