@@ -14,7 +14,7 @@ import numpy as np
 
 from .._core import Schedule
 from .._ops import JNP, JNP_ACCURATE, PY, Ops
-from .._validate import FLOAT32_MAX, check_float, check_int, fail
+from .._validate import FLOAT32_MAX, Checks, check_float, fail
 from . import _mirror
 from ._recurrence import TICK_BUDGET, Chain, NoClosedForm, Recurrence
 
@@ -67,15 +67,15 @@ def _host_error(where: str, t: Any, ops: Ops, e: ArithmeticError) -> ArithmeticE
     return ValueError(f"{where}: torch raises {type(e).__name__} at step {t!r}: {e}")
 
 
-def _check_bool(where: str, name: str, value: Any) -> bool:
+def _check_bool(check: Checks, name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise fail(where, name, value, f"must be True or False, not {type(value).__name__}")
+        raise check.fail(name, value, f"must be True or False, not {type(value).__name__}")
     return bool(value)
 
 
-def _check_str(where: str, name: str, value: Any) -> str:
+def _check_str(check: Checks, name: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise fail(where, name, value, f"must be a str, not {type(value).__name__}")
+        raise check.fail(name, value, f"must be a str, not {type(value).__name__}")
     return value
 
 
@@ -90,28 +90,28 @@ def _check_schedulers_list(where: str, schedulers: Any) -> None:
         )
 
 
-def _lr(where: str, lr: Any) -> Any:
+def _lr(check: Checks, lr: Any) -> Any:
     # torch's optimizers refuse a negative lr ("Invalid learning rate")
-    return check_float(where, "lr", lr, ge=0)
+    return check.float("lr", lr, ge=0)
 
 
 #: the largest ``horizon`` table (float64 values computed on the host: 80 MB).
 MAX_HORIZON = 10**7
 
 
-def _horizon(where: str, h: Any) -> int | None:
+def _horizon(check: Checks, h: Any) -> int | None:
     if h is None:
         return None
-    n = check_int(where, "horizon", h, ge=0)
+    n = check.int("horizon", h, ge=0)
     if n > MAX_HORIZON:
-        raise fail(where, "horizon", h, f"must be at most {MAX_HORIZON:,} (a table of float64)")
+        raise check.fail("horizon", h, f"must be at most {MAX_HORIZON:,} (a table of float64)")
     return n
 
 
-def _gamma(where: str, gamma: Any) -> Any:
+def _gamma(check: Checks, gamma: Any) -> Any:
     """A decay factor: in [0, 1] (a negative one makes the lr negative, one above 1 makes it
     grow without bound until it overflows to inf)."""
-    return check_float(where, "gamma", gamma, ge=0, le=1)
+    return check.float("gamma", gamma, ge=0, le=1)
 
 
 def _is_hf(fn: Any) -> bool:
@@ -153,21 +153,6 @@ def _momentum_groups(where: str, base: Any, top: Any) -> list[tuple[Any, Any]] |
     ]
 
 
-def _pick(s: Any, i: int, n: int, where: str, j: int) -> Any:
-    """Group ``i`` of ``schedulers[j]``: with a list of lrs, each child is a list of
-    ``n`` schedulers (one per group, as built from the same list of lrs)."""
-    if _is_list(s):
-        if len(s) != n:
-            raise fail(where, f"schedulers[{j}]", s, f"must have {n} entries (one per group)")
-        return s[i]
-    raise fail(
-        where,
-        f"schedulers[{j}]",
-        s,
-        "must be a list of schedulers, one per group (the composite has a list of lrs)",
-    )
-
-
 class TorchSchedule(Recurrence):
     """Base of the ``schedules.torch`` schedules (not registered itself).
 
@@ -194,7 +179,7 @@ class TorchSchedule(Recurrence):
         try:
             ba = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
         except TypeError as e:
-            raise TypeError(f"{cls.__name__}: {e}") from None
+            raise TypeError(f"{cls._check.where}: {e}") from None
         ba.apply_defaults()
         a = dict(ba.arguments)
         a.pop("self")
@@ -205,7 +190,7 @@ class TorchSchedule(Recurrence):
         lr = a.get("lr")
         if not _is_list(lr):
             return None
-        _check_lr_list(cls.__name__, lr)
+        _check_lr_list(cls._check.where, lr)
         return len(lr)
 
     @classmethod
@@ -218,7 +203,7 @@ class TorchSchedule(Recurrence):
             if _is_list(v):
                 if len(v) != n:
                     raise ValueError(
-                        f"{cls.__name__}: {name} must have the same length as the lr list "
+                        f"{cls._check.where}: {name} must have the same length as the lr list "
                         f"(param groups): {name} has {len(v)} values, there are {n} groups"
                     )
                 out[name] = v[i]
@@ -232,11 +217,11 @@ class TorchSchedule(Recurrence):
         try:
             v = super()._eval(t, ops)
         except (ZeroDivisionError, OverflowError) as e:
-            raise _host_error(type(self).__name__, t, ops, e) from None
+            raise _host_error(self._check.where, t, ops, e) from None
         if ops.host:
             if not 0.0 <= v <= FLOAT32_MAX:  # False for NaN too; beyond: inf in float32
                 raise ValueError(
-                    f"{type(self).__name__}: the lr at step {t!r} would be {v!r}; a learning "
+                    f"{self._check.where}: the lr at step {t!r} would be {v!r}; a learning "
                     "rate must be finite and >= 0 (check lr_lambda / scale_fn)"
                 )
             return v
@@ -372,7 +357,7 @@ class TorchSchedule(Recurrence):
             v = self.__dict__.get(f)
             if v is not None and not isinstance(v, Schedule):
                 raise ValueError(
-                    f"{type(self).__name__}: {f} is a Python callable and cannot be "
+                    f"{self._check.where}: {f} is a Python callable and cannot be "
                     "serialized; pass a schedule (e.g. schedules.expr('...')) instead"
                 )
         return super().to_config()

@@ -23,7 +23,7 @@ import numpy as np
 from .._core import Schedule
 from .._numerics import CYCLIC_MODES, cos_mix, cycle_of, cycle_position, floordiv, half_cos_torch
 from .._ops import Ops
-from .._validate import FLOAT32_MAX, check_choice, check_float, check_int, fail
+from .._validate import FLOAT32_MAX, Checks
 from ._base import (
     Kind,
     Mode,
@@ -131,14 +131,13 @@ class LambdaLR(TorchSchedule, name="LambdaLR"):
     kind = Kind.ABS
 
     def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
+        check = self._check
         if not callable(lr_lambda):
-            raise fail(
-                type(self).__name__, "lr_lambda", lr_lambda, "must be a callable or a Schedule"
-            )
+            raise check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
         self._set(
-            lr=_lr(type(self).__name__, lr),
+            lr=_lr(check, lr),
             lr_lambda=lr_lambda,
-            horizon=_horizon(type(self).__name__, horizon),
+            horizon=_horizon(check, horizon),
         )
         self._check_constructs()
 
@@ -174,14 +173,13 @@ class MultiplicativeLR(TorchSchedule, name="MultiplicativeLR"):
     kind = Kind.NONE
 
     def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
+        check = self._check
         if not callable(lr_lambda):
-            raise fail(
-                "MultiplicativeLR", "lr_lambda", lr_lambda, "must be a callable or a Schedule"
-            )
+            raise check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
         self._set(
-            lr=_lr("MultiplicativeLR", lr),
+            lr=_lr(check, lr),
             lr_lambda=lr_lambda,
-            horizon=_horizon("MultiplicativeLR", horizon),
+            horizon=_horizon(check, horizon),
         )
         self._check_constructs()
 
@@ -209,12 +207,13 @@ class StepLR(TorchSchedule, name="StepLR"):
     def __init__(
         self, lr: float, step_size: int, gamma: float = 0.1, horizon: int | None = None
     ) -> None:
+        check = self._check
         # torch raises ZeroDivisionError (t % 0) at the first step for step_size=0.
         self._set(
-            lr=_lr("StepLR", lr),
-            step_size=check_int("StepLR", "step_size", step_size, gt=0),
-            gamma=_gamma("StepLR", gamma),
-            horizon=_horizon("StepLR", horizon),
+            lr=_lr(check, lr),
+            step_size=check.int("step_size", step_size, gt=0),
+            gamma=_gamma(check, gamma),
+            horizon=_horizon(check, horizon),
         )
 
     def _cf_pows(
@@ -272,18 +271,17 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
     def __init__(
         self, lr: float, milestones: Sequence[int], gamma: float = 0.1, horizon: int | None = None
     ) -> None:
+        check = self._check
         if not _is_list(milestones) and not (
             isinstance(milestones, np.ndarray) and milestones.ndim == 1
         ):
-            raise fail("MultiStepLR", "milestones", milestones, "must be a list of ints")
-        ms = tuple(
-            check_int("MultiStepLR", f"milestones[{i}]", m) for i, m in enumerate(milestones)
-        )
+            raise check.fail("milestones", milestones, "must be a list of ints")
+        ms = tuple(check.int(f"milestones[{i}]", m) for i, m in enumerate(milestones))
         self._set(
-            lr=_lr("MultiStepLR", lr),
+            lr=_lr(check, lr),
             milestones=ms,
-            gamma=_gamma("MultiStepLR", gamma),
-            horizon=_horizon("MultiStepLR", horizon),
+            gamma=_gamma(check, gamma),
+            horizon=_horizon(check, horizon),
         )
 
     def _cf_pows(
@@ -349,20 +347,20 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
     def __init__(
         self, lr: float, factor: float = 1.0 / 3, total_iters: int = 5, horizon: int | None = None
     ) -> None:
-        factor = check_float("ConstantLR", "factor", factor)
+        check = self._check
+        factor = check.float("factor", factor)
         if factor > 1.0 or factor < 0:
-            raise fail(
-                "ConstantLR",
+            raise check.fail(
                 "factor",
                 factor,
                 "must be between 0 and 1 (torch: 'Constant multiplicative factor "
                 "expected to be between 0 and 1.')",
             )
         self._set(
-            lr=_lr("ConstantLR", lr),
+            lr=_lr(check, lr),
             factor=factor,
-            total_iters=check_int("ConstantLR", "total_iters", total_iters),
-            horizon=_horizon("ConstantLR", horizon),
+            total_iters=check.int("total_iters", total_iters),
+            horizon=_horizon(check, horizon),
         )
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
@@ -426,18 +424,19 @@ class LinearLR(TorchSchedule, name="LinearLR"):
         total_iters: int = 5,
         horizon: int | None = None,
     ) -> None:
-        s = check_float("LinearLR", "start_factor", start_factor)
-        e = check_float("LinearLR", "end_factor", end_factor)
+        check = self._check
+        s = check.float("start_factor", start_factor)
+        e = check.float("end_factor", end_factor)
         if s > 1.0 or s <= 0:
-            raise fail("LinearLR", "start_factor", s, "must be in (0, 1] (torch raises ValueError)")
+            raise check.fail("start_factor", s, "must be in (0, 1] (torch raises ValueError)")
         if e > 1.0 or e < 0:
-            raise fail("LinearLR", "end_factor", e, "must be in [0, 1] (torch raises ValueError)")
+            raise check.fail("end_factor", e, "must be in [0, 1] (torch raises ValueError)")
         self._set(
-            lr=_lr("LinearLR", lr),
+            lr=_lr(check, lr),
             start_factor=s,
             end_factor=e,
-            total_iters=check_int("LinearLR", "total_iters", total_iters),
-            horizon=_horizon("LinearLR", horizon),
+            total_iters=check.int("total_iters", total_iters),
+            horizon=_horizon(check, horizon),
         )
 
     def _factor(self, k: Any, ops: Ops) -> Any:
@@ -490,10 +489,11 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     kind = Kind.MULT
 
     def __init__(self, lr: float, gamma: float, horizon: int | None = None) -> None:
+        check = self._check
         self._set(
-            lr=_lr("ExponentialLR", lr),
-            gamma=_gamma("ExponentialLR", gamma),
-            horizon=_horizon("ExponentialLR", horizon),
+            lr=_lr(check, lr),
+            gamma=_gamma(check, gamma),
+            horizon=_horizon(check, horizon),
         )
 
     def _cf_pows(
@@ -535,12 +535,13 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
     def __init__(
         self, lr: float, total_iters: int = 5, power: float = 1.0, horizon: int | None = None
     ) -> None:
+        check = self._check
         self._set(
-            lr=_lr("PolynomialLR", lr),
-            total_iters=check_int("PolynomialLR", "total_iters", total_iters),
+            lr=_lr(check, lr),
+            total_iters=check.int("total_iters", total_iters),
             # a negative power makes the lr inf at total_iters (0 ** -p)
-            power=check_float("PolynomialLR", "power", power, ge=0),
-            horizon=_horizon("PolynomialLR", horizon),
+            power=check.float("power", power, ge=0),
+            horizon=_horizon(check, horizon),
         )
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
@@ -608,12 +609,13 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
     def __init__(
         self, lr: float, T_max: int, eta_min: float = 0.0, horizon: int | None = None
     ) -> None:
+        check = self._check
         # torch raises ZeroDivisionError at the first step for T_max=0.
         self._set(
-            lr=_lr("CosineAnnealingLR", lr),
-            T_max=check_int("CosineAnnealingLR", "T_max", T_max, gt=0),
-            eta_min=check_float("CosineAnnealingLR", "eta_min", eta_min, ge=0),
-            horizon=_horizon("CosineAnnealingLR", horizon),
+            lr=_lr(check, lr),
+            T_max=check.int("T_max", T_max, gt=0),
+            eta_min=check.float("eta_min", eta_min, ge=0),
+            horizon=_horizon(check, horizon),
         )
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
@@ -654,26 +656,25 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
     def __init__(
         self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0, horizon: int | None = None
     ) -> None:
+        check = self._check
         if isinstance(T_0, bool) or not isinstance(T_0, int) or not 0 < T_0 < 2**31:
-            raise fail(
-                "CosineAnnealingWarmRestarts",
+            raise check.fail(
                 "T_0",
                 T_0,
                 "must be a positive integer (torch: 'Expected positive integer T_0')",
             )
         if isinstance(T_mult, bool) or not isinstance(T_mult, int) or not 1 <= T_mult < 2**20:
-            raise fail(
-                "CosineAnnealingWarmRestarts",
+            raise check.fail(
                 "T_mult",
                 T_mult,
                 "must be an integer >= 1 (torch: 'Expected integer T_mult >= 1')",
             )
         self._set(
-            lr=_lr("CosineAnnealingWarmRestarts", lr),
+            lr=_lr(check, lr),
             T_0=T_0,
             T_mult=T_mult,
-            eta_min=check_float("CosineAnnealingWarmRestarts", "eta_min", eta_min, ge=0),
-            horizon=_horizon("CosineAnnealingWarmRestarts", horizon),
+            eta_min=check.float("eta_min", eta_min, ge=0),
+            horizon=_horizon(check, horizon),
         )
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
@@ -808,41 +809,39 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
         max_momentum: float = 0.9,
         horizon: int | None = None,
     ) -> None:
-        w = "CyclicLR"
+        check = self._check
         if scale_fn is None and (not isinstance(mode, str) or mode not in CYCLIC_MODES):
-            raise fail(
-                w,
+            raise check.fail(
                 "mode",
                 mode,
                 f"must be one of {', '.join(map(repr, CYCLIC_MODES))} "
                 "when scale_fn is None (torch: 'mode is invalid and scale_fn is None')",
             )
-        _check_str(w, "mode", mode)
+        _check_str(check, "mode", mode)
         if scale_fn is not None and not callable(scale_fn):
-            raise fail(w, "scale_fn", scale_fn, "must be a callable or a Schedule")
-        up = check_float(w, "step_size_up", step_size_up)
-        down = up if step_size_down is None else check_float(w, "step_size_down", step_size_down)
+            raise check.fail("scale_fn", scale_fn, "must be a callable or a Schedule")
+        up = check.float("step_size_up", step_size_up)
+        down = up if step_size_down is None else check.float("step_size_down", step_size_down)
         if not 0 < up + down <= FLOAT32_MAX:
-            raise fail(
-                w,
+            raise check.fail(
                 "step_size_up + step_size_down",
                 up + down,
                 f"must be > 0 (torch divides by it) and at most {FLOAT32_MAX!r} (float32)",
             )
         self._set(
-            lr=_lr(w, lr),
-            base_lr=check_float(w, "base_lr", base_lr, ge=0),
-            max_lr=check_float(w, "max_lr", max_lr, ge=0),
+            lr=_lr(check, lr),
+            base_lr=check.float("base_lr", base_lr, ge=0),
+            max_lr=check.float("max_lr", max_lr, ge=0),
             step_size_up=step_size_up,
             step_size_down=step_size_down,
             mode=mode,
-            gamma=_gamma(w, gamma),
+            gamma=_gamma(check, gamma),
             scale_fn=scale_fn,
-            scale_mode=check_choice(w, "scale_mode", scale_mode, ("cycle", "iterations")),
-            cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
-            base_momentum=check_float(w, "base_momentum", base_momentum),
-            max_momentum=check_float(w, "max_momentum", max_momentum),
-            horizon=_horizon(w, horizon),
+            scale_mode=check.choice("scale_mode", scale_mode, ("cycle", "iterations")),
+            cycle_momentum=_check_bool(check, "cycle_momentum", cycle_momentum),
+            base_momentum=check.float("base_momentum", base_momentum),
+            max_momentum=check.float("max_momentum", max_momentum),
+            horizon=_horizon(check, horizon),
         )
         self._check_constructs()
 
@@ -926,12 +925,13 @@ class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
         scale_fn: Callable[[float], float] | None = None,
         scale_mode: str = "cycle",
     ) -> None:
+        check = self._check
         helper = CyclicLR(
             0.0, 0.0, 1.0, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
         )
         self._set(
-            base_momentum=check_float("CyclicMomentum", "base_momentum", base_momentum),
-            max_momentum=check_float("CyclicMomentum", "max_momentum", max_momentum),
+            base_momentum=check.float("base_momentum", base_momentum),
+            max_momentum=check.float("max_momentum", max_momentum),
             step_size_up=step_size_up,
             step_size_down=step_size_down,
             mode=mode,
@@ -948,7 +948,7 @@ class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
         try:
             sf, scale = self._phase(k, ops)
         except (ZeroDivisionError, OverflowError) as e:
-            raise _host_error("CyclicMomentum", t, ops, e) from None
+            raise _host_error(self._check.where, t, ops, e) from None
         return self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
 
 
@@ -1095,30 +1095,29 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
         three_phase: bool = False,
         horizon: int | None = None,
     ) -> None:
-        w = "OneCycleLR"
-        total = _one_cycle_total(total_steps, epochs, steps_per_epoch)
-        pct_start = _pct_start(w, pct_start)
-        check_choice(w, "anneal_strategy", anneal_strategy, ("cos", "linear"))
+        check = self._check
+        total = _one_cycle_total(check, total_steps, epochs, steps_per_epoch)
+        pct_start = _pct_start(check, pct_start)
+        check.choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
         self._set(
-            lr=_lr(w, lr),
-            max_lr=check_float(w, "max_lr", max_lr, ge=0),
+            lr=_lr(check, lr),
+            max_lr=check.float("max_lr", max_lr, ge=0),
             total_steps=total,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
             pct_start=pct_start,
             anneal_strategy=anneal_strategy,
-            cycle_momentum=_check_bool(w, "cycle_momentum", cycle_momentum),
-            base_momentum=check_float(w, "base_momentum", base_momentum),
-            max_momentum=check_float(w, "max_momentum", max_momentum),
-            div_factor=check_float(w, "div_factor", div_factor, gt=0),
-            final_div_factor=check_float(w, "final_div_factor", final_div_factor, gt=0),
-            three_phase=_check_bool(w, "three_phase", three_phase),
-            horizon=_horizon(w, horizon),
+            cycle_momentum=_check_bool(check, "cycle_momentum", cycle_momentum),
+            base_momentum=check.float("base_momentum", base_momentum),
+            max_momentum=check.float("max_momentum", max_momentum),
+            div_factor=check.float("div_factor", div_factor, gt=0),
+            final_div_factor=check.float("final_div_factor", final_div_factor, gt=0),
+            three_phase=_check_bool(check, "three_phase", three_phase),
+            horizon=_horizon(check, horizon),
         )
         for name, v in self._group().items():
             if "lr" in name and not v <= FLOAT32_MAX:
-                raise fail(
-                    w,
+                raise check.fail(
                     "div_factor" if name == "initial_lr" else "final_div_factor",
                     self.div_factor if name == "initial_lr" else self.final_div_factor,
                     f"makes {name} = {v!r} exceed float32's range ({FLOAT32_MAX!r})",
@@ -1181,12 +1180,11 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
         return [one(b, m) for b, m in groups]
 
 
-def _pct_start(where: str, pct_start: Any) -> float:
+def _pct_start(check: Checks, pct_start: Any) -> float:
     # torch: ``pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float)``; NaN
     # (which passes torch's check and makes every lr NaN) is refused too.
     if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
-        raise fail(
-            where,
+        raise check.fail(
             "pct_start",
             pct_start,
             "must be a float between 0 and 1 (torch: 'Expected float between 0 and 1 pct_start')",
@@ -1194,33 +1192,30 @@ def _pct_start(where: str, pct_start: Any) -> float:
     return pct_start
 
 
-def _one_cycle_total(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
-    w = "OneCycleLR"
+def _one_cycle_total(check: Checks, total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
     if total_steps is not None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-            raise fail(w, "total_steps", total_steps, "must be a positive integer")
+            raise check.fail("total_steps", total_steps, "must be a positive integer")
         if total_steps >= 2**31:
-            raise fail(w, "total_steps", total_steps, "must be below 2**31 (int32)")
+            raise check.fail("total_steps", total_steps, "must be below 2**31 (int32)")
         return total_steps
     if epochs is not None and steps_per_epoch is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
-            raise fail(w, "epochs", epochs, "must be a positive integer")
+            raise check.fail("epochs", epochs, "must be a positive integer")
         if (
             isinstance(steps_per_epoch, bool)
             or not isinstance(steps_per_epoch, int)
             or steps_per_epoch <= 0
         ):
-            raise fail(w, "steps_per_epoch", steps_per_epoch, "must be a positive integer")
+            raise check.fail("steps_per_epoch", steps_per_epoch, "must be a positive integer")
         if epochs * steps_per_epoch >= 2**31:
-            raise fail(
-                w,
+            raise check.fail(
                 "epochs * steps_per_epoch",
                 epochs * steps_per_epoch,
                 "must be below 2**31 (int32)",
             )
         return epochs * steps_per_epoch
-    raise fail(
-        w,
+    raise check.fail(
         "total_steps",
         total_steps,
         "must be given, or both epochs and steps_per_epoch (torch raises ValueError)",
@@ -1260,6 +1255,7 @@ class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
         max_momentum: float = 0.95,
         three_phase: bool = False,
     ) -> None:
+        check = self._check
         OneCycleLR(
             1.0,
             1.0,
@@ -1276,13 +1272,13 @@ class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
             steps_per_epoch=steps_per_epoch,
             pct_start=pct_start,
             anneal_strategy=anneal_strategy,
-            base_momentum=check_float("OneCycleMomentum", "base_momentum", base_momentum),
-            max_momentum=check_float("OneCycleMomentum", "max_momentum", max_momentum),
+            base_momentum=check.float("base_momentum", base_momentum),
+            max_momentum=check.float("max_momentum", max_momentum),
             three_phase=bool(three_phase),
         )
 
     def _steps(self) -> int:
-        return _one_cycle_total(self.total_steps, self.epochs, self.steps_per_epoch)
+        return _one_cycle_total(self._check, self.total_steps, self.epochs, self.steps_per_epoch)
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         grp = {"max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
@@ -1295,4 +1291,4 @@ class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
         try:
             return self._value(k, ops, grp, lr_keys=False)
         except (ZeroDivisionError, OverflowError) as e:
-            raise _host_error("OneCycleMomentum", t, ops, e) from None
+            raise _host_error(self._check.where, t, ops, e) from None

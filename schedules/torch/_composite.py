@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._ops import PY, Ops
-from .._validate import check_int, fail
+from .._validate import fail
 from ._base import (
     Kind,
     Mode,
@@ -23,11 +23,32 @@ from ._base import (
     _horizon,
     _is_list,
     _lr,
-    _pick,
 )
 from ._closed import _fold
 from ._plateau import is_plateau
 from ._recurrence import Chain, NoClosedForm
+
+
+def _pick(s: Any, i: int, n: int, where: str, j: int) -> Any:
+    """Group ``i`` of ``schedulers[j]``: with a list of lrs, each child is a list of
+    ``n`` schedulers (one per group, as built from the same list of lrs)."""
+    if _is_list(s):
+        if len(s) != n:
+            raise fail(where, f"schedulers[{j}]", s, f"must have {n} entries (one per group)")
+        return s[i]
+    raise fail(
+        where,
+        f"schedulers[{j}]",
+        s,
+        "must be a list of schedulers, one per group (the composite has a list of lrs)",
+    )
+
+
+def _group_children(where: str, schedulers: Any, i: int, n: int) -> list[Any]:
+    """Group ``i`` of each child: with a list of lrs, each child is a list of ``n``
+    schedulers (one per group, as built from the same list of lrs)."""
+    _check_schedulers_list(where, schedulers)
+    return [_pick(s, i, n, where, j) for j, s in enumerate(schedulers)]
 
 
 def _children(where: str, schedulers: Any, lr: Any) -> tuple[TorchSchedule, ...]:
@@ -81,27 +102,25 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
         milestones: Sequence[int],
         horizon: int | None = None,
     ) -> None:
-        w = "SequentialLR"
-        lr = _lr(w, lr)
-        ch = _children(w, schedulers, lr)
+        check = self._check
+        lr = _lr(check, lr)
+        ch = _children(check.where, schedulers, lr)
         if not _is_list(milestones):
-            raise fail(w, "milestones", milestones, "must be a list of ints")
-        ms = tuple(check_int(w, f"milestones[{i}]", m) for i, m in enumerate(milestones))
+            raise check.fail("milestones", milestones, "must be a list of ints")
+        ms = tuple(check.int(f"milestones[{i}]", m) for i, m in enumerate(milestones))
         if len(ms) != len(ch) - 1:
-            raise fail(
-                w,
+            raise check.fail(
                 "milestones",
                 milestones,
                 f"must have len(schedulers) - 1 = {len(ch) - 1} entries (torch raises)",
             )
-        self._set(lr=lr, schedulers=ch, milestones=ms, horizon=_horizon(w, horizon))
+        self._set(lr=lr, schedulers=ch, milestones=ms, horizon=_horizon(check, horizon))
         self._check_constructs()
 
     @classmethod
     def _group_args(cls, a: dict[str, Any], i: int, n: int) -> dict[str, Any]:
         out = super()._group_args(a, i, n)
-        _check_schedulers_list(cls.__name__, a["schedulers"])
-        out["schedulers"] = [_pick(s, i, n, cls.__name__, j) for j, s in enumerate(a["schedulers"])]
+        out["schedulers"] = _group_children(cls._check.where, a["schedulers"], i, n)
         return out
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
@@ -207,22 +226,26 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
         lr: float | None = None,
         horizon: int | None = None,
     ) -> None:
-        w = "ChainedScheduler"
-        ch = _children(w, schedulers, None)
-        lr = ch[0].lr if lr is None else _lr(w, lr)  # torch: the children's optimizer
-        self._set(schedulers=_children(w, schedulers, lr), lr=lr, horizon=_horizon(w, horizon))
+        check = self._check
+        ch = _children(check.where, schedulers, None)
+        lr = ch[0].lr if lr is None else _lr(check, lr)  # torch: the children's optimizer
+        self._set(
+            schedulers=_children(check.where, schedulers, lr),
+            lr=lr,
+            horizon=_horizon(check, horizon),
+        )
         self._check_constructs()
 
     @classmethod
     def _n_groups(cls, a: dict[str, Any]) -> int | None:
         if _is_list(a.get("lr")):
-            _check_lr_list(cls.__name__, a["lr"])
+            _check_lr_list(cls._check.where, a["lr"])
             return len(a["lr"])
         ss = a.get("schedulers")
         if _is_list(ss) and ss and _is_list(ss[0]):
             if len(ss[0]) < 1:
                 raise fail(
-                    cls.__name__,
+                    cls._check.where,
                     "schedulers[0]",
                     ss[0],
                     "must not be empty (one scheduler per param group)",
@@ -235,8 +258,7 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
         out = dict(a)
         if _is_list(a.get("lr")):
             out["lr"] = a["lr"][i]
-        _check_schedulers_list(cls.__name__, a["schedulers"])
-        out["schedulers"] = [_pick(s, i, n, cls.__name__, j) for j, s in enumerate(a["schedulers"])]
+        out["schedulers"] = _group_children(cls._check.where, a["schedulers"], i, n)
         return out
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
