@@ -343,11 +343,15 @@ class TorchSchedule(Recurrence):
             return None
         v = seg(k)
         if v is None:  # beyond one query's budget: the closed form (docs/torch-compat.md)
-            try:
-                return float(self._closed(float(k), PY))
-            except NoClosedForm:
-                return None
+            return self._closed_or_none(k)
         return v
+
+    def _closed_or_none(self, k: int) -> float | None:
+        """The host closed form at step ``k``, or None where there is none."""
+        try:
+            return float(self._closed(float(k), PY))
+        except NoClosedForm:
+            return None
 
     def _closed(self, k: Any, ops: Ops) -> Any:
         return self._cf(k, ops, self.lr, self.lr, Mode.CONSTRUCT)

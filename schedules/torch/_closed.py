@@ -112,7 +112,31 @@ def _known_le(*pairs: tuple[Any, Any]) -> bool:
 # -- LambdaLR / MultiplicativeLR ---------------------------------------------------------------
 
 
-class LambdaLR(TorchSchedule, name="LambdaLR"):
+class _UserLambda(TorchSchedule):
+    """The arguments of ``LambdaLR`` and ``MultiplicativeLR``: ``lr``, a user ``lr_lambda``
+    (a callable of the int step, or a schedule), ``horizon``."""
+
+    _fields = ("lr", "lr_lambda", "horizon")
+    _static = frozenset({"lr_lambda", "horizon"})
+    _per_group = ("lr_lambda",)
+
+    def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
+        check = self._check
+        if not callable(lr_lambda):
+            raise check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
+        self._set(
+            lr=_lr(check, lr),
+            lr_lambda=lr_lambda,
+            horizon=_horizon(check, horizon),
+        )
+        self._check_constructs()
+
+    def _host_capable(self) -> bool:
+        f = self.lr_lambda
+        return f._host_ok() if isinstance(f, Schedule) else True
+
+
+class LambdaLR(_UserLambda, name="LambdaLR"):
     """``lr * lr_lambda(t)``, as ``torch.optim.lr_scheduler.LambdaLR``.
 
     ``lr_lambda`` is a callable of the int step (traceable if used under JAX) or
@@ -125,25 +149,7 @@ class LambdaLR(TorchSchedule, name="LambdaLR"):
     (0.1, 0.0125)
     """
 
-    _fields = ("lr", "lr_lambda", "horizon")
-    _static = frozenset({"lr_lambda", "horizon"})
-    _per_group = ("lr_lambda",)
     kind = Kind.ABS
-
-    def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
-        check = self._check
-        if not callable(lr_lambda):
-            raise check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
-        self._set(
-            lr=_lr(check, lr),
-            lr_lambda=lr_lambda,
-            horizon=_horizon(check, horizon),
-        )
-        self._check_constructs()
-
-    def _host_capable(self) -> bool:
-        f = self.lr_lambda
-        return f._host_ok() if isinstance(f, Schedule) else True
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         return base * _call(self.lr_lambda, k, ops)
@@ -155,7 +161,7 @@ class LambdaLR(TorchSchedule, name="LambdaLR"):
         return True
 
 
-class MultiplicativeLR(TorchSchedule, name="MultiplicativeLR"):
+class MultiplicativeLR(_UserLambda, name="MultiplicativeLR"):
     """``lr * prod_{j=1..t} lr_lambda(j)``, as ``torch.optim.lr_scheduler.MultiplicativeLR``.
 
     No closed form: the host replays the product (memoized); under JAX the
@@ -167,25 +173,7 @@ class MultiplicativeLR(TorchSchedule, name="MultiplicativeLR"):
     (1.0, 0.25)
     """
 
-    _fields = ("lr", "lr_lambda", "horizon")
-    _static = frozenset({"lr_lambda", "horizon"})
-    _per_group = ("lr_lambda",)
     kind = Kind.NONE
-
-    def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
-        check = self._check
-        if not callable(lr_lambda):
-            raise check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
-        self._set(
-            lr=_lr(check, lr),
-            lr_lambda=lr_lambda,
-            horizon=_horizon(check, horizon),
-        )
-        self._check_constructs()
-
-    def _host_capable(self) -> bool:
-        f = self.lr_lambda
-        return f._host_ok() if isinstance(f, Schedule) else True
 
 
 # -- StepLR / MultiStepLR / ConstantLR / LinearLR / ExponentialLR / PolynomialLR ----------------

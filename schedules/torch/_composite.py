@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._ops import PY, Ops
+from .._ops import Ops
 from .._validate import fail
 from ._base import (
     Kind,
@@ -75,7 +75,19 @@ def _children(where: str, schedulers: Any, lr: Any) -> tuple[TorchSchedule, ...]
     return tuple(out)
 
 
-class SequentialLR(TorchSchedule, name="SequentialLR"):
+class _Composite(TorchSchedule):
+    """A scheduler of ``schedulers`` (children over the same lr)."""
+
+    schedulers: tuple[TorchSchedule, ...]
+
+    def _concrete(self) -> bool:
+        return all(c._host_ok() for c in self.schedulers) and self._host_ok()
+
+    def _closed_exact(self) -> bool:
+        return all(c._closed_exact() for c in self.schedulers)
+
+
+class SequentialLR(_Composite, name="SequentialLR"):
     """Run ``schedulers[i]`` from ``milestones[i - 1]`` on (torch's ``SequentialLR``).
 
     As torch: the lr is reset to the initial lr at construction and the first
@@ -147,15 +159,6 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
                     out = ops.where(k >= ms[i - 1], v, out)
         return out
 
-    def _closed(self, k: Any, ops: Ops) -> Any:
-        return self._cf(k, ops, self.lr, self.lr, Mode.CONSTRUCT)
-
-    def _concrete(self) -> bool:
-        return all(c._host_ok() for c in self.schedulers) and self._host_ok()
-
-    def _closed_exact(self) -> bool:
-        return all(c._closed_exact() for c in self.schedulers)
-
     def _fast_host(self, k: int) -> float | None:
         """The child running at ``k``, from where it (re)started: at step 0 (the replay's
         exact value) or at its milestone (torch's ``_update_lr(0)``: its closed form at 0,
@@ -175,10 +178,7 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
             return None
         v = seg(k if i == bisect_right(list(ms), 0) else k - ms[i - 1])
         if v is None:  # beyond one query's budget: the closed form (docs/torch-compat.md)
-            try:
-                return float(self._closed(float(k), PY))
-            except NoClosedForm:
-                return None
+            return self._closed_or_none(k)
         return v
 
     def _make_segment(self, i: int) -> Callable[[int], float | None] | None:
@@ -202,7 +202,7 @@ class SequentialLR(TorchSchedule, name="SequentialLR"):
         return child._segment(v0, sim.base)
 
 
-class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
+class ChainedScheduler(_Composite, name="ChainedScheduler"):
     """Step every scheduler in order, each over the running lr (``ChainedScheduler``).
 
     Not a product of closed forms: order matters, and a scheduler that sets the
@@ -291,15 +291,6 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
             out = out * c._tick(k, ops)
         return out
 
-    def _closed(self, k: Any, ops: Ops) -> Any:
-        return self._cf(k, ops, self.lr, self.lr, Mode.CONSTRUCT)
-
-    def _concrete(self) -> bool:
-        return all(c._host_ok() for c in self.schedulers) and self._host_ok()
-
-    def _closed_exact(self) -> bool:
-        return all(c._closed_exact() for c in self.schedulers)
-
     def _fast_host(self, k: int) -> float | None:
         """Multiplicative children only: each step multiplies the running lr by every
         child's factor in turn, a :class:`Chain` with one column per child."""
@@ -311,11 +302,8 @@ class ChainedScheduler(TorchSchedule, name="ChainedScheduler"):
             return None
         try:
             return ch.value(k)
-        except ValueError:  # beyond one query's budget
-            try:
-                return float(self._closed(float(k), PY))
-            except NoClosedForm:
-                return None
+        except ValueError:  # beyond one query's budget: the closed form
+            return self._closed_or_none(k)
 
     def _make_chain(self) -> Chain | None:
         kids = self.schedulers

@@ -3,6 +3,7 @@ only on the step: it cannot be a schedule)."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, NamedTuple
 
@@ -137,26 +138,18 @@ def reduce_on_plateau(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def ReduceLROnPlateau(  # noqa: N802 (torch's class name, kept for code written against it)
-    lr: float | list[float],
-    mode: str = "min",
-    factor: float = 0.1,
-    patience: int = 10,
-    threshold: float = 1e-4,
-    threshold_mode: str = "rel",
-    cooldown: int = 0,
-    min_lr: float | list[float] = 0,
-    eps: float = 1e-8,
-) -> Any:
-    """torch's name for :func:`reduce_on_plateau` (the same arguments and result).
+def ReduceLROnPlateau(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (torch's class name)
+    """torch's name for :func:`reduce_on_plateau` (the same arguments and result), kept
+    for code written against torch.
 
     >>> from schedules import torch as T
     >>> type(T.ReduceLROnPlateau(1.0)).__name__
     'GradientTransformationExtraArgs'
     """
-    return reduce_on_plateau(
-        lr, mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, eps
-    )
+    return reduce_on_plateau(*args, **kwargs)
+
+
+ReduceLROnPlateau.__signature__ = inspect.signature(reduce_on_plateau)  # type: ignore[attr-defined]
 
 
 def is_plateau(x: Any) -> bool:
