@@ -11,7 +11,8 @@ here too, so that a spelling is defined once.
   float32-accurate forms (:func:`half_cos_remaining`, :func:`half_cos_cycles`,
   :func:`half_angle`, :func:`half_cos_torch`, :func:`cos_mix`).
 * :func:`cycle_position` (fixed period) and :func:`cycle_of` (geometric periods): which cycle
-  holds step ``t`` and where in it.
+  holds step ``t`` and where in it; :func:`cyclic_phase`: the triangle wave of PyTorch's
+  ``CyclicLR``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "cos_mix",
     "cycle_of",
     "cycle_position",
+    "cyclic_phase",
     "fix_floor_quotient",
     "floordiv",
     "half_angle",
@@ -150,6 +152,28 @@ def cycle_position(t: Any, period: Any, ops: Ops) -> tuple[Any, Any]:
     within it ``r = t - n * period`` (exact: no ``t / period - n`` in float32)."""
     n = ops.floordiv(t, period)
     return n, t - n * period
+
+
+def cyclic_phase(t: Any, up: float, total: float, ops: Ops) -> tuple[Any, Any]:
+    """``(cycle, h)`` for triangular cycles of ``total`` steps that rise for ``up`` of them:
+    the 1-based cycle ``floor(1 + t / total)`` and the height ``h`` in ``[0, 1]``. On the host
+    PyTorch ``CyclicLR``'s operations (``x = 1 + t / total - cycle``, then ``x / ratio`` or
+    ``(x - 1) / (ratio - 1)``, only the branch taken: the other may divide by 0); on arrays
+    the same from the exact remainder ``m`` (:func:`cycle_position`) without cancellation:
+    ``m / up`` or ``(total - m) / (total - up)``.
+
+    >>> from schedules._ops import PY
+    >>> [cyclic_phase(t, 2.0, 4.0, PY) for t in (0, 1, 2, 3, 4)]
+    [(1, 0.0), (1, 0.5), (1, 1.0), (1, 0.5), (2, 0.0)]
+    """
+    ratio = up / total
+    if ops.host:
+        cycle = ops.floor(1 + t / total)
+        x = 1.0 + t / total - cycle
+        return cycle, x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+    n, m = cycle_position(t, total, ops)
+    h = ops.where(m / total <= ratio, ops.div(m, up), ops.div(total - m, total - up))
+    return n + 1, ops.clip(h, 0.0, 1.0)  # float32 far out (t > 2**24) may stray from [0, 1]
 
 
 def cycle_of(t: Any, P: Any, m: Any, ops: Ops) -> tuple[Any, Any, Any]:
