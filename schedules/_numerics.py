@@ -12,7 +12,7 @@ here too, so that a spelling is defined once.
   :func:`half_angle`, :func:`half_cos_torch`, :func:`cos_mix`).
 * :func:`cycle_position` (fixed period) and :func:`cycle_of` (geometric periods): which cycle
   holds step ``t`` and where in it; :func:`cyclic_phase`: the triangle wave of PyTorch's
-  ``CyclicLR``.
+  ``CyclicLR``; :func:`one_cycle_ends`: the phases of its ``OneCycleLR``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "half_cos_cycles",
     "half_cos_remaining",
     "half_cos_torch",
+    "one_cycle_ends",
     "progress",
 ]
 
@@ -174,6 +175,20 @@ def cyclic_phase(t: Any, up: float, total: float, ops: Ops) -> tuple[Any, Any]:
     n, m = cycle_position(t, total, ops)
     h = ops.where(m / total <= ratio, ops.div(m, up), ops.div(total - m, total - up))
     return n + 1, ops.clip(h, 0.0, 1.0)  # float32 far out (t > 2**24) may stray from [0, 1]
+
+
+def one_cycle_ends(total: Any, pct_start: Any, three_phase: bool) -> list[Any]:
+    """The last step of each phase of PyTorch's ``OneCycleLR`` over ``total`` steps, as it
+    lays them out: ``pct_start * total - 1`` (the rise), ``2 * pct_start * total - 2`` (the
+    fall, with ``three_phase``) and ``total - 1`` (the annealing).
+
+    >>> one_cycle_ends(100, 0.25, False), one_cycle_ends(100, 0.25, True)
+    ([24.0, 99], [24.0, 48.0, 99])
+    """
+    rise = pct_start * total - 1
+    if three_phase:
+        return [rise, 2 * pct_start * total - 2, total - 1]
+    return [rise, total - 1]
 
 
 def cycle_of(t: Any, P: Any, m: Any, ops: Ops) -> tuple[Any, Any, Any]:
