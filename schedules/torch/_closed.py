@@ -21,7 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core import Schedule
-from .._numerics import CYCLIC_MODES, cos_mix, cycle_of, cycle_position, floordiv, half_cos_torch
+from .._numerics import (
+    CYCLIC_MODES,
+    cos_mix,
+    cycle_of,
+    cyclic_phase,
+    floordiv,
+    half_cos_torch,
+    one_cycle_ends,
+)
 from .._ops import Ops
 from .._validate import FLOAT32_MAX, Checks
 from ._base import (
@@ -694,12 +702,11 @@ class _CyclicPhase:
     scale_fn: Any
     scale_mode: str
 
-    # torch: step_size_up/down become floats; total_size and step_ratio as in __init__
     def _sizes(self) -> tuple[float, float]:
+        """torch's ``step_size_up`` (a float) and ``total_size``."""
         up = float(self.step_size_up)
         down = float(self.step_size_down) if self.step_size_down is not None else up
-        total = up + down
-        return total, up / total
+        return up, up + down
 
     def _scale_mode(self) -> str:
         if self.scale_fn is not None:
@@ -717,20 +724,7 @@ class _CyclicPhase:
 
     def _phase(self, k: Any, ops: Ops) -> tuple[Any, Any]:
         """``(scale_factor, scale)`` at counter ``k``, in torch's operation order."""
-        total, ratio = self._sizes()
-        if ops.host:
-            cycle = ops.floor(1 + k / total)
-            x = 1.0 + k / total - cycle
-        else:  # the same, without cancellation: x = (k mod total) / total
-            q, m = cycle_position(k, total, ops)
-            cycle = q + 1
-            x = m / total
-        if ops.host:  # torch's if/else: the branch not taken may divide by 0
-            sf = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
-        else:  # x / ratio = m / up, (x - 1) / (ratio - 1) = (total - m) / down (m exact)
-            up = float(self.step_size_up)
-            sf = ops.where(x <= ratio, ops.div(m, up), ops.div(total - m, total - up))
-            sf = ops.clip(sf, 0.0, 1.0)  # in [0, 1]; float32 far out (k > 2**24) may stray
+        cycle, sf = cyclic_phase(k, *self._sizes(), ops)
         scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
         return sf, scale
 
@@ -943,6 +937,18 @@ class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
 # -- OneCycleLR --------------------------------------------------------------------------------
 
 
+# the group's keys each phase of OneCycleLR goes between: (start_lr, end_lr, start_mom, end_mom)
+_TWO_PHASES = [
+    ("initial_lr", "max_lr", "max_momentum", "base_momentum"),
+    ("max_lr", "min_lr", "base_momentum", "max_momentum"),
+]
+_THREE_PHASES = [
+    ("initial_lr", "max_lr", "max_momentum", "base_momentum"),
+    ("max_lr", "initial_lr", "base_momentum", "max_momentum"),
+    ("initial_lr", "min_lr", "max_momentum", "max_momentum"),
+]
+
+
 class _OneCyclePhases:
     """torch's ``OneCycleLR`` phases, shared by :class:`OneCycleLR` (the lr) and
     :class:`OneCycleMomentum` (the momentum it cycles): reads ``pct_start``,
@@ -957,17 +963,9 @@ class _OneCyclePhases:
 
     def _phases(self) -> list[tuple[float, str, str, str, str]]:
         """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)."""
-        n, p = self._steps(), self.pct_start
-        if self.three_phase:
-            return [
-                (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-                (float(2 * p * n) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
-                (n - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
-            ]
-        return [
-            (float(p * n) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-            (n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
-        ]
+        ends = one_cycle_ends(self._steps(), self.pct_start, self.three_phase)
+        keys = _THREE_PHASES if self.three_phase else _TWO_PHASES
+        return [(end, *k) for end, k in zip(ends, keys)]
 
     def _anneal(self, a: float, b: float, pct: float) -> float:
         """torch's ``_annealing_cos`` / ``_annealing_linear`` (host)."""
