@@ -57,7 +57,6 @@ class Join(Schedule, name="join"):
     (0.5, 1.0, 0.5, 0.0)
     """
 
-    _fields = ("pieces", "at", "global_step")
     _static = frozenset({"global_step"})
     _varargs = "pieces"
 
@@ -114,7 +113,6 @@ class Multiply(_Fold, name="multiply"):
     1.0
     """
 
-    _fields = ("factors",)
     _varargs = "factors"
 
     @staticmethod
@@ -130,7 +128,6 @@ class Add(_Fold, name="add"):
     1.5
     """
 
-    _fields = ("terms",)
     _varargs = "terms"
 
     @staticmethod
@@ -146,7 +143,6 @@ class Minimum(_Fold, name="minimum"):
     1.0
     """
 
-    _fields = ("items",)
 
     @staticmethod
     def _combine(a: Any, b: Any, ops: Ops) -> Any:
@@ -161,7 +157,6 @@ class Maximum(_Fold, name="maximum"):
     1.0
     """
 
-    _fields = ("items",)
 
     @staticmethod
     def _combine(a: Any, b: Any, ops: Ops) -> Any:
@@ -176,7 +171,6 @@ class Scale(Schedule, name="scale"):
     2.0
     """
 
-    _fields = ("schedule", "factor")
 
     def __init__(self, schedule: Schedule, factor: float) -> None:
         check = self._check
@@ -197,7 +191,6 @@ class Clip(Schedule, name="clip"):
     0.2
     """
 
-    _fields = ("schedule", "low", "high")
 
     def __init__(
         self, schedule: Schedule, low: float | None = None, high: float | None = None
@@ -230,7 +223,6 @@ class Shift(Schedule, name="shift"):
     (0.0, 0.5)
     """
 
-    _fields = ("schedule", "steps")
 
     def __init__(self, schedule: Schedule, steps: int) -> None:
         check = self._check
@@ -258,7 +250,6 @@ class Repeat(Schedule, name="repeat"):
     (1.0, 0.5, 0.5, 0.25)
     """
 
-    _fields = ("schedule", "period", "period_mult", "decay", "max_cycles")
 
     def __init__(
         self,
@@ -296,7 +287,6 @@ class Warmup(Schedule, name="warmup"):
     (0.5, 1.0, 0.5)
     """
 
-    _fields = ("schedule", "steps", "init")
 
     def __init__(self, schedule: Schedule, steps: int, init: float = 0.0) -> None:
         check = self._check
@@ -328,7 +318,6 @@ class Lambda(Schedule, name="lambda"):
     0.9025
     """
 
-    _fields = ("fn",)
     _static = frozenset({"fn"})
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
@@ -380,7 +369,6 @@ class ScaleBatch(Schedule, name="scale_batch"):
     (0.1, 0.4)
     """
 
-    _fields = ("schedule", "batch_size", "base_batch_size", "rule", "crossover")
     _static = frozenset({"rule"})
 
     def __init__(

@@ -241,7 +241,6 @@ class Expr(Schedule, name="expr"):
     0.5
     """
 
-    _fields = ("text",)
     _static = frozenset({"text"})
 
     def __init__(self, text: str) -> None:

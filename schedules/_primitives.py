@@ -77,7 +77,6 @@ class Constant(Schedule, name="constant"):
     0.0003
     """
 
-    _fields = ("value",)
 
     def __init__(self, value: float) -> None:
         check = self._check
@@ -99,7 +98,6 @@ class Linear(Schedule, name="linear"):
     1.0
     """
 
-    _fields = ("init", "end", "steps")
 
     def __init__(self, init: float, end: float, steps: int) -> None:
         check = self._check
@@ -126,7 +124,6 @@ class CosineDecay(Schedule, name="cosine"):
     (1.0, 0.5, 0.0, 0.0)
     """
 
-    _fields = ("init", "end", "steps", "exponent")
 
     def __init__(self, init: float, end: float, steps: int, exponent: float = 1.0) -> None:
         check = self._check
@@ -159,7 +156,6 @@ class Exponential(Schedule, name="exponential"):
     0.5
     """
 
-    _fields = ("init", "rate", "steps", "staircase", "end")
     _static = frozenset({"staircase"})
 
     def __init__(
@@ -208,7 +204,6 @@ class StepDecay(Schedule, name="step"):
     0.010000000000000002
     """
 
-    _fields = ("init", "step_size", "gamma")
 
     def __init__(self, init: float, step_size: int, gamma: float = 0.1) -> None:
         check = self._check
@@ -235,7 +230,6 @@ class MultiStep(Schedule, name="multistep"):
     (1.0, 0.5, 0.125)
     """
 
-    _fields = ("init", "milestones", "gamma")
 
     def __init__(self, init: float, milestones: Any, gamma: float = 0.1) -> None:
         check = self._check
@@ -258,7 +252,6 @@ class Polynomial(Schedule, name="polynomial"):
     0.25
     """
 
-    _fields = ("init", "end", "steps", "power")
 
     def __init__(self, init: float, end: float, steps: int, power: float = 1.0) -> None:
         check = self._check
@@ -288,7 +281,6 @@ class InverseSqrt(Schedule, name="inverse_sqrt"):
     (0.5, 1.0, 0.5)
     """
 
-    _fields = ("init", "warmup", "timescale")
 
     def __init__(self, init: float, warmup: int = 0, timescale: int | None = None) -> None:
         check = self._check
@@ -322,7 +314,6 @@ class Noam(Schedule, name="noam"):
     1.0
     """
 
-    _fields = ("d_model", "warmup", "scale")
 
     def __init__(self, d_model: int, warmup: int, scale: float = 1.0) -> None:
         check = self._check
@@ -353,7 +344,6 @@ class WarmupStableDecay(Schedule, name="wsd"):
     (0.5, 1.0, 0.5, 0.0)
     """
 
-    _fields = ("peak", "total", "warmup", "decay", "init", "end", "shape")
     _static = frozenset({"shape"})
 
     def __init__(
@@ -411,7 +401,6 @@ class Cyclic(Schedule, name="cyclic"):
     (0.1, 0.55, 1.0, 0.55, 0.1)
     """
 
-    _fields = ("low", "high", "up", "down", "mode", "gamma")
     _static = frozenset({"mode"})
 
     def __init__(
@@ -477,15 +466,6 @@ class OneCycle(Schedule, name="one_cycle"):
     (0.1, 1.0, 1e-05)
     """
 
-    _fields = (
-        "peak",
-        "total",
-        "pct_start",
-        "div_factor",
-        "final_div_factor",
-        "anneal",
-        "three_phase",
-    )
     _static = frozenset({"anneal", "three_phase"})
 
     def __init__(
@@ -576,7 +556,6 @@ class CosineRestarts(Schedule, name="cosine_restarts"):
     (1.0, 0.5, 1.0, 0.5, 1.0)
     """
 
-    _fields = ("init", "end", "period", "period_mult", "decay", "max_cycles")
 
     def __init__(
         self,
@@ -618,7 +597,6 @@ class TanhDecay(Schedule, name="tanh_decay"):
     (1.0, 0.0)
     """
 
-    _fields = ("init", "end", "steps", "lower", "upper")
 
     def __init__(
         self, init: float, end: float, steps: int, lower: float = -6.0, upper: float = 3.0
@@ -663,7 +641,6 @@ class PiecewiseConstant(Schedule, name="piecewise_constant"):
     (1.0, 0.5, 0.1)
     """
 
-    _fields = ("boundaries", "values")
 
     def __init__(self, boundaries: Any, values: Any) -> None:
         check = self._check
@@ -690,7 +667,6 @@ class PiecewiseLinear(Schedule, name="piecewise_linear"):
     (0.5, 0.5, 0.0)
     """
 
-    _fields = ("steps", "values")
 
     def __init__(self, steps: Any, values: Any) -> None:
         check = self._check
@@ -721,7 +697,6 @@ class Noise(Schedule, name="noise"):
     (True, True)
     """
 
-    _fields = ("seed", "low", "high")
 
     def __init__(self, seed: int, low: float = 0.0, high: float = 1.0) -> None:
         check = self._check

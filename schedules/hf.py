@@ -328,7 +328,6 @@ class HFLambda(Schedule, name="hf_lambda"):
     0.5
     """
 
-    _fields = ("kind", "params")
     _static = frozenset({"kind", "params"})
 
     def __init__(self, kind: str, params: Any = None, **kw: Any) -> None:
