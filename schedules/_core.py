@@ -174,34 +174,34 @@ class Schedule:
 
     # -- algebra ------------------------------------------------------------
     def __mul__(self, other: Any) -> Schedule:
-        from ._combinators import multiply, scale
+        from ._combinators import flat_multiply, folded_scale
 
         if isinstance(other, Schedule):
-            return multiply(self, other)
+            return flat_multiply(self, other)
         if _is_host_number(other) or _is_array_scalar(other):
-            return scale(self, other)
+            return folded_scale(self, other)
         return NotImplemented
 
     def __rmul__(self, other: Any) -> Schedule:
         return self.__mul__(other)
 
     def __truediv__(self, other: Any) -> Schedule:
-        from ._combinators import scale
+        from ._combinators import folded_scale
 
         if _is_host_number(other):
             if other == 0:
                 raise ValueError("cannot divide a schedule by 0")
-            return scale(self, 1.0 / float(other))
+            return folded_scale(self, 1.0 / float(other))
         return NotImplemented
 
     def __add__(self, other: Any) -> Schedule:
-        from ._combinators import add
-        from ._primitives import Constant as constant
+        from ._combinators import flat_add
+        from ._primitives import constant
 
         if isinstance(other, Schedule):
-            return add(self, other)
+            return flat_add(self, other)
         if _is_host_number(other):
-            return add(self, constant(other))
+            return flat_add(self, constant(other))
         return NotImplemented
 
     def __radd__(self, other: Any) -> Schedule:
@@ -256,7 +256,7 @@ def as_schedule(x: Schedule | float | int | Callable[[Any], Any]) -> Schedule:
     >>> as_schedule(0.5)(10)
     0.5
     """
-    from ._primitives import Constant as constant
+    from ._primitives import constant
 
     if isinstance(x, Schedule):
         return x
