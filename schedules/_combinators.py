@@ -14,21 +14,21 @@ from ._primitives import check_cycles, cycle_of
 from ._validate import Checks, is_traced
 
 __all__ = [
-    "Add",
-    "Clip",
-    "Join",
-    "Lambda",
-    "Maximum",
-    "Minimum",
-    "Multiply",
-    "Repeat",
-    "Scale",
-    "ScaleBatch",
-    "Shift",
-    "Warmup",
     "add",
+    "clip",
+    "flat_add",
+    "flat_multiply",
+    "folded_scale",
+    "join",
+    "lambda_",
+    "maximum",
+    "minimum",
     "multiply",
+    "repeat",
     "scale",
+    "scale_batch",
+    "shift",
+    "warmup",
 ]
 
 
@@ -45,7 +45,7 @@ def _schedules(check: Checks, name: str, items: Any, min_len: int = 1) -> tuple[
     return tuple(out)
 
 
-class Join(Schedule, name="join"):
+class join(Schedule, name="join"):
     """Piece ``i`` runs from milestone ``at[i - 1]`` (0 for the first) to ``at[i]``.
 
     Each piece sees its local step ``t - at[i - 1]``, or the global step ``t``
@@ -57,7 +57,6 @@ class Join(Schedule, name="join"):
     (0.5, 1.0, 0.5, 0.0)
     """
 
-    _fields = ("pieces", "at", "global_step")
     _static = frozenset({"global_step"})
     _varargs = "pieces"
 
@@ -106,7 +105,7 @@ class _Fold(Schedule):
         return out
 
 
-class Multiply(_Fold, name="multiply"):
+class multiply(_Fold, name="multiply"):
     """The product of the factors: ``f(t) = prod_i factors[i](t)``. Also ``a * b``.
 
     >>> import schedules as S
@@ -114,7 +113,6 @@ class Multiply(_Fold, name="multiply"):
     1.0
     """
 
-    _fields = ("factors",)
     _varargs = "factors"
 
     @staticmethod
@@ -122,7 +120,7 @@ class Multiply(_Fold, name="multiply"):
         return a * b
 
 
-class Add(_Fold, name="add"):
+class add(_Fold, name="add"):
     """The sum of the terms: ``f(t) = sum_i terms[i](t)``. Also ``a + b``.
 
     >>> import schedules as S
@@ -130,7 +128,6 @@ class Add(_Fold, name="add"):
     1.5
     """
 
-    _fields = ("terms",)
     _varargs = "terms"
 
     @staticmethod
@@ -138,7 +135,7 @@ class Add(_Fold, name="add"):
         return a + b
 
 
-class Minimum(_Fold, name="minimum"):
+class minimum(_Fold, name="minimum"):
     """The pointwise minimum of schedules.
 
     >>> import schedules as S
@@ -146,14 +143,13 @@ class Minimum(_Fold, name="minimum"):
     1.0
     """
 
-    _fields = ("items",)
 
     @staticmethod
     def _combine(a: Any, b: Any, ops: Ops) -> Any:
         return ops.minimum(a, b)
 
 
-class Maximum(_Fold, name="maximum"):
+class maximum(_Fold, name="maximum"):
     """The pointwise maximum of schedules.
 
     >>> import schedules as S
@@ -161,14 +157,13 @@ class Maximum(_Fold, name="maximum"):
     1.0
     """
 
-    _fields = ("items",)
 
     @staticmethod
     def _combine(a: Any, b: Any, ops: Ops) -> Any:
         return ops.maximum(a, b)
 
 
-class Scale(Schedule, name="scale"):
+class scale(Schedule, name="scale"):
     """``f(t) = factor * schedule(t)``; also ``0.1 * s`` and ``s / 10``.
 
     >>> import schedules as S
@@ -176,7 +171,6 @@ class Scale(Schedule, name="scale"):
     2.0
     """
 
-    _fields = ("schedule", "factor")
 
     def __init__(self, schedule: Schedule, factor: float) -> None:
         check = self._check
@@ -189,7 +183,7 @@ class Scale(Schedule, name="scale"):
         return self.factor * self.schedule._eval(t, ops)
 
 
-class Clip(Schedule, name="clip"):
+class clip(Schedule, name="clip"):
     """``f(t) = clip(schedule(t), low, high)``; either bound may be omitted (None).
 
     >>> import schedules as S
@@ -197,7 +191,6 @@ class Clip(Schedule, name="clip"):
     0.2
     """
 
-    _fields = ("schedule", "low", "high")
 
     def __init__(
         self, schedule: Schedule, low: float | None = None, high: float | None = None
@@ -219,7 +212,7 @@ class Clip(Schedule, name="clip"):
         return v
 
 
-class Shift(Schedule, name="shift"):
+class shift(Schedule, name="shift"):
     """Delay by ``steps`` (advance if negative): ``f(t) = schedule(t - steps)``.
 
     Before the delay has passed, the schedule holds its step-0 value.
@@ -230,7 +223,6 @@ class Shift(Schedule, name="shift"):
     (0.0, 0.5)
     """
 
-    _fields = ("schedule", "steps")
 
     def __init__(self, schedule: Schedule, steps: int) -> None:
         check = self._check
@@ -243,7 +235,7 @@ class Shift(Schedule, name="shift"):
         return self.schedule._eval(t - self.steps, ops)
 
 
-class Repeat(Schedule, name="repeat"):
+class repeat(Schedule, name="repeat"):
     """Replay ``schedule`` in cycles.
 
     Cycle ``n`` lasts ``T_n = period * period_mult ** n`` steps and replays the
@@ -258,7 +250,6 @@ class Repeat(Schedule, name="repeat"):
     (1.0, 0.5, 0.5, 0.25)
     """
 
-    _fields = ("schedule", "period", "period_mult", "decay", "max_cycles")
 
     def __init__(
         self,
@@ -284,7 +275,7 @@ class Repeat(Schedule, name="repeat"):
         return ops.pow(self.decay, n) * self.schedule._eval(u, ops)
 
 
-class Warmup(Schedule, name="warmup"):
+class warmup(Schedule, name="warmup"):
     """Linear warmup from ``init`` to the schedule's first value, then the schedule.
 
     ``f(t) = init + (schedule(0) - init) * t / steps`` for ``t < steps``, then
@@ -296,7 +287,6 @@ class Warmup(Schedule, name="warmup"):
     (0.5, 1.0, 0.5)
     """
 
-    _fields = ("schedule", "steps", "init")
 
     def __init__(self, schedule: Schedule, steps: int, init: float = 0.0) -> None:
         check = self._check
@@ -315,7 +305,7 @@ class Warmup(Schedule, name="warmup"):
         return ops.where(t < self.steps, ramp, self.schedule._eval(t - self.steps, ops))
 
 
-class Lambda(Schedule, name="lambda"):
+class lambda_(Schedule, name="lambda"):
     """Any Python function of the step, ``f(t) = fn(t)``.
 
     On the host path ``fn`` gets a Python ``int`` (a ``float`` for a
@@ -328,7 +318,6 @@ class Lambda(Schedule, name="lambda"):
     0.9025
     """
 
-    _fields = ("fn",)
     _static = frozenset({"fn"})
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
@@ -343,7 +332,7 @@ class Lambda(Schedule, name="lambda"):
     def _eval(self, t: Any, ops: Ops) -> Any:
         if ops.host:
             return self.fn(int(t) if float(t).is_integer() else t)
-        if ops is not PY and ops.name == "numpy":
+        if ops.name == "numpy":
             flat = [float(self._eval(float(x), PY)) for x in np.ravel(t)]
             return np.asarray(flat).reshape(np.shape(t))
         return self.fn(t) + 0.0 * t
@@ -352,7 +341,7 @@ class Lambda(Schedule, name="lambda"):
 _BATCH_RULES = ("linear", "sqrt", "blend", "crossover")
 
 
-class ScaleBatch(Schedule, name="scale_batch"):
+class scale_batch(Schedule, name="scale_batch"):
     """Rescale a schedule tuned at ``base_batch_size`` for ``batch_size``.
 
     With ``k = batch_size / base_batch_size`` the factor is
@@ -380,7 +369,6 @@ class ScaleBatch(Schedule, name="scale_batch"):
     (0.1, 0.4)
     """
 
-    _fields = ("schedule", "batch_size", "base_batch_size", "rule", "crossover")
     _static = frozenset({"rule"})
 
     def __init__(
@@ -435,24 +423,40 @@ class ScaleBatch(Schedule, name="scale_batch"):
 
 
 # Operator sugar used by Schedule.__mul__/__add__.
-def multiply(*factors: Schedule) -> Schedule:
+def flat_multiply(*factors: Schedule) -> Schedule:
     """``Multiply(*factors)``, flattening nested products."""
     flat: list[Schedule] = []
     for f in factors:
-        flat.extend(f.factors if isinstance(f, Multiply) else (f,))
-    return Multiply(*flat)
+        flat.extend(f.factors if isinstance(f, multiply) else (f,))
+    return multiply(*flat)
 
 
-def add(*terms: Schedule) -> Schedule:
+def flat_add(*terms: Schedule) -> Schedule:
     """``Add(*terms)``, flattening nested sums."""
     flat: list[Schedule] = []
     for f in terms:
-        flat.extend(f.terms if isinstance(f, Add) else (f,))
-    return Add(*flat)
+        flat.extend(f.terms if isinstance(f, add) else (f,))
+    return add(*flat)
 
 
-def scale(schedule: Schedule, factor: float) -> Schedule:
+def folded_scale(schedule: Schedule, factor: float) -> Schedule:
     """``Scale(schedule, factor)``, folding nested scales."""
-    if isinstance(schedule, Scale) and not (is_traced(factor) or is_traced(schedule.factor)):
-        return Scale(schedule.schedule, float(factor) * schedule.factor)
-    return Scale(schedule, factor)
+    if isinstance(schedule, scale) and not (is_traced(factor) or is_traced(schedule.factor)):
+        return scale(schedule.schedule, float(factor) * schedule.factor)
+    return scale(schedule, factor)
+
+
+# The classes' descriptive CamelCase names, kept for code that imports them (the public
+# name, in ``schedules``, its docs, ``help`` and reprs, is the lowercase one).
+Join = join
+Multiply = multiply
+Add = add
+Minimum = minimum
+Maximum = maximum
+Scale = scale
+Clip = clip
+Shift = shift
+Repeat = repeat
+Warmup = warmup
+Lambda = lambda_
+ScaleBatch = scale_batch

@@ -1,10 +1,10 @@
 """The :class:`Schedule` base: an immutable pytree that maps a step to a value.
 
-Every schedule declares its constructor arguments in ``_fields`` (in
-positional order) and which of them are structural in ``_static``. All other
-fields are pytree leaves (numbers, tuples of numbers, or child schedules), so a
-batch of schedules can be vmapped and a jitted function taking a schedule does
-not recompile when only hyperparameter values change.
+A schedule's fields are its constructor's arguments (``_fields``, in positional order,
+read from the signature unless a class lists them); ``_static`` names the structural ones.
+All other fields are pytree leaves (numbers, tuples of numbers, or child schedules), so a
+batch of schedules can be vmapped and a jitted function taking a schedule does not
+recompile when only hyperparameter values change.
 
 A subclass implements ``_eval(t, ops)``: ``t`` is the step as a float (Python
 float, NumPy float64 array or JAX float array) and ``ops`` the backend from
@@ -15,10 +15,11 @@ batched leaves are never validated.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import jax
 import numpy as np
@@ -62,6 +63,8 @@ class Schedule:
         """Register a subclass under ``name`` (specs, configs, ``from_config``); its
         validation messages start with ``label`` (default: ``name``)."""
         super().__init_subclass__(**kw)
+        if "_fields" not in cls.__dict__ and cls.__init__ is not object.__init__:
+            cls._fields = _signature_fields(cls)
         if label is not None or name is not None:
             cls._check = Checks(label or name or "")
         if name is None:
@@ -84,6 +87,28 @@ class Schedule:
 
     def __delattr__(self, key: str) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed, built by the constructor (so validated again).
+
+        >>> import schedules as S
+        >>> S.cosine(1.0, 0.0, 100).replace(steps=200, end=0.1)
+        cosine(init=1.0, end=0.1, steps=200)
+        >>> S.cosine(1.0, 0.0, 100).replace(steps=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: cosine: steps=-1 must be >= 0
+        """
+        from ._serialize import _build
+
+        cls = type(self)
+        for k, v in changes.items():
+            if k not in cls._fields:
+                raise ValueError(
+                    f"{cls._check.where}: replace() got {k}={v!r}, which is not one of its "
+                    f"fields ({', '.join(cls._fields)})"
+                )
+        return _build(cls, {f: changes.get(f, getattr(self, f)) for f in cls._fields})
 
     # -- pytree -------------------------------------------------------------
     def _leaf_fields(self) -> tuple[str, ...]:
@@ -149,34 +174,34 @@ class Schedule:
 
     # -- algebra ------------------------------------------------------------
     def __mul__(self, other: Any) -> Schedule:
-        from ._combinators import multiply, scale
+        from ._combinators import flat_multiply, folded_scale
 
         if isinstance(other, Schedule):
-            return multiply(self, other)
+            return flat_multiply(self, other)
         if _is_host_number(other) or _is_array_scalar(other):
-            return scale(self, other)
+            return folded_scale(self, other)
         return NotImplemented
 
     def __rmul__(self, other: Any) -> Schedule:
         return self.__mul__(other)
 
     def __truediv__(self, other: Any) -> Schedule:
-        from ._combinators import scale
+        from ._combinators import folded_scale
 
         if _is_host_number(other):
             if other == 0:
                 raise ValueError("cannot divide a schedule by 0")
-            return scale(self, 1.0 / float(other))
+            return folded_scale(self, 1.0 / float(other))
         return NotImplemented
 
     def __add__(self, other: Any) -> Schedule:
-        from ._combinators import add
-        from ._primitives import Constant as constant
+        from ._combinators import flat_add
+        from ._primitives import constant
 
         if isinstance(other, Schedule):
-            return add(self, other)
+            return flat_add(self, other)
         if _is_host_number(other):
-            return add(self, constant(other))
+            return flat_add(self, constant(other))
         return NotImplemented
 
     def __radd__(self, other: Any) -> Schedule:
@@ -209,6 +234,18 @@ class Schedule:
         return hash(repr(self))
 
 
+def _signature_fields(cls: type[Schedule]) -> tuple[str, ...]:
+    """The constructor's parameters in order (``*args`` under ``cls._varargs``, if set;
+    ``**kwargs`` left out): a schedule's fields, unless the class lists ``_fields``."""
+    out = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.kind is p.VAR_KEYWORD:
+            continue
+        var = p.kind is p.VAR_POSITIONAL and getattr(cls, "_varargs", None)
+        out.append(var or p.name)
+    return tuple(out)
+
+
 def _is_array_scalar(x: Any) -> bool:
     return isinstance(x, jax.Array) and x.ndim == 0
 
@@ -219,7 +256,7 @@ def as_schedule(x: Schedule | float | int | Callable[[Any], Any]) -> Schedule:
     >>> as_schedule(0.5)(10)
     0.5
     """
-    from ._primitives import Constant as constant
+    from ._primitives import constant
 
     if isinstance(x, Schedule):
         return x

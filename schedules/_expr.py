@@ -21,7 +21,7 @@ from ._core import Schedule
 from ._ops import PY, Ops
 from ._validate import fail
 
-__all__ = ["Expr", "SpecError", "caret"]
+__all__ = ["SpecError", "caret", "expr"]
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 64
@@ -227,7 +227,7 @@ def compile_expr(node: ast.AST, text: str) -> Compiled:
     raise caret(text, col, f"{what}: {type(node).__name__} is not allowed in an expression")
 
 
-class Expr(Schedule, name="expr"):
+class expr(Schedule, name="expr"):
     """A safe expression of ``step``, parsed without ``eval`` and serializable.
 
     See :mod:`schedules._expr` for the grammar. On the host, ``step`` is a
@@ -241,7 +241,6 @@ class Expr(Schedule, name="expr"):
     0.5
     """
 
-    _fields = ("text",)
     _static = frozenset({"text"})
 
     def __init__(self, text: str) -> None:
@@ -265,3 +264,6 @@ class Expr(Schedule, name="expr"):
             except OverflowError:
                 return math.inf
         return self.fn(t, ops) + 0.0 * t
+
+
+Expr = expr  # the class's CamelCase name, kept for code that imports it

@@ -33,25 +33,25 @@ from ._validate import (
 )
 
 __all__ = [
-    "Constant",
     "check_cycles",
+    "constant",
+    "cosine",
+    "cosine_restarts",
     "cycle_of",
-    "CosineDecay",
-    "CosineRestarts",
-    "Cyclic",
-    "Exponential",
-    "InverseSqrt",
-    "Linear",
-    "MultiStep",
-    "Noam",
-    "Noise",
-    "OneCycle",
-    "PiecewiseConstant",
-    "PiecewiseLinear",
-    "Polynomial",
-    "StepDecay",
-    "TanhDecay",
-    "WarmupStableDecay",
+    "cyclic",
+    "exponential",
+    "inverse_sqrt",
+    "linear",
+    "multistep",
+    "noam",
+    "noise",
+    "one_cycle",
+    "piecewise_constant",
+    "piecewise_linear",
+    "polynomial",
+    "step",
+    "tanh_decay",
+    "wsd",
 ]
 
 
@@ -69,7 +69,7 @@ def check_cycles(
     }
 
 
-class Constant(Schedule, name="constant"):
+class constant(Schedule, name="constant"):
     """``f(t) = value``.
 
     >>> import schedules as S
@@ -77,7 +77,6 @@ class Constant(Schedule, name="constant"):
     0.0003
     """
 
-    _fields = ("value",)
 
     def __init__(self, value: float) -> None:
         check = self._check
@@ -87,7 +86,7 @@ class Constant(Schedule, name="constant"):
         return self.value + 0.0 * t
 
 
-class Linear(Schedule, name="linear"):
+class linear(Schedule, name="linear"):
     """Linear ramp: ``f(t) = init * (1 - p) + end * p`` with ``p = clip(t / steps, 0, 1)``.
 
     Holds ``end`` from ``t = steps`` on; ``steps = 0`` is ``end`` everywhere.
@@ -99,7 +98,6 @@ class Linear(Schedule, name="linear"):
     1.0
     """
 
-    _fields = ("init", "end", "steps")
 
     def __init__(self, init: float, end: float, steps: int) -> None:
         check = self._check
@@ -115,7 +113,7 @@ class Linear(Schedule, name="linear"):
         return self.init * (1.0 - p) + self.end * p
 
 
-class CosineDecay(Schedule, name="cosine"):
+class cosine(Schedule, name="cosine"):
     """Cosine decay from ``init`` to ``end`` over ``steps``, then hold ``end``.
 
     ``f(t) = end + (init - end) * (0.5 * (1 + cos(pi * min(t, T) / T))) ** exponent``
@@ -126,7 +124,6 @@ class CosineDecay(Schedule, name="cosine"):
     (1.0, 0.5, 0.0, 0.0)
     """
 
-    _fields = ("init", "end", "steps", "exponent")
 
     def __init__(self, init: float, end: float, steps: int, exponent: float = 1.0) -> None:
         check = self._check
@@ -146,7 +143,7 @@ class CosineDecay(Schedule, name="cosine"):
         return self.end + (self.init - self.end) * c
 
 
-class Exponential(Schedule, name="exponential"):
+class exponential(Schedule, name="exponential"):
     """Exponential decay (or growth): ``f(t) = init * rate ** (t / steps)``.
 
     With ``staircase=True`` the exponent is ``floor(t / steps)``. An optional
@@ -159,7 +156,6 @@ class Exponential(Schedule, name="exponential"):
     0.5
     """
 
-    _fields = ("init", "rate", "steps", "staircase", "end")
     _static = frozenset({"staircase"})
 
     def __init__(
@@ -198,7 +194,7 @@ class Exponential(Schedule, name="exponential"):
         return ops.where(self.rate < 1, ops.maximum(v, self.end), ops.minimum(v, self.end))
 
 
-class StepDecay(Schedule, name="step"):
+class step(Schedule, name="step"):
     """Multiply by ``gamma`` every ``step_size`` steps.
 
     ``f(t) = init * gamma ** floor(t / step_size)``
@@ -208,7 +204,6 @@ class StepDecay(Schedule, name="step"):
     0.010000000000000002
     """
 
-    _fields = ("init", "step_size", "gamma")
 
     def __init__(self, init: float, step_size: int, gamma: float = 0.1) -> None:
         check = self._check
@@ -224,7 +219,7 @@ class StepDecay(Schedule, name="step"):
         return self.init * ops.pow(self.gamma, ops.floordiv(t, self.step_size))
 
 
-class MultiStep(Schedule, name="multistep"):
+class multistep(Schedule, name="multistep"):
     """``f(t) = init * gamma ** #{m in milestones : m <= t}``.
 
     A milestone listed twice counts twice (as in PyTorch's ``MultiStepLR``).
@@ -235,7 +230,6 @@ class MultiStep(Schedule, name="multistep"):
     (1.0, 0.5, 0.125)
     """
 
-    _fields = ("init", "milestones", "gamma")
 
     def __init__(self, init: float, milestones: Any, gamma: float = 0.1) -> None:
         check = self._check
@@ -250,7 +244,7 @@ class MultiStep(Schedule, name="multistep"):
         return self.init * ops.pow(self.gamma, ops.count_le(self.milestones, t))
 
 
-class Polynomial(Schedule, name="polynomial"):
+class polynomial(Schedule, name="polynomial"):
     """``f(t) = end + (init - end) * (1 - min(t, steps) / steps) ** power``.
 
     >>> import schedules as S
@@ -258,7 +252,6 @@ class Polynomial(Schedule, name="polynomial"):
     0.25
     """
 
-    _fields = ("init", "end", "steps", "power")
 
     def __init__(self, init: float, end: float, steps: int, power: float = 1.0) -> None:
         check = self._check
@@ -274,7 +267,7 @@ class Polynomial(Schedule, name="polynomial"):
         return self.end + (self.init - self.end) * ops.pow(1.0 - p, self.power)
 
 
-class InverseSqrt(Schedule, name="inverse_sqrt"):
+class inverse_sqrt(Schedule, name="inverse_sqrt"):
     """Linear warmup, then inverse square-root decay (as in transformers).
 
     ``f(t) = init * t / warmup`` for ``t < warmup``, else
@@ -288,7 +281,6 @@ class InverseSqrt(Schedule, name="inverse_sqrt"):
     (0.5, 1.0, 0.5)
     """
 
-    _fields = ("init", "warmup", "timescale")
 
     def __init__(self, init: float, warmup: int = 0, timescale: int | None = None) -> None:
         check = self._check
@@ -311,7 +303,7 @@ class InverseSqrt(Schedule, name="inverse_sqrt"):
         return ops.where(t < self.warmup, warm, decay)
 
 
-class Noam(Schedule, name="noam"):
+class noam(Schedule, name="noam"):
     """The Transformer schedule (Vaswani et al., 2017), with ``s = t + 1``:
 
     ``f(t) = scale * d_model ** -0.5 * min(s ** -0.5, s * warmup ** -1.5)``
@@ -322,7 +314,6 @@ class Noam(Schedule, name="noam"):
     1.0
     """
 
-    _fields = ("d_model", "warmup", "scale")
 
     def __init__(self, d_model: int, warmup: int, scale: float = 1.0) -> None:
         check = self._check
@@ -339,7 +330,7 @@ class Noam(Schedule, name="noam"):
         return self.scale * ops.pow(self.d_model, -0.5) * ops.minimum(rise, fall)
 
 
-class WarmupStableDecay(Schedule, name="wsd"):
+class wsd(Schedule, name="wsd"):
     """Warmup-stable-decay ("trapezoidal") over ``total`` steps.
 
     Linear warmup from ``init`` to ``peak`` over ``warmup`` steps, ``peak``
@@ -353,7 +344,6 @@ class WarmupStableDecay(Schedule, name="wsd"):
     (0.5, 1.0, 0.5, 0.0)
     """
 
-    _fields = ("peak", "total", "warmup", "decay", "init", "end", "shape")
     _static = frozenset({"shape"})
 
     def __init__(
@@ -396,7 +386,7 @@ class WarmupStableDecay(Schedule, name="wsd"):
         return ops.where(t < self.total - self.decay, warm, decayed)
 
 
-class Cyclic(Schedule, name="cyclic"):
+class cyclic(Schedule, name="cyclic"):
     """Cyclical learning rate (Smith, 2017), PyTorch's ``CyclicLR`` formula.
 
     With ``L = up + down``, ``c = floor(1 + t / L)``, ``x = 1 + t / L - c``:
@@ -411,7 +401,6 @@ class Cyclic(Schedule, name="cyclic"):
     (0.1, 0.55, 1.0, 0.55, 0.1)
     """
 
-    _fields = ("low", "high", "up", "down", "mode", "gamma")
     _static = frozenset({"mode"})
 
     def __init__(
@@ -460,7 +449,7 @@ class Cyclic(Schedule, name="cyclic"):
 _ANNEAL = ("cos", "linear")
 
 
-class OneCycle(Schedule, name="one_cycle"):
+class one_cycle(Schedule, name="one_cycle"):
     """One-cycle policy (Smith & Topin, 2018) with PyTorch's ``OneCycleLR`` phases.
 
     ``start = peak / div_factor``, ``floor = start / final_div_factor``. Two
@@ -477,15 +466,6 @@ class OneCycle(Schedule, name="one_cycle"):
     (0.1, 1.0, 1e-05)
     """
 
-    _fields = (
-        "peak",
-        "total",
-        "pct_start",
-        "div_factor",
-        "final_div_factor",
-        "anneal",
-        "three_phase",
-    )
     _static = frozenset({"anneal", "three_phase"})
 
     def __init__(
@@ -559,7 +539,7 @@ class OneCycle(Schedule, name="one_cycle"):
         return out
 
 
-class CosineRestarts(Schedule, name="cosine_restarts"):
+class cosine_restarts(Schedule, name="cosine_restarts"):
     """Cosine annealing with warm restarts (SGDR, Loshchilov & Hutter, 2017).
 
     Cycle ``n`` lasts ``T_n = period * period_mult ** n`` steps and starts at
@@ -576,7 +556,6 @@ class CosineRestarts(Schedule, name="cosine_restarts"):
     (1.0, 0.5, 1.0, 0.5, 1.0)
     """
 
-    _fields = ("init", "end", "period", "period_mult", "decay", "max_cycles")
 
     def __init__(
         self,
@@ -604,7 +583,7 @@ class CosineRestarts(Schedule, name="cosine_restarts"):
         return ops.where(n >= self.max_cycles, self.end, v)
 
 
-class TanhDecay(Schedule, name="tanh_decay"):
+class tanh_decay(Schedule, name="tanh_decay"):
     """Hyperbolic-tangent decay (Hsueh et al., 2019):
 
     ``f(t) = end + (init - end) / 2 * (1 - tanh(lower + (upper - lower) * min(t, T) / T))``
@@ -618,7 +597,6 @@ class TanhDecay(Schedule, name="tanh_decay"):
     (1.0, 0.0)
     """
 
-    _fields = ("init", "end", "steps", "lower", "upper")
 
     def __init__(
         self, init: float, end: float, steps: int, lower: float = -6.0, upper: float = 3.0
@@ -654,7 +632,7 @@ class TanhDecay(Schedule, name="tanh_decay"):
         return self.end + (self.init - self.end) * frac
 
 
-class PiecewiseConstant(Schedule, name="piecewise_constant"):
+class piecewise_constant(Schedule, name="piecewise_constant"):
     """``f(t) = values[#{b in boundaries : b <= t}]``; ``len(values) = len(boundaries) + 1``.
 
     >>> import schedules as S
@@ -663,7 +641,6 @@ class PiecewiseConstant(Schedule, name="piecewise_constant"):
     (1.0, 0.5, 0.1)
     """
 
-    _fields = ("boundaries", "values")
 
     def __init__(self, boundaries: Any, values: Any) -> None:
         check = self._check
@@ -681,7 +658,7 @@ class PiecewiseConstant(Schedule, name="piecewise_constant"):
         return ops.select(ops.count_le(self.boundaries, t), self.values) + 0.0 * t
 
 
-class PiecewiseLinear(Schedule, name="piecewise_linear"):
+class piecewise_linear(Schedule, name="piecewise_linear"):
     """Linear interpolation through ``(steps[i], values[i])``, constant outside.
 
     >>> import schedules as S
@@ -690,7 +667,6 @@ class PiecewiseLinear(Schedule, name="piecewise_linear"):
     (0.5, 0.5, 0.0)
     """
 
-    _fields = ("steps", "values")
 
     def __init__(self, steps: Any, values: Any) -> None:
         check = self._check
@@ -709,7 +685,7 @@ class PiecewiseLinear(Schedule, name="piecewise_linear"):
         return out
 
 
-class Noise(Schedule, name="noise"):
+class noise(Schedule, name="noise"):
     """Seeded uniform noise in ``[low, high)``: a pure function of ``(seed, floor(t))``.
 
     A counter-based 32-bit hash (no RNG state), identical on every path, so
@@ -721,7 +697,6 @@ class Noise(Schedule, name="noise"):
     (True, True)
     """
 
-    _fields = ("seed", "low", "high")
 
     def __init__(self, seed: int, low: float = 0.0, high: float = 1.0) -> None:
         check = self._check
@@ -738,3 +713,24 @@ class Noise(Schedule, name="noise"):
     def _eval(self, t: Any, ops: Ops) -> Any:
         u = ops.uniform_hash(self.seed, ops.floor(ops.maximum(t, 0.0)))
         return self.low + (self.high - self.low) * u
+
+
+# The classes' descriptive CamelCase names, kept for code that imports them (the public
+# name, in ``schedules``, its docs, ``help`` and reprs, is the lowercase one).
+Constant = constant
+Linear = linear
+CosineDecay = cosine
+Exponential = exponential
+StepDecay = step
+MultiStep = multistep
+Polynomial = polynomial
+InverseSqrt = inverse_sqrt
+Noam = noam
+WarmupStableDecay = wsd
+Cyclic = cyclic
+OneCycle = one_cycle
+CosineRestarts = cosine_restarts
+TanhDecay = tanh_decay
+PiecewiseConstant = piecewise_constant
+PiecewiseLinear = piecewise_linear
+Noise = noise

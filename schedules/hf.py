@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from ._core import Schedule
 from ._numerics import WSD_SHAPES, half_cos_cycles
@@ -39,19 +39,14 @@ __all__ = [
     "get_wsd_schedule",
 ]
 
-_KINDS = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "inverse_sqrt",
-    "cosine_with_min_lr",
-    "cosine_warmup_with_min_lr",
-    "warmup_stable_decay",
-)
-
+# -- the lambdas: per kind, transformers' formula on the host (optimization.py, transformers
+# 5.x, transcribed operation for operation on Python ints and floats) beside the same curve on
+# arrays (a closed form for NumPy and JAX, accurate in float32). ``k`` is the step (an int >= 0
+# on the host, a floored array otherwise); arrays get the step counts as floats (their sums
+# may pass int32, which XLA would refuse as an int). Most kinds share transformers' warmup
+# branch (``warm=True``): ``k / max(1, num_warmup_steps)`` while ``k < num_warmup_steps``,
+# then their formula.
+#
 # The parameters of each lambda: name -> rule. ``count``: an int >= 0 (a step count);
 # ``real``: a finite float; ``rate``: a finite float >= 0 (a negative one can make the lr
 # negative); ``rate?``: None or a rate; ``nonzero``: a finite float > 0 (the optimizer's
@@ -59,39 +54,219 @@ _KINDS = (
 # WSD_SHAPES. Every parameter but num_warmup_steps (default 0) and warmup_lr_rate
 # (default None) is required.
 _W, _N, _C = "num_warmup_steps", "num_training_steps", "num_cycles"
-_PARAMS: dict[str, dict[str, str]] = {
-    "constant": {},
-    "constant_with_warmup": {_W: "count"},
-    "linear": {_W: "count", _N: "count"},
-    "cosine": {_W: "count", _N: "count", _C: "real"},
-    "cosine_with_restarts": {_W: "count", _N: "count", _C: "real"},
-    "polynomial": {
-        _W: "count",
-        _N: "count",
-        "lr_init": "nonzero",
-        "lr_end": "rate",
-        "power": "rate",
-    },
-    "inverse_sqrt": {_W: "count", "timescale": "timescale"},
-    "cosine_with_min_lr": {_W: "count", _N: "count", _C: "real", "min_lr_rate": "rate"},
-    "cosine_warmup_with_min_lr": {
-        _W: "count",
-        _N: "count",
-        _C: "real",
-        "min_lr_rate": "rate",
-        "warmup_lr_rate": "rate?",
-    },
-    "warmup_stable_decay": {
-        _W: "count",
-        "num_stable_steps": "count",
-        "num_decay_steps": "count",
-        "warmup_type": "type",
-        "decay_type": "type",
-        "min_lr_ratio": "rate",
-        _C: "real",
-    },
-}
 _OPTIONAL = frozenset({_W, "warmup_lr_rate"})
+_P = dict[str, Any]
+
+
+class _Kind(NamedTuple):
+    params: dict[str, str]
+    host: Callable[[int, _P], float]
+    array: Callable[[Any, _P, Ops], Any]
+    warm: bool = True
+
+
+def _host_warm(k: int, w: int) -> float:
+    return float(k) / float(max(1, w))
+
+
+def _host_wave(cycles: Any, progress: float) -> float:
+    """transformers' ``0.5 * (1 + cos(pi * cycles * 2 * progress))``; on arrays
+    :func:`~schedules._numerics.half_cos_cycles`."""
+    return 0.5 * (1.0 + math.cos(math.pi * float(cycles) * 2.0 * progress))
+
+
+def _host_progress(k: int, p: _P) -> float:
+    return float(k - p.get(_W, 0)) / float(max(1, p[_N] - p.get(_W, 0)))
+
+
+def _linear_arr(k: Any, p: _P, ops: Ops) -> Any:
+    return ops.maximum(0.0, ops.div(p[_N] - k, max(1, p[_N] - p.get(_W, 0))))
+
+
+def _cos_arr(k: Any, p: _P, ops: Ops) -> Any:
+    return half_cos_cycles(p[_C], k - p.get(_W, 0), max(1, p[_N] - p.get(_W, 0)), ops)
+
+
+def _restarts_host(k: int, p: _P) -> float:
+    progress = _host_progress(k, p)
+    if progress >= 1.0:
+        return 0.0
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(p[_C]) * progress) % 1.0))))
+
+
+def _restarts_arr(k: Any, p: _P, ops: Ops) -> Any:
+    w = p.get(_W, 0)
+    progress = ops.div(k - w, max(1, p[_N] - w))
+    den = max(1, p[_N] - w)
+    a = p[_C] * (k - w)
+    r = a - den * ops.floor(ops.div(a, den))  # (cycles * progress) % 1, times den
+    return ops.where(progress >= 1.0, 0.0, ops.sin(ops.pi * ops.div(den - r, 2.0 * den)) ** 2)
+
+
+def _polynomial_host(k: int, p: _P) -> float:
+    lr_init, lr_end, power = p["lr_init"], p["lr_end"], p["power"]
+    if k > p[_N]:
+        return lr_end / lr_init
+    lr_range = lr_init - lr_end
+    decay_steps = p[_N] - p.get(_W, 0)
+    pct_remaining = 1 - (k - p.get(_W, 0)) / decay_steps
+    return (lr_range * pct_remaining**power + lr_end) / lr_init
+
+
+def _polynomial_arr(k: Any, p: _P, ops: Ops) -> Any:
+    w, n, lr_init, lr_end = p.get(_W, 0), p[_N], p["lr_init"], p["lr_end"]
+    pct = ops.maximum(1 - ops.div(k - w, n - w), 0.0)
+    v = ((lr_init - lr_end) * ops.pow(pct, p["power"]) + lr_end) / lr_init
+    return ops.where(k > n, lr_end / lr_init, v)
+
+
+def _warmup_min_lr_host(k: int, p: _P) -> float:
+    c, wf, nf = float(k), float(p.get(_W, 0)), float(p[_N])
+    wr = p.get("warmup_lr_rate")
+    if c < wf:
+        if wr is None:
+            return (c + 1.0) / max(1.0, wf)
+        wr = float(wr)
+        return wr + (1.0 - wr) * c / (max(1, wf - 1))
+    progress = (c - wf + 1.0) / (max(1.0, nf - wf))
+    r = p["min_lr_rate"]
+    return max(0, _host_wave(p[_C], progress) * (1 - r) + r)
+
+
+def _warmup_min_lr_arr(k: Any, p: _P, ops: Ops) -> Any:
+    w, n, r, wr = p.get(_W, 0), p[_N], p["min_lr_rate"], p.get("warmup_lr_rate")
+    if wr is None:
+        wv = ops.div(k + 1.0, max(1.0, w))
+    else:
+        wv = wr + (1.0 - wr) * ops.div(k, max(1, w - 1))
+    f = half_cos_cycles(p[_C], k - w + 1.0, max(1.0, n - w), ops) * (1 - r) + r
+    return ops.where(k < w, wv, ops.maximum(0.0, f))
+
+
+def _wsd_host(k: int, p: _P) -> float:
+    w, st, dc, r = p.get(_W, 0), p["num_stable_steps"], p["num_decay_steps"], p["min_lr_ratio"]
+    if k < w:
+        progress = _host_warm(k, w)
+        wt = p["warmup_type"]
+        if wt == "linear":
+            factor = progress
+        elif wt == "cosine":
+            factor = 0.5 * (1.0 - math.cos(math.pi * progress))
+        else:
+            factor = 1.0 - math.sqrt(1.0 - progress)
+        return max(0.0, factor * (1.0 - r) + r)
+    if k < w + st:
+        return 1.0
+    if k < w + st + dc:
+        progress = float(k - w - st) / float(max(1, dc))
+        dt = p["decay_type"]
+        if dt == "linear":
+            factor = 1.0 - progress
+        elif dt == "cosine":
+            factor = _host_wave(p[_C], progress)
+        else:
+            factor = 1.0 - math.sqrt(progress)
+        return max(0.0, factor * (1.0 - r) + r)
+    return r
+
+
+def _wsd_arr(k: Any, p: _P, ops: Ops) -> Any:
+    w, st, dc, r = p.get(_W, 0), p["num_stable_steps"], p["num_decay_steps"], p["min_lr_ratio"]
+    pw = ops.div(k, max(1, w))
+    wt, dt = p["warmup_type"], p["decay_type"]
+    if wt == "linear":
+        fw = pw
+    elif wt == "cosine":
+        fw = ops.sin(ops.pi * pw / 2) ** 2
+    else:
+        fw = 1.0 - ops.sqrt(ops.maximum(1.0 - pw, 0.0))
+    pd = ops.div(k - w - st, max(1, dc))
+    if dt == "linear":
+        fd = 1.0 - pd
+    elif dt == "cosine":
+        fd = half_cos_cycles(p[_C], k - w - st, max(1, dc), ops)
+    else:
+        fd = 1.0 - ops.sqrt(ops.maximum(pd, 0.0))
+    vw = ops.maximum(0.0, fw * (1.0 - r) + r)
+    vd = ops.maximum(0.0, fd * (1.0 - r) + r)
+    return ops.where(
+        k < w, vw, ops.where(k < w + st, 1.0, ops.where(k < w + st + dc, vd, r + 0.0 * k))
+    )
+
+
+_WAVE = {_W: "count", _N: "count", _C: "real"}
+_MIN_LR = {**_WAVE, "min_lr_rate": "rate"}
+
+#: kind (transformers' ``SchedulerType`` value) -> parameters, host formula, array formula
+_TABLE: dict[str, _Kind] = {
+    "constant": _Kind({}, lambda k, p: 1, lambda k, p, ops: 1.0 + 0.0 * k, warm=False),
+    "constant_with_warmup": _Kind({_W: "count"}, lambda k, p: 1.0, lambda k, p, ops: 1.0),
+    "linear": _Kind(
+        {_W: "count", _N: "count"},
+        lambda k, p: max(0.0, float(p[_N] - k) / float(max(1, p[_N] - p.get(_W, 0)))),
+        _linear_arr,
+    ),
+    "cosine": _Kind(
+        _WAVE,
+        lambda k, p: max(0.0, _host_wave(p[_C], _host_progress(k, p))),
+        lambda k, p, ops: ops.maximum(0.0, _cos_arr(k, p, ops)),
+    ),
+    "cosine_with_restarts": _Kind(_WAVE, _restarts_host, _restarts_arr),
+    "polynomial": _Kind(
+        {_W: "count", _N: "count", "lr_init": "nonzero", "lr_end": "rate", "power": "rate"},
+        _polynomial_host, _polynomial_arr,
+    ),
+    "inverse_sqrt": _Kind(
+        {_W: "count", "timescale": "timescale"},
+        lambda k, p: 1.0 / math.sqrt((k + (p["timescale"] - p.get(_W, 0))) / p["timescale"]),
+        lambda k, p, ops: 1.0 / ops.sqrt(
+            ops.maximum(ops.div(k + (p["timescale"] - p.get(_W, 0)), p["timescale"]), 1e-30)
+        ),
+    ),
+    "cosine_with_min_lr": _Kind(
+        _MIN_LR,
+        lambda k, p: max(
+            0, _host_wave(p[_C], _host_progress(k, p)) * (1 - p["min_lr_rate"]) + p["min_lr_rate"]
+        ),
+        lambda k, p, ops: ops.maximum(
+            0.0, _cos_arr(k, p, ops) * (1 - p["min_lr_rate"]) + p["min_lr_rate"]
+        ),
+    ),
+    "cosine_warmup_with_min_lr": _Kind(
+        {**_MIN_LR, "warmup_lr_rate": "rate?"}, _warmup_min_lr_host, _warmup_min_lr_arr, warm=False
+    ),
+    "warmup_stable_decay": _Kind(
+        {
+            _W: "count",
+            "num_stable_steps": "count",
+            "num_decay_steps": "count",
+            "warmup_type": "type",
+            "decay_type": "type",
+            "min_lr_ratio": "rate",
+            _C: "real",
+        },
+        _wsd_host, _wsd_arr, warm=False,
+    ),
+}
+_KINDS = tuple(_TABLE)
+
+
+def _host_lambda(kind: str, k: int, p: _P) -> float:
+    entry = _TABLE[kind]
+    w = p.get(_W, 0)
+    if entry.warm and k < w:
+        return _host_warm(k, w)
+    return entry.host(k, p)
+
+
+def _arr_lambda(kind: str, k: Any, p: _P, ops: Ops) -> Any:
+    entry = _TABLE[kind]
+    p = {n: float(v) if type(v) is int else v for n, v in p.items()}
+    after = entry.array(k, p, ops)
+    if not entry.warm:
+        return after
+    w = p.get(_W, 0)
+    return ops.where(k < w, ops.div(k, max(1, w)), after)
 
 
 def _check_param(where: str, name: str, value: Any, rule: str) -> Any:
@@ -125,7 +300,7 @@ def _check_params(where: str, kind: str, params: Any, kw: dict[str, Any]) -> dic
     else:
         raise fail(where, "params", params, "must be None, a dict or a list of (name, value) pairs")
     items.update(kw)
-    rules = _PARAMS[kind]
+    rules = _TABLE[kind].params
     for name in items:
         if not isinstance(name, str) or name not in rules:
             allowed = ", ".join(rules) or "none"
@@ -144,160 +319,6 @@ def _check_params(where: str, kind: str, params: Any, kw: dict[str, Any]) -> dic
     return {n: _check_param(where, n, v, rules[n]) for n, v in items.items()}
 
 
-def _py_lambda(kind: str, k: int, p: dict[str, Any]) -> float:
-    """transformers' lambdas, transcribed (optimization.py, transformers 5.x)."""
-    w = p.get("num_warmup_steps", 0)
-    if kind == "constant":
-        return 1
-    if kind == "constant_with_warmup":
-        if k < w:
-            return float(k) / float(max(1.0, w))
-        return 1.0
-    n = p.get("num_training_steps")
-    if kind == "linear":
-        if k < w:
-            return float(k) / float(max(1, w))
-        return max(0.0, float(n - k) / float(max(1, n - w)))
-    if kind in ("cosine", "cosine_with_min_lr"):
-        if k < w:
-            return float(k) / float(max(1, w))
-        progress = float(k - w) / float(max(1, n - w))
-        factor = 0.5 * (1.0 + math.cos(math.pi * float(p["num_cycles"]) * 2.0 * progress))
-        if kind == "cosine":
-            return max(0.0, factor)
-        r = p["min_lr_rate"]
-        return max(0, factor * (1 - r) + r)
-    if kind == "cosine_with_restarts":
-        if k < w:
-            return float(k) / float(max(1, w))
-        progress = float(k - w) / float(max(1, n - w))
-        if progress >= 1.0:
-            return 0.0
-        return max(
-            0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(p["num_cycles"]) * progress) % 1.0)))
-        )
-    if kind == "polynomial":
-        lr_init, lr_end, power = p["lr_init"], p["lr_end"], p["power"]
-        if k < w:
-            return float(k) / float(max(1, w))
-        if k > n:
-            return lr_end / lr_init
-        lr_range = lr_init - lr_end
-        decay_steps = n - w
-        pct_remaining = 1 - (k - w) / decay_steps
-        return (lr_range * pct_remaining**power + lr_end) / lr_init
-    if kind == "inverse_sqrt":
-        ts = p["timescale"]
-        if k < w:
-            return float(k) / float(max(1, w))
-        return 1.0 / math.sqrt((k + (ts - w)) / ts)
-    if kind == "cosine_warmup_with_min_lr":
-        c, wf, nf = float(k), float(w), float(n)
-        wr = p.get("warmup_lr_rate")
-        if c < wf:
-            if wr is None:
-                return (c + 1.0) / max(1.0, wf)
-            wr = float(wr)
-            return wr + (1.0 - wr) * c / (max(1, wf - 1))
-        progress = (c - wf + 1.0) / (max(1.0, nf - wf))
-        factor = 0.5 * (1.0 + math.cos(math.pi * p["num_cycles"] * 2.0 * progress))
-        r = p["min_lr_rate"]
-        return max(0, factor * (1 - r) + r)
-    if kind == "warmup_stable_decay":
-        st, dc, r = p["num_stable_steps"], p["num_decay_steps"], p["min_lr_ratio"]
-        if k < w:
-            progress = float(k) / float(max(1, w))
-            wt = p["warmup_type"]
-            if wt == "linear":
-                factor = progress
-            elif wt == "cosine":
-                factor = 0.5 * (1.0 - math.cos(math.pi * progress))
-            else:
-                factor = 1.0 - math.sqrt(1.0 - progress)
-            return max(0.0, factor * (1.0 - r) + r)
-        if k < w + st:
-            return 1.0
-        if k < w + st + dc:
-            progress = float(k - w - st) / float(max(1, dc))
-            dt = p["decay_type"]
-            if dt == "linear":
-                factor = 1.0 - progress
-            elif dt == "cosine":
-                factor = 0.5 * (1.0 + math.cos(math.pi * float(p["num_cycles"]) * 2.0 * progress))
-            else:
-                factor = 1.0 - math.sqrt(progress)
-            return max(0.0, factor * (1.0 - r) + r)
-        return r
-    raise ValueError(kind)
-
-
-def _arr_lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
-    # step counts as floats: their sums may pass int32, which XLA would refuse as an int
-    p = {n: float(v) if type(v) is int else v for n, v in p.items()}
-    w = p.get("num_warmup_steps", 0)
-    warm = ops.div(k, max(1, w))
-    if kind == "constant":
-        return 1.0 + 0.0 * k
-    if kind == "constant_with_warmup":
-        return ops.where(k < w, warm, 1.0)
-    n = p.get("num_training_steps")
-    if kind == "linear":
-        return ops.where(k < w, warm, ops.maximum(0.0, ops.div(n - k, max(1, n - w))))
-    if kind in ("cosine", "cosine_with_min_lr"):
-        factor = half_cos_cycles(p["num_cycles"], k - w, max(1, n - w), ops)
-        if kind == "cosine_with_min_lr":
-            factor = factor * (1 - p["min_lr_rate"]) + p["min_lr_rate"]
-        return ops.where(k < w, warm, ops.maximum(0.0, factor))
-    if kind == "cosine_with_restarts":
-        progress = ops.div(k - w, max(1, n - w))
-        den = max(1, n - w)
-        a = p["num_cycles"] * (k - w)
-        r = a - den * ops.floor(ops.div(a, den))  # (cycles * progress) % 1, times den
-        v = ops.sin(ops.pi * ops.div(den - r, 2.0 * den)) ** 2
-        return ops.where(k < w, warm, ops.where(progress >= 1.0, 0.0, v))
-    if kind == "polynomial":
-        lr_init, lr_end, power = p["lr_init"], p["lr_end"], p["power"]
-        pct = ops.maximum(1 - ops.div(k - w, n - w), 0.0)
-        v = ((lr_init - lr_end) * ops.pow(pct, power) + lr_end) / lr_init
-        return ops.where(k < w, warm, ops.where(k > n, lr_end / lr_init, v))
-    if kind == "inverse_sqrt":
-        ts = p["timescale"]
-        v = 1.0 / ops.sqrt(ops.maximum(ops.div(k + (ts - w), ts), 1e-30))
-        return ops.where(k < w, warm, v)
-    if kind == "cosine_warmup_with_min_lr":
-        wr = p.get("warmup_lr_rate")
-        if wr is None:
-            wv = ops.div(k + 1.0, max(1.0, w))
-        else:
-            wv = wr + (1.0 - wr) * ops.div(k, max(1, w - 1))
-        r = p["min_lr_rate"]
-        f = half_cos_cycles(p["num_cycles"], k - w + 1.0, max(1.0, n - w), ops) * (1 - r) + r
-        return ops.where(k < w, wv, ops.maximum(0.0, f))
-    if kind == "warmup_stable_decay":
-        st, dc, r = p["num_stable_steps"], p["num_decay_steps"], p["min_lr_ratio"]
-        pw = warm
-        wt, dt = p["warmup_type"], p["decay_type"]
-        if wt == "linear":
-            fw = pw
-        elif wt == "cosine":
-            fw = ops.sin(ops.pi * pw / 2) ** 2
-        else:
-            fw = 1.0 - ops.sqrt(ops.maximum(1.0 - pw, 0.0))
-        pd = ops.div(k - w - st, max(1, dc))
-        if dt == "linear":
-            fd = 1.0 - pd
-        elif dt == "cosine":
-            fd = half_cos_cycles(p["num_cycles"], k - w - st, max(1, dc), ops)
-        else:
-            fd = 1.0 - ops.sqrt(ops.maximum(pd, 0.0))
-        vw = ops.maximum(0.0, fw * (1.0 - r) + r)
-        vd = ops.maximum(0.0, fd * (1.0 - r) + r)
-        return ops.where(
-            k < w, vw, ops.where(k < w + st, 1.0, ops.where(k < w + st + dc, vd, r + 0.0 * k))
-        )
-    raise ValueError(kind)
-
-
 class HFLambda(Schedule, name="hf_lambda"):
     """transformers' ``lr_lambda`` multiplier named ``kind`` (a ``SchedulerType``
     value) with its keyword ``params``; wrap it in :class:`schedules.torch.LambdaLR`.
@@ -307,7 +328,6 @@ class HFLambda(Schedule, name="hf_lambda"):
     0.5
     """
 
-    _fields = ("kind", "params")
     _static = frozenset({"kind", "params"})
 
     def __init__(self, kind: str, params: Any = None, **kw: Any) -> None:
@@ -324,13 +344,13 @@ class HFLambda(Schedule, name="hf_lambda"):
         p = dict(self.params)
         if ops.host:
             if not math.isfinite(t):
-                raise ValueError(f"hf_lambda: step={t!r} must be finite")
+                raise ValueError(f"{self._name}: step={t!r} must be finite")
             k = math.floor(t) if t > 0 else 0
             try:
-                return float(_py_lambda(self.kind, k, p))
+                return float(_host_lambda(self.kind, k, p))
             except (ZeroDivisionError, OverflowError) as e:  # as transformers' own lambda
                 raise ValueError(
-                    f"hf_lambda: transformers' {self.kind!r} lambda raises "
+                    f"{self._name}: transformers' {self.kind!r} lambda raises "
                     f"{type(e).__name__} at step {k}: {e}"
                 ) from None
         k = ops.floor(ops.maximum(t, 0.0))
@@ -345,7 +365,7 @@ def _lam(where: str, lr: Any, kind: str, **p: Any) -> Any:
             check_float(where, f"lr[{i}]", x, ge=0)
     else:
         check_float(where, "lr", lr, ge=0)
-    rules = _PARAMS[kind]
+    rules = _TABLE[kind].params
     for name, v in p.items():
         if name != "lr_init":
             _check_param(where, name, v, rules[name])

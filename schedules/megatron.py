@@ -62,8 +62,6 @@ class OptimizerParamScheduler(
     (1.0, 1.0, 0.5, 0.0)
     """
 
-    _fields = ("init_lr", "max_lr", "min_lr", "lr_warmup_steps", "lr_decay_steps",
-               "lr_decay_style", "wsd_decay_steps", "lr_wsd_decay_style", "increment")
     _static = frozenset({"lr_warmup_steps", "lr_decay_steps", "lr_decay_style",
                          "wsd_decay_steps", "lr_wsd_decay_style", "increment"})
 

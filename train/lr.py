@@ -504,9 +504,7 @@ def build_schedule(cfg: TrainConfig) -> S.Schedule:
                else f"--lr-scheduler={cfg.scheduler_name}")
         raise ValueError(named or f"{who} with these arguments is invalid: {msg}") from None
     if isinstance(s, TorchSchedule) and s.horizon is None:
-        d = s.to_config()
-        d["horizon"] = horizon
-        s = S.from_config(d)
+        s = s.replace(horizon=horizon)
     _BUILDS += 1
     object.__setattr__(cfg, "_schedule", s)
     return s
