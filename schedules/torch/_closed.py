@@ -124,7 +124,6 @@ class _UserLambda(TorchSchedule):
     """The arguments of ``LambdaLR`` and ``MultiplicativeLR``: ``lr``, a user ``lr_lambda``
     (a callable of the int step, or a schedule), ``horizon``."""
 
-    _fields = ("lr", "lr_lambda", "horizon")
     _static = frozenset({"lr_lambda", "horizon"})
     _per_group = ("lr_lambda",)
 
@@ -196,7 +195,6 @@ class StepLR(TorchSchedule, name="StepLR"):
     (1.0, 0.5, 0.25)
     """
 
-    _fields = ("lr", "step_size", "gamma", "horizon")
     _static = frozenset({"horizon"})
     kind = Kind.MULT
 
@@ -260,7 +258,6 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
     [1.0, 1.0, 0.5, 0.5, 0.125, 0.125]
     """
 
-    _fields = ("lr", "milestones", "gamma", "horizon")
     _static = frozenset({"milestones", "horizon"})
     kind = Kind.MULT
 
@@ -336,7 +333,6 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
     (0.15, 0.15, 0.3)
     """
 
-    _fields = ("lr", "factor", "total_iters", "horizon")
     _static = frozenset({"horizon"})
     kind = Kind.MULT
 
@@ -408,7 +404,6 @@ class LinearLR(TorchSchedule, name="LinearLR"):
     [0.5, 0.625, 0.75, 0.875, 1.0, 1.0]
     """
 
-    _fields = ("lr", "start_factor", "end_factor", "total_iters", "horizon")
     _static = frozenset({"horizon"})
     kind = Kind.MULT
 
@@ -480,7 +475,6 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     0.125
     """
 
-    _fields = ("lr", "gamma", "horizon")
     _static = frozenset({"horizon"})
     kind = Kind.MULT
 
@@ -524,7 +518,6 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
     [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
     """
 
-    _fields = ("lr", "total_iters", "power", "horizon")
     _static = frozenset({"horizon"})
     kind = Kind.MULT
 
@@ -598,7 +591,6 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
     (1.0, 0.5, 0.0, 0.5, 1.0)
     """
 
-    _fields = ("lr", "T_max", "eta_min", "horizon")
     _static = frozenset({"horizon"})
     kind = Kind.COS
 
@@ -645,7 +637,6 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
     [1.0, 0.5, 1.0, 0.853553390593, 0.5, 0.146446609407, 1.0]
     """
 
-    _fields = ("lr", "T_0", "T_mult", "eta_min", "horizon")
     _static = frozenset({"horizon"})
     kind = Kind.ABS
 
@@ -744,21 +735,6 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
     [0.9, 0.85, 0.8]
     """
 
-    _fields = (
-        "lr",
-        "base_lr",
-        "max_lr",
-        "step_size_up",
-        "step_size_down",
-        "mode",
-        "gamma",
-        "scale_fn",
-        "scale_mode",
-        "cycle_momentum",
-        "base_momentum",
-        "max_momentum",
-        "horizon",
-    )
     # the step sizes fix the period (integers, used in Python arithmetic): static, so the
     # schedule also works as a traced argument
     _static = frozenset(
@@ -884,16 +860,6 @@ class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
     (0.9, 0.8)
     """
 
-    _fields = (
-        "base_momentum",
-        "max_momentum",
-        "step_size_up",
-        "step_size_down",
-        "mode",
-        "gamma",
-        "scale_fn",
-        "scale_mode",
-    )
     _static = frozenset({"mode", "scale_fn", "scale_mode", "step_size_up", "step_size_down"})
 
     def __init__(
@@ -1032,22 +998,6 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
     (0.04, 1.0, 4e-06)
     """
 
-    _fields = (
-        "lr",
-        "max_lr",
-        "total_steps",
-        "epochs",
-        "steps_per_epoch",
-        "pct_start",
-        "anneal_strategy",
-        "cycle_momentum",
-        "base_momentum",
-        "max_momentum",
-        "div_factor",
-        "final_div_factor",
-        "three_phase",
-        "horizon",
-    )
     # pct_start fixes the phase ends (torch computes them in Python): static like total_steps
     _static = frozenset(
         {
@@ -1216,16 +1166,6 @@ class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
     0.95
     """
 
-    _fields = (
-        "total_steps",
-        "epochs",
-        "steps_per_epoch",
-        "pct_start",
-        "anneal_strategy",
-        "base_momentum",
-        "max_momentum",
-        "three_phase",
-    )
     _static = frozenset(
         {"total_steps", "epochs", "steps_per_epoch", "pct_start", "anneal_strategy", "three_phase"}
     )

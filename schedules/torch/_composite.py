@@ -103,7 +103,6 @@ class SequentialLR(_Composite, name="SequentialLR"):
     [0.5, 0.75, 1.0, 1.0, 0.5, 0.25]
     """
 
-    _fields = ("lr", "schedulers", "milestones", "horizon")
     _static = frozenset({"milestones", "horizon"})
     kind = Kind.NONE
 
@@ -216,7 +215,6 @@ class ChainedScheduler(_Composite, name="ChainedScheduler"):
     [0.5, 0.25, 0.25, 0.125]
     """
 
-    _fields = ("schedulers", "lr", "horizon")
     _static = frozenset({"horizon"})
     kind = Kind.NONE
 
