@@ -163,6 +163,7 @@ class TorchSchedule(Recurrence):
     """
 
     kind: ClassVar[Kind] = Kind.NONE
+    _static = frozenset({"horizon"})  # a table's length is structure, not a hyperparameter
     _per_group: ClassVar[tuple[str, ...]] = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:

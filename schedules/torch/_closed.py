@@ -195,7 +195,6 @@ class StepLR(TorchSchedule, name="StepLR"):
     (1.0, 0.5, 0.25)
     """
 
-    _static = frozenset({"horizon"})
     kind = Kind.MULT
 
     def __init__(
@@ -333,7 +332,6 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
     (0.15, 0.15, 0.3)
     """
 
-    _static = frozenset({"horizon"})
     kind = Kind.MULT
 
     def __init__(
@@ -404,7 +402,6 @@ class LinearLR(TorchSchedule, name="LinearLR"):
     [0.5, 0.625, 0.75, 0.875, 1.0, 1.0]
     """
 
-    _static = frozenset({"horizon"})
     kind = Kind.MULT
 
     def __init__(
@@ -475,7 +472,6 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     0.125
     """
 
-    _static = frozenset({"horizon"})
     kind = Kind.MULT
 
     def __init__(self, lr: float, gamma: float, horizon: int | None = None) -> None:
@@ -518,7 +514,6 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
     [1.0, 0.5625, 0.25, 0.0625, 0.0, 0.0]
     """
 
-    _static = frozenset({"horizon"})
     kind = Kind.MULT
 
     def __init__(
@@ -591,7 +586,6 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
     (1.0, 0.5, 0.0, 0.5, 1.0)
     """
 
-    _static = frozenset({"horizon"})
     kind = Kind.COS
 
     def __init__(
@@ -637,7 +631,6 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
     [1.0, 0.5, 1.0, 0.853553390593, 0.5, 0.146446609407, 1.0]
     """
 
-    _static = frozenset({"horizon"})
     kind = Kind.ABS
 
     def __init__(
@@ -928,10 +921,15 @@ class _OneCyclePhases:
         raise NotImplementedError
 
     def _phases(self) -> list[tuple[float, str, str, str, str]]:
-        """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)."""
-        ends = one_cycle_ends(self._steps(), self.pct_start, self.three_phase)
-        keys = _THREE_PHASES if self.three_phase else _TWO_PHASES
-        return [(end, *k) for end, k in zip(ends, keys)]
+        """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)
+        (static fields only: computed once)."""
+        phases = self.__dict__.get("_phases_cache")
+        if phases is None:
+            ends = one_cycle_ends(self._steps(), self.pct_start, self.three_phase)
+            keys = _THREE_PHASES if self.three_phase else _TWO_PHASES
+            phases = [(end, *k) for end, k in zip(ends, keys)]
+            object.__setattr__(self, "_phases_cache", phases)
+        return phases
 
     def _anneal(self, a: float, b: float, pct: float) -> float:
         """torch's ``_annealing_cos`` / ``_annealing_linear`` (host)."""

@@ -215,7 +215,6 @@ class ChainedScheduler(_Composite, name="ChainedScheduler"):
     [0.5, 0.25, 0.25, 0.125]
     """
 
-    _static = frozenset({"horizon"})
     kind = Kind.NONE
 
     def __init__(
