@@ -161,11 +161,6 @@ class LambdaLR(_UserLambda, name="LambdaLR"):
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         return base * _call(self.lr_lambda, k, ops)
 
-    def _closed_host_ok(self, k: int) -> bool:
-        return True
-
-    def _closed_exact(self) -> bool:
-        return True
 
 
 class MultiplicativeLR(_UserLambda, name="MultiplicativeLR"):
@@ -664,11 +659,6 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
             return cos_mix(eta, base, k - S, Ti, ops, _known_le((eta, base)))
         return eta + (base - eta) * half_cos_torch(k - S, Ti, ops)
 
-    def _closed_host_ok(self, k: int) -> bool:
-        return True
-
-    def _closed_exact(self) -> bool:
-        return True
 
 
 # -- CyclicLR ----------------------------------------------------------------------------------
@@ -809,11 +799,6 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
     def _closed(self, k: Any, ops: Ops) -> Any:
         return self._cf(k, ops, self.base_lr, self.base_lr, Mode.CONSTRUCT)
 
-    def _closed_host_ok(self, k: int) -> bool:
-        return True
-
-    def _closed_exact(self) -> bool:
-        return True
 
     @staticmethod
     def momentum(
@@ -1076,9 +1061,6 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
 
     def _closed_host_ok(self, k: int) -> bool:
         return k <= self.total_steps
-
-    def _closed_exact(self) -> bool:
-        return True
 
     @staticmethod
     def momentum(
