@@ -135,8 +135,6 @@ class cosine(Schedule, name="cosine"):
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        if type(self.steps) is int and self.steps == 0:  # known length: no cosine at all
-            return self.end + 0.0 * t
         c = half_cos_remaining(t, self.steps, ops)
         if type(self.exponent) is not float or self.exponent != 1.0:
             c = ops.pow(c, self.exponent)

@@ -129,24 +129,12 @@ class OptimizerParamScheduler(
             v = mx * (max(W, 1) ** 0.5) / ops.sqrt(ops.maximum(n, 1.0))
             after = ops.where(n > D, mn, ops.maximum(mn, v))
         else:
-            ratio = ops.div(n - W, D - W)
-            if style == "linear":
-                coeff = 1.0 - ratio
-            elif style == "cosine":
-                coeff = half_cos(ratio, ops)
-            else:
+            if style == "WSD":
                 A = D - self.wsd_decay_steps
                 r = ops.div(ops.maximum(n - A, 0.0), self.wsd_decay_steps)
-                ws = self.lr_wsd_decay_style
-                if ws == "linear":
-                    c = 1.0 - r
-                elif ws == "cosine":
-                    c = half_cos(r, ops)
-                elif ws == "exponential":
-                    c = 2.0 * ops.pow(0.5, r) - 1.0
-                else:
-                    c = 1.0 - ops.sqrt(r)
-                coeff = ops.where(n <= A, 1.0, c)
+                coeff = ops.where(n <= A, 1.0, _coeff(self.lr_wsd_decay_style, r, ops))
+            else:
+                coeff = _coeff(style, ops.div(n - W, D - W), ops)
             # float32 rounding of cos/pow can leave coeff a few ulps below 0 at the end of the
             # decay, where Megatron's float64 value is exactly 0: never below min_lr
             after = ops.where(n > D, mn, mn + ops.maximum(coeff, 0.0) * (mx - mn))
@@ -157,8 +145,6 @@ class OptimizerParamScheduler(
 
 def _host_lr(s: OptimizerParamScheduler, n: int) -> float:
     """Megatron's ``get_lr`` transcribed (Python floats, operation for operation)."""
-    import math
-
     W, D, style = s.lr_warmup_steps, s.lr_decay_steps, s.lr_decay_style
     max_lr, min_lr = s.max_lr, s.min_lr
     if W > 0 and n <= W:
@@ -173,23 +159,25 @@ def _host_lr(s: OptimizerParamScheduler, n: int) -> float:
         return max(min_lr, max_lr * w**0.5 / (k**0.5))
     decay_ratio = float(n - W) / float(D - W)
     delta_lr = max_lr - min_lr
-    if style == "linear":
-        coeff = 1.0 - decay_ratio
-    elif style == "cosine":
-        coeff = half_cos(decay_ratio, PY)
+    if style != "WSD":
+        coeff = _coeff(style, decay_ratio, PY)
     else:
         anneal_start = D - s.wsd_decay_steps
         if n <= anneal_start:
             coeff = 1.0
         else:
             r = float(n - anneal_start) / float(s.wsd_decay_steps)
-            ws = s.lr_wsd_decay_style
-            if ws == "linear":
-                coeff = 1.0 - r
-            elif ws == "cosine":
-                coeff = half_cos(r, PY)
-            elif ws == "exponential":
-                coeff = (2.0 * math.pow(0.5, r)) - 1.0
-            else:
-                coeff = 1.0 - math.sqrt(r)
+            coeff = _coeff(s.lr_wsd_decay_style, r, PY)
     return min_lr + coeff * delta_lr
+
+
+def _coeff(style: str, r: Any, ops: Ops) -> Any:
+    """Megatron's decay coefficient of progress ``r`` in [0, 1] (``--lr-decay-style`` linear or
+    cosine, or a ``--lr-wsd-decay-style``); with ``PY`` the same operations as Megatron's."""
+    if style == "linear":
+        return 1.0 - r
+    if style == "cosine":
+        return half_cos(r, ops)
+    if style == "exponential":
+        return (2.0 * ops.pow(0.5, r)) - 1.0
+    return 1.0 - ops.sqrt(r)  # minus_sqrt
