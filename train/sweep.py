@@ -59,7 +59,7 @@ from .data import Batcher, load_data
 from .lr import build_schedule
 from .metrics import Console, MetricsWriter, fmt_duration
 from .optim import make_optimizer
-from .step import AXIS, model_loss
+from .step import AXIS, dropout_keys, model_loss, update
 from .tokenizer import get_tokenizer
 
 __all__ = ["SWEEPABLE", "member_configs", "parse_sweep", "run_sweep", "sweep"]
@@ -72,11 +72,11 @@ SCHEDULE_FIELDS = ("lr", "warmup_steps", "warmup_ratio", "total_steps", "min_lr"
                    "lr_pct_start", "lr_div_factor", "lr_final_div_factor", "lr_num_cycles",
                    "min_lr_ratio", "lr_warmup_iters", "lr_warmup_init", "lr_decay_iters",
                    "lr_wsd_decay_iters")
-SWEEPABLE = (*SCHEDULE_FIELDS, *OPTIMIZER_FIELDS, "seed")
+SWEEPABLE = (*SCHEDULE_FIELDS, *OPTIMIZER_FIELDS, "dropout", "seed")
 
 _WHY = {
-    **dict.fromkeys(("model", "model_size", "n_layer", "n_head", "n_embd", "dtype", "dropout",
-                     "seq_len", "tokenizer"),
+    **dict.fromkeys(("model", "model_size", "n_layer", "n_head", "n_embd", "dtype", "seq_len",
+                     "tokenizer"),
                     "defines the model (its parameter shapes or its compiled Flax module)"),
     **dict.fromkeys(("data", "val_data", "val_fraction", "data_cache", "batch_size",
                      "grad_accum"), "defines the data or the batch shape shared by all members"),
@@ -220,18 +220,22 @@ class _Population:
             h["lr_table"] = np.stack([
                 np.asarray(jax.jit(lambda t, s=s: s(t))(jnp.arange(steps, dtype=jnp.int32)),
                            np.float32) for s in schedules])
-        self.varying = tuple(f for f in (*OPTIMIZER_FIELDS, "seed")
+        self.varying = tuple(f for f in (*OPTIMIZER_FIELDS, "dropout", "seed")
                              if len({getattr(c, f) for c in cfgs}) > 1)
         for f in self.varying:
             vals = [getattr(c, f) for c in cfgs]
             if f == "clip_norm":
                 vals = [v if v > 0 else math.inf for v in vals]
+            if f == "dropout":  # the float32 rate whose 1 - rate is a single run's keep prob
+                vals = [np.float32(1) - np.float32(1.0 - v) for v in vals]
             h[f] = _stack(vals)
+        self.dropout = any(c.dropout > 0 for c in cfgs)  # dropout keys are drawn
         self.h = h
         self.clip = any(c.clip_norm > 0 for c in cfgs)
         self.key = (self.k, self.mode, self.treedef, repr(self.const),
                     repr(schedules[0]) if self.mode == "same" else None, self.varying, self.clip,
-                    tuple((f, getattr(self.base, f)) for f in (*OPTIMIZER_FIELDS, "seed")
+                    tuple((f, getattr(self.base, f)) for f in (*OPTIMIZER_FIELDS, "dropout",
+                                                               "seed")
                           if f not in self.varying),
                     tuple(sorted(self.base.lr_mults.items())))
 
@@ -261,6 +265,10 @@ class _Population:
     def seed(self, h: Mapping[str, Any]) -> Any:
         return h["seed"] if "seed" in self.varying else self.base.seed
 
+    def dropout_rate(self, h: Mapping[str, Any]) -> Any:
+        """The member's traced dropout rate where it varies (None: the model config's)."""
+        return h["dropout"] if "dropout" in self.varying else None
+
 
 @dataclasses.dataclass(frozen=True)
 class _View:
@@ -279,14 +287,11 @@ class _View:
 
 
 # -- the population step (vmap over members inside pmap over devices) -----------------------
-# The member update mirrors train.step.make_train_step's body (one formula: the loss is
-# train.step.model_loss, the optimizer train.optim.make_optimizer); only the freezing is new.
+# Each member's update is train.step.update itself (the single run's step body) under
+# jax.vmap, with the member's optimizer, schedule, dropout keys and rate; only the freezing
+# of diverged or early-stopped members is the population's.
 
 _POP_CACHE: dict[Any, tuple[Any, Any]] = {}
-
-
-def _all_finite(tree: Any) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def _make_steps(model_cfg: Any, pop: _Population, per_member_data: bool,
@@ -296,48 +301,26 @@ def _make_steps(model_cfg: Any, pop: _Population, per_member_data: bool,
     if key in _POP_CACHE:
         return _POP_CACHE[key]
     module = models.build(model_cfg)
-    use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
     data_axis = 0 if per_member_data else None
 
     def member(state: dict, h: dict, batch: jax.Array, step: jax.Array) -> tuple[dict, dict]:
         params = state["params"]
         sched = pop.schedule(h)
-        tx = pop.optimizer(h, sched, params)
-        accum = batch.shape[0]
-        if use_dropout:
-            k = jax.random.fold_in(jax.random.key(pop.seed(h)), step)
-            keys = jax.random.split(jax.random.fold_in(k, jax.lax.axis_index(AXIS)), accum)
-        else:
-            keys = None
-        grad_fn = jax.value_and_grad(model_loss(module))
-        if accum == 1:
-            loss, grads = grad_fn(params, batch[0], None if keys is None else keys[0])
-        else:
-            def micro(carry: Any, xs: Any) -> tuple[Any, jax.Array]:
-                tokens, kk = xs
-                loss, g = grad_fn(params, tokens, None if keys is None else kk)
-                return jax.tree.map(jnp.add, carry, g), loss
-
-            zeros = jax.tree.map(jnp.zeros_like, params)
-            xs = (batch, keys if keys is not None else jnp.zeros((accum,)))
-            grads, losses = jax.lax.scan(micro, zeros, xs)
-            grads = jax.tree.map(lambda g: g / accum, grads)
-            loss = jnp.mean(losses)
-        grads = jax.lax.pmean(grads, AXIS)
-        loss = jax.lax.pmean(loss, AXIS)
-        gnorm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
-        ok = jnp.isfinite(loss) & jnp.isfinite(gnorm) & _all_finite(new_params)
+        keys = dropout_keys(pop.seed(h), step, batch.shape[0]) if pop.dropout else None
+        new, m = update({"step": step, "params": params, "opt_state": state["opt_state"]},
+                        batch, keys, tx=pop.optimizer(h, sched, params), schedule=sched,
+                        loss_fn=model_loss(module, pop.dropout_rate(h)),
+                        reduce=lambda x: jax.lax.pmean(x, AXIS))
+        ok = jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]) & m["finite"]
         keep = state["active"] & ok
 
         def sel(new: jax.Array, old: jax.Array) -> jax.Array:
             return jnp.where(keep, new, old)
 
-        new = {"params": jax.tree.map(sel, new_params, params),
-               "opt_state": jax.tree.map(sel, opt_state, state["opt_state"]), "active": keep}
-        lr = jnp.asarray(sched(step), jnp.float32)
-        return new, {"loss": loss, "grad_norm": gnorm, "lr": lr, "ok": ok}
+        out = {"params": jax.tree.map(sel, new["params"], params),
+               "opt_state": jax.tree.map(sel, new["opt_state"], state["opt_state"]),
+               "active": keep}
+        return out, {"loss": m["loss"], "grad_norm": m["grad_norm"], "lr": m["lr"], "ok": ok}
 
     def step(state: dict, batch: jax.Array, h: dict) -> tuple[dict, dict]:
         mem = {k: state[k] for k in ("params", "opt_state", "active")}
