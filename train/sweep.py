@@ -53,12 +53,13 @@ import models
 import schedules as S
 from schedules._recurrence import Recurrence
 
-from .checkpoint import Checkpointer, CheckpointError
-from .config import TrainConfig
+from .checkpoint import Checkpointer
+from .config import TrainConfig, check_dirs
 from .data import Batcher, load_data
 from .lr import build_schedule
 from .metrics import Console, MetricsWriter, fmt_duration
 from .optim import make_optimizer
+from .resume import check_compatible, choose_step, clear_outputs, read_saved_config
 from .step import AXIS, dropout_keys, model_loss, update
 from .tokenizer import get_tokenizer
 
@@ -384,13 +385,34 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
     local = [d for d in (devices or jax.devices()) if d.process_index == pidx]
     n_local, n_global = len(local), len(devices or jax.devices())
 
+    check_dirs(cfg, workdir)
     workdir = os.path.abspath(workdir)
-    ckpt_dir = cfg.checkpoint_dir or os.path.join(workdir, "checkpoints")
+    ckpt_dir = os.path.abspath(cfg.checkpoint_dir or os.path.join(workdir, "checkpoints"))
     metrics_dir = cfg.metrics_dir or os.path.join(workdir, "metrics")
     console = Console(cfg.steps, enabled=primary, bar=False)
+    if cfg.overwrite and primary:
+        removed = clear_outputs(workdir, [ckpt_dir, metrics_dir,
+                                          os.path.join(workdir, "members.json")])
+        if removed:
+            console.print(f"--overwrite: deleted {', '.join(removed)}")
+    resume_step = choose_step(cfg.resume, ckpt_dir)
     tok = get_tokenizer(cfg.tokenizer)
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
                                   **cfg.model_overrides())
+    tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
+    # the saved config: the base run's keys, the members and each member's schedule, so that
+    # train.resume's guard compares every member's trajectory (one message, as single runs)
+    eff = effective_config(cfg, schedules[0], model_cfg, {
+        "workdir": workdir, "process_count": pcount, "global_devices": n_global,
+        "tokens_per_step": tokens_per_step, "members": members, "swept": names,
+        "member_schedules": [repr(x) for x in schedules],
+    })
+    if resume_step is not None:  # the guard, before any data is read or code compiled
+        where = os.path.join(ckpt_dir, str(resume_step))
+        check_compatible(read_saved_config(ckpt_dir, resume_step), eff, where)
+        if resume_step > cfg.steps:
+            raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
+                             f"({where}) is at step {resume_step}, past it")
     train_data, val_data, data_desc = load_data(cfg.data, cfg.val_data, tok, cfg.data_cache,
                                                 cfg.val_fraction)
     train_data.check(cfg.seq_len + 1, tok.vocab_size)
@@ -400,18 +422,13 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
     seeds = [c.seed for c in cfgs] if per_member_data else [cfg.seed]
     batchers = [Batcher(train_data, seed=s, **batch_kw) for s in seeds]
     val_batchers = [Batcher(val_data, seed=s, **batch_kw) for s in seeds]
-    tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
 
     def batch_of(bs: list[Batcher], fn: str, i: int) -> np.ndarray:
         if not per_member_data:
             return getattr(bs[0], fn)(i)
         return np.stack([getattr(b, fn)(i) for b in bs], axis=1)
 
-    eff = effective_config(cfg, schedules[0], model_cfg, {
-        "workdir": workdir, "process_count": pcount, "global_devices": n_global,
-        "tokens_per_step": tokens_per_step, "data_description": data_desc,
-        "members": members, "swept": names,
-    })
+    eff["data_description"] = data_desc
     console.print(f"sweep: {k} members over {', '.join(names)} in one program "
                   f"(schedules: {pop.mode}; data: "
                   f"{'one stream per seed' if per_member_data else 'one shared stream'})")
@@ -442,23 +459,12 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
 
     ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
     try:
-        latest = ckpt.latest_step()
-        if latest is not None and not cfg.resume:
-            raise ValueError(
-                f"--resume=False but {ckpt_dir} already holds checkpoints (latest step "
-                f"{latest}); pass --resume to continue, or use another --workdir/"
-                "--checkpoint-dir (existing checkpoints are never overwritten)")
-        if latest is not None:
-            saved = ckpt.read_config(latest)
-            if saved.get("members") != json.loads(json.dumps(members)):
-                raise CheckpointError(
-                    f"cannot resume from {ckpt.path(latest)}: it holds another population "
-                    f"(members {saved.get('members')!r}; this run {members!r})")
-            host = ckpt.restore(latest, host, eff)
-            console.print(f"resumed from {ckpt.path(latest)} "
+        if resume_step is not None:
+            host = ckpt.restore(resume_step, host, eff)
+            console.print(f"resumed from {ckpt.path(resume_step)} "
                           f"(step {int(host['state']['step'])})")
-        elif cfg.resume:
-            console.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
+        elif cfg.resume == "auto" and not isinstance(cfg.resume, bool):
+            console.print(f"--resume=auto: no checkpoint in {ckpt_dir}; starting from step 0")
         run = _Run(cfg, eff, names, members, pop, model_cfg, host, p_train, p_eval,
                    lambda fn, i: batch_of(batchers if fn == "batch" else val_batchers, fn, i),
                    ckpt, console, metrics_dir, devices, tokens_per_step, primary,

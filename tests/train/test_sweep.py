@@ -30,6 +30,7 @@ from train import TrainConfig, build_schedule
 from train import sweep as run_population
 from train import train_and_evaluate as run
 from train.__main__ import parse_config
+from train.resume import ResumeMismatchError
 from train.sweep import _schedule_plan, parse_sweep
 
 STEPS = 20
@@ -229,14 +230,25 @@ def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
 
 
 def test_resume_with_another_population_is_refused(leaves) -> None:
-    from train import CheckpointError
-
+    # train.resume's guard: every difference in one message, before anything compiles; the
+    # CLI prints it as one line, as for a single run
     _tmp, cfg, wd, _ = leaves
-    with pytest.raises(CheckpointError, match="another population"):
-        run_population({**cfg, "resume": True, "steps": STEPS + 2}, wd,
+    with pytest.raises(ResumeMismatchError) as e:
+        run_population({**cfg, "resume": True, "beta2": 0.9}, wd,
                        grid={"lr": [1e-3, 5e-3], "warmup_steps": [0, 5]})
+    msg = str(e.value)
+    assert msg.startswith(f"cannot resume from {os.path.join(wd, 'checkpoints', str(STEPS))}")
+    for part in ("beta2: checkpoint 0.95, now 0.9", "sweep: checkpoint ['lr=0.001,0.004', ",
+                 "members: checkpoint [{'lr': 0.001, 'warmup_steps': 0}, ",
+                 "{'lr': 0.005, 'warmup_steps': 0}", "member_schedules: checkpoint "):
+        assert part in msg, (part, msg)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         run_population(cfg, wd, grid={"lr": [1e-3, 4e-3], "warmup_steps": [0, 5]})
+    r = subprocess.run([sys.executable, "-m", "train", "--workdir", wd, *_flags(cfg), "--resume",
+                        "--sweep", "lr=1e-3,5e-3", "--sweep=warmup_steps=0,5"], env=_env(8),
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "members: checkpoint" in r.stderr, r.stderr
 
 
 # -- the grid and its validation (no training) ----------------------------------------------
