@@ -3,8 +3,9 @@
 ``python -m train --sweep lr=1e-3,3e-3 --sweep warmup_steps=0,50`` (the grid is the product of
 the ``--sweep`` entries; ``--sweep-seeds=K`` adds the seeds ``seed .. seed+K-1`` as one more
 axis) or :func:`sweep` from Python. Every member is exactly the single run with its settings:
-the step is ``jax.vmap`` over the members' parameters, optimizer states and hyperparameters,
-inside the usual ``jax.pmap`` over devices, so K small matrix products become one batched one.
+the step is :func:`train.step.update` (the single run's step body) under ``jax.vmap`` over the
+members' parameters, optimizer states and hyperparameters, inside the usual ``jax.pmap`` over
+devices, so K small matrix products become one batched one.
 
 What varies across members, and how it enters the program:
 
@@ -17,6 +18,8 @@ What varies across members, and how it enters the program:
   schedules must share one tree structure and their varying leaves are stacked and vmapped.
   Torch schedulers are, in a single run already, a table of torch's exact values gathered by
   the step; here the K tables are stacked into one ``[K, steps]`` leaf;
+* **dropout**: the member's rate is passed to the model at call time (``dropout_rate``, a
+  traced scalar; ``models.common.Dropout`` is ``nn.Dropout``'s arithmetic bit for bit);
 * **seed** (``--sweep seed=...`` or ``--sweep-seeds``): the initialization, the data order and
   the dropout keys, as in a single run. Members with one seed share the data stream (the same
   batch at step ``t``), so their curves are comparable.
