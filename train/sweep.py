@@ -27,8 +27,9 @@ What varies across members, and how it enters the program:
 Anything else changes the compiled program's structure (model shapes, scheduler type, the run's
 bookkeeping) and is rejected with a message: such variants need separate runs.
 
-A member whose loss, gradient norm or updated parameters are not finite is **frozen** (its
-update is masked with ``jnp.where``: it keeps its last finite state) and reported as diverged;
+A member whose loss, gradient norm or new state (``update``'s ``finite``) is not finite is
+**frozen** (its update is masked with ``jnp.where``: it keeps its last finite state) and
+reported as diverged;
 ``--early-stop-patience`` freezes members one by one. The others go on. Outputs:
 ``WORKDIR/members.json`` (member index -> its swept settings under the config's field names),
 ``WORKDIR/metrics/metrics.jsonl`` (rows carry ``member``), checkpoints of the whole population
