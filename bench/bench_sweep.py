@@ -8,8 +8,10 @@
    (``train.sweep``, K learning rates), then alternates timed blocks of ``--steps`` steps of
    each (``--blocks`` rounds, the median block). Population tokens/s are summed over the
    members, from wall time; the ratio to the single run's tokens/s is taken within the worker,
-   so the machine's load (shared with others) cancels out. Peak memory: the worker's peak RSS
-   on CPU (both programs), or the accelerator's peak bytes in use where it reports them.
+   so the machine's load (shared with others) cancels out; the same ratio per CPU second of the
+   worker (``time.process_time``) is less sensitive to other processes still. Peak memory:
+   the worker's peak RSS on CPU (both programs), or the accelerator's peak bytes in use
+   where it reports them.
 2. **End to end**: one ``python -m train --sweep lr=...`` of 8 members against 8 separate
    ``python -m train --lr=...`` runs of the same settings (process start-up, data loading,
    compilation, training, evaluation, checkpoints: everything), run in turn.
@@ -75,11 +77,15 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
                         "opt_state": jax.device_get(opt), "active": np.ones(k, bool)}, devices)
     hdev = _replicate(pop.h, devices)
 
-    def timed(fn, st, n):
-        t0 = time.perf_counter()
+    cpu: dict[str, list[float]] = {"single": [], "pop": []}
+
+    def timed(fn, st, n, kind=None):
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(n):
             st, m = fn(st, i)
         jax.block_until_ready(m["loss"])
+        if kind:
+            cpu[kind].append(time.process_time() - c0)
         return st, time.perf_counter() - t0
 
     def run_single(st, i):
@@ -96,8 +102,8 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
     t_ck = time.perf_counter() - t0
     ts, tp = [], []
     for _ in range(blocks):
-        single, a = timed(run_single, single, steps)
-        state, b = timed(run_pop, state, steps)
+        single, a = timed(run_single, single, steps, "single")
+        state, b = timed(run_pop, state, steps, "pop")
         ts.append(a)
         tp.append(b)
     tok = batch * seq * steps
@@ -111,7 +117,9 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         peak_kind = "process peak RSS"
     state_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(jax.device_get(state)))
+    cpu_ratio = k * statistics.median(cpu["single"]) / statistics.median(cpu["pop"])
     return {"k": k, "single_tps": single_tps, "pop_tps": pop_tps, "ratio": pop_tps / single_tps,
+            "cpu_ratio": cpu_ratio,
             "compile_single_s": t_c1, "compile_pop_s": t_ck, "peak_bytes": peak,
             "peak_kind": peak_kind, "state_bytes": state_bytes, "device": dev.device_kind}
 
@@ -185,11 +193,13 @@ def main() -> None:
     lines = [f"Device: {rows[0]['device']}; model {a.model_size}, batch {a.batch_size} x seq "
              f"{a.seq_len}; median of {a.blocks} blocks of {a.steps} steps.", "",
              "| K | single run tokens/s | population tokens/s (sum) | population / single | "
-             "compile single / population (s) | population state | peak memory |",
-             "|---|---|---|---|---|---|---|"]
+             "same, per CPU second | compile single / population (s) | population state | "
+             "peak memory |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['k']} | {r['single_tps']:,.0f} | {r['pop_tps']:,.0f} | "
-                     f"**{r['ratio']:.2f}** | {r['compile_single_s']:.1f} / "
+                     f"**{r['ratio']:.2f}** | {r['cpu_ratio']:.2f} | "
+                     f"{r['compile_single_s']:.1f} / "
                      f"{r['compile_pop_s']:.1f} | {r['state_bytes'] / 2**20:.1f} MiB | "
                      f"{r['peak_bytes'] / 2**20:,.0f} MiB ({r['peak_kind']}) |")
     if not a.skip_e2e:

@@ -223,6 +223,34 @@ def _attention_bwd(res: tuple, do: jax.Array) -> tuple[jax.Array, jax.Array, jax
 _attention_core.defvjp(_attention_fwd, _attention_bwd)
 
 
+class Dropout(nn.Dropout):
+    """``flax.linen.Dropout`` whose ``rate`` may also be a traced scalar (a population sweeping
+    the dropout rate passes one per member, see the models' ``dropout_rate`` argument).
+
+    A Python-number rate is ``nn.Dropout`` itself (a rate of 0 does no work). A traced rate
+    runs the same arithmetic: a Bernoulli keep mask with ``p = 1 - rate`` (float32) and the kept
+    inputs scaled by ``1 / (1 - rate)``."""
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, deterministic: bool | None = None,
+                 rng: jax.Array | None = None) -> jax.Array:
+        if isinstance(self.rate, int | float):
+            return super().__call__(inputs, deterministic, rng)
+        if nn.merge_param("deterministic", self.deterministic, deterministic):
+            return inputs
+        keep_prob = 1.0 - jnp.asarray(self.rate, jnp.float32)
+        if rng is None:
+            rng = self.make_rng(self.rng_collection)
+        shape = [1 if d in self.broadcast_dims else n for d, n in enumerate(inputs.shape)]
+        mask = jnp.broadcast_to(jax.random.bernoulli(rng, p=keep_prob, shape=shape), inputs.shape)
+        # Flax's ``inputs / keep_prob`` has a constant divisor (rounded to the inputs' dtype),
+        # which XLA compiles to a float32 product with its reciprocal: the same here, so a
+        # traced rate gives the static rate's values bit for bit (float32 and bfloat16, CPU)
+        scale = 1.0 / keep_prob.astype(inputs.dtype).astype(jnp.float32)
+        kept = (inputs.astype(jnp.float32) * scale).astype(inputs.dtype)
+        return jax.lax.select(mask, kept, jnp.zeros_like(inputs))
+
+
 def causal_attention(
     q: jax.Array,
     k: jax.Array,
@@ -253,7 +281,8 @@ def causal_attention(
         return out.astype(q.dtype)
     T, N, D = q.shape[1:]
     K = k.shape[2]
-    if dropout is None or deterministic or dropout.rate == 0.0:
+    if dropout is None or deterministic or (isinstance(dropout.rate, int | float)
+                                             and dropout.rate == 0.0):
         use_jax = implementation == "cudnn" or (
             implementation is None and jax.default_backend() != "cpu"
         )

@@ -34,6 +34,7 @@ import numpy as np
 
 from .common import (
     PARAM_DTYPE,
+    Dropout,
     LayerNorm,
     canonical_dtype,
     causal_attention,
@@ -142,8 +143,9 @@ class CausalSelfAttention(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None) -> jax.Array:
         cfg = self.config
+        rate = cfg.dropout if dropout_rate is None else dropout_rate
         B, T, C = x.shape
         qkv = _dense(cfg, 3 * C, "c_attn")(x)
         q, k, v = (t.reshape(B, T, cfg.n_head, cfg.head_dim) for t in jnp.split(qkv, 3, -1))
@@ -152,36 +154,38 @@ class CausalSelfAttention(nn.Module):
             q,
             k,
             v,
-            dropout=nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None,
+            dropout=Dropout(rate) if dropout_rate is not None or rate > 0 else None,
             deterministic=deterministic,
             implementation=cfg.attn_implementation,
         )
         # GPT-2 paper / nanoGPT: scale residual projections by 1/sqrt(2 * n_layer) at init
         y = _dense(cfg, C, "c_proj", _INIT_STD / math.sqrt(2 * cfg.n_layer))(y.reshape(B, T, C))
-        return nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+        return Dropout(rate)(y, deterministic=deterministic)
 
 
 class MLP(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None) -> jax.Array:
         cfg = self.config
         h = _dense(cfg, 4 * cfg.n_embd, "c_fc")(x)
         h = constrain(jax.nn.gelu(h, approximate=True), "batch", None, "mlp")  # HF "gelu_new"
         h = _dense(cfg, cfg.n_embd, "c_proj", _INIT_STD / math.sqrt(2 * cfg.n_layer))(h)
-        return nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+        rate = cfg.dropout if dropout_rate is None else dropout_rate
+        return Dropout(rate)(h, deterministic=deterministic)
 
 
 class Block(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None) -> jax.Array:
         cfg = self.config
-        x = x + CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln_1")(x), deterministic)
+        x = x + CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln_1")(x), deterministic,
+                                                      dropout_rate)
         x = constrain(x, "batch", "seq", "embed")  # the residual stream (sequence-parallel)
-        x = x + MLP(cfg, name="mlp")(_layer_norm(cfg, "ln_2")(x), deterministic)
+        x = x + MLP(cfg, name="mlp")(_layer_norm(cfg, "ln_2")(x), deterministic, dropout_rate)
         return constrain(x, "batch", "seq", "embed")
 
 
@@ -191,7 +195,9 @@ class GPT2(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, tokens: jax.Array, deterministic: bool = True,
+                 dropout_rate: Any = None) -> jax.Array:
+        """``dropout_rate`` (a float or a traced scalar) overrides ``config.dropout``."""
         cfg = self.config
         seq_len = tokens.shape[1]
         if seq_len > cfg.block_size:
@@ -204,9 +210,12 @@ class GPT2(nn.Module):
         wte = nn.Embed(cfg.vocab_size, cfg.n_embd, name="wte", **embed)
         wpe = nn.Embed(cfg.block_size, cfg.n_embd, name="wpe", **embed)
         x = wte(tokens) + wpe(jnp.arange(seq_len))[None]
-        x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        x = Dropout(cfg.dropout if dropout_rate is None else dropout_rate)(
+            x, deterministic=deterministic)
         x = constrain(x, "batch", "seq", "embed")
-        x = run_layers(self, lambda i: Block(cfg, name=f"h_{i}"), x, (deterministic,), cfg)
+        x = run_layers(self, lambda i: functools.partial(Block(cfg, name=f"h_{i}"),
+                                                         dropout_rate=dropout_rate),
+                       x, (deterministic,), cfg)
         x = _layer_norm(cfg, "ln_f")(x)
         logits = lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
         return constrain(logits, "batch", None, "vocab")

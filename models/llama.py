@@ -36,6 +36,7 @@ import numpy as np
 
 from .common import (
     PARAM_DTYPE,
+    Dropout,
     LMHead,
     _fail,
     canonical_dtype,
@@ -280,9 +281,11 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, cos: jax.Array, sin: jax.Array, deterministic: bool
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, deterministic: bool,
+        dropout_rate: Any = None,
     ) -> jax.Array:
         cfg = self.config
+        rate = cfg.dropout if dropout_rate is None else dropout_rate
         B, T, _ = x.shape
         Q = cfg.head_dim
         q = _dense(cfg, cfg.n_head * Q, "q_proj")(x).reshape(B, T, cfg.n_head, Q)
@@ -295,7 +298,7 @@ class Attention(nn.Module):
             q,
             k,
             v,
-            dropout=nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None,
+            dropout=Dropout(rate) if dropout_rate is not None or rate > 0 else None,
             deterministic=deterministic,
             implementation=cfg.attn_implementation,
         )
@@ -319,12 +322,13 @@ class DecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, cos: jax.Array, sin: jax.Array, deterministic: bool
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, deterministic: bool,
+        dropout_rate: Any = None,
     ) -> jax.Array:
         cfg = self.config
         dt = cfg.compute_dtype
         h = RMSNorm(cfg.rms_norm_eps, dt, name="input_layernorm")(x)
-        x = x + Attention(cfg, name="self_attn")(h, cos, sin, deterministic)
+        x = x + Attention(cfg, name="self_attn")(h, cos, sin, deterministic, dropout_rate)
         x = constrain(x, "batch", "seq", "embed")  # the residual stream (sequence-parallel)
         h = RMSNorm(cfg.rms_norm_eps, dt, name="post_attention_layernorm")(x)
         return constrain(x + MLP(cfg, name="mlp")(h), "batch", "seq", "embed")
@@ -336,7 +340,9 @@ class Llama(nn.Module):
     config: LlamaConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, tokens: jax.Array, deterministic: bool = True,
+                 dropout_rate: Any = None) -> jax.Array:
+        """``dropout_rate`` (a float or a traced scalar) overrides ``config.dropout``."""
         cfg = self.config
         seq_len = tokens.shape[1]
         if seq_len > cfg.block_size:
@@ -351,7 +357,8 @@ class Llama(nn.Module):
         )
         x = constrain(embed(tokens), "batch", "seq", "embed")
         cos, sin = rope_cos_sin(cfg, seq_len)
-        x = run_layers(self, lambda i: DecoderLayer(cfg, name=f"layers_{i}"), x,
+        x = run_layers(self, lambda i: functools.partial(DecoderLayer(cfg, name=f"layers_{i}"),
+                                                         dropout_rate=dropout_rate), x,
                        (cos, sin, deterministic), cfg)
         x = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, name="norm")(x)
         if cfg.tie_embeddings:

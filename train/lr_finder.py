@@ -49,7 +49,7 @@ from .config import TrainConfig
 from .data import Batcher, load_data
 from .loop import _devices, _replicate
 from .optim import make_optimizer
-from .step import make_train_step
+from .step import init_state, loss_scale_rule, make_train_step
 from .tokenizer import get_tokenizer
 
 __all__ = ["RULES", "LRRangeResult", "ema", "exponential_schedule", "lr_range_test", "main",
@@ -63,7 +63,10 @@ RULES = ("steepest", "min/10")
 class LRRangeResult:
     """What :func:`lr_range_test` measured (one entry per step that ran).
 
-    ``lrs[t]`` is the learning rate the optimizer used at step ``t`` (``schedule(t)``),
+    ``lrs[t]`` is the learning rate the optimizer applied at step ``t``: the step's ``lr``
+    metric (:func:`train.step.update`), ``schedule(count)`` in float32 at the optimizer's own
+    count, so ``schedule(t)`` unless float16 loss scaling skipped an update (then the schedule
+    does not move, as in training);
     ``losses[t]`` the training loss of that step's batch (before the update), ``ema`` the
     causal smoothed loss that decided when to stop, ``smoothed`` the centred moving average that
     :func:`suggest_lr` read (NaN from the divergence on), ``suggested_lr`` its answer under
@@ -261,9 +264,10 @@ def lr_range_test(config: TrainConfig | Mapping[str, Any], lr_min: float = 1e-6,
 
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
     tx = make_optimizer(cfg, schedule, params)
-    p_train = make_train_step(model_cfg, tx, cfg.seed, devices)
-    state = _replicate({"step": np.zeros((), np.int32), "params": params,
-                        "opt_state": jax.device_get(tx.init(params))}, devices)
+    rule_fp16 = loss_scale_rule(cfg)  # float16: dynamic loss scaling, as in training
+    p_train = make_train_step(model_cfg, tx, cfg.seed, devices, schedule=schedule,
+                              loss_scale=rule_fp16)
+    state = _replicate(init_state(params, tx, rule_fp16), devices)
 
     t0 = t_compiled = time.perf_counter()
     lrs: list[float] = []
@@ -277,8 +281,9 @@ def lr_range_test(config: TrainConfig | Mapping[str, Any], lr_min: float = 1e-6,
         if t == 0:
             jax.block_until_ready(metrics)
             t_compiled = time.perf_counter()
-        loss = float(jax.device_get(metrics["loss"])[0])  # one sync per step: we must look
-        lrs.append(schedule(t))
+        got = jax.device_get({"loss": metrics["loss"], "lr": metrics["lr"]})  # one sync per
+        loss = float(got["loss"][0])  # step: we must look
+        lrs.append(float(got["lr"][0]))  # the lr this update applied
         losses.append(loss)
         m = beta * m + (1 - beta) * loss
         s = m / (1 - beta ** (t + 1)) if math.isfinite(loss) else math.inf
@@ -306,7 +311,8 @@ def lr_range_test(config: TrainConfig | Mapping[str, Any], lr_min: float = 1e-6,
         suggestion = float(x[0])
     else:
         sm[:k] = moving_average(y[:k], window)
-        suggestion = suggest_lr(x[:k], sm[:k], rule)
+        up = np.r_[True, np.diff(x[:k]) > 0]  # float16 steps skipped by the loss scaler repeat
+        suggestion = suggest_lr(x[:k][up], sm[:k][up], rule)  # their lr: read each lr once
     return LRRangeResult(
         lrs=x, losses=y, ema=np.asarray(smooth), smoothed=sm, suggested_lr=suggestion,
         rule=rule, schedule=schedule, steps=len(x), stopped_at=stopped_at, stop_reason=reason,

@@ -62,6 +62,9 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
 DERIVED_KEYS: tuple[str, ...] = (
     "schedule_spec", "schedule_config", "model_config", "global_devices", "process_count",
     "tokens_per_step",
+    # a population (train/sweep.py): each member's swept settings and schedule (None for
+    # single runs)
+    "members", "member_schedules",
 )
 
 #: config fields that may change on resume, and why they may.

@@ -40,8 +40,9 @@ import optax
 
 import models
 
-__all__ = ["AXIS", "LossScale", "init_state", "loss_scale_rule", "make_eval_step",
-           "make_train_step", "model_loss", "schedule_count", "tree_all_finite", "update"]
+__all__ = ["AXIS", "LossScale", "dropout_keys", "init_state", "loss_scale_rule",
+           "make_eval_step", "make_train_step", "model_loss", "schedule_count",
+           "tree_all_finite", "update"]
 
 AXIS = "batch"
 
@@ -71,9 +72,10 @@ def loss_scale_rule(cfg: Any) -> LossScale | None:
                      growth_interval=int(cfg.loss_scale_growth_interval))
 
 
-def model_loss(module: Any) -> LossFn:
+def model_loss(module: Any, dropout_rate: Any = None) -> LossFn:
     """The next-token loss of a Flax LM ``module`` on ``tokens`` [B, T + 1] (dropout when a
-    key is given)."""
+    key is given; ``dropout_rate``, possibly traced, overrides the model config's rate)."""
+    kw = {} if dropout_rate is None else {"dropout_rate": dropout_rate}
 
     def loss(params: Any, tokens: jax.Array, rng: jax.Array | None) -> jax.Array:
         x, y = tokens[:, :-1], tokens[:, 1:]
@@ -81,10 +83,18 @@ def model_loss(module: Any) -> LossFn:
             logits = module.apply({"params": params}, x, deterministic=True)
         else:
             logits = module.apply({"params": params}, x, deterministic=False,
-                                  rngs={"dropout": rng})
+                                  rngs={"dropout": rng}, **kw)
         return models.loss_fn(logits, y)
 
     return loss
+
+
+def dropout_keys(seed: Any, step: jax.Array, n: int) -> jax.Array:
+    """The ``n`` micro-batches' dropout keys of update ``step`` on this device (under ``pmap``
+    over :data:`AXIS`): ``key(seed)`` folded with the step and the device index, split ``n``
+    ways. ``seed`` may be traced (a population's members)."""
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    return jax.random.split(jax.random.fold_in(key, jax.lax.axis_index(AXIS)), n)
 
 
 def _is_state(node: Any, name: str) -> bool:
@@ -139,7 +149,11 @@ def tree_all_finite(tree: Any) -> jax.Array:
     leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
     if not leaves:
         return jnp.array(True)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+    ok = jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]).astype(jnp.float32)
+    # the count of finite leaves as a dot, not all(stack(...)): XLA rewrites that into a chain
+    # of ands which, where the result feeds many ops (a population's per-leaf selects,
+    # train/sweep.py), it fuses into each of them: the step's compile time tripled
+    return jnp.dot(ok, jnp.ones_like(ok)) == len(leaves)
 
 
 def init_state(params: Any, tx: optax.GradientTransformation,
@@ -231,12 +245,7 @@ def make_train_step(model_cfg: Any, tx: optax.GradientTransformation, seed: int,
     use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
 
     def step(state: dict, batch: jax.Array) -> tuple[dict, dict]:
-        if use_dropout:
-            key = jax.random.fold_in(jax.random.key(seed), state["step"])
-            key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
-            keys = jax.random.split(key, batch.shape[0])
-        else:
-            keys = None
+        keys = dropout_keys(seed, state["step"], batch.shape[0]) if use_dropout else None
         return update(state, batch, keys, module=module, tx=tx, schedule=schedule,
                       reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=loss_scale)
 

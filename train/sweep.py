@@ -3,8 +3,9 @@
 ``python -m train --sweep lr=1e-3,3e-3 --sweep warmup_steps=0,50`` (the grid is the product of
 the ``--sweep`` entries; ``--sweep-seeds=K`` adds the seeds ``seed .. seed+K-1`` as one more
 axis) or :func:`sweep` from Python. Every member is exactly the single run with its settings:
-the step is ``jax.vmap`` over the members' parameters, optimizer states and hyperparameters,
-inside the usual ``jax.pmap`` over devices, so K small matrix products become one batched one.
+the step is :func:`train.step.update` (the single run's step body) under ``jax.vmap`` over the
+members' parameters, optimizer states and hyperparameters, inside the usual ``jax.pmap`` over
+devices, so K small matrix products become one batched one.
 
 What varies across members, and how it enters the program:
 
@@ -17,6 +18,8 @@ What varies across members, and how it enters the program:
   schedules must share one tree structure and their varying leaves are stacked and vmapped.
   Torch schedulers are, in a single run already, a table of torch's exact values gathered by
   the step; here the K tables are stacked into one ``[K, steps]`` leaf;
+* **dropout**: the member's rate is passed to the model at call time (``dropout_rate``, a
+  traced scalar; ``models.common.Dropout`` is ``nn.Dropout``'s arithmetic bit for bit);
 * **seed** (``--sweep seed=...`` or ``--sweep-seeds``): the initialization, the data order and
   the dropout keys, as in a single run. Members with one seed share the data stream (the same
   batch at step ``t``), so their curves are comparable.
@@ -24,8 +27,9 @@ What varies across members, and how it enters the program:
 Anything else changes the compiled program's structure (model shapes, scheduler type, the run's
 bookkeeping) and is rejected with a message: such variants need separate runs.
 
-A member whose loss, gradient norm or updated parameters are not finite is **frozen** (its
-update is masked with ``jnp.where``: it keeps its last finite state) and reported as diverged;
+A member whose loss, gradient norm or new state (``update``'s ``finite``) is not finite is
+**frozen** (its update is masked with ``jnp.where``: it keeps its last finite state) and
+reported as diverged;
 ``--early-stop-patience`` freezes members one by one. The others go on. Outputs:
 ``WORKDIR/members.json`` (member index -> its swept settings under the config's field names),
 ``WORKDIR/metrics/metrics.jsonl`` (rows carry ``member``), checkpoints of the whole population
@@ -53,13 +57,14 @@ import models
 import schedules as S
 from schedules.torch._recurrence import Recurrence
 
-from .checkpoint import Checkpointer, CheckpointError
-from .config import TrainConfig
+from .checkpoint import Checkpointer
+from .config import TrainConfig, check_dirs
 from .data import Batcher, load_data
 from .lr import build_schedule
 from .metrics import Console, MetricsWriter, fmt_duration
 from .optim import make_optimizer
-from .step import AXIS, model_loss
+from .resume import check_compatible, choose_step, clear_outputs, read_saved_config
+from .step import AXIS, dropout_keys, model_loss, update
 from .tokenizer import get_tokenizer
 
 __all__ = ["SWEEPABLE", "member_configs", "parse_sweep", "run_sweep", "sweep"]
@@ -72,11 +77,11 @@ SCHEDULE_FIELDS = ("lr", "warmup_steps", "warmup_ratio", "total_steps", "min_lr"
                    "lr_pct_start", "lr_div_factor", "lr_final_div_factor", "lr_num_cycles",
                    "min_lr_ratio", "lr_warmup_iters", "lr_warmup_init", "lr_decay_iters",
                    "lr_wsd_decay_iters")
-SWEEPABLE = (*SCHEDULE_FIELDS, *OPTIMIZER_FIELDS, "seed")
+SWEEPABLE = (*SCHEDULE_FIELDS, *OPTIMIZER_FIELDS, "dropout", "seed")
 
 _WHY = {
-    **dict.fromkeys(("model", "model_size", "n_layer", "n_head", "n_embd", "dtype", "dropout",
-                     "seq_len", "tokenizer"),
+    **dict.fromkeys(("model", "model_size", "n_layer", "n_head", "n_embd", "dtype", "seq_len",
+                     "tokenizer"),
                     "defines the model (its parameter shapes or its compiled Flax module)"),
     **dict.fromkeys(("data", "val_data", "val_fraction", "data_cache", "batch_size",
                      "grad_accum"), "defines the data or the batch shape shared by all members"),
@@ -220,18 +225,22 @@ class _Population:
             h["lr_table"] = np.stack([
                 np.asarray(jax.jit(lambda t, s=s: s(t))(jnp.arange(steps, dtype=jnp.int32)),
                            np.float32) for s in schedules])
-        self.varying = tuple(f for f in (*OPTIMIZER_FIELDS, "seed")
+        self.varying = tuple(f for f in (*OPTIMIZER_FIELDS, "dropout", "seed")
                              if len({getattr(c, f) for c in cfgs}) > 1)
         for f in self.varying:
             vals = [getattr(c, f) for c in cfgs]
             if f == "clip_norm":
                 vals = [v if v > 0 else math.inf for v in vals]
+            if f == "dropout":  # the float32 rate whose 1 - rate is a single run's keep prob
+                vals = [np.float32(1) - np.float32(1.0 - v) for v in vals]
             h[f] = _stack(vals)
+        self.dropout = any(c.dropout > 0 for c in cfgs)  # dropout keys are drawn
         self.h = h
         self.clip = any(c.clip_norm > 0 for c in cfgs)
         self.key = (self.k, self.mode, self.treedef, repr(self.const),
                     repr(schedules[0]) if self.mode == "same" else None, self.varying, self.clip,
-                    tuple((f, getattr(self.base, f)) for f in (*OPTIMIZER_FIELDS, "seed")
+                    tuple((f, getattr(self.base, f)) for f in (*OPTIMIZER_FIELDS, "dropout",
+                                                               "seed")
                           if f not in self.varying),
                     tuple(sorted(self.base.lr_mults.items())))
 
@@ -261,6 +270,10 @@ class _Population:
     def seed(self, h: Mapping[str, Any]) -> Any:
         return h["seed"] if "seed" in self.varying else self.base.seed
 
+    def dropout_rate(self, h: Mapping[str, Any]) -> Any:
+        """The member's traced dropout rate where it varies (None: the model config's)."""
+        return h["dropout"] if "dropout" in self.varying else None
+
 
 @dataclasses.dataclass(frozen=True)
 class _View:
@@ -279,14 +292,11 @@ class _View:
 
 
 # -- the population step (vmap over members inside pmap over devices) -----------------------
-# The member update mirrors train.step.make_train_step's body (one formula: the loss is
-# train.step.model_loss, the optimizer train.optim.make_optimizer); only the freezing is new.
+# Each member's update is train.step.update itself (the single run's step body) under
+# jax.vmap, with the member's optimizer, schedule, dropout keys and rate; only the freezing
+# of diverged or early-stopped members is the population's.
 
 _POP_CACHE: dict[Any, tuple[Any, Any]] = {}
-
-
-def _all_finite(tree: Any) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def _make_steps(model_cfg: Any, pop: _Population, per_member_data: bool,
@@ -296,48 +306,26 @@ def _make_steps(model_cfg: Any, pop: _Population, per_member_data: bool,
     if key in _POP_CACHE:
         return _POP_CACHE[key]
     module = models.build(model_cfg)
-    use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
     data_axis = 0 if per_member_data else None
 
     def member(state: dict, h: dict, batch: jax.Array, step: jax.Array) -> tuple[dict, dict]:
         params = state["params"]
         sched = pop.schedule(h)
-        tx = pop.optimizer(h, sched, params)
-        accum = batch.shape[0]
-        if use_dropout:
-            k = jax.random.fold_in(jax.random.key(pop.seed(h)), step)
-            keys = jax.random.split(jax.random.fold_in(k, jax.lax.axis_index(AXIS)), accum)
-        else:
-            keys = None
-        grad_fn = jax.value_and_grad(model_loss(module))
-        if accum == 1:
-            loss, grads = grad_fn(params, batch[0], None if keys is None else keys[0])
-        else:
-            def micro(carry: Any, xs: Any) -> tuple[Any, jax.Array]:
-                tokens, kk = xs
-                loss, g = grad_fn(params, tokens, None if keys is None else kk)
-                return jax.tree.map(jnp.add, carry, g), loss
-
-            zeros = jax.tree.map(jnp.zeros_like, params)
-            xs = (batch, keys if keys is not None else jnp.zeros((accum,)))
-            grads, losses = jax.lax.scan(micro, zeros, xs)
-            grads = jax.tree.map(lambda g: g / accum, grads)
-            loss = jnp.mean(losses)
-        grads = jax.lax.pmean(grads, AXIS)
-        loss = jax.lax.pmean(loss, AXIS)
-        gnorm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
-        ok = jnp.isfinite(loss) & jnp.isfinite(gnorm) & _all_finite(new_params)
+        keys = dropout_keys(pop.seed(h), step, batch.shape[0]) if pop.dropout else None
+        new, m = update({"step": step, "params": params, "opt_state": state["opt_state"]},
+                        batch, keys, tx=pop.optimizer(h, sched, params), schedule=sched,
+                        loss_fn=model_loss(module, pop.dropout_rate(h)),
+                        reduce=lambda x: jax.lax.pmean(x, AXIS))
+        ok = jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]) & m["finite"]
         keep = state["active"] & ok
 
         def sel(new: jax.Array, old: jax.Array) -> jax.Array:
             return jnp.where(keep, new, old)
 
-        new = {"params": jax.tree.map(sel, new_params, params),
-               "opt_state": jax.tree.map(sel, opt_state, state["opt_state"]), "active": keep}
-        lr = jnp.asarray(sched(step), jnp.float32)
-        return new, {"loss": loss, "grad_norm": gnorm, "lr": lr, "ok": ok}
+        out = {"params": jax.tree.map(sel, new["params"], params),
+               "opt_state": jax.tree.map(sel, new["opt_state"], state["opt_state"]),
+               "active": keep}
+        return out, {"loss": m["loss"], "grad_norm": m["grad_norm"], "lr": m["lr"], "ok": ok}
 
     def step(state: dict, batch: jax.Array, h: dict) -> tuple[dict, dict]:
         mem = {k: state[k] for k in ("params", "opt_state", "active")}
@@ -401,13 +389,34 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
     local = [d for d in (devices or jax.devices()) if d.process_index == pidx]
     n_local, n_global = len(local), len(devices or jax.devices())
 
+    check_dirs(cfg, workdir)
     workdir = os.path.abspath(workdir)
-    ckpt_dir = cfg.checkpoint_dir or os.path.join(workdir, "checkpoints")
+    ckpt_dir = os.path.abspath(cfg.checkpoint_dir or os.path.join(workdir, "checkpoints"))
     metrics_dir = cfg.metrics_dir or os.path.join(workdir, "metrics")
     console = Console(cfg.steps, enabled=primary, bar=False)
+    if cfg.overwrite and primary:
+        removed = clear_outputs(workdir, [ckpt_dir, metrics_dir,
+                                          os.path.join(workdir, "members.json")])
+        if removed:
+            console.print(f"--overwrite: deleted {', '.join(removed)}")
+    resume_step = choose_step(cfg.resume, ckpt_dir)
     tok = get_tokenizer(cfg.tokenizer)
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
                                   **cfg.model_overrides())
+    tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
+    # the saved config: the base run's keys, the members and each member's schedule, so that
+    # train.resume's guard compares every member's trajectory (one message, as single runs)
+    eff = effective_config(cfg, schedules[0], model_cfg, {
+        "workdir": workdir, "process_count": pcount, "global_devices": n_global,
+        "tokens_per_step": tokens_per_step, "members": members, "swept": names,
+        "member_schedules": [repr(x) for x in schedules],
+    })
+    if resume_step is not None:  # the guard, before any data is read or code compiled
+        where = os.path.join(ckpt_dir, str(resume_step))
+        check_compatible(read_saved_config(ckpt_dir, resume_step), eff, where)
+        if resume_step > cfg.steps:
+            raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
+                             f"({where}) is at step {resume_step}, past it")
     train_data, val_data, data_desc = load_data(cfg.data, cfg.val_data, tok, cfg.data_cache,
                                                 cfg.val_fraction)
     train_data.check(cfg.seq_len + 1, tok.vocab_size)
@@ -417,18 +426,13 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
     seeds = [c.seed for c in cfgs] if per_member_data else [cfg.seed]
     batchers = [Batcher(train_data, seed=s, **batch_kw) for s in seeds]
     val_batchers = [Batcher(val_data, seed=s, **batch_kw) for s in seeds]
-    tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
 
     def batch_of(bs: list[Batcher], fn: str, i: int) -> np.ndarray:
         if not per_member_data:
             return getattr(bs[0], fn)(i)
         return np.stack([getattr(b, fn)(i) for b in bs], axis=1)
 
-    eff = effective_config(cfg, schedules[0], model_cfg, {
-        "workdir": workdir, "process_count": pcount, "global_devices": n_global,
-        "tokens_per_step": tokens_per_step, "data_description": data_desc,
-        "members": members, "swept": names,
-    })
+    eff["data_description"] = data_desc
     console.print(f"sweep: {k} members over {', '.join(names)} in one program "
                   f"(schedules: {pop.mode}; data: "
                   f"{'one stream per seed' if per_member_data else 'one shared stream'})")
@@ -459,23 +463,12 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
 
     ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
     try:
-        latest = ckpt.latest_step()
-        if latest is not None and not cfg.resume:
-            raise ValueError(
-                f"--resume=False but {ckpt_dir} already holds checkpoints (latest step "
-                f"{latest}); pass --resume to continue, or use another --workdir/"
-                "--checkpoint-dir (existing checkpoints are never overwritten)")
-        if latest is not None:
-            saved = ckpt.read_config(latest)
-            if saved.get("members") != json.loads(json.dumps(members)):
-                raise CheckpointError(
-                    f"cannot resume from {ckpt.path(latest)}: it holds another population "
-                    f"(members {saved.get('members')!r}; this run {members!r})")
-            host = ckpt.restore(latest, host, eff)
-            console.print(f"resumed from {ckpt.path(latest)} "
+        if resume_step is not None:
+            host = ckpt.restore(resume_step, host, eff)
+            console.print(f"resumed from {ckpt.path(resume_step)} "
                           f"(step {int(host['state']['step'])})")
-        elif cfg.resume:
-            console.print(f"--resume: no checkpoint in {ckpt_dir}; starting from step 0")
+        elif cfg.resume == "auto" and not isinstance(cfg.resume, bool):
+            console.print(f"--resume=auto: no checkpoint in {ckpt_dir}; starting from step 0")
         run = _Run(cfg, eff, names, members, pop, model_cfg, host, p_train, p_eval,
                    lambda fn, i: batch_of(batchers if fn == "batch" else val_batchers, fn, i),
                    ckpt, console, metrics_dir, devices, tokens_per_step, primary,

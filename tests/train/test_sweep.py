@@ -8,6 +8,7 @@ rates (float32 inside the step, float64 in a single run's log) to float32 roundi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -29,6 +30,7 @@ from train import TrainConfig, build_schedule
 from train import sweep as run_population
 from train import train_and_evaluate as run
 from train.__main__ import parse_config
+from train.resume import ResumeMismatchError
 from train.sweep import _schedule_plan, parse_sweep
 
 STEPS = 20
@@ -103,19 +105,54 @@ def test_leaf_members_equal_single_runs(tmp_path, corpus) -> None:
                                     str(tmp_path / "single"))
 
 
-def test_torch_schedules_and_seeds_equal_single_runs(tmp_path, corpus) -> None:
-    # the default cosine (torch's exact table per member) with two seeds: per-member data,
+def test_dropout_rates_and_seeds_equal_single_runs(tmp_path, corpus) -> None:
+    # the dropout rate (a traced argument of the model) with two seeds: per-member data,
     # initialization and dropout keys
     cfg = tiny(str(tmp_path), corpus, steps=STEPS, total_steps=STEPS, dropout=0.1,
                eval_interval=STEPS, checkpoint_interval=STEPS)
     wd = str(tmp_path / "pop")
-    s = run_population({**cfg, "sweep": ["lr=1e-3,4e-3"], "sweep_seeds": 2}, wd)
-    assert s["schedule_mode"] == "table"
-    assert s["members"] == [{"lr": a, "seed": k} for a in (1e-3, 4e-3) for k in (0, 1)]
-    # the same lr with another seed sees other data and another init
-    assert s["results"][2]["losses"][0][1] != s["results"][3]["losses"][0][1]
-    _check_member_equals_single_run(wd, s, 3, {**cfg, "lr": 4e-3, "seed": 1},
+    s = run_population({**cfg, "sweep": ["dropout=0.05,0.1"], "sweep_seeds": 2}, wd)
+    assert s["members"] == [{"dropout": d, "seed": k} for d in (0.05, 0.1) for k in (0, 1)]
+    first = [s["results"][i]["losses"][0][1] for i in range(4)]
+    assert first[2] != first[3]  # the same rate with another seed: other data and init
+    assert first[1] != first[3]  # the same seed with another rate: another dropout mask
+    _check_member_equals_single_run(wd, s, 3, {**cfg, "dropout": 0.1, "seed": 1},
                                     str(tmp_path / "single"))
+
+
+def test_traced_dropout_rate_is_flax_dropout() -> None:
+    # a member's rate is traced: the same mask and scaling as nn.Dropout's static rate, bit for
+    # bit, in the layer (float32, bfloat16) and through both models (config rate vs call-time)
+    import flax.linen as nn
+
+    import models
+    from models.common import Dropout
+
+    key, rates = jax.random.key(3), (0.07, 0.1, 0.3)
+    xs = [np.random.default_rng(1).normal(size=(16, 64)).astype(d) for d in ("float32",
+                                                                          "bfloat16")]
+    drop = lambda layer, r, x: layer(r).apply({}, x, deterministic=False,  # noqa: E731
+                                              rngs={"dropout": key})
+    ref = jax.jit(lambda xs: [drop(nn.Dropout, r, x) for x in xs for r in rates])(xs)
+    got = jax.jit(lambda xs, rs: [drop(Dropout, r, x) for x in xs for r in rs])(
+        xs, np.float32(rates))
+    for a, b in zip(ref, got, strict=True):
+        assert (np.asarray(a) == 0).any() and (np.asarray(a) == np.asarray(b)).all()
+    tokens = np.arange(32).reshape(2, 16) % 64
+    for name in ("gpt2", "llama3"):
+        cfg = models.get_config(name, "tiny", vocab_size=64, n_layer=1)
+        with_rate, without = models.build(dataclasses.replace(cfg, dropout=0.1)), models.build(cfg)
+
+        def logits(p: dict, r1: jax.Array, r2: jax.Array, a=with_rate, b=without) -> tuple:
+            kw = dict(deterministic=False, rngs={"dropout": key})
+            return (a.apply({"params": p}, tokens, **kw),
+                    b.apply({"params": p}, tokens, dropout_rate=r1, **kw),
+                    b.apply({"params": p}, tokens, dropout_rate=r2, **kw))
+
+        ref, got, other = jax.jit(logits)(models.init_params(cfg, key), np.float32(0.1),
+                                          np.float32(0.2))
+        assert (np.asarray(ref) == np.asarray(got)).all(), name
+        assert not np.allclose(got, other), name  # the call-time rate is used
 
 
 def test_diverged_and_early_stopped_members_are_frozen(tmp_path, corpus) -> None:
@@ -193,14 +230,25 @@ def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
 
 
 def test_resume_with_another_population_is_refused(leaves) -> None:
-    from train import CheckpointError
-
+    # train.resume's guard: every difference in one message, before anything compiles; the
+    # CLI prints it as one line, as for a single run
     _tmp, cfg, wd, _ = leaves
-    with pytest.raises(CheckpointError, match="another population"):
-        run_population({**cfg, "resume": True, "steps": STEPS + 2}, wd,
+    with pytest.raises(ResumeMismatchError) as e:
+        run_population({**cfg, "resume": True, "beta2": 0.9}, wd,
                        grid={"lr": [1e-3, 5e-3], "warmup_steps": [0, 5]})
+    msg = str(e.value)
+    assert msg.startswith(f"cannot resume from {os.path.join(wd, 'checkpoints', str(STEPS))}")
+    for part in ("beta2: checkpoint 0.95, now 0.9", "sweep: checkpoint ['lr=0.001,0.004', ",
+                 "members: checkpoint [{'lr': 0.001, 'warmup_steps': 0}, ",
+                 "{'lr': 0.005, 'warmup_steps': 0}", "member_schedules: checkpoint "):
+        assert part in msg, (part, msg)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         run_population(cfg, wd, grid={"lr": [1e-3, 4e-3], "warmup_steps": [0, 5]})
+    r = subprocess.run([sys.executable, "-m", "train", "--workdir", wd, *_flags(cfg), "--resume",
+                        "--sweep", "lr=1e-3,5e-3", "--sweep=warmup_steps=0,5"], env=_env(8),
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "members: checkpoint" in r.stderr, r.stderr
 
 
 # -- the grid and its validation (no training) ----------------------------------------------
@@ -218,6 +266,7 @@ def test_parse_sweep_grid_product_and_seeds() -> None:
 
 @pytest.mark.parametrize("entry, match", [
     ("model_size=tiny,mini", r"model_size cannot be swept: it defines the model"),
+    ("dropout=0.1,1.5", r"--sweep member 1 \(dropout=1.5\) is invalid"),
     ("lr_scheduler=cosine,wsd", r"lr_scheduler cannot be swept: it selects the schedule's"),
     ("batch_size=2,4", r"batch_size cannot be swept: it defines the data"),
     ("steps=10,20", r"steps cannot be swept: it is the run's bookkeeping"),
