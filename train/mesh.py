@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -251,17 +252,23 @@ class MeshEngine:
                                           state), prefix, n_layer, abstract=True)
         shardings = self.checkpoint_shardings(canon)
         flat = {_keys(p): x for p, x in jax.tree_util.tree_leaves_with_path(state)}
+        star = [k for k in flat if prefix + "*" in k]
+        # one compiled call per device: its [1, V, per, ...] shard of every stacked leaf ->
+        # the V x per layer slices
+        mine = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+        parts = {d: _unbind([_on(flat[k], d) for k in star]) for d in mine}
+        index = {k: n for n, k in enumerate(star)}
+        per = n_layer // (self.layout.pipe * self.layout.virtual)
 
         def leaf(path: tuple, sh: NamedSharding) -> jax.Array:
             keys, hit = _keys(path), _layer_of(_keys(path), prefix)
             if hit is None:
                 return flat[keys]
             k, i = hit
-            a = flat[(*keys[:k], prefix + "*", *keys[k + 1:])]
+            n = index[(*keys[:k], prefix + "*", *keys[k + 1:])]
             _, v, j = self._where(i)
-            devs = sh.device_set
-            pieces = [s.data[0, v, j] for s in a.addressable_shards if s.device in devs]
-            return jax.make_array_from_single_device_arrays(a.shape[3:], sh, pieces)
+            pieces = [parts[d][n][v * per + j] for d in sh.addressable_devices]
+            return jax.make_array_from_single_device_arrays(flat[star[n]].shape[3:], sh, pieces)
 
         return jax.tree_util.tree_map_with_path(leaf, shardings,
                                                 is_leaf=lambda x: isinstance(x, NamedSharding))
@@ -277,21 +284,29 @@ class MeshEngine:
         per = n_layer // (n * v_n)
         flat = {_keys(p): x for p, x in jax.tree_util.tree_leaves_with_path(restored)}
         stage_of = {d: st for (_, st, _), d in np.ndenumerate(self.mesh.devices)}
+        eng = {_keys(p): sh for p, sh in jax.tree_util.tree_leaves_with_path(
+            self.state_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))}
+        star = [k for k in eng if prefix + "*" in k]
+
+        def layers(k: tuple) -> list[jax.Array]:
+            at = k.index(prefix + "*")
+            return [flat[(*k[:at], f"{prefix}{i}", *k[at + 1:])] for i in range(n_layer)]
+
+        per_leaf = {k: layers(k) for k in star}
+        mine = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+        built = {}
+        for d in mine:  # one compiled call per device: stack its stage's layers
+            st = stage_of[d]
+            groups = [[_on(per_leaf[k][(v * n + st) * per + j], d) for v in range(v_n)
+                       for j in range(per)] for k in star]
+            built[d] = _bind(groups, v_n, per)
+        out = {k: jax.make_array_from_single_device_arrays(
+            (n, v_n, per, *per_leaf[k][0].shape), eng[k],
+            [built[d][m] for d in eng[k].addressable_devices]) for m, k in enumerate(star)}
 
         def leaf(path: tuple, sh: NamedSharding) -> jax.Array:
             keys = _keys(path)
-            if prefix + "*" not in keys:
-                return flat[keys]
-            k = keys.index(prefix + "*")
-            layers = [flat[(*keys[:k], f"{prefix}{i}", *keys[k + 1:])] for i in range(n_layer)]
-            pieces = []
-            for dev in sh.addressable_devices:
-                st = stage_of[dev]
-                local = [[_on(layers[(v * n + st) * per + j], dev) for j in range(per)]
-                         for v in range(v_n)]
-                pieces.append(jnp.stack([jnp.stack(row) for row in local])[None])
-            shape = (n, v_n, per, *layers[0].shape)
-            return jax.make_array_from_single_device_arrays(shape, sh, pieces)
+            return out[keys] if keys in out else flat[keys]
 
         return jax.tree_util.tree_map_with_path(leaf, self.state_shardings,
                                                 is_leaf=lambda x: isinstance(x, NamedSharding))
@@ -328,6 +343,19 @@ def _layer_of(keys: tuple[str, ...], prefix: str) -> tuple[int, int] | None:
 def _on(x: jax.Array, dev: Any) -> jax.Array:
     """``x``'s shard on device ``dev`` (a local array)."""
     return next(s.data for s in x.addressable_shards if s.device == dev)
+
+
+@jax.jit
+def _unbind(xs: list[jax.Array]) -> list[list[jax.Array]]:
+    """Per array ``[1, V, per, ...]`` (one device's shard of a stacked leaf): its ``V x per``
+    layers, v-major."""
+    return [[x[0, v, j] for v in range(x.shape[1]) for j in range(x.shape[2])] for x in xs]
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _bind(groups: list[list[jax.Array]], virtual: int, per: int) -> list[jax.Array]:
+    """The inverse of :func:`_unbind`: per group of ``V x per`` layers, ``[1, V, per, ...]``."""
+    return [jnp.stack(g).reshape(1, virtual, per, *g[0].shape) for g in groups]
 
 
 def _stack_specs(specs: Any, prefix: str) -> Any:
