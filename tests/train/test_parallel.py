@@ -599,6 +599,26 @@ def test_checkpoint_state_moves_between_pipeline_layouts_bit_identically(tmp_pat
     _through_checkpoints(str(tmp_path / "c"), src, chain, model_cfg)
 
 
+def test_optimizer_groups_and_decay_on_the_stacked_pipeline_state() -> None:
+    """The optimizer runs on the pipeline engine's stacked layers as on the per-layer tree:
+    with ``--lr-mults`` groups (one taking every layer) and weight decay, one AdamW update of
+    the stacked state is the stacked update of the per-layer state, bit for bit."""
+    from train.pipeline import stack_tree
+
+    cfg = _cfg("gpt2", "steplr", None, n_layer=4, lr_mults="wte=0.1,h_=0.5", weight_decay=0.1)
+    _, _, tx, state = _random_state(cfg)
+    state["opt_state"] = jax.tree.map(np.abs, state["opt_state"])  # nu >= 0
+    stack = lambda t: stack_tree(t, "h_", 4, 2, 2)  # noqa: E731  (PP=2 x vPP=2)
+    grads = jax.tree.map(lambda x: (1e-4 * np.sign(x)).astype(x.dtype), state["params"])
+    up, opt = jax.jit(tx.update)(grads, state["opt_state"], state["params"])
+    up_s, opt_s = jax.jit(tx.update)(stack(grads), stack(state["opt_state"]),
+                                     stack(state["params"]))
+    assert jax.tree.structure(opt_s) == jax.tree.structure(stack(jax.device_get(opt)))
+    for a, b in zip(jax.tree.leaves((up_s, opt_s)), jax.tree.leaves(stack(jax.device_get(
+            (up, opt))))):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(pipeline_parallel=3, grad_accum=3),
      r"--pipeline-parallel=3 x --tensor-parallel=1 = 3 is invalid: it must divide the device"),
@@ -610,6 +630,9 @@ def test_checkpoint_state_moves_between_pipeline_layouts_bit_identically(tmp_pat
     (dict(virtual_pipeline_parallel=2), r"--virtual-pipeline-parallel=2 is invalid: needs "
                                         r"--pipeline-parallel"),
     (dict(recompute="some"), r"--recompute='some' is invalid: must be one of none, full"),
+    (dict(pipeline_parallel=2, n_layer=4, grad_accum=2, lr_mults="h_1=0.5"),
+     r"--lr-mults pattern 'h_1' is invalid with --pipeline-parallel=2: it selects some "
+     r"layers' attn/c_attn/bias and not others"),
 ])
 def test_impossible_pipeline_layouts_rejected_before_compiling(kw, match) -> None:
     d = dict(model="gpt2", model_size="tiny", n_head=4, n_embd=32, seq_len=SEQ)
