@@ -15,6 +15,13 @@ metrics ``loss`` (mean over the global batch), ``grad_norm`` (before clipping) a
 schedule at the optimizer's count before the update), each of shape ``[1]`` like one replica's
 pmapped metrics.
 
+Checkpoints: the engine hands orbax its sharded global arrays (:meth:`MeshEngine.checkpoint_view`;
+every process writes its own shards) and restores through abstract target arrays with their
+shardings (:meth:`MeshEngine.restore_target`, :meth:`MeshEngine.from_checkpoint`): each device
+reads its own shard, any layout to any other, nothing gathered on one host. Under pipeline
+parallelism the state holds the layers stacked and sharded over ``pipe``
+(:func:`train.pipeline.stack_tree`); the checkpoint keeps the per-layer tree.
+
 Dropout draws its masks from ``fold_in(key(seed), step)`` over the global batch
 (partitionable threefry: the same masks whatever the layout), not per device as pmap does: with
 dropout, mesh layouts agree with each other, not with pmap.
