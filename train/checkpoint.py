@@ -1,14 +1,21 @@
 """Checkpoints with orbax: asynchronous, atomic, checksummed, the last N kept.
 
 A checkpoint ``<dir>/<step>/`` holds three items: ``state`` (``step``, ``params``,
-``opt_state`` and, for float16, ``loss_scale``, as NumPy arrays), ``config`` (the effective
-:class:`TrainConfig` as JSON, with the schedule's ``to_config``) and ``checksums`` (JSON: the
-step and, per leaf, the CRC-32 of its bytes, its dtype and shape). The schedule has no state of
-its own: its step is the optimizer's ``count`` inside ``opt_state``.
+``opt_state`` and, for float16, ``loss_scale``: the global arrays, in the model's per-layer
+tree whatever the layout that wrote them), ``config`` (the effective :class:`TrainConfig` as
+JSON, with the schedule's ``to_config``) and ``checksums`` (JSON: the step and, per leaf, a
+layout-independent 32-bit checksum of its values (``sum32``, below), its dtype and shape). The
+schedule has no state of its own: its step is the optimizer's ``count`` inside ``opt_state``.
 
+* The state is handed over as host NumPy arrays (the pmap engine) or as sharded global
+  ``jax.Array`` s (the mesh engine): orbax writes every array's shards from the process that
+  holds them (multi-host included), and a restore gives orbax the target layout (abstract
+  arrays with their ``NamedSharding``) so that each device reads only its own shard: a
+  checkpoint written under one layout restores onto any other, and the full state is never
+  gathered on one device or host.
 * Saving refuses a state with a non-finite value (``CheckpointError`` naming the leaf) or whose
-  ``step`` differs from the checkpoint's step; the checksums are computed on the host arrays
-  that are handed to orbax (one pass over them, CRC-32 at memory speed).
+  ``step`` differs from the checkpoint's step; the finite check and the checksums run where the
+  arrays are (on the devices for ``jax.Array`` s: one integer per leaf reaches the host).
 * orbax writes each checkpoint into a temporary directory and renames it when complete, so a
   save killed half-way never looks like a checkpoint (its leftovers are ignored and cleaned up).
 * Restoring checks the saved model configuration against the run's before touching any array,
@@ -39,7 +46,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointError", "Checkpointer", "leaf_checksums"]
+__all__ = ["CheckpointError", "Checkpointer", "host_scalar", "leaf_checksums"]
 
 #: config keys that define the parameter shapes: a resumed run must match them.
 SHAPE_KEYS = ("model", "model_size", "n_layer", "n_head", "n_embd", "n_kv_head", "seq_len",
@@ -108,28 +115,161 @@ def _crc32(a: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
 
 
-def _is_float(a: np.ndarray) -> bool:
-    return a.dtype.kind in "fc" or a.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+def _is_float(a: Any) -> bool:
+    dt = np.dtype(a.dtype)
+    return dt.kind in "fc" or dt.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+
+# -- the layout-independent checksum ------------------------------------------------------------
+#
+# ``sum32`` of a leaf: each element's bit pattern ``u`` (as an unsigned integer, widened to 32
+# bits) and its flat index ``i`` in the *global* array are mixed by a bijective 32-bit hash,
+# ``h(u, i) = mix(u * K1 + i * K2)`` (odd multipliers and xor-shifts: a bijection of ``u`` for a
+# fixed ``i``), and the hashes are summed modulo 2^32. Integer addition modulo 2^32 is exact,
+# associative and commutative, so the value does not depend on how the array is sharded or in
+# which order the devices reduce it: it is computed where the shards live (one uint32 per leaf
+# leaves the device) and equals the NumPy value of the whole host array. Changing any one
+# element (one flipped bit) changes its hash, hence the sum.
+
+_K1, _K2, _K3, _K4 = 0x9E3779B1, 0x85EBCA77, 0x7FEB352D, 0x846CA68B
+
+
+def _np_bits(a: np.ndarray) -> np.ndarray:
+    """Flat uint32 bit patterns of ``a`` (64-bit elements: two words each)."""
+    a = np.ascontiguousarray(a).reshape(-1)
+    size = a.dtype.itemsize
+    if a.dtype == np.bool_:
+        return a.astype(np.uint32)
+    if size == 8:
+        return a.view(np.uint32)
+    return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[size]).astype(np.uint32)
+
+
+def _np_sum32(a: np.ndarray) -> int:
+    u = _np_bits(np.asarray(a))
+    i = np.arange(u.size, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        h = u * np.uint32(_K1) + i * np.uint32(_K2)
+        h ^= h >> np.uint32(16)
+        h *= np.uint32(_K3)
+        h ^= h >> np.uint32(15)
+        h *= np.uint32(_K4)
+        h ^= h >> np.uint32(16)
+        return int(np.sum(h, dtype=np.uint32))
+
+
+def _jnp_sum32(x: jax.Array) -> jax.Array:
+    """:func:`_np_sum32` in XLA (exact uint32 arithmetic), on a sharded global array."""
+    import jax.numpy as jnp
+
+    dt = np.dtype(x.dtype)
+    if dt == np.bool_:
+        u = x.astype(jnp.uint32)
+    elif dt.itemsize == 4:
+        u = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    elif dt.itemsize in (1, 2):
+        u = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16}[dt.itemsize]
+                                         ).astype(jnp.uint32)
+    else:
+        raise TypeError(f"no device checksum for {dt} (64-bit) leaves")
+    i = jnp.zeros(x.shape, jnp.uint32)
+    stride = 1
+    for d in range(x.ndim - 1, -1, -1):
+        i = i + jax.lax.broadcasted_iota(jnp.uint32, x.shape, d) * jnp.uint32(stride % 2**32)
+        stride *= x.shape[d]
+    h = u * jnp.uint32(_K1) + i * jnp.uint32(_K2)
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(_K3)
+    h = h ^ (h >> 15)
+    h = h * jnp.uint32(_K4)
+    h = h ^ (h >> 16)
+    return jnp.sum(h, dtype=jnp.uint32)
+
+
+def _nonfinite(x: jax.Array) -> jax.Array:
+    import jax.numpy as jnp
+
+    return jnp.sum(~jnp.isfinite(x), dtype=jnp.int32) if _is_float(x) else jnp.int32(0)
+
+
+@jax.jit
+def _device_sums(tree: Any) -> tuple[Any, Any]:
+    """(sum32, non-finite count) per leaf, computed where the shards live (one compile per
+    tree structure, shapes and shardings)."""
+    return jax.tree.map(_jnp_sum32, tree), jax.tree.map(_nonfinite, tree)
+
+
+def host_scalar(x: Any) -> int:
+    """A replicated scalar's value (host or ``jax.Array``, also one spanning processes), read
+    on this process (no cross-process gather)."""
+    if isinstance(x, jax.Array):
+        x = x.addressable_data(0)
+    return int(np.asarray(x))
 
 
 def leaf_checksums(tree: Any, *, check_finite: bool = False,
                    where: str = "") -> dict[str, dict[str, Any]]:
-    """``{leaf path: {"crc32", "dtype", "shape"}}`` of a pytree of host arrays.
+    """``{leaf path: {"sum32", "dtype", "shape"}}`` of a pytree of host arrays or (sharded,
+    possibly multi-process) ``jax.Array`` s: the same value for the same global array whatever
+    its layout (see ``sum32`` above). ``jax.Array`` leaves are checked on their devices: only
+    one integer per leaf reaches the host.
 
     With ``check_finite``, raise :class:`CheckpointError` (naming ``where`` and the leaf) if a
     floating-point leaf holds a NaN or an infinity."""
+    paths = jax.tree_util.tree_leaves_with_path(tree)
+    groups: dict[tuple, list[int]] = {}  # one jitted call per device set (pipeline stages)
+    for i, (_, x) in enumerate(paths):
+        if isinstance(x, jax.Array):
+            ids = tuple(sorted(d.id for d in x.sharding.device_set))
+            groups.setdefault(ids, []).append(i)
+    dev: dict[int, tuple[Any, Any]] = {}
+    for idx in groups.values():
+        sums, bads = _device_sums([paths[i][1] for i in idx])
+        dev.update({i: (s, b) for i, s, b in zip(idx, sums, bads)})
     out: dict[str, dict[str, Any]] = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        a = np.asarray(leaf)
+    for k, (path, leaf) in enumerate(paths):
         name = _leaf_name(path)
-        if check_finite and _is_float(a):
-            bad = int(a.size - np.count_nonzero(np.isfinite(a.astype(np.float64, copy=False))))
-            if bad:
-                raise CheckpointError(
-                    f"refusing to save {where}: {name} has {bad} non-finite value(s) "
-                    "(NaN/inf); every checkpoint on disk stays finite")
-        out[name] = {"crc32": _crc32(a), "dtype": a.dtype.name, "shape": list(a.shape)}
+        if k in dev:
+            s, b = dev[k]
+            total, bad = host_scalar(s), host_scalar(b)
+            dtype, shape = np.dtype(leaf.dtype).name, list(leaf.shape)
+        else:
+            a = np.asarray(leaf)
+            bad = 0
+            if check_finite and _is_float(a):
+                bad = int(a.size - np.count_nonzero(np.isfinite(a.astype(np.float64,
+                                                                          copy=False))))
+            total, dtype, shape = _np_sum32(a), a.dtype.name, list(a.shape)
+        if check_finite and bad:
+            raise CheckpointError(
+                f"refusing to save {where}: {name} has {bad} non-finite value(s) "
+                "(NaN/inf); every checkpoint on disk stays finite")
+        out[name] = {"sum32": total, "dtype": dtype, "shape": shape}
     return out
+
+
+def _legacy_crc32(leaf: Any) -> int:
+    """CRC-32 of a leaf's host bytes: only for checkpoints written before ``sum32``."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        raise CheckpointError("this checkpoint's CRC-32 checksums (an older version) need the "
+                              "whole array on one host; resume it on one process")
+    return _crc32(np.asarray(jax.device_get(leaf)))
+
+
+def _local_bytes(x: Any) -> int:
+    """Bytes this process writes for a leaf (its shards, one copy of each)."""
+    if isinstance(x, jax.Array):
+        return sum(s.data.nbytes for s in x.addressable_shards if s.replica_id == 0)
+    return int(np.asarray(x).nbytes)
+
+
+def _abstract(x: Any) -> Any:
+    """A restore target leaf: ``jax.ShapeDtypeStruct`` with the sharding of a (possibly
+    abstract) ``jax.Array``, else a NumPy placeholder (restored as a host array)."""
+    sharding = getattr(x, "sharding", None)
+    if sharding is not None:
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+    return np.zeros(np.shape(x), np.asarray(x).dtype)
 
 
 def _reason(e: BaseException) -> str:
@@ -185,14 +325,19 @@ class Checkpointer:
         return err
 
     def save(self, step: int, state: dict, config: dict[str, Any]) -> None:
-        """Start saving ``state`` (host NumPy arrays) and ``config`` at ``step`` (asynchronous).
+        """Start saving ``state`` and ``config`` at ``step`` (asynchronous).
+
+        ``state``'s leaves are host NumPy arrays (the pmap engine) or global ``jax.Array`` s
+        (the mesh engine: sharded, possibly across processes); orbax writes each array's shards
+        from the process that holds them, and nothing is gathered on one device or host (the
+        checksums and the finite check run on the devices, see :func:`leaf_checksums`).
 
         Raises :class:`CheckpointError` if ``state`` holds a non-finite value, if its ``step``
         is not ``step``, or if this or an earlier (asynchronous) write failed."""
         if self._failed is not None:
             raise self._failed
         where = self.path(step)
-        saved_step = int(np.asarray(state["step"]))
+        saved_step = host_scalar(state["step"])
         if saved_step != step:
             raise CheckpointError(f"refusing to save {where}: the state is at step {saved_step}")
         sums = {"step": int(step), "leaves": leaf_checksums(state, check_finite=True,
@@ -215,7 +360,7 @@ class Checkpointer:
         for a save still in flight, plus 1 MiB) against the free space of the directory.
         A write that fails half-way makes tensorstore print tracebacks from its threads that
         no Python hook can catch; checking first keeps the common disk-full case to one line."""
-        need = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state))
+        need = sum(_local_bytes(x) for x in jax.tree.leaves(state))
         need = need * (2 if self._in_flight is not None else 1) + (1 << 20)
         try:
             free = shutil.disk_usage(self.directory).free
@@ -260,7 +405,13 @@ class Checkpointer:
         return leaves
 
     def restore(self, step: int, target: dict, run_config: dict[str, Any]) -> dict:
-        """Restore the state saved at ``step`` into the structure of ``target`` (NumPy arrays).
+        """Restore the state saved at ``step`` into the structure of ``target``.
+
+        ``target``'s leaves say where each array goes: a NumPy array (or anything without a
+        sharding): a host NumPy array; a ``jax.Array`` or a ``jax.ShapeDtypeStruct`` with a
+        ``sharding``: a global ``jax.Array`` with that sharding, each device reading only its
+        own shard (any layout, whatever the layout that saved it: the files hold the global
+        arrays). The checksums are checked where the arrays land.
 
         Raises :class:`CheckpointError` if the saved config defines different shapes, the
         arrays cannot be read (corrupted, or a different optimizer structure), the state is
@@ -275,7 +426,7 @@ class Checkpointer:
                 f"there ({'; '.join(diffs)}). Use the saved settings or another --checkpoint-dir."
             )
         sums = self._read_checksums(step)
-        abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), target)
+        abstract = jax.tree.map(_abstract, target)
         try:
             out = self.manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
@@ -296,16 +447,18 @@ class Checkpointer:
             missing = sorted(set(sums) ^ set(got))[:5]
             raise CheckpointError(f"cannot restore {where}: its checksums list other leaves than "
                                   f"this run's state (e.g. {missing})")
+        legacy = {_leaf_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(state)}
         for name, rec in sums.items():
             g = got[name]
-            if (g["crc32"], g["dtype"], g["shape"]) != (rec["crc32"], rec["dtype"],
-                                                       list(rec["shape"])):
+            kind = "sum32" if "sum32" in rec else "crc32"
+            value = g["sum32"] if kind == "sum32" else _legacy_crc32(legacy[name])
+            if (value, g["dtype"], g["shape"]) != (rec[kind], rec["dtype"], list(rec["shape"])):
                 raise CheckpointError(
                     f"checkpoint {where} is corrupted: leaf {name} does not match its checksum "
-                    f"(crc32 saved {rec['crc32']:#010x}, read {g['crc32']:#010x})")
-        if int(np.asarray(state["step"])) != step:
+                    f"({kind} saved {rec[kind]:#010x}, read {value:#010x})")
+        if host_scalar(state["step"]) != step:
             raise CheckpointError(f"checkpoint {where} holds the state of step "
-                                  f"{int(np.asarray(state['step']))}, not {step}; refusing it")
+                                  f"{host_scalar(state['step'])}, not {step}; refusing it")
         return state
 
     def wait(self) -> None:

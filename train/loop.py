@@ -26,7 +26,7 @@ import numpy as np
 import models
 import schedules as S
 
-from .checkpoint import Checkpointer, CheckpointError
+from .checkpoint import Checkpointer, CheckpointError, host_scalar, leaf_checksums
 from .config import TrainConfig, check_dirs
 from .data import Batcher, load_data
 from .devices import simulate_devices
@@ -185,8 +185,12 @@ def _resume_command(cfg: TrainConfig, workdir_arg: str) -> str:
 
 
 def _finite(tree: Any) -> bool:
-    return all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(tree)
-               if np.issubdtype(np.asarray(x).dtype, np.inexact))
+    """Every float leaf finite (checked where the arrays live: no gather of sharded ones)."""
+    try:
+        leaf_checksums(tree, check_finite=True)
+    except CheckpointError:
+        return False
+    return True
 
 
 def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str, Any]:
@@ -302,11 +306,15 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     if layout is None:
         tx, p_train, p_eval = _compiled(model_cfg, cfg, schedule, params, devices)
         put, get = (lambda t: _replicate(t, devices)), _unreplicate
+        to_ckpt, restore_target, from_ckpt = _unreplicate, (lambda t: t), (lambda t: t)
     else:
         from .mesh import compiled_engine
 
         tx, eng = compiled_engine(model_cfg, cfg, schedule, params, layout, console.print)
         p_train, p_eval, put, get = eng.train, eng.eval, eng.put_state, eng.get_state
+        # checkpoints: the sharded global arrays themselves (never gathered on one host)
+        to_ckpt, restore_target, from_ckpt = (eng.checkpoint_view, eng.restore_target,
+                                              eng.from_checkpoint)
     host_state = init_state(params, tx, loss_scale_rule(cfg))
     if cfg.verbose:
         console.print("parameters:\n" + param_table(params, cfg.lr_mults))
@@ -316,14 +324,14 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
     try:
         if resume_step is not None:
-            host_state = ckpt.restore(resume_step, host_state, eff)
+            host_state = from_ckpt(ckpt.restore(resume_step, restore_target(host_state), eff))
             console.print(f"resumed from {ckpt.path(resume_step)} "
-                          f"(step {int(host_state['step'])})")
+                          f"(step {host_scalar(host_state['step'])})")
         elif cfg.resume == "auto" and not isinstance(cfg.resume, bool):
             console.print(f"--resume=auto: no checkpoint in {ckpt.directory}; starting from "
                           "step 0")
         return _run(cfg, eff, schedule, model_cfg, tok, host_state, p_train, p_eval,
-                    batcher, val_batcher, ckpt, console, metrics_dir, (put, get),
+                    batcher, val_batcher, ckpt, console, metrics_dir, (put, get, to_ckpt),
                     tokens_per_step, n_global, primary, workdir_arg)
     finally:
         ckpt.close()
@@ -368,8 +376,9 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
          ckpt: Checkpointer, console: Console, metrics_dir: str, put_get: tuple,
          tokens_per_step: int, n_global: int, primary: bool,
          workdir_arg: str) -> dict[str, Any]:
-    start = int(host_state["step"])
-    _put, _unreplicate = put_get  # the engine's host -> devices, devices -> host copies
+    start = host_scalar(host_state["step"])
+    # the engine's host -> devices, devices -> host copies, state -> what a checkpoint saves
+    _put, _unreplicate, to_ckpt = put_get
     state = _put(host_state)
     writer = MetricsWriter(metrics_dir, tensorboard=cfg.tensorboard, enabled=primary)
     console.start_step = start
@@ -448,7 +457,7 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
         nonlocal last_saved
         if step in existing:  # resumed from an earlier step: the same state is saved there
             return
-        ckpt.save(step, _unreplicate(state), eff)
+        ckpt.save(step, to_ckpt(state), eff)
         existing.add(step)
         last_saved = step
 
@@ -496,8 +505,8 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
                 console.print(stop_reason)
                 break
             if sigint.hit:
-                _interrupt(step, flush, save, state, ckpt, console, writer, cfg, workdir_arg,
-                           existing)
+                _interrupt(step, flush, save, to_ckpt(state), ckpt, console, writer, cfg,
+                           workdir_arg, existing)
     flush(step)
     t_end = time.perf_counter()
     console.close()
@@ -543,13 +552,13 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
 def _interrupt(step: int, flush: Any, save: Any, state: Any, ckpt: Checkpointer,
                console: Console, writer: MetricsWriter, cfg: TrainConfig, workdir_arg: str,
                existing: set[int]) -> None:
-    """Ctrl-C: log, save the state after ``step`` if finite, say how to resume, raise."""
+    """Ctrl-C: log, save the state after ``step`` if finite, say how to resume, raise.
+    ``state`` is the checkpoint's view of it (host arrays or sharded global arrays)."""
     flush(step)  # raises NonFiniteLossError (nothing saved) if a loss is not finite
-    host = _unreplicate(state)
     saved: str | None = None
     if step in existing:
         saved = ckpt.path(step)
-    elif _finite(host):
+    elif _finite(state):
         save(step)
         ckpt.wait()
         saved = ckpt.path(step)

@@ -138,7 +138,9 @@ def make_optimizer(cfg: Any, schedule: S.Schedule, params: Any) -> optax.Gradien
         if unused:
             raise ValueError(f"--lr-mults pattern(s) {unused} match no parameter; parameter "
                              f"paths look like {path_str(_first_path(params))!r}")
-        parts.append(optax.multi_transform(txs, labels))
+        # labels from the tree the optimizer is given (a callable): the same groups for the
+        # pipeline engine's stacked layers (train.pipeline.stack_tree)
+        parts.append(optax.multi_transform(txs, lambda p: group_labels(p, cfg.lr_mults)))
     else:
         parts.append(base_optimizer(cfg, schedule))
     return optax.chain(*parts)

@@ -22,9 +22,15 @@ of the ``pipe`` mesh axis (stage ``s`` holds chunks ``s, s + N, ..., s + (V-1) N
 
 The embeddings run before the pipeline, the final norm, head and loss after it (on the whole
 ``[m, B, T, C]`` output, sharded over ``data``); GPT-2's tied embedding therefore gets the sum
-of its gradient as input embedding and as output head, by autodiff. Parameters stay in the
-checkpoint's per-layer tree (``h_{i}``): they are stacked inside the step, so a checkpoint
-written under any pipeline layout restores under any other.
+of its gradient as input embedding and as output head, by autodiff.
+
+The mesh engine keeps the layers stage-sharded in its state (params and optimizer moments):
+one ``{prefix}*`` subtree of ``[N, V, L/(NV), ...]`` arrays sharded over ``pipe``
+(:func:`stack_tree`), so each stage holds only its own chunks' layers. Checkpoints hold the
+model's per-layer tree (``h_{i}``) whatever the layout: saving turns each stage's slices into
+per-layer arrays on that stage's devices, restoring reads each layer onto its stage and
+stacks it there (``train.mesh``), device-local both ways; a checkpoint written under any
+layout restores under any other.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ import numpy as np
 import models
 from models.common import PARAM_DTYPE, LMHead, constrain, lm_logits, remat_policy, remat_segments
 
-__all__ = ["PIPE", "Schedule", "bubble_fraction", "check_pipeline", "pipeline_loss", "schedule"]
+__all__ = ["PIPE", "Schedule", "bubble_fraction", "check_pipeline", "layer_prefix",
+           "pipeline_loss", "schedule", "stack_tree", "unstack_tree"]
 
 PIPE = "pipe"
 
@@ -111,6 +118,22 @@ def check_pipeline(cfg: Any, model_cfg: Any) -> None:
     if cfg.grad_accum < pp:
         raise ValueError(f"--grad-accum={cfg.grad_accum} is invalid with --pipeline-parallel="
                          f"{pp}: the pipeline needs at least {pp} micro-batches")
+    lr_mults = getattr(cfg, "lr_mults", None) or {}
+    if lr_mults:  # the engine stacks the layers: a group must take all of them or none
+        params = jax.eval_shape(lambda: models.init_params(model_cfg, jax.random.key(0)))
+        prefix = layer_prefix(params)
+        from .optim import path_str
+
+        rel = [path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params[prefix + "0"])]
+        for pat in lr_mults:
+            for r in rel:
+                hits = {pat in f"{prefix}{i}/{r}" for i in range(L)} | {pat in f"{prefix}*/{r}"}
+                if len(hits) > 1:
+                    raise ValueError(
+                        f"--lr-mults pattern {pat!r} is invalid with --pipeline-parallel={pp}: "
+                        f"it selects some layers' {r} and not others (the pipeline stores the "
+                        f"layers stacked as {prefix}*); use a pattern that selects all layers "
+                        "or none")
     if getattr(model_cfg, "dropout", 0.0) > 0:
         raise ValueError(f"--dropout={model_cfg.dropout} is invalid with --pipeline-parallel="
                          f"{pp}: pipelined training is deterministic (dropout 0)")
@@ -184,6 +207,63 @@ def _xent(logits: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(logz - picked)
 
 
+def layer_prefix(tree: Any) -> str:
+    """``"h_"`` (GPT-2) or ``"layers_"`` (LLaMA-3): the per-layer keys of the model's params."""
+    return "h_" if "h_0" in tree else "layers_"
+
+
+def _is_layers(prefix: str) -> Callable[[Any], bool]:
+    return lambda node: isinstance(node, dict) and f"{prefix}0" in node
+
+
+def stack_tree(tree: Any, prefix: str, n_layer: int, stages: int, virtual: int) -> Any:
+    """Every dict holding the per-layer subtrees ``{prefix}0 .. {prefix}{L-1}`` (the params, and
+    the optimizer's moments that mirror them, masked groups included) with those replaced by
+    one subtree ``{prefix}*`` of ``[N, V, L/(NV), ...]`` arrays: layer ``(v N + s) L/(NV) + j``
+    at ``[s, v, j]`` (chunk ``v N + s`` on stage ``s``). NumPy in, NumPy out; ``jax`` arrays or
+    ``ShapeDtypeStruct`` s through ``jax.numpy`` (under ``jax.eval_shape``)."""
+    per = n_layer // (stages * virtual)
+    keys = [f"{prefix}{i}" for i in range(n_layer)]
+
+    def stack(*xs: Any) -> Any:
+        xp = np if all(isinstance(x, np.ndarray | np.generic) for x in xs) else jnp
+        a = xp.stack(xs)
+        return a.reshape(virtual, stages, per, *a.shape[1:]).swapaxes(0, 1)
+
+    def node(d: Any) -> Any:
+        if not _is_layers(prefix)(d):
+            return d
+        out = {k: v for k, v in d.items() if k not in keys}
+        out[prefix + "*"] = jax.tree.map(stack, *[d[k] for k in keys])
+        return out
+
+    return jax.tree.map(node, tree, is_leaf=_is_layers(prefix))
+
+
+def unstack_tree(tree: Any, prefix: str, n_layer: int, abstract: bool = False) -> Any:
+    """The inverse of :func:`stack_tree` (host NumPy arrays; with ``abstract``, shapes)."""
+    star = prefix + "*"
+    is_stacked = lambda d: isinstance(d, dict) and star in d  # noqa: E731
+
+    def node(d: Any) -> Any:
+        if not is_stacked(d):
+            return d
+        out = {k: v for k, v in d.items() if k != star}
+
+        def layer(i: int) -> Any:
+            def pick(a: Any) -> Any:
+                if abstract:
+                    return jax.ShapeDtypeStruct(a.shape[3:], a.dtype)
+                a = np.asarray(a)
+                return a.swapaxes(0, 1).reshape(n_layer, *a.shape[3:])[i]
+            return jax.tree.map(pick, d[star])
+
+        out.update({f"{prefix}{i}": layer(i) for i in range(n_layer)})
+        return out
+
+    return jax.tree.map(node, tree, is_leaf=is_stacked)
+
+
 def stack_layers(params: Any, prefix: str, n_layer: int, stages: int, virtual: int) -> Any:
     """Per-layer parameters -> one tree of ``[N, V, L/(NV), ...]`` arrays: layer
     ``(v N + s) L/(NV) + j`` at ``[s, v, j]`` (chunk ``v N + s`` on stage ``s``)."""
@@ -205,7 +285,8 @@ def pipeline_loss(model_cfg: Any, params: Any, batch: jax.Array, stages: int, vi
     per = L // (N * virtual)
     x_tok, y_tok = batch[..., :-1], batch[..., 1:]
     x_in, args = jax.vmap(lambda t: parts.embed(params, t), out_axes=(0, None))(x_tok)
-    w = stack_layers(params, parts.prefix, L, N, virtual)
+    w = (params[parts.prefix + "*"] if parts.prefix + "*" in params   # the engine's state
+         else stack_layers(params, parts.prefix, L, N, virtual))
     if layer_sharding is not None:
         w = layer_sharding(w)
     segs = remat_segments(per, model_cfg.remat, model_cfg.remat_method,

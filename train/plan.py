@@ -41,8 +41,7 @@ def plan(cfg: Any, model_cfg: Any, schedule: Any, n_devices: int | None = None) 
     eng = build(model_cfg, tx, schedule, cfg.seed, layout, params)
     opt = jax.eval_shape(tx.init, params)
     state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params, "opt_state": opt}
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            state, eng.state_shardings)
+    abstract = eng.abstract(state)  # the engine's form (pipeline: layers stacked over pipe)
     rows = layout.data * cfg.batch_size
     batch = jax.ShapeDtypeStruct((cfg.grad_accum, rows, cfg.seq_len + 1), jnp.int32,
                                  sharding=jax.sharding.NamedSharding(
@@ -61,9 +60,9 @@ def plan(cfg: Any, model_cfg: Any, schedule: Any, n_devices: int | None = None) 
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
     out = {
         "layout": layout.describe(), "devices": layout.size,
-        "params": shard_bytes(params, eng.state_shardings["params"]),
-        "grads": shard_bytes(params, eng.grad_shardings),
-        "opt_state": shard_bytes(opt, eng.state_shardings["opt_state"]),
+        "params": shard_bytes(abstract["params"], eng.state_shardings["params"]),
+        "grads": shard_bytes(abstract["params"], eng.grad_shardings),
+        "opt_state": shard_bytes(abstract["opt_state"], eng.state_shardings["opt_state"]),
         "arguments": mem.argument_size_in_bytes, "temporaries": mem.temp_size_in_bytes,
         "outputs": mem.output_size_in_bytes, "aliased": mem.alias_size_in_bytes,
         "xla_flops": flops, "analytic_flops": analytic, "tokens_per_step": tokens,

@@ -165,3 +165,103 @@ def test_garbage_data_is_one_short_line(tmp_path, monkeypatch) -> None:
     time.sleep(0.5)  # tensorstore's threads finish the reads orbax abandoned
     gc.collect()
     assert not unraisable, [str(u.exc_value) for u in unraisable]  # no late tracebacks
+
+
+# -- sharded global arrays (the mesh engine): no host gather, any layout ------------------------
+
+
+def _mesh(shape: tuple, names: tuple):
+    import jax
+    from jax.sharding import Mesh
+
+    n = int(np.prod(shape))
+    return Mesh(np.array(jax.devices()[:n]).reshape(shape), names)
+
+
+def _place(state: dict, mesh, specs: dict) -> dict:
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), state, specs,
+                        is_leaf=lambda s: isinstance(s, PartitionSpec))
+
+
+def _specs(w, b, nu) -> dict:
+    from jax.sharding import PartitionSpec as P
+
+    return {"step": P(), "params": {"w": w, "b": b}, "opt_state": {"count": P(), "nu": nu}}
+
+
+def test_sum32_is_the_same_on_the_host_and_on_any_layout_and_sees_one_bit() -> None:
+    """The checksum of a leaf is a function of its global values only: NumPy on the host array
+    and XLA on the shards of every layout agree exactly (integer addition modulo 2^32), for
+    float32, bfloat16, int32 and bool; flipping any one bit of any one element changes it."""
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
+
+    from train.checkpoint import _np_sum32, leaf_checksums
+
+    st = make_state(5, seed=1)
+    st["params"]["b"] = st["params"]["b"].astype(jnp.bfloat16)
+    st["opt_state"]["mask"] = np.arange(64) % 3 == 0
+    host = leaf_checksums(st)
+    layouts = [(_mesh((8,), ("d",)), _specs(P("d"), P(), P(None, "d"))),
+               (_mesh((2, 4), ("d", "t")), _specs(P("d", "t"), P("t"), P(("d", "t")))),
+               (_mesh((4, 2), ("d", "t")), _specs(P("t", "d"), P(("t", "d")), P()))]
+    for mesh, specs in layouts:
+        specs["opt_state"]["mask"] = P(mesh.axis_names[0])
+        dev = _place(st, mesh, specs)
+        assert leaf_checksums(dev, check_finite=True) == host
+    r = np.random.default_rng(0)
+    for a in (st["params"]["w"], st["params"]["b"], st["opt_state"]["count"]):
+        for _ in range(20):
+            flat = a.copy().reshape(-1)
+            bits = flat.view({4: np.uint32, 2: np.uint16}[flat.dtype.itemsize])
+            k, bit = r.integers(flat.size), r.integers(8 * flat.dtype.itemsize)
+            bits[k] ^= bits.dtype.type(1 << int(bit))
+            assert _np_sum32(flat.reshape(a.shape)) != _np_sum32(a)
+
+
+def test_sharded_state_is_checked_on_device_and_restores_onto_any_layout(tmp_path) -> None:
+    """A state of sharded ``jax.Array`` s is saved as it is (its checksums those of the host
+    copy), restored onto another layout (the target's shardings) and onto the host,
+    bit-identical both; a NaN in one shard is refused before saving, naming the leaf; a flipped
+    bit is caught when restoring onto a sharded target."""
+    import jax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    d = str(tmp_path / "c")
+    ck = Checkpointer(d, keep=10)
+    st = make_state(3, seed=3)
+    src = _place(st, _mesh((2, 4), ("d", "t")), _specs(P("d", "t"), P("t"), P(None, "d")))
+    bad = _place({**st, "opt_state": {**st["opt_state"], "nu": np.where(
+        np.arange(64)[:, None] == 60, np.inf, st["opt_state"]["nu"]).astype(np.float32)}},
+        _mesh((8,), ("d",)), _specs(P(), P(), P("d")))  # the inf lives on the last device
+    with pytest.raises(CheckpointError, match=r"/3: opt_state/nu has 64 non-finite value"):
+        ck.save(3, bad, CONFIG)
+    ck.save(3, src, CONFIG)
+    ck.wait()
+    to = _mesh((8,), ("x",))
+    target = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(to, s)), st,
+        _specs(P(None, "x"), P("x"), P("x")), is_leaf=lambda s: isinstance(s, P))
+    got = ck.restore(3, target, CONFIG)
+    assert got["params"]["w"].sharding == target["params"]["w"].sharding
+    assert got["params"]["w"].addressable_shards[0].data.shape == (64, 8)  # only its shard
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(st)):
+        np.testing.assert_array_equal(np.asarray(x), y)
+    host = ck.restore(3, make_state(0), CONFIG)
+    for x, y in zip(jax.tree.leaves(host), jax.tree.leaves(st)):
+        assert isinstance(x, np.ndarray)
+        np.testing.assert_array_equal(x, y)
+    big = max(_data_files(os.path.join(d, "3")), key=os.path.getsize)
+    with open(big, "r+b") as f:
+        f.seek(os.path.getsize(big) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x10]))
+    with pytest.raises(CheckpointError, match=r"corrupted: leaf .* does not match its checksum "
+                                              r"\(sum32"):
+        ck.restore(3, target, CONFIG)
+    ck.close()
