@@ -37,10 +37,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ, GLOBAL_BATCH, LAYERS, WIDTH, HEADS, VOCAB = 128, 16, 4, 128, 4, 256
 
 
-def _batch(rng, n: int):
+def _batch(rng, n: int, seq: int = SEQ):
     import numpy as np
 
-    return rng.integers(0, VOCAB, size=(n, SEQ + 1), dtype=np.int64)
+    return rng.integers(0, VOCAB, size=(n, seq + 1), dtype=np.int64)
 
 
 def jax_worker(steps: int, overhead: bool) -> dict:
@@ -158,7 +158,8 @@ def torch_worker(steps: int) -> dict:
     return {"step_s": t, "tokens_per_s": GLOBAL_BATCH * SEQ / t, "threads": torch.get_num_threads()}
 
 
-def paired(steps: int, width: int, heads: int) -> dict:
+def paired(steps: int, width: int, heads: int, layers: int = LAYERS, seq: int = SEQ,
+           batch: int = GLOBAL_BATCH) -> dict:
     """JAX vs PyTorch train step in one process, 1 thread each, alternating (CPU time)."""
     import jax
     import jax.numpy as jnp
@@ -172,11 +173,11 @@ def paired(steps: int, width: int, heads: int) -> dict:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=width,
-                                    n_layer=LAYERS, n_head=heads, resid_pdrop=0.0,
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=seq, n_embd=width,
+                                    n_layer=layers, n_head=heads, resid_pdrop=0.0,
                                     embd_pdrop=0.0, attn_pdrop=0.0)).train()
     opt = torch.optim.AdamW(hf.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    tok = _batch(np.random.default_rng(0), GLOBAL_BATCH)
+    tok = _batch(np.random.default_rng(0), batch, seq)
     tt = torch.from_numpy(tok)
 
     def torch_step() -> None:
@@ -187,7 +188,7 @@ def paired(steps: int, width: int, heads: int) -> dict:
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         opt.step()
 
-    cfg = models.get_config("gpt2", "tiny", vocab_size=VOCAB, block_size=SEQ, n_layer=LAYERS,
+    cfg = models.get_config("gpt2", "tiny", vocab_size=VOCAB, block_size=seq, n_layer=layers,
                             n_head=heads, n_embd=width)
     params = models.from_hf(cfg, hf.state_dict())
     module = models.build(cfg)
@@ -218,7 +219,8 @@ def paired(steps: int, width: int, heads: int) -> dict:
             which[0]()
             which[1].append(time.process_time() - c0)
     ratios = [b / a for a, b in zip(tj, tp)]
-    return {"width": width, "jax_cpu_s": statistics.median(tj),
+    return {"width": width, "layers": layers, "seq": seq, "batch": batch,
+            "jax_cpu_s": statistics.median(tj),
             "torch_cpu_s": statistics.median(tp), "torch_over_jax": statistics.median(ratios)}
 
 
@@ -244,10 +246,14 @@ def main() -> None:
                    help="JAX vs PyTorch in one process, 1 thread each, alternating")
     p.add_argument("--width", type=int, default=WIDTH, help="model width (--paired)")
     p.add_argument("--heads", type=int, default=HEADS, help="attention heads (--paired)")
+    p.add_argument("--layers", type=int, default=LAYERS, help="layers (--paired)")
+    p.add_argument("--seq", type=int, default=SEQ, help="sequence length (--paired)")
+    p.add_argument("--batch", type=int, default=GLOBAL_BATCH, help="sequences per step (--paired)")
     a = p.parse_args()
     if a.paired:
-        r = paired(a.steps, a.width, a.heads)
-        print(f"width {r['width']}: JAX {r['jax_cpu_s'] * 1e3:.1f} ms, PyTorch "
+        r = paired(a.steps, a.width, a.heads, a.layers, a.seq, a.batch)
+        print(f"{r['layers']} x {r['width']}, {r['batch']} x {r['seq']} tokens: "
+              f"JAX {r['jax_cpu_s'] * 1e3:.1f} ms, PyTorch "
               f"{r['torch_cpu_s'] * 1e3:.1f} ms CPU time per step (1 thread each); "
               f"PyTorch / JAX = {r['torch_over_jax']:.2f} (median of {a.steps} paired steps)")
         print(json.dumps(r))

@@ -220,7 +220,7 @@ class TrainConfig:
                                 "(1 optimizer state, 2 +gradients, 3 +parameters = FSDP)")
     n_kv_head: int | None = _f(None, "model", "LLaMA-3: override the number of key/value heads "
                                "(GQA)")
-    # pipeline parallelism (train/pipeline.py) and activation recompute (models.common)
+    # pipeline parallelism (train/pipeline.py) and activation recompute (models.layers)
     pipeline_parallel: int | None = _f(None, "parallelism", "mesh: pipeline stages N (layers in "
                                        "N x V contiguous chunks, chunk c on stage c mod N; "
                                        "micro-batches = --grad-accum)")

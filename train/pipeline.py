@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import models
-from models.common import PARAM_DTYPE, LMHead, constrain, lm_logits, remat_policy, remat_segments
+from models.common import PARAM_DTYPE
+from models.layers import LMHead, constrain, lm_logits, remat_policy, remat_segments
 
 __all__ = ["PIPE", "Schedule", "bubble_fraction", "check_pipeline", "pipeline_loss", "schedule"]
 
