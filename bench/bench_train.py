@@ -3,8 +3,9 @@
     python bench/bench_train.py                 # everything, markdown table on stdout
     python bench/bench_train.py --steps 30 --out /tmp/bench_train.md
 
-Measures, on the default run's model (GPT-2 "mini": 4 layers x 128, byte vocab, seq 128,
-global batch 16 sequences, float32, AdamW, clip 1.0):
+Measures, on the default run's model and batch (read from ``train/config.py``; today GPT-2
+"micro": 2 layers x 128, byte vocab, seq 64, global batch 16 sequences, float32, AdamW,
+clip 1.0):
 
 1. schedule overhead: time per pmapped train step with a 3-piece composite schedule
    (``join(linear, constant, cosine)``) / with a constant lr, same process, the median of
@@ -19,8 +20,8 @@ Each worker runs in a subprocess (``--worker jax|torch``) and prints one JSON li
 ``--paired`` instead runs the JAX step (jit of loss + gradients + clip + AdamW, donated state)
 and the PyTorch step in ONE process, alternating, one thread each, and prints the median of the
 per-pair ratios of process CPU time: the comparison to use on a loaded machine (pin it to one
-core: ``taskset -c 1 python bench/bench_train.py --paired``; ``--width 384 --heads 6`` for the
-wider model).
+core: ``taskset -c 1 python bench/bench_train.py --paired``; ``--width 384 --heads 6`` for a
+wider model, ``--layers 4 --seq 128`` for the previous default "mini").
 """
 
 from __future__ import annotations
@@ -34,7 +35,21 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEQ, GLOBAL_BATCH, LAYERS, WIDTH, HEADS, VOCAB = 128, 16, 4, 128, 4, 256
+sys.path.insert(0, ROOT)
+import models  # noqa: E402
+from train.config import EXTRA_SIZES, TrainConfig  # noqa: E402
+
+
+def _default_model() -> tuple[int, int, int, int, int]:
+    """(seq, global batch, layers, width, heads) of the default run (``train/config.py``)."""
+    d = TrainConfig()
+    base, overrides = EXTRA_SIZES.get(d.model_size, (d.model_size, {}))
+    m = models.get_config(d.model, base, **overrides)
+    return d.seq_len, d.batch_size, m.n_layer, m.n_embd, m.n_head
+
+
+SEQ, GLOBAL_BATCH, LAYERS, WIDTH, HEADS = _default_model()
+VOCAB = 256
 
 
 def _batch(rng, n: int, seq: int = SEQ):
@@ -47,10 +62,7 @@ def jax_worker(steps: int, overhead: bool) -> dict:
     import jax
     import numpy as np
 
-    sys.path.insert(0, ROOT)
-    import models
     import schedules as S
-    from train.config import TrainConfig
     from train.loop import _replicate
     from train.optim import make_optimizer
     from train.step import make_train_step
@@ -168,9 +180,6 @@ def paired(steps: int, width: int, heads: int, layers: int = LAYERS, seq: int = 
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    sys.path.insert(0, ROOT)
-    import models
-
     torch.set_num_threads(1)
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=seq, n_embd=width,
@@ -271,7 +280,7 @@ def main() -> None:
     md = "\n".join([
         "### Trainer (`bench/bench_train.py`)",
         "",
-        f"Command: `{cmd}`. Machine: {os.cpu_count()} CPU cores, CPU only. Model: GPT-2 'mini' "
+        f"Command: `{cmd}`. Machine: {os.cpu_count()} CPU cores, CPU only. Model: GPT-2 "
         f"({LAYERS} layers x {WIDTH}, byte vocab), seq {SEQ}, global batch {GLOBAL_BATCH} "
         "sequences, float32, AdamW + clip.",
         "",
@@ -285,8 +294,9 @@ def main() -> None:
         f"| the composite schedule alone, jitted call incl. dispatch | "
         f"{one['schedule_alone_s'] * 1e6:.1f} us = "
         f"{one['schedule_alone_s'] / one['const_step_s']:.1e} of a step |",
-        f"| tokens/s, JAX pmap, 1 device x 16 seqs | {one['tokens_per_s']:,.0f} |",
-        f"| tokens/s, JAX pmap, 8 simulated devices x 2 seqs | {eight['tokens_per_s']:,.0f} |",
+        f"| tokens/s, JAX pmap, 1 device x {GLOBAL_BATCH} seqs | {one['tokens_per_s']:,.0f} |",
+        f"| tokens/s, JAX pmap, 8 simulated devices x {GLOBAL_BATCH // 8} seqs | "
+        f"{eight['tokens_per_s']:,.0f} |",
         f"| 8 devices / 1 device | {eight['tokens_per_s'] / one['tokens_per_s']:.2f} |",
         f"| tokens/s, PyTorch eager (GPT2LMHeadModel, {pt['threads']} threads) | "
         f"{pt['tokens_per_s']:,.0f} |",

@@ -15,8 +15,8 @@ from .api import Config as Config
 from .api import Family as Family
 from .api import build as build
 from .api import config_from_hf as config_from_hf
-from .api import family as family
 from .api import count_params as count_params
+from .api import family as family
 from .api import flops_per_token as flops_per_token
 from .api import from_hf as from_hf
 from .api import generate as generate
