@@ -3,8 +3,9 @@
     python bench/bench_train.py                 # everything, markdown table on stdout
     python bench/bench_train.py --steps 30 --out /tmp/bench_train.md
 
-Measures, on the default run's model (GPT-2 "mini": 4 layers x 128, byte vocab, seq 128,
-global batch 16 sequences, float32, AdamW, clip 1.0):
+Measures, on the default run's model and batch (read from ``train/config.py``; today GPT-2
+"micro": 2 layers x 128, byte vocab, seq 64, global batch 16 sequences, float32, AdamW,
+clip 1.0):
 
 1. schedule overhead: time per pmapped train step with a 3-piece composite schedule
    (``join(linear, constant, cosine)``) / with a constant lr, same process, the median of
@@ -19,8 +20,8 @@ Each worker runs in a subprocess (``--worker jax|torch``) and prints one JSON li
 ``--paired`` instead runs the JAX step (jit of loss + gradients + clip + AdamW, donated state)
 and the PyTorch step in ONE process, alternating, one thread each, and prints the median of the
 per-pair ratios of process CPU time: the comparison to use on a loaded machine (pin it to one
-core: ``taskset -c 1 python bench/bench_train.py --paired``; ``--width 384 --heads 6`` for the
-wider model).
+core: ``taskset -c 1 python bench/bench_train.py --paired``; ``--width 384 --heads 6`` for a
+wider model, ``--layers 4 --seq 128`` for the previous default "mini").
 """
 
 from __future__ import annotations
@@ -34,23 +35,34 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEQ, GLOBAL_BATCH, LAYERS, WIDTH, HEADS, VOCAB = 128, 16, 4, 128, 4, 256
+sys.path.insert(0, ROOT)
+import models  # noqa: E402
+from train.config import EXTRA_SIZES, TrainConfig  # noqa: E402
 
 
-def _batch(rng, n: int):
+def _default_model() -> tuple[int, int, int, int, int]:
+    """(seq, global batch, layers, width, heads) of the default run (``train/config.py``)."""
+    d = TrainConfig()
+    base, overrides = EXTRA_SIZES.get(d.model_size, (d.model_size, {}))
+    m = models.get_config(d.model, base, **overrides)
+    return d.seq_len, d.batch_size, m.n_layer, m.n_embd, m.n_head
+
+
+SEQ, GLOBAL_BATCH, LAYERS, WIDTH, HEADS = _default_model()
+VOCAB = 256
+
+
+def _batch(rng, n: int, seq: int = SEQ):
     import numpy as np
 
-    return rng.integers(0, VOCAB, size=(n, SEQ + 1), dtype=np.int64)
+    return rng.integers(0, VOCAB, size=(n, seq + 1), dtype=np.int64)
 
 
 def jax_worker(steps: int, overhead: bool) -> dict:
     import jax
     import numpy as np
 
-    sys.path.insert(0, ROOT)
-    import models
     import schedules as S
-    from train.config import TrainConfig
     from train.loop import _replicate
     from train.optim import make_optimizer
     from train.step import make_train_step
@@ -158,7 +170,8 @@ def torch_worker(steps: int) -> dict:
     return {"step_s": t, "tokens_per_s": GLOBAL_BATCH * SEQ / t, "threads": torch.get_num_threads()}
 
 
-def paired(steps: int, width: int, heads: int) -> dict:
+def paired(steps: int, width: int, heads: int, layers: int = LAYERS, seq: int = SEQ,
+           batch: int = GLOBAL_BATCH) -> dict:
     """JAX vs PyTorch train step in one process, 1 thread each, alternating (CPU time)."""
     import jax
     import jax.numpy as jnp
@@ -167,16 +180,13 @@ def paired(steps: int, width: int, heads: int) -> dict:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    sys.path.insert(0, ROOT)
-    import models
-
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=width,
-                                    n_layer=LAYERS, n_head=heads, resid_pdrop=0.0,
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=seq, n_embd=width,
+                                    n_layer=layers, n_head=heads, resid_pdrop=0.0,
                                     embd_pdrop=0.0, attn_pdrop=0.0)).train()
     opt = torch.optim.AdamW(hf.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    tok = _batch(np.random.default_rng(0), GLOBAL_BATCH)
+    tok = _batch(np.random.default_rng(0), batch, seq)
     tt = torch.from_numpy(tok)
 
     def torch_step() -> None:
@@ -187,7 +197,7 @@ def paired(steps: int, width: int, heads: int) -> dict:
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         opt.step()
 
-    cfg = models.get_config("gpt2", "tiny", vocab_size=VOCAB, block_size=SEQ, n_layer=LAYERS,
+    cfg = models.get_config("gpt2", "tiny", vocab_size=VOCAB, block_size=seq, n_layer=layers,
                             n_head=heads, n_embd=width)
     params = models.from_hf(cfg, hf.state_dict())
     module = models.build(cfg)
@@ -218,7 +228,8 @@ def paired(steps: int, width: int, heads: int) -> dict:
             which[0]()
             which[1].append(time.process_time() - c0)
     ratios = [b / a for a, b in zip(tj, tp)]
-    return {"width": width, "jax_cpu_s": statistics.median(tj),
+    return {"width": width, "layers": layers, "seq": seq, "batch": batch,
+            "jax_cpu_s": statistics.median(tj),
             "torch_cpu_s": statistics.median(tp), "torch_over_jax": statistics.median(ratios)}
 
 
@@ -244,10 +255,14 @@ def main() -> None:
                    help="JAX vs PyTorch in one process, 1 thread each, alternating")
     p.add_argument("--width", type=int, default=WIDTH, help="model width (--paired)")
     p.add_argument("--heads", type=int, default=HEADS, help="attention heads (--paired)")
+    p.add_argument("--layers", type=int, default=LAYERS, help="layers (--paired)")
+    p.add_argument("--seq", type=int, default=SEQ, help="sequence length (--paired)")
+    p.add_argument("--batch", type=int, default=GLOBAL_BATCH, help="sequences per step (--paired)")
     a = p.parse_args()
     if a.paired:
-        r = paired(a.steps, a.width, a.heads)
-        print(f"width {r['width']}: JAX {r['jax_cpu_s'] * 1e3:.1f} ms, PyTorch "
+        r = paired(a.steps, a.width, a.heads, a.layers, a.seq, a.batch)
+        print(f"{r['layers']} x {r['width']}, {r['batch']} x {r['seq']} tokens: "
+              f"JAX {r['jax_cpu_s'] * 1e3:.1f} ms, PyTorch "
               f"{r['torch_cpu_s'] * 1e3:.1f} ms CPU time per step (1 thread each); "
               f"PyTorch / JAX = {r['torch_over_jax']:.2f} (median of {a.steps} paired steps)")
         print(json.dumps(r))
@@ -265,7 +280,7 @@ def main() -> None:
     md = "\n".join([
         "### Trainer (`bench/bench_train.py`)",
         "",
-        f"Command: `{cmd}`. Machine: {os.cpu_count()} CPU cores, CPU only. Model: GPT-2 'mini' "
+        f"Command: `{cmd}`. Machine: {os.cpu_count()} CPU cores, CPU only. Model: GPT-2 "
         f"({LAYERS} layers x {WIDTH}, byte vocab), seq {SEQ}, global batch {GLOBAL_BATCH} "
         "sequences, float32, AdamW + clip.",
         "",
@@ -279,8 +294,9 @@ def main() -> None:
         f"| the composite schedule alone, jitted call incl. dispatch | "
         f"{one['schedule_alone_s'] * 1e6:.1f} us = "
         f"{one['schedule_alone_s'] / one['const_step_s']:.1e} of a step |",
-        f"| tokens/s, JAX pmap, 1 device x 16 seqs | {one['tokens_per_s']:,.0f} |",
-        f"| tokens/s, JAX pmap, 8 simulated devices x 2 seqs | {eight['tokens_per_s']:,.0f} |",
+        f"| tokens/s, JAX pmap, 1 device x {GLOBAL_BATCH} seqs | {one['tokens_per_s']:,.0f} |",
+        f"| tokens/s, JAX pmap, 8 simulated devices x {GLOBAL_BATCH // 8} seqs | "
+        f"{eight['tokens_per_s']:,.0f} |",
         f"| 8 devices / 1 device | {eight['tokens_per_s'] / one['tokens_per_s']:.2f} |",
         f"| tokens/s, PyTorch eager (GPT2LMHeadModel, {pt['threads']} threads) | "
         f"{pt['tokens_per_s']:,.0f} |",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 from collections.abc import Mapping
 from functools import partial
@@ -15,24 +17,48 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import gpt2, llama
-from .common import load_state_dict, save_state_dict
-from .gpt2 import GPT2, GPT2_CONFIGS, GPT2Config
-from .llama import LLAMA_CONFIGS, Llama, LlamaConfig
+from .gpt2 import GPT2Config
+from .hf_io import load_state_dict, save_state_dict
+from .llama import LlamaConfig
 
 Config = GPT2Config | LlamaConfig
 
-_TABLES: dict[str, dict[str, Any]] = {"gpt2": GPT2_CONFIGS, "llama3": LLAMA_CONFIGS}
-_MODULES = {GPT2Config: gpt2, LlamaConfig: llama}
 
-MODEL_SIZES: dict[str, tuple[str, ...]] = {m: tuple(t) for m, t in _TABLES.items()}
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A registered model family: everything the model-agnostic entry points dispatch on.
+
+    ``impl`` is the family's module, which defines ``flops_per_token``, ``from_hf``, ``to_hf``,
+    ``hf_config`` and ``config_from_hf`` for its config class."""
+
+    name: str  # --model / get_config name
+    config_cls: type  # the frozen config dataclass
+    module_cls: type  # the flax.linen.Module built from a config
+    sizes: Mapping[str, Any]  # named configurations
+    hf_model_type: str  # transformers' config.json "model_type"
+    impl: Any
 
 
-def _impl(config: Config) -> Any:
-    try:
-        return _MODULES[type(config)]
-    except KeyError:
-        name = type(config).__name__
-        raise TypeError(f"expected a GPT2Config or LlamaConfig, got {name}") from None
+#: The model families, by name: the one table ``get_config``, ``build``, ``config_from_hf`` and
+#: the HF/FLOP functions dispatch on (by name, by config class, by HF ``model_type``).
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("gpt2", GPT2Config, gpt2.GPT2, gpt2.GPT2_CONFIGS, "gpt2", gpt2),
+        Family("llama3", LlamaConfig, llama.Llama, llama.LLAMA_CONFIGS, "llama", llama),
+    )
+}
+
+MODEL_SIZES: dict[str, tuple[str, ...]] = {n: tuple(f.sizes) for n, f in FAMILIES.items()}
+
+
+def family(config: Config) -> Family:
+    """The registered :class:`Family` of a config (``TypeError`` for anything else)."""
+    for f in FAMILIES.values():
+        if type(config) is f.config_cls:
+            return f
+    allowed = " or ".join(f.config_cls.__name__ for f in FAMILIES.values())
+    raise TypeError(f"expected a {allowed}, got {type(config).__name__}")
 
 
 def get_config(model: str, size: str = "tiny", **overrides: Any) -> Config:
@@ -42,9 +68,9 @@ def get_config(model: str, size: str = "tiny", **overrides: Any) -> Config:
     ``overrides`` are config fields, e.g. ``vocab_size=256, block_size=128, n_layer=2,
     dtype="bfloat16"``. Unknown names raise ``ValueError`` listing the allowed ones.
     """
-    if model not in _TABLES:
-        raise ValueError(f"unknown model {model!r}; allowed: {sorted(_TABLES)}")
-    table = _TABLES[model]
+    if model not in FAMILIES:
+        raise ValueError(f"unknown model {model!r}; allowed: {sorted(FAMILIES)}")
+    table = FAMILIES[model].sizes
     if size not in table:
         raise ValueError(f"unknown {model} size {size!r}; allowed: {list(table)}")
     base = table[size]
@@ -58,11 +84,7 @@ def get_config(model: str, size: str = "tiny", **overrides: Any) -> Config:
 def build(config: Config) -> nn.Module:
     """The Flax module for ``config``: ``apply({"params": p}, tokens, deterministic=True,
     rngs={"dropout": key})`` maps int tokens [B, T] to float32 logits [B, T, vocab_size]."""
-    if isinstance(config, GPT2Config):
-        return GPT2(config)
-    if isinstance(config, LlamaConfig):
-        return Llama(config)
-    raise TypeError(f"expected a GPT2Config or LlamaConfig, got {type(config).__name__}")
+    return family(config).module_cls(config)
 
 
 def init_params(config: Config, rng: jax.Array) -> dict:
@@ -82,15 +104,33 @@ def param_shapes(config: Config) -> dict:
     return jax.eval_shape(build(config).init, jax.random.key(0), tokens)["params"]
 
 
-def count_params(config: Config) -> int:
-    """Exact number of parameters for ``config``, computed without allocating."""
-    return _impl(config).count_params(config)
+def num_params(params_or_config: Any) -> int:
+    """Number of parameters: of a params pytree (arrays or ``jax.ShapeDtypeStruct`` leaves), or
+    of a model config, exactly and without allocating (its :func:`param_shapes`).
+
+    For a config this is HF's ``num_parameters()`` (a tied head counted once): GPT-2
+    ``V·C + S·C + L·(12·C² + 13·C) + 2·C`` (S = block_size), LLaMA-3
+    ``V·C·(1 if tied else 2) + L·(2·C·H·Q + 2·C·K·Q + 3·C·I + 2·C) + C``.
+    """
+    if any(type(params_or_config) is f.config_cls for f in FAMILIES.values()):
+        return _count_config(params_or_config)
+    leaves = jax.tree_util.tree_leaves(params_or_config)
+    return int(sum(math.prod(x.shape) for x in leaves))
+
+
+@functools.lru_cache(maxsize=64)
+def _count_config(config: Config) -> int:
+    return num_params(param_shapes(config))
+
+
+#: Alias of :func:`num_params` (the name bench/bench_gpu.py and older code use for configs).
+count_params = num_params
 
 
 def flops_per_token(config: Config, seq_len: int) -> float:
     """Training (forward + backward) FLOPs per token at context ``seq_len``:
     ``6·N + 12·L·H·Q·T`` (N = matmul weights incl. output head; see the model modules)."""
-    return _impl(config).flops_per_token(config, seq_len)
+    return family(config).impl.flops_per_token(config, seq_len)
 
 
 # --------------------------------------------------------------------------------------
@@ -102,17 +142,17 @@ def from_hf(config: Config, path_or_state_dict: str | os.PathLike | Mapping[str,
     checkpoints), or a state dict {name: numpy/torch array}. Values are converted to float32;
     missing/unexpected keys and shape mismatches raise ``ValueError``, and so does a tied config
     given an ``lm_head.weight`` that differs from the embedding. Nothing is downloaded."""
-    return _impl(config).from_hf(config, load_state_dict(path_or_state_dict))
+    return family(config).impl.from_hf(config, load_state_dict(path_or_state_dict))
 
 
 def to_hf(config: Config, params: Any) -> dict[str, np.ndarray]:
     """Params -> HF state dict {name: float32 numpy array} (transformers names and layouts)."""
-    return _impl(config).to_hf(config, params)
+    return family(config).impl.to_hf(config, params)
 
 
 def hf_config(config: Config) -> dict[str, Any]:
     """The transformers ``config.json`` dict equivalent to ``config``."""
-    return _impl(config).hf_config(config)
+    return family(config).impl.hf_config(config)
 
 
 def save_hf(config: Config, params: Any, path: str | os.PathLike) -> str:
@@ -133,11 +173,11 @@ def config_from_hf(path_or_dict: str | os.PathLike | Mapping[str, Any], **overri
         with open(path) as f:
             d = json.load(f)
     model_type = d.get("model_type")
-    if model_type == "gpt2":
-        return gpt2.config_from_hf(d, **overrides)
-    if model_type == "llama":
-        return llama.config_from_hf(d, **overrides)
-    raise ValueError(f"unsupported model_type={model_type!r}; allowed: ['gpt2', 'llama']")
+    for f in FAMILIES.values():
+        if model_type == f.hf_model_type:
+            return f.impl.config_from_hf(d, **overrides)
+    allowed = [f.hf_model_type for f in FAMILIES.values()]
+    raise ValueError(f"unsupported model_type={model_type!r}; allowed: {allowed}")
 
 
 # --------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import/export is a pure renaming (``transformer.h.{i}.attn.c_attn.weight`` <->
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,23 +33,26 @@ import numpy as np
 
 from .common import (
     PARAM_DTYPE,
-    Dropout,
-    LayerNorm,
     canonical_dtype,
-    causal_attention,
     check_attn_impl,
     check_divides,
     check_dropout,
     check_pos_float,
     check_pos_int,
     check_remat,
+)
+from .hf_io import (
     check_tied_head,
-    constrain,
     convert_from_hf,
     convert_to_hf,
+)
+from .layers import (
+    Dropout,
+    LayerNorm,
+    causal_attention,
+    constrain,
     dense_dot_general,
     lm_logits,
-    num_params,
     run_layers,
 )
 
@@ -66,7 +68,7 @@ class GPT2Config:
     ``dropout`` is applied to the embeddings, the attention probabilities and both residual
     branches (HF's ``embd_pdrop = attn_pdrop = resid_pdrop``) when ``deterministic=False``.
     ``attn_implementation`` (None/"xla"/"cudnn") selects the attention path, see
-    :func:`models.common.causal_attention`.
+    :func:`models.layers.causal_attention`.
     """
 
     model_type: ClassVar[str] = "gpt2"
@@ -80,7 +82,7 @@ class GPT2Config:
     dtype: str = "float32"
     layer_norm_eps: float = 1e-5
     attn_implementation: str | None = None
-    # activation recompute (models.common.remat_segments): "none" | "full" | "selective"
+    # activation recompute (models.layers.remat_segments): "none" | "full" | "selective"
     remat: str = "none"
     remat_method: str = "uniform"
     remat_num_layers: int = 1
@@ -222,19 +224,7 @@ class GPT2(nn.Module):
 
 
 # --------------------------------------------------------------------------------------
-# counting
-
-
-@functools.lru_cache(maxsize=64)
-def count_params(config: GPT2Config) -> int:
-    """Exact parameter count from the config, without allocating (``jax.eval_shape``).
-
-    Equals ``V·C + S·C + L·(12·C² + 13·C) + 2·C`` (S = block_size; tied head not double counted),
-    which is HF ``GPT2LMHeadModel.num_parameters()``.
-    """
-    tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-    shapes = jax.eval_shape(GPT2(config).init, jax.random.key(0), tokens)
-    return num_params(shapes["params"])
+# FLOPs
 
 
 def flops_per_token(config: GPT2Config, seq_len: int) -> float:

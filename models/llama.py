@@ -23,7 +23,6 @@ Parameter tree (plain nested dicts of float32 arrays)::
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,11 +35,8 @@ import numpy as np
 
 from .common import (
     PARAM_DTYPE,
-    Dropout,
-    LMHead,
     _fail,
     canonical_dtype,
-    causal_attention,
     check_attn_impl,
     check_bool,
     check_divides,
@@ -48,13 +44,19 @@ from .common import (
     check_pos_float,
     check_pos_int,
     check_remat,
+)
+from .hf_io import (
     check_tied_head,
-    constrain,
     convert_from_hf,
     convert_to_hf,
+)
+from .layers import (
+    Dropout,
+    LMHead,
+    causal_attention,
+    constrain,
     dense_dot_general,
     lm_logits,
-    num_params,
     run_layers,
 )
 
@@ -119,7 +121,7 @@ class LlamaConfig:
     dropout: float = 0.0
     dtype: str = "float32"
     attn_implementation: str | None = None
-    # activation recompute (models.common.remat_segments): "none" | "full" | "selective"
+    # activation recompute (models.layers.remat_segments): "none" | "full" | "selective"
     remat: str = "none"
     remat_method: str = "uniform"
     remat_num_layers: int = 1
@@ -369,19 +371,7 @@ class Llama(nn.Module):
 
 
 # --------------------------------------------------------------------------------------
-# counting
-
-
-@functools.lru_cache(maxsize=64)
-def count_params(config: LlamaConfig) -> int:
-    """Exact parameter count from the config, without allocating (``jax.eval_shape``).
-
-    Equals ``V·C·(1 if tied else 2) + L·(2·C·H·Q + 2·C·K·Q + 3·C·I + 2·C) + C``, which is HF
-    ``LlamaForCausalLM.num_parameters()`` (e.g. 1,235,814,400 for LLaMA-3.2 1B).
-    """
-    tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-    shapes = jax.eval_shape(Llama(config).init, jax.random.key(0), tokens)
-    return num_params(shapes["params"])
+# FLOPs
 
 
 def flops_per_token(config: LlamaConfig, seq_len: int) -> float:

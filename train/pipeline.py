@@ -45,7 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import models
-from models.common import PARAM_DTYPE, LMHead, constrain, lm_logits, remat_policy, remat_segments
+from models.common import PARAM_DTYPE
+from models.layers import LMHead, constrain, lm_logits, remat_policy, remat_segments
 
 __all__ = ["PIPE", "Schedule", "bubble_fraction", "check_pipeline", "layer_prefix",
            "pipeline_loss", "schedule", "stack_tree", "unstack_tree"]

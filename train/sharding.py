@@ -21,7 +21,7 @@ the gradients (their all-reduce becomes a reduce-scatter), stage 3 also to the p
 compiler all-gathers each weight where it is used). Small or indivisible tensors (biases, gains
 of odd sizes) stay replicated.
 
-Activations: the models call :func:`models.common.constrain` (Flax logical constraints) at a few
+Activations: the models call :func:`models.layers.constrain` (Flax logical constraints) at a few
 points (residual stream, heads, MLP hidden, logits); these are no-ops unless the rules of
 :func:`logical_rules` are active (``flax.linen.logical_axis_rules``, as in the mesh engine).
 """

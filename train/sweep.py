@@ -19,7 +19,7 @@ What varies across members, and how it enters the program:
   Torch schedulers are, in a single run already, a table of torch's exact values gathered by
   the step; here the K tables are stacked into one ``[K, steps]`` leaf;
 * **dropout**: the member's rate is passed to the model at call time (``dropout_rate``, a
-  traced scalar; ``models.common.Dropout`` is ``nn.Dropout``'s arithmetic bit for bit);
+  traced scalar; ``models.layers.Dropout`` is ``nn.Dropout``'s arithmetic bit for bit);
 * **seed** (``--sweep seed=...`` or ``--sweep-seeds``): the initialization, the data order and
   the dropout keys, as in a single run. Members with one seed share the data stream (the same
   batch at step ``t``), so their curves are comparable.

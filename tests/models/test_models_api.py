@@ -36,6 +36,21 @@ def test_model_sizes_and_get_config() -> None:
     assert (small.n_layer, small.n_embd) == (6, 384)
 
 
+def test_family_registry_dispatch() -> None:
+    """One table: name -> sizes, config class -> module, HF model_type -> config reader."""
+    assert set(M.FAMILIES) == set(M.MODEL_SIZES)
+    for name, fam in M.FAMILIES.items():
+        cfg = M.get_config(name, "tiny")
+        assert M.family(cfg) is fam and type(M.build(cfg)) is fam.module_cls
+        assert M.hf_config(cfg)["model_type"] == fam.hf_model_type
+        assert type(M.config_from_hf(M.hf_config(cfg))) is fam.config_cls
+    with pytest.raises(TypeError, match="expected a GPT2Config or LlamaConfig, got dict"):
+        M.build({})
+    with pytest.raises(ValueError, match=r"model_type='bert'; allowed: \['gpt2', 'llama'\]"):
+        M.config_from_hf({"model_type": "bert"})
+    assert M.count_params is M.num_params  # the old name of the config form, an alias
+
+
 def test_get_config_overrides() -> None:
     cfg = M.get_config("gpt2", "124m", vocab_size=256, block_size=128, n_layer=2, dtype="bfloat16")
     assert (cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_embd) == (256, 128, 2, 768)
@@ -136,7 +151,7 @@ def _hf_num_params(cfg: M.Config) -> int:
 )
 def test_param_count_matches_hf(model: str, size: str, overrides: dict) -> None:
     cfg = M.get_config(model, size, **overrides)
-    n = M.count_params(cfg)
+    n = M.num_params(cfg)
     assert n == _hf_num_params(cfg)
     if (model, size) in PUBLISHED and not overrides:
         assert n == PUBLISHED[model, size]
@@ -239,7 +254,7 @@ def test_loss_fn() -> None:
 
 
 def test_dense_dot_general_is_dot_general() -> None:
-    from models.common import dense_dot_general
+    from models.layers import dense_dot_general
 
     rng = np.random.default_rng(0)
     w = jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)

@@ -103,7 +103,7 @@ def test_bfloat16_compute_policy() -> None:
     assert cfg16.dtype == "bfloat16"
     params = M.init_params(cfg16, jax.random.key(0))
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(params))
-    assert M.num_params(params) == M.count_params(cfg16) == M.num_params(M.param_shapes(cfg16))
+    assert M.num_params(params) == M.num_params(cfg16) == M.num_params(M.param_shapes(cfg16))
     tokens = random_tokens(cfg32, 2, 16)
     l16 = jax.jit(M.build(cfg16).apply)({"params": params}, tokens)
     l32 = jax.jit(M.build(cfg32).apply)({"params": params}, tokens)

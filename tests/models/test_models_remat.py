@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import models
-from models.common import remat_segments
+from models.layers import remat_segments
 
 VARIANTS = {
     "gpt2": [dict(remat="full", remat_num_layers=3),

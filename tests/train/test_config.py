@@ -16,7 +16,8 @@ from train.lr import build_schedule
 
 def test_defaults_valid() -> None:
     cfg = TrainConfig().validate()
-    assert cfg.warmup == 30 and cfg.schedule_steps == 300 and cfg.tokenizer == "byte"
+    assert cfg.warmup == 280 and cfg.schedule_steps == 2800 and cfg.tokenizer == "byte"
+    assert (cfg.model, cfg.model_size, cfg.seq_len, cfg.batch_size) == ("gpt2", "micro", 64, 8)
 
 
 @pytest.mark.parametrize(
@@ -30,7 +31,7 @@ def test_defaults_valid() -> None:
         (dict(model="gpt3"), "--model='gpt3'"),
         (dict(model_size="huge"), "--model-size='huge'"),
         (dict(tokenizer="sentencepiece"), "--tokenizer"),
-        (dict(warmup_steps=400), "--warmup-steps=400"),
+        (dict(warmup_steps=400, steps=300), "--warmup-steps=400"),
         (dict(lr_scheduler="steplr"), "--lr-step-size is required by --lr-scheduler=steplr"),
         (dict(lr_scheduler="multistep"), "--lr-milestones is required"),
         (dict(lr_scheduler="lambda"), "--lr-lambda is required"),
@@ -93,7 +94,7 @@ def test_every_scheduler_builds(name: str) -> None:
         "sequential": dict(lr_chain=("linear", "cosine"), lr_milestones=(100,)),
         "chained": dict(lr_chain=("steplr", "linear"), lr_step_size=40),
     }.get(name, {})
-    cfg = TrainConfig.from_dict(dict(lr_scheduler=name, **extra))
+    cfg = TrainConfig.from_dict(dict(lr_scheduler=name, steps=300, **extra))
     s = build_schedule(cfg)
     vals = [s(t) for t in range(cfg.steps)]
     assert all(math.isfinite(v) and v >= 0 for v in vals)

@@ -126,7 +126,7 @@ def test_traced_dropout_rate_is_flax_dropout() -> None:
     import flax.linen as nn
 
     import models
-    from models.common import Dropout
+    from models.layers import Dropout
 
     key, rates = jax.random.key(3), (0.07, 0.1, 0.3)
     xs = [np.random.default_rng(1).normal(size=(16, 64)).astype(d) for d in ("float32",
