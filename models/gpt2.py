@@ -21,6 +21,7 @@ import/export is a pure renaming (``transformer.h.{i}.attn.c_attn.weight`` <->
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass

@@ -23,6 +23,7 @@ Parameter tree (plain nested dicts of float32 arrays)::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
