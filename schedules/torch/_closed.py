@@ -676,12 +676,6 @@ class _CyclicPhase:
     scale_fn: Any
     scale_mode: str
 
-    def _sizes(self) -> tuple[float, float]:
-        """torch's ``step_size_up`` (a float) and ``total_size``."""
-        up = float(self.step_size_up)
-        down = float(self.step_size_down) if self.step_size_down is not None else up
-        return up, up + down
-
     def _scale_mode(self) -> str:
         if self.scale_fn is not None:
             return self.scale_mode
@@ -698,7 +692,10 @@ class _CyclicPhase:
 
     def _phase(self, k: Any, ops: Ops) -> tuple[Any, Any]:
         """``(scale_factor, scale)`` at counter ``k``, in torch's operation order."""
-        cycle, sf = cyclic_phase(k, *self._sizes(), ops)
+        # torch: step_size_up/down become floats, total_size their sum
+        up = float(self.step_size_up)
+        down = float(self.step_size_down) if self.step_size_down is not None else up
+        cycle, sf = cyclic_phase(k, up, up + down, ops)
         scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
         return sf, scale
 
@@ -901,6 +898,7 @@ class _OneCyclePhases:
     pct_start: float
     three_phase: bool
     anneal_strategy: str
+    _phases_cache: list[tuple[float, str, str, str, str]] | None = None
 
     def _steps(self) -> int:
         raise NotImplementedError
@@ -908,7 +906,7 @@ class _OneCyclePhases:
     def _phases(self) -> list[tuple[float, str, str, str, str]]:
         """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)
         (static fields only: computed once)."""
-        phases = self.__dict__.get("_phases_cache")
+        phases = self._phases_cache
         if phases is None:
             ends = one_cycle_ends(self._steps(), self.pct_start, self.three_phase)
             keys = _THREE_PHASES if self.three_phase else _TWO_PHASES
