@@ -15,6 +15,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from models.common import DTYPES
+
 from ._flag import bad as _bad
 from ._flag import flag
 from .lr import CHAINABLE, LR_SCHEDULERS, build_schedule, canonical_scheduler
@@ -24,7 +26,6 @@ __all__ = ["CHAINABLE", "GROUPS", "LR_SCHEDULERS", "TrainConfig", "check_dirs", 
 
 MODELS = ("gpt2", "llama3")
 TOKENIZERS = ("byte", "gpt2")
-DTYPES = ("float32", "bfloat16", "float16")
 #: ``--help`` groups, in order (a field's ``metadata["group"]``; fields without one: "run")
 GROUPS = ("model", "data", "schedule", "optimizer", "parallelism", "checkpoints", "logging",
           "run")
