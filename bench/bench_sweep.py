@@ -16,7 +16,8 @@
    ``python -m train --lr=...`` runs of the same settings (process start-up, data loading,
    compilation, training, evaluation, checkpoints: everything), run in turn.
 
-Model: GPT-2 "mini" (the default run's model until session 4: 4 layers x 128, byte vocabulary), seq 128, batch 16
+Model: GPT-2 "mini" (4 layers x 128, byte vocabulary; the default run's model until
+session 4), seq 128, batch 16
 sequences, float32, AdamW + clipping, one device.
 """
 
