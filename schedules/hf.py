@@ -14,6 +14,7 @@ a closed form under JAX. ``s(t)`` is the lr of optimizer step ``t``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple
 from ._core import Schedule
 from ._numerics import WSD_SHAPES, half_cos_cycles
 from ._ops import Ops
+from ._primitives import inverse_sqrt
 from ._validate import check_choice, check_float, check_int, fail
 from .torch import LambdaLR
 
@@ -39,201 +41,124 @@ __all__ = [
     "get_wsd_schedule",
 ]
 
-# -- the lambdas: per kind, transformers' formula on the host (optimization.py, transformers
-# 5.x, transcribed operation for operation on Python ints and floats) beside the same curve on
-# arrays (a closed form for NumPy and JAX, accurate in float32). ``k`` is the step (an int >= 0
-# on the host, a floored array otherwise); arrays get the step counts as floats (their sums
-# may pass int32, which XLA would refuse as an int). Most kinds share transformers' warmup
-# branch (``warm=True``): ``k / max(1, num_warmup_steps)`` while ``k < num_warmup_steps``,
-# then their formula.
+# -- the lambdas: per kind, transformers' formula (optimization.py, transformers 5.x) written
+# ONCE over the backend ``ops`` (schedules._ops). On the host (``k`` a Python int step >= 0,
+# the step counts ints) it performs transformers' operations in transformers' order, so its
+# values are transformers' bit for bit; on arrays (``k`` a floored array; the step counts as
+# floats: their sums may pass int32, which XLA would refuse) it is the same closed form, the
+# branches selected by ``where``. Only the cosines differ: transformers' ``0.5 * (1 + cos(x))``
+# loses float32 accuracy near its zeros, so arrays take it as ``sin(...) ** 2`` of an exactly
+# reduced argument (:func:`_wave`, :func:`_restart_wave`). Most kinds share transformers'
+# warmup (``warm=True``): ``k / max(1, num_warmup_steps)`` while ``k < num_warmup_steps``
+# (the host does not evaluate the formula there). ``inverse_sqrt`` is the algebra's
+# :class:`~schedules.inverse_sqrt` (its operations are transformers', warmup included).
 #
-# The parameters of each lambda: name -> rule. ``count``: an int >= 0 (a step count);
-# ``real``: a finite float; ``rate``: a finite float >= 0 (a negative one can make the lr
-# negative); ``rate?``: None or a rate; ``nonzero``: a finite float > 0 (the optimizer's
-# lr: the lambda divides by it); ``timescale``: an int > 0; ``type``: one of
-# WSD_SHAPES. Every parameter but num_warmup_steps (default 0) and warmup_lr_rate
-# (default None) is required.
+# The parameters of each lambda, in the formula's argument order: name -> rule. ``count``: an
+# int >= 0 (a step count); ``real``: a finite float; ``rate``: a finite float >= 0 (a negative
+# one can make the lr negative); ``rate?``: None or a rate; ``nonzero``: a finite float > 0
+# (the optimizer's lr: the lambda divides by it); ``timescale``: an int > 0; ``type``: one of
+# WSD_SHAPES. Every parameter but those of _DEFAULTS is required.
 _W, _N, _C = "num_warmup_steps", "num_training_steps", "num_cycles"
-_OPTIONAL = frozenset({_W, "warmup_lr_rate"})
-_P = dict[str, Any]
+_DEFAULTS = {_W: 0, "warmup_lr_rate": None}
 
 
 class _Kind(NamedTuple):
     params: dict[str, str]
-    host: Callable[[int, _P], float]
-    array: Callable[[Any, _P, Ops], Any]
+    formula: Callable[..., Any]  # (k, ops, *parameters) -> the multiplier
     warm: bool = True
 
 
-def _host_warm(k: int, w: int) -> float:
-    return float(k) / float(max(1, w))
+def _wave(cycles: Any, num: Any, den: Any, ops: Ops) -> Any:
+    """transformers' ``0.5 * (1 + cos(pi * cycles * 2 * progress))``, ``progress = num / den``;
+    on arrays :func:`~schedules._numerics.half_cos_cycles` (accurate near the zeros)."""
+    if ops.host:
+        return 0.5 * (1.0 + math.cos(math.pi * float(cycles) * 2.0 * (float(num) / float(den))))
+    return half_cos_cycles(cycles, num, den, ops)
 
 
-def _host_wave(cycles: Any, progress: float) -> float:
-    """transformers' ``0.5 * (1 + cos(pi * cycles * 2 * progress))``; on arrays
-    :func:`~schedules._numerics.half_cos_cycles`."""
-    return 0.5 * (1.0 + math.cos(math.pi * float(cycles) * 2.0 * progress))
+def _restart_wave(cycles: Any, num: Any, den: Any, ops: Ops) -> Any:
+    """transformers' ``0.5 * (1 + cos(pi * ((cycles * progress) % 1)))``; on arrays
+    ``sin(pi (den - r) / (2 den)) ** 2`` with ``r`` the exact remainder of ``cycles num`` by
+    ``den`` (``(cycles * progress) % 1`` times ``den``)."""
+    if ops.host:
+        return 0.5 * (1.0 + math.cos(math.pi * ((float(cycles) * (float(num) / float(den))) % 1.0)))
+    a = cycles * num
+    r = a - den * ops.floor(ops.div(a, den))
+    return ops.sin(ops.pi * ops.div(den - r, 2.0 * den)) ** 2
 
 
-def _host_progress(k: int, p: _P) -> float:
-    return float(k - p.get(_W, 0)) / float(max(1, p[_N] - p.get(_W, 0)))
+def _cosine(k: Any, ops: Ops, w: Any, n: Any, c: Any, r: Any = 0.0) -> Any:
+    """``cosine`` (``r = 0``) and ``cosine_with_min_lr`` (``min_lr_rate = r``)."""
+    return ops.maximum(0.0, _wave(c, k - w, max(1, n - w), ops) * (1 - r) + r)
 
 
-def _linear_arr(k: Any, p: _P, ops: Ops) -> Any:
-    return ops.maximum(0.0, ops.div(p[_N] - k, max(1, p[_N] - p.get(_W, 0))))
+def _restarts(k: Any, ops: Ops, w: Any, n: Any, c: Any) -> Any:
+    d = max(1, n - w)  # progress >= 1 <=> k - w >= d (exactly: d < 2**31)
+    return ops.where(k - w >= d, 0.0, ops.maximum(0.0, _restart_wave(c, k - w, d, ops)))
 
 
-def _cos_arr(k: Any, p: _P, ops: Ops) -> Any:
-    return half_cos_cycles(p[_C], k - p.get(_W, 0), max(1, p[_N] - p.get(_W, 0)), ops)
-
-
-def _restarts_host(k: int, p: _P) -> float:
-    progress = _host_progress(k, p)
-    if progress >= 1.0:
-        return 0.0
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(p[_C]) * progress) % 1.0))))
-
-
-def _restarts_arr(k: Any, p: _P, ops: Ops) -> Any:
-    w = p.get(_W, 0)
-    progress = ops.div(k - w, max(1, p[_N] - w))
-    den = max(1, p[_N] - w)
-    a = p[_C] * (k - w)
-    r = a - den * ops.floor(ops.div(a, den))  # (cycles * progress) % 1, times den
-    return ops.where(progress >= 1.0, 0.0, ops.sin(ops.pi * ops.div(den - r, 2.0 * den)) ** 2)
-
-
-def _polynomial_host(k: int, p: _P) -> float:
-    lr_init, lr_end, power = p["lr_init"], p["lr_end"], p["power"]
-    if k > p[_N]:
+def _polynomial(k: Any, ops: Ops, w: Any, n: Any, lr_init: Any, lr_end: Any, power: Any) -> Any:
+    if ops.host and k > n:  # transformers returns before dividing by n - w (0 when n == w)
         return lr_end / lr_init
-    lr_range = lr_init - lr_end
-    decay_steps = p[_N] - p.get(_W, 0)
-    pct_remaining = 1 - (k - p.get(_W, 0)) / decay_steps
-    return (lr_range * pct_remaining**power + lr_end) / lr_init
-
-
-def _polynomial_arr(k: Any, p: _P, ops: Ops) -> Any:
-    w, n, lr_init, lr_end = p.get(_W, 0), p[_N], p["lr_init"], p["lr_end"]
-    pct = ops.maximum(1 - ops.div(k - w, n - w), 0.0)
-    v = ((lr_init - lr_end) * ops.pow(pct, p["power"]) + lr_end) / lr_init
+    pct = ops.maximum(1 - (k - w) / (n - w), 0.0)  # the host raises where n == w, as transformers
+    v = ((lr_init - lr_end) * ops.pow(pct, power) + lr_end) / lr_init
     return ops.where(k > n, lr_end / lr_init, v)
 
 
-def _warmup_min_lr_host(k: int, p: _P) -> float:
-    c, wf, nf = float(k), float(p.get(_W, 0)), float(p[_N])
-    wr = p.get("warmup_lr_rate")
-    if c < wf:
-        if wr is None:
-            return (c + 1.0) / max(1.0, wf)
-        wr = float(wr)
-        return wr + (1.0 - wr) * c / (max(1, wf - 1))
-    progress = (c - wf + 1.0) / (max(1.0, nf - wf))
-    r = p["min_lr_rate"]
-    return max(0, _host_wave(p[_C], progress) * (1 - r) + r)
-
-
-def _warmup_min_lr_arr(k: Any, p: _P, ops: Ops) -> Any:
-    w, n, r, wr = p.get(_W, 0), p[_N], p["min_lr_rate"], p.get("warmup_lr_rate")
+def _warmup_min_lr(k: Any, ops: Ops, w: Any, n: Any, c: Any, r: Any, wr: Any) -> Any:
     if wr is None:
-        wv = ops.div(k + 1.0, max(1.0, w))
+        warm = ops.div(k + 1.0, max(1.0, w))
     else:
-        wv = wr + (1.0 - wr) * ops.div(k, max(1, w - 1))
-    f = half_cos_cycles(p[_C], k - w + 1.0, max(1.0, n - w), ops) * (1 - r) + r
-    return ops.where(k < w, wv, ops.maximum(0.0, f))
+        warm = wr + ops.div((1.0 - wr) * k, max(1, w - 1))
+    f = _wave(c, k - w + 1.0, max(1.0, n - w), ops) * (1 - r) + r
+    return ops.where(k < w, warm, ops.maximum(0.0, f))
 
 
-def _wsd_host(k: int, p: _P) -> float:
-    w, st, dc, r = p.get(_W, 0), p["num_stable_steps"], p["num_decay_steps"], p["min_lr_ratio"]
-    if k < w:
-        progress = _host_warm(k, w)
-        wt = p["warmup_type"]
-        if wt == "linear":
-            factor = progress
-        elif wt == "cosine":
-            factor = 0.5 * (1.0 - math.cos(math.pi * progress))
-        else:
-            factor = 1.0 - math.sqrt(1.0 - progress)
-        return max(0.0, factor * (1.0 - r) + r)
-    if k < w + st:
-        return 1.0
-    if k < w + st + dc:
-        progress = float(k - w - st) / float(max(1, dc))
-        dt = p["decay_type"]
-        if dt == "linear":
-            factor = 1.0 - progress
-        elif dt == "cosine":
-            factor = _host_wave(p[_C], progress)
-        else:
-            factor = 1.0 - math.sqrt(progress)
-        return max(0.0, factor * (1.0 - r) + r)
-    return r
-
-
-def _wsd_arr(k: Any, p: _P, ops: Ops) -> Any:
-    w, st, dc, r = p.get(_W, 0), p["num_stable_steps"], p["num_decay_steps"], p["min_lr_ratio"]
-    pw = ops.div(k, max(1, w))
-    wt, dt = p["warmup_type"], p["decay_type"]
+def _wsd(k: Any, ops: Ops, w: Any, st: Any, dc: Any, wt: str, dt: str, r: Any, c: Any) -> Any:
+    # the progress of each phase, clipped to it (values elsewhere unused, and kept finite)
+    pw = ops.div(ops.minimum(k, w), max(1, w))
+    pd = ops.div(ops.clip(k - w - st, 0.0, dc), max(1, dc))
     if wt == "linear":
         fw = pw
-    elif wt == "cosine":
-        fw = ops.sin(ops.pi * pw / 2) ** 2
+    elif wt == "cosine":  # 0.5 * (1 - cos(pi pw)) as sin(pi pw / 2) ** 2 on arrays
+        fw = 0.5 * (1.0 - math.cos(math.pi * pw)) if ops.host else ops.sin(ops.pi * pw / 2) ** 2
     else:
         fw = 1.0 - ops.sqrt(ops.maximum(1.0 - pw, 0.0))
-    pd = ops.div(k - w - st, max(1, dc))
     if dt == "linear":
         fd = 1.0 - pd
     elif dt == "cosine":
-        fd = half_cos_cycles(p[_C], k - w - st, max(1, dc), ops)
+        fd = _wave(c, ops.clip(k - w - st, 0.0, dc), max(1, dc), ops)
     else:
-        fd = 1.0 - ops.sqrt(ops.maximum(pd, 0.0))
-    vw = ops.maximum(0.0, fw * (1.0 - r) + r)
-    vd = ops.maximum(0.0, fd * (1.0 - r) + r)
-    return ops.where(
-        k < w, vw, ops.where(k < w + st, 1.0, ops.where(k < w + st + dc, vd, r + 0.0 * k))
-    )
+        fd = 1.0 - ops.sqrt(pd)
+    vw, vd = (ops.maximum(0.0, f * (1.0 - r) + r) for f in (fw, fd))
+    return ops.where(k < w, vw, ops.where(k < w + st, 1.0, ops.where(k < w + st + dc, vd, r)))
 
 
 _WAVE = {_W: "count", _N: "count", _C: "real"}
 _MIN_LR = {**_WAVE, "min_lr_rate": "rate"}
 
-#: kind (transformers' ``SchedulerType`` value) -> parameters, host formula, array formula
+#: kind (transformers' ``SchedulerType`` value) -> parameters, formula, warmup
 _TABLE: dict[str, _Kind] = {
-    "constant": _Kind({}, lambda k, p: 1, lambda k, p, ops: 1.0 + 0.0 * k, warm=False),
-    "constant_with_warmup": _Kind({_W: "count"}, lambda k, p: 1.0, lambda k, p, ops: 1.0),
+    "constant": _Kind({}, lambda k, ops: 1.0 + 0.0 * k, warm=False),
+    "constant_with_warmup": _Kind({_W: "count"}, lambda k, ops, w: 1.0 + 0.0 * k),
     "linear": _Kind(
         {_W: "count", _N: "count"},
-        lambda k, p: max(0.0, float(p[_N] - k) / float(max(1, p[_N] - p.get(_W, 0)))),
-        _linear_arr,
+        lambda k, ops, w, n: ops.maximum(0.0, ops.div(n - k, max(1, n - w))),
     ),
-    "cosine": _Kind(
-        _WAVE,
-        lambda k, p: max(0.0, _host_wave(p[_C], _host_progress(k, p))),
-        lambda k, p, ops: ops.maximum(0.0, _cos_arr(k, p, ops)),
-    ),
-    "cosine_with_restarts": _Kind(_WAVE, _restarts_host, _restarts_arr),
+    "cosine": _Kind(_WAVE, _cosine),
+    "cosine_with_restarts": _Kind(_WAVE, _restarts),
     "polynomial": _Kind(
         {_W: "count", _N: "count", "lr_init": "nonzero", "lr_end": "rate", "power": "rate"},
-        _polynomial_host, _polynomial_arr,
+        _polynomial,
     ),
     "inverse_sqrt": _Kind(
         {_W: "count", "timescale": "timescale"},
-        lambda k, p: 1.0 / math.sqrt((k + (p["timescale"] - p.get(_W, 0))) / p["timescale"]),
-        lambda k, p, ops: 1.0 / ops.sqrt(
-            ops.maximum(ops.div(k + (p["timescale"] - p.get(_W, 0)), p["timescale"]), 1e-30)
-        ),
+        lambda k, ops, w, ts: _inverse_sqrt(1.0, w, ts)._eval(k, ops),
+        warm=False,
     ),
-    "cosine_with_min_lr": _Kind(
-        _MIN_LR,
-        lambda k, p: max(
-            0, _host_wave(p[_C], _host_progress(k, p)) * (1 - p["min_lr_rate"]) + p["min_lr_rate"]
-        ),
-        lambda k, p, ops: ops.maximum(
-            0.0, _cos_arr(k, p, ops) * (1 - p["min_lr_rate"]) + p["min_lr_rate"]
-        ),
-    ),
+    "cosine_with_min_lr": _Kind(_MIN_LR, _cosine),
     "cosine_warmup_with_min_lr": _Kind(
-        {**_MIN_LR, "warmup_lr_rate": "rate?"}, _warmup_min_lr_host, _warmup_min_lr_arr, warm=False
+        {**_MIN_LR, "warmup_lr_rate": "rate?"}, _warmup_min_lr, warm=False
     ),
     "warmup_stable_decay": _Kind(
         {
@@ -245,28 +170,22 @@ _TABLE: dict[str, _Kind] = {
             "min_lr_ratio": "rate",
             _C: "real",
         },
-        _wsd_host, _wsd_arr, warm=False,
+        _wsd,
+        warm=False,
     ),
 }
 _KINDS = tuple(_TABLE)
+_inverse_sqrt = functools.lru_cache(maxsize=64)(inverse_sqrt)
 
 
-def _host_lambda(kind: str, k: int, p: _P) -> float:
+def _lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
+    """The multiplier of ``kind`` at step ``k`` (transformers' ``lr_lambda``)."""
     entry = _TABLE[kind]
     w = p.get(_W, 0)
-    if entry.warm and k < w:
-        return _host_warm(k, w)
-    return entry.host(k, p)
-
-
-def _arr_lambda(kind: str, k: Any, p: _P, ops: Ops) -> Any:
-    entry = _TABLE[kind]
-    p = {n: float(v) if type(v) is int else v for n, v in p.items()}
-    after = entry.array(k, p, ops)
-    if not entry.warm:
-        return after
-    w = p.get(_W, 0)
-    return ops.where(k < w, ops.div(k, max(1, w)), after)
+    if entry.warm and ops.host and k < w:
+        return ops.div(k, max(1, w))
+    after = entry.formula(k, ops, *(p[n] if n in p else _DEFAULTS[n] for n in entry.params))
+    return ops.where(k < w, ops.div(k, max(1, w)), after) if entry.warm else after
 
 
 def _check_param(where: str, name: str, value: Any, rule: str) -> Any:
@@ -311,7 +230,7 @@ def _check_params(where: str, kind: str, params: Any, kw: dict[str, Any]) -> dic
                 f"has {name!r}, which is not a parameter of kind={kind!r} "
                 f"(its parameters: {allowed})",
             )
-    missing = [n for n in rules if n not in items and n not in _OPTIONAL]
+    missing = [n for n in rules if n not in items and n not in _DEFAULTS]
     if missing:
         raise fail(
             where, "params", params, f"is missing {', '.join(missing)} (required by kind={kind!r})"
@@ -342,19 +261,19 @@ class HFLambda(Schedule, name="hf_lambda"):
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         p = dict(self.params)
-        if ops.host:
-            if not math.isfinite(t):
-                raise ValueError(f"{self._name}: step={t!r} must be finite")
-            k = math.floor(t) if t > 0 else 0
-            try:
-                return float(_host_lambda(self.kind, k, p))
-            except (ZeroDivisionError, OverflowError) as e:  # as transformers' own lambda
-                raise ValueError(
-                    f"{self._name}: transformers' {self.kind!r} lambda raises "
-                    f"{type(e).__name__} at step {k}: {e}"
-                ) from None
-        k = ops.floor(ops.maximum(t, 0.0))
-        return _arr_lambda(self.kind, k, p, ops)
+        if not ops.host:
+            p = {n: float(v) if type(v) is int else v for n, v in p.items()}
+            return _lambda(self.kind, ops.floor(ops.maximum(t, 0.0)), p, ops)
+        if not math.isfinite(t):
+            raise ValueError(f"{self._name}: step={t!r} must be finite")
+        k = math.floor(t) if t > 0 else 0
+        try:
+            return float(_lambda(self.kind, k, p, ops))
+        except (ZeroDivisionError, OverflowError) as e:  # as transformers' own lambda
+            raise ValueError(
+                f"{self._name}: transformers' {self.kind!r} lambda raises "
+                f"{type(e).__name__} at step {k}: {e}"
+            ) from None
 
 
 def _lam(where: str, lr: Any, kind: str, **p: Any) -> Any:
