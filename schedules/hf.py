@@ -276,19 +276,42 @@ class HFLambda(Schedule, name="hf_lambda"):
             ) from None
 
 
-def _lam(where: str, lr: Any, kind: str, **p: Any) -> Any:
-    """``LambdaLR(lr, HFLambda(kind, **p))``, with errors reported under ``where`` (the
-    transformers function's name) and its own parameter names."""
+def _lam(where: str, lr: Any, kind: str, p: dict[str, Any]) -> Any:
+    """``LambdaLR(lr, HFLambda(kind, ...))`` of the lambda's parameters found in ``p``, with
+    errors reported under ``where`` (the transformers function's name) and its own names."""
     if isinstance(lr, (list, tuple)):
         for i, x in enumerate(lr):
             check_float(where, f"lr[{i}]", x, ge=0)
     else:
         check_float(where, "lr", lr, ge=0)
     rules = _TABLE[kind].params
+    p = {n: p[n] for n in rules if n in p}
     for name, v in p.items():
         if name != "lr_init":
             _check_param(where, name, v, rules[name])
     return LambdaLR(lr, HFLambda(kind, **p))
+
+
+def _schedule(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Makes transformers' ``get_*`` function of ``kind`` from a function with its signature
+    whose body checks what goes beyond the lambda's parameters and returns the parameters it
+    derives (a dict, or None); the schedule is ``LambdaLR(lr, HFLambda(kind, ...))`` of the
+    arguments and those."""
+
+    def make(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def get(*args: Any, **kw: Any) -> Any:
+            derived = fn(*args, **kw) or {}  # first: Python's own TypeError for bad calls
+            bound = sig.bind(*args, **kw)
+            bound.apply_defaults()
+            p = {**bound.arguments, **derived}
+            return _lam(fn.__name__, p.pop("lr"), kind, p)
+
+        return get
+
+    return make
 
 
 def _one_lr(where: str, lr: Any, why: str) -> float:
@@ -297,6 +320,7 @@ def _one_lr(where: str, lr: Any, why: str) -> float:
     return check_float(where, "lr", lr, ge=0)
 
 
+@_schedule("constant")
 def get_constant_schedule(lr: float) -> Any:
     """Constant ``lr``.
 
@@ -304,9 +328,9 @@ def get_constant_schedule(lr: float) -> Any:
     >>> hf.get_constant_schedule(0.1)(100)
     0.1
     """
-    return _lam("get_constant_schedule", lr, "constant")
 
 
+@_schedule("constant_with_warmup")
 def get_constant_schedule_with_warmup(lr: float, num_warmup_steps: int) -> Any:
     """Linear warmup from 0 over ``num_warmup_steps``, then constant.
 
@@ -314,14 +338,9 @@ def get_constant_schedule_with_warmup(lr: float, num_warmup_steps: int) -> Any:
     >>> hf.get_constant_schedule_with_warmup(1.0, 4)(2)
     0.5
     """
-    return _lam(
-        "get_constant_schedule_with_warmup",
-        lr,
-        "constant_with_warmup",
-        num_warmup_steps=num_warmup_steps,
-    )
 
 
+@_schedule("linear")
 def get_linear_schedule_with_warmup(
     lr: float, num_warmup_steps: int, num_training_steps: int
 ) -> Any:
@@ -331,15 +350,9 @@ def get_linear_schedule_with_warmup(
     >>> hf.get_linear_schedule_with_warmup(1.0, 0, 10)(5)
     0.5
     """
-    return _lam(
-        "get_linear_schedule_with_warmup",
-        lr,
-        "linear",
-        num_warmup_steps=num_warmup_steps,
-        num_training_steps=num_training_steps,
-    )
 
 
+@_schedule("cosine")
 def get_cosine_schedule_with_warmup(
     lr: float, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5
 ) -> Any:
@@ -349,16 +362,9 @@ def get_cosine_schedule_with_warmup(
     >>> round(hf.get_cosine_schedule_with_warmup(1.0, 0, 10)(5), 12)
     0.5
     """
-    return _lam(
-        "get_cosine_schedule_with_warmup",
-        lr,
-        "cosine",
-        num_warmup_steps=num_warmup_steps,
-        num_training_steps=num_training_steps,
-        num_cycles=num_cycles,
-    )
 
 
+@_schedule("cosine_with_restarts")
 def get_cosine_with_hard_restarts_schedule_with_warmup(
     lr: float, num_warmup_steps: int, num_training_steps: int, num_cycles: int = 1
 ) -> Any:
@@ -369,16 +375,9 @@ def get_cosine_with_hard_restarts_schedule_with_warmup(
     >>> s(0), s(5)
     (1.0, 1.0)
     """
-    return _lam(
-        "get_cosine_with_hard_restarts_schedule_with_warmup",
-        lr,
-        "cosine_with_restarts",
-        num_warmup_steps=num_warmup_steps,
-        num_training_steps=num_training_steps,
-        num_cycles=num_cycles,
-    )
 
 
+@_schedule("polynomial")
 def get_polynomial_decay_schedule_with_warmup(
     lr: float,
     num_warmup_steps: int,
@@ -405,18 +404,10 @@ def get_polynomial_decay_schedule_with_warmup(
         )
     if lr0 == 0:
         raise fail(w, "lr", lr, "must be nonzero (the lambda divides by it)")
-    return _lam(
-        w,
-        lr,
-        "polynomial",
-        num_warmup_steps=num_warmup_steps,
-        num_training_steps=num_training_steps,
-        lr_end=lr_end,
-        power=power,
-        lr_init=lr,
-    )
+    return {"lr_init": lr}
 
 
+@_schedule("inverse_sqrt")
 def get_inverse_sqrt_schedule(
     lr: float, num_warmup_steps: int, timescale: int | None = None
 ) -> Any:
@@ -426,13 +417,13 @@ def get_inverse_sqrt_schedule(
     >>> hf.get_inverse_sqrt_schedule(1.0, 4)(16)
     0.5
     """
-    w = "get_inverse_sqrt_schedule"
     if timescale is None:
-        timescale = check_int(w, "num_warmup_steps", num_warmup_steps, ge=0) or 10_000
-    return _lam(w, lr, "inverse_sqrt", num_warmup_steps=num_warmup_steps, timescale=timescale)
+        w = "get_inverse_sqrt_schedule"
+        return {"timescale": check_int(w, "num_warmup_steps", num_warmup_steps, ge=0) or 10_000}
+    return None
 
 
-def _min_lr_rate(where: str, lr: Any, min_lr: Any, min_lr_rate: Any) -> Any:
+def _min_lr_rate(where: str, lr: Any, min_lr: Any, min_lr_rate: Any) -> dict[str, Any]:
     if min_lr is not None and min_lr_rate is not None:
         raise fail(
             where,
@@ -446,7 +437,7 @@ def _min_lr_rate(where: str, lr: Any, min_lr: Any, min_lr_rate: Any) -> Any:
         min_lr = check_float(where, "min_lr", min_lr, ge=0)
         if lr0 == 0:
             raise fail(where, "lr", lr, "must be nonzero when min_lr is given (min_lr / lr)")
-        return min_lr / lr0
+        return {"min_lr_rate": min_lr / lr0}
     if min_lr_rate is None:
         raise fail(
             where,
@@ -454,9 +445,10 @@ def _min_lr_rate(where: str, lr: Any, min_lr: Any, min_lr_rate: Any) -> Any:
             min_lr_rate,
             "must be set, or min_lr (transformers: 'One of min_lr or min_lr_rate should be set')",
         )
-    return check_float(where, "min_lr_rate", min_lr_rate, ge=0)
+    return {"min_lr_rate": check_float(where, "min_lr_rate", min_lr_rate, ge=0)}
 
 
+@_schedule("cosine_with_min_lr")
 def get_cosine_with_min_lr_schedule_with_warmup(
     lr: float,
     num_warmup_steps: int,
@@ -471,19 +463,10 @@ def get_cosine_with_min_lr_schedule_with_warmup(
     >>> hf.get_cosine_with_min_lr_schedule_with_warmup(1.0, 0, 10, min_lr=0.1)(10)
     0.1
     """
-    w = "get_cosine_with_min_lr_schedule_with_warmup"
-    r = _min_lr_rate(w, lr, min_lr, min_lr_rate)
-    return _lam(
-        w,
-        lr,
-        "cosine_with_min_lr",
-        num_warmup_steps=num_warmup_steps,
-        num_training_steps=num_training_steps,
-        num_cycles=num_cycles,
-        min_lr_rate=r,
-    )
+    return _min_lr_rate("get_cosine_with_min_lr_schedule_with_warmup", lr, min_lr, min_lr_rate)
 
 
+@_schedule("cosine_warmup_with_min_lr")
 def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
     lr: float,
     num_warmup_steps: int,
@@ -500,19 +483,10 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
     0.5
     """
     w = "get_cosine_with_min_lr_schedule_with_warmup_lr_rate"
-    r = _min_lr_rate(w, lr, min_lr, min_lr_rate)
-    return _lam(
-        w,
-        lr,
-        "cosine_warmup_with_min_lr",
-        num_warmup_steps=num_warmup_steps,
-        num_training_steps=num_training_steps,
-        num_cycles=num_cycles,
-        min_lr_rate=r,
-        warmup_lr_rate=warmup_lr_rate,
-    )
+    return _min_lr_rate(w, lr, min_lr, min_lr_rate)
 
 
+@_schedule("warmup_stable_decay")
 def get_wsd_schedule(
     lr: float,
     num_warmup_steps: int,
@@ -543,30 +517,19 @@ def get_wsd_schedule(
         )
     for name, v in (("warmup_type", warmup_type), ("decay_type", decay_type)):
         check_choice(w, name, v, WSD_SHAPES)
-    if num_stable_steps is None:
-        n = check_int(w, "num_training_steps", num_training_steps, ge=0)
-        wu = check_int(w, "num_warmup_steps", num_warmup_steps, ge=0)
-        dc = check_int(w, "num_decay_steps", num_decay_steps, ge=0)
-        if n - wu - dc < 0:
-            raise fail(
-                w,
-                "num_training_steps",
-                num_training_steps,
-                f"must be >= num_warmup_steps + num_decay_steps = {wu + dc}",
-            )
-        num_stable_steps = n - wu - dc
-    return _lam(
-        w,
-        lr,
-        "warmup_stable_decay",
-        num_warmup_steps=num_warmup_steps,
-        num_stable_steps=num_stable_steps,
-        num_decay_steps=num_decay_steps,
-        warmup_type=warmup_type,
-        decay_type=decay_type,
-        min_lr_ratio=min_lr_ratio,
-        num_cycles=num_cycles,
-    )
+    if num_stable_steps is not None:
+        return None
+    n = check_int(w, "num_training_steps", num_training_steps, ge=0)
+    wu = check_int(w, "num_warmup_steps", num_warmup_steps, ge=0)
+    dc = check_int(w, "num_decay_steps", num_decay_steps, ge=0)
+    if n - wu - dc < 0:
+        raise fail(
+            w,
+            "num_training_steps",
+            num_training_steps,
+            f"must be >= num_warmup_steps + num_decay_steps = {wu + dc}",
+        )
+    return {"num_stable_steps": n - wu - dc}
 
 
 def _check_kwargs(where: str, name: str, fn: Any, kw: dict[str, Any]) -> None:
