@@ -292,6 +292,10 @@ def _lam(where: str, lr: Any, kind: str, p: dict[str, Any]) -> Any:
     return LambdaLR(lr, HFLambda(kind, **p))
 
 
+#: ``SchedulerType`` value -> transformers' ``get_*`` function (filled by :func:`_schedule`)
+_BY_NAME: dict[str, Callable[..., Any]] = {}
+
+
 def _schedule(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Makes transformers' ``get_*`` function of ``kind`` from a function with its signature
     whose body checks what goes beyond the lambda's parameters and returns the parameters it
@@ -309,6 +313,7 @@ def _schedule(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             p = {**bound.arguments, **derived}
             return _lam(fn.__name__, p.pop("lr"), kind, p)
 
+        _BY_NAME[kind] = get
         return get
 
     return make
@@ -548,19 +553,6 @@ def _check_kwargs(where: str, name: str, fn: Any, kw: dict[str, Any]) -> None:
             )
 
 
-_BY_NAME = {
-    "linear": get_linear_schedule_with_warmup,
-    "cosine": get_cosine_schedule_with_warmup,
-    "cosine_with_restarts": get_cosine_with_hard_restarts_schedule_with_warmup,
-    "polynomial": get_polynomial_decay_schedule_with_warmup,
-    "constant": get_constant_schedule,
-    "constant_with_warmup": get_constant_schedule_with_warmup,
-    "inverse_sqrt": get_inverse_sqrt_schedule,
-    "cosine_with_min_lr": get_cosine_with_min_lr_schedule_with_warmup,
-    "cosine_warmup_with_min_lr": get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
-    "warmup_stable_decay": get_wsd_schedule,
-}
-
 
 def get_scheduler(
     name: str,
@@ -594,27 +586,22 @@ def get_scheduler(
         _check_kwargs(w, name, ReduceLROnPlateau.__new__, kw)
         return ReduceLROnPlateau(lr, **kw)
     fn = _BY_NAME[name]
-    if name not in ("constant", "constant_with_warmup"):
-        _check_kwargs(w, name, fn, kw)
     if name == "constant":
         return fn(lr)
-    if name not in ("constant_with_warmup", "inverse_sqrt"):
-        try:  # transformers raises TypeError for a missing schedule-specific argument
-            inspect.signature(fn).bind(
-                lr, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kw
-            )
-        except TypeError as e:
-            raise fail(w, "scheduler_specific_kwargs", kw, f"does not fit {name!r}: {e}") from None
+    args = {"num_warmup_steps": num_warmup_steps}
+    if name != "constant_with_warmup":
+        _check_kwargs(w, name, fn, kw)
+        if name != "inverse_sqrt":
+            args["num_training_steps"] = num_training_steps
+            try:  # transformers raises TypeError for a missing schedule-specific argument
+                inspect.signature(fn).bind(lr, **args, **kw)
+            except TypeError as e:
+                why = f"does not fit {name!r}: {e}"
+                raise fail(w, "scheduler_specific_kwargs", kw, why) from None
+        args.update(kw)
     if num_warmup_steps is None:
         raise ValueError(f"{name} requires `num_warmup_steps`, please provide that argument.")
-    if name == "constant_with_warmup":
-        return fn(lr, num_warmup_steps=num_warmup_steps)
-    if name == "inverse_sqrt":
-        return fn(lr, num_warmup_steps=num_warmup_steps, **kw)
-    if name == "warmup_stable_decay":
-        return fn(
-            lr, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kw
-        )
-    if num_training_steps is None:
+    own_total = ("constant_with_warmup", "inverse_sqrt", "warmup_stable_decay")
+    if num_training_steps is None and name not in own_total:
         raise ValueError(f"{name} requires `num_training_steps`, please provide that argument.")
-    return fn(lr, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kw)
+    return fn(lr, **args)
