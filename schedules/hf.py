@@ -223,18 +223,12 @@ def _check_params(where: str, kind: str, params: Any, kw: dict[str, Any]) -> dic
     for name in items:
         if not isinstance(name, str) or name not in rules:
             allowed = ", ".join(rules) or "none"
-            raise fail(
-                where,
-                "params",
-                params if name not in kw else kw,
-                f"has {name!r}, which is not a parameter of kind={kind!r} "
-                f"(its parameters: {allowed})",
-            )
+            raise fail(where, "params", params if name not in kw else kw, f"has {name!r}, "
+                       f"which is not a parameter of kind={kind!r} (its parameters: {allowed})")
     missing = [n for n in rules if n not in items and n not in _DEFAULTS]
     if missing:
-        raise fail(
-            where, "params", params, f"is missing {', '.join(missing)} (required by kind={kind!r})"
-        )
+        why = f"is missing {', '.join(missing)} (required by kind={kind!r})"
+        raise fail(where, "params", params, why)
     return {n: _check_param(where, n, v, rules[n]) for n, v in items.items()}
 
 
@@ -400,13 +394,8 @@ def get_polynomial_decay_schedule_with_warmup(
     lr0 = _one_lr(w, lr, "the lambda is relative to the optimizer's lr (lr_end / lr)")
     lr_end = check_float(w, "lr_end", lr_end, ge=0)
     if not (lr0 > lr_end):
-        raise fail(
-            w,
-            "lr_end",
-            lr_end,
-            f"must be smaller than the initial lr={lr!r} "
-            f"(transformers: 'lr_end ({lr_end}) must be smaller than initial lr ({lr})')",
-        )
+        raise fail(w, "lr_end", lr_end, f"must be smaller than the initial lr={lr!r} "
+                   f"(transformers: 'lr_end ({lr_end}) must be smaller than initial lr ({lr})')")
     if lr0 == 0:
         raise fail(w, "lr", lr, "must be nonzero (the lambda divides by it)")
     return {"lr_init": lr}
@@ -430,13 +419,8 @@ def get_inverse_sqrt_schedule(
 
 def _min_lr_rate(where: str, lr: Any, min_lr: Any, min_lr_rate: Any) -> dict[str, Any]:
     if min_lr is not None and min_lr_rate is not None:
-        raise fail(
-            where,
-            "min_lr",
-            min_lr,
-            f"and min_lr_rate={min_lr_rate!r} are both set "
-            "(transformers: 'Only one of min_lr or min_lr_rate should be set')",
-        )
+        raise fail(where, "min_lr", min_lr, f"and min_lr_rate={min_lr_rate!r} are both set "
+                   "(transformers: 'Only one of min_lr or min_lr_rate should be set')")
     if min_lr is not None:
         lr0 = _one_lr(where, lr, "min_lr is converted to min_lr / lr")
         min_lr = check_float(where, "min_lr", min_lr, ge=0)
@@ -444,12 +428,8 @@ def _min_lr_rate(where: str, lr: Any, min_lr: Any, min_lr_rate: Any) -> dict[str
             raise fail(where, "lr", lr, "must be nonzero when min_lr is given (min_lr / lr)")
         return {"min_lr_rate": min_lr / lr0}
     if min_lr_rate is None:
-        raise fail(
-            where,
-            "min_lr_rate",
-            min_lr_rate,
-            "must be set, or min_lr (transformers: 'One of min_lr or min_lr_rate should be set')",
-        )
+        raise fail(where, "min_lr_rate", min_lr_rate, "must be set, or min_lr "
+                   "(transformers: 'One of min_lr or min_lr_rate should be set')")
     return {"min_lr_rate": check_float(where, "min_lr_rate", min_lr_rate, ge=0)}
 
 
@@ -512,14 +492,9 @@ def get_wsd_schedule(
     """
     w = "get_wsd_schedule"
     if num_training_steps is None and num_stable_steps is None:
-        raise fail(
-            w,
-            "num_stable_steps",
-            num_stable_steps,
-            "must be given, or num_training_steps "
-            "(transformers: 'Either num_training_steps or num_stable_steps must be "
-            "specified')",
-        )
+        raise fail(w, "num_stable_steps", num_stable_steps, "must be given, or "
+                   "num_training_steps (transformers: 'Either num_training_steps or "
+                   "num_stable_steps must be specified')")
     for name, v in (("warmup_type", warmup_type), ("decay_type", decay_type)):
         check_choice(w, name, v, WSD_SHAPES)
     if num_stable_steps is not None:
@@ -528,12 +503,8 @@ def get_wsd_schedule(
     wu = check_int(w, "num_warmup_steps", num_warmup_steps, ge=0)
     dc = check_int(w, "num_decay_steps", num_decay_steps, ge=0)
     if n - wu - dc < 0:
-        raise fail(
-            w,
-            "num_training_steps",
-            num_training_steps,
-            f"must be >= num_warmup_steps + num_decay_steps = {wu + dc}",
-        )
+        raise fail(w, "num_training_steps", num_training_steps,
+                   f"must be >= num_warmup_steps + num_decay_steps = {wu + dc}")
     return {"num_stable_steps": n - wu - dc}
 
 
@@ -544,13 +515,8 @@ def _check_kwargs(where: str, name: str, fn: Any, kw: dict[str, Any]) -> None:
     allowed = [p for p in inspect.signature(fn).parameters if p not in own]
     for k in kw:
         if k not in allowed:
-            raise fail(
-                where,
-                "scheduler_specific_kwargs",
-                kw,
-                f"has {k!r}, which {name!r} does not take (it takes: "
-                f"{', '.join(allowed) or 'none'})",
-            )
+            raise fail(where, "scheduler_specific_kwargs", kw, f"has {k!r}, which {name!r} does "
+                       f"not take (it takes: {', '.join(allowed) or 'none'})")
 
 
 
@@ -572,13 +538,11 @@ def get_scheduler(
     w = "get_scheduler"
     name = getattr(name, "value", name)
     if not isinstance(name, str) or (name not in _BY_NAME and name != "reduce_lr_on_plateau"):
-        raise fail(
-            w, "name", name, f"must be one of {', '.join(sorted(_BY_NAME))}, reduce_lr_on_plateau"
-        )
+        why = f"must be one of {', '.join(sorted(_BY_NAME))}, reduce_lr_on_plateau"
+        raise fail(w, "name", name, why)
     if scheduler_specific_kwargs is not None and not isinstance(scheduler_specific_kwargs, Mapping):
-        raise fail(
-            w, "scheduler_specific_kwargs", scheduler_specific_kwargs, "must be None or a dict"
-        )
+        raise fail(w, "scheduler_specific_kwargs", scheduler_specific_kwargs,
+                   "must be None or a dict")
     kw = dict(scheduler_specific_kwargs or {})
     if name == "reduce_lr_on_plateau":
         from .torch import ReduceLROnPlateau
