@@ -21,7 +21,7 @@ from typing import Any
 
 from ._core import Schedule
 from ._numerics import half_cos
-from ._ops import PY, Ops
+from ._ops import Ops
 
 __all__ = ["DECAY_STYLES", "WSD_DECAY_STYLES", "OptimizerParamScheduler"]
 
@@ -117,58 +117,34 @@ class OptimizerParamScheduler(
         return True
 
     def _eval(self, t: Any, ops: Ops) -> Any:
+        """Megatron's ``get_lr`` written once: on the host (``num_steps`` a Python int) its
+        operations in its order, so its values are Megatron's bit for bit; on arrays the same
+        closed form, the branches selected by ``where``."""
         W, D, style = self.lr_warmup_steps, self.lr_decay_steps, self.lr_decay_style
         mx, mn, init = self.max_lr, self.min_lr, self.init_lr
         if ops.host:
-            return _host_lr(self, ops.floor(t) * self.increment if t > 0 else 0)
-        n = ops.floor(ops.maximum(t, 0.0)) * self.increment
-        warm = init + (mx - init) * ops.div(n, max(W, 1))
+            n = ops.floor(t) * self.increment if t > 0 else 0
+        else:
+            n = ops.floor(ops.maximum(t, 0.0)) * self.increment
+        # past lr_decay_steps every style holds (max_lr or min_lr): n stops at D + 1 (finite)
+        n = ops.minimum(n, D + 1)
+        warm = init + ops.div((mx - init) * n, max(W, 1))
         if style in ("constant", "none"):
             after: Any = mx + 0.0 * n
         elif style == "inverse-square-root":
-            v = mx * (max(W, 1) ** 0.5) / ops.sqrt(ops.maximum(n, 1.0))
+            v = mx * max(W, 1) ** 0.5 / ops.pow(ops.maximum(n, 1), 0.5)
             after = ops.where(n > D, mn, ops.maximum(mn, v))
         else:
             if style == "WSD":
                 A = D - self.wsd_decay_steps
-                r = ops.div(ops.maximum(n - A, 0.0), self.wsd_decay_steps)
+                r = ops.div(ops.maximum(n - A, 0), self.wsd_decay_steps)
                 coeff = ops.where(n <= A, 1.0, _coeff(self.lr_wsd_decay_style, r, ops))
             else:
                 coeff = _coeff(style, ops.div(n - W, D - W), ops)
             # float32 rounding of cos/pow can leave coeff a few ulps below 0 at the end of the
             # decay, where Megatron's float64 value is exactly 0: never below min_lr
             after = ops.where(n > D, mn, mn + ops.maximum(coeff, 0.0) * (mx - mn))
-        if W > 0:
-            return ops.where(n <= W, warm, after)
-        return after
-
-
-def _host_lr(s: OptimizerParamScheduler, n: int) -> float:
-    """Megatron's ``get_lr`` transcribed (Python floats, operation for operation)."""
-    W, D, style = s.lr_warmup_steps, s.lr_decay_steps, s.lr_decay_style
-    max_lr, min_lr = s.max_lr, s.min_lr
-    if W > 0 and n <= W:
-        return s.init_lr + ((max_lr - s.init_lr) * float(n) / float(W))
-    if style in ("constant", "none"):
-        return max_lr
-    if n > D:
-        return min_lr
-    if style == "inverse-square-root":
-        w = max(W, 1)
-        k = max(n, 1)
-        return max(min_lr, max_lr * w**0.5 / (k**0.5))
-    decay_ratio = float(n - W) / float(D - W)
-    delta_lr = max_lr - min_lr
-    if style != "WSD":
-        coeff = _coeff(style, decay_ratio, PY)
-    else:
-        anneal_start = D - s.wsd_decay_steps
-        if n <= anneal_start:
-            coeff = 1.0
-        else:
-            r = float(n - anneal_start) / float(s.wsd_decay_steps)
-            coeff = _coeff(s.lr_wsd_decay_style, r, PY)
-    return min_lr + coeff * delta_lr
+        return ops.where(n <= W, warm, after) if W > 0 else after
 
 
 def _coeff(style: str, r: Any, ops: Ops) -> Any:
