@@ -30,6 +30,7 @@ __all__ = [
     "cycle_of",
     "cycle_position",
     "cyclic_phase",
+    "decay_shape",
     "fix_floor_quotient",
     "floordiv",
     "half_angle",
@@ -206,3 +207,23 @@ def cycle_of(t: Any, P: Any, m: Any, ops: Ops) -> tuple[Any, Any, Any]:
     n = ops.where(start(n) > t, n - 1, n)
     n = ops.where(start(n + 1) <= t, n + 1, n)
     return n, start(n), P * ops.pow(ops.where(geometric, m_safe, 1.0), n)
+
+
+def decay_shape(shape: str, p: Any, ops: Ops) -> Any:
+    """A decay from 1 at progress ``p = 0`` to 0 at ``p = 1``, by ``shape``: ``linear``
+    ``1 - p``, ``cosine`` :func:`half_cos`, ``1-sqrt`` (Megatron's ``minus_sqrt``)
+    ``1 - sqrt(p)``, ``exponential`` (Megatron's) ``2 * 0.5 ** p - 1``. The decay of ``wsd``,
+    of transformers' WSD (but its ``cosine``, which has ``num_cycles``) and Megatron's
+    ``--lr-decay-style`` / ``--lr-wsd-decay-style``; on the host in their operation order.
+
+    >>> from schedules._ops import PY
+    >>> [decay_shape(s, 0.25, PY) for s in ("linear", "1-sqrt")], decay_shape("exponential", 1, PY)
+    ([0.75, 0.5], 0.0)
+    """
+    if shape == "linear":
+        return 1.0 - p
+    if shape == "cosine":
+        return half_cos(p, ops)
+    if shape == "exponential":
+        return (2.0 * ops.pow(0.5, p)) - 1.0
+    return 1.0 - ops.sqrt(p)  # 1-sqrt, minus_sqrt

@@ -20,6 +20,7 @@ from ._numerics import (
     WSD_SHAPES,
     cycle_of,
     cycle_position,
+    decay_shape,
     half_cos,
     half_cos_remaining,
     progress,
@@ -374,13 +375,7 @@ class wsd(Schedule, name="wsd"):
     def _eval(self, t: Any, ops: Ops) -> Any:
         warm = self.init + (self.peak - self.init) * progress(t, self.warmup, ops)
         p = progress(t - (self.total - self.decay), self.decay, ops)
-        if self.shape == "linear":
-            f = 1.0 - p
-        elif self.shape == "cosine":
-            f = half_cos(p, ops)
-        else:
-            f = 1.0 - ops.sqrt(p)
-        decayed = self.end + (self.peak - self.end) * f
+        decayed = self.end + (self.peak - self.end) * decay_shape(self.shape, p, ops)
         return ops.where(t < self.total - self.decay, warm, decayed)
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from ._core import Schedule
-from ._numerics import WSD_SHAPES, half_cos_cycles
+from ._numerics import WSD_SHAPES, decay_shape, half_cos_cycles
 from ._ops import Ops
 from ._primitives import inverse_sqrt
 from ._validate import check_choice, check_float, check_int, fail
@@ -124,12 +124,10 @@ def _wsd(k: Any, ops: Ops, w: Any, st: Any, dc: Any, wt: str, dt: str, r: Any, c
         fw = 0.5 * (1.0 - math.cos(math.pi * pw)) if ops.host else ops.sin(ops.pi * pw / 2) ** 2
     else:
         fw = 1.0 - ops.sqrt(ops.maximum(1.0 - pw, 0.0))
-    if dt == "linear":
-        fd = 1.0 - pd
-    elif dt == "cosine":
+    if dt == "cosine":  # with num_cycles
         fd = _wave(c, ops.clip(k - w - st, 0.0, dc), max(1, dc), ops)
     else:
-        fd = 1.0 - ops.sqrt(pd)
+        fd = decay_shape(dt, pd, ops)
     vw, vd = (ops.maximum(0.0, f * (1.0 - r) + r) for f in (fw, fd))
     return ops.where(k < w, vw, ops.where(k < w + st, 1.0, ops.where(k < w + st + dc, vd, r)))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._core import Schedule
-from ._numerics import half_cos
+from ._numerics import decay_shape
 from ._ops import Ops
 
 __all__ = ["DECAY_STYLES", "WSD_DECAY_STYLES", "OptimizerParamScheduler"]
@@ -138,22 +138,10 @@ class OptimizerParamScheduler(
             if style == "WSD":
                 A = D - self.wsd_decay_steps
                 r = ops.div(ops.maximum(n - A, 0), self.wsd_decay_steps)
-                coeff = ops.where(n <= A, 1.0, _coeff(self.lr_wsd_decay_style, r, ops))
+                coeff = ops.where(n <= A, 1.0, decay_shape(self.lr_wsd_decay_style, r, ops))
             else:
-                coeff = _coeff(style, ops.div(n - W, D - W), ops)
+                coeff = decay_shape(style, ops.div(n - W, D - W), ops)
             # float32 rounding of cos/pow can leave coeff a few ulps below 0 at the end of the
             # decay, where Megatron's float64 value is exactly 0: never below min_lr
             after = ops.where(n > D, mn, mn + ops.maximum(coeff, 0.0) * (mx - mn))
         return ops.where(n <= W, warm, after) if W > 0 else after
-
-
-def _coeff(style: str, r: Any, ops: Ops) -> Any:
-    """Megatron's decay coefficient of progress ``r`` in [0, 1] (``--lr-decay-style`` linear or
-    cosine, or a ``--lr-wsd-decay-style``); with ``PY`` the same operations as Megatron's."""
-    if style == "linear":
-        return 1.0 - r
-    if style == "cosine":
-        return half_cos(r, ops)
-    if style == "exponential":
-        return (2.0 * ops.pow(0.5, r)) - 1.0
-    return 1.0 - ops.sqrt(r)  # minus_sqrt
