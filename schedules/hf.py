@@ -176,14 +176,14 @@ _KINDS = tuple(_TABLE)
 _inverse_sqrt = functools.lru_cache(maxsize=64)(inverse_sqrt)
 
 
-def _lambda(kind: str, k: Any, p: dict[str, Any], ops: Ops) -> Any:
-    """The multiplier of ``kind`` at step ``k`` (transformers' ``lr_lambda``)."""
-    entry = _TABLE[kind]
-    w = p.get(_W, 0)
-    if entry.warm and ops.host and k < w:
+def _lambda(entry: _Kind, k: Any, args: tuple[Any, ...], ops: Ops) -> Any:
+    """The multiplier (transformers' ``lr_lambda``) of the kind ``entry`` at step ``k``."""
+    if not entry.warm:
+        return entry.formula(k, ops, *args)
+    w = args[0]  # num_warmup_steps: a warm kind's first parameter
+    if ops.host and k < w:
         return ops.div(k, max(1, w))
-    after = entry.formula(k, ops, *(p[n] if n in p else _DEFAULTS[n] for n in entry.params))
-    return ops.where(k < w, ops.div(k, max(1, w)), after) if entry.warm else after
+    return ops.where(k < w, ops.div(k, max(1, w)), entry.formula(k, ops, *args))
 
 
 def _check_param(where: str, name: str, value: Any, rule: str) -> Any:
@@ -251,16 +251,26 @@ class HFLambda(Schedule, name="hf_lambda"):
     def _host_capable(self) -> bool:
         return True
 
-    def _eval(self, t: Any, ops: Ops) -> Any:
+    _host_args: tuple[Any, ...] | None = None  # the formula's arguments (host), computed once
+
+    def _args(self) -> tuple[Any, ...]:
         p = dict(self.params)
-        if not ops.host:
-            p = {n: float(v) if type(v) is int else v for n, v in p.items()}
-            return _lambda(self.kind, ops.floor(ops.maximum(t, 0.0)), p, ops)
+        return tuple(p[n] if n in p else _DEFAULTS[n] for n in _TABLE[self.kind].params)
+
+    def _eval(self, t: Any, ops: Ops) -> Any:
+        entry = _TABLE[self.kind]
+        if not ops.host:  # the step counts as floats
+            args = tuple(float(v) if type(v) is int else v for v in self._args())
+            return _lambda(entry, ops.floor(ops.maximum(t, 0.0)), args, ops)
         if not math.isfinite(t):
             raise ValueError(f"{self._name}: step={t!r} must be finite")
         k = math.floor(t) if t > 0 else 0
+        args = self._host_args
+        if args is None:
+            args = self._args()
+            object.__setattr__(self, "_host_args", args)
         try:
-            return float(_lambda(self.kind, k, p, ops))
+            return float(_lambda(entry, k, args, ops))
         except (ZeroDivisionError, OverflowError) as e:  # as transformers' own lambda
             raise ValueError(
                 f"{self._name}: transformers' {self.kind!r} lambda raises "
