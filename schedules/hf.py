@@ -115,9 +115,9 @@ def _warmup_min_lr(k: Any, ops: Ops, w: Any, n: Any, c: Any, r: Any, wr: Any) ->
 
 
 def _wsd(k: Any, ops: Ops, w: Any, st: Any, dc: Any, wt: str, dt: str, r: Any, c: Any) -> Any:
-    # the progress of each phase, clipped to it (values elsewhere unused, and kept finite)
-    pw = ops.div(ops.minimum(k, w), max(1, w))
-    pd = ops.div(ops.clip(k - w - st, 0.0, dc), max(1, dc))
+    # each phase's step, clipped to the phase (values elsewhere are unused, and kept finite)
+    kw, kd = ops.minimum(k, w), ops.clip(k - w - st, 0.0, dc)
+    pw = ops.div(kw, max(1, w))
     if wt == "linear":
         fw = pw
     elif wt == "cosine":  # 0.5 * (1 - cos(pi pw)) as sin(pi pw / 2) ** 2 on arrays
@@ -125,10 +125,11 @@ def _wsd(k: Any, ops: Ops, w: Any, st: Any, dc: Any, wt: str, dt: str, r: Any, c
     else:
         fw = 1.0 - ops.sqrt(ops.maximum(1.0 - pw, 0.0))
     if dt == "cosine":  # with num_cycles
-        fd = _wave(c, ops.clip(k - w - st, 0.0, dc), max(1, dc), ops)
+        fd = _wave(c, kd, max(1, dc), ops)
     else:
-        fd = decay_shape(dt, pd, ops)
-    vw, vd = (ops.maximum(0.0, f * (1.0 - r) + r) for f in (fw, fd))
+        fd = decay_shape(dt, ops.div(kd, max(1, dc)), ops)
+    vw = ops.maximum(0.0, fw * (1.0 - r) + r)
+    vd = ops.maximum(0.0, fd * (1.0 - r) + r)
     return ops.where(k < w, vw, ops.where(k < w + st, 1.0, ops.where(k < w + st + dc, vd, r)))
 
 
