@@ -24,12 +24,16 @@ What varies across members, and how it enters the program:
   the dropout keys, as in a single run. Members with one seed share the data stream (the same
   batch at step ``t``), so their curves are comparable.
 
+With ``--dtype=float16`` each member also has its own dynamic loss scaler (the single run's
+``state["loss_scale"]``, stacked and vmapped like the rest of the state): a member skips the
+steps its single run skips, and a skipped step is no divergence.
+
 Anything else changes the compiled program's structure (model shapes, scheduler type, the run's
 bookkeeping) and is rejected with a message: such variants need separate runs.
 
 A member whose loss, gradient norm or new state (``update``'s ``finite``) is not finite is
 **frozen** (its update is masked with ``jnp.where``: it keeps its last finite state) and
-reported as diverged;
+reported as diverged (a float16 step skipped for overflowing gradients is not);
 ``--early-stop-patience`` freezes members one by one. The others go on. Outputs:
 ``WORKDIR/members.json`` (member index -> its swept settings under the config's field names),
 ``WORKDIR/metrics/metrics.jsonl`` (rows carry ``member``), checkpoints of the whole population

@@ -191,30 +191,39 @@ def test_diverged_and_early_stopped_members_are_frozen(tmp_path, corpus, capsys)
 
 
 def test_float16_members_have_their_own_loss_scaler(tmp_path, corpus) -> None:
-    # float16: each member carries its single run's dynamic loss scaler (vmapped with the rest
-    # of its state), from a scale so large that the first gradients overflow (test_precision's
-    # run): its skipped steps, loss scales, learning rates and losses are the single run's
+    # float16: each member carries its own dynamic loss scaler (vmapped with the rest of its
+    # state), from a scale so large that the first gradients overflow. Member 0 is
+    # test_precision's float16 run (its compiled step is shared): its skipped steps, loss
+    # scales, learning rates and losses are that single run's. Member 1 (10x the lr) skips
+    # other steps, and its own scale follows GradScaler's rule from its own skips.
     cfg = tiny(str(tmp_path), corpus, dtype="float16", loss_scale_init=2.0**18,
                loss_scale_growth_interval=2, eval_interval=100)
     wd = str(tmp_path / "pop")
-    lrs = (3e-3, 3e-2)
-    s = run_population(cfg, wd, grid={"lr": list(lrs)})
-    patterns = []
-    for i, lr in enumerate(lrs):
-        single = str(tmp_path / f"single{i}")
-        ref = run({**cfg, "lr": lr}, single)
-        rows, want = _member_rows(wd, i), [r for r in _records(single) if "loss" in r]
-        assert [r["step"] for r in rows] == [r["step"] for r in want] == list(range(6))
-        patterns.append([r["skipped"] for r in rows])
-        assert patterns[-1] == [r["skipped"] for r in want] and 0 < sum(patterns[-1]) < 6
-        assert [r["loss_scale"] for r in rows] == [r["loss_scale"] for r in want]
-        np.testing.assert_allclose([r["lr"] for r in rows], [r["lr"] for r in want], rtol=2e-7)
-        np.testing.assert_allclose([r["loss"] for r in rows], [x for _, x in ref["losses"]],
-                                   rtol=1e-6, atol=0)
-        assert s["results"][i]["status"] == "ok"
-    assert patterns[0] != patterns[1]  # the scalers are the members' own
+    s = run_population(cfg, wd, grid={"lr": [3e-3, 3e-2]})
+    single = str(tmp_path / "single")
+    ref = run(cfg, single)
+    rows, want = [_member_rows(wd, i) for i in (0, 1)], [r for r in _records(single) if "loss" in r]
+    assert [r["step"] for r in rows[0]] == [r["step"] for r in want] == list(range(6))
+    skipped = [[r["skipped"] for r in x] for x in rows]
+    assert skipped[0] == [r["skipped"] for r in want] and 0 < sum(skipped[0]) < 6
+    assert [r["loss_scale"] for r in rows[0]] == [r["loss_scale"] for r in want]
+    np.testing.assert_allclose([r["lr"] for r in rows[0]], [r["lr"] for r in want], rtol=2e-7)
+    np.testing.assert_allclose([r["loss"] for r in rows[0]], [x for _, x in ref["losses"]],
+                               rtol=1e-6, atol=0)
+    assert skipped[1] != skipped[0] and 0 < sum(skipped[1]) < 6  # the members' own scalers
+    finals = []
+    for i in (0, 1):  # halve on a skip, double after 2 good steps; the lr moves on applied ones
+        scale, good, count = 2.0**18, 0, 0
+        sched = build_schedule(TrainConfig.from_dict({**cfg, **s["members"][i]}))
+        for r in rows[i]:
+            assert r["loss_scale"] == scale and r["lr"] == pytest.approx(sched(count), rel=1e-6)
+            good = 0 if r["skipped"] else good + 1
+            scale *= 0.5 if r["skipped"] else (2.0 if good == 2 else 1.0)
+            good, count = good % 2, count + (not r["skipped"])
+        finals.append(scale)
+    assert [x["status"] for x in s["results"]] == ["ok", "ok"]
     saved = ocp.StandardCheckpointer().restore(os.path.join(wd, "checkpoints", "6", "state"))
-    assert saved["state"]["loss_scale"]["scale"].shape == (2,)
+    np.testing.assert_array_equal(saved["state"]["loss_scale"]["scale"], np.float32(finals))
 
 
 def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
