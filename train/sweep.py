@@ -765,10 +765,14 @@ def _finished(cfg: TrainConfig, names: list[str], members: list[dict], ckpt_dir:
     console.print("\n=== sweep summary (saved; ranked by final validation loss) ===")
     ranking, best = _print_ranking(console, names, members, book, results, workdir, path,
                                    ckpt_dir, step)
-    return {"members": members, "swept": names, "results": results, "ranking": ranking,
-            "best": best, "steps": step, "start_step": step, "stop_reason": "already finished",
-            "metrics_path": path, "checkpoint_dir": ckpt_dir, "last_checkpoint": step,
-            "schedule_mode": schedule_mode}
+    out = {"members": members, "swept": names, "results": results, "ranking": ranking,
+           "best": best, "steps": step, "start_step": step, "stop_reason": "already finished",
+           "metrics_path": path, "checkpoint_dir": ckpt_dir, "last_checkpoint": step,
+           "schedule_mode": schedule_mode}
+    if os.path.exists(os.path.join(workdir, "sweep.png")):
+        out["plot"] = os.path.join(workdir, "sweep.png")
+        console.print(f"plot: {out['plot']}")
+    return out
 
 
 def _nan_last(x: float) -> float:
