@@ -461,6 +461,29 @@ class Checkpointer:
                                   f"{host_scalar(state['step'])}, not {step}; refusing it")
         return state
 
+    def restore_part(self, step: int, target: dict) -> dict:
+        """Restore only the sub-tree ``target`` (host arrays; its keys as in the saved state,
+        e.g. a population's ``{"book": ...}``) of the state saved at ``step``, each leaf checked
+        against its checksum; nothing else is read. Raises :class:`CheckpointError`."""
+        where = self.path(step)
+        sums = self._read_checksums(step)
+        abstract = jax.tree.map(_abstract, target)
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                partial_restore=True)))
+            part = out["state"]
+        except Exception as e:
+            raise CheckpointError(f"cannot read {where}: the checkpoint is corrupted or holds "
+                                  f"other arrays; {_reason(e)}") from e
+        for name, g in leaf_checksums(part).items():
+            rec = sums.get(name)
+            if rec is None or (g["sum32"], g["dtype"], g["shape"]) != (
+                    rec.get("sum32"), rec["dtype"], list(rec["shape"])):
+                raise CheckpointError(f"checkpoint {where} is corrupted: leaf {name} does not "
+                                      "match its checksum")
+        return part
+
     def wait(self) -> None:
         """Block until pending saves are written; raise :class:`CheckpointError` on failure."""
         if self._failed is not None:

@@ -193,6 +193,34 @@ def _finite(tree: Any) -> bool:
     return True
 
 
+def finished_message(step: int, where: str) -> str:
+    """The one line of a run (or population) resumed at its ``--steps``: nothing to do."""
+    return (f"run already finished at step {step}; nothing to do (checkpoint {where}; pass a "
+            "larger --steps to train on)")
+
+
+def _saved_results(path: str, step: int) -> dict[str, float]:
+    """A finished single run's train loss of its last update (step ``step - 1``) and its
+    validation loss at ``step``, read from its ``metrics.jsonl`` (``{}`` if either is missing)."""
+    loss = val = None
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if "member" in r or r.get("step") is None:
+                    continue
+                if r.get("loss") is not None and r["step"] == step - 1:
+                    loss = float(r["loss"])
+                if r.get("val_loss") is not None and r["step"] == step:
+                    val = float(r["val_loss"])
+    except OSError:
+        return {}
+    return {} if loss is None or val is None else {"final_loss": loss, "val_loss": val}
+
+
 def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str, Any]:
     """Train per ``config`` with outputs under ``workdir``; returns a summary dict.
 
@@ -265,13 +293,17 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
         if resume_step > cfg.steps:
             raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
                              f"({where}) is at step {resume_step}, past it")
-        if resume_step == cfg.steps:
-            console.print(f"run already finished at step {resume_step}; nothing to do "
-                          f"(checkpoint {where}; pass a larger --steps to train on)")
+        if resume_step == cfg.steps:  # (a population says the same: train/sweep.py)
+            console.print(finished_message(resume_step, where))
+            path = os.path.join(os.path.abspath(metrics_dir), "metrics.jsonl")
+            saved = _saved_results(path, resume_step)
+            if saved:
+                console.print(f"saved results: train loss {saved['final_loss']:.4f} (step "
+                              f"{resume_step}), val loss {saved['val_loss']:.4f}; metrics: {path}")
             return {"steps": resume_step, "start_step": resume_step,
                     "stop_reason": "already finished", "checkpoint_dir":
                     os.path.abspath(ckpt_dir), "last_checkpoint": resume_step,
-                    "metrics_path": os.path.join(os.path.abspath(metrics_dir), "metrics.jsonl")}
+                    "metrics_path": path, **saved}
 
     train_data, val_data, data_desc = load_data(cfg.data, cfg.val_data, tok, cfg.data_cache,
                                                 cfg.val_fraction)

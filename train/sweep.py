@@ -24,12 +24,16 @@ What varies across members, and how it enters the program:
   the dropout keys, as in a single run. Members with one seed share the data stream (the same
   batch at step ``t``), so their curves are comparable.
 
+With ``--dtype=float16`` each member also has its own dynamic loss scaler (the single run's
+``state["loss_scale"]``, stacked and vmapped like the rest of the state): a member skips the
+steps its single run skips, and a skipped step is no divergence.
+
 Anything else changes the compiled program's structure (model shapes, scheduler type, the run's
 bookkeeping) and is rejected with a message: such variants need separate runs.
 
 A member whose loss, gradient norm or new state (``update``'s ``finite``) is not finite is
 **frozen** (its update is masked with ``jnp.where``: it keeps its last finite state) and
-reported as diverged;
+reported as diverged (a float16 step skipped for overflowing gradients is not);
 ``--early-stop-patience`` freezes members one by one. The others go on. Outputs:
 ``WORKDIR/members.json`` (member index -> its swept settings under the config's field names),
 ``WORKDIR/metrics/metrics.jsonl`` (rows carry ``member``), checkpoints of the whole population
@@ -64,7 +68,7 @@ from .lr import build_schedule
 from .metrics import Console, MetricsWriter, fmt_duration
 from .optim import make_optimizer
 from .resume import check_compatible, choose_step, clear_outputs, read_saved_config
-from .step import AXIS, dropout_keys, model_loss, update
+from .step import AXIS, dropout_keys, loss_scale_rule, model_loss, update
 from .tokenizer import get_tokenizer
 
 __all__ = ["SWEEPABLE", "member_configs", "parse_sweep", "run_sweep", "sweep"]
@@ -301,34 +305,42 @@ _POP_CACHE: dict[Any, tuple[Any, Any]] = {}
 
 def _make_steps(model_cfg: Any, pop: _Population, per_member_data: bool,
                 devices: list | None) -> tuple[Any, Any]:
+    rule = loss_scale_rule(pop.base)  # float16: each member has its own dynamic loss scale
     key = (model_cfg, pop.key, per_member_data,
-           None if devices is None else tuple(d.id for d in devices))
+           None if devices is None else tuple(d.id for d in devices), rule)
     if key in _POP_CACHE:
         return _POP_CACHE[key]
     module = models.build(model_cfg)
     data_axis = 0 if per_member_data else None
+    scaled = ("loss_scale",) if rule is not None else ()
 
     def member(state: dict, h: dict, batch: jax.Array, step: jax.Array) -> tuple[dict, dict]:
         params = state["params"]
         sched = pop.schedule(h)
         keys = dropout_keys(pop.seed(h), step, batch.shape[0]) if pop.dropout else None
-        new, m = update({"step": step, "params": params, "opt_state": state["opt_state"]},
+        new, m = update({"step": step, "params": params, "opt_state": state["opt_state"],
+                         **{k: state[k] for k in scaled}},
                         batch, keys, tx=pop.optimizer(h, sched, params), schedule=sched,
                         loss_fn=model_loss(module, pop.dropout_rate(h)),
-                        reduce=lambda x: jax.lax.pmean(x, AXIS))
-        ok = jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]) & m["finite"]
+                        reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=rule)
+        if rule is None:
+            ok = jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]) & m["finite"]
+        else:  # a skipped (overflowing) float16 step is no divergence: as in a single run
+            ok = m["finite"] & (jnp.isfinite(m["loss"]) | m["skipped"])
         keep = state["active"] & ok
 
         def sel(new: jax.Array, old: jax.Array) -> jax.Array:
             return jnp.where(keep, new, old)
 
-        out = {"params": jax.tree.map(sel, new["params"], params),
-               "opt_state": jax.tree.map(sel, new["opt_state"], state["opt_state"]),
-               "active": keep}
-        return out, {"loss": m["loss"], "grad_norm": m["grad_norm"], "lr": m["lr"], "ok": ok}
+        out = {k: jax.tree.map(sel, new[k], state[k]) for k in ("params", "opt_state",
+                                                                 *scaled)}
+        out["active"] = keep
+        extra = {k: m[k] for k in ("loss_scale", "skipped")} if scaled else {}
+        return out, {"loss": m["loss"], "grad_norm": m["grad_norm"], "lr": m["lr"], "ok": ok,
+                     **extra}
 
     def step(state: dict, batch: jax.Array, h: dict) -> tuple[dict, dict]:
-        mem = {k: state[k] for k in ("params", "opt_state", "active")}
+        mem = {k: state[k] for k in ("params", "opt_state", "active", *scaled)}
         new, m = jax.vmap(member, in_axes=(0, 0, data_axis, None))(mem, h, batch, state["step"])
         return {"step": state["step"] + 1, **new}, m
 
@@ -417,6 +429,9 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
         if resume_step > cfg.steps:
             raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
                              f"({where}) is at step {resume_step}, past it")
+        if resume_step == cfg.steps:  # as a single run: nothing to do; the saved summary
+            return _finished(cfg, names, members, ckpt_dir, metrics_dir, resume_step, workdir,
+                             console, pop.mode)
     train_data, val_data, data_desc = load_data(cfg.data, cfg.val_data, tok, cfg.data_cache,
                                                 cfg.val_fraction)
     train_data.check(cfg.seq_len + 1, tok.vocab_size)
@@ -459,6 +474,10 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
             "book": {"best": np.full(k, np.finfo(np.float64).max),
                      "since_best": np.zeros(k, np.int32),
                      "stopped": np.full(k, -1, np.int32), "diverged": np.full(k, -1, np.int32)}}
+    rule = loss_scale_rule(cfg)
+    if rule is not None:  # float16: one loss scaler per member, as each single run's
+        host["state"]["loss_scale"] = jax.tree.map(lambda x: np.stack([x] * k),
+                                                   rule.init_state())
     p_train, p_eval = _make_steps(model_cfg, pop, per_member_data, devices)
 
     ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
@@ -501,22 +520,10 @@ class _Run:
         self.hdev = replicate(pop.h, devices)
 
     def status(self, i: int) -> str:
-        if self.book["diverged"][i] >= 0:
-            return f"diverged at step {self.book['diverged'][i]}"
-        if self.book["stopped"][i] >= 0:
-            return f"early-stopped at step {self.book['stopped'][i]}"
-        return "ok"
+        return _status(self.book, i)
 
     def table(self, rows: list[tuple[int, float, float]], last: str = "lr") -> str:
-        w = [max(len(n), 8) for n in self.names]
-        head = "  member " + " ".join(f"{n:>{x}}" for n, x in zip(self.names, w))
-        lines = [head + f" {'loss':>9} {last:>10}"]
-        for i, a, b in rows:
-            vals = " ".join(f"{_fmt(self.members[i][n]):>{x}}" for n, x in zip(self.names, w))
-            st = "" if self.status(i) == "ok" else f"  {self.status(i)}"
-            bs = f"{b:>10.4f}" if last == "val loss" else f"{b:>10.3e}"
-            lines.append(f"  {i:>6} {vals} {a:>9.4f} {bs}{st}")
-        return "\n".join(lines)
+        return _table(self.names, self.members, self.book, rows, last)
 
     def loop(self) -> dict[str, Any]:
         cfg, k = self.cfg, self.k
@@ -547,9 +554,13 @@ class _Run:
             for (t, was_active, _), m in zip(pending, fetched):
                 for i in np.flatnonzero(was_active):
                     loss = float(m["loss"][0][i])
+                    extra = {}
+                    if "skipped" in m:  # float16: the member's dynamic loss scaling
+                        extra = {"loss_scale": float(m["loss_scale"][0][i]),
+                                 "skipped": int(m["skipped"][0][i])}
                     writer.write(t, member=int(i), loss=loss, lr=float(m["lr"][0][i]),
-                                 grad_norm=float(m["grad_norm"][0][i]), tokens_per_s=tps,
-                                 time=time.time())
+                                 grad_norm=float(m["grad_norm"][0][i]), **extra,
+                                 tokens_per_s=tps, time=time.time())
                     history[i].append((t, loss))
                     if not bool(m["ok"][0][i]) and self.book["diverged"][i] < 0:
                         self.book["diverged"][i] = t
@@ -630,7 +641,11 @@ class _Run:
             if evals[i] and evals[i][-1][0] == step:
                 val[i] = evals[i][-1][1]
         if np.isnan(val).any() and step > start:
+            # members frozen before the end: their final (frozen) parameters' val loss, also
+            # logged, so that the saved metrics hold every member's final validation loss
             v = evaluate(state)
+            for i in np.flatnonzero(np.isnan(val)):
+                writer.write(step, member=int(i), val_loss=float(v[i]))
             val = np.where(np.isnan(val), v, val)
         timed = step - start - 1
         tps = (k * self.tokens_per_step * timed / (t_end - t_first)
@@ -644,26 +659,120 @@ class _Run:
                 "val_loss": float(val[i]),
                 "params": jax.tree.map(lambda x, i=i: x[i], final["params"]),
             })
-        ranking = sorted(range(k), key=lambda i: (results[i]["status"] != "ok"
-                                                  and "diverged" in results[i]["status"],
-                                                  _nan_last(results[i]["val_loss"])))
         writer.close()
         c = self.console
         c.print("\n=== sweep summary (ranked by final validation loss) ===")
         c.print(f"steps {start} -> {step} ({stop_reason}) in {fmt_duration(t_end - t_start)}; "
                 f"{tps:,.0f} tokens/s over {k} members")
-        c.print(self.table([(i, results[i]["final_loss"], results[i]["val_loss"])
-                            for i in ranking], last="val loss"))
-        best = ranking[0]
-        c.print(f"best: member {best} ({_settings(self.members[best])}), val loss "
-                f"{results[best]['val_loss']:.4f}")
-        c.print(f"members: {os.path.join(self.eff['workdir'], 'members.json')}; metrics: "
-                f"{writer.path}; checkpoints: {self.ckpt.directory} (last step {last_saved})")
+        ranking, best = _print_ranking(c, self.names, self.members, self.book, results,
+                                       self.eff["workdir"], writer.path, self.ckpt.directory,
+                                       last_saved)
         return {"members": self.members, "swept": self.names, "results": results,
                 "ranking": ranking, "best": best, "steps": step, "start_step": start,
                 "stop_reason": stop_reason, "tokens_per_s": tps, "wall_s": t_end - t_start,
                 "metrics_path": writer.path, "checkpoint_dir": self.ckpt.directory,
                 "last_checkpoint": last_saved, "schedule_mode": self.pop.mode}
+
+
+def _status(book: Mapping[str, np.ndarray], i: int) -> str:
+    """Member ``i``'s status from the population's bookkeeping."""
+    if book["diverged"][i] >= 0:
+        return f"diverged at step {book['diverged'][i]}"
+    if book["stopped"][i] >= 0:
+        return f"early-stopped at step {book['stopped'][i]}"
+    return "ok"
+
+
+def _table(names: list[str], members: list[dict], book: Mapping[str, np.ndarray],
+           rows: list[tuple[int, float, float]], last: str = "lr") -> str:
+    w = [max(len(n), 8) for n in names]
+    head = "  member " + " ".join(f"{n:>{x}}" for n, x in zip(names, w))
+    lines = [head + f" {'loss':>9} {last:>10}"]
+    for i, a, b in rows:
+        vals = " ".join(f"{_fmt(members[i][n]):>{x}}" for n, x in zip(names, w))
+        st = "" if _status(book, i) == "ok" else f"  {_status(book, i)}"
+        bs = f"{b:>10.4f}" if last == "val loss" else f"{b:>10.3e}"
+        lines.append(f"  {i:>6} {vals} {a:>9.4f} {bs}{st}")
+    return "\n".join(lines)
+
+
+def _print_ranking(c: Console, names: list[str], members: list[dict],
+                   book: Mapping[str, np.ndarray], results: list[dict], workdir: str,
+                   metrics_path: str, ckpt_dir: str, last_saved: int | None
+                   ) -> tuple[list[int], int]:
+    """The summary's ranked table (diverged members last, then by final validation loss), the
+    best member and where the outputs are; returns (ranking, best)."""
+    k = len(results)
+    ranking = sorted(range(k), key=lambda i: (results[i]["status"] != "ok"
+                                              and "diverged" in results[i]["status"],
+                                              _nan_last(results[i]["val_loss"])))
+    c.print(_table(names, members, book, [(i, results[i]["final_loss"], results[i]["val_loss"])
+                                          for i in ranking], last="val loss"))
+    best = ranking[0]
+    c.print(f"best: member {best} ({_settings(members[best])}), val loss "
+            f"{results[best]['val_loss']:.4f}")
+    c.print(f"members: {os.path.join(workdir, 'members.json')}; metrics: {metrics_path}; "
+            f"checkpoints: {ckpt_dir} (last step {last_saved})")
+    return ranking, best
+
+
+def _finished(cfg: TrainConfig, names: list[str], members: list[dict], ckpt_dir: str,
+              metrics_dir: str, step: int, workdir: str, console: Console,
+              schedule_mode: str) -> dict[str, Any]:
+    """A population whose checkpoint is at ``--steps``: the single run's one line (nothing to
+    do), then the finished run's summary rebuilt from what it saved: each member's status from
+    the checkpoint's bookkeeping (checked against its checksums), its losses and validation
+    losses from ``metrics.jsonl`` (a resumed run's replayed steps logged the same values; the
+    last row of a step wins). Nothing is trained, compiled or evaluated."""
+    from .loop import finished_message
+
+    k = len(members)
+    ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints, async_save=False)
+    try:
+        book = ckpt.restore_part(step, {"book": {
+            "best": np.zeros(k, np.float64), "since_best": np.zeros(k, np.int32),
+            "stopped": np.zeros(k, np.int32), "diverged": np.zeros(k, np.int32)}})["book"]
+    finally:
+        ckpt.close()
+    console.print(finished_message(step, os.path.join(ckpt_dir, str(step))))
+    path = os.path.join(os.path.abspath(metrics_dir), "metrics.jsonl")
+    losses: list[dict[int, float]] = [{} for _ in range(k)]
+    vals: list[dict[int, float]] = [{} for _ in range(k)]
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a killed run
+                i = r.get("member")
+                if not isinstance(i, int) or not 0 <= i < k or not isinstance(r.get("step"), int):
+                    continue
+                for key, into in (("loss", losses), ("val_loss", vals)):
+                    if key in r:
+                        v = r[key]
+                        into[i][r["step"]] = float("nan") if v is None else float(v)
+    results = []
+    for i in range(k):
+        frozen = max(int(book["stopped"][i]), int(book["diverged"][i]))
+        hist = sorted((t, v) for t, v in losses[i].items() if t < step)
+        evals = sorted((t, v) for t, v in vals[i].items()
+                       if t <= step and (frozen < 0 or t <= frozen))
+        results.append({"member": i, "settings": members[i], "status": _status(book, i),
+                        "losses": hist, "evals": evals,
+                        "final_loss": hist[-1][1] if hist else float("nan"),
+                        "val_loss": vals[i].get(step, float("nan"))})
+    console.print("\n=== sweep summary (saved; ranked by final validation loss) ===")
+    ranking, best = _print_ranking(console, names, members, book, results, workdir, path,
+                                   ckpt_dir, step)
+    out = {"members": members, "swept": names, "results": results, "ranking": ranking,
+           "best": best, "steps": step, "start_step": step, "stop_reason": "already finished",
+           "metrics_path": path, "checkpoint_dir": ckpt_dir, "last_checkpoint": step,
+           "schedule_mode": schedule_mode}
+    if os.path.exists(os.path.join(workdir, "sweep.png")):
+        out["plot"] = os.path.join(workdir, "sweep.png")
+        console.print(f"plot: {out['plot']}")
+    return out
 
 
 def _nan_last(x: float) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -403,18 +404,17 @@ def test_resume_across_layouts_and_on_the_same_layout(tmp_path, pmap_ref, capsys
         np.testing.assert_array_equal(x, y)
 
 
-def test_two_processes_tensor_parallel_within_each(tmp_path, pmap_ref) -> None:
-    """2 processes x 4 devices, TP=2 x ZeRO-1 x DP=4 (TP inside a process, data and the
-    optimizer state across both): the same losses as pmap DP=8 in one process."""
-    base, ref = pmap_ref
+def _two_processes(wd: str, flags: list[str], cache: str) -> list[str]:
+    """``python -m train`` as 2 processes x 4 simulated CPU devices (gloo collectives); the
+    processes' stdouts. ``cache``: JAX's persistent compilation cache, shared by the runs of one
+    test so that a resumed pair reuses the first pair's compiled programs."""
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in base.items() if not isinstance(v, bool)]
-    flags += ["--no-tensorboard", "--tensor-parallel=2", "--zero-stage=1", "--batch-size=2"]
-    wd = str(tmp_path / "multi")
+               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     procs = [subprocess.Popen([sys.executable, "-m", "train", "--workdir", wd, *flags,
                                f"--coordinator-address=localhost:{port}", "--num-processes=2",
                                f"--process-id={pid}"], env=env, cwd=ROOT, text=True,
@@ -423,10 +423,55 @@ def test_two_processes_tensor_parallel_within_each(tmp_path, pmap_ref) -> None:
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    assert "mesh: data=4 x tensor=2" in outs[0][0]
+    return [out for out, _ in outs]
+
+
+@pytest.fixture(scope="module")
+def two_procs(tmp_path_factory, pmap_ref) -> tuple[str, list[str], str, list[str]]:
+    """4 steps of 2 processes x 4 devices, TP=2 x ZeRO-1 x DP=4 (TP inside a process, data and
+    the optimizer state across both), sharded checkpoints at 2 and 4 written by both processes:
+    (workdir, flags, compilation cache, stdouts)."""
+    base, _ = pmap_ref
+    tmp = tmp_path_factory.mktemp("two_procs")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in base.items() if not isinstance(v, bool)]
+    flags += ["--no-tensorboard", "--tensor-parallel=2", "--zero-stage=1", "--batch-size=2"]
+    wd, cache = str(tmp / "multi"), str(tmp / "jax_cache")
+    return wd, flags, cache, _two_processes(wd, flags, cache)
+
+
+def _loss_rows(wd: str) -> list[dict]:
     with open(os.path.join(wd, "metrics", "metrics.jsonl")) as f:
-        losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
-    np.testing.assert_allclose(losses, [x for _, x in ref["losses"]], rtol=F32_RTOL)
+        return [r for r in map(json.loads, f) if "loss" in r]
+
+
+def test_two_processes_tensor_parallel_within_each(two_procs, pmap_ref) -> None:
+    """The 2-process mesh run: the same losses as pmap DP=8 in one process."""
+    wd, _, _, outs = two_procs
+    assert "mesh: data=4 x tensor=2" in outs[0]
+    np.testing.assert_allclose([r["loss"] for r in _loss_rows(wd)],
+                               [x for _, x in pmap_ref[1]["losses"]], rtol=F32_RTOL)
+
+
+def test_two_processes_resume_from_their_sharded_checkpoint(two_procs, tmp_path) -> None:
+    """Two new processes resume the 2-process run from its sharded checkpoint at step 2 (each
+    reads its own shards) and train on to 4: every loss and the saved state at step 4 are bit
+    for bit the uninterrupted 2-process run's (the state through its layout-independent
+    per-leaf checksums: parameters, optimizer state, step)."""
+    ref, flags, cache, _ = two_procs
+    wd = str(tmp_path / "resumed")
+    shutil.copytree(ref, wd)
+    shutil.rmtree(os.path.join(wd, "checkpoints", "4"))
+    out = _two_processes(wd, [*flags, "--resume"], cache)[0]
+    assert re.search(r"resumed from \S+/checkpoints/2 \(step 2\)", out), out[-2000:]
+    rows, want = _loss_rows(wd), _loss_rows(ref)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 2, 3]  # appended after the first run's
+    assert [r["loss"] for r in rows[4:]] == [r["loss"] for r in want[2:]]
+    sums = []
+    for d in (wd, ref):
+        with open(os.path.join(d, "checkpoints", "4", "checksums", "metadata")) as f:
+            sums.append(json.load(f))
+    assert sums[0]["step"] == 4 and sums[0]["leaves"] == sums[1]["leaves"]
+    assert {k.split("/")[0] for k in sums[0]["leaves"]} == {"step", "params", "opt_state"}
 
 
 @pytest.mark.skipif(not FULL, reason="full matrix: SCHEDAX_FULL_MATRIX=1")

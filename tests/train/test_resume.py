@@ -126,6 +126,15 @@ def test_resume_modes_and_finished_runs(three, tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "run already finished at step 3; nothing to do" in out
     assert "nan" not in out and "summary" not in out
+    # ... and what it saved: the last update's train loss and the final val loss (its metrics)
+    with open(os.path.join(wd, "metrics", "metrics.jsonl")) as f:
+        recs = [json.loads(x) for x in f]
+    loss = [r["loss"] for r in recs if r.get("step") == 2 and "loss" in r][-1]
+    val = [r["val_loss"] for r in recs if r.get("step") == 3 and "val_loss" in r][-1]
+    assert f"saved results: train loss {loss:.4f} (step 3), val loss {val:.4f}" in out
+    again = run({**cfg, "resume": True}, wd)
+    assert again["stop_reason"] == "already finished"
+    assert (again["final_loss"], again["val_loss"]) == (loss, val)
     assert main(["--resume=3", "--workdir", wd]) == 0
     # --resume=auto with no checkpoint starts from scratch
     s = run({**cfg, "resume": "auto", "steps": 1, "eval_interval": 100}, empty)

@@ -29,7 +29,7 @@ import schedules as S
 from train import TrainConfig, build_schedule
 from train import sweep as run_population
 from train import train_and_evaluate as run
-from train.__main__ import parse_config
+from train.__main__ import main, parse_config
 from train.resume import ResumeMismatchError
 from train.sweep import _schedule_plan, parse_sweep
 
@@ -155,7 +155,7 @@ def test_traced_dropout_rate_is_flax_dropout() -> None:
         assert not np.allclose(got, other), name  # the call-time rate is used
 
 
-def test_diverged_and_early_stopped_members_are_frozen(tmp_path, corpus) -> None:
+def test_diverged_and_early_stopped_members_are_frozen(tmp_path, corpus, capsys) -> None:
     # steplr with gamma 1e-30: from step 2 on the lr underflows to 0 in float32, so the val
     # loss stops improving and patience 1 freezes that member at its second evaluation;
     # lr 1e30 diverges. The healthy member trains on, unaffected.
@@ -183,6 +183,48 @@ def test_diverged_and_early_stopped_members_are_frozen(tmp_path, corpus) -> None
     np.testing.assert_allclose([x for _, x in res[0]["losses"]],
                                [x for _, x in single["losses"]], rtol=1e-6)
     assert s["last_checkpoint"] == 6
+    # resumed at --steps: the frozen members' statuses come from the checkpoint, their final
+    # val losses (of their frozen parameters; NaN where lr 1e30 left huge finite ones) from the
+    # metrics
+    capsys.readouterr()
+    again = run({**cfg, "resume": True}, wd)
+    _assert_saved_summary(wd, s, again, capsys.readouterr().out)
+
+
+def test_float16_members_have_their_own_loss_scaler(tmp_path, corpus) -> None:
+    # float16: each member carries its own dynamic loss scaler (vmapped with the rest of its
+    # state), from a scale so large that the first gradients overflow. Member 0 is
+    # test_precision's float16 run (its compiled step is shared): its skipped steps, loss
+    # scales, learning rates and losses are that single run's. Member 1 (10x the lr) skips
+    # other steps, and its own scale follows GradScaler's rule from its own skips.
+    cfg = tiny(str(tmp_path), corpus, dtype="float16", loss_scale_init=2.0**18,
+               loss_scale_growth_interval=2, eval_interval=100)
+    wd = str(tmp_path / "pop")
+    s = run_population(cfg, wd, grid={"lr": [3e-3, 3e-2]})
+    single = str(tmp_path / "single")
+    ref = run(cfg, single)
+    rows, want = [_member_rows(wd, i) for i in (0, 1)], [r for r in _records(single) if "loss" in r]
+    assert [r["step"] for r in rows[0]] == [r["step"] for r in want] == list(range(6))
+    skipped = [[r["skipped"] for r in x] for x in rows]
+    assert skipped[0] == [r["skipped"] for r in want] and 0 < sum(skipped[0]) < 6
+    assert [r["loss_scale"] for r in rows[0]] == [r["loss_scale"] for r in want]
+    np.testing.assert_allclose([r["lr"] for r in rows[0]], [r["lr"] for r in want], rtol=2e-7)
+    np.testing.assert_allclose([r["loss"] for r in rows[0]], [x for _, x in ref["losses"]],
+                               rtol=1e-6, atol=0)
+    assert skipped[1] != skipped[0] and 0 < sum(skipped[1]) < 6  # the members' own scalers
+    finals = []
+    for i in (0, 1):  # halve on a skip, double after 2 good steps; the lr moves on applied ones
+        scale, good, count = 2.0**18, 0, 0
+        sched = build_schedule(TrainConfig.from_dict({**cfg, **s["members"][i]}))
+        for r in rows[i]:
+            assert r["loss_scale"] == scale and r["lr"] == pytest.approx(sched(count), rel=1e-6)
+            good = 0 if r["skipped"] else good + 1
+            scale *= 0.5 if r["skipped"] else (2.0 if good == 2 else 1.0)
+            good, count = good % 2, count + (not r["skipped"])
+        finals.append(scale)
+    assert [x["status"] for x in s["results"]] == ["ok", "ok"]
+    saved = ocp.StandardCheckpointer().restore(os.path.join(wd, "checkpoints", "6", "state"))
+    np.testing.assert_array_equal(saved["state"]["loss_scale"]["scale"], np.float32(finals))
 
 
 def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
@@ -227,6 +269,43 @@ def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
     ref_params = jax.tree.map(lambda *xs: np.stack(xs),
                               *[ref["results"][i]["params"] for i in range(4)])
     _assert_trees_equal(saved, ref_params)
+
+
+def _assert_saved_summary(wd: str, finished: dict, again: dict, out: str) -> None:
+    """A population resumed at its --steps: the single run's one line, nothing trained, and the
+    finished run's summary (statuses, losses, ranking) rebuilt from what it saved."""
+    steps = finished["steps"]
+    assert f"run already finished at step {steps}; nothing to do" in out, out
+    assert "resumed from" not in out, out
+    assert "sweep summary (saved; ranked by final validation loss)" in out
+    assert again["stop_reason"] == "already finished" and again["start_step"] == steps
+    assert again["ranking"] == finished["ranking"] and again["best"] == finished["best"]
+    assert again["plot"] == finished["plot"] and f"plot: {finished['plot']}" in out
+    for a, b in zip(again["results"], finished["results"], strict=True):
+        for key in ("settings", "status", "losses", "evals", "final_loss", "val_loss"):
+            want = b[key]  # metrics.jsonl holds non-finite numbers as null: read back as NaN
+            if key in ("losses", "evals"):
+                want = [(t, x if np.isfinite(x) else np.nan) for t, x in want]
+            elif key in ("final_loss", "val_loss") and not np.isfinite(want):
+                want = np.nan
+            np.testing.assert_equal(a[key], want, err_msg=f"member {a['member']}: {key}")
+        row = re.search(rf"^\s+{a['member']}\s.*$", out.split("(saved;")[1], re.M).group(0)
+        assert f"{b['final_loss']:.4f}" in row and f"{b['val_loss']:.4f}" in row, row
+        assert (b["status"] in row) == (b["status"] != "ok"), row
+    best = finished["results"][finished["best"]]
+    assert f"best: member {finished['best']} (" in out and f"{best['val_loss']:.4f}" in out
+
+
+def test_resume_of_a_finished_population_shows_its_summary(leaves, capsys) -> None:
+    # nothing to do, as a single run resumed at --steps (the CLI, in-process, as test_resume)
+    _tmp, cfg, wd, s = leaves
+    capsys.readouterr()
+    assert main(["--resume", "--workdir", wd]) == 0
+    out = capsys.readouterr().out
+    again = run_population({**cfg, "resume": True}, wd,
+                           grid={"lr": [1e-3, 4e-3], "warmup_steps": [0, 5]})
+    _assert_saved_summary(wd, s, again, out)
+    assert "nan" not in out  # every member finished: nothing missing
 
 
 def test_resume_with_another_population_is_refused(leaves) -> None:
