@@ -30,7 +30,7 @@ from .._numerics import (
     half_cos_torch,
     one_cycle_ends,
 )
-from .._ops import Ops
+from .._ops import PY, Ops
 from .._validate import FLOAT32_MAX, Checks
 from ._base import (
     Kind,
@@ -41,27 +41,11 @@ from ._base import (
     _check_bool,
     _check_str,
     _gamma,
-    _horizon,
     _host_error,
     _is_list,
-    _lr,
     _momentum_groups,
 )
 from ._recurrence import COS_LOOP_BUDGET, SAFE_TICKS, TICK_BUDGET, CosRun, NoClosedForm
-
-
-def _fold(coef: Any, pairs: list[tuple[Any, Any]], ops: Ops) -> Any:
-    """``coef * prod(a ** y)``: on the host in torch's order (``coef * a ** y``); under
-    JAX as one accurate exponential (:func:`schedules._ops.pow_prod_f32` in float32:
-    ``log a`` from float64, exact products with ``y``; ``jnp.power`` otherwise)."""
-    if not pairs:
-        return coef
-    if ops.host or ops.name != "jax":
-        for a, y in pairs:
-            coef = coef * ops.pow(a, y)
-        return coef
-    return coef * ops.pow_prod(pairs)
-
 
 #: the longest table of ``gamma ** n`` gathered on the array path (:func:`_int_pow`).
 POW_TABLE_MAX = 4096
@@ -103,6 +87,15 @@ def _int_pow(gamma: Any, n: Any, ops: Ops, n_max: int | None = None) -> Any:
     return jnp.asarray(table)[idx]
 
 
+def _gamma_pows(
+    start: Any, gamma: Any, n: Any, ops: Ops, n_max: int | None = None
+) -> tuple[Any, list[tuple[Any, Any]]]:
+    """``start * gamma ** n`` (integral ``n``) as ``_cf_pows``'s ``(coef, pairs)``: a table
+    gather where :func:`_int_pow` applies, else the power for :func:`_fold` to fold."""
+    tab = _int_pow(gamma, n, ops, n_max)
+    return (start * tab, []) if tab is not None else (start, [(gamma, n)])
+
+
 def _gpow(a: Any, y: Any, ops: Ops) -> Any:
     """``a ** y`` (accurate in float32 under JAX for a concrete base, see :func:`_fold`)."""
     return ops.pow_prod([(a, y)]) if ops.name == "jax" else ops.pow(a, y)
@@ -131,11 +124,7 @@ class _UserLambda(TorchSchedule):
         check = self._check
         if not callable(lr_lambda):
             raise check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
-        self._set(
-            lr=_lr(check, lr),
-            lr_lambda=lr_lambda,
-            horizon=_horizon(check, horizon),
-        )
+        self._init(lr, horizon, lr_lambda=lr_lambda)
         self._check_constructs()
 
     def _host_capable(self) -> bool:
@@ -162,7 +151,6 @@ class LambdaLR(_UserLambda, name="LambdaLR"):
         return base * _call(self.lr_lambda, k, ops)
 
 
-
 class MultiplicativeLR(_UserLambda, name="MultiplicativeLR"):
     """``lr * prod_{j=1..t} lr_lambda(j)``, as ``torch.optim.lr_scheduler.MultiplicativeLR``.
 
@@ -181,6 +169,11 @@ class MultiplicativeLR(_UserLambda, name="MultiplicativeLR"):
 # -- StepLR / MultiStepLR / ConstantLR / LinearLR / ExponentialLR / PolynomialLR ----------------
 
 
+def _exact_gamma(gamma: float) -> bool:
+    """Whether ``lr * gamma ** n`` is exact (every rounded ``lr * gamma`` is exact too)."""
+    return gamma in (0.0, 1.0) or abs(gamma) == 0.5
+
+
 class StepLR(TorchSchedule, name="StepLR"):
     """Multiply by ``gamma`` every ``step_size`` steps (``torch.optim.lr_scheduler.StepLR``).
 
@@ -197,50 +190,31 @@ class StepLR(TorchSchedule, name="StepLR"):
     ) -> None:
         check = self._check
         # torch raises ZeroDivisionError (t % 0) at the first step for step_size=0.
-        self._set(
-            lr=_lr(check, lr),
-            step_size=check.int("step_size", step_size, gt=0),
-            gamma=_gamma(check, gamma),
-            horizon=_horizon(check, horizon),
-        )
+        step_size = check.int("step_size", step_size, gt=0)
+        self._init(lr, horizon, step_size=step_size, gamma=_gamma(check, gamma))
 
     def _cf_pows(
         self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
     ) -> tuple[Any, list[tuple[Any, Any]]]:
-        if mode is Mode.RESTART:
-            start = base
-        n = floordiv(k, self.step_size, ops)
-        tab = _int_pow(self.gamma, n, ops)
-        if tab is not None:
-            return start * tab, []
-        return start, [(self.gamma, n)]
-
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
+        return _gamma_pows(start, self.gamma, floordiv(k, self.step_size, ops), ops)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
-        hit = (
-            (k > 0) & (floordiv(k, self.step_size, ops) * self.step_size == k)
-            if not ops.host
-            else (k > 0 and k % self.step_size == 0)
-        )
+        s = self.step_size
+        hit = (k > 0 and k % s == 0) if ops.host else (k > 0) & (floordiv(k, s, ops) * s == k)
         return ops.where(hit, self.gamma, 1.0)
 
     def _closed_host_ok(self, k: int) -> bool:
         return k // self.step_size <= SAFE_TICKS
 
     def _closed_exact(self) -> bool:
-        return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
-
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        return np.where(ks % self.step_size == 0, self.gamma, 1.0)
-
-    def _mult_period(self) -> int | None:
-        return self.step_size
+        return _exact_gamma(self.gamma)
 
     def _tick_spec(self) -> Any:  # a tick every step_size steps: lr * gamma
         s, g = self.step_size, self.gamma
         return (lambda k: k // s), (lambda a, b: np.full((b - a, 1), g)), None, 1
+
+    def _mult_period(self) -> int | None:
+        return self.step_size
 
 
 class MultiStepLR(TorchSchedule, name="MultiStepLR"):
@@ -264,44 +238,23 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
         ):
             raise check.fail("milestones", milestones, "must be a list of ints")
         ms = tuple(check.int(f"milestones[{i}]", m) for i, m in enumerate(milestones))
-        self._set(
-            lr=_lr(check, lr),
-            milestones=ms,
-            gamma=_gamma(check, gamma),
-            horizon=_horizon(check, horizon),
-        )
+        self._init(lr, horizon, milestones=ms, gamma=_gamma(check, gamma))
 
     def _cf_pows(
         self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
     ) -> tuple[Any, list[tuple[Any, Any]]]:
-        if mode is Mode.RESTART:
-            start = base
         n = 1.0 * ops.count_le(sorted(self.milestones), k)
-        tab = _int_pow(self.gamma, n, ops, n_max=len(self.milestones))
-        if tab is not None:
-            return start * tab, []
-        return start, [(self.gamma, n)]
-
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
+        return _gamma_pows(start, self.gamma, n, ops, n_max=len(self.milestones))
 
     def _tick(self, k: Any, ops: Ops) -> Any:
+        # torch: gamma ** counts[k] (Python's pow, as the host computes each entry)
         ms = sorted(self.milestones)
-        return ops.pow(self.gamma, 1.0 * (ops.count_le(ms, k) - ops.count_le(ms, k - 1)))
+        top = max(Counter(ms).values(), default=0)
+        c = ops.count_le(ms, k) - ops.count_le(ms, k - 1)
+        return ops.select(c, [self.gamma**i for i in range(top + 1)])
 
     def _closed_host_ok(self, k: int) -> bool:
         return len(self.milestones) <= SAFE_TICKS
-
-    def _closed_exact(self) -> bool:
-        return len(self.milestones) <= SAFE_TICKS
-
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        counts = Counter(self.milestones)
-        out = np.ones(ks.shape)
-        for m, c in counts.items():
-            if m >= 1:
-                out = np.where(ks == m, self.gamma**c, out)  # torch: gamma ** counts[k]
-        return out
 
     def _mult_last(self) -> int | None:
         return max([m for m in self.milestones if m >= 1], default=0)
@@ -341,22 +294,16 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
                 "must be between 0 and 1 (torch: 'Constant multiplicative factor "
                 "expected to be between 0 and 1.')",
             )
-        self._set(
-            lr=_lr(check, lr),
-            factor=factor,
-            total_iters=check.int("total_iters", total_iters),
-            horizon=_horizon(check, horizon),
-        )
+        total_iters = check.int("total_iters", total_iters)
+        self._init(lr, horizon, factor=factor, total_iters=total_iters)
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         T = self.total_iters
-        if mode is Mode.RESTART:
-            # torch's closed form at 0 is ``factor + (0 >= T) * (1 - factor)``: 1 when T <= 0,
-            # and no later step (k != T) changes it.
-            start = base
-            if ops.host and T <= 0:
-                return base
-        after = ((T > 0) & (k >= T)) if not ops.host else (T > 0 and k >= T)
+        # RESTART: torch's closed form at 0 is ``factor + (0 >= T) * (1 - factor)``: 1 when
+        # T <= 0, and no later step (k != T) changes it.
+        if mode is Mode.RESTART and ops.host and T <= 0:
+            return base
+        after = (T > 0 and k >= T) if ops.host else ((T > 0) & (k >= T))
         v = ops.where(after, start, start * self.factor)
         if not ops.host:
             v = v * ops.where(after & (self.factor == 0), math.nan, 1.0)
@@ -365,26 +312,22 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
         return v
 
     def _tick(self, k: Any, ops: Ops) -> Any:
-        T = self.total_iters
         inv = ops.div(1.0, self.factor)
-        return ops.where(k == 0, self.factor, ops.where(k == T, inv, 1.0))
+        return ops.where(k == 0, self.factor, ops.where(k == self.total_iters, inv, 1.0))
 
     def _closed_host_ok(self, k: int) -> bool:
         return not (self.factor == 0 and self.total_iters > 0 and k >= self.total_iters)
 
+    def _closed_exact(self) -> bool:
+        return True
+
     def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        T = self.total_iters
-        if T < 1:
-            return np.ones(ks.shape)
-        if self.factor == 0:
+        if self.factor == 0 and self.total_iters >= 1:
             return None  # torch: 1.0 / 0 raises (the replay reports it)
-        return np.where(ks == T, 1.0 / self.factor, 1.0)
+        return super()._step_factors(ks)
 
     def _mult_last(self) -> int | None:
         return max(self.total_iters, 0)
-
-    def _closed_exact(self) -> bool:
-        return True
 
 
 class LinearLR(TorchSchedule, name="LinearLR"):
@@ -414,46 +357,28 @@ class LinearLR(TorchSchedule, name="LinearLR"):
             raise check.fail("start_factor", s, "must be in (0, 1] (torch raises ValueError)")
         if e > 1.0 or e < 0:
             raise check.fail("end_factor", e, "must be in [0, 1] (torch raises ValueError)")
-        self._set(
-            lr=_lr(check, lr),
-            start_factor=s,
-            end_factor=e,
-            total_iters=check.int("total_iters", total_iters),
-            horizon=_horizon(check, horizon),
-        )
+        T = check.int("total_iters", total_iters)
+        self._init(lr, horizon, start_factor=s, end_factor=e, total_iters=T)
 
-    def _factor(self, k: Any, ops: Ops) -> Any:
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         s, e, T = self.start_factor, self.end_factor, self.total_iters
+        if mode is Mode.RESTART and ops.host and T == 0:
+            raise NoClosedForm  # torch: ZeroDivisionError
         if not ops.host:  # ((T - m) s + m e) / T: no cancellation when e << s (float32)
             m = ops.minimum(k, 1.0 * T)
             v = ops.div((T - m) * s + m * e, ops.maximum(T, 1))
-            return ops.where(T > 0, v, s)
+            return start * ops.where(T > 0, v, s)
         frac = ops.div(ops.minimum(k, 1.0 * T), ops.maximum(T, 1))
-        return ops.where(T > 0, s + (e - s) * frac, s)
-
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        if mode is Mode.RESTART:
-            if ops.host and self.total_iters == 0:
-                raise NoClosedForm  # torch: ZeroDivisionError
-            start = base
-        return start * self._factor(k, ops)
+        return start * ops.where(T > 0, s + (e - s) * frac, s)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
+        # torch's get_lr: the same float64 operations on the host and in NumPy
         s, e, T = self.start_factor, self.end_factor, self.total_iters
         mid = 1.0 + ops.div(e - s, T * s + (k - 1) * (e - s))
         return ops.where(k == 0, s, ops.where(k > T, 1.0, mid))
 
     def _closed_host_ok(self, k: int) -> bool:
         return min(k, self.total_iters) <= SAFE_TICKS
-
-    def _closed_exact(self) -> bool:
-        return self.total_iters <= SAFE_TICKS
-
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        s, e, T = self.start_factor, self.end_factor, self.total_iters
-        with np.errstate(all="ignore"):  # the same float64 operations as torch's get_lr
-            mid = 1.0 + (e - s) / (float(T) * s + (ks - 1) * (e - s))
-        return np.where(ks > T, 1.0, mid)
 
     def _mult_last(self) -> int | None:
         return max(self.total_iters, 0)
@@ -470,22 +395,12 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     kind = Kind.MULT
 
     def __init__(self, lr: float, gamma: float, horizon: int | None = None) -> None:
-        check = self._check
-        self._set(
-            lr=_lr(check, lr),
-            gamma=_gamma(check, gamma),
-            horizon=_horizon(check, horizon),
-        )
+        self._init(lr, horizon, gamma=_gamma(self._check, gamma))
 
     def _cf_pows(
         self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
     ) -> tuple[Any, list[tuple[Any, Any]]]:
-        if mode is Mode.RESTART:
-            start = base
         return start, [(self.gamma, k)]
-
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
         return ops.where(k == 0, 1.0, self.gamma)
@@ -494,10 +409,7 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
         return k <= SAFE_TICKS
 
     def _closed_exact(self) -> bool:
-        return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
-
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        return np.full(ks.shape, self.gamma)
+        return _exact_gamma(self.gamma)
 
 
 class PolynomialLR(TorchSchedule, name="PolynomialLR"):
@@ -515,20 +427,14 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
         self, lr: float, total_iters: int = 5, power: float = 1.0, horizon: int | None = None
     ) -> None:
         check = self._check
-        self._set(
-            lr=_lr(check, lr),
-            total_iters=check.int("total_iters", total_iters),
-            # a negative power makes the lr inf at total_iters (0 ** -p)
-            power=check.float("power", power, ge=0),
-            horizon=_horizon(check, horizon),
-        )
+        T = check.int("total_iters", total_iters)
+        # a negative power makes the lr inf at total_iters (0 ** -p)
+        self._init(lr, horizon, total_iters=T, power=check.float("power", power, ge=0))
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         T = self.total_iters
-        if mode is Mode.RESTART:
-            if ops.host and T == 0:
-                raise NoClosedForm
-            start = base
+        if mode is Mode.RESTART and ops.host and T == 0:
+            raise NoClosedForm  # torch: ZeroDivisionError
         rem = ops.div(ops.maximum(T - ops.minimum(k, 1.0 * T), 0.0), ops.maximum(T, 1))
         return ops.where(T > 0, start * ops.pow(rem, self.power), start)
 
@@ -539,12 +445,13 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
             r = ops.pow((1.0 - k / Ts) / (1.0 - (k - 1) / Ts), self.power)
         else:  # (1 - k/T) / (1 - (k-1)/T) without the rounding that could go negative at k = T
             r = ops.pow(ops.maximum(ops.div(T - k, T - k + 1.0), 0.0), self.power)
-        return ops.where((k == 0) | (k > T) if not ops.host else (k == 0 or k > T), 1.0, r)
+        return ops.where((k == 0 or k > T) if ops.host else (k == 0) | (k > T), 1.0, r)
 
     def _closed_host_ok(self, k: int) -> bool:
         return min(k, max(self.total_iters, 0)) <= SAFE_TICKS
 
     def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        # torch's get_lr in float64, and C's pow (as Python's **, not NumPy's SIMD one)
         T, p = self.total_iters, self.power
         inside = ks <= T
         out = np.ones(ks.shape)
@@ -553,7 +460,7 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
         k = ks[inside]
         with np.errstate(all="ignore"):
             r = (1.0 - k / T) / (1.0 - (k - 1) / T)
-        if p != 1.0:  # x ** 1.0 == x; otherwise C's pow, as Python's ** (not NumPy's SIMD)
+        if p != 1.0:  # x ** 1.0 == x
             r = np.fromiter(map(math.pow, r.tolist(), itertools.repeat(p)), float, len(r))
         out[inside] = r
         return out
@@ -563,9 +470,6 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
 
     def _tick_budget(self) -> int:
         return TICK_BUDGET if self.power == 1.0 else COS_LOOP_BUDGET
-
-    def _closed_exact(self) -> bool:
-        return self.total_iters <= SAFE_TICKS
 
 
 # -- CosineAnnealingLR / CosineAnnealingWarmRestarts -------------------------------------------
@@ -588,17 +492,11 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
     ) -> None:
         check = self._check
         # torch raises ZeroDivisionError at the first step for T_max=0.
-        self._set(
-            lr=_lr(check, lr),
-            T_max=check.int("T_max", T_max, gt=0),
-            eta_min=check.float("eta_min", eta_min, ge=0),
-            horizon=_horizon(check, horizon),
-        )
+        T_max = check.int("T_max", T_max, gt=0)
+        self._init(lr, horizon, T_max=T_max, eta_min=check.float("eta_min", eta_min, ge=0))
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         T, eta = self.T_max, self.eta_min
-        if mode is Mode.RESTART:
-            start = base
         if not ops.host:
             le = _known_le((eta, start), (eta, base))
             same = _known_le((start, base), (base, start))  # one amplitude: no select
@@ -609,9 +507,6 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
 
     def _closed_host_ok(self, k: int) -> bool:
         return k <= self.T_max <= SAFE_TICKS
-
-    def _closed_exact(self) -> bool:
-        return False
 
     def _segment(self, v0: float, base: float) -> Callable[[int], float | None] | None:
         return CosRun(self.T_max, self.eta_min, base, v0).value
@@ -632,24 +527,12 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
         self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0, horizon: int | None = None
     ) -> None:
         check = self._check
-        if isinstance(T_0, bool) or not isinstance(T_0, int) or not 0 < T_0 < 2**31:
-            raise check.fail(
-                "T_0",
-                T_0,
-                "must be a positive integer (torch: 'Expected positive integer T_0')",
-            )
-        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or not 1 <= T_mult < 2**20:
-            raise check.fail(
-                "T_mult",
-                T_mult,
-                "must be an integer >= 1 (torch: 'Expected integer T_mult >= 1')",
-            )
-        self._set(
-            lr=_lr(check, lr),
-            T_0=T_0,
-            T_mult=T_mult,
-            eta_min=check.float("eta_min", eta_min, ge=0),
-            horizon=_horizon(check, horizon),
+        rule = "must be a positive integer (torch: 'Expected positive integer T_0')"
+        T_0 = _strict_int(check, "T_0", T_0, 1, 2**31, rule)
+        rule = "must be an integer >= 1 (torch: 'Expected integer T_mult >= 1')"
+        T_mult = _strict_int(check, "T_mult", T_mult, 1, 2**20, rule)
+        self._init(
+            lr, horizon, T_0=T_0, T_mult=T_mult, eta_min=check.float("eta_min", eta_min, ge=0)
         )
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
@@ -658,7 +541,6 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
         if not ops.host:
             return cos_mix(eta, base, k - S, Ti, ops, _known_le((eta, base)))
         return eta + (base - eta) * half_cos_torch(k - S, Ti, ops)
-
 
 
 # -- CyclicLR ----------------------------------------------------------------------------------
@@ -698,6 +580,44 @@ class _CyclicPhase:
         cycle, sf = cyclic_phase(k, up, up + down, ops)
         scale = self._scale(cycle if self._scale_mode() == "cycle" else k, ops)
         return sf, scale
+
+
+def _cycle_args(
+    check: Checks,
+    step_size_up: Any,
+    step_size_down: Any,
+    mode: Any,
+    gamma: Any,
+    scale_fn: Any,
+    scale_mode: Any,
+) -> dict[str, Any]:
+    """``CyclicLR``'s cycle arguments (``CyclicMomentum``'s too), checked as torch checks them."""
+    if scale_fn is None and (not isinstance(mode, str) or mode not in CYCLIC_MODES):
+        raise check.fail(
+            "mode",
+            mode,
+            f"must be one of {', '.join(map(repr, CYCLIC_MODES))} "
+            "when scale_fn is None (torch: 'mode is invalid and scale_fn is None')",
+        )
+    _check_str(check, "mode", mode)
+    if scale_fn is not None and not callable(scale_fn):
+        raise check.fail("scale_fn", scale_fn, "must be a callable or a Schedule")
+    up = check.float("step_size_up", step_size_up)
+    down = up if step_size_down is None else check.float("step_size_down", step_size_down)
+    if not 0 < up + down <= FLOAT32_MAX:
+        raise check.fail(
+            "step_size_up + step_size_down",
+            up + down,
+            f"must be > 0 (torch divides by it) and at most {FLOAT32_MAX!r} (float32)",
+        )
+    return {
+        "step_size_up": step_size_up,
+        "step_size_down": step_size_down,
+        "mode": mode,
+        "gamma": _gamma(check, gamma),
+        "scale_fn": scale_fn,
+        "scale_mode": check.choice("scale_mode", scale_mode, ("cycle", "iterations")),
+    }
 
 
 class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
@@ -748,38 +668,16 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
         horizon: int | None = None,
     ) -> None:
         check = self._check
-        if scale_fn is None and (not isinstance(mode, str) or mode not in CYCLIC_MODES):
-            raise check.fail(
-                "mode",
-                mode,
-                f"must be one of {', '.join(map(repr, CYCLIC_MODES))} "
-                "when scale_fn is None (torch: 'mode is invalid and scale_fn is None')",
-            )
-        _check_str(check, "mode", mode)
-        if scale_fn is not None and not callable(scale_fn):
-            raise check.fail("scale_fn", scale_fn, "must be a callable or a Schedule")
-        up = check.float("step_size_up", step_size_up)
-        down = up if step_size_down is None else check.float("step_size_down", step_size_down)
-        if not 0 < up + down <= FLOAT32_MAX:
-            raise check.fail(
-                "step_size_up + step_size_down",
-                up + down,
-                f"must be > 0 (torch divides by it) and at most {FLOAT32_MAX!r} (float32)",
-            )
-        self._set(
-            lr=_lr(check, lr),
+        cycle = _cycle_args(check, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
+        self._init(
+            lr,
+            horizon,
             base_lr=check.float("base_lr", base_lr, ge=0),
             max_lr=check.float("max_lr", max_lr, ge=0),
-            step_size_up=step_size_up,
-            step_size_down=step_size_down,
-            mode=mode,
-            gamma=_gamma(check, gamma),
-            scale_fn=scale_fn,
-            scale_mode=check.choice("scale_mode", scale_mode, ("cycle", "iterations")),
+            **cycle,
             cycle_momentum=_check_bool(check, "cycle_momentum", cycle_momentum),
             base_momentum=check.float("base_momentum", base_momentum),
             max_momentum=check.float("max_momentum", max_momentum),
-            horizon=_horizon(check, horizon),
         )
         self._check_constructs()
 
@@ -795,7 +693,6 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
 
     def _closed(self, k: Any, ops: Ops) -> Any:
         return self._cf(k, ops, self.base_lr, self.base_lr, Mode.CONSTRUCT)
-
 
     @staticmethod
     def momentum(
@@ -849,18 +746,10 @@ class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
         scale_mode: str = "cycle",
     ) -> None:
         check = self._check
-        helper = CyclicLR(
-            0.0, 0.0, 1.0, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
-        )
         self._set(
             base_momentum=check.float("base_momentum", base_momentum),
             max_momentum=check.float("max_momentum", max_momentum),
-            step_size_up=step_size_up,
-            step_size_down=step_size_down,
-            mode=mode,
-            gamma=helper.gamma,
-            scale_fn=scale_fn,
-            scale_mode=scale_mode,
+            **_cycle_args(check, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode),
         )
 
     def _host_capable(self) -> bool:
@@ -893,22 +782,20 @@ _THREE_PHASES = [
 class _OneCyclePhases:
     """torch's ``OneCycleLR`` phases, shared by :class:`OneCycleLR` (the lr) and
     :class:`OneCycleMomentum` (the momentum it cycles): reads ``pct_start``,
-    ``three_phase`` and ``anneal_strategy``, and ``_steps()`` (``total_steps``)."""
+    ``three_phase``, ``anneal_strategy`` and ``total_steps``."""
 
+    total_steps: int
     pct_start: float
     three_phase: bool
     anneal_strategy: str
     _phases_cache: list[tuple[float, str, str, str, str]] | None = None
-
-    def _steps(self) -> int:
-        raise NotImplementedError
 
     def _phases(self) -> list[tuple[float, str, str, str, str]]:
         """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)
         (static fields only: computed once)."""
         phases = self._phases_cache
         if phases is None:
-            ends = one_cycle_ends(self._steps(), self.pct_start, self.three_phase)
+            ends = one_cycle_ends(self.total_steps, self.pct_start, self.three_phase)
             keys = _THREE_PHASES if self.three_phase else _TWO_PHASES
             phases = [(end, *k) for end, k in zip(ends, keys)]
             object.__setattr__(self, "_phases_cache", phases)
@@ -961,7 +848,7 @@ class _OneCyclePhases:
             out = ops.where(first, a + (b - a) * s2, b + (a - b) * s2)
         else:
             out = ops.where(first, (b - a) * pct + a, (a - b) * rem + b)
-        return ops.where(k > self._steps(), math.nan, out)
+        return ops.where(k > self.total_steps, math.nan, out)
 
 
 class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
@@ -1013,24 +900,20 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
         horizon: int | None = None,
     ) -> None:
         check = self._check
-        total = _one_cycle_total(check, total_steps, epochs, steps_per_epoch)
-        pct_start = _pct_start(check, pct_start)
-        check.choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
-        self._set(
-            lr=_lr(check, lr),
+        phases = _phase_args(
+            check, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy
+        )
+        self._init(
+            lr,
+            horizon,
             max_lr=check.float("max_lr", max_lr, ge=0),
-            total_steps=total,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            pct_start=pct_start,
-            anneal_strategy=anneal_strategy,
+            **phases,
             cycle_momentum=_check_bool(check, "cycle_momentum", cycle_momentum),
             base_momentum=check.float("base_momentum", base_momentum),
             max_momentum=check.float("max_momentum", max_momentum),
             div_factor=check.float("div_factor", div_factor, gt=0),
             final_div_factor=check.float("final_div_factor", final_div_factor, gt=0),
             three_phase=_check_bool(check, "three_phase", three_phase),
-            horizon=_horizon(check, horizon),
         )
         for name, v in self._group().items():
             if "lr" in name and not v <= FLOAT32_MAX:
@@ -1040,9 +923,6 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
                     f"makes {name} = {v!r} exceed float32's range ({FLOAT32_MAX!r})",
                 )
         self._check_constructs()
-
-    def _steps(self) -> int:
-        return self.total_steps
 
     def _group(self) -> dict[str, Any]:
         initial = self.max_lr / self.div_factor
@@ -1094,7 +974,16 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
         return [one(b, m) for b, m in groups]
 
 
-def _pct_start(check: Checks, pct_start: Any) -> float:
+def _phase_args(
+    check: Checks,
+    total_steps: Any,
+    epochs: Any,
+    steps_per_epoch: Any,
+    pct_start: Any,
+    anneal_strategy: Any,
+) -> dict[str, Any]:
+    """``OneCycleLR``'s phase arguments (``OneCycleMomentum``'s too), checked as torch does."""
+    total = _one_cycle_total(check, total_steps, epochs, steps_per_epoch)
     # torch: ``pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float)``; NaN
     # (which passes torch's check and makes every lr NaN) is refused too.
     if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
@@ -1103,32 +992,30 @@ def _pct_start(check: Checks, pct_start: Any) -> float:
             pct_start,
             "must be a float between 0 and 1 (torch: 'Expected float between 0 and 1 pct_start')",
         )
-    return pct_start
+    return {
+        "total_steps": total,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "pct_start": pct_start,
+        "anneal_strategy": check.choice("anneal_strategy", anneal_strategy, ("cos", "linear")),
+    }
+
+
+def _strict_int(check: Checks, name: str, value: Any, lo: int, hi: int, rule: str) -> int:
+    """An ``int`` (torch's ``isinstance`` check: not a bool, not a float) in ``[lo, hi)``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value < hi:
+        raise check.fail(name, value, rule)
+    return value
 
 
 def _one_cycle_total(check: Checks, total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
+    rule = "must be a positive integer below 2**31 (int32)"
     if total_steps is not None:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-            raise check.fail("total_steps", total_steps, "must be a positive integer")
-        if total_steps >= 2**31:
-            raise check.fail("total_steps", total_steps, "must be below 2**31 (int32)")
-        return total_steps
+        return _strict_int(check, "total_steps", total_steps, 1, 2**31, rule)
     if epochs is not None and steps_per_epoch is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
-            raise check.fail("epochs", epochs, "must be a positive integer")
-        if (
-            isinstance(steps_per_epoch, bool)
-            or not isinstance(steps_per_epoch, int)
-            or steps_per_epoch <= 0
-        ):
-            raise check.fail("steps_per_epoch", steps_per_epoch, "must be a positive integer")
-        if epochs * steps_per_epoch >= 2**31:
-            raise check.fail(
-                "epochs * steps_per_epoch",
-                epochs * steps_per_epoch,
-                "must be below 2**31 (int32)",
-            )
-        return epochs * steps_per_epoch
+        n = _strict_int(check, "epochs", epochs, 1, 2**31, rule)
+        n *= _strict_int(check, "steps_per_epoch", steps_per_epoch, 1, 2**31, rule)
+        return _strict_int(check, "epochs * steps_per_epoch", n, 1, 2**31, rule)
     raise check.fail(
         "total_steps",
         total_steps,
@@ -1160,37 +1047,21 @@ class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
         three_phase: bool = False,
     ) -> None:
         check = self._check
-        OneCycleLR(
-            1.0,
-            1.0,
-            total_steps,
-            epochs,
-            steps_per_epoch,
-            pct_start,
-            anneal_strategy,
-            three_phase=three_phase,
-        )
         self._set(
-            total_steps=total_steps,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            pct_start=pct_start,
-            anneal_strategy=anneal_strategy,
+            **_phase_args(check, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy),
             base_momentum=check.float("base_momentum", base_momentum),
             max_momentum=check.float("max_momentum", max_momentum),
-            three_phase=bool(three_phase),
+            three_phase=_check_bool(check, "three_phase", three_phase),
         )
-
-    def _steps(self) -> int:
-        return _one_cycle_total(self._check, self.total_steps, self.epochs, self.steps_per_epoch)
+        self._eval(0.0, PY)  # torch's construction: its errors surface now
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         grp = {"max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
         k = ops.floor(ops.maximum(t, 0.0))
-        if ops.host and k > self._steps():
+        if ops.host and k > self.total_steps:
             raise ValueError(
                 f"OneCycleMomentum: step {int(k)} is beyond total_steps="
-                f"{self._steps()} (torch raises ValueError)"
+                f"{self.total_steps} (torch raises ValueError)"
             )
         try:
             return self._value(k, ops, grp, lr_keys=False)

@@ -20,11 +20,11 @@ from ._base import (
     TorchSchedule,
     _check_lr_list,
     _check_schedulers_list,
+    _fold,
     _horizon,
     _is_list,
     _lr,
 )
-from ._closed import _fold
 from ._plateau import is_plateau
 from ._recurrence import Chain, NoClosedForm
 

@@ -73,7 +73,7 @@ BAD = [
     ),
     (
         lambda: T.CyclicMomentum(0.8, 0.9, step_size_up=None),
-        "CyclicLR: step_size_up=None must be a real number, not NoneType",
+        "CyclicMomentum: step_size_up=None must be a real number, not NoneType",
     ),
     # -- OneCycleLR / OneCycleMomentum ------------------------------------------------------------
     (
@@ -94,7 +94,7 @@ BAD = [
     ),
     (
         lambda: T.OneCycleMomentum(10, pct_start=[1]),
-        "OneCycleLR: pct_start=[1] must be a float between 0 and 1",
+        "OneCycleMomentum: pct_start=[1] must be a float between 0 and 1",
     ),
     (
         lambda: T.OneCycleLR.momentum(total_steps=10, base_momentum=[], max_momentum=[]),
