@@ -90,7 +90,19 @@ def _check_schedulers_list(where: str, schedulers: Any) -> None:
         )
 
 
+def _per_group_hint(where: str, name: str, value: Any) -> ValueError:
+    return fail(
+        where,
+        name,
+        value,
+        "must be one param group's (a schedule is one group's lr); for several param groups "
+        f"use schedules.torch.per_group({where}, {value!r}, ...), one schedule per group",
+    )
+
+
 def _lr(check: Checks, lr: Any) -> Any:
+    if _is_list(lr):
+        raise _per_group_hint(check.where, "lr", lr)
     # torch's optimizers refuse a negative lr ("Invalid learning rate")
     return check.float("lr", lr, ge=0)
 
@@ -178,14 +190,6 @@ class TorchSchedule(Recurrence):
     kind: ClassVar[Kind] = Kind.NONE
     _static = frozenset({"horizon"})  # a table's length is structure, not a hyperparameter
     _per_group: ClassVar[tuple[str, ...]] = ()
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        # Kept for code written against torch's per-group arguments: a list of lrs (or of
-        # per-group children) gives ``per_group(cls, ...)``, a list of schedules.
-        a = cls._bind(args, kwargs)
-        if cls._n_groups(a) is None:
-            return super().__new__(cls)
-        return per_group(cls, *args, **kwargs)
 
     @classmethod
     def _bind(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

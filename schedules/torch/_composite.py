@@ -24,6 +24,7 @@ from ._base import (
     _horizon,
     _is_list,
     _lr,
+    _per_group_hint,
 )
 from ._plateau import is_plateau
 from ._recurrence import Chain, NoClosedForm
@@ -57,6 +58,8 @@ def _children(where: str, schedulers: Any, lr: Any) -> tuple[TorchSchedule, ...]
     for i, s in enumerate(schedulers):
         if is_plateau(s):
             raise fail(where, f"schedulers[{i}]", s, "cannot be ReduceLROnPlateau (as in torch)")
+        if _is_list(s):
+            raise _per_group_hint(where, f"schedulers[{i}]", s)
         if not isinstance(s, TorchSchedule):
             raise fail(
                 where,

@@ -18,31 +18,55 @@ NAN = float("nan")
 
 BAD = [
     # -- the list of lrs (one per param group) and the composites' children -------------------
-    (lambda: T.StepLR([], 2), "StepLR: lr=[] must be a number or a non-empty list of numbers"),
-    (lambda: T.StepLR([[0.1]], 2), "StepLR: lr[0]=[0.1] must be a real number, not list"),
-    (lambda: T.ExponentialLR([0.1, "x"], 0.9), "ExponentialLR: lr[1]='x' must be a real number"),
+    (  # a class is one group's schedule: a list of lrs points to per_group
+        lambda: T.StepLR([0.1, 0.2], 2),
+        "StepLR: lr=[0.1, 0.2] must be one param group's (a schedule is one group's lr); for "
+        "several param groups use schedules.torch.per_group(StepLR, [0.1, 0.2], ...)",
+    ),
+    (
+        lambda: T.SequentialLR([1.0, 1.0], [T.StepLR(1.0, 2)], []),
+        "SequentialLR: lr=[1.0, 1.0] must be one param group's",
+    ),
+    (
+        lambda: T.ChainedScheduler([T.per_group(T.StepLR, [0.1, 0.2], 2)]),
+        "ChainedScheduler: schedulers[0]=[StepLR(lr=0.1, step_size=2), StepLR(lr=0.2, "
+        "step_size=2)] must be one param group's (a schedule is one group's lr); for several "
+        "param groups use schedules.torch.per_group(ChainedScheduler, ",
+    ),
+    (
+        lambda: T.per_group(T.StepLR, [], 2),
+        "StepLR: lr=[] must be a number or a non-empty list of numbers",
+    ),
+    (
+        lambda: T.per_group(T.StepLR, [[0.1]], 2),
+        "StepLR: lr[0]=[0.1] must be a real number, not list",
+    ),
+    (
+        lambda: T.per_group(T.ExponentialLR, [0.1, "x"], 0.9),
+        "ExponentialLR: lr[1]='x' must be a real number",
+    ),
     (
         lambda: T.ChainedScheduler(schedulers=[None]),
         "ChainedScheduler: schedulers[0]=None must be a schedules.torch scheduler",
     ),
     (
-        lambda: T.ChainedScheduler(schedulers=[None], lr=[1.0]),
+        lambda: T.per_group(T.ChainedScheduler, schedulers=[None], lr=[1.0]),
         "ChainedScheduler: schedulers[0]=None must be a list of schedulers, one per group",
     ),
     (
-        lambda: T.ChainedScheduler(schedulers=None, lr=[1.0]),
+        lambda: T.per_group(T.ChainedScheduler, schedulers=None, lr=[1.0]),
         "ChainedScheduler: schedulers=None must be a non-empty list of schedules.torch schedulers",
     ),
     (
-        lambda: T.ChainedScheduler(constant(1.0), lr=[1.0, 1.0]),
+        lambda: T.per_group(T.ChainedScheduler, constant(1.0), lr=[1.0, 1.0]),
         "ChainedScheduler: schedulers=constant(value=1.0) must be a non-empty list",
     ),
     (
-        lambda: T.ChainedScheduler([[]]),
+        lambda: T.per_group(T.ChainedScheduler, [[]]),
         "ChainedScheduler: schedulers[0]=[] must not be empty (one scheduler per param group)",
     ),
     (
-        lambda: T.SequentialLR([1.0, 1.0], T.StepLR(1.0, 2), [1]),
+        lambda: T.per_group(T.SequentialLR, [1.0, 1.0], T.StepLR(1.0, 2), [1]),
         "SequentialLR: schedulers=StepLR(lr=1.0, step_size=2) must be a non-empty list",
     ),
     (
