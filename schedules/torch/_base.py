@@ -159,10 +159,10 @@ def _call_float(fn: Any, x: Any, ops: Ops) -> Any:
     return fn(x)
 
 
-def _momentum_groups(where: str, base: Any, top: Any) -> list[tuple[Any, Any]] | None:
-    """Per-group ``(base_momentum, max_momentum)`` pairs when either is a list, else None."""
+def _momentum_groups(where: str, base: Any, top: Any, one: Callable[[Any, Any], Any]) -> Any:
+    """``one(base_momentum, max_momentum)``, or a list of one per group when either is a list."""
     if not (_is_list(base) or _is_list(top)):
-        return None
+        return one(base, top)
     lists = [(n, v) for n, v in (("base_momentum", base), ("max_momentum", top)) if _is_list(v)]
     n = len(lists[0][1])
     for name, v in lists:
@@ -174,7 +174,7 @@ def _momentum_groups(where: str, base: Any, top: Any) -> list[tuple[Any, Any]] |
                 f"must have one entry per param group ({n}, >= 1) when given as a list",
             )
     return [
-        (base[i] if _is_list(base) else base, top[i] if _is_list(top) else top) for i in range(n)
+        one(base[i] if _is_list(base) else base, top[i] if _is_list(top) else top) for i in range(n)
     ]
 
 
@@ -322,8 +322,10 @@ class TorchSchedule(Recurrence):
             return np.asarray(self._tick(ks, NP), dtype=np.float64)
 
     def _mult_last(self) -> int | None:
-        """The last step whose factor may differ from 1 (None: there is no last one)."""
-        return None
+        """The last step whose factor may differ from 1 (None: there is no last one);
+        by default ``total_iters`` where the scheduler has one."""
+        T = self.__dict__.get("total_iters")
+        return None if T is None else max(T, 0)
 
     def _tick_budget(self) -> int:
         """The most ticks one query computes (factors that cost a Python call: fewer)."""

@@ -4,8 +4,24 @@ One class per scheduler of ``torch.optim.lr_scheduler`` (bar the composites, in
 :mod:`._composite`, and ``ReduceLROnPlateau``, in :mod:`._plateau`), in torch's order: the
 arguments checked as torch checks them, then the closed forms (``_cf``: the lr after ``k``
 steps of the scheduler's own counter, on the host and on arrays) and the pieces the exact
-host replay uses (``_tick``, ``_step_factors``, ...). torch's recurrences themselves, which
-give the exact host values, are in :mod:`._mirror`.
+host replay uses (``_tick``: the factor of one multiplicative update, on the host, in NumPy
+and under JAX). torch's recurrences themselves, which give the exact host values, are in
+:mod:`._mirror`.
+
+Built from the shared numerics (:mod:`schedules._numerics`), not from the algebra's
+primitives (:mod:`schedules._primitives`): no torch class has both a primitive's curve and
+its arithmetic. ``CosineAnnealingLR`` keeps oscillating past ``T_max`` (``cosine`` holds),
+and it and ``CosineAnnealingWarmRestarts`` form ``pi * k / T`` in torch's order on the host
+(``cosine``/``cosine_restarts``: ``pi * (k / T)``, a different rounding) and anneal as
+``sin ** 2`` of the half angle on arrays (:func:`_cos_anneal`); ``StepLR``, ``MultiStepLR``
+and ``ExponentialLR`` take torch's unsorted or negative milestones and raise ``gamma`` to
+integral powers through an exact table or one folded ``exp`` per ``ChainedScheduler``
+(``step``/``multistep``/``exponential``: ``ops.pow``); ``LinearLR`` forms
+``((T - m) s + m e) / T`` and ``PolynomialLR`` ``(T - k) / T`` (``linear``/``polynomial``:
+``1 - k / T``, which loses digits near the end in float32), and both accept
+``total_iters <= 0``; ``ConstantLR`` is two constants; ``OneCycleLR`` is defined at step
+``total_steps`` and with empty phases, and on arrays anneals from the nearer end of a phase;
+``CyclicLR`` takes float step sizes and a ``scale_fn``.
 """
 
 from __future__ import annotations
@@ -99,6 +115,15 @@ def _gamma_pows(
 def _gpow(a: Any, y: Any, ops: Ops) -> Any:
     """``a ** y`` (accurate in float32 under JAX for a concrete base, see :func:`_fold`)."""
     return ops.pow_prod([(a, y)]) if ops.name == "jax" else ops.pow(a, y)
+
+
+def _cos_anneal(eta: Any, hi: Any, num: Any, den: Any, ops: Ops, *his: Any) -> Any:
+    """``eta + (hi - eta) * (1 + cos(pi * num / den)) / 2``: torch's operations on the host,
+    :func:`cos_mix` on arrays (in its ``eta <= hi`` form where ``eta`` and every value ``his``
+    that ``hi`` takes are known to be in that order)."""
+    if ops.host:
+        return eta + (hi - eta) * half_cos_torch(num, den, ops)
+    return cos_mix(eta, hi, num, den, ops, _known_le(*((eta, h) for h in his)))
 
 
 def _known_le(*pairs: tuple[Any, Any]) -> bool:
@@ -326,9 +351,6 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
             return None  # torch: 1.0 / 0 raises (the replay reports it)
         return super()._step_factors(ks)
 
-    def _mult_last(self) -> int | None:
-        return max(self.total_iters, 0)
-
 
 class LinearLR(TorchSchedule, name="LinearLR"):
     """Linear factor from ``start_factor`` to ``end_factor`` over ``total_iters``
@@ -379,9 +401,6 @@ class LinearLR(TorchSchedule, name="LinearLR"):
 
     def _closed_host_ok(self, k: int) -> bool:
         return min(k, self.total_iters) <= SAFE_TICKS
-
-    def _mult_last(self) -> int | None:
-        return max(self.total_iters, 0)
 
 
 class ExponentialLR(TorchSchedule, name="ExponentialLR"):
@@ -439,34 +458,19 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
         return ops.where(T > 0, start * ops.pow(rem, self.power), start)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
-        T = self.total_iters
-        if ops.host:
-            Ts = max(T, 1)
-            r = ops.pow((1.0 - k / Ts) / (1.0 - (k - 1) / Ts), self.power)
-        else:  # (1 - k/T) / (1 - (k-1)/T) without the rounding that could go negative at k = T
-            r = ops.pow(ops.maximum(ops.div(T - k, T - k + 1.0), 0.0), self.power)
+        T, p = self.total_iters, self.power
+        if ops.name == "jax":  # (1 - k/T) / (1 - (k-1)/T) with no rounding below 0 at k = T
+            r = ops.pow(ops.maximum(ops.div(T - k, T - k + 1.0), 0.0), p)
+        else:  # torch's get_lr in float64, and C's pow (Python's **, not NumPy's SIMD one)
+            r = ops.div(1.0 - k / max(T, 1), 1.0 - (k - 1) / max(T, 1))
+            if ops.host:
+                r = ops.pow(r, p)
+            elif p != 1.0:  # x ** 1.0 == x
+                r = np.fromiter(map(math.pow, r.tolist(), itertools.repeat(p)), float, len(r))
         return ops.where((k == 0 or k > T) if ops.host else (k == 0) | (k > T), 1.0, r)
 
     def _closed_host_ok(self, k: int) -> bool:
         return min(k, max(self.total_iters, 0)) <= SAFE_TICKS
-
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        # torch's get_lr in float64, and C's pow (as Python's **, not NumPy's SIMD one)
-        T, p = self.total_iters, self.power
-        inside = ks <= T
-        out = np.ones(ks.shape)
-        if not inside.any():
-            return out
-        k = ks[inside]
-        with np.errstate(all="ignore"):
-            r = (1.0 - k / T) / (1.0 - (k - 1) / T)
-        if p != 1.0:  # x ** 1.0 == x
-            r = np.fromiter(map(math.pow, r.tolist(), itertools.repeat(p)), float, len(r))
-        out[inside] = r
-        return out
-
-    def _mult_last(self) -> int | None:
-        return max(self.total_iters, 0)
 
     def _tick_budget(self) -> int:
         return TICK_BUDGET if self.power == 1.0 else COS_LOOP_BUDGET
@@ -496,14 +500,10 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
         self._init(lr, horizon, T_max=T_max, eta_min=check.float("eta_min", eta_min, ge=0))
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        T, eta = self.T_max, self.eta_min
-        if not ops.host:
-            le = _known_le((eta, start), (eta, base))
-            same = _known_le((start, base), (base, start))  # one amplitude: no select
-            hi = start if same else ops.where(k <= T, start, base)
-            return cos_mix(eta, hi, k, T, ops, le)
-        amp = ops.where(k <= T, start, base) - eta
-        return eta + amp * half_cos_torch(k, T, ops)
+        T = self.T_max
+        same = not ops.host and _known_le((start, base), (base, start))  # one amplitude
+        hi = start if same else ops.where(k <= T, start, base)
+        return _cos_anneal(self.eta_min, hi, k, T, ops, start, base)
 
     def _closed_host_ok(self, k: int) -> bool:
         return k <= self.T_max <= SAFE_TICKS
@@ -537,13 +537,15 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         _, S, Ti = cycle_of(k, self.T_0, self.T_mult, ops)
-        eta = self.eta_min
-        if not ops.host:
-            return cos_mix(eta, base, k - S, Ti, ops, _known_le((eta, base)))
-        return eta + (base - eta) * half_cos_torch(k - S, Ti, ops)
+        return _cos_anneal(self.eta_min, base, k - S, Ti, ops, base)
 
 
 # -- CyclicLR ----------------------------------------------------------------------------------
+
+
+# the step sizes fix the period (integers, used in Python arithmetic): static, so that the
+# schedule also works as a traced argument
+_CYCLE_FIELDS = frozenset({"mode", "scale_fn", "scale_mode", "step_size_up", "step_size_down"})
 
 
 class _CyclicPhase:
@@ -637,17 +639,7 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
 
     # the step sizes fix the period (integers, used in Python arithmetic): static, so the
     # schedule also works as a traced argument
-    _static = frozenset(
-        {
-            "mode",
-            "scale_fn",
-            "scale_mode",
-            "cycle_momentum",
-            "horizon",
-            "step_size_up",
-            "step_size_down",
-        }
-    )
+    _static = _CYCLE_FIELDS | {"cycle_momentum", "horizon"}
     _per_group = ("base_lr", "max_lr", "base_momentum", "max_momentum")
     kind = Kind.ABS
 
@@ -717,10 +709,7 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
                 b, m, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
             )
 
-        groups = _momentum_groups("CyclicLR.momentum", base_momentum, max_momentum)
-        if groups is None:
-            return one(base_momentum, max_momentum)
-        return [one(b, m) for b, m in groups]
+        return _momentum_groups("CyclicLR.momentum", base_momentum, max_momentum, one)
 
 
 class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
@@ -732,7 +721,7 @@ class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
     (0.9, 0.8)
     """
 
-    _static = frozenset({"mode", "scale_fn", "scale_mode", "step_size_up", "step_size_down"})
+    _static = _CYCLE_FIELDS
 
     def __init__(
         self,
@@ -777,6 +766,12 @@ _THREE_PHASES = [
     ("max_lr", "initial_lr", "base_momentum", "max_momentum"),
     ("initial_lr", "min_lr", "max_momentum", "max_momentum"),
 ]
+
+
+# they fix the phase ends (torch computes them in Python): static
+_PHASE_FIELDS = frozenset(
+    {"total_steps", "epochs", "steps_per_epoch", "pct_start", "anneal_strategy", "three_phase"}
+)
 
 
 class _OneCyclePhases:
@@ -866,19 +861,7 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
     (0.04, 1.0, 4e-06)
     """
 
-    # pct_start fixes the phase ends (torch computes them in Python): static like total_steps
-    _static = frozenset(
-        {
-            "total_steps",
-            "epochs",
-            "steps_per_epoch",
-            "pct_start",
-            "anneal_strategy",
-            "cycle_momentum",
-            "three_phase",
-            "horizon",
-        }
-    )
+    _static = _PHASE_FIELDS | {"cycle_momentum", "horizon"}
     _per_group = ("max_lr", "base_momentum", "max_momentum")
     kind = Kind.ABS
 
@@ -968,10 +951,7 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
                 total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy, b, m, three_phase
             )
 
-        groups = _momentum_groups("OneCycleLR.momentum", base_momentum, max_momentum)
-        if groups is None:
-            return one(base_momentum, max_momentum)
-        return [one(b, m) for b, m in groups]
+        return _momentum_groups("OneCycleLR.momentum", base_momentum, max_momentum, one)
 
 
 def _phase_args(
@@ -1031,9 +1011,7 @@ class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
     0.95
     """
 
-    _static = frozenset(
-        {"total_steps", "epochs", "steps_per_epoch", "pct_start", "anneal_strategy", "three_phase"}
-    )
+    _static = _PHASE_FIELDS
 
     def __init__(
         self,

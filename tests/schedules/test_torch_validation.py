@@ -317,3 +317,14 @@ def test_one_group_min_lr_list_and_hf_params_pairs_are_accepted():
     assert HFLambda("linear", {"num_warmup_steps": 2.0, "num_training_steps": 4}) == a
     assert S.from_config(a.to_config()) == a and S.parse(repr(a)) == a
     assert hf.get_inverse_sqrt_schedule(1.0, 0)(0) == 1.0  # timescale defaults to 10_000
+
+
+def test_momentum_lists_give_one_schedule_per_group():
+    """``CyclicLR.momentum`` / ``OneCycleLR.momentum`` with a list: group ``i`` is the schedule
+    built from entry ``i`` (a number given with a list applies to every group)."""
+    cyc = T.CyclicLR.momentum(0.1, 1.0, step_size_up=3, base_momentum=[0.8, 0.7], max_momentum=0.9)
+    one = T.OneCycleLR.momentum(total_steps=20, base_momentum=0.85, max_momentum=[0.95, 0.9])
+    assert cyc == [T.CyclicMomentum(0.8, 0.9, step_size_up=3), T.CyclicMomentum(0.7, 0.9, 3)]
+    assert one == [T.OneCycleMomentum(20, max_momentum=0.95), T.OneCycleMomentum(20, None, None,
+                                                                                 max_momentum=0.9)]
+    assert [m(4) for m in cyc] != [m(4) for m in cyc[::-1]]
