@@ -9,8 +9,8 @@ step ``t`` (0-based), which is optax's count convention::
     optax.adamw(learning_rate=StepLR(1e-3, step_size=30))
 
 Several param groups: :func:`per_group` builds one schedule per group from torch's
-per-group arguments (a list of ``lr``, ``lr_lambda`` lists, ``max_lr`` lists, ...);
-``StepLR([0.1, 0.01], ...)`` (a list of lrs given to the class) still returns that list.
+per-group arguments (a list of ``lr``, ``lr_lambda`` lists, ``max_lr`` lists, ...):
+``per_group(StepLR, [0.1, 0.01], step_size=2)``; a class itself takes one group's ``lr``.
 Composites (:class:`SequentialLR`, :class:`ChainedScheduler`) take children built
 here with the same ``lr``. ``ReduceLROnPlateau`` is an optax transformation
 (:func:`reduce_on_plateau`), not a schedule: its lr depends on the metric.

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core import Schedule
-from .._ops import JNP, JNP_ACCURATE, PY, Ops
+from .._ops import JNP, JNP_ACCURATE, NP, PY, Ops
 from .._validate import FLOAT32_MAX, Checks, check_float, fail
 from . import _mirror
 from ._recurrence import TICK_BUDGET, Chain, NoClosedForm, Recurrence
@@ -24,7 +24,7 @@ __all__ = ["Kind", "Mode", "TorchSchedule", "per_group"]
 class Kind(enum.Enum):
     """How one ``step()`` of a scheduler changes the running lr."""
 
-    MULT = "mult"  #: multiplies it by a factor (``_tick``, ``_step_factors``)
+    MULT = "mult"  #: multiplies it by a factor (``_tick``)
     ABS = "abs"  #: replaces it (``LambdaLR``, ``CyclicLR``, ``OneCycleLR``, SGDR)
     COS = "cos"  #: ``CosineAnnealingLR``'s affine update
     NONE = "none"  #: no closed form (``MultiplicativeLR``, the composites)
@@ -90,7 +90,19 @@ def _check_schedulers_list(where: str, schedulers: Any) -> None:
         )
 
 
+def _per_group_hint(where: str, name: str, value: Any) -> ValueError:
+    return fail(
+        where,
+        name,
+        value,
+        "must be one param group's (a schedule is one group's lr); for several param groups "
+        f"use schedules.torch.per_group({where}, {value!r}, ...), one schedule per group",
+    )
+
+
 def _lr(check: Checks, lr: Any) -> Any:
+    if _is_list(lr):
+        raise _per_group_hint(check.where, "lr", lr)
     # torch's optimizers refuse a negative lr ("Invalid learning rate")
     return check.float("lr", lr, ge=0)
 
@@ -114,6 +126,19 @@ def _gamma(check: Checks, gamma: Any) -> Any:
     return check.float("gamma", gamma, ge=0, le=1)
 
 
+def _fold(coef: Any, pairs: list[tuple[Any, Any]], ops: Ops) -> Any:
+    """``coef * prod(a ** y)``: on the host in torch's order (``coef * a ** y``); under
+    JAX as one accurate exponential (:func:`schedules._ops.pow_prod_f32` in float32:
+    ``log a`` from float64, exact products with ``y``; ``jnp.power`` otherwise)."""
+    if not pairs:
+        return coef
+    if ops.host or ops.name != "jax":
+        for a, y in pairs:
+            coef = coef * ops.pow(a, y)
+        return coef
+    return coef * ops.pow_prod(pairs)
+
+
 def _is_hf(fn: Any) -> bool:
     """``schedules.hf``'s validated multipliers (never negative, never inf)."""
     return type(fn).__name__ == "HFLambda"
@@ -134,10 +159,10 @@ def _call_float(fn: Any, x: Any, ops: Ops) -> Any:
     return fn(x)
 
 
-def _momentum_groups(where: str, base: Any, top: Any) -> list[tuple[Any, Any]] | None:
-    """Per-group ``(base_momentum, max_momentum)`` pairs when either is a list, else None."""
+def _momentum_groups(where: str, base: Any, top: Any, one: Callable[[Any, Any], Any]) -> Any:
+    """``one(base_momentum, max_momentum)``, or a list of one per group when either is a list."""
     if not (_is_list(base) or _is_list(top)):
-        return None
+        return one(base, top)
     lists = [(n, v) for n, v in (("base_momentum", base), ("max_momentum", top)) if _is_list(v)]
     n = len(lists[0][1])
     for name, v in lists:
@@ -149,7 +174,7 @@ def _momentum_groups(where: str, base: Any, top: Any) -> list[tuple[Any, Any]] |
                 f"must have one entry per param group ({n}, >= 1) when given as a list",
             )
     return [
-        (base[i] if _is_list(base) else base, top[i] if _is_list(top) else top) for i in range(n)
+        one(base[i] if _is_list(base) else base, top[i] if _is_list(top) else top) for i in range(n)
     ]
 
 
@@ -165,14 +190,6 @@ class TorchSchedule(Recurrence):
     kind: ClassVar[Kind] = Kind.NONE
     _static = frozenset({"horizon"})  # a table's length is structure, not a hyperparameter
     _per_group: ClassVar[tuple[str, ...]] = ()
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        # Kept for code written against torch's per-group arguments: a list of lrs (or of
-        # per-group children) gives ``per_group(cls, ...)``, a list of schedules.
-        a = cls._bind(args, kwargs)
-        if cls._n_groups(a) is None:
-            return super().__new__(cls)
-        return per_group(cls, *args, **kwargs)
 
     @classmethod
     def _bind(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -254,12 +271,17 @@ class TorchSchedule(Recurrence):
             object.__setattr__(self, "_meta_cache", m)
         return m
 
+    def _init(self, lr: Any, horizon: Any, **fields: Any) -> None:
+        """Set the checked ``lr``, the (checked) ``fields`` and the checked ``horizon``."""
+        self._set(lr=_lr(self._check, lr), **fields, horizon=_horizon(self._check, horizon))
+
     def _closed_host_ok(self, k: int) -> bool:
         # an absolute scheduler's step computes its closed form: the two are the same
         return self.kind is Kind.ABS
 
     def _closed_exact(self) -> bool:
-        return self.kind is Kind.ABS
+        # exact at every step: where it is after (almost) any number of steps
+        return self.kind is Kind.ABS or self._closed_host_ok(2**62)
 
     def _check_constructs(self) -> None:
         """Run torch's construction (the initial step) so its errors surface now."""
@@ -268,34 +290,42 @@ class TorchSchedule(Recurrence):
 
     # -- closed forms -------------------------------------------------------
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        """Closed form after ``k`` steps of this scheduler's own counter.
+        """Closed form after ``k`` steps of this scheduler's own counter (a subclass defines
+        this or :meth:`_cf_pows`).
 
-        ``start``: the lr before its first update; ``base``: its ``base_lrs`` entry;
-        ``mode``: where it starts (:class:`Mode`); ``g``: the param group after
-        construction.
+        ``start``: the lr before its first update (``base`` itself in ``Mode.RESTART``);
+        ``base``: its ``base_lrs`` entry; ``mode``: where it starts (:class:`Mode`); ``g``:
+        the param group after construction.
         """
-        raise NoClosedForm
+        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
 
     def _cf_pows(
         self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
     ) -> tuple[Any, list[tuple[Any, Any]]]:
         """``_cf`` as ``(coef, pairs)``: ``coef * prod(a ** y for a, y in pairs)``, so that
         a ``ChainedScheduler`` folds the powers of all its children into one ``exp``."""
+        if type(self)._cf is TorchSchedule._cf:
+            raise NoClosedForm
         return self._cf(k, ops, start, base, mode, g), []
 
     def _tick(self, k: Any, ops: Ops) -> Any:
-        """For ``Kind.MULT``: the factor one update at counter ``k`` applies."""
+        """For ``Kind.MULT``: the factor one update at counter ``k`` applies (the same
+        float64 operations as torch's ``get_lr`` on the host and in NumPy, ``k >= 1``)."""
         raise NoClosedForm
 
     # -- exact host values without replaying every step ----------------------
     def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
         """For ``Kind.MULT``: the factor ``get_lr`` applies at each step ``ks >= 1``
-        (float64, torch's own operations; 1.0 where it returns the lr unchanged), or None."""
-        return None
+        (float64, torch's own operations: :meth:`_tick` in NumPy), or None where only the
+        replay has them."""
+        with np.errstate(all="ignore"):
+            return np.asarray(self._tick(ks, NP), dtype=np.float64)
 
     def _mult_last(self) -> int | None:
-        """The last step whose factor may differ from 1 (None: there is no last one)."""
-        return None
+        """The last step whose factor may differ from 1 (None: there is no last one);
+        by default ``total_iters`` where the scheduler has one."""
+        T = self.__dict__.get("total_iters")
+        return None if T is None else max(T, 0)
 
     def _tick_budget(self) -> int:
         """The most ticks one query computes (factors that cost a Python call: fewer)."""
@@ -305,11 +335,7 @@ class TorchSchedule(Recurrence):
         """Past :meth:`_mult_last` (or from step 1 if None), the factors' period (or None)."""
         return 1
 
-    def _tick_spec(
-        self,
-    ) -> (
-        tuple[Callable[[int], int], Callable[[int, int], np.ndarray], int | None, int | None] | None
-    ):
+    def _tick_spec(self) -> Any:
         """``(tick_of_step, factors(a, b), last_tick, period)``: the :class:`Chain` of the
         steps where this scheduler changes the lr. Default: every step is a tick."""
         if self._step_factors(np.ones(1)) is None:

@@ -4,8 +4,24 @@ One class per scheduler of ``torch.optim.lr_scheduler`` (bar the composites, in
 :mod:`._composite`, and ``ReduceLROnPlateau``, in :mod:`._plateau`), in torch's order: the
 arguments checked as torch checks them, then the closed forms (``_cf``: the lr after ``k``
 steps of the scheduler's own counter, on the host and on arrays) and the pieces the exact
-host replay uses (``_tick``, ``_step_factors``, ...). torch's recurrences themselves, which
-give the exact host values, are in :mod:`._mirror`.
+host replay uses (``_tick``: the factor of one multiplicative update, on the host, in NumPy
+and under JAX). torch's recurrences themselves, which give the exact host values, are in
+:mod:`._mirror`.
+
+Built from the shared numerics (:mod:`schedules._numerics`), not from the algebra's
+primitives (:mod:`schedules._primitives`): no torch class has both a primitive's curve and
+its arithmetic. ``CosineAnnealingLR`` keeps oscillating past ``T_max`` (``cosine`` holds),
+and it and ``CosineAnnealingWarmRestarts`` form ``pi * k / T`` in torch's order on the host
+(``cosine``/``cosine_restarts``: ``pi * (k / T)``, a different rounding) and anneal as
+``sin ** 2`` of the half angle on arrays (:func:`_cos_anneal`); ``StepLR``, ``MultiStepLR``
+and ``ExponentialLR`` take torch's unsorted or negative milestones and raise ``gamma`` to
+integral powers through an exact table or one folded ``exp`` per ``ChainedScheduler``
+(``step``/``multistep``/``exponential``: ``ops.pow``); ``LinearLR`` forms
+``((T - m) s + m e) / T`` and ``PolynomialLR`` ``(T - k) / T`` (``linear``/``polynomial``:
+``1 - k / T``, which loses digits near the end in float32), and both accept
+``total_iters <= 0``; ``ConstantLR`` is two constants; ``OneCycleLR`` is defined at step
+``total_steps`` and with empty phases, and on arrays anneals from the nearer end of a phase;
+``CyclicLR`` takes float step sizes and a ``scale_fn``.
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ from .._numerics import (
     half_cos_torch,
     one_cycle_ends,
 )
-from .._ops import Ops
+from .._ops import PY, Ops
 from .._validate import FLOAT32_MAX, Checks
 from ._base import (
     Kind,
@@ -41,27 +57,11 @@ from ._base import (
     _check_bool,
     _check_str,
     _gamma,
-    _horizon,
     _host_error,
     _is_list,
-    _lr,
     _momentum_groups,
 )
 from ._recurrence import COS_LOOP_BUDGET, SAFE_TICKS, TICK_BUDGET, CosRun, NoClosedForm
-
-
-def _fold(coef: Any, pairs: list[tuple[Any, Any]], ops: Ops) -> Any:
-    """``coef * prod(a ** y)``: on the host in torch's order (``coef * a ** y``); under
-    JAX as one accurate exponential (:func:`schedules._ops.pow_prod_f32` in float32:
-    ``log a`` from float64, exact products with ``y``; ``jnp.power`` otherwise)."""
-    if not pairs:
-        return coef
-    if ops.host or ops.name != "jax":
-        for a, y in pairs:
-            coef = coef * ops.pow(a, y)
-        return coef
-    return coef * ops.pow_prod(pairs)
-
 
 #: the longest table of ``gamma ** n`` gathered on the array path (:func:`_int_pow`).
 POW_TABLE_MAX = 4096
@@ -103,9 +103,27 @@ def _int_pow(gamma: Any, n: Any, ops: Ops, n_max: int | None = None) -> Any:
     return jnp.asarray(table)[idx]
 
 
+def _gamma_pows(
+    start: Any, gamma: Any, n: Any, ops: Ops, n_max: int | None = None
+) -> tuple[Any, list[tuple[Any, Any]]]:
+    """``start * gamma ** n`` (integral ``n``) as ``_cf_pows``'s ``(coef, pairs)``: a table
+    gather where :func:`_int_pow` applies, else the power for :func:`_fold` to fold."""
+    tab = _int_pow(gamma, n, ops, n_max)
+    return (start * tab, []) if tab is not None else (start, [(gamma, n)])
+
+
 def _gpow(a: Any, y: Any, ops: Ops) -> Any:
     """``a ** y`` (accurate in float32 under JAX for a concrete base, see :func:`_fold`)."""
     return ops.pow_prod([(a, y)]) if ops.name == "jax" else ops.pow(a, y)
+
+
+def _cos_anneal(eta: Any, hi: Any, num: Any, den: Any, ops: Ops, *his: Any) -> Any:
+    """``eta + (hi - eta) * (1 + cos(pi * num / den)) / 2``: torch's operations on the host,
+    :func:`cos_mix` on arrays (in its ``eta <= hi`` form where ``eta`` and every value ``his``
+    that ``hi`` takes are known to be in that order)."""
+    if ops.host:
+        return eta + (hi - eta) * half_cos_torch(num, den, ops)
+    return cos_mix(eta, hi, num, den, ops, _known_le(*((eta, h) for h in his)))
 
 
 def _known_le(*pairs: tuple[Any, Any]) -> bool:
@@ -131,11 +149,7 @@ class _UserLambda(TorchSchedule):
         check = self._check
         if not callable(lr_lambda):
             raise check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
-        self._set(
-            lr=_lr(check, lr),
-            lr_lambda=lr_lambda,
-            horizon=_horizon(check, horizon),
-        )
+        self._init(lr, horizon, lr_lambda=lr_lambda)
         self._check_constructs()
 
     def _host_capable(self) -> bool:
@@ -162,7 +176,6 @@ class LambdaLR(_UserLambda, name="LambdaLR"):
         return base * _call(self.lr_lambda, k, ops)
 
 
-
 class MultiplicativeLR(_UserLambda, name="MultiplicativeLR"):
     """``lr * prod_{j=1..t} lr_lambda(j)``, as ``torch.optim.lr_scheduler.MultiplicativeLR``.
 
@@ -181,6 +194,11 @@ class MultiplicativeLR(_UserLambda, name="MultiplicativeLR"):
 # -- StepLR / MultiStepLR / ConstantLR / LinearLR / ExponentialLR / PolynomialLR ----------------
 
 
+def _exact_gamma(gamma: float) -> bool:
+    """Whether ``lr * gamma ** n`` is exact (every rounded ``lr * gamma`` is exact too)."""
+    return gamma in (0.0, 1.0) or abs(gamma) == 0.5
+
+
 class StepLR(TorchSchedule, name="StepLR"):
     """Multiply by ``gamma`` every ``step_size`` steps (``torch.optim.lr_scheduler.StepLR``).
 
@@ -197,50 +215,31 @@ class StepLR(TorchSchedule, name="StepLR"):
     ) -> None:
         check = self._check
         # torch raises ZeroDivisionError (t % 0) at the first step for step_size=0.
-        self._set(
-            lr=_lr(check, lr),
-            step_size=check.int("step_size", step_size, gt=0),
-            gamma=_gamma(check, gamma),
-            horizon=_horizon(check, horizon),
-        )
+        step_size = check.int("step_size", step_size, gt=0)
+        self._init(lr, horizon, step_size=step_size, gamma=_gamma(check, gamma))
 
     def _cf_pows(
         self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
     ) -> tuple[Any, list[tuple[Any, Any]]]:
-        if mode is Mode.RESTART:
-            start = base
-        n = floordiv(k, self.step_size, ops)
-        tab = _int_pow(self.gamma, n, ops)
-        if tab is not None:
-            return start * tab, []
-        return start, [(self.gamma, n)]
-
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
+        return _gamma_pows(start, self.gamma, floordiv(k, self.step_size, ops), ops)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
-        hit = (
-            (k > 0) & (floordiv(k, self.step_size, ops) * self.step_size == k)
-            if not ops.host
-            else (k > 0 and k % self.step_size == 0)
-        )
+        s = self.step_size
+        hit = (k > 0 and k % s == 0) if ops.host else (k > 0) & (floordiv(k, s, ops) * s == k)
         return ops.where(hit, self.gamma, 1.0)
 
     def _closed_host_ok(self, k: int) -> bool:
         return k // self.step_size <= SAFE_TICKS
 
     def _closed_exact(self) -> bool:
-        return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
-
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        return np.where(ks % self.step_size == 0, self.gamma, 1.0)
-
-    def _mult_period(self) -> int | None:
-        return self.step_size
+        return _exact_gamma(self.gamma)
 
     def _tick_spec(self) -> Any:  # a tick every step_size steps: lr * gamma
         s, g = self.step_size, self.gamma
         return (lambda k: k // s), (lambda a, b: np.full((b - a, 1), g)), None, 1
+
+    def _mult_period(self) -> int | None:
+        return self.step_size
 
 
 class MultiStepLR(TorchSchedule, name="MultiStepLR"):
@@ -264,44 +263,23 @@ class MultiStepLR(TorchSchedule, name="MultiStepLR"):
         ):
             raise check.fail("milestones", milestones, "must be a list of ints")
         ms = tuple(check.int(f"milestones[{i}]", m) for i, m in enumerate(milestones))
-        self._set(
-            lr=_lr(check, lr),
-            milestones=ms,
-            gamma=_gamma(check, gamma),
-            horizon=_horizon(check, horizon),
-        )
+        self._init(lr, horizon, milestones=ms, gamma=_gamma(check, gamma))
 
     def _cf_pows(
         self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
     ) -> tuple[Any, list[tuple[Any, Any]]]:
-        if mode is Mode.RESTART:
-            start = base
         n = 1.0 * ops.count_le(sorted(self.milestones), k)
-        tab = _int_pow(self.gamma, n, ops, n_max=len(self.milestones))
-        if tab is not None:
-            return start * tab, []
-        return start, [(self.gamma, n)]
-
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
+        return _gamma_pows(start, self.gamma, n, ops, n_max=len(self.milestones))
 
     def _tick(self, k: Any, ops: Ops) -> Any:
+        # torch: gamma ** counts[k] (Python's pow, as the host computes each entry)
         ms = sorted(self.milestones)
-        return ops.pow(self.gamma, 1.0 * (ops.count_le(ms, k) - ops.count_le(ms, k - 1)))
+        top = max(Counter(ms).values(), default=0)
+        c = ops.count_le(ms, k) - ops.count_le(ms, k - 1)
+        return ops.select(c, [self.gamma**i for i in range(top + 1)])
 
     def _closed_host_ok(self, k: int) -> bool:
         return len(self.milestones) <= SAFE_TICKS
-
-    def _closed_exact(self) -> bool:
-        return len(self.milestones) <= SAFE_TICKS
-
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        counts = Counter(self.milestones)
-        out = np.ones(ks.shape)
-        for m, c in counts.items():
-            if m >= 1:
-                out = np.where(ks == m, self.gamma**c, out)  # torch: gamma ** counts[k]
-        return out
 
     def _mult_last(self) -> int | None:
         return max([m for m in self.milestones if m >= 1], default=0)
@@ -341,22 +319,16 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
                 "must be between 0 and 1 (torch: 'Constant multiplicative factor "
                 "expected to be between 0 and 1.')",
             )
-        self._set(
-            lr=_lr(check, lr),
-            factor=factor,
-            total_iters=check.int("total_iters", total_iters),
-            horizon=_horizon(check, horizon),
-        )
+        total_iters = check.int("total_iters", total_iters)
+        self._init(lr, horizon, factor=factor, total_iters=total_iters)
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         T = self.total_iters
-        if mode is Mode.RESTART:
-            # torch's closed form at 0 is ``factor + (0 >= T) * (1 - factor)``: 1 when T <= 0,
-            # and no later step (k != T) changes it.
-            start = base
-            if ops.host and T <= 0:
-                return base
-        after = ((T > 0) & (k >= T)) if not ops.host else (T > 0 and k >= T)
+        # RESTART: torch's closed form at 0 is ``factor + (0 >= T) * (1 - factor)``: 1 when
+        # T <= 0, and no later step (k != T) changes it.
+        if mode is Mode.RESTART and ops.host and T <= 0:
+            return base
+        after = (T > 0 and k >= T) if ops.host else ((T > 0) & (k >= T))
         v = ops.where(after, start, start * self.factor)
         if not ops.host:
             v = v * ops.where(after & (self.factor == 0), math.nan, 1.0)
@@ -365,26 +337,19 @@ class ConstantLR(TorchSchedule, name="ConstantLR"):
         return v
 
     def _tick(self, k: Any, ops: Ops) -> Any:
-        T = self.total_iters
         inv = ops.div(1.0, self.factor)
-        return ops.where(k == 0, self.factor, ops.where(k == T, inv, 1.0))
+        return ops.where(k == 0, self.factor, ops.where(k == self.total_iters, inv, 1.0))
 
     def _closed_host_ok(self, k: int) -> bool:
         return not (self.factor == 0 and self.total_iters > 0 and k >= self.total_iters)
 
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        T = self.total_iters
-        if T < 1:
-            return np.ones(ks.shape)
-        if self.factor == 0:
-            return None  # torch: 1.0 / 0 raises (the replay reports it)
-        return np.where(ks == T, 1.0 / self.factor, 1.0)
-
-    def _mult_last(self) -> int | None:
-        return max(self.total_iters, 0)
-
     def _closed_exact(self) -> bool:
         return True
+
+    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
+        if self.factor == 0 and self.total_iters >= 1:
+            return None  # torch: 1.0 / 0 raises (the replay reports it)
+        return super()._step_factors(ks)
 
 
 class LinearLR(TorchSchedule, name="LinearLR"):
@@ -414,49 +379,28 @@ class LinearLR(TorchSchedule, name="LinearLR"):
             raise check.fail("start_factor", s, "must be in (0, 1] (torch raises ValueError)")
         if e > 1.0 or e < 0:
             raise check.fail("end_factor", e, "must be in [0, 1] (torch raises ValueError)")
-        self._set(
-            lr=_lr(check, lr),
-            start_factor=s,
-            end_factor=e,
-            total_iters=check.int("total_iters", total_iters),
-            horizon=_horizon(check, horizon),
-        )
+        T = check.int("total_iters", total_iters)
+        self._init(lr, horizon, start_factor=s, end_factor=e, total_iters=T)
 
-    def _factor(self, k: Any, ops: Ops) -> Any:
+    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         s, e, T = self.start_factor, self.end_factor, self.total_iters
+        if mode is Mode.RESTART and ops.host and T == 0:
+            raise NoClosedForm  # torch: ZeroDivisionError
         if not ops.host:  # ((T - m) s + m e) / T: no cancellation when e << s (float32)
             m = ops.minimum(k, 1.0 * T)
             v = ops.div((T - m) * s + m * e, ops.maximum(T, 1))
-            return ops.where(T > 0, v, s)
+            return start * ops.where(T > 0, v, s)
         frac = ops.div(ops.minimum(k, 1.0 * T), ops.maximum(T, 1))
-        return ops.where(T > 0, s + (e - s) * frac, s)
-
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        if mode is Mode.RESTART:
-            if ops.host and self.total_iters == 0:
-                raise NoClosedForm  # torch: ZeroDivisionError
-            start = base
-        return start * self._factor(k, ops)
+        return start * ops.where(T > 0, s + (e - s) * frac, s)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
+        # torch's get_lr: the same float64 operations on the host and in NumPy
         s, e, T = self.start_factor, self.end_factor, self.total_iters
         mid = 1.0 + ops.div(e - s, T * s + (k - 1) * (e - s))
         return ops.where(k == 0, s, ops.where(k > T, 1.0, mid))
 
     def _closed_host_ok(self, k: int) -> bool:
         return min(k, self.total_iters) <= SAFE_TICKS
-
-    def _closed_exact(self) -> bool:
-        return self.total_iters <= SAFE_TICKS
-
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        s, e, T = self.start_factor, self.end_factor, self.total_iters
-        with np.errstate(all="ignore"):  # the same float64 operations as torch's get_lr
-            mid = 1.0 + (e - s) / (float(T) * s + (ks - 1) * (e - s))
-        return np.where(ks > T, 1.0, mid)
-
-    def _mult_last(self) -> int | None:
-        return max(self.total_iters, 0)
 
 
 class ExponentialLR(TorchSchedule, name="ExponentialLR"):
@@ -470,22 +414,12 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
     kind = Kind.MULT
 
     def __init__(self, lr: float, gamma: float, horizon: int | None = None) -> None:
-        check = self._check
-        self._set(
-            lr=_lr(check, lr),
-            gamma=_gamma(check, gamma),
-            horizon=_horizon(check, horizon),
-        )
+        self._init(lr, horizon, gamma=_gamma(self._check, gamma))
 
     def _cf_pows(
         self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None
     ) -> tuple[Any, list[tuple[Any, Any]]]:
-        if mode is Mode.RESTART:
-            start = base
         return start, [(self.gamma, k)]
-
-    def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        return _fold(*self._cf_pows(k, ops, start, base, mode, g), ops)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
         return ops.where(k == 0, 1.0, self.gamma)
@@ -494,10 +428,7 @@ class ExponentialLR(TorchSchedule, name="ExponentialLR"):
         return k <= SAFE_TICKS
 
     def _closed_exact(self) -> bool:
-        return self.gamma in (0.0, 1.0) or abs(self.gamma) == 0.5
-
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        return np.full(ks.shape, self.gamma)
+        return _exact_gamma(self.gamma)
 
 
 class PolynomialLR(TorchSchedule, name="PolynomialLR"):
@@ -515,57 +446,34 @@ class PolynomialLR(TorchSchedule, name="PolynomialLR"):
         self, lr: float, total_iters: int = 5, power: float = 1.0, horizon: int | None = None
     ) -> None:
         check = self._check
-        self._set(
-            lr=_lr(check, lr),
-            total_iters=check.int("total_iters", total_iters),
-            # a negative power makes the lr inf at total_iters (0 ** -p)
-            power=check.float("power", power, ge=0),
-            horizon=_horizon(check, horizon),
-        )
+        T = check.int("total_iters", total_iters)
+        # a negative power makes the lr inf at total_iters (0 ** -p)
+        self._init(lr, horizon, total_iters=T, power=check.float("power", power, ge=0))
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         T = self.total_iters
-        if mode is Mode.RESTART:
-            if ops.host and T == 0:
-                raise NoClosedForm
-            start = base
+        if mode is Mode.RESTART and ops.host and T == 0:
+            raise NoClosedForm  # torch: ZeroDivisionError
         rem = ops.div(ops.maximum(T - ops.minimum(k, 1.0 * T), 0.0), ops.maximum(T, 1))
         return ops.where(T > 0, start * ops.pow(rem, self.power), start)
 
     def _tick(self, k: Any, ops: Ops) -> Any:
-        T = self.total_iters
-        if ops.host:
-            Ts = max(T, 1)
-            r = ops.pow((1.0 - k / Ts) / (1.0 - (k - 1) / Ts), self.power)
-        else:  # (1 - k/T) / (1 - (k-1)/T) without the rounding that could go negative at k = T
-            r = ops.pow(ops.maximum(ops.div(T - k, T - k + 1.0), 0.0), self.power)
-        return ops.where((k == 0) | (k > T) if not ops.host else (k == 0 or k > T), 1.0, r)
+        T, p = self.total_iters, self.power
+        if ops.name == "jax":  # (1 - k/T) / (1 - (k-1)/T) with no rounding below 0 at k = T
+            r = ops.pow(ops.maximum(ops.div(T - k, T - k + 1.0), 0.0), p)
+        else:  # torch's get_lr in float64, and C's pow (Python's **, not NumPy's SIMD one)
+            r = ops.div(1.0 - k / max(T, 1), 1.0 - (k - 1) / max(T, 1))
+            if ops.host:
+                r = ops.pow(r, p)
+            elif p != 1.0:  # x ** 1.0 == x
+                r = np.fromiter(map(math.pow, r.tolist(), itertools.repeat(p)), float, len(r))
+        return ops.where((k == 0 or k > T) if ops.host else (k == 0) | (k > T), 1.0, r)
 
     def _closed_host_ok(self, k: int) -> bool:
         return min(k, max(self.total_iters, 0)) <= SAFE_TICKS
 
-    def _step_factors(self, ks: np.ndarray) -> np.ndarray | None:
-        T, p = self.total_iters, self.power
-        inside = ks <= T
-        out = np.ones(ks.shape)
-        if not inside.any():
-            return out
-        k = ks[inside]
-        with np.errstate(all="ignore"):
-            r = (1.0 - k / T) / (1.0 - (k - 1) / T)
-        if p != 1.0:  # x ** 1.0 == x; otherwise C's pow, as Python's ** (not NumPy's SIMD)
-            r = np.fromiter(map(math.pow, r.tolist(), itertools.repeat(p)), float, len(r))
-        out[inside] = r
-        return out
-
-    def _mult_last(self) -> int | None:
-        return max(self.total_iters, 0)
-
     def _tick_budget(self) -> int:
         return TICK_BUDGET if self.power == 1.0 else COS_LOOP_BUDGET
-
-    def _closed_exact(self) -> bool:
-        return self.total_iters <= SAFE_TICKS
 
 
 # -- CosineAnnealingLR / CosineAnnealingWarmRestarts -------------------------------------------
@@ -588,30 +496,17 @@ class CosineAnnealingLR(TorchSchedule, name="CosineAnnealingLR"):
     ) -> None:
         check = self._check
         # torch raises ZeroDivisionError at the first step for T_max=0.
-        self._set(
-            lr=_lr(check, lr),
-            T_max=check.int("T_max", T_max, gt=0),
-            eta_min=check.float("eta_min", eta_min, ge=0),
-            horizon=_horizon(check, horizon),
-        )
+        T_max = check.int("T_max", T_max, gt=0)
+        self._init(lr, horizon, T_max=T_max, eta_min=check.float("eta_min", eta_min, ge=0))
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
-        T, eta = self.T_max, self.eta_min
-        if mode is Mode.RESTART:
-            start = base
-        if not ops.host:
-            le = _known_le((eta, start), (eta, base))
-            same = _known_le((start, base), (base, start))  # one amplitude: no select
-            hi = start if same else ops.where(k <= T, start, base)
-            return cos_mix(eta, hi, k, T, ops, le)
-        amp = ops.where(k <= T, start, base) - eta
-        return eta + amp * half_cos_torch(k, T, ops)
+        T = self.T_max
+        same = not ops.host and _known_le((start, base), (base, start))  # one amplitude
+        hi = start if same else ops.where(k <= T, start, base)
+        return _cos_anneal(self.eta_min, hi, k, T, ops, start, base)
 
     def _closed_host_ok(self, k: int) -> bool:
         return k <= self.T_max <= SAFE_TICKS
-
-    def _closed_exact(self) -> bool:
-        return False
 
     def _segment(self, v0: float, base: float) -> Callable[[int], float | None] | None:
         return CosRun(self.T_max, self.eta_min, base, v0).value
@@ -632,36 +527,25 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
         self, lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0, horizon: int | None = None
     ) -> None:
         check = self._check
-        if isinstance(T_0, bool) or not isinstance(T_0, int) or not 0 < T_0 < 2**31:
-            raise check.fail(
-                "T_0",
-                T_0,
-                "must be a positive integer (torch: 'Expected positive integer T_0')",
-            )
-        if isinstance(T_mult, bool) or not isinstance(T_mult, int) or not 1 <= T_mult < 2**20:
-            raise check.fail(
-                "T_mult",
-                T_mult,
-                "must be an integer >= 1 (torch: 'Expected integer T_mult >= 1')",
-            )
-        self._set(
-            lr=_lr(check, lr),
-            T_0=T_0,
-            T_mult=T_mult,
-            eta_min=check.float("eta_min", eta_min, ge=0),
-            horizon=_horizon(check, horizon),
+        rule = "must be a positive integer (torch: 'Expected positive integer T_0')"
+        T_0 = _strict_int(check, "T_0", T_0, 1, 2**31, rule)
+        rule = "must be an integer >= 1 (torch: 'Expected integer T_mult >= 1')"
+        T_mult = _strict_int(check, "T_mult", T_mult, 1, 2**20, rule)
+        self._init(
+            lr, horizon, T_0=T_0, T_mult=T_mult, eta_min=check.float("eta_min", eta_min, ge=0)
         )
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         _, S, Ti = cycle_of(k, self.T_0, self.T_mult, ops)
-        eta = self.eta_min
-        if not ops.host:
-            return cos_mix(eta, base, k - S, Ti, ops, _known_le((eta, base)))
-        return eta + (base - eta) * half_cos_torch(k - S, Ti, ops)
-
+        return _cos_anneal(self.eta_min, base, k - S, Ti, ops, base)
 
 
 # -- CyclicLR ----------------------------------------------------------------------------------
+
+
+# the step sizes fix the period (integers, used in Python arithmetic): static, so that the
+# schedule also works as a traced argument
+_CYCLE_FIELDS = frozenset({"mode", "scale_fn", "scale_mode", "step_size_up", "step_size_down"})
 
 
 class _CyclicPhase:
@@ -700,6 +584,44 @@ class _CyclicPhase:
         return sf, scale
 
 
+def _cycle_args(
+    check: Checks,
+    step_size_up: Any,
+    step_size_down: Any,
+    mode: Any,
+    gamma: Any,
+    scale_fn: Any,
+    scale_mode: Any,
+) -> dict[str, Any]:
+    """``CyclicLR``'s cycle arguments (``CyclicMomentum``'s too), checked as torch checks them."""
+    if scale_fn is None and (not isinstance(mode, str) or mode not in CYCLIC_MODES):
+        raise check.fail(
+            "mode",
+            mode,
+            f"must be one of {', '.join(map(repr, CYCLIC_MODES))} "
+            "when scale_fn is None (torch: 'mode is invalid and scale_fn is None')",
+        )
+    _check_str(check, "mode", mode)
+    if scale_fn is not None and not callable(scale_fn):
+        raise check.fail("scale_fn", scale_fn, "must be a callable or a Schedule")
+    up = check.float("step_size_up", step_size_up)
+    down = up if step_size_down is None else check.float("step_size_down", step_size_down)
+    if not 0 < up + down <= FLOAT32_MAX:
+        raise check.fail(
+            "step_size_up + step_size_down",
+            up + down,
+            f"must be > 0 (torch divides by it) and at most {FLOAT32_MAX!r} (float32)",
+        )
+    return {
+        "step_size_up": step_size_up,
+        "step_size_down": step_size_down,
+        "mode": mode,
+        "gamma": _gamma(check, gamma),
+        "scale_fn": scale_fn,
+        "scale_mode": check.choice("scale_mode", scale_mode, ("cycle", "iterations")),
+    }
+
+
 class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
     """Cyclical learning rate (``torch.optim.lr_scheduler.CyclicLR``); the lr is
     *replaced* by ``base_lr`` (the optimizer's ``lr`` only matters inside composites).
@@ -717,17 +639,7 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
 
     # the step sizes fix the period (integers, used in Python arithmetic): static, so the
     # schedule also works as a traced argument
-    _static = frozenset(
-        {
-            "mode",
-            "scale_fn",
-            "scale_mode",
-            "cycle_momentum",
-            "horizon",
-            "step_size_up",
-            "step_size_down",
-        }
-    )
+    _static = _CYCLE_FIELDS | {"cycle_momentum", "horizon"}
     _per_group = ("base_lr", "max_lr", "base_momentum", "max_momentum")
     kind = Kind.ABS
 
@@ -748,38 +660,16 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
         horizon: int | None = None,
     ) -> None:
         check = self._check
-        if scale_fn is None and (not isinstance(mode, str) or mode not in CYCLIC_MODES):
-            raise check.fail(
-                "mode",
-                mode,
-                f"must be one of {', '.join(map(repr, CYCLIC_MODES))} "
-                "when scale_fn is None (torch: 'mode is invalid and scale_fn is None')",
-            )
-        _check_str(check, "mode", mode)
-        if scale_fn is not None and not callable(scale_fn):
-            raise check.fail("scale_fn", scale_fn, "must be a callable or a Schedule")
-        up = check.float("step_size_up", step_size_up)
-        down = up if step_size_down is None else check.float("step_size_down", step_size_down)
-        if not 0 < up + down <= FLOAT32_MAX:
-            raise check.fail(
-                "step_size_up + step_size_down",
-                up + down,
-                f"must be > 0 (torch divides by it) and at most {FLOAT32_MAX!r} (float32)",
-            )
-        self._set(
-            lr=_lr(check, lr),
+        cycle = _cycle_args(check, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
+        self._init(
+            lr,
+            horizon,
             base_lr=check.float("base_lr", base_lr, ge=0),
             max_lr=check.float("max_lr", max_lr, ge=0),
-            step_size_up=step_size_up,
-            step_size_down=step_size_down,
-            mode=mode,
-            gamma=_gamma(check, gamma),
-            scale_fn=scale_fn,
-            scale_mode=check.choice("scale_mode", scale_mode, ("cycle", "iterations")),
+            **cycle,
             cycle_momentum=_check_bool(check, "cycle_momentum", cycle_momentum),
             base_momentum=check.float("base_momentum", base_momentum),
             max_momentum=check.float("max_momentum", max_momentum),
-            horizon=_horizon(check, horizon),
         )
         self._check_constructs()
 
@@ -795,7 +685,6 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
 
     def _closed(self, k: Any, ops: Ops) -> Any:
         return self._cf(k, ops, self.base_lr, self.base_lr, Mode.CONSTRUCT)
-
 
     @staticmethod
     def momentum(
@@ -820,10 +709,7 @@ class CyclicLR(_CyclicPhase, TorchSchedule, name="CyclicLR"):
                 b, m, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
             )
 
-        groups = _momentum_groups("CyclicLR.momentum", base_momentum, max_momentum)
-        if groups is None:
-            return one(base_momentum, max_momentum)
-        return [one(b, m) for b, m in groups]
+        return _momentum_groups("CyclicLR.momentum", base_momentum, max_momentum, one)
 
 
 class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
@@ -835,7 +721,7 @@ class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
     (0.9, 0.8)
     """
 
-    _static = frozenset({"mode", "scale_fn", "scale_mode", "step_size_up", "step_size_down"})
+    _static = _CYCLE_FIELDS
 
     def __init__(
         self,
@@ -849,18 +735,10 @@ class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
         scale_mode: str = "cycle",
     ) -> None:
         check = self._check
-        helper = CyclicLR(
-            0.0, 0.0, 1.0, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode
-        )
         self._set(
             base_momentum=check.float("base_momentum", base_momentum),
             max_momentum=check.float("max_momentum", max_momentum),
-            step_size_up=step_size_up,
-            step_size_down=step_size_down,
-            mode=mode,
-            gamma=helper.gamma,
-            scale_fn=scale_fn,
-            scale_mode=scale_mode,
+            **_cycle_args(check, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode),
         )
 
     def _host_capable(self) -> bool:
@@ -890,25 +768,29 @@ _THREE_PHASES = [
 ]
 
 
+# they fix the phase ends (torch computes them in Python): static
+_PHASE_FIELDS = frozenset(
+    {"total_steps", "epochs", "steps_per_epoch", "pct_start", "anneal_strategy", "three_phase"}
+)
+
+
 class _OneCyclePhases:
     """torch's ``OneCycleLR`` phases, shared by :class:`OneCycleLR` (the lr) and
     :class:`OneCycleMomentum` (the momentum it cycles): reads ``pct_start``,
-    ``three_phase`` and ``anneal_strategy``, and ``_steps()`` (``total_steps``)."""
+    ``three_phase``, ``anneal_strategy`` and ``total_steps``."""
 
+    total_steps: int
     pct_start: float
     three_phase: bool
     anneal_strategy: str
     _phases_cache: list[tuple[float, str, str, str, str]] | None = None
-
-    def _steps(self) -> int:
-        raise NotImplementedError
 
     def _phases(self) -> list[tuple[float, str, str, str, str]]:
         """torch's ``_schedule_phases``: (end_step, start_lr, end_lr, start_mom, end_mom)
         (static fields only: computed once)."""
         phases = self._phases_cache
         if phases is None:
-            ends = one_cycle_ends(self._steps(), self.pct_start, self.three_phase)
+            ends = one_cycle_ends(self.total_steps, self.pct_start, self.three_phase)
             keys = _THREE_PHASES if self.three_phase else _TWO_PHASES
             phases = [(end, *k) for end, k in zip(ends, keys)]
             object.__setattr__(self, "_phases_cache", phases)
@@ -961,7 +843,7 @@ class _OneCyclePhases:
             out = ops.where(first, a + (b - a) * s2, b + (a - b) * s2)
         else:
             out = ops.where(first, (b - a) * pct + a, (a - b) * rem + b)
-        return ops.where(k > self._steps(), math.nan, out)
+        return ops.where(k > self.total_steps, math.nan, out)
 
 
 class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
@@ -979,19 +861,7 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
     (0.04, 1.0, 4e-06)
     """
 
-    # pct_start fixes the phase ends (torch computes them in Python): static like total_steps
-    _static = frozenset(
-        {
-            "total_steps",
-            "epochs",
-            "steps_per_epoch",
-            "pct_start",
-            "anneal_strategy",
-            "cycle_momentum",
-            "three_phase",
-            "horizon",
-        }
-    )
+    _static = _PHASE_FIELDS | {"cycle_momentum", "horizon"}
     _per_group = ("max_lr", "base_momentum", "max_momentum")
     kind = Kind.ABS
 
@@ -1013,24 +883,20 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
         horizon: int | None = None,
     ) -> None:
         check = self._check
-        total = _one_cycle_total(check, total_steps, epochs, steps_per_epoch)
-        pct_start = _pct_start(check, pct_start)
-        check.choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
-        self._set(
-            lr=_lr(check, lr),
+        phases = _phase_args(
+            check, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy
+        )
+        self._init(
+            lr,
+            horizon,
             max_lr=check.float("max_lr", max_lr, ge=0),
-            total_steps=total,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            pct_start=pct_start,
-            anneal_strategy=anneal_strategy,
+            **phases,
             cycle_momentum=_check_bool(check, "cycle_momentum", cycle_momentum),
             base_momentum=check.float("base_momentum", base_momentum),
             max_momentum=check.float("max_momentum", max_momentum),
             div_factor=check.float("div_factor", div_factor, gt=0),
             final_div_factor=check.float("final_div_factor", final_div_factor, gt=0),
             three_phase=_check_bool(check, "three_phase", three_phase),
-            horizon=_horizon(check, horizon),
         )
         for name, v in self._group().items():
             if "lr" in name and not v <= FLOAT32_MAX:
@@ -1040,9 +906,6 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
                     f"makes {name} = {v!r} exceed float32's range ({FLOAT32_MAX!r})",
                 )
         self._check_constructs()
-
-    def _steps(self) -> int:
-        return self.total_steps
 
     def _group(self) -> dict[str, Any]:
         initial = self.max_lr / self.div_factor
@@ -1088,13 +951,19 @@ class OneCycleLR(_OneCyclePhases, TorchSchedule, name="OneCycleLR"):
                 total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy, b, m, three_phase
             )
 
-        groups = _momentum_groups("OneCycleLR.momentum", base_momentum, max_momentum)
-        if groups is None:
-            return one(base_momentum, max_momentum)
-        return [one(b, m) for b, m in groups]
+        return _momentum_groups("OneCycleLR.momentum", base_momentum, max_momentum, one)
 
 
-def _pct_start(check: Checks, pct_start: Any) -> float:
+def _phase_args(
+    check: Checks,
+    total_steps: Any,
+    epochs: Any,
+    steps_per_epoch: Any,
+    pct_start: Any,
+    anneal_strategy: Any,
+) -> dict[str, Any]:
+    """``OneCycleLR``'s phase arguments (``OneCycleMomentum``'s too), checked as torch does."""
+    total = _one_cycle_total(check, total_steps, epochs, steps_per_epoch)
     # torch: ``pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float)``; NaN
     # (which passes torch's check and makes every lr NaN) is refused too.
     if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
@@ -1103,32 +972,30 @@ def _pct_start(check: Checks, pct_start: Any) -> float:
             pct_start,
             "must be a float between 0 and 1 (torch: 'Expected float between 0 and 1 pct_start')",
         )
-    return pct_start
+    return {
+        "total_steps": total,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "pct_start": pct_start,
+        "anneal_strategy": check.choice("anneal_strategy", anneal_strategy, ("cos", "linear")),
+    }
+
+
+def _strict_int(check: Checks, name: str, value: Any, lo: int, hi: int, rule: str) -> int:
+    """An ``int`` (torch's ``isinstance`` check: not a bool, not a float) in ``[lo, hi)``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value < hi:
+        raise check.fail(name, value, rule)
+    return value
 
 
 def _one_cycle_total(check: Checks, total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
+    rule = "must be a positive integer below 2**31 (int32)"
     if total_steps is not None:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-            raise check.fail("total_steps", total_steps, "must be a positive integer")
-        if total_steps >= 2**31:
-            raise check.fail("total_steps", total_steps, "must be below 2**31 (int32)")
-        return total_steps
+        return _strict_int(check, "total_steps", total_steps, 1, 2**31, rule)
     if epochs is not None and steps_per_epoch is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
-            raise check.fail("epochs", epochs, "must be a positive integer")
-        if (
-            isinstance(steps_per_epoch, bool)
-            or not isinstance(steps_per_epoch, int)
-            or steps_per_epoch <= 0
-        ):
-            raise check.fail("steps_per_epoch", steps_per_epoch, "must be a positive integer")
-        if epochs * steps_per_epoch >= 2**31:
-            raise check.fail(
-                "epochs * steps_per_epoch",
-                epochs * steps_per_epoch,
-                "must be below 2**31 (int32)",
-            )
-        return epochs * steps_per_epoch
+        n = _strict_int(check, "epochs", epochs, 1, 2**31, rule)
+        n *= _strict_int(check, "steps_per_epoch", steps_per_epoch, 1, 2**31, rule)
+        return _strict_int(check, "epochs * steps_per_epoch", n, 1, 2**31, rule)
     raise check.fail(
         "total_steps",
         total_steps,
@@ -1144,9 +1011,7 @@ class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
     0.95
     """
 
-    _static = frozenset(
-        {"total_steps", "epochs", "steps_per_epoch", "pct_start", "anneal_strategy", "three_phase"}
-    )
+    _static = _PHASE_FIELDS
 
     def __init__(
         self,
@@ -1160,37 +1025,21 @@ class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
         three_phase: bool = False,
     ) -> None:
         check = self._check
-        OneCycleLR(
-            1.0,
-            1.0,
-            total_steps,
-            epochs,
-            steps_per_epoch,
-            pct_start,
-            anneal_strategy,
-            three_phase=three_phase,
-        )
         self._set(
-            total_steps=total_steps,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            pct_start=pct_start,
-            anneal_strategy=anneal_strategy,
+            **_phase_args(check, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy),
             base_momentum=check.float("base_momentum", base_momentum),
             max_momentum=check.float("max_momentum", max_momentum),
-            three_phase=bool(three_phase),
+            three_phase=_check_bool(check, "three_phase", three_phase),
         )
-
-    def _steps(self) -> int:
-        return _one_cycle_total(self._check, self.total_steps, self.epochs, self.steps_per_epoch)
+        self._eval(0.0, PY)  # torch's construction: its errors surface now
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         grp = {"max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
         k = ops.floor(ops.maximum(t, 0.0))
-        if ops.host and k > self._steps():
+        if ops.host and k > self.total_steps:
             raise ValueError(
                 f"OneCycleMomentum: step {int(k)} is beyond total_steps="
-                f"{self._steps()} (torch raises ValueError)"
+                f"{self.total_steps} (torch raises ValueError)"
             )
         try:
             return self._value(k, ops, grp, lr_keys=False)

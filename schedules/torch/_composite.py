@@ -20,35 +20,27 @@ from ._base import (
     TorchSchedule,
     _check_lr_list,
     _check_schedulers_list,
+    _fold,
     _horizon,
     _is_list,
     _lr,
+    _per_group_hint,
 )
-from ._closed import _fold
 from ._plateau import is_plateau
 from ._recurrence import Chain, NoClosedForm
 
 
-def _pick(s: Any, i: int, n: int, where: str, j: int) -> Any:
-    """Group ``i`` of ``schedulers[j]``: with a list of lrs, each child is a list of
-    ``n`` schedulers (one per group, as built from the same list of lrs)."""
-    if _is_list(s):
+def _group_children(where: str, schedulers: Any, i: int, n: int) -> list[Any]:
+    """Group ``i`` of each child (:func:`per_group`: each child is a list of ``n``
+    schedulers, one per group)."""
+    _check_schedulers_list(where, schedulers)
+    for j, s in enumerate(schedulers):
+        if not _is_list(s):
+            rule = "must be a list of schedulers, one per group (the composite has a list of lrs)"
+            raise fail(where, f"schedulers[{j}]", s, rule)
         if len(s) != n:
             raise fail(where, f"schedulers[{j}]", s, f"must have {n} entries (one per group)")
-        return s[i]
-    raise fail(
-        where,
-        f"schedulers[{j}]",
-        s,
-        "must be a list of schedulers, one per group (the composite has a list of lrs)",
-    )
-
-
-def _group_children(where: str, schedulers: Any, i: int, n: int) -> list[Any]:
-    """Group ``i`` of each child: with a list of lrs, each child is a list of ``n``
-    schedulers (one per group, as built from the same list of lrs)."""
-    _check_schedulers_list(where, schedulers)
-    return [_pick(s, i, n, where, j) for j, s in enumerate(schedulers)]
+    return [s[i] for s in schedulers]
 
 
 def _children(where: str, schedulers: Any, lr: Any) -> tuple[TorchSchedule, ...]:
@@ -57,6 +49,8 @@ def _children(where: str, schedulers: Any, lr: Any) -> tuple[TorchSchedule, ...]
     for i, s in enumerate(schedulers):
         if is_plateau(s):
             raise fail(where, f"schedulers[{i}]", s, "cannot be ReduceLROnPlateau (as in torch)")
+        if _is_list(s):
+            raise _per_group_hint(where, f"schedulers[{i}]", s)
         if not isinstance(s, TorchSchedule):
             raise fail(
                 where,
@@ -85,6 +79,12 @@ class _Composite(TorchSchedule):
 
     def _closed_exact(self) -> bool:
         return all(c._closed_exact() for c in self.schedulers)
+
+    @classmethod
+    def _group_args(cls, a: dict[str, Any], i: int, n: int) -> dict[str, Any]:
+        out = super()._group_args(a, i, n)
+        out["schedulers"] = _group_children(cls._check.where, a["schedulers"], i, n)
+        return out
 
 
 class SequentialLR(_Composite, name="SequentialLR"):
@@ -127,12 +127,6 @@ class SequentialLR(_Composite, name="SequentialLR"):
             )
         self._set(lr=lr, schedulers=ch, milestones=ms, horizon=_horizon(check, horizon))
         self._check_constructs()
-
-    @classmethod
-    def _group_args(cls, a: dict[str, Any], i: int, n: int) -> dict[str, Any]:
-        out = super()._group_args(a, i, n)
-        out["schedulers"] = _group_children(cls._check.where, a["schedulers"], i, n)
-        return out
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         if mode is not Mode.CONSTRUCT:
@@ -249,14 +243,6 @@ class ChainedScheduler(_Composite, name="ChainedScheduler"):
                 )
             return len(ss[0])
         return None
-
-    @classmethod
-    def _group_args(cls, a: dict[str, Any], i: int, n: int) -> dict[str, Any]:
-        out = dict(a)
-        if _is_list(a.get("lr")):
-            out["lr"] = a["lr"][i]
-        out["schedulers"] = _group_children(cls._check.where, a["schedulers"], i, n)
-        return out
 
     def _cf(self, k: Any, ops: Ops, start: Any, base: Any, mode: Mode, g: Any = None) -> Any:
         if mode is not Mode.CONSTRUCT:

@@ -292,25 +292,7 @@ class ChainedScheduler(LRScheduler):
             s.step()
 
 
-_MIRRORS: dict[str, type[LRScheduler]] = {
-    c.__name__: c
-    for c in (
-        LambdaLR,
-        MultiplicativeLR,
-        StepLR,
-        MultiStepLR,
-        ConstantLR,
-        LinearLR,
-        ExponentialLR,
-        PolynomialLR,
-        CosineAnnealingLR,
-        CosineAnnealingWarmRestarts,
-        CyclicLR,
-        OneCycleLR,
-        SequentialLR,
-        ChainedScheduler,
-    )
-}
+_MIRRORS: dict[str, type[LRScheduler]] = {c.__name__: c for c in LRScheduler.__subclasses__()}
 
 
 def build(node: Any, group: Group) -> LRScheduler:

@@ -115,9 +115,9 @@ class Chain:
             np.multiply.accumulate(buf, out=buf)
         return buf[::m]
 
-    def value(self, n: int, closed: Any = None) -> float:
-        """``v[n]``; ``closed(n)`` answers when more than :data:`TICK_BUDGET` ticks would be
-        needed in this call (None: ValueError)."""
+    def value(self, n: int) -> float:
+        """``v[n]``; ValueError when more than ``budget`` ticks would be needed in this call
+        (the caller answers with its closed form)."""
         if self.last is not None and n > self.last:
             n = self.last
         cyc = self.cyc
@@ -129,8 +129,6 @@ class Chain:
             return float(hot[1][r])
         todo = (i - len(self.cps) + 2) * self.CHUNK
         if todo > self.budget:
-            if closed is not None:
-                return float(closed(n))
             raise ValueError(
                 f"tick {n} needs {todo:,} rounded multiplications (more than {self.budget:,} "
                 "in one query)"

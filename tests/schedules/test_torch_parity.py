@@ -201,18 +201,21 @@ def test_per_group_lists():
     L = torch.optim.lr_scheduler
     lrs = [0.1, 0.02]
     fns = [lambda t: 0.9 ** t, lambda t: 1.0 / (t + 1)]
+    G = T.per_group
     cases = [
-        (lambda o: L.LambdaLR(o, fns), T.LambdaLR(lrs, fns)),
-        (lambda o: L.StepLR(o, 3, 0.5), T.StepLR(lrs, 3, 0.5)),
+        (lambda o: L.LambdaLR(o, fns), G(T.LambdaLR, lrs, fns)),
+        (lambda o: L.StepLR(o, 3, 0.5), G(T.StepLR, lrs, 3, 0.5)),
         (lambda o: L.CyclicLR(o, [0.01, 0.001], [0.1, 0.05], step_size_up=4),
-         T.CyclicLR(lrs, [0.01, 0.001], [0.1, 0.05], step_size_up=4)),
+         G(T.CyclicLR, lrs, [0.01, 0.001], [0.1, 0.05], step_size_up=4)),
         (lambda o: L.OneCycleLR(o, [1.0, 0.5], total_steps=50),
-         T.OneCycleLR(lrs, [1.0, 0.5], total_steps=50)),
+         G(T.OneCycleLR, lrs, [1.0, 0.5], total_steps=50)),
         (lambda o: L.SequentialLR(o, [L.ConstantLR(o, 0.5, 3), L.ExponentialLR(o, 0.9)], [5]),
-         T.SequentialLR(lrs, [T.ConstantLR(lrs, 0.5, 3), T.ExponentialLR(lrs, 0.9)], [5])),
+         G(T.SequentialLR, lrs, [G(T.ConstantLR, lrs, 0.5, 3), G(T.ExponentialLR, lrs, 0.9)],
+           [5])),
         (lambda o: L.ChainedScheduler([L.LinearLR(o, 0.2, total_iters=4),
                                        L.ExponentialLR(o, 0.9)]),
-         T.ChainedScheduler([T.LinearLR(lrs, 0.2, total_iters=4), T.ExponentialLR(lrs, 0.9)])),
+         G(T.ChainedScheduler, [G(T.LinearLR, lrs, 0.2, total_iters=4),
+                                G(T.ExponentialLR, lrs, 0.9)])),
     ]
     for build, ours in cases:
         from torch_ref import make_opt

@@ -18,31 +18,55 @@ NAN = float("nan")
 
 BAD = [
     # -- the list of lrs (one per param group) and the composites' children -------------------
-    (lambda: T.StepLR([], 2), "StepLR: lr=[] must be a number or a non-empty list of numbers"),
-    (lambda: T.StepLR([[0.1]], 2), "StepLR: lr[0]=[0.1] must be a real number, not list"),
-    (lambda: T.ExponentialLR([0.1, "x"], 0.9), "ExponentialLR: lr[1]='x' must be a real number"),
+    (  # a class is one group's schedule: a list of lrs points to per_group
+        lambda: T.StepLR([0.1, 0.2], 2),
+        "StepLR: lr=[0.1, 0.2] must be one param group's (a schedule is one group's lr); for "
+        "several param groups use schedules.torch.per_group(StepLR, [0.1, 0.2], ...)",
+    ),
+    (
+        lambda: T.SequentialLR([1.0, 1.0], [T.StepLR(1.0, 2)], []),
+        "SequentialLR: lr=[1.0, 1.0] must be one param group's",
+    ),
+    (
+        lambda: T.ChainedScheduler([T.per_group(T.StepLR, [0.1, 0.2], 2)]),
+        "ChainedScheduler: schedulers[0]=[StepLR(lr=0.1, step_size=2), StepLR(lr=0.2, "
+        "step_size=2)] must be one param group's (a schedule is one group's lr); for several "
+        "param groups use schedules.torch.per_group(ChainedScheduler, ",
+    ),
+    (
+        lambda: T.per_group(T.StepLR, [], 2),
+        "StepLR: lr=[] must be a number or a non-empty list of numbers",
+    ),
+    (
+        lambda: T.per_group(T.StepLR, [[0.1]], 2),
+        "StepLR: lr[0]=[0.1] must be a real number, not list",
+    ),
+    (
+        lambda: T.per_group(T.ExponentialLR, [0.1, "x"], 0.9),
+        "ExponentialLR: lr[1]='x' must be a real number",
+    ),
     (
         lambda: T.ChainedScheduler(schedulers=[None]),
         "ChainedScheduler: schedulers[0]=None must be a schedules.torch scheduler",
     ),
     (
-        lambda: T.ChainedScheduler(schedulers=[None], lr=[1.0]),
+        lambda: T.per_group(T.ChainedScheduler, schedulers=[None], lr=[1.0]),
         "ChainedScheduler: schedulers[0]=None must be a list of schedulers, one per group",
     ),
     (
-        lambda: T.ChainedScheduler(schedulers=None, lr=[1.0]),
+        lambda: T.per_group(T.ChainedScheduler, schedulers=None, lr=[1.0]),
         "ChainedScheduler: schedulers=None must be a non-empty list of schedules.torch schedulers",
     ),
     (
-        lambda: T.ChainedScheduler(constant(1.0), lr=[1.0, 1.0]),
+        lambda: T.per_group(T.ChainedScheduler, constant(1.0), lr=[1.0, 1.0]),
         "ChainedScheduler: schedulers=constant(value=1.0) must be a non-empty list",
     ),
     (
-        lambda: T.ChainedScheduler([[]]),
+        lambda: T.per_group(T.ChainedScheduler, [[]]),
         "ChainedScheduler: schedulers[0]=[] must not be empty (one scheduler per param group)",
     ),
     (
-        lambda: T.SequentialLR([1.0, 1.0], T.StepLR(1.0, 2), [1]),
+        lambda: T.per_group(T.SequentialLR, [1.0, 1.0], T.StepLR(1.0, 2), [1]),
         "SequentialLR: schedulers=StepLR(lr=1.0, step_size=2) must be a non-empty list",
     ),
     (
@@ -73,7 +97,7 @@ BAD = [
     ),
     (
         lambda: T.CyclicMomentum(0.8, 0.9, step_size_up=None),
-        "CyclicLR: step_size_up=None must be a real number, not NoneType",
+        "CyclicMomentum: step_size_up=None must be a real number, not NoneType",
     ),
     # -- OneCycleLR / OneCycleMomentum ------------------------------------------------------------
     (
@@ -94,7 +118,7 @@ BAD = [
     ),
     (
         lambda: T.OneCycleMomentum(10, pct_start=[1]),
-        "OneCycleLR: pct_start=[1] must be a float between 0 and 1",
+        "OneCycleMomentum: pct_start=[1] must be a float between 0 and 1",
     ),
     (
         lambda: T.OneCycleLR.momentum(total_steps=10, base_momentum=[], max_momentum=[]),
@@ -293,3 +317,14 @@ def test_one_group_min_lr_list_and_hf_params_pairs_are_accepted():
     assert HFLambda("linear", {"num_warmup_steps": 2.0, "num_training_steps": 4}) == a
     assert S.from_config(a.to_config()) == a and S.parse(repr(a)) == a
     assert hf.get_inverse_sqrt_schedule(1.0, 0)(0) == 1.0  # timescale defaults to 10_000
+
+
+def test_momentum_lists_give_one_schedule_per_group():
+    """``CyclicLR.momentum`` / ``OneCycleLR.momentum`` with a list: group ``i`` is the schedule
+    built from entry ``i`` (a number given with a list applies to every group)."""
+    cyc = T.CyclicLR.momentum(0.1, 1.0, step_size_up=3, base_momentum=[0.8, 0.7], max_momentum=0.9)
+    one = T.OneCycleLR.momentum(total_steps=20, base_momentum=0.85, max_momentum=[0.95, 0.9])
+    assert cyc == [T.CyclicMomentum(0.8, 0.9, step_size_up=3), T.CyclicMomentum(0.7, 0.9, 3)]
+    assert one == [T.OneCycleMomentum(20, max_momentum=0.95), T.OneCycleMomentum(20, None, None,
+                                                                                 max_momentum=0.9)]
+    assert [m(4) for m in cyc] != [m(4) for m in cyc[::-1]]
