@@ -25,7 +25,7 @@ from ._numerics import WSD_SHAPES, decay_shape, half_cos_cycles
 from ._ops import Ops
 from ._primitives import inverse_sqrt
 from ._validate import check_choice, check_float, check_int, fail
-from .torch import LambdaLR
+from .torch import LambdaLR, per_group
 
 __all__ = [
     "HFLambda",
@@ -292,6 +292,8 @@ def _lam(where: str, lr: Any, kind: str, p: dict[str, Any]) -> Any:
     for name, v in p.items():
         if name != "lr_init":
             _check_param(where, name, v, rules[name])
+    if isinstance(lr, (list, tuple)):  # one schedule per param group, as torch's LambdaLR
+        return per_group(LambdaLR, list(lr), HFLambda(kind, **p))
     return LambdaLR(lr, HFLambda(kind, **p))
 
 
@@ -554,10 +556,10 @@ def get_scheduler(
                    "must be None or a dict")
     kw = dict(scheduler_specific_kwargs or {})
     if name == "reduce_lr_on_plateau":
-        from .torch import ReduceLROnPlateau
+        from .torch import reduce_on_plateau
 
-        _check_kwargs(w, name, ReduceLROnPlateau.__new__, kw)
-        return ReduceLROnPlateau(lr, **kw)
+        _check_kwargs(w, name, reduce_on_plateau, kw)
+        return reduce_on_plateau(lr, **kw)
     fn = _BY_NAME[name]
     if name == "constant":
         return fn(lr)

@@ -94,3 +94,44 @@ def test_get_scheduler_names():
             ref.step()
     with pytest.raises(ValueError):
         hf.get_scheduler("linear", 0.1)
+
+
+def test_list_lr_is_one_schedule_per_param_group():
+    """A list of lrs gives one schedule per group, as transformers' lambda drives every group
+    of the optimizer (torch's LambdaLR with several param groups)."""
+    lrs, kw, n = [0.1, 0.03], {"num_warmup_steps": 3, "num_training_steps": 12}, 14
+    ps = [torch.nn.Parameter(torch.zeros(1)) for _ in lrs]
+    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(ps, lrs)])
+    sch = O.get_linear_schedule_with_warmup(opt, **kw)
+    want = []
+    for _ in range(n):
+        want.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sch.step()
+    got = hf.get_linear_schedule_with_warmup(lrs, **kw)
+    assert isinstance(got, list) and len(got) == len(lrs)
+    np.testing.assert_array_equal([[s(t) for s in got] for t in range(n)], want)
+
+
+def test_get_scheduler_reduce_lr_on_plateau_takes_torch_keywords():
+    """``scheduler_specific_kwargs`` are ReduceLROnPlateau's own keywords; the transformation
+    lowers the lr after ``patience`` bad epochs as torch's does."""
+    metrics = [1.0, 0.9, 0.95, 0.95, 0.95, 0.96, 0.97, 0.98]
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.5)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=2, factor=0.5)
+    want = []
+    for m in metrics:
+        ref.step(m)
+        want.append(opt.param_groups[0]["lr"])
+    tx = hf.get_scheduler("reduce_lr_on_plateau", 0.5,
+                          scheduler_specific_kwargs={"patience": 2, "factor": 0.5})
+    state = tx.init(jnp.zeros(1))
+    got = []
+    for m in metrics:
+        _, state = tx.update(jnp.zeros(1), state, value=m)
+        got.append(float(state.lr))
+    assert want[-1] < 0.5  # the metric plateaued: torch lowered the lr
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(ValueError, match="patiense"):
+        hf.get_scheduler("reduce_lr_on_plateau", 0.5, scheduler_specific_kwargs={"patiense": 2})
