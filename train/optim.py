@@ -103,7 +103,7 @@ def per_layer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
         for d in sorted(set(dims)):
             idx = [i for i, di in enumerate(dims) if di == d]
 
-            def one(*a: Any, idx: list[int] = idx) -> tuple:
+            def one(*a: Any) -> tuple:
                 *xs, mine = a
                 return fn(*xs, type(state)(*[x if m else f for x, f, m in
                                              zip(mine, fields, mirrored)]))
