@@ -670,10 +670,10 @@ def test_impossible_pipeline_layouts_rejected_before_compiling(kw, match) -> Non
 @pytest.mark.parametrize("rows", [1, 2, 4, 8])
 def test_recompute_gradients_bit_identical_gpt2(rows) -> None:
     """Recompute is the same arithmetic: for GPT-2 with 1, 2, 4 or 8 rows per device, the
-    float32 loss and every gradient of full (uniform 1, block 1) and selective recompute are
-    bit-identical to no recompute. (Since LayerNorm's statistics are matrix-vector products:
-    with ``jnp.mean`` XLA:CPU emitted the recomputed statistics with other code at 1-4 rows;
-    LLaMA-3 still differs: docs/parallelism.md, "Recompute".)"""
+    float32 loss and every gradient of full (uniform 1; block 1 at 1 row) and selective (1 and
+    8 rows) recompute are bit-identical to no recompute. (Since LayerNorm's statistics are
+    matrix-vector products: with ``jnp.mean`` XLA:CPU emitted the recomputed statistics with
+    other code at 1-4 rows; LLaMA-3 still differs: docs/parallelism.md, "Recompute".)"""
     import dataclasses
 
     tok = jax.random.randint(jax.random.key(1), (rows, SEQ + 1), 0, 256)
@@ -686,7 +686,9 @@ def test_recompute_gradients_bit_identical_gpt2(rows) -> None:
         return jax.jit(jax.value_and_grad(f))(params)
 
     ref = grads(cfg0)
-    variants = [dict(remat="full"), dict(remat="selective")]
+    variants = [dict(remat="full")]  # (compile time: selective and block at 1 and 8 rows only)
+    if rows in (1, 8):
+        variants.append(dict(remat="selective"))
     if rows == 1:
         variants.append(dict(remat="full", remat_method="block", remat_num_layers=1))
     for kw in variants:
