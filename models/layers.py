@@ -234,9 +234,17 @@ def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> 
 
 def _layer_norm_fwd(x: jax.Array, scale: jax.Array, bias: jax.Array,
                     eps: float) -> tuple[jax.Array, tuple]:
+    # the row means as matrix-vector products, not reductions: XLA:CPU emits a reduction with
+    # other code when its input is computed in the same fusion (as under activation recompute,
+    # where the residual sum is not stored) than when it is read from memory, a few ULPs apart;
+    # a product's operand is always materialised, so recompute stays bit-identical (and the
+    # training step is no slower: docs/parallelism.md, "Recompute"); full float32 precision
+    # (no TF32 / bfloat16 passes on accelerators)
+    inv_c = jnp.full((x.shape[-1], 1), 1.0 / x.shape[-1], jnp.float32)
+    mean = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
     x32 = x.astype(jnp.float32)
-    xc = x32 - jnp.mean(x32, axis=-1, keepdims=True)
-    rstd = jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + eps)
+    xc = x32 - mean(x32, inv_c)
+    rstd = jax.lax.rsqrt(mean(xc * xc, inv_c) + eps)
     xhat = xc * rstd
     y = (xhat * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
     return y, (xhat, rstd, scale)
@@ -258,7 +266,8 @@ _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 class LayerNorm(nn.Module):
     """LayerNorm with parameters ``scale`` (ones) and ``bias`` (zeros), as ``nn.LayerNorm``
-    (statistics in float32, two-pass variance, output in ``dtype``), with a hand-written
+    (statistics in float32, two-pass variance, the means as products with ``1/C``, output in
+    ``dtype``), with a hand-written
     backward: XLA:CPU runs the training step of the default model about 1.07x faster than
     with ``nn.LayerNorm``'s autodiff (see docs/benchmarks.md)."""
 

@@ -14,7 +14,9 @@ optax transformations, the schedule read at optax's ``count``):
 * ``lion``: ``optax.lion`` (Chen et al. 2023; ``--beta1 --beta2``, decoupled weight decay);
 * ``adafactor``: ``torch.optim.Adafactor``'s algorithm from optax's parts: factored second
   moments of every matrix (decay ``1 - t^-0.8``), update clipped to RMS 1, scaled by
-  ``max(1e-3, rms(param)) * lr``, decoupled weight decay ``lr * wd * p``.
+  ``max(1e-3, rms(param)) * lr``, decoupled weight decay ``lr * wd * p``. These act on each
+  parameter array as a whole: on the pipeline engine's stacked layers they run per layer
+  (:func:`per_layer`), so the result is that of the per-layer tree.
 
 Weight decay applies to matrices only (``models.decay_mask``: 2-D kernels; not biases, norms or
 embeddings). ``--lr-mults=wte=0.1`` gives parameter groups (parameters whose path contains a
@@ -39,8 +41,7 @@ import schedules as S
 from .config import OPTIMIZER_FLAGS, OPTIMIZERS
 
 __all__ = ["OPTIMIZERS", "OPTIMIZER_FLAGS", "base_optimizer", "group_labels", "make_optimizer",
-           "param_table", "path_str", "sgd_momentum"]
-
+           "param_table", "path_str", "per_layer", "sgd_momentum"]
 
 
 class SGDMomentumState(NamedTuple):
@@ -72,6 +73,70 @@ def sgd_momentum(momentum: float, dampening: float = 0.0,
     return optax.GradientTransformation(init, update)
 
 
+def per_layer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx``, and on the leaves of the pipeline engine's stacked layers (``[N, V, L/(NV), ...]``,
+    :func:`train.pipeline.stacked_dims`) layer by layer (``vmap`` over the stacking
+    dimensions): the result of ``tx`` on the per-layer tree, stacked.
+
+    For transformations that treat each parameter array as one block (Adafactor's factored
+    second moments over an array's two largest dimensions, its block RMS clipping and scaling).
+    ``tx``'s state is an optax NamedTuple whose fields are either trees mirroring the
+    parameters (each leaf's own statistics) or values shared by all leaves (a step count); the
+    state keeps ``tx``'s structure, so checkpoints and layouts are unaffected."""
+    from .pipeline import stacked_dims
+
+    def per_layer_groups(fn: Any, trees: tuple, state: Any,
+                         pass_state: bool = True) -> tuple[Any, Any]:
+        """``fn(trees..., state) -> (out, state)`` on two lists of leaves of ``trees[0]``: the
+        plain ones, and the stacked ones (vmapped over the layers); (tree of outs, state).
+        ``state`` (or its shapes, without ``pass_state``) gives the state's structure."""
+        treedef = jax.tree.structure(trees[0])
+        mirrored = [jax.tree.structure(f) == treedef for f in state]
+        fields = [jax.tree.leaves(f) if m else f for f, m in zip(state, mirrored)]
+        flat = [jax.tree.leaves(t) if t is not None else [None] * treedef.num_leaves
+                for t in trees]
+        axes = type(state)(*[0 if m else None for m in mirrored])
+        dims = [stacked_dims(path) for path, _ in jax.tree_util.tree_leaves_with_path(trees[0])]
+        outs: list[Any] = [None] * treedef.num_leaves
+        new: list[list[Any]] = [[None] * treedef.num_leaves for _ in state]
+        last = state
+        for d in sorted(set(dims)):
+            idx = [i for i, di in enumerate(dims) if di == d]
+
+            def one(*a: Any) -> tuple:
+                *xs, mine = a
+                return fn(*xs, type(state)(*[x if m else f for x, f, m in
+                                             zip(mine, fields, mirrored)]))
+
+            for _ in range(d):
+                one = jax.vmap(one, out_axes=(0, axes))
+            mine = tuple([f[i] for i in idx] if m and pass_state else None
+                         for f, m in zip(fields, mirrored))
+            o, last = one(*([t[i] for i in idx] for t in flat), mine)
+            for k, i in enumerate(idx):
+                outs[i] = o[k]
+                for j, m in enumerate(mirrored):
+                    if m:
+                        new[j][i] = last[j][k]
+        return treedef.unflatten(outs), type(state)(*[
+            treedef.unflatten(new[j]) if m else last[j] for j, m in enumerate(mirrored)])
+
+    def init(params: Any) -> Any:
+        state = jax.eval_shape(tx.init, params)
+        if not jax.tree.leaves(params):
+            return tx.init(params)
+        return per_layer_groups(lambda p, s: (p, tx.init(p)), (params,), state,
+                                pass_state=False)[1]
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        if not jax.tree.leaves(updates):
+            return tx.update(updates, state, params)
+        return per_layer_groups(lambda g, p, s: tx.update(g, s, p), (updates, params),
+                                state)
+
+    return optax.GradientTransformation(init, update)
+
+
 def base_optimizer(cfg: Any, lr: S.Schedule) -> optax.GradientTransformation:
     """The ``--optimizer`` of ``cfg`` reading its learning rate from ``lr`` (no clipping, no
     groups): weight decay on ``models.decay_mask`` only."""
@@ -92,11 +157,11 @@ def base_optimizer(cfg: Any, lr: S.Schedule) -> optax.GradientTransformation:
         return optax.lion(learning_rate=lr, b1=cfg.beta1, b2=cfg.beta2, weight_decay=wd,
                           mask=mask)
     if name == "adafactor":  # torch.optim.Adafactor (d=1, beta2_decay=-0.8, eps2=1e-3)
-        return optax.chain(
-            optax.scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
-                                        min_dim_size_to_factor=1),
-            optax.clip_by_block_rms(1.0),
-            optax.scale_by_param_block_rms(min_scale=1e-3),
+        return optax.chain(  # block-wise parts per layer on the pipeline's stacked layers
+            per_layer(optax.scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
+                                                  min_dim_size_to_factor=1)),
+            per_layer(optax.clip_by_block_rms(1.0)),
+            per_layer(optax.scale_by_param_block_rms(min_scale=1e-3)),
             optax.add_decayed_weights(wd, mask),
             optax.scale_by_learning_rate(lr),
         )

@@ -48,10 +48,18 @@ import models
 from models.common import PARAM_DTYPE
 from models.layers import LMHead, constrain, lm_logits, remat_policy, remat_segments
 
-__all__ = ["PIPE", "Schedule", "bubble_fraction", "check_pipeline", "layer_prefix",
-           "pipeline_loss", "schedule", "stack_tree", "unstack_tree"]
+__all__ = ["PIPE", "STACK_DIMS", "Schedule", "bubble_fraction", "check_pipeline", "layer_prefix",
+           "pipeline_loss", "schedule", "stack_tree", "stacked_dims", "unstack_tree"]
 
 PIPE = "pipe"
+#: the leading dimensions ``[N, V, L/(NV)]`` of every leaf of a stacked ``{prefix}*`` subtree
+STACK_DIMS = 3
+
+
+def stacked_dims(path: tuple) -> int:
+    """:data:`STACK_DIMS` for a leaf of a stacked ``{prefix}*`` subtree (:func:`stack_tree`,
+    found by its key path: the params, gradients and optimizer moments alike), else 0."""
+    return STACK_DIMS if any(str(getattr(k, "key", "")).endswith("*") for k in path) else 0
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Recompute changes what is kept for the backward pass, not what is computed: the forward loss is
 bit-identical, the parameter tree unchanged, and the gradients equal up to a few float32 ULPs
-(XLA fuses the recomputed forward into the backward pass, which can reorder a reduction; GPT-2
-happens to be bit-identical too). The memory saving is measured from the compiled step.
+(XLA fuses the recomputed forward into the backward pass, which can change the emitted code;
+GPT-2's are bit-identical: tests/train/test_parallel.py, docs/parallelism.md "Recompute").
+The memory saving is measured from the compiled step.
 """
 
 from __future__ import annotations
