@@ -195,12 +195,13 @@ def test_float16_members_have_their_own_loss_scaler(tmp_path, corpus) -> None:
     # float16: each member carries its own dynamic loss scaler (vmapped with the rest of its
     # state), from a scale so large that the first gradients overflow. Member 0 is
     # test_precision's float16 run (its compiled step is shared): its skipped steps, loss
-    # scales, learning rates and losses are that single run's. Member 1 (10x the lr) skips
-    # other steps, and its own scale follows GradScaler's rule from its own skips.
+    # scales, learning rates and losses are that single run's. Member 1 (1000x the lr: its loss
+    # explodes, and so do its float16 gradients) skips other steps, and its own scale follows
+    # GradScaler's rule from its own skips.
     cfg = tiny(str(tmp_path), corpus, dtype="float16", loss_scale_init=2.0**18,
                loss_scale_growth_interval=2, eval_interval=100)
     wd = str(tmp_path / "pop")
-    s = run_population(cfg, wd, grid={"lr": [3e-3, 3e-2]})
+    s = run_population(cfg, wd, grid={"lr": [3e-3, 3.0]})
     single = str(tmp_path / "single")
     ref = run(cfg, single)
     rows, want = [_member_rows(wd, i) for i in (0, 1)], [r for r in _records(single) if "loss" in r]
