@@ -10,10 +10,10 @@ and the ratio (transformers / ours; above 1: ours is faster):
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import torch
+from bench_schedules import best_of  # bench/ is the script's directory
 from transformers import optimization as O
 
 from schedules import hf
@@ -29,15 +29,6 @@ KINDS = {
     "warmup_stable_decay": dict(num_warmup_steps=W, num_decay_steps=N // 5,
                                 num_stable_steps=N - W - N // 5),
 }
-
-
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def bench(kind: str, kw: dict, n: int, repeat: int) -> tuple[float, float]:
