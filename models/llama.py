@@ -241,10 +241,18 @@ def rope_cos_sin(config: LlamaConfig, seq_len: int) -> tuple[jax.Array, jax.Arra
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x [B, T, N, Q] rotated in the "rotate_half" layout: x·cos + rotate_half(x)·sin."""
+    """x [B, T, N, Q] rotated in the "rotate_half" layout: x·cos + rotate_half(x)·sin.
+
+    Computed per half, ``[x1·c - x2·s, x2·c + x1·s]`` (``cos``/``sin`` repeat their first half):
+    the same operations on the same values, so the same bits as HF's formula. Written this way
+    because with ``rotate_half`` materialised as a concatenation XLA:CPU emitted the gradient
+    of the recomputed rotation (activation recompute) with other code than without recompute,
+    a few ULPs apart; per half, recompute is bit-identical (docs/parallelism.md, "Recompute").
+    """
     half = x.shape[-1] // 2
-    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    c, s = cos[None, :, None, :half], sin[None, :, None, :half]
+    return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
 
 
 # --------------------------------------------------------------------------------------

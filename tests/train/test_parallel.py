@@ -717,17 +717,21 @@ def test_impossible_pipeline_layouts_rejected_before_compiling(kw, match) -> Non
         make_layout(cfg, model_cfg, 8)
 
 
+@pytest.mark.parametrize("model", ["gpt2", "llama3"])
 @pytest.mark.parametrize("rows", [1, 2, 4, 8])
-def test_recompute_gradients_bit_identical_gpt2(rows) -> None:
-    """Recompute is the same arithmetic: for GPT-2 with 1, 2, 4 or 8 rows per device, the
-    float32 loss and every gradient of full (uniform 1; block 1 at 1 row) and selective (1 and
-    8 rows) recompute are bit-identical to no recompute. (Since LayerNorm's statistics are
-    matrix-vector products: with ``jnp.mean`` XLA:CPU emitted the recomputed statistics with
-    other code at 1-4 rows; LLaMA-3 still differs: docs/parallelism.md, "Recompute".)"""
+def test_recompute_gradients_bit_identical(model, rows) -> None:
+    """Recompute is the same arithmetic: for GPT-2 and LLaMA-3 with 1, 2, 4 or 8 rows per
+    device, the float32 loss and every gradient of full (uniform 1; block 1 at 1 row; uniform 2
+    at 2 rows) and selective (1 and 8 rows) recompute are bit-identical to no recompute.
+    (GPT-2's LayerNorm statistics are matrix-vector products and LLaMA-3's rotary embedding is
+    computed per half: written otherwise, XLA:CPU emitted the recomputed operations with other
+    code at some batch sizes, a few ULPs apart; docs/parallelism.md, "Recompute".)"""
     import dataclasses
 
     tok = jax.random.randint(jax.random.key(1), (rows, SEQ + 1), 0, 256)
-    cfg0 = models.get_config("gpt2", "tiny", n_layer=2, n_embd=32, vocab_size=256, n_head=4)
+    extra = dict(n_kv_head=2) if model == "llama3" else {}
+    cfg0 = models.get_config(model, "tiny", n_layer=2, n_embd=32, vocab_size=256, n_head=4,
+                             **extra)
     params = models.init_params(cfg0, jax.random.key(0))
 
     def grads(cfg):
@@ -736,30 +740,47 @@ def test_recompute_gradients_bit_identical_gpt2(rows) -> None:
         return jax.jit(jax.value_and_grad(f))(params)
 
     ref = grads(cfg0)
-    variants = [dict(remat="full")]  # (compile time: selective and block at 1 and 8 rows only)
+    variants = [dict(remat="full")]  # (compile time: the other variants at some sizes only)
     if rows in (1, 8):
         variants.append(dict(remat="selective"))
     if rows == 1:
         variants.append(dict(remat="full", remat_method="block", remat_num_layers=1))
+    if rows == 2:
+        variants.append(dict(remat="full", remat_num_layers=2))
     for kw in variants:
         got = grads(dataclasses.replace(cfg0, **kw))
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
-            np.testing.assert_array_equal(a, b, err_msg=f"{rows} rows {kw}")
+            np.testing.assert_array_equal(a, b, err_msg=f"{model} {rows} rows {kw}")
 
 
 def test_recompute_same_losses_on_both_engines() -> None:
     """``--recompute`` changes what is stored, not what is computed: pmap DP=8 (1 row per
     device) with full uniform recompute and mesh ZeRO-3 x 8 with selective recompute log the
     same float32 losses as without and end at the same parameters, bit for bit, over all
-    steps (GPT-2; docs/parallelism.md, "Recompute"). The runs without are the matrix's
-    (cached)."""
-    for layout, rc in ((None, dict(recompute="full")), ("ZeRO-3x8", dict(recompute="selective"))):
-        ref = trajectory(_cfg("gpt2", "steplr", layout))
-        got = trajectory(_cfg("gpt2", "steplr", layout, **rc))
-        assert got["losses"] == ref["losses"], (layout, rc)
+    steps (GPT-2; LLaMA-3 on pmap; docs/parallelism.md, "Recompute"). The runs without are the
+    matrix's (cached)."""
+    for model, layout, rc in (("gpt2", None, dict(recompute="full")),
+                              ("gpt2", "ZeRO-3x8", dict(recompute="selective")),
+                              ("llama3", None, dict(recompute="selective"))):
+        ref = trajectory(_cfg(model, "steplr", layout))
+        got = trajectory(_cfg(model, "steplr", layout, **rc))
+        assert got["losses"] == ref["losses"], (model, layout, rc)
         for a, b in zip(jax.tree.leaves(got["state"]["params"]),
                         jax.tree.leaves(ref["state"]["params"])):
-            np.testing.assert_array_equal(a, b, err_msg=f"{layout} {rc}")
+            np.testing.assert_array_equal(a, b, err_msg=f"{model} {layout} {rc}")
+
+
+def test_pipeline_recompute_bit_identical() -> None:
+    """Under the pipeline too: LLaMA-3 PP=8 with full uniform recompute logs PP=8's float32
+    losses and ends at its parameters, bit for bit (4 steps; the run without is the PP
+    matrix's full-run row, cached when it ran)."""
+    kw = dict(n_layer=8, grad_accum=8, eps=1e-6)
+    ref = trajectory(_cfg("llama3", "steplr", "PP=8", **kw), PP_STEPS)
+    got = trajectory(_cfg("llama3", "steplr", "PP=8+recompute-uniform-1", **kw), PP_STEPS)
+    assert got["losses"] == ref["losses"]
+    for a, b in zip(jax.tree.leaves(got["state"]["params"]),
+                    jax.tree.leaves(ref["state"]["params"])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_adafactor_on_the_pipeline_matches_pmap() -> None:
