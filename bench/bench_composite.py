@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _timing import best_of  # bench/ is the script's directory
 
 LR, TOTAL, WARM = 0.1, 1_000_000, 10_000
 
@@ -64,15 +65,6 @@ def cases():
         "ChainedScheduler(StepLR, LinearLR)": chained,
         "OneCycleLR": one,
     }
-
-
-def best_of(fn, n: int) -> float:
-    out = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t0)
-    return out
 
 
 def main() -> None:

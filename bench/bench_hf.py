@@ -13,7 +13,7 @@ import argparse
 import warnings
 
 import torch
-from bench_schedules import best_of  # bench/ is the script's directory
+from _timing import best_of  # bench/ is the script's directory
 from transformers import optimization as O
 
 from schedules import hf

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import torch
+from _timing import best_of  # bench/ is the script's directory
 
 import schedules as S
 
@@ -74,15 +75,6 @@ def torch_three_piece(opt):
         [W, 5 * W],
     )
     return L.ChainedScheduler([seq, L.ExponentialLR(opt, 0.99999)])
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def bench_host(name, ours, opt_fn, torch_fn, n, repeat):
