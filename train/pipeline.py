@@ -20,9 +20,10 @@ of the ``pipe`` mesh axis (stage ``s`` holds chunks ``s, s + N, ..., s + (V-1) N
 * the backward pass is JAX's autodiff of the scan (the reverse schedule: all forwards, then all
   backwards, as GPipe), with the activation recompute of ``--recompute`` applied per chunk.
 
-The embeddings run before the pipeline, the final norm, head and loss after it (on the whole
-``[m, B, T, C]`` output, sharded over ``data``); GPT-2's tied embedding therefore gets the sum
-of its gradient as input embedding and as output head, by autodiff.
+The embeddings run before the pipeline, the final norm, head and loss after it, on the
+``[m, B, T, C]`` output split over ``pipe`` x ``data`` (each stage takes ``m / N`` of the
+micro-batches: the head is computed once, not on every stage); GPT-2's tied embedding
+therefore gets the sum of its gradient as input embedding and as output head, by autodiff.
 
 The mesh engine keeps the layers stage-sharded in its state (params and optimizer moments):
 one ``{prefix}*`` subtree of ``[N, V, L/(NV), ...]`` arrays sharded over ``pipe``
@@ -330,5 +331,11 @@ def pipeline_loss(model_cfg: Any, params: Any, batch: jax.Array, stages: int, vi
     buf0 = buf_spec(jnp.zeros((N, *x_in.shape[1:]), x_in.dtype))
     xs = (jnp.asarray(sched.chunk), jnp.asarray(sched.inject), jnp.asarray(sched.emit))
     (_, out), _ = jax.lax.scan(step, (buf0, jnp.zeros_like(x_in)), xs)
-    losses = jax.vmap(lambda h, y: _xent(parts.head(params, h), y))(out, y_tok)
+    # the final norm, head and loss split the micro-batches over the stages (m/N each) rather
+    # than every stage computing all of them: the head is the largest single matmul of a
+    # small model (GPT-2 124M: a third of the forward FLOPs), N-fold redundant otherwise
+    spread = lambda a: jax.lax.with_sharding_constraint(  # noqa: E731
+        a, jax.sharding.PartitionSpec(PIPE, "data"))
+    losses = jax.vmap(lambda h, y: _xent(parts.head(params, h), y),
+                      spmd_axis_name=PIPE)(spread(out), spread(y_tok))
     return jnp.mean(losses)

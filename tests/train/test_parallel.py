@@ -610,8 +610,15 @@ def test_pipeline_gradients_equal_the_plain_model_tied_embedding_summed() -> Non
     batch = jax.random.randint(jax.random.key(1), (4, 2, SEQ + 1), 0, 256)
     mesh = Mesh(np.array(jax.devices()[:2]).reshape(1, 2), ("data", "pipe"))
     with jax.set_mesh(mesh):
-        l_pp, g_pp = jax.jit(jax.value_and_grad(
-            lambda p: pipeline_loss(cfg, p, batch, 2, 2)))(params)
+        step = jax.jit(jax.value_and_grad(lambda p: pipeline_loss(cfg, p, batch, 2, 2)))
+        compiled = step.lower(params).compile()
+        l_pp, g_pp = compiled(params)
+    # the head's logits product runs on m / N = 2 of the 4 micro-batches per stage (64 rows
+    # of 2 x 16 tokens each), never on all of them (128): stages split the head
+    import re
+
+    rows = {int(r) for r in re.findall(r"f32\[(\d+),256\]\{1,0\} dot\(", compiled.as_text())}
+    assert 4 * 2 * SEQ // 2 in rows and 4 * 2 * SEQ not in rows, rows
     mod = models.build(cfg)
     flat = batch.reshape(-1, SEQ + 1)
     plain = lambda p: models.loss_fn(mod.apply({"params": p}, flat[:, :-1]), flat[:, 1:])  # noqa: E731
