@@ -121,6 +121,20 @@ def main() -> None:
               f"{fmt_bytes(p['total']):>10} {p['xla_flops'] / 1e9:>11.3f}", flush=True)
 
 
+def mesh_engine(cfg: TrainConfig, vocab: int) -> tuple:
+    """The mesh engine for ``cfg`` (a tiny model of ``vocab`` tokens, fresh parameters): the
+    engine, its device state and the layout."""
+    model_cfg = models.get_config(cfg.model, "tiny", vocab_size=vocab, **cfg.model_overrides())
+    sched = build_schedule(cfg)
+    params = jax.device_get(models.init_params(model_cfg, jax.random.key(0)))
+    tx = make_optimizer(cfg, sched, params)
+    host = {"step": np.zeros((), np.int32), "params": params,
+            "opt_state": jax.device_get(tx.init(params))}
+    layout = make_layout(cfg, model_cfg, jax.device_count())
+    eng = build(model_cfg, tx, sched, 0, layout, params)
+    return eng, eng.put_state(host), layout
+
+
 def pipeline_rows(args: argparse.Namespace) -> None:
     """Step time vs micro-batches against the bubble formula; activation bytes vs recompute.
 
@@ -144,16 +158,7 @@ def pipeline_rows(args: argparse.Namespace) -> None:
                 model=args.model, model_size="tiny", n_layer=8, n_head=8, n_embd=args.n_embd,
                 seq_len=args.seq, batch_size=1, grad_accum=m, steps=args.steps,
                 data_parallel=2, sample_tokens=0, **lay))
-            model_cfg = models.get_config(cfg.model, "tiny", vocab_size=256,
-                                          **cfg.model_overrides())
-            sched = build_schedule(cfg)
-            params = jax.device_get(models.init_params(model_cfg, jax.random.key(0)))
-            tx = make_optimizer(cfg, sched, params)
-            host = {"step": np.zeros((), np.int32), "params": params,
-                    "opt_state": jax.device_get(tx.init(params))}
-            layout = make_layout(cfg, model_cfg, jax.device_count())
-            eng = build(model_cfg, tx, sched, 0, layout, params)
-            state = eng.put_state(host)
+            eng, state, layout = mesh_engine(cfg, 256)
             batcher = Batcher(data, seq_len=cfg.seq_len, batch_size=1, grad_accum=m,
                               local_devices=layout.data)
             for t in range(2):

@@ -13,24 +13,16 @@ work on any device costs wall time.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_force_host_platform_device_count=8")
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import numpy as np
 
-import models
-from train import TrainConfig, build_schedule
+# first: bench/ is the script's directory; it asks for 8 CPU devices before jax starts
+from bench_parallel import mesh_engine
+
+from train import TrainConfig
 from train.data import Batcher, TokenData
-from train.mesh import build, make_layout
-from train.optim import make_optimizer
 
 
 def main() -> None:
@@ -45,15 +37,7 @@ def main() -> None:
             model="gpt2", model_size="tiny", n_layer=8, n_head=4, n_embd=args.n_embd,
             seq_len=32, batch_size=1, grad_accum=8, steps=5, data_parallel=8 // pp,
             sample_tokens=0, pipeline_parallel=pp))
-        mc = models.get_config("gpt2", "tiny", vocab_size=V, **cfg.model_overrides())
-        sched = build_schedule(cfg)
-        params = jax.device_get(models.init_params(mc, jax.random.key(0)))
-        tx = make_optimizer(cfg, sched, params)
-        host = {"step": np.zeros((), np.int32), "params": params,
-                "opt_state": jax.device_get(tx.init(params))}
-        lay = make_layout(cfg, mc, jax.device_count())
-        eng = build(mc, tx, sched, 0, lay, params)
-        state = eng.put_state(host)
+        eng, state, lay = mesh_engine(cfg, V)
         batcher = Batcher(data, seq_len=32, batch_size=1, grad_accum=8, local_devices=lay.data)
         for t in range(2):  # compile and warm up
             state, met = eng.train(state, batcher.batch(t))
