@@ -64,6 +64,7 @@ from schedules.torch._recurrence import Recurrence
 from .checkpoint import Checkpointer
 from .config import TrainConfig, check_dirs
 from .data import Batcher, load_data
+from .devices import simulate_devices
 from .lr import build_schedule
 from .metrics import Console, MetricsWriter, fmt_duration
 from .optim import make_optimizer
@@ -389,12 +390,13 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = cfg.normalized().validate()
+    simulate_devices(cfg.simulate_devices)  # as a single run: before JAX starts
+    _init_distributed(cfg)  # before any JAX computation (the population's hyperparameters)
     names, members, cfgs = member_configs(cfg)
     k = len(members)
     schedules = [build_schedule(c) for c in cfgs]
     pop = _Population(cfgs, members, schedules)
     per_member_data = "seed" in names
-    _init_distributed(cfg)
     pidx, pcount = jax.process_index(), jax.process_count()
     primary = pidx == 0
     devices = _devices(cfg)

@@ -479,6 +479,31 @@ def test_two_processes_resume_from_their_sharded_checkpoint(two_procs, tmp_path)
     assert {k.split("/")[0] for k in sums[0]["leaves"]} == {"step", "params", "opt_state"}
 
 
+def test_two_process_sweep_matches_one_process(tmp_path, pmap_ref) -> None:
+    """A 2-member population (``--sweep lr=...``) as 2 processes x 4 devices: every member
+    logs the losses of the same sweep in one process on 8 devices (the members see the same
+    global batches, split over both processes), and process 0 alone writes ``members.json``
+    and the metrics; the population checkpoints at steps 2 and 4 are written by both."""
+    base, _ = pmap_ref
+    cfg = {**base, "steps": 4, "sweep": ("lr=0.01,0.03",)}
+    one = run(cfg, str(tmp_path / "one"))
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in base.items()
+             if not isinstance(v, bool) and k != "steps"]
+    wd = str(tmp_path / "two")
+    _two_processes(wd, [*flags, "--steps=4", "--no-tensorboard", "--sweep", "lr=0.01,0.03"],
+                   str(tmp_path / "jax_cache"))
+    with open(os.path.join(wd, "members.json")) as f:
+        assert len(json.load(f)) == 2
+    rows = [r for r in _loss_rows(wd) if "member" in r]
+    for k in range(2):
+        got = [r["loss"] for r in rows if r["member"] == k]
+        want = [x for _, x in one["results"][k]["losses"]]
+        assert len(got) == len(want) == 4, (got, want)
+        np.testing.assert_allclose(got, want, rtol=F32_RTOL, err_msg=f"member {k}")
+    assert sorted(d for d in os.listdir(os.path.join(wd, "checkpoints")) if d.isdigit()) == [
+        "2", "4"]
+
+
 @pytest.mark.skipif(not FULL, reason="full matrix: SCHEDAX_FULL_MATRIX=1")
 def test_sigkill_and_resume_sharded_bit_identical(tmp_path, pmap_ref) -> None:
     """``python -m train`` under TP=2+SP x ZeRO-3 x 4, SIGKILLed after a committed checkpoint

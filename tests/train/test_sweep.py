@@ -384,3 +384,15 @@ def test_cli_repeatable_sweep_flag() -> None:
     assert cfg.sweep == ("lr=1e-3,3e-3", "beta2=0.95,0.99") and cfg.sweep_seeds == 3
     with pytest.raises(SystemExit):
         parse_config(["--sweep", "n_layer=1,2"])
+
+
+def test_population_checks_simulate_devices_as_a_single_run(tmp_path) -> None:
+    """``simulate_devices`` is not ignored by a population: with JAX already started on 8
+    devices, 3 is refused before anything compiles, naming the flag, as for a single run."""
+    assert len(jax.devices()) == 8  # the backend has started (conftest's 8 CPU devices)
+    cfg = TrainConfig(model_size="tiny", steps=1, simulate_devices=3)
+    for call in (lambda: run_population(cfg, str(tmp_path / "p"), grid={"lr": [1e-3, 2e-3]}),
+                 lambda: run(cfg, str(tmp_path / "s"))):
+        with pytest.raises(ValueError, match=r"--simulate-devices=3 is invalid here: JAX has "
+                                             r"already started with 8 cpu device"):
+            call()
