@@ -144,7 +144,9 @@ def run_command(argv: list[str], where: str, expect_error: bool = False) -> None
         r = subprocess.run(shlex.join(argv), shell=True, capture_output=True, text=True,
                            env={**os.environ, **env,  # the checkout's reference/, scripts/
                                 "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
-                           timeout=120)
+                           # torchrun's 8 processes take ~50 s to import torch and transformers
+                           # on 2 warm cores (a fresh venv's cold files: over 120 s in CI once)
+                           timeout=480)
         assert (r.returncode != 0) == expect_error, (
             f"{where}: {shlex.join(argv)}\n{r.stdout}\n{r.stderr}")
         return
