@@ -314,6 +314,7 @@ def pipeline_loss(model_cfg: Any, params: Any, batch: jax.Array, stages: int, vi
         return x
 
     run = jax.vmap(chunk, spmd_axis_name=PIPE)
+    # [N or m, B, ...] over pipe x data: the stage buffer, and the micro-batches for the head
     buf_spec = lambda b: jax.lax.with_sharding_constraint(  # noqa: E731
         b, jax.sharding.PartitionSpec(PIPE, "data"))
 
@@ -334,8 +335,6 @@ def pipeline_loss(model_cfg: Any, params: Any, batch: jax.Array, stages: int, vi
     # the final norm, head and loss split the micro-batches over the stages (m/N each) rather
     # than every stage computing all of them: the head is the largest single matmul of a
     # small model (GPT-2 124M: a third of the forward FLOPs), N-fold redundant otherwise
-    spread = lambda a: jax.lax.with_sharding_constraint(  # noqa: E731
-        a, jax.sharding.PartitionSpec(PIPE, "data"))
     losses = jax.vmap(lambda h, y: _xent(parts.head(params, h), y),
-                      spmd_axis_name=PIPE)(spread(out), spread(y_tok))
+                      spmd_axis_name=PIPE)(buf_spec(out), buf_spec(y_tok))
     return jnp.mean(losses)
