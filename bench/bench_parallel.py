@@ -9,7 +9,7 @@ ZeRO trade communication for memory very differently. Same model, same global ba
 ``addressable_shards``. Then the planner's table (``python -m train --plan``) for the same
 model. Options: ``--model gpt2|llama3``, ``--steps``, ``--n-embd``, ``--seq``.
 
-``--pipeline``: instead, the pipeline rows (train/pipeline.py): step time vs the number of
+``--pipeline``: instead, the pipeline rows (train/parallel/pipeline.py): step time vs the number of
 micro-batches m for PP=4 and PP=4 x vPP=2 (8 layers), against the bubble formula
 (N-1)/(mV+N-1), and the activations kept for the backward pass per stage with and without
 ``--recompute``.
@@ -88,7 +88,7 @@ def main() -> None:
             b = eng.bytes_per_device(state)
         else:
             step, reps = make_train_step(model_cfg, tx, 0), jax.device_count()
-            state = _replicate(host, None)
+            state = replicate(host, None)
             pb = shard_bytes(state["params"])
             b = {"params": pb, "grads": pb, "opt_state": shard_bytes(state["opt_state"])}
         batcher = Batcher(data, seq_len=cfg.seq_len, batch_size=cfg.batch_size, grad_accum=1,

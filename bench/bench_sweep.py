@@ -4,7 +4,7 @@
     python bench/bench_sweep.py --ks 1,2,4,8 --steps 3 --e2e-steps 20 --out /tmp/sweep.md
 
 1. **Throughput**: for each K (default 1, 2, 4, 8, 16), one worker process compiles the
-   single run's train step (``train.step.make_train_step``) and the K-member population step
+   single run's train step (``train.engine.pmap.make_train_step``) and the K-member population step
    (``train.sweep``, K learning rates), then alternates timed blocks of ``--steps`` steps of
    each (``--blocks`` rounds, the median block). Population tokens/s are summed over the
    members, from wall time; the ratio to the single run's tokens/s is taken within the worker,
@@ -63,7 +63,7 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
     # the single run's step, exactly as train_and_evaluate builds it
     sched = build_schedule(cfg)
     tx, p_train, _ = _compiled(mcfg, cfg, sched, params, devices)
-    single = _replicate({"step": np.zeros((), np.int32), "params": params,
+    single = replicate({"step": np.zeros((), np.int32), "params": params,
                          "opt_state": jax.device_get(tx.init(params))}, devices)
 
     # the population: K learning rates (torch cosine: each member's exact table)
@@ -74,9 +74,9 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
     p_pop, _ = _make_steps(mcfg, pop, False, devices)
     stacked = jax.tree.map(lambda x: np.stack([x] * k), params)
     opt = jax.vmap(lambda p, h: pop.optimizer(h, pop.schedule(h), p).init(p))(stacked, pop.h)
-    state = _replicate({"step": np.zeros((), np.int32), "params": stacked,
+    state = replicate({"step": np.zeros((), np.int32), "params": stacked,
                         "opt_state": jax.device_get(opt), "active": np.ones(k, bool)}, devices)
-    hdev = _replicate(pop.h, devices)
+    hdev = replicate(pop.h, devices)
 
     cpu: dict[str, list[float]] = {"single": [], "pop": []}
 

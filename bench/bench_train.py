@@ -80,7 +80,7 @@ def jax_worker(steps: int, overhead: bool) -> dict:
     def setup(sched):
         tx = make_optimizer(cfg, sched, params)
         step = make_train_step(mcfg, tx, 0)
-        state = _replicate({"step": np.zeros((), np.int32), "params": params,
+        state = replicate({"step": np.zeros((), np.int32), "params": params,
                             "opt_state": jax.device_get(tx.init(params))}, None)
         for i in range(3):  # compile + warm up
             state, m = step(state, batches[i % 4])

@@ -38,3 +38,7 @@ from .llama import LLAMA_CONFIGS as LLAMA_CONFIGS
 from .llama import Llama as Llama
 from .llama import LlamaConfig as LlamaConfig
 from .llama import RopeScaling as RopeScaling
+from .parts import ModelParts as ModelParts
+from .parts import model_parts as model_parts
+from .parts import param_axes as param_axes
+from .parts import vocab_parallel_xent as vocab_parallel_xent

@@ -339,3 +339,20 @@ def config_from_hf(d: Mapping[str, Any], **overrides: Any) -> GPT2Config:
     )
     kw.update(overrides)
     return GPT2Config(**kw)
+
+
+#: parameter path (regular expression, searched in the ``/``-joined path) -> the logical axis
+#: of each dimension, read by the trainer's sharding table (``train.parallel.shardings``):
+#: Megatron's column-parallel QKV and MLP-in, row-parallel projections, vocabulary-parallel
+#: embedding. First match wins; a path matching no row has no named axis (replicated).
+PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    (r"wte/embedding$", ("vocab", "embed")),
+    (r"wpe/embedding$", (None, "embed")),
+    (r"attn/c_attn/kernel$", ("embed", "heads")),
+    (r"attn/c_attn/bias$", ("heads",)),
+    (r"attn/c_proj/kernel$", ("heads", "embed")),
+    (r"mlp/c_fc/kernel$", ("embed", "mlp")),
+    (r"mlp/c_fc/bias$", ("mlp",)),
+    (r"mlp/c_proj/kernel$", ("mlp", "embed")),
+    (r"(bias|scale)$", ("embed",)),
+)

@@ -223,7 +223,7 @@ def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
     """Sharding hint: the logical axis of each dimension of ``x`` (``"batch"``, ``"seq"``,
     ``"embed"``, ``"heads"``, ``"kv_heads"``, ``"mlp"``, ``"vocab"`` or None). A no-op unless
     a trainer activates rules mapping them to mesh axes (``flax.linen.logical_axis_rules``;
-    see train/sharding.py)."""
+    see train/parallel/shardings.py)."""
     return nn.with_logical_constraint(x, axes)
 
 

@@ -517,3 +517,19 @@ def config_from_hf(d: Mapping[str, Any], **overrides: Any) -> LlamaConfig:
     )
     kw.update(overrides)
     return LlamaConfig(**kw)
+
+
+#: parameter path (regular expression, searched in the ``/``-joined path) -> the logical axis
+#: of each dimension, read by the trainer's sharding table (``train.parallel.shardings``):
+#: Megatron's column-parallel QKV and MLP-in, row-parallel projections, vocabulary-parallel
+#: embedding. First match wins; a path matching no row has no named axis (replicated).
+PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    (r"embed_tokens/embedding$", ("vocab", "embed")),
+    (r"lm_head/kernel$", ("embed", "vocab")),
+    (r"self_attn/q_proj/kernel$", ("embed", "heads")),
+    (r"self_attn/(k|v)_proj/kernel$", ("embed", "kv_heads")),
+    (r"self_attn/o_proj/kernel$", ("heads", "embed")),
+    (r"mlp/(gate|up)_proj/kernel$", ("embed", "mlp")),
+    (r"mlp/down_proj/kernel$", ("mlp", "embed")),
+    (r"(bias|scale)$", ("embed",)),
+)

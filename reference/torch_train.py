@@ -19,7 +19,7 @@ with PyTorch, so that the two JSON-lines logs can be compared step by step:
   through ``models.to_hf``), none elsewhere; ``torch.nn.utils.clip_grad_norm_(--clip-norm)``
   before each step;
 * **schedule**: the ``torch.optim.lr_scheduler`` classes (or transformers' ``get_scheduler``)
-  that the flags name: ``train.lr.plan`` (the trainer's own table of names, classes and
+  that the flags name: ``train.schedule.plan.plan`` (the trainer's own table of names, classes and
   arguments) realized with torch; ``scheduler.step()`` after each ``optimizer.step()``.
 
 Output: ``<metrics dir>/metrics.jsonl`` (default ``WORKDIR/metrics``), one line per step:
@@ -48,7 +48,7 @@ from torch.optim import lr_scheduler as L
 import models
 from train.config import TrainConfig
 from train.data import Batcher, load_data
-from train.lr import Plan, plan
+from train.schedule.plan import Plan, plan
 from train.tokenizer import get_tokenizer
 
 __all__ = ["build_model", "build_optimizer", "build_scheduler", "decay_names", "param_groups",
@@ -164,7 +164,7 @@ def _realize(p: Plan, opt: torch.optim.Optimizer) -> Any:
 
 def build_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> Any:
     """The torch (or transformers) scheduler that the flags name: the trainer's own
-    :func:`train.lr.plan` (one table for both) realized with ``torch.optim.lr_scheduler``."""
+    :func:`train.schedule.plan.plan` (one table for both) realized with ``torch.optim.lr_scheduler``."""
     if cfg.scheduler_name in UNSUPPORTED and cfg.lr_decay_style is None and cfg.schedule is None:
         raise ValueError(f"--lr-scheduler={cfg.scheduler_name} is not supported by the reference "
                          f"(torch cycles AdamW's beta1 with it; the trainer does not)")

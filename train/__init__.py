@@ -6,19 +6,20 @@
     summary = train_and_evaluate(TrainConfig(steps=100, lr_scheduler="hf:wsd",
                                              lr_num_decay_steps=20), "runs/wsd")
 
-Modules: :mod:`train.config` (the frozen, validated config), :mod:`train.lr` (scheduler names
--> schedules), :mod:`train.tokenizer`, :mod:`train.data` (token files, batches),
-:mod:`train.optim` (AdamW, groups), :mod:`train.step` (pmapped steps), :mod:`train.checkpoint`
-(orbax), :mod:`train.metrics`, :mod:`train.loop` (``train_and_evaluate``), :mod:`train.plot`,
-:mod:`train.sweep` (``sweep``: a population of runs in one program).
+Layers, imports pointing down only (docs/architecture.md): :mod:`train.config` (the frozen,
+validated config) over the leaves; :mod:`train.schedule` (flags -> schedules); the data,
+tokenizer, metrics and plot modules; :mod:`train.checkpoint` (orbax), :mod:`train.resume`,
+:mod:`train.optim`; :mod:`train.parallel` (layout, shardings, pipeline); :mod:`train.engine`
+(one step body, pmap, mesh, population engines); :mod:`train.run` (setup, the loop,
+``train_and_evaluate``, ``sweep``, the LR range test, ``--plan``); the CLIs on top.
 """
 
 from .checkpoint import CheckpointError as CheckpointError
 from .config import TrainConfig as TrainConfig
-from .loop import NonFiniteLossError as NonFiniteLossError
-from .loop import train_and_evaluate as train_and_evaluate
-from .lr import build_schedule as build_schedule
-from .sweep import sweep as sweep
+from .run.loop import NonFiniteLossError as NonFiniteLossError
+from .run.loop import train_and_evaluate as train_and_evaluate
+from .run.sweep import sweep as sweep
+from .schedule.build import build_schedule as build_schedule
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "TrainConfig", "build_schedule",
            "sweep", "train_and_evaluate"]

@@ -15,7 +15,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .config import GROUPS, TrainConfig, check_dirs, field_kinds, flag
+from .checkpoint import CheckpointError
+from .config import GROUPS, TrainConfig, check_dirs, field_kinds, flag, load_config_file
+from .devices import simulate_devices
+from .resume import with_saved_config
+from .run.loop import NonFiniteLossError, TrainingInterrupted, train_and_evaluate
+from .run.setup import check_config
+from .schedule.build import lr_table, schedule_warnings
 
 EPILOG = """examples:
   python -m train                                     # the default run (cosine, 10% warmup)
@@ -130,15 +136,14 @@ def config_from_args(parser: ArgumentParser, args: dict[str, Any],
     d: dict[str, Any] = {}
     try:
         if path:
-            from .config import load_config_file
-
             d.update(load_config_file(path))
         d.update(args)
         if workdir is not None:
-            from .resume import with_saved_config
-
             d = with_saved_config(d, workdir)
-        return TrainConfig.from_dict(d)
+        cfg = TrainConfig.from_dict(d)
+        if cfg.simulate_devices is None:  # (else checked once the devices exist: main)
+            check_config(cfg)
+        return cfg
     except (ValueError, OSError) as e:
         parser.error(str(e))
 
@@ -181,28 +186,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.get("plan"):
         _simulate_devices(sys.argv[1:] if argv is None else argv)
     cfg = config_from_args(parser, args, workdir)
-    from .devices import simulate_devices
-
     try:
         simulate_devices(cfg.simulate_devices)  # before JAX starts its backend
+        schedule = check_config(cfg)  # everything checked before anything compiles
     except ValueError as e:
         parser.error(str(e))
-    from .lr import build_schedule, schedule_warnings
-
-    warn(prog, schedule_warnings(cfg, build_schedule(cfg)))
+    warn(prog, schedule_warnings(cfg, schedule))
     if print_lr:
-        from .lr import lr_table
-
         print("step,lr")
-        for t, v in lr_table(cfg):
+        for t, v in lr_table(schedule, cfg.steps):
             print(f"{t},{v!r}")
         return 0
     try:
         check_dirs(cfg, workdir)
     except ValueError as e:
         parser.error(str(e))
-    from .loop import NonFiniteLossError, TrainingInterrupted, train_and_evaluate
-
     try:
         train_and_evaluate(cfg, workdir)
     except TrainingInterrupted:  # the loop said where it saved and how to resume
@@ -214,8 +212,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        from .checkpoint import CheckpointError
-
         if isinstance(e, CheckpointError | ValueError):
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2

@@ -18,8 +18,13 @@ from typing import Any
 from models.common import DTYPES
 
 from ._flag import bad as _bad
+from ._flag import check_choice as _choice
+from ._flag import check_float as _float
+from ._flag import check_int as _int
+from ._flag import check_pos_int as _pos_int
 from ._flag import flag
-from .lr import CHAINABLE, LR_SCHEDULERS, build_schedule, canonical_scheduler
+from ._flag import is_num as _is_num
+from .schedule.names import CHAINABLE, LR_SCHEDULERS, canonical_decay_style, canonical_scheduler
 
 __all__ = ["CHAINABLE", "GROUPS", "LR_SCHEDULERS", "TrainConfig", "check_dirs", "flag",
            "load_config_file", "parse_lr_mults"]
@@ -210,7 +215,7 @@ class TrainConfig:
                                          "multi-host: coordinator host:port (jax.distributed)")
     num_processes: int | None = _f(None, "parallelism", "multi-host: number of processes")
     process_id: int | None = _f(None, "parallelism", "multi-host: this process's index")
-    # sharded training on a device mesh (train/mesh.py, docs/parallelism.md); any layout flag
+    # sharded training on a device mesh (train/engine/mesh.py, docs/parallelism.md); any layout flag
     # selects engine "mesh"
     engine: str = _f("pmap", "parallelism", "pmap (data parallel, the default) or mesh (jit "
                      "over a device mesh; any of the layout flags below selects it); see "
@@ -225,7 +230,7 @@ class TrainConfig:
                                 "(1 optimizer state, 2 +gradients, 3 +parameters = FSDP)")
     n_kv_head: int | None = _f(None, "model", "LLaMA-3: override the number of key/value heads "
                                "(GQA)")
-    # pipeline parallelism (train/pipeline.py) and activation recompute (models.layers)
+    # pipeline parallelism (train/parallel/pipeline.py) and activation recompute (models.layers)
     pipeline_parallel: int | None = _f(None, "parallelism", "mesh: pipeline stages N (layers in "
                                        "N x V contiguous chunks, chunk c on stage c mod N; "
                                        "micro-batches = --grad-accum)")
@@ -241,7 +246,7 @@ class TrainConfig:
                     "step (compiled on N simulated CPU devices, nothing allocated) and exit")
     plan_peak_tflops: float = _f(989.0, "parallelism", "--plan: peak TFLOP/s per device for "
                                  "the step-time estimate")
-    # population sweeps (train/sweep.py): "FIELD=V1,V2,..." entries (the grid is their product)
+    # population sweeps (train/run/sweep.py): "FIELD=V1,V2,..." entries (the grid is their product)
     # and/or K data/init seeds (seed, seed+1, ...); every member trains in one program
     sweep: tuple[str, ...] = _f(None, "run", "train a population in one program: "
                                 "FIELD=V1,V2,... (repeatable; the grid is the product; see "
@@ -311,8 +316,6 @@ class TrainConfig:
         if self.lr_scheduler is not None:
             kw["lr_scheduler"] = canonical_scheduler(self.lr_scheduler)
         if self.lr_decay_style is not None:
-            from .lr import canonical_decay_style
-
             kw["lr_decay_style"] = canonical_decay_style(self.lr_decay_style)
         lm = self.lr_mults
         if isinstance(lm, str):
@@ -320,7 +323,7 @@ class TrainConfig:
         kw["lr_mults"] = dict(lm) if isinstance(lm, Mapping) else lm
         sw = self.sweep
         kw["sweep"] = (sw,) if isinstance(sw, str) else tuple(sw) if isinstance(sw, list) else sw
-        kw["resume"] = _resume_value(self.resume)
+        kw["resume"] = resume_value(self.resume)
         if all(_same(getattr(self, k), v) for k, v in kw.items()):
             return self
         return dataclasses.replace(self, **kw)
@@ -386,8 +389,10 @@ class TrainConfig:
 
     # -- validation ------------------------------------------------------------------------
     def validate(self) -> TrainConfig:
-        """Check every field; raise ``ValueError`` naming the flag, value and rule. The schedule
-        is built here, once (:func:`train.lr.build_schedule` caches it on the config)."""
+        """Check every field on its own (types, ranges, choices, combinations of fields);
+        raise ``ValueError`` naming the flag, value and rule. What needs more than the fields
+        (the schedule, the layout on the devices, a sweep's members) is checked by the run's
+        setup (:func:`train.run.setup.check_config`), before anything compiles."""
         if self.__dict__.get("_valid"):
             return self
         _choice("model", self.model, MODELS)
@@ -482,49 +487,17 @@ class TrainConfig:
         ):
             raise _bad("process_id", self.process_id,
                        f"must be < --num-processes={self.num_processes}")
-        _check_layout(self)
-        # the model config itself (validated by models) and the schedule (built once, cached)
+        _choice("recompute", self.recompute, ("none", "full", "selective"))
+        _choice("recompute_method", self.recompute_method, ("uniform", "block"))
+        _pos_int("recompute_num_layers", self.recompute_num_layers)
+        # the model config itself (validated by models)
         try:
             models.get_config(self.model, self.base_size(), **self.model_overrides())
         except ValueError as e:
             raise ValueError(f"{flag('model_size')}={self.model_size!r} with the given "
                              f"overrides is invalid: {e}") from None
-        build_schedule(self)
-        if self.sweep or self.sweep_seeds:
-            from .sweep import member_configs
-
-            member_configs(self)  # every member's config is valid, the swept fields sweepable
         object.__setattr__(self, "_valid", True)
         return self
-
-
-def _check_layout(c: TrainConfig) -> None:
-    """The mesh engine's flags alone (model/device-count checks: ``train.mesh.make_layout``)."""
-    _choice("engine", c.engine, ("pmap", "mesh"))
-    for k in ("data_parallel", "tensor_parallel", "n_kv_head", "pipeline_parallel",
-              "virtual_pipeline_parallel"):
-        if getattr(c, k) is not None:
-            _pos_int(k, getattr(c, k))
-    _choice("recompute", c.recompute, ("none", "full", "selective"))
-    _choice("recompute_method", c.recompute_method, ("uniform", "block"))
-    _pos_int("recompute_num_layers", c.recompute_num_layers)
-    if c.virtual_pipeline_parallel not in (None, 1) and not c.pipeline_parallel:
-        raise _bad("virtual_pipeline_parallel", c.virtual_pipeline_parallel,
-                   "needs --pipeline-parallel")
-    if c.zero_stage is not None and c.zero_stage not in (0, 1, 2, 3):
-        raise _bad("zero_stage", c.zero_stage, "must be 0, 1, 2 or 3 (3 = FSDP)")
-    for k in ("sequence_parallel", "plan"):
-        if not isinstance(getattr(c, k), bool):
-            raise _bad(k, getattr(c, k), "must be true or false")
-    if c.sequence_parallel and (c.tensor_parallel or 1) < 2:
-        raise _bad("sequence_parallel", True,
-                   f"needs --tensor-parallel >= 2 (got {c.tensor_parallel})")
-    if c.n_kv_head is not None and c.model != "llama3":
-        raise _bad("n_kv_head", c.n_kv_head, "only --model=llama3 has key/value heads")
-    _float("plan_peak_tflops", c.plan_peak_tflops, lo=0.0, lo_open=True)
-    if c.mesh_engine and c.devices is not None:
-        raise _bad("devices", c.devices, "is a pmap flag; the mesh engine uses "
-                   "--data-parallel x --tensor-parallel devices")
 
 
 def _check_optimizer(c: TrainConfig) -> None:
@@ -643,7 +616,7 @@ def check_dirs(cfg: TrainConfig, workdir: str) -> dict[str, str]:
     return dirs
 
 
-def _resume_value(v: Any) -> Any:
+def resume_value(v: Any) -> Any:
     """``--resume`` values from text (config files, flags): true, false, auto, or a step."""
     if isinstance(v, str):
         t = v.strip().lower()
@@ -705,35 +678,3 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise ValueError(f"--config={path!r}: expected a mapping of config keys, got "
                          f"{type(d).__name__}")
     return d
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise _bad(name, value, f"must be one of {', '.join(allowed)}")
-
-
-def _int(name: str, value: Any, lo: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise _bad(name, value, f"must be an int >= {lo}")
-
-
-def _pos_int(name: str, value: Any) -> None:
-    _int(name, value, 1)
-
-
-def _float(name: str, value: Any, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False, hi_open: bool = False) -> None:
-    ok = _is_num(value)
-    if ok and lo is not None:
-        ok = value > lo if lo_open else value >= lo
-    if ok and hi is not None:
-        ok = value < hi if hi_open else value <= hi
-    if not ok:
-        lb = "" if lo is None else f"{'(' if lo_open else '['}{lo}"
-        ub = "" if hi is None else f"{hi}{')' if hi_open else ']'}"
-        rng = f"in {lb or '(-inf'}, {ub or 'inf)'}"
-        raise _bad(name, value, f"must be a finite number {rng}")

@@ -15,9 +15,11 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
-__all__ = ["Console", "MetricsWriter", "fmt_duration", "param_summary"]
+__all__ = ["Console", "MetricsWriter", "fmt_duration", "param_summary", "read_metrics",
+           "settings_text"]
 
 
 class MetricsWriter:
@@ -175,3 +177,34 @@ def param_summary(rows: list[tuple[str, int, bool, float]]) -> str:
         lines.append(f"  {key:<{w}} {n:>12,} params{lay:<12} {nt:>3} tensors, decay "
                      f"{'on ' + format(d, ',') if d else 'off'}, lr x {lr}")
     return "\n".join(lines)
+
+
+def read_metrics(path: str) -> tuple[dict[int, dict[str, Any]], dict[int, float]]:
+    """(train records by step, validation loss by step) from a metrics.jsonl file."""
+    train: dict[int, dict[str, Any]] = {}
+    val: dict[int, float] = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a killed run
+            if "member" in rec or rec.get("step") is None:
+                continue  # a population's rows (read by train.run.sweep)
+            if "val_loss" in rec:  # null (a non-finite value) reads as NaN
+                val[int(rec["step"])] = _nan_if_none(rec["val_loss"])
+            elif "loss" in rec:
+                train[int(rec["step"])] = rec
+    return train, val
+
+
+def _nan_if_none(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def settings_text(m: Mapping[str, Any]) -> str:
+    """A member's swept settings as ``lr=0.001 warmup_steps=50``."""
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())

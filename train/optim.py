@@ -38,6 +38,7 @@ import optax
 import models
 import schedules as S
 
+from ._paths import path_str, stacked_dims
 from .config import OPTIMIZER_FLAGS, OPTIMIZERS
 
 __all__ = ["OPTIMIZERS", "OPTIMIZER_FLAGS", "base_optimizer", "group_labels", "make_optimizer",
@@ -75,7 +76,7 @@ def sgd_momentum(momentum: float, dampening: float = 0.0,
 
 def per_layer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
     """``tx``, and on the leaves of the pipeline engine's stacked layers (``[N, V, L/(NV), ...]``,
-    :func:`train.pipeline.stacked_dims`) layer by layer (``vmap`` over the stacking
+    :func:`train._paths.stacked_dims`) layer by layer (``vmap`` over the stacking
     dimensions): the result of ``tx`` on the per-layer tree, stacked.
 
     For transformations that treat each parameter array as one block (Adafactor's factored
@@ -83,7 +84,6 @@ def per_layer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
     ``tx``'s state is an optax NamedTuple whose fields are either trees mirroring the
     parameters (each leaf's own statistics) or values shared by all leaves (a step count); the
     state keeps ``tx``'s structure, so checkpoints and layouts are unaffected."""
-    from .pipeline import stacked_dims
 
     def per_layer_groups(fn: Any, trees: tuple, state: Any,
                          pass_state: bool = True) -> tuple[Any, Any]:
@@ -168,11 +168,6 @@ def base_optimizer(cfg: Any, lr: S.Schedule) -> optax.GradientTransformation:
     raise ValueError(f"--optimizer={name!r} is invalid: must be one of {', '.join(OPTIMIZERS)}")
 
 
-def path_str(path: tuple) -> str:
-    """``(DictKey('h_0'), DictKey('attn'), ...)`` -> ``"h_0/attn/..."``."""
-    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def group_labels(params: Any, lr_mults: Mapping[str, float]) -> Any:
     """Pytree of group names: the first pattern of ``lr_mults`` found in the path, else default."""
 
@@ -204,7 +199,7 @@ def make_optimizer(cfg: Any, schedule: S.Schedule, params: Any) -> optax.Gradien
             raise ValueError(f"--lr-mults pattern(s) {unused} match no parameter; parameter "
                              f"paths look like {path_str(_first_path(params))!r}")
         # labels from the tree the optimizer is given (a callable): the same groups for the
-        # pipeline engine's stacked layers (train.pipeline.stack_tree)
+        # pipeline engine's stacked layers (train.parallel.stack.stack_tree)
         parts.append(optax.multi_transform(txs, lambda p: group_labels(p, cfg.lr_mults)))
     else:
         parts.append(base_optimizer(cfg, schedule))

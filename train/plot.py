@@ -1,4 +1,6 @@
-"""``python -m train.plot METRICS.jsonl [-o OUT.png]``: loss and learning-rate curves to PNG.
+"""Every plot of the trainer: a run's loss and learning-rate curves (``python -m train.plot
+METRICS.jsonl [-o OUT.png]``), a population's (:func:`plot_sweep`) and the LR range test's
+(:func:`plot_lr_range`).
 
 Needs matplotlib (the ``plot`` extra). For a resumed run, later records of a step replace
 earlier ones (the replayed steps are identical anyway).
@@ -7,31 +9,27 @@ earlier ones (the replayed steps are identical anyway).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["main", "plot_metrics", "read_metrics"]
+import numpy as np
+
+from .metrics import read_metrics, settings_text
+
+__all__ = ["main", "plot_lr_range", "plot_metrics", "plot_sweep", "read_metrics"]
 
 
-def read_metrics(path: str) -> tuple[dict[int, dict[str, Any]], dict[int, float]]:
-    """(train records by step, validation loss by step) from a metrics.jsonl file."""
-    train: dict[int, dict[str, Any]] = {}
-    val: dict[int, float] = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            rec = json.loads(line)
-            if "val_loss" in rec:  # null (a non-finite value) reads as NaN
-                val[int(rec["step"])] = _num(rec["val_loss"])
-            elif "loss" in rec:
-                train[int(rec["step"])] = rec
-    return train, val
+def _pyplot() -> Any:
+    """matplotlib's pyplot on a file backend (the ``plot`` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _num(v: Any) -> float:
@@ -40,11 +38,7 @@ def _num(v: Any) -> float:
 
 def plot_metrics(path: str, out: str | None = None) -> str:
     """Draw loss (train + validation) and lr against the step; returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     train, val = read_metrics(path)
     if not train:
         raise ValueError(f"{path}: no training records")
@@ -72,6 +66,63 @@ def plot_metrics(path: str, out: str | None = None) -> str:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def plot_sweep(summary: Mapping[str, Any], path: str) -> str:
+    """Final validation loss against each swept field, and every member's loss curve (PNG)."""
+    plt = _pyplot()
+
+    names, results = summary["swept"], summary["results"]
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.4),
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
+        xs = np.array([r["settings"][name] for r in results], float)
+        ys = np.array([r["val_loss"] for r in results])
+        others = [n for n in names if n != name]
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(results):
+            groups.setdefault(settings_text({n: r["settings"][n] for n in others}), []).append(i)
+        for label, idx in groups.items():
+            idx = sorted(idx, key=lambda i: xs[i])
+            ax.plot(xs[idx], ys[idx], "o-", ms=4, label=label or None)
+        if (xs > 0).all() and xs.max() / xs.min() >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("final validation loss")
+        if len(groups) > 1 and len(groups) <= 8:
+            ax.legend(fontsize=7)
+    ax = axes[0][-1]
+    for r in results:
+        if r["losses"]:
+            t, v = zip(*r["losses"])
+            ax.plot(t, v, lw=1, label=f"{r['member']}: {settings_text(r['settings'])}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss")
+    if len(results) <= 8:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_lr_range(result: Any, path: str) -> str:
+    """The LR range test's loss (raw and smoothed) against the learning rate, with the
+    suggested lr (``train.run.lr_finder.LRRangeResult``); returns the PNG path."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(result.lrs, result.losses, alpha=0.4, label="loss")
+    ax.plot(result.lrs, result.smoothed, label="smoothed")
+    ax.axvline(result.suggested_lr, color="k", ls="--", lw=1,
+               label=f"suggested {result.suggested_lr:.2e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .checkpoint import CheckpointError
+from .config import TrainConfig, resume_value
 
 __all__ = ["DERIVED_KEYS", "FREE_KEYS", "TRAJECTORY_KEYS", "ResumeMismatchError",
            "available_steps", "check_compatible", "choose_step", "clear_outputs",
@@ -52,7 +53,7 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     "dampening", "loss_scale_init", "loss_scale_growth_interval",
     # randomness
     "seed",
-    # a population (train/sweep.py): which members train
+    # a population (train/run/sweep.py): which members train
     "sweep", "sweep_seeds",
 )
 
@@ -62,7 +63,7 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
 DERIVED_KEYS: tuple[str, ...] = (
     "schedule_spec", "schedule_config", "model_config", "global_devices", "process_count",
     "tokens_per_step",
-    # a population (train/sweep.py): each member's swept settings and schedule (None for
+    # a population (train/run/sweep.py): each member's swept settings and schedule (None for
     # single runs)
     "members", "member_schedules",
 )
@@ -179,10 +180,8 @@ def with_saved_config(explicit: Mapping[str, Any], workdir: str) -> dict[str, An
     settings; the guard (:func:`check_compatible`) then refuses overrides that would change
     the trajectory. Without ``resume`` (or with ``--resume=auto`` and no checkpoint) the
     settings are returned unchanged."""
-    from .config import TrainConfig, _resume_value
-
     d = {str(k).replace("-", "_"): v for k, v in explicit.items()}
-    resume = _resume_value(d.get("resume", False))
+    resume = resume_value(d.get("resume", False))
     if resume is False:
         return d
     ck = checkpoint_dir(d, workdir)

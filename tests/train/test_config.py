@@ -11,7 +11,7 @@ import schedules as S
 from schedules import torch as T
 from train.__main__ import main, parse_config
 from train.config import LR_SCHEDULERS, TrainConfig
-from train.lr import build_schedule
+from train.schedule.build import build_schedule
 
 
 def test_defaults_valid() -> None:

@@ -199,7 +199,7 @@ def test_stops_when_the_loss_diverges(tmp_path, corpus) -> None:
 
 def test_float16_logs_the_lr_the_step_applied(tmp_path, corpus) -> None:
     # a loss scale so large that the first float16 gradients overflow: those updates are
-    # skipped (train.step.update), the optimizer's count, hence its lr, does not move; the
+    # skipped (train.engine.step.update), the optimizer's count, hence its lr, does not move; the
     # range test logs what was applied, not the host's schedule(t)
     cfg = {**_cfg(tmp_path, corpus), "dtype": "float16", "loss_scale_init": 2.0**18}
     r = lr_range_test(cfg, lr_min=1e-4, lr_max=1e-2, steps=8)

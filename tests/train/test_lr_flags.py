@@ -2,8 +2,8 @@
 
 A seeded checker draws random scheduler flag sets (torch names, ``hf:`` names, Megatron styles;
 a warmup flag only when drawn), parses them with the real CLI parser, and compares the schedule
-the trainer uses (``train.lr.build_schedule``) with the library's own sequence, built here
-independently from the same flags: ``torch.optim.lr_scheduler`` driven by a torch optimizer
+the trainer uses (``train.schedule.build.build_schedule``) with the library's own sequence,
+built here independently from the same flags: ``torch.optim.lr_scheduler`` driven by a torch optimizer
 (arguments not given are left out of the torch call, so torch's own defaults apply; lengths are
 the segment's length), ``transformers.get_scheduler``, and a plain-Python transcription of
 Megatron-LM's ``get_lr`` counting samples. Relative tolerance 1e-12 (host float64 on both
@@ -26,10 +26,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import train.lr as LR  # noqa: E402
+import train.schedule.build as LR  # noqa: E402
 from reference.megatron import get_lr  # noqa: E402
 from train.__main__ import parse_config  # noqa: E402
-from train.lr import build_schedule  # noqa: E402
+from train.schedule.build import build_schedule  # noqa: E402
 
 L = torch.optim.lr_scheduler
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

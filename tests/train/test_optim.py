@@ -11,8 +11,8 @@ import pytest
 
 import models
 from train.config import TrainConfig
-from train.lr import build_schedule
 from train.optim import make_optimizer, param_table, path_str
+from train.schedule.build import build_schedule
 
 
 def _params() -> dict:

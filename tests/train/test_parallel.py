@@ -35,12 +35,11 @@ import models
 from train import TrainConfig, build_schedule
 from train import train_and_evaluate as run
 from train.data import Batcher, TokenData
-from train.loop import _replicate, _unreplicate
-from train.mesh import build, make_layout
+from train.engine.mesh import build
+from train.engine.pmap import make_train_step, replicate, unreplicate
 from train.optim import make_optimizer
-from train.plan import plan
-from train.sharding import Layout
-from train.step import make_train_step
+from train.parallel.layout import Layout, make_layout
+from train.run.memplan import memory_plan
 
 FULL = os.environ.get("SCHEDAX_FULL_MATRIX") == "1"
 STEPS, GLOBAL_ROWS, SEQ = 10, 8, 16
@@ -131,7 +130,7 @@ def trajectory(cfg: TrainConfig, steps: int = STEPS) -> dict:
         replicas = layout.data
     else:
         p_train = make_train_step(model_cfg, tx, cfg.seed)
-        put, get, replicas = (lambda t: _replicate(t, None)), _unreplicate, n_dev
+        put, get, replicas = (lambda t: replicate(t, None)), unreplicate, n_dev
         step = p_train
     batcher = Batcher(_DATA, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
                       grad_accum=cfg.grad_accum, local_devices=replicas, seed=cfg.seed)
@@ -179,8 +178,8 @@ def test_layout_matches_pmap(row: tuple) -> None:
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
 
 
-#: pipeline layouts (train/pipeline.py): 8 layers, 8 micro-batches (--grad-accum) of 1 row per
-#: pmap device; the mesh layouts get the same global batch (DP x grad-accum x batch-size)
+#: pipeline layouts (train/parallel/pipeline.py): 8 layers, 8 micro-batches (--grad-accum) of 1
+#: row per pmap device; the mesh layouts get the same global batch (DP x grad-accum x batch-size)
 PP_LAYOUTS = {
     "PP=8": dict(pipeline_parallel=8),
     "PP=4xvPP=2": dict(pipeline_parallel=4, virtual_pipeline_parallel=2),
@@ -329,19 +328,19 @@ def _through_checkpoints(tmp: str, src: dict, chain: list, model_cfg) -> None:
             state = eng.put_state(src)
         else:
             if eng is None:  # pmap DP=8: host arrays, replicated on the devices
-                state = _replicate(ck.restore(k - 1, src, conf), None)
+                state = replicate(ck.restore(k - 1, src, conf), None)
             else:
                 target = eng.restore_target(src)
                 restored = ck.restore(k - 1, target, conf)
                 for x, t in zip(jax.tree.leaves(restored), jax.tree.leaves(target)):
                     assert x.sharding == t.sharding, (name, saved_from)
                 state = eng.put_state(eng.from_checkpoint(restored))
-        view = (jax.tree.map(np.asarray, _unreplicate(state)) if eng is None
+        view = (jax.tree.map(np.asarray, unreplicate(state)) if eng is None
                 else eng.checkpoint_view(state))
         if eng is not None:
             assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(view))
         assert sums(view) == want, name
-        back = _unreplicate(state) if eng is None else eng.get_state(state)
+        back = unreplicate(state) if eng is None else eng.get_state(state)
         assert int(back["step"]) == max(k - 1, 0)
         back, ref = {**back, "step": src["step"]}, src
         for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(ref)):
@@ -548,7 +547,7 @@ def test_planner_matches_the_real_arrays_and_the_flop_count() -> None:
     attention count within 25% (XLA also counts element-wise work)."""
     cfg = _cfg("gpt2", "steplr", "ZeRO-3x8")
     model_cfg, schedule, tx, state = _setup(cfg)
-    p = plan(cfg, model_cfg, schedule)
+    p = memory_plan(cfg, model_cfg, schedule)
     lay = make_layout(cfg, model_cfg, len(jax.devices()))
     b = build(model_cfg, tx, schedule, cfg.seed, lay, state["params"]).bytes_per_device(
         build(model_cfg, tx, schedule, cfg.seed, lay, state["params"]).put_state(state))
@@ -599,9 +598,9 @@ def test_pipeline_schedule_is_complete_and_has_the_formula_bubble(m, n, v) -> No
     """Every micro-batch visits chunks 0..NV-1 in order (chunk c on stage c mod N), one step
     apart, never two on a stage at once; the idle fraction is (N-1)/(mV+N-1) when N divides m
     (hand-derived: m V useful chunk steps per stage out of m V + N - 1)."""
-    from train.pipeline import bubble_fraction, schedule
+    from train.parallel.pipeline import bubble_fraction, pipe_schedule
 
-    s = schedule(m, n, v)
+    s = pipe_schedule(m, n, v)
     visits = {i: [] for i in range(m)}
     inflight = {}
     for t in range(s.steps):
@@ -628,7 +627,7 @@ def test_pipeline_gradients_equal_the_plain_model_tied_embedding_summed() -> Non
     parts non-zero, so a pipeline keeping only one would fail)."""
     from jax.sharding import Mesh
 
-    from train.pipeline import pipeline_loss
+    from train.parallel.pipeline import pipeline_loss
 
     cfg = models.get_config("gpt2", "tiny", n_layer=4, n_head=4, n_embd=32, vocab_size=256)
     params = models.init_params(cfg, jax.random.key(0))
@@ -652,15 +651,15 @@ def test_pipeline_gradients_equal_the_plain_model_tied_embedding_summed() -> Non
     for a, b in zip(jax.tree.leaves(g_pp), jax.tree.leaves(g0)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
     # wte's two uses separately: as the input embedding and as the output head
-    from train.pipeline import _parts, _xent
 
-    parts = _parts(cfg)
+    parts = models.model_parts(cfg)
 
     def two_uses(e_in, e_out):
         x, _ = parts.embed({**params, "wte": {"embedding": e_in}}, flat[:, :-1])
         for i in range(cfg.n_layer):
             x = parts.layer(params[f"h_{i}"], x, ())
-        return _xent(parts.head({**params, "wte": {"embedding": e_out}}, x), flat[:, 1:])
+        logits = parts.head({**params, "wte": {"embedding": e_out}}, x)
+        return models.vocab_parallel_xent(logits, flat[:, 1:])
 
     emb = params["wte"]["embedding"]
     g_in, g_out = jax.jit(jax.grad(two_uses, argnums=(0, 1)))(emb, emb)
@@ -699,7 +698,7 @@ def test_optimizer_groups_and_decay_on_the_stacked_pipeline_state(optimizer) -> 
     stacked state is the stacked update of the per-layer state: AdamW (elementwise) bit for
     bit; Adafactor (factored moments and RMS of each layer's arrays, ``train.optim.per_layer``)
     within float32 rounding (its vmapped row/column means may sum in another order)."""
-    from train.pipeline import stack_tree
+    from train.parallel.stack import stack_tree
 
     cfg = _cfg("gpt2", "steplr", None, n_layer=4, lr_mults="wte=0.1,h_=0.5", weight_decay=0.1,
                optimizer=optimizer)

@@ -23,7 +23,6 @@ import models
 from train import CheckpointError, TrainConfig, build_schedule
 from train import train_and_evaluate as run
 from train.__main__ import main, parse_config
-from train.loop import effective_config
 from train.resume import (
     DERIVED_KEYS,
     FREE_KEYS,
@@ -32,6 +31,7 @@ from train.resume import (
     check_compatible,
     clear_outputs,
 )
+from train.run.setup import effective_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

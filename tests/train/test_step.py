@@ -1,4 +1,4 @@
-"""train.step.update: the ``lr`` metric is the rate the optimizer applied, the ``finite``
+"""train.engine.step.update: the ``lr`` metric is the rate the optimizer applied, the ``finite``
 metric, and float16 dynamic loss scaling, on losses whose gradients are known in closed form."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import schedules as S
-from train.step import LossScale, init_state, schedule_count, update
+from train.engine.step import LossScale, init_state, schedule_count, update
 
 C = np.array([1.0, -2.0, 0.5, 4.0], np.float32)  # d loss / d w of the linear loss
 BATCH = jnp.zeros((1, 1, 2), jnp.int32)  # unused by the losses below; [accum, B, T + 1]

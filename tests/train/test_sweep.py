@@ -1,4 +1,4 @@
-"""Population sweeps (train/sweep.py): members equal single runs, freezing, exact resume, errors.
+"""Population sweeps (train/run/sweep.py): members equal single runs, freezing, exact resume.
 
 The references are separate ``train_and_evaluate`` runs with each member's settings: a member
 vmapped next to others runs the same arithmetic batched (XLA may block the batched matrix
@@ -30,8 +30,9 @@ from train import TrainConfig, build_schedule
 from train import sweep as run_population
 from train import train_and_evaluate as run
 from train.__main__ import main, parse_config
+from train.engine.population import schedule_mode
 from train.resume import ResumeMismatchError
-from train.sweep import _schedule_plan, parse_sweep
+from train.run.sweep import parse_sweep
 
 STEPS = 20
 
@@ -372,8 +373,8 @@ def test_sweep_seeds_validated_and_not_twice() -> None:
 def test_schedules_of_different_structure_are_rejected() -> None:
     members = [{"x": 0}, {"x": 1}]
     with pytest.raises(ValueError, match=r"differ in structure.*run them separately"):
-        _schedule_plan([S.constant(1e-3), S.wsd(1e-3, total=10, warmup=2, decay=2)], members)
-    mode, _, const = _schedule_plan([S.wsd(1e-3, total=10, warmup=w, decay=2) for w in (0, 2)],
+        schedule_mode([S.constant(1e-3), S.wsd(1e-3, total=10, warmup=2, decay=2)], members)
+    mode, _, const = schedule_mode([S.wsd(1e-3, total=10, warmup=w, decay=2) for w in (0, 2)],
                                     members)
     assert mode == "leaves" and sum(c is None for c in const) == 1  # only warmup is vmapped
 

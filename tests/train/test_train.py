@@ -27,8 +27,8 @@ import models
 from train import CheckpointError, NonFiniteLossError, TrainConfig, build_schedule
 from train import train_and_evaluate as run
 from train.checkpoint import Checkpointer
+from train.engine.step import init_state
 from train.optim import make_optimizer
-from train.step import init_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

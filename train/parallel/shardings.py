@@ -4,8 +4,9 @@ The mesh has two axes, ``data`` (data parallelism, and ZeRO's sharding axis) and
 (Megatron tensor parallelism, and sequence parallelism's axis). Every array of the train step
 gets its layout from two tables:
 
-* :data:`PARAM_AXES`: a parameter path pattern -> the logical axis of each dimension
-  (``c_attn/kernel: (embed, heads)``), for GPT-2 and LLaMA-3;
+* each model's ``PARAM_AXES`` (declared in ``models/gpt2.py`` and ``models/llama.py``, read
+  through :func:`models.param_axes`): a parameter path pattern -> the logical axis of each
+  dimension (``c_attn/kernel: (embed, heads)``);
 * :func:`logical_rules`: a logical axis -> a mesh axis for the chosen layout
   (``heads -> tensor`` under TP, ``batch -> data``, ``seq -> tensor`` under SP).
 
@@ -28,73 +29,25 @@ points (residual stream, heads, MLP hidden, logits); these are no-ops unless the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .optim import path_str
+import models
 
-__all__ = ["DATA", "PARAM_AXES", "TENSOR", "Layout", "logical_rules", "param_axes",
-           "named", "param_specs", "shard_bytes", "to_mesh_spec", "zero_spec"]
+from .._paths import key_names, layer_of, path_str
+from .layout import Layout
+from .stack import stack_tree
 
-DATA, TENSOR = "data", "tensor"
+__all__ = ["DATA", "PIPE", "TENSOR", "fmt_bytes", "logical_rules", "named", "param_specs",
+           "shard_bytes", "stack_specs", "state_specs", "to_mesh_spec", "zero_spec"]
 
-#: parameter path (regular expression, searched) -> logical axis per dimension. First match
-#: wins; a path matching no row is replicated (and sharded by ZeRO only).
-PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
-    # GPT-2
-    (r"wte/embedding$", ("vocab", "embed")),
-    (r"wpe/embedding$", (None, "embed")),
-    (r"attn/c_attn/kernel$", ("embed", "heads")),
-    (r"attn/c_attn/bias$", ("heads",)),
-    (r"attn/c_proj/kernel$", ("heads", "embed")),
-    (r"mlp/c_fc/kernel$", ("embed", "mlp")),
-    (r"mlp/c_fc/bias$", ("mlp",)),
-    (r"mlp/c_proj/kernel$", ("mlp", "embed")),
-    # LLaMA-3
-    (r"embed_tokens/embedding$", ("vocab", "embed")),
-    (r"lm_head/kernel$", ("embed", "vocab")),
-    (r"self_attn/q_proj/kernel$", ("embed", "heads")),
-    (r"self_attn/(k|v)_proj/kernel$", ("embed", "kv_heads")),
-    (r"self_attn/o_proj/kernel$", ("heads", "embed")),
-    (r"mlp/(gate|up)_proj/kernel$", ("embed", "mlp")),
-    (r"mlp/down_proj/kernel$", ("mlp", "embed")),
-    # both: row-parallel biases, norms
-    (r"(bias|scale)$", ("embed",)),
-)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A mesh layout: ``data`` x ``tensor`` devices, sequence parallelism, ZeRO stage."""
-
-    data: int = 1
-    tensor: int = 1
-    sequence_parallel: bool = False
-    zero_stage: int = 0
-    pipe: int = 1  # pipeline stages (train/pipeline.py)
-    virtual: int = 1  # virtual pipeline chunks per stage
-
-    @property
-    def size(self) -> int:
-        return self.data * self.tensor * self.pipe
-
-    def describe(self) -> str:
-        parts = [f"DP={self.data}"]
-        if self.tensor > 1:
-            parts.append(f"TP={self.tensor}" + ("+SP" if self.sequence_parallel else ""))
-        if self.zero_stage:
-            parts.append(f"ZeRO-{self.zero_stage}")
-        if self.pipe > 1:
-            parts.append(f"PP={self.pipe}" + (f"+vPP={self.virtual}" if self.virtual > 1 else ""))
-        return " x ".join(parts)
-
+DATA, TENSOR, PIPE = "data", "tensor", "pipe"
 
 def logical_rules(layout: Layout) -> tuple[tuple[str, str | None], ...]:
     """Logical axis -> mesh axis for ``layout`` (Flax ``logical_axis_rules`` format).
@@ -105,14 +58,6 @@ def logical_rules(layout: Layout) -> tuple[tuple[str, str | None], ...]:
     tp = TENSOR if layout.tensor > 1 else None
     return (("batch", DATA), ("heads", tp), ("kv_heads", tp), ("mlp", tp), ("vocab", tp),
             ("seq", tp if layout.sequence_parallel else None), ("embed", None))
-
-
-def param_axes(path: str, ndim: int) -> tuple[str | None, ...]:
-    """The logical axes of the parameter at ``path`` (a ``/``-joined path)."""
-    for pat, axes in PARAM_AXES:
-        if re.search(pat, path) and len(axes) == ndim:
-            return axes
-    return (None,) * ndim
 
 
 def to_mesh_spec(axes: Sequence[str | None], rules: Sequence[tuple[str, str | None]]) -> P:
@@ -144,7 +89,7 @@ def param_specs(params: Any, layout: Layout, zero: bool) -> Any:
     rules = logical_rules(layout)
 
     def spec(path: tuple, x: Any) -> P:
-        s = to_mesh_spec(param_axes(path_str(path), len(x.shape)), rules)
+        s = to_mesh_spec(models.param_axes(path_str(path), len(x.shape)), rules)
         return zero_spec(s, x.shape, layout.data, layout.tensor) if zero else s
 
     return jax.tree_util.tree_map_with_path(spec, params)
@@ -169,3 +114,69 @@ def named(mesh: Mesh, specs: Any) -> Any:
     """PartitionSpecs -> NamedShardings on ``mesh``."""
     return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
                         is_leaf=lambda s: isinstance(s, P))
+
+
+def stack_specs(specs: Any, prefix: str) -> Any:
+    """Per-layer PartitionSpecs -> the stacked ``{prefix}*`` subtree's: ``pipe`` on the stage
+    dimension, each layer's own spec on the rest (the same for every layer)."""
+    is_layers = lambda d: isinstance(d, dict) and f"{prefix}0" in d  # noqa: E731
+
+    def node(d: Any) -> Any:
+        if not is_layers(d):
+            return d
+        out = {k: v for k, v in d.items() if layer_of((k,), prefix) is None}
+        out[prefix + "*"] = jax.tree.map(lambda s: P(PIPE, None, None, *s), d[f"{prefix}0"],
+                                         is_leaf=lambda s: isinstance(s, P))
+        return out
+
+    return jax.tree.map(node, specs, is_leaf=is_layers)
+
+
+def state_specs(params: Any, opt_state: Any, tx: optax.GradientTransformation,
+                layout: Layout, stacked: tuple[str, int] | None = None) -> tuple[Any, Any]:
+    """(PartitionSpecs of the state ``{step, params, opt_state}``, of the gradients), for the
+    per-layer ``params``/``opt_state`` (shapes); with ``stacked`` (pipeline), of the engine's
+    stacked form."""
+    tp_specs = param_specs(params, layout, zero=False)
+    zero_specs = param_specs(params, layout, zero=True)
+    if stacked is not None:  # pipeline: the engine's state holds the layers stacked
+        prefix, n_layer = stacked
+        tp_specs, zero_specs = stack_specs(tp_specs, prefix), stack_specs(zero_specs, prefix)
+        params = jax.eval_shape(
+            lambda p: stack_tree(p, prefix, n_layer, layout.pipe, layout.virtual), params)
+        opt_state = jax.eval_shape(
+            lambda o: stack_tree(o, prefix, n_layer, layout.pipe, layout.virtual), opt_state)
+    stage = layout.zero_stage
+    p_specs = zero_specs if stage >= 3 else tp_specs
+    g_specs = zero_specs if stage >= 2 else tp_specs
+    o_param = zero_specs if stage >= 1 else tp_specs
+    o_specs = _like_params(opt_state, params, o_param)
+    return {"step": P(), "params": p_specs, "opt_state": o_specs}, g_specs
+
+
+def _like_params(opt_state: Any, params: Any, specs: Any) -> Any:
+    """A spec per optimizer-state leaf: the spec of the parameter whose path ends its path
+    (AdamW's ``mu``/``nu`` mirror the parameters, also inside ``multi_transform`` groups);
+    replicated for everything else (counts, masked groups' placeholders have no leaves)."""
+    name = key_names
+    index = {name(path): (x.shape, s) for (path, x), s in zip(
+        jax.tree_util.tree_leaves_with_path(params),
+        jax.tree.leaves(specs, is_leaf=lambda v: isinstance(v, P)))}
+
+    def spec(path: tuple, leaf: Any) -> P:
+        keys = name(path)
+        for i in range(len(keys)):
+            hit = index.get(keys[i:])
+            if hit is not None and tuple(hit[0]) == tuple(leaf.shape):
+                return hit[1]
+        return P()
+
+    return jax.tree_util.tree_map_with_path(spec, opt_state)
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)

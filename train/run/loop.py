@@ -3,14 +3,13 @@
 Step convention: optimizer step ``t`` (0-based) consumes ``batch(t)`` and uses the learning rate
 ``schedule(count)``, optax's count before the update (``count == t`` unless float16 loss scaling
 skipped updates); the metrics record ``{"step": t, "loss", "lr", ...}`` where ``lr`` is the rate
-the update applied, as the step itself reports it (``train.step``). A checkpoint labelled ``n``
+the update applied, as the step itself reports it (``train.engine.step``). A checkpoint labelled ``n``
 holds the state after ``n`` updates, so a resumed run continues with step ``n`` — bit-identical
 to an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -26,74 +25,33 @@ import numpy as np
 import models
 import schedules as S
 
-from .checkpoint import Checkpointer, CheckpointError, host_scalar, leaf_checksums
-from .config import TrainConfig, check_dirs
-from .data import Batcher, load_data
-from .devices import simulate_devices
-from .lr import build_schedule
-from .metrics import Console, MetricsWriter, fmt_duration, param_summary
-from .optim import make_optimizer, param_table
-from .resume import (
+from .._paths import path_str
+from ..checkpoint import Checkpointer, CheckpointError, host_scalar, leaf_checksums
+from ..config import TrainConfig, check_dirs
+from ..data import Batcher, load_data
+from ..devices import simulate_devices
+from ..engine.mesh import mesh_engine
+from ..engine.pmap import pmap_engine, select_devices
+from ..engine.step import init_state, loss_scale_rule
+from ..metrics import Console, MetricsWriter, fmt_duration, param_summary
+from ..optim import group_labels, param_table
+from ..parallel.layout import make_layout
+from ..resume import (
     check_compatible,
     choose_step,
     clear_outputs,
     read_saved_config,
     with_saved_config,
 )
-from .step import AXIS, init_state, loss_scale_rule, make_eval_step, make_train_step
-from .tokenizer import get_tokenizer
+from ..tokenizer import get_tokenizer
+from .setup import check_config, effective_config, finished_message, init_distributed
 
-__all__ = ["NonFiniteLossError", "TrainingInterrupted", "effective_config",
-           "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "TrainingInterrupted", "train_and_evaluate"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss, or the state after an update, became NaN or infinite; training stopped
     without saving that state (every checkpoint on disk is finite)."""
-
-
-_STEP_CACHE: dict[Any, tuple[Any, Any, Any]] = {}
-
-
-def _init_distributed(cfg: TrainConfig) -> None:
-    if cfg.coordinator_address is None:
-        return
-    from jax._src import distributed as _dist
-
-    if getattr(_dist.global_state, "client", None) is not None:
-        return  # already initialized in this process
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=cfg.coordinator_address,
-                               num_processes=cfg.num_processes, process_id=cfg.process_id)
-
-
-def _devices(cfg: TrainConfig) -> list | None:
-    """The devices to pmap over (None: all), ``cfg.devices`` per process when set."""
-    local = jax.local_device_count()
-    if cfg.devices is None:
-        return None
-    if cfg.devices > local:
-        raise ValueError(f"--devices={cfg.devices} is invalid: this process has {local} local "
-                         f"device(s)")
-    by_proc: dict[int, list] = {}
-    for d in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
-        by_proc.setdefault(d.process_index, []).append(d)
-    return [d for p in sorted(by_proc) for d in by_proc[p][: cfg.devices]]
-
-
-def effective_config(cfg: TrainConfig, schedule: S.Schedule, model_cfg: Any,
-                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The config as saved with every checkpoint: all keys, the schedule's ``to_config`` and
-    spec, and the resolved model configuration."""
-    out = cfg.to_dict()
-    try:
-        out["schedule_config"] = schedule.to_config()
-    except ValueError:
-        out["schedule_config"] = None
-    out["schedule_spec"] = repr(schedule)
-    out["model_config"] = dataclasses.asdict(model_cfg)
-    out.update(extra or {})
-    return out
 
 
 def _peak_flops(n_devices: int) -> tuple[float, str]:
@@ -112,43 +70,8 @@ def _peak_flops(n_devices: int) -> tuple[float, str]:
     return float("nan"), dev.device_kind
 
 
-def _compiled(model_cfg: Any, cfg: TrainConfig, schedule: S.Schedule, params: Any,
-              devices: list | None) -> tuple[Any, Any, Any]:
-    """(optimizer, pmapped train step, pmapped eval step), cached per process so repeated runs
-    with the same model/optimizer settings (tests, benchmarks) reuse the compiled code."""
-    key = (model_cfg, repr(schedule), cfg.clip_norm, cfg.beta1, cfg.beta2, cfg.eps,
-           cfg.weight_decay, tuple(sorted(cfg.lr_mults.items())), cfg.seed,
-           cfg.optimizer, cfg.momentum, cfg.nesterov, cfg.dampening,
-           None if devices is None else tuple(d.id for d in devices), loss_scale_rule(cfg))
-    if key not in _STEP_CACHE:
-        tx = make_optimizer(cfg, schedule, params)
-        _STEP_CACHE[key] = (tx, make_train_step(model_cfg, tx, cfg.seed, devices,
-                                                schedule=schedule, loss_scale=loss_scale_rule(cfg)),
-                            make_eval_step(model_cfg, devices))
-    return _STEP_CACHE[key]
-
-
-def _replicate(tree: Any, devices: list | None) -> Any:
-    """Copy a host pytree onto every (local) device, laid out as the pmapped step expects.
-
-    The identity is pmapped over the step's axis name (``AXIS``) so the copies carry the same
-    sharding as the step's outputs: otherwise the train step compiles twice (first call,
-    then again for its own outputs)."""
-    n = jax.local_device_count() if devices is None else sum(
-        d.process_index == jax.process_index() for d in devices)
-    stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree)
-    return jax.pmap(lambda x: x, axis_name=AXIS, devices=devices)(stacked)
-
-
-def _unreplicate(tree: Any) -> Any:
-    """Host NumPy copy of device 0's replica."""
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x.addressable_data(0)))[0], tree)
-
-
 def _param_rows(params: Any, lr_mults: Mapping[str, float]) -> list[tuple[str, int, bool,
                                                                             float]]:
-    from .optim import group_labels, path_str
-
     mask = jax.tree_util.tree_leaves(models.decay_mask(params))
     labels = jax.tree_util.tree_leaves(group_labels(params, lr_mults))
     return [(path_str(p), int(np.prod(np.shape(x))), bool(d),
@@ -191,12 +114,6 @@ def _finite(tree: Any) -> bool:
     except CheckpointError:
         return False
     return True
-
-
-def finished_message(step: int, where: str) -> str:
-    """The one line of a run (or population) resumed at its ``--steps``: nothing to do."""
-    return (f"run already finished at step {step}; nothing to do (checkpoint {where}; pass a "
-            "larger --steps to train on)")
 
 
 def _saved_results(path: str, step: int) -> dict[str, float]:
@@ -242,17 +159,17 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     else:
         cfg = TrainConfig.from_dict(with_saved_config(config, workdir))
     cfg = cfg.normalized().validate()
-    if cfg.sweep or cfg.sweep_seeds:  # a population: train/sweep.py
+    if cfg.sweep or cfg.sweep_seeds:  # a population: train/run/sweep.py
         from .sweep import run_sweep
 
         return run_sweep(cfg, workdir)
     simulate_devices(cfg.simulate_devices)
-    schedule = build_schedule(cfg)  # built once: validate() cached it on cfg
+    schedule = check_config(cfg)  # built once, here
     check_dirs(cfg, workdir)
-    _init_distributed(cfg)
+    init_distributed(cfg)
     pidx, pcount = jax.process_index(), jax.process_count()
     primary = pidx == 0
-    devices = _devices(cfg)
+    devices = select_devices(cfg)
     local_devices = [d for d in (devices or jax.devices()) if d.process_index == pidx]
     n_local, n_global = len(local_devices), len(devices or jax.devices())
 
@@ -271,16 +188,15 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
                                   **cfg.model_overrides())
     if cfg.plan:
-        from .plan import print_plan
+        from .memplan import print_plan
 
         # the size's own vocabulary (e.g. LLaMA-3's 128256), not the tokenizer's
         plan_cfg = models.get_config(cfg.model, cfg.base_size(), **cfg.model_overrides())
         return print_plan(cfg, plan_cfg, schedule, console.print)
     layout = None
-    if cfg.mesh_engine:  # the mesh engine (train/mesh.py): replicas per process, validated here
-        from .mesh import make_layout
-
-        layout = make_layout(cfg, model_cfg, len(jax.devices()), pcount, jax.local_device_count())
+    if cfg.mesh_engine:  # the mesh engine: replicas per process, validated here
+        layout = make_layout(cfg, model_cfg, len(devices or jax.devices()), pcount,
+                             len(local_devices))
         n_local, n_global = layout.data // pcount, layout.size
     tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
     eff = effective_config(cfg, schedule, model_cfg, {
@@ -293,7 +209,7 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
         if resume_step > cfg.steps:
             raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
                              f"({where}) is at step {resume_step}, past it")
-        if resume_step == cfg.steps:  # (a population says the same: train/sweep.py)
+        if resume_step == cfg.steps:  # (a population says the same: train/run/sweep.py)
             console.print(finished_message(resume_step, where))
             path = os.path.join(os.path.abspath(metrics_dir), "metrics.jsonl")
             saved = _saved_results(path, resume_step)
@@ -335,18 +251,12 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
 
     # state
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
-    if layout is None:
-        tx, p_train, p_eval = _compiled(model_cfg, cfg, schedule, params, devices)
-        put, get = (lambda t: _replicate(t, devices)), _unreplicate
-        to_ckpt, restore_target, from_ckpt = _unreplicate, (lambda t: t), (lambda t: t)
-    else:
-        from .mesh import compiled_engine
-
-        tx, eng = compiled_engine(model_cfg, cfg, schedule, params, layout, console.print)
-        p_train, p_eval, put, get = eng.train, eng.eval, eng.put_state, eng.get_state
-        # checkpoints: the sharded global arrays themselves (never gathered on one host)
-        to_ckpt, restore_target, from_ckpt = (eng.checkpoint_view, eng.restore_target,
-                                              eng.from_checkpoint)
+    eng = (pmap_engine(model_cfg, cfg, schedule, params, devices) if layout is None else
+           mesh_engine(model_cfg, cfg, schedule, params, layout, devices, console.print))
+    tx, p_train, p_eval, put, get = eng.tx, eng.train, eng.eval, eng.put_state, eng.get_state
+    # what a checkpoint holds: host arrays (pmap) or the sharded global arrays themselves (mesh)
+    to_ckpt, restore_target, from_ckpt = (eng.checkpoint_view, eng.restore_target,
+                                          eng.from_checkpoint)
     host_state = init_state(params, tx, loss_scale_rule(cfg))
     if cfg.verbose:
         console.print("parameters:\n" + param_table(params, cfg.lr_mults))
@@ -410,7 +320,7 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
          workdir_arg: str) -> dict[str, Any]:
     start = host_scalar(host_state["step"])
     # the engine's host -> devices, devices -> host copies, state -> what a checkpoint saves
-    _put, _unreplicate, to_ckpt = put_get
+    _put, get_host, to_ckpt = put_get
     state = _put(host_state)
     writer = MetricsWriter(metrics_dir, tensorboard=cfg.tensorboard, enabled=primary)
     console.start_step = start
@@ -546,7 +456,7 @@ def _run(cfg: TrainConfig, eff: dict, schedule: S.Schedule, model_cfg: Any, tok:
 
     tps = tokens_per_step * train_steps / train_time if train_time > 0 else float("nan")
     mfu = fpt * tps / peak if peak and math.isfinite(peak) else float("nan")
-    final_params = _unreplicate(state["params"])
+    final_params = get_host(state["params"])
     final_val = evals[-1][1] if evals and evals[-1][0] == step else (evaluate() if step > start
                                                                      else float("nan"))
     summary: dict[str, Any] = {

@@ -1,8 +1,9 @@
 """The mesh engine: ``jax.jit`` over a ``data`` x ``tensor`` device mesh (GSPMD).
 
 The same model, optimizer, schedule, data and checkpoints as the pmap engine
-(:mod:`train.step`); only the layout differs. The train state is one global array per leaf,
-laid out by :mod:`train.sharding` (TP, SP, ZeRO 1/2/3); the compiler inserts the collectives.
+(:mod:`train.engine.pmap`); only the layout differs. The train state is one global array per
+leaf, laid out by :mod:`train.parallel.shardings` (TP, SP, ZeRO 1/2/3); the compiler inserts
+the collectives.
 
 Data: ``--batch-size`` is per data-parallel replica. The :class:`~train.data.Batcher` is built
 with ``local_devices`` = this process's data-parallel replicas, so the global batch of step t
@@ -20,7 +21,7 @@ every process writes its own shards) and restores through abstract target arrays
 shardings (:meth:`MeshEngine.restore_target`, :meth:`MeshEngine.from_checkpoint`): each device
 reads its own shard, any layout to any other, nothing gathered on one host. Under pipeline
 parallelism the state holds the layers stacked and sharded over ``pipe``
-(:func:`train.pipeline.stack_tree`); the checkpoint keeps the per-layer tree.
+(:func:`train.parallel.stack.stack_tree`); the checkpoint keeps the per-layer tree.
 
 Dropout draws its masks from ``fold_in(key(seed), step)`` over the global batch
 (partitionable threefry: the same masks whatever the layout), not per device as pmap does: with
@@ -45,57 +46,25 @@ from jax.sharding import PartitionSpec as P
 
 import models
 
-from .pipeline import PIPE, layer_prefix, pipeline_loss, stack_tree, unstack_tree
-from .sharding import DATA, TENSOR, Layout, logical_rules, named, param_specs, shard_bytes
-from .step import LossScale, loss_scale_rule, update
+from .._paths import key_names, layer_of, layer_prefix
+from ..optim import make_optimizer
+from ..parallel.layout import Layout
+from ..parallel.pipeline import pipeline_loss
+from ..parallel.shardings import (
+    DATA,
+    PIPE,
+    TENSOR,
+    fmt_bytes,
+    logical_rules,
+    named,
+    shard_bytes,
+    state_specs,
+)
+from ..parallel.stack import stack_tree, unstack_tree
+from .base import compile_key
+from .step import LossScale, loss_scale_rule, model_loss, update
 
-__all__ = ["MeshEngine", "build", "compiled_engine", "describe_mesh", "make_layout", "make_mesh",
-           "mesh_loss"]
-
-
-def make_layout(cfg: Any, model_cfg: Any, n_devices: int, process_count: int = 1,
-                local_devices: int | None = None) -> Layout:
-    """The layout of ``cfg``'s flags on ``n_devices``; ``ValueError`` (naming the flag and the
-    numbers) for an impossible one. Runs before anything compiles."""
-    tp = cfg.tensor_parallel or 1
-    if n_devices % tp:
-        raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the device count "
-                         f"{n_devices}")
-    pp, vpp = getattr(cfg, "pipeline_parallel", None) or 1, (
-        getattr(cfg, "virtual_pipeline_parallel", None) or 1)
-    if pp > 1 or vpp > 1:  # pipeline parallelism (train/pipeline.py)
-        from .pipeline import check_pipeline
-
-        if n_devices % (tp * pp):
-            raise ValueError(f"--pipeline-parallel={pp} x --tensor-parallel={tp} = {pp * tp} "
-                             f"is invalid: it must divide the device count {n_devices}")
-        check_pipeline(cfg, model_cfg)
-        n_devices //= pp
-    dp = cfg.data_parallel if cfg.data_parallel is not None else n_devices // tp
-    if dp * tp != n_devices:
-        raise ValueError(f"--data-parallel={dp} x --tensor-parallel={tp} = {dp * tp} is "
-                         f"invalid: the product must equal the device count {n_devices}")
-    checks = [("n_head", model_cfg.n_head)]
-    if hasattr(model_cfg, "n_kv_head"):
-        checks.append(("n_kv_head", model_cfg.n_kv_head))
-    hidden = getattr(model_cfg, "intermediate_size", 4 * model_cfg.n_embd)
-    checks += [("vocab size", model_cfg.vocab_size), ("MLP width", hidden)]
-    for what, n in checks:
-        if n % tp:
-            raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the model's "
-                             f"{what} ({n})")
-    if cfg.sequence_parallel and cfg.seq_len % tp:
-        raise ValueError(f"--sequence-parallel with --tensor-parallel={tp} is invalid: "
-                         f"--seq-len={cfg.seq_len} is not divisible by {tp}")
-    if dp % process_count:
-        raise ValueError(f"--data-parallel={dp} is invalid: it must be a multiple of the "
-                         f"process count {process_count} (tensor parallelism stays within a "
-                         "process)")
-    if local_devices is not None and local_devices % tp:
-        raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the devices of "
-                         f"one process ({local_devices})")
-    return Layout(data=dp, tensor=tp, sequence_parallel=bool(cfg.sequence_parallel),
-                  zero_stage=cfg.zero_stage or 0, pipe=pp, virtual=vpp)
+__all__ = ["MeshEngine", "build", "describe_mesh", "make_mesh", "mesh_engine"]
 
 
 def make_mesh(layout: Layout, devices: Sequence[Any] | None = None) -> Mesh:
@@ -116,23 +85,6 @@ def describe_mesh(mesh: Mesh) -> str:
     return f"mesh: {axes}; devices (data rows of tensor groups): {rows}"
 
 
-def mesh_loss(module: Any, params: Any, tokens: jax.Array, rng: jax.Array | None) -> jax.Array:
-    """``train.step._loss`` with a vocabulary-parallel cross-entropy: the target logit is
-    picked by a masked sum over the (sharded) vocabulary instead of a gather, so the logits are
-    never gathered on one device. The same value as ``models.loss_fn`` (the sum adds exact
-    zeros)."""
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    if rng is None:
-        logits = module.apply({"params": params}, x, deterministic=True)
-    else:
-        logits = module.apply({"params": params}, x, deterministic=False, rngs={"dropout": rng})
-    logits = logits.astype(jnp.float32)
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-    picked = jnp.sum(jnp.where(vocab == y[..., None].astype(jnp.int32), logits, 0.0), axis=-1)
-    return jnp.mean(logz - picked)
-
-
 @dataclass
 class MeshEngine:
     """Everything the loop needs from the mesh engine: the layout, the mesh, the shardings of
@@ -140,6 +92,7 @@ class MeshEngine:
 
     layout: Layout
     mesh: Mesh
+    tx: optax.GradientTransformation
     state_shardings: Any
     grad_shardings: Any
     train: Callable[[Any, np.ndarray], tuple[Any, dict]]
@@ -148,7 +101,7 @@ class MeshEngine:
     train_jit: Any = None  # the jitted step on global batches (trace under ``rules`` + mesh)
     rules: Any = None
     #: pipeline: (layer key prefix, n_layer) when the state holds the layers stacked over
-    #: ``pipe`` (``{prefix}*``, :func:`train.pipeline.stack_tree`); None otherwise
+    #: ``pipe`` (``{prefix}*``, :func:`train.parallel.stack.stack_tree`); None otherwise
     stacked: tuple[str, int] | None = None
     #: the checkpoint's (per-layer) state: a ``NamedSharding`` per leaf (pipeline: each
     #: layer's on its stage's devices), set by :meth:`checkpoint_shardings`
@@ -220,12 +173,12 @@ class MeshEngine:
             self._ckpt_sh = eng_sh
             return eng_sh
         prefix = self.stacked[0]
-        flat = {_keys(p): sh for p, sh in jax.tree_util.tree_leaves_with_path(
+        flat = {key_names(p): sh for p, sh in jax.tree_util.tree_leaves_with_path(
             eng_sh, is_leaf=lambda x: isinstance(x, NamedSharding))}
         subs = [Mesh(self.mesh.devices[:, st, :], (DATA, TENSOR)) for st in range(self.layout.pipe)]
 
         def shard(path: tuple, _: Any) -> NamedSharding:
-            keys, hit = _keys(path), _layer_of(_keys(path), prefix)
+            keys, hit = key_names(path), layer_of(key_names(path), prefix)
             if hit is None:
                 return flat[keys]
             k, i = hit
@@ -258,7 +211,7 @@ class MeshEngine:
         canon = unstack_tree(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                           state), prefix, n_layer, abstract=True)
         shardings = self.checkpoint_shardings(canon)
-        flat = {_keys(p): x for p, x in jax.tree_util.tree_leaves_with_path(state)}
+        flat = {key_names(p): x for p, x in jax.tree_util.tree_leaves_with_path(state)}
         star = [k for k in flat if prefix + "*" in k]
         # one compiled call per device: its [1, V, per, ...] shard of every stacked leaf ->
         # the V x per layer slices
@@ -268,7 +221,7 @@ class MeshEngine:
         per = n_layer // (self.layout.pipe * self.layout.virtual)
 
         def leaf(path: tuple, sh: NamedSharding) -> jax.Array:
-            keys, hit = _keys(path), _layer_of(_keys(path), prefix)
+            keys, hit = key_names(path), layer_of(key_names(path), prefix)
             if hit is None:
                 return flat[keys]
             k, i = hit
@@ -289,9 +242,9 @@ class MeshEngine:
         prefix, n_layer = self.stacked
         n, v_n = self.layout.pipe, self.layout.virtual
         per = n_layer // (n * v_n)
-        flat = {_keys(p): x for p, x in jax.tree_util.tree_leaves_with_path(restored)}
+        flat = {key_names(p): x for p, x in jax.tree_util.tree_leaves_with_path(restored)}
         stage_of = {d: st for (_, st, _), d in np.ndenumerate(self.mesh.devices)}
-        eng = {_keys(p): sh for p, sh in jax.tree_util.tree_leaves_with_path(
+        eng = {key_names(p): sh for p, sh in jax.tree_util.tree_leaves_with_path(
             self.state_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))}
         star = [k for k in eng if prefix + "*" in k]
 
@@ -312,7 +265,7 @@ class MeshEngine:
             [built[d][m] for d in eng[k].addressable_devices]) for m, k in enumerate(star)}
 
         def leaf(path: tuple, sh: NamedSharding) -> jax.Array:
-            keys = _keys(path)
+            keys = key_names(path)
             return out[keys] if keys in out else flat[keys]
 
         return jax.tree_util.tree_map_with_path(leaf, self.state_shardings,
@@ -335,18 +288,6 @@ class MeshEngine:
                 "opt_state": shard_bytes(state["opt_state"])}
 
 
-def _keys(path: tuple) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
-def _layer_of(keys: tuple[str, ...], prefix: str) -> tuple[int, int] | None:
-    """(position in ``keys``, layer index) of a per-layer key ``{prefix}{i}``, if any."""
-    for k, key in enumerate(keys):
-        if key.startswith(prefix) and key[len(prefix):].isdigit():
-            return k, int(key[len(prefix):])
-    return None
-
-
 def _on(x: jax.Array, dev: Any) -> jax.Array:
     """``x``'s shard on device ``dev`` (a local array)."""
     return next(s.data for s in x.addressable_shards if s.device == dev)
@@ -365,70 +306,12 @@ def _bind(groups: list[list[jax.Array]], virtual: int, per: int) -> list[jax.Arr
     return [jnp.stack(g).reshape(1, virtual, per, *g[0].shape) for g in groups]
 
 
-def _stack_specs(specs: Any, prefix: str) -> Any:
-    """Per-layer PartitionSpecs -> the stacked ``{prefix}*`` subtree's: ``pipe`` on the stage
-    dimension, each layer's own spec on the rest (the same for every layer)."""
-    is_layers = lambda d: isinstance(d, dict) and f"{prefix}0" in d  # noqa: E731
-
-    def node(d: Any) -> Any:
-        if not is_layers(d):
-            return d
-        out = {k: v for k, v in d.items() if _layer_of((k,), prefix) is None}
-        out[prefix + "*"] = jax.tree.map(lambda s: P(PIPE, None, None, *s), d[f"{prefix}0"],
-                                         is_leaf=lambda s: isinstance(s, P))
-        return out
-
-    return jax.tree.map(node, specs, is_leaf=is_layers)
-
-
-def state_specs(params: Any, opt_state: Any, tx: optax.GradientTransformation,
-                layout: Layout, stacked: tuple[str, int] | None = None) -> tuple[Any, Any]:
-    """(PartitionSpecs of the state ``{step, params, opt_state}``, of the gradients), for the
-    per-layer ``params``/``opt_state`` (shapes); with ``stacked`` (pipeline), of the engine's
-    stacked form."""
-    tp_specs = param_specs(params, layout, zero=False)
-    zero_specs = param_specs(params, layout, zero=True)
-    if stacked is not None:  # pipeline: the engine's state holds the layers stacked
-        prefix, n_layer = stacked
-        tp_specs, zero_specs = _stack_specs(tp_specs, prefix), _stack_specs(zero_specs, prefix)
-        params = jax.eval_shape(
-            lambda p: stack_tree(p, prefix, n_layer, layout.pipe, layout.virtual), params)
-        opt_state = jax.eval_shape(
-            lambda o: stack_tree(o, prefix, n_layer, layout.pipe, layout.virtual), opt_state)
-    stage = layout.zero_stage
-    p_specs = zero_specs if stage >= 3 else tp_specs
-    g_specs = zero_specs if stage >= 2 else tp_specs
-    o_param = zero_specs if stage >= 1 else tp_specs
-    o_specs = _like_params(opt_state, params, o_param)
-    return {"step": P(), "params": p_specs, "opt_state": o_specs}, g_specs
-
-
-def _like_params(opt_state: Any, params: Any, specs: Any) -> Any:
-    """A spec per optimizer-state leaf: the spec of the parameter whose path ends its path
-    (AdamW's ``mu``/``nu`` mirror the parameters, also inside ``multi_transform`` groups);
-    replicated for everything else (counts, masked groups' placeholders have no leaves)."""
-    name = lambda path: tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)  # noqa: E731
-    index = {name(path): (x.shape, s) for (path, x), s in zip(
-        jax.tree_util.tree_leaves_with_path(params),
-        jax.tree.leaves(specs, is_leaf=lambda v: isinstance(v, P)))}
-
-    def spec(path: tuple, leaf: Any) -> P:
-        keys = name(path)
-        for i in range(len(keys)):
-            hit = index.get(keys[i:])
-            if hit is not None and tuple(hit[0]) == tuple(leaf.shape):
-                return hit[1]
-        return P()
-
-    return jax.tree_util.tree_map_with_path(spec, opt_state)
-
-
 def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, seed: int,
           layout: Layout, params: Any, devices: Sequence[Any] | None = None,
           loss_scale: LossScale | None = None) -> MeshEngine:
     """The mesh, the state's shardings and the jitted steps (compiled at their first call).
 
-    The step is :func:`train.step.update` (the pmap engine's body) with the vocabulary-parallel
+    The step is :func:`train.engine.step.update` (the pmap engine's body) with the vocabulary-parallel
     loss and, as its cross-device "reduce", the gradients' sharding constraint (under GSPMD the
     compiler inserts the all-reduce or, for ZeRO-2/3, the reduce-scatter)."""
     mesh = make_mesh(layout, devices)
@@ -447,8 +330,7 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     batch_sh = NamedSharding(mesh, P(None, DATA, None))
     stage_sh = _stage_sharding(mesh, specs["params"], layout)
 
-    def loss_fn(p: Any, tokens: jax.Array, k: jax.Array | None) -> jax.Array:
-        return mesh_loss(module, p, tokens, k)
+    loss_fn = model_loss(module, vocab_parallel=True)
 
     def reduce(grads_loss: Any) -> Any:
         grads, loss = grads_loss
@@ -477,7 +359,7 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
             return pipeline_loss(model_cfg, params, batch, layout.pipe, layout.virtual,
                                  stage_sh)[None]
         flat = batch.reshape((-1, batch.shape[-1]))
-        return mesh_loss(module, params, flat, None)[None]
+        return loss_fn(params, flat, None)[None]
 
     train_jit = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
                         donate_argnums=(0,))
@@ -490,7 +372,7 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
                 return fn(*args)
         return call
 
-    eng = MeshEngine(layout, mesh, state_sh, grad_sh, train=None, eval=None,  # type: ignore
+    eng = MeshEngine(layout, mesh, tx, state_sh, grad_sh, train=None, eval=None,  # type: ignore
                      train_jit=train_jit, rules=rules, stacked=stacked)
     train_c, eval_c = in_mesh(train_jit), in_mesh(eval_jit)
     eng.train = lambda state, batch: train_c(state, eng.put_batch(batch))
@@ -513,34 +395,22 @@ def _stage_sharding(mesh: Mesh, p_specs: Any, layout: Layout) -> Callable[[Any],
     return constrain
 
 
-_ENGINE_CACHE: dict[Any, tuple[Any, MeshEngine]] = {}
+_ENGINE_CACHE: dict[Any, MeshEngine] = {}
 
 
-def compiled_engine(model_cfg: Any, cfg: Any, schedule: Any, params: Any, layout: Layout,
-                    log: Callable[[str], None] | None = None
-                    ) -> tuple[optax.GradientTransformation, MeshEngine]:
-    """(optimizer, engine), cached per process like ``train.loop._STEP_CACHE`` so repeated runs
-    with the same settings reuse the compiled steps. Prints the mesh."""
-    from .optim import make_optimizer
-
-    ls = loss_scale_rule(cfg)
-    key = (model_cfg, repr(schedule), cfg.clip_norm, cfg.beta1, cfg.beta2, cfg.eps,
-           cfg.weight_decay, tuple(sorted(cfg.lr_mults.items())), cfg.seed, cfg.optimizer,
-           cfg.momentum, cfg.nesterov, cfg.dampening, ls, layout)
+def mesh_engine(model_cfg: Any, cfg: Any, schedule: Any, params: Any, layout: Layout,
+                devices: Sequence[Any] | None = None,
+                log: Callable[[str], None] | None = None) -> MeshEngine:
+    """The mesh engine of a run (optimizer and compiled steps), cached per process under
+    :func:`train.engine.base.compile_key`. Prints the mesh."""
+    key = compile_key(model_cfg, cfg, schedule, layout,
+                      None if devices is None else tuple(d.id for d in devices))
     if key not in _ENGINE_CACHE:
         tx = make_optimizer(cfg, schedule, params)
-        _ENGINE_CACHE[key] = (tx, build(model_cfg, tx, schedule, cfg.seed, layout, params,
-                                        loss_scale=ls))
-    tx, eng = _ENGINE_CACHE[key]
+        _ENGINE_CACHE[key] = build(model_cfg, tx, schedule, cfg.seed, layout, params,
+                                   devices, loss_scale=loss_scale_rule(cfg))
+    eng = _ENGINE_CACHE[key]
     eng.log = log
     if log is not None:
         log(f"engine: mesh ({layout.describe()}); {describe_mesh(eng.mesh)}")
-    return tx, eng
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
+    return eng

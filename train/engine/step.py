@@ -1,4 +1,4 @@
-"""The train step: one engine-agnostic :func:`update`, wrapped for ``jax.pmap`` here.
+"""The train step: one engine-agnostic :func:`update` that every engine compiles.
 
 State is a dict ``{"step", "params", "opt_state"}`` (plus ``"loss_scale"`` for float16, see
 below): float32 master weights and optimizer state; the model computes in its own dtype.
@@ -6,7 +6,8 @@ below): float32 master weights and optimizer state; the model computes in its ow
 global batch under ``jit``), accumulates the gradients of the micro-batches with ``lax.scan``
 (the optimizer, hence the schedule, steps once per update), averages them with ``reduce`` (the
 cross-device mean: ``lax.pmean`` under ``pmap``, the identity under ``jit``/GSPMD) and applies
-one optimizer update. :func:`make_train_step` is the data-parallel ``pmap`` engine.
+one optimizer update. The engines (:mod:`train.engine.pmap`, :mod:`train.engine.mesh`,
+:mod:`train.engine.population`) wrap it; :func:`model_loss` is the one loss they all use.
 
 Metrics (identical on every device):
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -40,9 +41,11 @@ import optax
 
 import models
 
-__all__ = ["AXIS", "LossScale", "dropout_keys", "init_state", "loss_scale_rule",
-           "make_eval_step", "make_train_step", "model_loss", "schedule_count",
-           "tree_all_finite", "update"]
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+__all__ = ["AXIS", "LossScale", "dropout_keys", "init_state", "loss_scale_rule", "model_loss",
+           "schedule_count", "tree_all_finite", "update"]
 
 AXIS = "batch"
 
@@ -64,7 +67,7 @@ class LossScale:
         return {"scale": np.asarray(self.init, np.float32), "good_steps": np.zeros((), np.int32)}
 
 
-def loss_scale_rule(cfg: Any) -> LossScale | None:
+def loss_scale_rule(cfg: TrainConfig) -> LossScale | None:
     """The dynamic loss scaling rule of a config: ``--dtype=float16`` only (None otherwise)."""
     if cfg.dtype != "float16":
         return None
@@ -72,10 +75,14 @@ def loss_scale_rule(cfg: Any) -> LossScale | None:
                      growth_interval=int(cfg.loss_scale_growth_interval))
 
 
-def model_loss(module: Any, dropout_rate: Any = None) -> LossFn:
+def model_loss(module: Any, dropout_rate: Any = None, vocab_parallel: bool = False) -> LossFn:
     """The next-token loss of a Flax LM ``module`` on ``tokens`` [B, T + 1] (dropout when a
-    key is given; ``dropout_rate``, possibly traced, overrides the model config's rate)."""
+    key is given; ``dropout_rate``, possibly traced, overrides the model config's rate).
+    ``vocab_parallel``: pick the target logit by a masked sum over the vocabulary
+    (:func:`models.vocab_parallel_xent`, the same value) so logits sharded on the vocabulary
+    are never gathered (the mesh engine)."""
     kw = {} if dropout_rate is None else {"dropout_rate": dropout_rate}
+    xent = models.vocab_parallel_xent if vocab_parallel else models.loss_fn
 
     def loss(params: Any, tokens: jax.Array, rng: jax.Array | None) -> jax.Array:
         x, y = tokens[:, :-1], tokens[:, 1:]
@@ -84,7 +91,7 @@ def model_loss(module: Any, dropout_rate: Any = None) -> LossFn:
         else:
             logits = module.apply({"params": params}, x, deterministic=False,
                                   rngs={"dropout": rng}, **kw)
-        return models.loss_fn(logits, y)
+        return xent(logits, y)
 
     return loss
 
@@ -152,7 +159,7 @@ def tree_all_finite(tree: Any) -> jax.Array:
     ok = jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]).astype(jnp.float32)
     # the count of finite leaves as a dot, not all(stack(...)): XLA rewrites that into a chain
     # of ands which, where the result feeds many ops (a population's per-leaf selects,
-    # train/sweep.py), it fuses into each of them: the step's compile time tripled
+    # train/run/sweep.py), it fuses into each of them: the step's compile time tripled
     return jnp.dot(ok, jnp.ones_like(ok)) == len(leaves)
 
 
@@ -232,32 +239,3 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
         metrics["skipped"] = jnp.logical_not(ok)
     metrics["finite"] = tree_all_finite((new["params"], new["opt_state"]))
     return new, metrics
-
-
-def make_train_step(model_cfg: Any, tx: optax.GradientTransformation, seed: int,
-                    devices: list | None = None, *, schedule: Callable[[Any], Any] | None = None,
-                    loss_scale: LossScale | None = None,
-                    ) -> Callable[[Any, Any], tuple[Any, dict]]:
-    """A pmapped ``(state, batch) -> (state, metrics)`` over :func:`update`; ``state`` is
-    donated. ``schedule`` (the one given to the optimizer) enables the ``lr`` metric;
-    ``loss_scale`` is the float16 scaler's rule (its state is in ``state["loss_scale"]``)."""
-    module = models.build(model_cfg)
-    use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
-
-    def step(state: dict, batch: jax.Array) -> tuple[dict, dict]:
-        keys = dropout_keys(seed, state["step"], batch.shape[0]) if use_dropout else None
-        return update(state, batch, keys, module=module, tx=tx, schedule=schedule,
-                      reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=loss_scale)
-
-    return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices)
-
-
-def make_eval_step(model_cfg: Any, devices: list | None = None) -> Callable[[Any, Any], jax.Array]:
-    """A pmapped ``(params, batch) -> mean loss`` over the global batch (all micro-batches)."""
-    loss = model_loss(models.build(model_cfg))
-
-    def step(params: Any, batch: jax.Array) -> jax.Array:
-        flat = batch.reshape((-1, batch.shape[-1]))
-        return jax.lax.pmean(loss(params, flat, None), AXIS)
-
-    return jax.pmap(step, axis_name=AXIS, devices=devices)

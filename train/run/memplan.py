@@ -21,18 +21,20 @@ import jax.numpy as jnp
 
 import models
 
-from .mesh import build, fmt_bytes, make_layout
-from .optim import make_optimizer
-from .sharding import DATA, shard_bytes
+from ..engine.mesh import build
+from ..optim import make_optimizer
+from ..parallel.layout import make_layout
+from ..parallel.shardings import DATA, fmt_bytes, shard_bytes
 
-__all__ = ["GB", "plan", "print_plan"]
+__all__ = ["GB", "memory_plan", "print_plan"]
 
 GB = 1e9
 #: per-device memory of common accelerators, for the "fits" columns
 CAPACITIES = {"80 GB (A100/H100)": 80 * GB, "141 GB (H200)": 141 * GB}
 
 
-def plan(cfg: Any, model_cfg: Any, schedule: Any, n_devices: int | None = None) -> dict[str, Any]:
+def memory_plan(cfg: Any, model_cfg: Any, schedule: Any,
+                n_devices: int | None = None) -> dict[str, Any]:
     """Per-device memory and FLOPs of one train step of ``cfg`` (a dict; see module doc)."""
     n = n_devices or len(jax.devices())
     layout = make_layout(cfg, model_cfg, n)
@@ -96,6 +98,6 @@ def format_plan(p: dict[str, Any], peak_tflops: float) -> str:
 def print_plan(cfg: Any, model_cfg: Any, schedule: Any,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Plan ``cfg`` on all visible devices and print the table; returns the plan dict."""
-    p = plan(cfg, model_cfg, schedule)
+    p = memory_plan(cfg, model_cfg, schedule)
     log(format_plan(p, cfg.plan_peak_tflops))
     return p

@@ -3,7 +3,7 @@
 ``python -m train --sweep lr=1e-3,3e-3 --sweep warmup_steps=0,50`` (the grid is the product of
 the ``--sweep`` entries; ``--sweep-seeds=K`` adds the seeds ``seed .. seed+K-1`` as one more
 axis) or :func:`sweep` from Python. Every member is exactly the single run with its settings:
-the step is :func:`train.step.update` (the single run's step body) under ``jax.vmap`` over the
+the step is :func:`train.engine.step.update` (the single run's step body) under ``jax.vmap`` over the
 members' parameters, optimizer states and hyperparameters, inside the usual ``jax.pmap`` over
 devices, so K small matrix products become one batched one.
 
@@ -13,7 +13,7 @@ What varies across members, and how it enters the program:
   ``clip_norm``): the optimizer is built inside the vmapped function from traced values (a
   member with ``clip_norm=0`` gets ``inf``: ``clip_by_global_norm(inf)`` is the identity);
 * **schedule fields** (``lr``, ``warmup_steps``, ``min_lr``, ...): each member's schedule is
-  built from its config by :func:`train.lr.build_schedule`. Algebra schedules (Megatron's,
+  built from its config by :func:`train.schedule.build.build_schedule`. Algebra schedules (Megatron's,
   ``constant``, ``--schedule`` specs) are pytrees whose hyperparameters are leaves: the K
   schedules must share one tree structure and their varying leaves are stacked and vmapped.
   Torch schedulers are, in a single run already, a table of torch's exact values gathered by
@@ -53,29 +53,27 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 import models
-import schedules as S
-from schedules.torch._recurrence import Recurrence
 
-from .checkpoint import Checkpointer
-from .config import TrainConfig, check_dirs
-from .data import Batcher, load_data
-from .devices import simulate_devices
-from .lr import build_schedule
-from .metrics import Console, MetricsWriter, fmt_duration
-from .optim import make_optimizer
-from .resume import check_compatible, choose_step, clear_outputs, read_saved_config
-from .step import AXIS, dropout_keys, loss_scale_rule, model_loss, update
-from .tokenizer import get_tokenizer
+from ..checkpoint import Checkpointer
+from ..config import TrainConfig, check_dirs
+from ..data import Batcher, load_data
+from ..devices import simulate_devices
+from ..engine.pmap import replicate, select_devices, unreplicate
+from ..engine.population import OPTIMIZER_FIELDS, Population, population_steps, schedule_mode
+from ..engine.step import loss_scale_rule
+from ..metrics import Console, MetricsWriter, fmt_duration, settings_text
+from ..plot import plot_sweep
+from ..resume import check_compatible, choose_step, clear_outputs, read_saved_config
+from ..schedule.build import build_schedule
+from ..tokenizer import get_tokenizer
+from .setup import effective_config, finished_message, init_distributed
 
 __all__ = ["SWEEPABLE", "member_configs", "parse_sweep", "run_sweep", "sweep"]
 
 #: fields a sweep may vary: they are leaves of one compiled program.
-OPTIMIZER_FIELDS = ("beta1", "beta2", "eps", "weight_decay", "clip_norm")
 SCHEDULE_FIELDS = ("lr", "warmup_steps", "warmup_ratio", "total_steps", "min_lr",
                    "lr_step_size", "lr_gamma", "lr_factor", "lr_total_iters", "lr_start_factor",
                    "lr_end_factor", "lr_power", "lr_t0", "lr_t_mult", "lr_base",
@@ -173,188 +171,12 @@ def member_configs(cfg: TrainConfig) -> tuple[list[str], list[dict[str, Any]], l
         try:
             cfgs.append(base.replace(**m))
         except ValueError as e:
-            raise ValueError(f"--sweep member {i} ({_settings(m)}) is invalid: {e}") from None
-    _schedule_plan([build_schedule(c) for c in cfgs], members)  # structure check
+            raise ValueError(f"--sweep member {i} ({settings_text(m)}) is invalid: {e}") from None
+    schedule_mode([build_schedule(c) for c in cfgs], members)  # structure check
     return names, members, cfgs
 
 
-def _settings(m: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
-
-
 # -- what varies, and how it enters the compiled step ---------------------------------------
-
-
-def _has_recurrence(s: S.Schedule) -> bool:
-    return isinstance(s, Recurrence) or any(_has_recurrence(c) for c in s.children())
-
-
-def _schedule_plan(scheds: list[S.Schedule], members: list[dict]) -> tuple[str, Any, list]:
-    """("same" | "leaves" | "table", treedef, per-position constant leaves or None)."""
-    if all(repr(s) == repr(scheds[0]) for s in scheds):
-        return "same", None, []
-    if any(_has_recurrence(s) for s in scheds):
-        return "table", None, []
-    defs = [jax.tree.structure(s) for s in scheds]
-    for i, d in enumerate(defs):
-        if d != defs[0]:
-            raise ValueError(
-                f"--sweep is invalid: the members' schedules differ in structure, not only in "
-                f"their leaves: member 0 ({_settings(members[0])}) is {scheds[0]!r}, member {i} "
-                f"({_settings(members[i])}) is {scheds[i]!r}. A static field of the schedule "
-                "changes, so one compiled program cannot hold both; run them separately")
-    cols = list(zip(*[jax.tree.leaves(s) for s in scheds]))
-    const = [c[0] if all(repr(x) == repr(c[0]) for x in c) else None for c in cols]
-    return "leaves", defs[0], const
-
-
-def _stack(values: Sequence[Any]) -> np.ndarray:
-    a = np.asarray(values)
-    return a.astype(np.int32) if a.dtype.kind in "iub" else a.astype(np.float32)
-
-
-class _Population:
-    """The members' static plan (hashable ``key``) and their stacked hyperparameters ``h``."""
-
-    def __init__(self, cfgs: list[TrainConfig], members: list[dict], schedules: list) -> None:
-        self.k = len(cfgs)
-        self.base = cfgs[0]
-        self.schedules = schedules
-        self.mode, self.treedef, self.const = _schedule_plan(schedules, members)
-        h: dict[str, Any] = {"member": np.arange(self.k, dtype=np.int32)}  # never empty
-        if self.mode == "leaves":
-            cols = list(zip(*[jax.tree.leaves(s) for s in schedules]))
-            h["sched"] = tuple(_stack(c) for c, k in zip(cols, self.const) if k is None)
-        elif self.mode == "table":
-            steps = self.base.steps
-            h["lr_table"] = np.stack([
-                np.asarray(jax.jit(lambda t, s=s: s(t))(jnp.arange(steps, dtype=jnp.int32)),
-                           np.float32) for s in schedules])
-        self.varying = tuple(f for f in (*OPTIMIZER_FIELDS, "dropout", "seed")
-                             if len({getattr(c, f) for c in cfgs}) > 1)
-        for f in self.varying:
-            vals = [getattr(c, f) for c in cfgs]
-            if f == "clip_norm":
-                vals = [v if v > 0 else math.inf for v in vals]
-            if f == "dropout":  # the float32 rate whose 1 - rate is a single run's keep prob
-                vals = [np.float32(1) - np.float32(1.0 - v) for v in vals]
-            h[f] = _stack(vals)
-        self.dropout = any(c.dropout > 0 for c in cfgs)  # dropout keys are drawn
-        self.h = h
-        self.clip = any(c.clip_norm > 0 for c in cfgs)
-        self.key = (self.k, self.mode, self.treedef, repr(self.const),
-                    repr(schedules[0]) if self.mode == "same" else None, self.varying, self.clip,
-                    tuple((f, getattr(self.base, f)) for f in (*OPTIMIZER_FIELDS, "dropout",
-                                                               "seed")
-                          if f not in self.varying),
-                    tuple(sorted(self.base.lr_mults.items())))
-
-    def schedule(self, h: Mapping[str, Any]) -> Any:
-        """Member's learning-rate schedule from its (traced) slice of ``h``."""
-        if self.mode == "same":
-            return self.schedules[0]
-        if self.mode == "table":
-            table = h["lr_table"]  # a Schedule, so that lr_mults can scale it
-            return S.lambda_(lambda t: table[jnp.clip(t, 0, table.shape[0] - 1).astype(jnp.int32)])
-        it = iter(h["sched"])
-        return jax.tree.unflatten(self.treedef, [next(it) if c is None else c
-                                                 for c in self.const])
-
-    def optimizer(self, h: Mapping[str, Any], schedule: Any,
-                  params: Any) -> optax.GradientTransformation:
-        """``train.optim.make_optimizer`` of the member, hyperparameters traced where they vary
-        (the clipping comes first, built here because its on/off switch is structural)."""
-        view = {f: h[f] if f in self.varying else getattr(self.base, f) for f in OPTIMIZER_FIELDS}
-        clip = view.pop("clip_norm")
-        b = self.base
-        ns = _View(lr_mults=b.lr_mults, clip_norm=0.0, optimizer=b.optimizer, momentum=b.momentum,
-                   nesterov=b.nesterov, dampening=b.dampening, **view)
-        tx = make_optimizer(ns, schedule, params)
-        return optax.chain(optax.clip_by_global_norm(clip), tx) if self.clip else tx
-
-    def seed(self, h: Mapping[str, Any]) -> Any:
-        return h["seed"] if "seed" in self.varying else self.base.seed
-
-    def dropout_rate(self, h: Mapping[str, Any]) -> Any:
-        """The member's traced dropout rate where it varies (None: the model config's)."""
-        return h["dropout"] if "dropout" in self.varying else None
-
-
-@dataclasses.dataclass(frozen=True)
-class _View:
-    """The optimizer fields ``make_optimizer`` reads, possibly traced."""
-
-    lr_mults: Mapping[str, float]
-    clip_norm: Any
-    optimizer: str
-    momentum: float
-    nesterov: bool
-    dampening: float
-    beta1: Any
-    beta2: Any
-    eps: Any
-    weight_decay: Any
-
-
-# -- the population step (vmap over members inside pmap over devices) -----------------------
-# Each member's update is train.step.update itself (the single run's step body) under
-# jax.vmap, with the member's optimizer, schedule, dropout keys and rate; only the freezing
-# of diverged or early-stopped members is the population's.
-
-_POP_CACHE: dict[Any, tuple[Any, Any]] = {}
-
-
-def _make_steps(model_cfg: Any, pop: _Population, per_member_data: bool,
-                devices: list | None) -> tuple[Any, Any]:
-    rule = loss_scale_rule(pop.base)  # float16: each member has its own dynamic loss scale
-    key = (model_cfg, pop.key, per_member_data,
-           None if devices is None else tuple(d.id for d in devices), rule)
-    if key in _POP_CACHE:
-        return _POP_CACHE[key]
-    module = models.build(model_cfg)
-    data_axis = 0 if per_member_data else None
-    scaled = ("loss_scale",) if rule is not None else ()
-
-    def member(state: dict, h: dict, batch: jax.Array, step: jax.Array) -> tuple[dict, dict]:
-        params = state["params"]
-        sched = pop.schedule(h)
-        keys = dropout_keys(pop.seed(h), step, batch.shape[0]) if pop.dropout else None
-        new, m = update({"step": step, "params": params, "opt_state": state["opt_state"],
-                         **{k: state[k] for k in scaled}},
-                        batch, keys, tx=pop.optimizer(h, sched, params), schedule=sched,
-                        loss_fn=model_loss(module, pop.dropout_rate(h)),
-                        reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=rule)
-        if rule is None:
-            ok = jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]) & m["finite"]
-        else:  # a skipped (overflowing) float16 step is no divergence: as in a single run
-            ok = m["finite"] & (jnp.isfinite(m["loss"]) | m["skipped"])
-        keep = state["active"] & ok
-
-        def sel(new: jax.Array, old: jax.Array) -> jax.Array:
-            return jnp.where(keep, new, old)
-
-        out = {k: jax.tree.map(sel, new[k], state[k]) for k in ("params", "opt_state",
-                                                                 *scaled)}
-        out["active"] = keep
-        extra = {k: m[k] for k in ("loss_scale", "skipped")} if scaled else {}
-        return out, {"loss": m["loss"], "grad_norm": m["grad_norm"], "lr": m["lr"], "ok": ok,
-                     **extra}
-
-    def step(state: dict, batch: jax.Array, h: dict) -> tuple[dict, dict]:
-        mem = {k: state[k] for k in ("params", "opt_state", "active", *scaled)}
-        new, m = jax.vmap(member, in_axes=(0, 0, data_axis, None))(mem, h, batch, state["step"])
-        return {"step": state["step"] + 1, **new}, m
-
-    def evaluate(params: Any, batch: jax.Array) -> jax.Array:
-        def one(p: Any, b: jax.Array) -> jax.Array:
-            return jax.lax.pmean(model_loss(module)(p, b.reshape((-1, b.shape[-1])), None), AXIS)
-
-        return jax.vmap(one, in_axes=(0, data_axis))(params, batch)
-
-    out = (jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices),
-           jax.pmap(evaluate, axis_name=AXIS, devices=devices))
-    _POP_CACHE[key] = out
-    return out
 
 
 # -- the runner ---------------------------------------------------------------------------
@@ -386,20 +208,18 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
     Returns ``{"members", "swept", "results", "ranking", "best", "plot", "steps", ...}``;
     ``results[i]`` has member ``i``'s ``losses``, ``evals``, ``final_loss``, ``val_loss``,
     ``status`` (``ok``, ``diverged at step t``, ``early-stopped at step t``) and ``params``."""
-    from .loop import _devices, _init_distributed, _replicate, _unreplicate, effective_config
-
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = cfg.normalized().validate()
     simulate_devices(cfg.simulate_devices)  # as a single run: before JAX starts
-    _init_distributed(cfg)  # before any JAX computation (the population's hyperparameters)
+    init_distributed(cfg)  # before any JAX computation (the population's hyperparameters)
     names, members, cfgs = member_configs(cfg)
     k = len(members)
     schedules = [build_schedule(c) for c in cfgs]
-    pop = _Population(cfgs, members, schedules)
+    pop = Population(cfgs, members, schedules)
     per_member_data = "seed" in names
     pidx, pcount = jax.process_index(), jax.process_count()
     primary = pidx == 0
-    devices = _devices(cfg)
+    devices = select_devices(cfg)
     local = [d for d in (devices or jax.devices()) if d.process_index == pidx]
     n_local, n_global = len(local), len(devices or jax.devices())
 
@@ -480,7 +300,7 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
     if rule is not None:  # float16: one loss scaler per member, as each single run's
         host["state"]["loss_scale"] = jax.tree.map(lambda x: np.stack([x] * k),
                                                    rule.init_state())
-    p_train, p_eval = _make_steps(model_cfg, pop, per_member_data, devices)
+    p_train, p_eval = population_steps(model_cfg, pop, per_member_data, devices)
 
     ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
     try:
@@ -493,7 +313,7 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
         run = _Run(cfg, eff, names, members, pop, model_cfg, host, p_train, p_eval,
                    lambda fn, i: batch_of(batchers if fn == "batch" else val_batchers, fn, i),
                    ckpt, console, metrics_dir, devices, tokens_per_step, primary,
-                   _replicate, _unreplicate)
+                   replicate, unreplicate)
         summary = run.loop()
     finally:
         ckpt.close()
@@ -507,7 +327,7 @@ class _Run:
     """The population's training loop (the single run's, with per-member logging/freezing)."""
 
     def __init__(self, cfg: TrainConfig, eff: dict, names: list[str], members: list[dict],
-                 pop: _Population, model_cfg: Any, host: dict, p_train: Any, p_eval: Any,
+                 pop: Population, model_cfg: Any, host: dict, p_train: Any, p_eval: Any,
                  batch_of: Any, ckpt: Checkpointer, console: Console, metrics_dir: str,
                  devices: list | None, tokens_per_step: int, primary: bool, replicate: Any,
                  unreplicate: Any) -> None:
@@ -566,8 +386,9 @@ class _Run:
                     history[i].append((t, loss))
                     if not bool(m["ok"][0][i]) and self.book["diverged"][i] < 0:
                         self.book["diverged"][i] = t
-                        self.console.print(f"member {i} ({_settings(self.members[i])}) diverged "
-                                           f"at step {t} (loss {loss}); frozen, the others go on")
+                        self.console.print(f"member {i} ({settings_text(self.members[i])}) "
+                                           f"diverged at step {t} (loss {loss}); frozen, the "
+                                           "others go on")
             t_last = pending[-1][0]
             pending.clear()
             if (t_last + 1) % cfg.log_interval == 0 or t_last + 1 == cfg.steps:
@@ -711,7 +532,7 @@ def _print_ranking(c: Console, names: list[str], members: list[dict],
     c.print(_table(names, members, book, [(i, results[i]["final_loss"], results[i]["val_loss"])
                                           for i in ranking], last="val loss"))
     best = ranking[0]
-    c.print(f"best: member {best} ({_settings(members[best])}), val loss "
+    c.print(f"best: member {best} ({settings_text(members[best])}), val loss "
             f"{results[best]['val_loss']:.4f}")
     c.print(f"members: {os.path.join(workdir, 'members.json')}; metrics: {metrics_path}; "
             f"checkpoints: {ckpt_dir} (last step {last_saved})")
@@ -726,8 +547,6 @@ def _finished(cfg: TrainConfig, names: list[str], members: list[dict], ckpt_dir:
     the checkpoint's bookkeeping (checked against its checksums), its losses and validation
     losses from ``metrics.jsonl`` (a resumed run's replayed steps logged the same values; the
     last row of a step wins). Nothing is trained, compiled or evaluated."""
-    from .loop import finished_message
-
     k = len(members)
     ckpt = Checkpointer(ckpt_dir, cfg.keep_checkpoints, async_save=False)
     try:
@@ -783,44 +602,3 @@ def _nan_last(x: float) -> float:
 
 def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def plot_sweep(summary: Mapping[str, Any], path: str) -> str:
-    """Final validation loss against each swept field, and every member's loss curve (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    names, results = summary["swept"], summary["results"]
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.4),
-                             squeeze=False)
-    for ax, name in zip(axes[0], names):
-        xs = np.array([r["settings"][name] for r in results], float)
-        ys = np.array([r["val_loss"] for r in results])
-        others = [n for n in names if n != name]
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(results):
-            groups.setdefault(_settings({n: r["settings"][n] for n in others}), []).append(i)
-        for label, idx in groups.items():
-            idx = sorted(idx, key=lambda i: xs[i])
-            ax.plot(xs[idx], ys[idx], "o-", ms=4, label=label or None)
-        if (xs > 0).all() and xs.max() / xs.min() >= 10:
-            ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel("final validation loss")
-        if len(groups) > 1 and len(groups) <= 8:
-            ax.legend(fontsize=7)
-    ax = axes[0][-1]
-    for r in results:
-        if r["losses"]:
-            t, v = zip(*r["losses"])
-            ax.plot(t, v, lw=1, label=f"{r['member']}: {_settings(r['settings'])}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("train loss")
-    if len(results) <= 8:
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path

@@ -1,0 +1,101 @@
+"""A model as embeddings / one layer / head (the pipeline's view), and the vocabulary-parallel
+cross-entropy: public building blocks on the models' own modules, so the trainer's pipeline
+never reaches into a model's private functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from . import gpt2, llama
+from .common import PARAM_DTYPE
+from .gpt2 import Block, GPT2Config, _layer_norm
+from .layers import LMHead, constrain, lm_logits
+from .llama import DecoderLayer, RMSNorm, rope_cos_sin
+
+__all__ = ["ModelParts", "model_parts", "param_axes", "vocab_parallel_xent"]
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """A model's forward in three pure functions of its parameters, for the pipeline (which
+    runs the layers stage by stage): ``embed(params, tokens) -> (x, layer_args)``,
+    ``layer(layer_params, x, layer_args) -> x``, ``head(params, x) -> float32 logits``;
+    ``prefix`` names the per-layer parameter subtrees (``h_`` / ``layers_``)."""
+
+    prefix: str
+    embed: Callable[[Any, jax.Array], tuple[jax.Array, tuple]]  # -> x [B, T, C], layer args
+    layer: Callable[[Any, jax.Array, tuple], jax.Array]
+    head: Callable[[Any, jax.Array], jax.Array]  # -> float32 logits
+
+
+def _embed_module(cfg: Any, n: int) -> nn.Embed:
+    return nn.Embed(n, cfg.n_embd, dtype=cfg.compute_dtype, param_dtype=PARAM_DTYPE)
+
+
+def model_parts(cfg: Any) -> ModelParts:
+    """The model's forward as embeddings / layer / head, with the models' own modules (the same
+    arithmetic as ``models.build(cfg)``)."""
+    if isinstance(cfg, GPT2Config):
+
+        def embed(p: Any, tokens: jax.Array) -> tuple[jax.Array, tuple]:
+            T = tokens.shape[-1]
+            x = _embed_module(cfg, cfg.vocab_size).apply({"params": p["wte"]}, tokens)
+            x = x + _embed_module(cfg, cfg.block_size).apply({"params": p["wpe"]},
+                                                             jnp.arange(T))[None]
+            return constrain(x, "batch", "seq", "embed"), ()
+
+        def layer(p: Any, x: jax.Array, args: tuple) -> jax.Array:
+            return Block(cfg).apply({"params": p}, x, True)
+
+        def head(p: Any, x: jax.Array) -> jax.Array:
+            x = _layer_norm(cfg, "ln_f").apply({"params": p["ln_f"]}, x)
+            logits = lm_logits(x, p["wte"]["embedding"], transposed=True)
+            return constrain(logits, "batch", None, "vocab")
+
+        return ModelParts("h_", embed, layer, head)
+
+    def embed_l(p: Any, tokens: jax.Array) -> tuple[jax.Array, tuple]:
+        x = _embed_module(cfg, cfg.vocab_size).apply({"params": p["embed_tokens"]}, tokens)
+        return constrain(x, "batch", "seq", "embed"), rope_cos_sin(cfg, tokens.shape[-1])
+
+    def layer_l(p: Any, x: jax.Array, args: tuple) -> jax.Array:
+        return DecoderLayer(cfg).apply({"params": p}, x, *args, True)
+
+    def head_l(p: Any, x: jax.Array) -> jax.Array:
+        x = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype).apply({"params": p["norm"]}, x)
+        if cfg.tie_embeddings:
+            logits = lm_logits(x, p["embed_tokens"]["embedding"], transposed=True)
+        else:
+            logits = LMHead(cfg.vocab_size).apply({"params": p["lm_head"]}, x)
+        return constrain(logits, "batch", None, "vocab")
+
+    return ModelParts("layers_", embed_l, layer_l, head_l)
+
+
+def vocab_parallel_xent(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean token cross-entropy in float32 whose target logit is picked by a masked sum over
+    the vocabulary instead of a gather, so that logits sharded on the vocabulary (tensor
+    parallelism) are never gathered on one device. The same value as :func:`loss_fn` bit for
+    bit (the sum adds exact zeros)."""
+    logits = logits.astype(jnp.float32)
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    picked = jnp.sum(jnp.where(vocab == y[..., None].astype(jnp.int32), logits, 0.0), axis=-1)
+    return jnp.mean(logz - picked)
+
+
+def param_axes(path: str, ndim: int) -> tuple[str | None, ...]:
+    """The logical axes of the parameter at ``path`` (``/``-joined), from the ``PARAM_AXES``
+    each model declares (GPT-2's and LLaMA-3's parameter names do not overlap)."""
+    for pat, axes in (*gpt2.PARAM_AXES, *llama.PARAM_AXES):
+        if re.search(pat, path) and len(axes) == ndim:
+            return axes
+    return (None,) * ndim

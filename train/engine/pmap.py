@@ -1,0 +1,134 @@
+"""The pmap engine (the default): data parallelism with ``jax.pmap`` over the local devices.
+
+The state is replicated on every device; each device takes its rows of the global batch
+(``train.data.Batcher``'s ``[devices, grad_accum, B, T + 1]``) and the gradients are averaged
+with ``lax.pmean`` inside :func:`train.engine.step.update`. Multi-host: every process pmaps
+over its local devices, ``pmean`` spans all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jax
+import numpy as np
+import optax
+
+import models
+
+from .base import compile_key
+from .step import AXIS, LossScale, dropout_keys, loss_scale_rule, model_loss, update
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+__all__ = ["PmapEngine", "make_eval_step", "make_train_step", "pmap_engine", "replicate",
+           "select_devices", "unreplicate"]
+
+
+def make_train_step(model_cfg: Any, tx: optax.GradientTransformation, seed: int,
+                    devices: list | None = None, *, schedule: Callable[[Any], Any] | None = None,
+                    loss_scale: LossScale | None = None,
+                    ) -> Callable[[Any, Any], tuple[Any, dict]]:
+    """A pmapped ``(state, batch) -> (state, metrics)`` over :func:`update`; ``state`` is
+    donated. ``schedule`` (the one given to the optimizer) enables the ``lr`` metric;
+    ``loss_scale`` is the float16 scaler's rule (its state is in ``state["loss_scale"]``)."""
+    module = models.build(model_cfg)
+    use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
+
+    def step(state: dict, batch: jax.Array) -> tuple[dict, dict]:
+        keys = dropout_keys(seed, state["step"], batch.shape[0]) if use_dropout else None
+        return update(state, batch, keys, module=module, tx=tx, schedule=schedule,
+                      reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=loss_scale)
+
+    return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices)
+
+
+def make_eval_step(model_cfg: Any, devices: list | None = None) -> Callable[[Any, Any], jax.Array]:
+    """A pmapped ``(params, batch) -> mean loss`` over the global batch (all micro-batches)."""
+    loss = model_loss(models.build(model_cfg))
+
+    def step(params: Any, batch: jax.Array) -> jax.Array:
+        flat = batch.reshape((-1, batch.shape[-1]))
+        return jax.lax.pmean(loss(params, flat, None), AXIS)
+
+    return jax.pmap(step, axis_name=AXIS, devices=devices)
+
+
+def select_devices(cfg: TrainConfig) -> list | None:
+    """The devices a run uses (None: all): ``--devices`` per process when set."""
+    local = jax.local_device_count()
+    if cfg.devices is None:
+        return None
+    if cfg.devices > local:
+        raise ValueError(f"--devices={cfg.devices} is invalid: this process has {local} local "
+                         f"device(s)")
+    by_proc: dict[int, list] = {}
+    for d in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
+        by_proc.setdefault(d.process_index, []).append(d)
+    return [d for p in sorted(by_proc) for d in by_proc[p][: cfg.devices]]
+
+
+def replicate(tree: Any, devices: list | None) -> Any:
+    """Copy a host pytree onto every (local) device, laid out as the pmapped step expects.
+
+    The identity is pmapped over the step's axis name (``AXIS``) so the copies carry the same
+    sharding as the step's outputs: otherwise the train step compiles twice (first call,
+    then again for its own outputs)."""
+    n = jax.local_device_count() if devices is None else sum(
+        d.process_index == jax.process_index() for d in devices)
+    stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree)
+    return jax.pmap(lambda x: x, axis_name=AXIS, devices=devices)(stacked)
+
+
+def unreplicate(tree: Any) -> Any:
+    """Host NumPy copy of device 0's replica."""
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x.addressable_data(0)))[0], tree)
+
+
+@dataclass
+class PmapEngine:
+    """The pmap engine (:class:`train.engine.base.Engine`): replicated state, host
+    checkpoints (device 0's replica, gathered to the host)."""
+
+    tx: optax.GradientTransformation
+    train: Callable[[Any, Any], tuple[Any, dict]]
+    eval: Callable[[Any, Any], jax.Array]
+    devices: list | None = None
+
+    def put_state(self, host: Any) -> Any:
+        return replicate(host, self.devices)
+
+    def get_state(self, state: Any) -> Any:
+        return unreplicate(state)
+
+    def checkpoint_view(self, state: Any) -> Any:
+        return unreplicate(state)
+
+    def restore_target(self, host: Any) -> Any:
+        return host
+
+    def from_checkpoint(self, restored: Any) -> Any:
+        return restored
+
+
+_CACHE: dict[Any, PmapEngine] = {}
+
+
+def pmap_engine(model_cfg: Any, cfg: TrainConfig, schedule: Any, params: Any,
+                devices: list | None) -> PmapEngine:
+    """The pmap engine of a run (optimizer and compiled steps), cached per process under
+    :func:`train.engine.base.compile_key`."""
+    from ..optim import make_optimizer
+
+    key = compile_key(model_cfg, cfg, schedule,
+                      None if devices is None else tuple(d.id for d in devices))
+    if key not in _CACHE:
+        tx = make_optimizer(cfg, schedule, params)
+        _CACHE[key] = PmapEngine(tx, make_train_step(model_cfg, tx, cfg.seed, devices,
+                                                     schedule=schedule,
+                                                     loss_scale=loss_scale_rule(cfg)),
+                                 make_eval_step(model_cfg, devices), devices)
+    return _CACHE[key]

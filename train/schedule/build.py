@@ -1,0 +1,187 @@
+"""The trainer's learning-rate schedule from its flags: one name, one library's scheduler.
+
+Three families, each reproduced number for number (the lr of update ``t``, 0-based, is what the
+library gives after ``t`` calls of ``scheduler.step()``, each after ``optimizer.step()``):
+
+* ``--lr-scheduler=NAME``: ``torch.optim.lr_scheduler``'s class ``NAME`` (table
+  :data:`TORCH_SCHEDULERS`: torch class and, per constructor argument, its flag and default).
+  Nothing is prepended unless ``--warmup-steps``/``--warmup-ratio`` is given: then
+  ``SequentialLR([LinearLR(lr, 1/W, 1.0, total_iters=W), main], milestones=[W])``
+  (``chained``: the warmup is the chain's first child; ``sequential``: its first segment).
+* ``--lr-scheduler=hf:NAME``: transformers' ``get_scheduler(NAME, ...)`` (table
+  :data:`HF_SCHEDULERS`), warmup inside the lambda as in transformers.
+* ``--lr-decay-style=STYLE``: Megatron-LM's ``OptimizerParamScheduler``
+  (:class:`schedules.megatron.OptimizerParamScheduler`).
+
+With none of these (and no ``--schedule``), the default: ``cosine`` with a 10% warmup.
+
+Arguments that are lengths (``T_max``, ``T_0``, ``total_iters``, ``total_steps``) default to the
+length of the scheduler's segment (``--total-steps``, default ``--steps``, minus the warmup);
+every other argument has torch's default, and is required where torch has none. A schedule
+flag that the chosen scheduler does not read is an error naming it.
+
+The flags are read once into a :class:`~train.schedule.plan.Plan` (pure data: class names
+and arguments), realized by :func:`build_schedule` with :mod:`schedules.torch` and by
+``reference/torch_train.py`` with ``torch.optim.lr_scheduler`` itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+import schedules as S
+from schedules import hf as H
+from schedules import torch as T
+from schedules.megatron import OptimizerParamScheduler
+from schedules.torch import TorchSchedule
+
+from .._flag import flag
+from .names import HF_SCHEDULERS, TORCH_SCHEDULERS
+from .plan import Plan, plan
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+__all__ = ["build_schedule", "check_lr_curve", "lr_table", "schedule_warnings"]
+
+
+# -- realizing a plan with schedules.torch / hf / megatron ------------------------------------
+
+
+def _realize(p: Plan, lr: float) -> S.Schedule:
+    if p.cls == "spec":
+        try:
+            return S.parse(p.kwargs["spec"])
+        except ValueError as e:
+            raise ValueError(f"--schedule={p.kwargs['spec']!r} is invalid: {e}") from None
+    if p.cls == "hf":
+        kw = p.kwargs
+        return H.get_scheduler(kw["name"], lr, num_warmup_steps=kw["num_warmup_steps"],
+                               num_training_steps=kw["num_training_steps"],
+                               scheduler_specific_kwargs=dict(kw["scheduler_specific_kwargs"]))
+    if p.cls == "megatron":
+        return OptimizerParamScheduler(**p.kwargs)
+    kids = [_realize(c, lr) for c in p.children]
+    if p.cls == "ChainedScheduler":
+        return T.ChainedScheduler(kids, lr=lr)
+    if p.cls == "SequentialLR":
+        return T.SequentialLR(lr, schedulers=kids, **p.kwargs)
+    return getattr(T, p.cls)(lr, **p.kwargs)
+
+
+def _flag_of(p: Plan, msg: str) -> str | None:
+    """``msg`` from a scheduler's own check (``"StepLR: step_size=0 must be ..."``) with the
+    argument's flag named."""
+    table = {}
+    for cls, args in TORCH_SCHEDULERS.values():
+        for arg, field, _ in args:
+            if field:
+                table[(cls, arg)] = field
+    for args in HF_SCHEDULERS.values():
+        for key, field, _ in args:
+            table.setdefault(("hf", key), field)
+    for (cls, arg), field in table.items():
+        if msg.startswith(f"{cls}: {arg}=") or (cls == "hf" and f": {arg}=" in msg):
+            return f"{flag(field)} is invalid ({msg})"
+    return None
+
+
+_BUILDS = 0  # schedules built (a test checks that a run builds one)
+
+
+def build_schedule(cfg: TrainConfig, global_batch: int | None = None) -> S.Schedule:
+    """The learning-rate schedule of ``cfg`` (a pure ``step -> lr`` pytree).
+
+    Torch and transformers schedulers are tabulated (``horizon = max(--steps, --total-steps)``)
+    so that the jitted step gathers the library's exact values. ``global_batch``: sequences per
+    update, for Megatron's sample-counting styles (the run's setup passes it). Raises
+    ``ValueError`` naming the flag when an argument is missing, invalid or unused. Nothing is
+    cached: the run's setup builds it once and hands it to the engine."""
+    global _BUILDS
+    p = plan(cfg, global_batch)
+    horizon = max(cfg.steps, cfg.schedule_steps)
+    try:
+        s = _realize(p, float(cfg.lr))
+        s(0), s(horizon - 1)  # torch-invalid combinations raise here
+    except S.SpecError:
+        raise
+    except ValueError as e:
+        msg = str(e)
+        if msg.startswith("--"):
+            raise
+        named = _flag_of(p, msg)
+        who = (f"--lr-decay-style={cfg.lr_decay_style}" if p.cls == "megatron"
+               else f"--lr-scheduler={cfg.scheduler_name}")
+        raise ValueError(named or f"{who} with these arguments is invalid: {msg}") from None
+    if isinstance(s, TorchSchedule) and s.horizon is None:
+        s = s.replace(horizon=horizon)
+    _BUILDS += 1
+    return s
+
+
+def check_lr_curve(schedule: S.Schedule, steps: int) -> None:
+    """Refuse a learning-rate curve that is negative or not finite at some update of the run.
+
+    The compatibility layers return their library's numbers, negative ones included (torch's
+    chained cosine goes below zero past ``T_max``); a negative lr turns gradient descent into
+    ascent, so the trainer refuses it here, before anything compiles, naming the first such
+    step and value. The whole run's curve is evaluated on the host (float64)."""
+    v = S.values(schedule, steps)
+    bad = np.flatnonzero(~np.isfinite(v) | (v < 0))
+    if len(bad):
+        t = int(bad[0])
+        x = float(v[t])
+        what = "negative" if math.isfinite(x) else "not finite"
+        raise ValueError(f"the learning rate is {what} at step {t} ({x!r}; the first of "
+                         f"{len(bad)} such step(s) of --steps={steps}): the schedule's "
+                         "library computes it, but training with it would ascend the loss; "
+                         "change the schedule's flags")
+
+
+# -- warnings ---------------------------------------------------------------------------------
+
+
+def schedule_warnings(cfg: TrainConfig, schedule: S.Schedule) -> list[str]:
+    """One-line warnings about a valid but suspicious schedule: it ends before the run
+    (``--total-steps`` or a ``--schedule`` spec flat for the last 10%+ of ``--steps``),
+    milestones beyond the run, or an lr below 1e-6 of its peak before the last 10% of the
+    run."""
+    s = schedule
+    n = cfg.steps
+    out: list[str] = []
+    if cfg.total_steps is not None and cfg.total_steps < n:
+        out.append(f"--total-steps={cfg.total_steps} is shorter than --steps={n}: the schedule "
+                   f"ends at step {cfg.total_steps} and the last {n - cfg.total_steps} steps "
+                   f"run past it")
+    late = [m for m in cfg.lr_milestones if m >= n]
+    if late:
+        out.append(f"--lr-milestones={','.join(map(str, cfg.lr_milestones))}: "
+                   f"milestone(s) {','.join(map(str, late))} beyond the run (--steps={n}) "
+                   f"never take effect")
+    if n > 1_000_000:
+        return out
+    v = S.values(s, n)
+    if cfg.schedule is not None and n >= 10:
+        change = np.flatnonzero(v[1:] != v[:-1])
+        if len(change) and change[-1] + 1 <= 0.9 * n:
+            e = int(change[-1]) + 1
+            out.append(f"--schedule is constant from step {e} to the end of the run "
+                       f"(--steps={n}): does it end before the run?")
+    peak_at = int(np.argmax(v))
+    peak = float(v[peak_at])
+    if peak > 0:
+        low = np.flatnonzero(v[peak_at:] < 1e-6 * peak)
+        if len(low) and peak_at + low[0] < 0.9 * n:
+            t = peak_at + int(low[0])
+            out.append(f"the lr falls below 1e-6 of its peak ({peak:.3g}) at step {t}, before "
+                       f"the last 10% of the run (--steps={n}): check the schedule's flags")
+    return out
+
+
+def lr_table(schedule: S.Schedule, steps: int) -> list[tuple[int, float]]:
+    """``[(t, lr of update t)]`` for ``t < steps``: host float64."""
+    return [(t, float(x)) for t, x in enumerate(S.values(schedule, steps))]
+
