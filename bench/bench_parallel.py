@@ -34,12 +34,12 @@ import numpy as np
 import models
 from train import TrainConfig, build_schedule
 from train.data import Batcher, TokenData
-from train.loop import _replicate
-from train.mesh import build, fmt_bytes, make_layout
+from train.engine.mesh import build
+from train.engine.pmap import make_train_step, replicate
 from train.optim import make_optimizer
-from train.plan import plan
-from train.sharding import shard_bytes
-from train.step import make_train_step
+from train.parallel.layout import make_layout
+from train.parallel.shardings import fmt_bytes, shard_bytes
+from train.run.memplan import memory_plan
 
 LAYOUTS = {
     "pmap DP=8": {},
@@ -115,7 +115,7 @@ def main() -> None:
             model=args.model, model_size="tiny", n_layer=4, n_head=8, n_embd=args.n_embd,
             seq_len=args.seq, batch_size=tp, sample_tokens=0, **extra, **lay))
         model_cfg = models.get_config(cfg.model, "tiny", vocab_size=256, **cfg.model_overrides())
-        p = plan(cfg, model_cfg, build_schedule(cfg))
+        p = memory_plan(cfg, model_cfg, build_schedule(cfg))
         print(f"{name:<22} {fmt_bytes(p['params']):>10} {fmt_bytes(p['grads']):>10} "
               f"{fmt_bytes(p['opt_state']):>10} {fmt_bytes(p['temporaries']):>10} "
               f"{fmt_bytes(p['total']):>10} {p['xla_flops'] / 1e9:>11.3f}", flush=True)
@@ -142,7 +142,7 @@ def pipeline_rows(args: argparse.Namespace) -> None:
     CPU cores the bubble shows as extra compute: time per step ~ (m V + N - 1) chunk steps.
     The measured bubble is ``1 - (m V / (m_max V)) * t(m_max) / t(m)`` scaled by the formula's
     value at ``m_max`` (i.e. the idle share relative to the largest m)."""
-    from train.pipeline import bubble_fraction, pipeline_loss
+    from train.parallel.pipeline import bubble_fraction, pipeline_loss
 
     data = TokenData([np.random.default_rng(0).integers(0, 256, 200_000).astype(np.uint16)], "b")
     ms = (4, 8, 16)

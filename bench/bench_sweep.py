@@ -49,8 +49,9 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
     sys.path.insert(0, ROOT)
     import models
     from train import TrainConfig, build_schedule
-    from train.loop import _compiled, _replicate
-    from train.sweep import _make_steps, _Population, member_configs
+    from train.engine.pmap import pmap_engine, replicate
+    from train.engine.population import Population, population_steps
+    from train.run.sweep import member_configs
 
     devices = jax.local_devices()[:1]
     cfg = TrainConfig(**_base(model_size, batch, seq), steps=1000)
@@ -62,7 +63,8 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
 
     # the single run's step, exactly as train_and_evaluate builds it
     sched = build_schedule(cfg)
-    tx, p_train, _ = _compiled(mcfg, cfg, sched, params, devices)
+    eng = pmap_engine(mcfg, cfg, sched, params, devices)
+    tx, p_train = eng.tx, eng.train
     single = replicate({"step": np.zeros((), np.int32), "params": params,
                          "opt_state": jax.device_get(tx.init(params))}, devices)
 
@@ -70,8 +72,8 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
     pcfg = cfg.replace(sweep=("lr=" + ",".join(repr(x) for x in LRS[:k]),) if k > 1 else (),
                        sweep_seeds=1 if k == 1 else 0)
     _, members, cfgs = member_configs(pcfg)
-    pop = _Population(cfgs, members, [build_schedule(c) for c in cfgs])
-    p_pop, _ = _make_steps(mcfg, pop, False, devices)
+    pop = Population(cfgs, members, [build_schedule(c) for c in cfgs])
+    p_pop, _ = population_steps(mcfg, pop, False, devices)
     stacked = jax.tree.map(lambda x: np.stack([x] * k), params)
     opt = jax.vmap(lambda p, h: pop.optimizer(h, pop.schedule(h), p).init(p))(stacked, pop.h)
     state = replicate({"step": np.zeros((), np.int32), "params": stacked,

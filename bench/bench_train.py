@@ -63,9 +63,8 @@ def jax_worker(steps: int, overhead: bool) -> dict:
     import numpy as np
 
     import schedules as S
-    from train.loop import _replicate
+    from train.engine.pmap import make_train_step, replicate
     from train.optim import make_optimizer
-    from train.step import make_train_step
 
     n = jax.local_device_count()
     per = GLOBAL_BATCH // n

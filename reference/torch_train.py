@@ -164,7 +164,8 @@ def _realize(p: Plan, opt: torch.optim.Optimizer) -> Any:
 
 def build_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> Any:
     """The torch (or transformers) scheduler that the flags name: the trainer's own
-    :func:`train.schedule.plan.plan` (one table for both) realized with ``torch.optim.lr_scheduler``."""
+    :func:`train.schedule.plan.plan` (one table for both) realized with
+    ``torch.optim.lr_scheduler``."""
     if cfg.scheduler_name in UNSUPPORTED and cfg.lr_decay_style is None and cfg.schedule is None:
         raise ValueError(f"--lr-scheduler={cfg.scheduler_name} is not supported by the reference "
                          f"(torch cycles AdamW's beta1 with it; the trainer does not)")

@@ -11,6 +11,7 @@ import schedules as S
 from schedules import torch as T
 from train.__main__ import main, parse_config
 from train.config import LR_SCHEDULERS, TrainConfig
+from train.run.setup import check_config
 from train.schedule.build import build_schedule
 
 
@@ -49,7 +50,7 @@ def test_defaults_valid() -> None:
 )
 def test_rejects_bad_values(kw: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=None) as e:
-        TrainConfig.from_dict(kw)
+        check_config(TrainConfig.from_dict(kw))
     assert needle in str(e.value), str(e.value)
 
 

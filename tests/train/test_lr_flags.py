@@ -3,7 +3,8 @@
 A seeded checker draws random scheduler flag sets (torch names, ``hf:`` names, Megatron styles;
 a warmup flag only when drawn), parses them with the real CLI parser, and compares the schedule
 the trainer uses (``train.schedule.build.build_schedule``) with the library's own sequence,
-built here independently from the same flags: ``torch.optim.lr_scheduler`` driven by a torch optimizer
+built here independently from the same flags: ``torch.optim.lr_scheduler`` driven by a torch
+optimizer
 (arguments not given are left out of the torch call, so torch's own defaults apply; lengths are
 the segment's length), ``transformers.get_scheduler``, and a plain-Python transcription of
 Megatron-LM's ``get_lr`` counting samples. Relative tolerance 1e-12 (host float64 on both
@@ -23,10 +24,13 @@ import random
 import numpy as np
 import pytest
 
+import schedules as S
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import train.schedule.build as LR  # noqa: E402
+import train.schedule.names as N  # noqa: E402
 from reference.megatron import get_lr  # noqa: E402
 from train.__main__ import parse_config  # noqa: E402
 from train.schedule.build import build_schedule  # noqa: E402
@@ -176,7 +180,7 @@ def torch_case(rng: random.Random) -> tuple[list[str], object, int, float, str]:
     n = rng.randint(20, 80)
     lr = rng.choice([1e-3, 3e-3, 0.1])
     total = n if rng.random() < 0.6 else n + rng.randint(1, 30)
-    kind = rng.choice([*LR.TORCH_SCHEDULERS, "sequential", "chained"])
+    kind = rng.choice([*N.TORCH_SCHEDULERS, "sequential", "chained"])
     flags: dict = {}
     argv = [f"--steps={n}", f"--lr={lr}", f"--lr-scheduler={kind}"]
     if total != n:
@@ -261,7 +265,7 @@ def test_torch_names_are_torch(seed: int, capsys) -> None:
 def hf_case(rng: random.Random) -> tuple[list[str], list[float], float, str]:
     n = rng.randint(20, 80)
     lr = rng.choice([1e-3, 3e-3])
-    name = rng.choice(list(LR.HF_SCHEDULERS))
+    name = rng.choice(list(N.HF_SCHEDULERS))
     typed = {"warmup_stable_decay": rng.choice(["wsd", "warmup_stable_decay", "WSD"])}.get(
         name, name)
     argv = [f"--steps={n}", f"--lr={lr}", f"--lr-scheduler=hf:{typed}"]
@@ -392,10 +396,10 @@ def test_default_run_is_documented_warmup_cosine() -> None:
                                          ("ConstantLR", "constant"), ("hf:WSD",
                                                                       "hf:warmup_stable_decay")])
 def test_aliases(typed: str, canon: str) -> None:
-    assert LR.canonical_scheduler(typed) == canon
+    assert N.canonical_scheduler(typed) == canon
 
 
-@pytest.mark.parametrize("name", LR.CHAINABLE)
+@pytest.mark.parametrize("name", N.CHAINABLE)
 def test_every_chainable_name_chains(name: str) -> None:
     """Each name --lr-chain advertises works in sequential and chained (torch's values)."""
     extra = {"steplr": ["--lr-step-size=5"], "exponential": ["--lr-gamma=0.9"],
@@ -446,21 +450,26 @@ def test_unused_missing_and_conflicting_flags(argv, needle, capsys) -> None:
     assert err.count("\n") == 2 and "usage" not in err and "Traceback" not in err
 
 
-def test_builds_once_and_no_lazy_config_import() -> None:
+def test_schedule_built_once_per_check_and_never_stored_on_the_config(tmp_path) -> None:
+    """The CLI's check builds the schedule once; the config holds no built schedule (the run's
+    setup hands the one it built to the engine), and a later build is an equal schedule."""
     before = LR._BUILDS
     cfg, _ = parse_config(["--lr-scheduler=steplr", "--lr-step-size=5", "--steps=20"])
     assert LR._BUILDS - before == 1
+    assert not any(isinstance(v, S.Schedule) for v in vars(cfg).values())
     s = build_schedule(cfg)
-    assert build_schedule(cfg.normalized().validate()) is s  # what train_and_evaluate does
-    assert LR._BUILDS - before == 1
-    # train/lr.py reads flags from the leaf module, never from config (no import cycle)
-    with open(os.path.join(ROOT, "train", "lr.py")) as f:
-        tree = ast.parse(f.read())
-    for fn in ast.walk(tree):
-        if isinstance(fn, ast.FunctionDef):
-            for node in ast.walk(fn):
-                if isinstance(node, ast.ImportFrom) and node.module == "config":
-                    raise AssertionError(f"train/lr.py imports .config lazily (line {node.lineno})")
+    assert LR._BUILDS - before == 2 and build_schedule(cfg) == s
+    # the schedule builders read the config's type only for annotations: no runtime import
+    for mod in ("plan", "build"):
+        with open(os.path.join(ROOT, "train", "schedule", f"{mod}.py")) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.FunctionDef):
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.ImportFrom) and (sub.module or "").endswith("config"):
+                        raise AssertionError(f"train/schedule/{mod}.py imports the config lazily")
 
 
 def test_reference_uses_the_same_table() -> None:

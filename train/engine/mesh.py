@@ -311,7 +311,8 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
           loss_scale: LossScale | None = None) -> MeshEngine:
     """The mesh, the state's shardings and the jitted steps (compiled at their first call).
 
-    The step is :func:`train.engine.step.update` (the pmap engine's body) with the vocabulary-parallel
+    The step is :func:`train.engine.step.update` (the pmap engine's body) with the
+    vocabulary-parallel
     loss and, as its cross-device "reduce", the gradients' sharding constraint (under GSPMD the
     compiler inserts the all-reduce or, for ZeRO-2/3, the reduce-scatter)."""
     mesh = make_mesh(layout, devices)

@@ -30,8 +30,8 @@ one ``{prefix}*`` subtree of ``[N, V, L/(NV), ...]`` arrays sharded over ``pipe`
 (:func:`train.parallel.stack.stack_tree`), so each stage holds only its own chunks' layers.
 Checkpoints hold the model's per-layer tree (``h_{i}``) whatever the layout: saving turns
 each stage's slices into per-layer arrays on that stage's devices, restoring reads each layer
-onto its stage and stacks it there (``train.engine.mesh``), device-local both ways; a checkpoint written under any
-layout restores under any other.
+onto its stage and stacks it there (``train.engine.mesh``), device-local both ways; a checkpoint
+written under any layout restores under any other.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Step convention: optimizer step ``t`` (0-based) consumes ``batch(t)`` and uses the learning rate
 ``schedule(count)``, optax's count before the update (``count == t`` unless float16 loss scaling
 skipped updates); the metrics record ``{"step": t, "loss", "lr", ...}`` where ``lr`` is the rate
-the update applied, as the step itself reports it (``train.engine.step``). A checkpoint labelled ``n``
+the update applied, as the step itself reports it (``train.engine.step``). A checkpoint labelled
+``n``
 holds the state after ``n`` updates, so a resumed run continues with step ``n`` — bit-identical
 to an uninterrupted run.
 """

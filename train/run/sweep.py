@@ -3,8 +3,8 @@
 ``python -m train --sweep lr=1e-3,3e-3 --sweep warmup_steps=0,50`` (the grid is the product of
 the ``--sweep`` entries; ``--sweep-seeds=K`` adds the seeds ``seed .. seed+K-1`` as one more
 axis) or :func:`sweep` from Python. Every member is exactly the single run with its settings:
-the step is :func:`train.engine.step.update` (the single run's step body) under ``jax.vmap`` over the
-members' parameters, optimizer states and hyperparameters, inside the usual ``jax.pmap`` over
+the step is :func:`train.engine.step.update` (the single run's step body) under ``jax.vmap`` over
+the members' parameters, optimizer states and hyperparameters, inside the usual ``jax.pmap`` over
 devices, so K small matrix products become one batched one.
 
 What varies across members, and how it enters the program:
@@ -13,7 +13,8 @@ What varies across members, and how it enters the program:
   ``clip_norm``): the optimizer is built inside the vmapped function from traced values (a
   member with ``clip_norm=0`` gets ``inf``: ``clip_by_global_norm(inf)`` is the identity);
 * **schedule fields** (``lr``, ``warmup_steps``, ``min_lr``, ...): each member's schedule is
-  built from its config by :func:`train.schedule.build.build_schedule`. Algebra schedules (Megatron's,
+  built from its config by :func:`train.schedule.build.build_schedule`. Algebra schedules
+  (Megatron's,
   ``constant``, ``--schedule`` specs) are pytrees whose hyperparameters are leaves: the K
   schedules must share one tree structure and their varying leaves are stacked and vmapped.
   Torch schedulers are, in a single run already, a table of torch's exact values gathered by
