@@ -52,7 +52,7 @@ ENV = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS":
 
 def argv_of(case: str, steps: int, workdir: str) -> list[str]:
     flags = case_flags(case, steps=steps, seq_len=SEQ_LEN, devices=8,
-                       extra=[f"--workdir={workdir}"])
+                       extra=["--overwrite", f"--workdir={workdir}"])
     return [f if not f.startswith("--log-interval=") else "--log-interval=1" for f in flags]
 
 
