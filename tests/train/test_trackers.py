@@ -22,7 +22,8 @@ def read_wandb_file(path: str) -> list:
     over blocks as FIRST / MIDDLE / LAST pieces."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     ident, magic, _ = struct.unpack("<4sHB", data[:7])
     assert ident == b":W&B" and magic == 0xBEE1, (ident, magic)
     block, pos, out, buf = 32768, 7, [], b""
