@@ -212,10 +212,10 @@ class HFTokenizer(_Base):
 
     def __init__(self, path: str) -> None:
         try:
-            from tokenizers import Tokenizer as _T
+            from tokenizers import Tokenizer as HFTok
         except ImportError:
             raise missing_extra("tokenizers") from None
-        self.tok = _T.from_file(path)
+        self.tok = HFTok.from_file(path)
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
         self.name, self.identity = _ident("hf", path)
         self.path = path
@@ -228,7 +228,8 @@ class HFTokenizer(_Base):
             with open(cfg_path) as f:
                 cfg = json.load(f)
             bos, eos = _token_content(cfg.get("bos_token")), _token_content(cfg.get("eos_token"))
-            self.bos_id, self.eos_id = vocab.get(bos) if bos else None, vocab.get(eos) if eos else None
+            self.bos_id = vocab.get(bos) if bos else None
+            self.eos_id = vocab.get(eos) if eos else None
             self.add_bos = bool(cfg.get("add_bos_token", self.bos_id is not None))
             self.add_eos = bool(cfg.get("add_eos_token", self.bos_id is None))
             self.add_bos &= self.bos_id is not None
