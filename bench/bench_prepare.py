@@ -28,7 +28,13 @@ sys.path.insert(0, ROOT)
 from train import prepare as P  # noqa: E402
 from train.tokenizer import get_tokenizer  # noqa: E402
 
-WORDS = [*["the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "his", "it", "an", "were", "are", "which", "schedule", "learning", "rate", "cosine", "warmup", "decay", "model", "token", "tokenizer", "corpus", "shard", "epoch", "1999", "2024", "3.14", "naïve", "café", "ü", "日本語", "...", "?", "!", "(x)", "[y]", "{z}", "'quoted'"], '"double"']
+WORDS = [
+    "the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at",
+    "from", "his", "it", "an", "were", "are", "which", "schedule", "learning", "rate", "cosine",
+    "warmup", "decay", "model", "token", "tokenizer", "corpus", "shard", "epoch", "1999", "2024",
+    "3.14", "naïve", "café", "ü", "日本語", "...", "?", "!", "(x)", "[y]", "{z}", "'quoted'",
+    '"double"',
+]
 
 
 def write_corpus(path: str, mb: float, seed: int = 0) -> int:
