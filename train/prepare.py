@@ -31,6 +31,7 @@ import contextlib
 import errno
 import gzip
 import hashlib
+import importlib
 import io
 import json
 import multiprocessing as mp
@@ -498,11 +499,15 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str = "gpt2", *,
         _write_json(prog_path, state)
 
     chunks = _chunks(iter_documents(sources, text_field), start)
+    # by the importable module, not __main__ (``python -m train.prepare``, runpy), so the
+    # functions handed to the pool pickle by a name the workers can resolve
+    mod = importlib.import_module("train.prepare")
+    encode = mod._encode_chunk
     pool = None
     if workers > 1:
-        pool = mp.get_context("fork").Pool(workers, _init_worker, (tokenizer,))
+        pool = mp.get_context("fork").Pool(workers, mod._init_worker, (tokenizer,))
     else:
-        _init_worker_inproc(tokenizer)
+        mod._init_worker_inproc(tokenizer)
     try:
         results: deque = deque()
         exhausted = False
@@ -514,7 +519,7 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str = "gpt2", *,
                 except StopIteration:
                     exhausted = True
                     break
-                res = pool.apply_async(_encode_chunk, (texts,)) if pool else _encode_chunk(texts)
+                res = pool.apply_async(encode, (texts,)) if pool else encode(texts)
                 results.append((idx, res, done_at))
             if not results:
                 break
