@@ -36,6 +36,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import re
 import signal
 import sys
 import time
@@ -304,6 +305,17 @@ class _SplitWriter:
         self.pending: list[np.ndarray] = []
         self.pending_n = 0
         self.f = None
+        done = self.partial[: -len(".partial")]
+        if os.path.isfile(done):
+            # killed between completing this shard and recording it: reopen it as the partial
+            # and cut it back to what progress.json vouches for
+            os.replace(done, self.partial)
+        for n in os.listdir(out):  # a later shard, in case one was started: not vouched for
+            m = _SHARD_NAME.fullmatch(n)
+            if m and m.group(1) == split and int(m.group(2)) > len(self.shards):
+                os.remove(os.path.join(out, n))
+        if not self.tokens and os.path.isfile(self.partial):
+            os.remove(self.partial)
         if self.tokens:
             need = HEADER_INTS * 4 + self.tokens * self.dtype.itemsize
             if not os.path.isfile(self.partial) or os.path.getsize(self.partial) < need:
@@ -368,6 +380,23 @@ class _SplitWriter:
     def summary(self) -> dict:
         return {"docs": sum(s["docs"] for s in self.shards),
                 "tokens": sum(s["tokens"] for s in self.shards), "shards": self.shards}
+
+
+_SHARD_NAME = re.compile(r"(train|val)_(\d{6})\.bin(\.partial)?")
+
+
+def _clear_unrecorded(out: str) -> None:
+    """Without progress.json no shard is vouched for: a prepare killed before its first
+    checkpoint left them. Other token files mean ``out`` is not ours: refuse."""
+    names = os.listdir(out)
+    foreign = [n for n in names
+               if n.endswith((".bin", ".partial")) and not _SHARD_NAME.fullmatch(n)]
+    if foreign:
+        raise PrepareError(f"--out={out!r} already holds token files ({foreign[0]}); choose "
+                           "another --out")
+    for n in names:
+        if _SHARD_NAME.fullmatch(n):
+            os.remove(os.path.join(out, n))
 
 
 def _write_json(path: str, obj: dict) -> None:
@@ -480,8 +509,8 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str = "gpt2", *,
             state = json.load(f)
         if state.get("key") != key:
             raise PrepareError(other)
-    elif any(n.endswith((".bin", ".partial")) for n in os.listdir(out)):
-        raise PrepareError(f"--out={out!r} already holds token files; choose another --out")
+    else:
+        _clear_unrecorded(out)
 
     writers = {s: _SplitWriter(out, s, tok.dtype, state and state[s]) for s in ("train", "val")}
     start = state["next_doc"] if state else 0

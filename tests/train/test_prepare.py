@@ -167,6 +167,9 @@ def test_interrupted_prepare_resumes_to_identical_shards(tmp_path, monkeypatch, 
     monkeypatch.undo()
     assert not os.path.exists(os.path.join(out, "manifest.json"))
     assert len([f for f in os.listdir(out) if f.endswith(".bin")]) == 3
+    # the third was renamed but not yet recorded (killed in between): only two are vouched for
+    state = _json(os.path.join(out, "progress.json"))
+    assert len(state["train"]["shards"]) + len(state["val"]["shards"]) == 2
     capsys.readouterr()
     P.prepare([src], out, "gpt2", **kw)
     assert "resuming at document" in capsys.readouterr().err
@@ -174,6 +177,25 @@ def test_interrupted_prepare_resumes_to_identical_shards(tmp_path, monkeypatch, 
         if n.endswith(".bin"):
             assert _bytes(os.path.join(clean, n)) == _bytes(os.path.join(out, n))
     assert sorted(os.listdir(clean)) == sorted(os.listdir(out))
+
+
+def test_killed_before_any_checkpoint_or_after_a_rename(tmp_path) -> None:
+    src = _jsonl(tmp_path / "c.jsonl")
+    kw = dict(val_fraction=0.2, shard_tokens=120, progress=False)
+    clean = str(tmp_path / "clean")
+    P.prepare([src], clean, "gpt2", **kw)
+    out = tmp_path / "out"
+    out.mkdir()  # as SIGKILL leaves it before the first checkpoint: unvouched shards
+    (out / "train_000000.bin.partial").write_bytes(b"\0" * 2000)
+    (out / "train_000000.bin").write_bytes(b"\1" * 3000)
+    P.prepare([src], str(out), "gpt2", **kw)
+    assert _bytes(str(out / "train_000000.bin")) == _bytes(os.path.join(clean, "train_000000.bin"))
+    assert sorted(os.listdir(out)) == sorted(os.listdir(clean))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "fineweb_train_000001.bin").write_bytes(b"x")
+    with pytest.raises(P.PrepareError, match="already holds token files"):
+        P.prepare([src], str(other), "gpt2", **kw)
 
 
 def test_disk_full_leaves_nothing_half_written(tmp_path, monkeypatch) -> None:
