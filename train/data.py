@@ -442,6 +442,12 @@ def _load_path(path: str, tokenizer, cache: str, val_fraction: float,
         p = open_prepared(path, tokenizer)
         if whole:
             return TokenData(p.train.shards + p.val.shards, "val"), TokenData([], "val"), path
+        if p.val.num_tokens == 0:  # prepared without --val-fraction: hold out a tail
+            *head, last = p.train.shards
+            tr, va = _split(last, val_fraction)
+            return (TokenData([*head, tr], "train"), TokenData([va], "val"),
+                    f"{p.describe()}; no val split: the last {val_fraction:g} of the last "
+                    "train shard held out")
         return p.train, p.val, p.describe()
     if os.path.isdir(path):
         bins = sorted(glob.glob(os.path.join(path, "**", "*.bin"), recursive=True))

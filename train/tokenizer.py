@@ -29,7 +29,8 @@ from typing import Protocol
 import numpy as np
 
 __all__ = ["ByteTokenizer", "GPT2Tokenizer", "HFTokenizer", "SentencePieceTokenizer",
-           "TiktokenFileTokenizer", "Tokenizer", "get_tokenizer", "missing_extra"]
+           "TiktokenFileTokenizer", "Tokenizer", "get_tokenizer", "missing_extra",
+           "save_tokenizer"]
 
 # LLaMA-3's pre-tokenizer split (Meta's llama3 tokenizer.py) and its special tokens.
 LLAMA3_PAT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
@@ -359,3 +360,33 @@ def get_tokenizer(name: str) -> _Base:
         raise ValueError(f"--tokenizer={name!r} is invalid: cannot load it "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
                          ) from None
+
+
+def save_tokenizer(tok: _Base, run_dir: str) -> str:
+    """Save ``tok`` with a run: ``<run_dir>/tokenizer/`` gets its file (and a
+    ``tokenizer_config.json`` beside a ``tokenizer.json``) and ``identity.json`` (what a
+    manifest records). Returns the spec to give :func:`get_tokenizer` to load it again.
+    Written atomically; saving the same tokenizer again changes nothing."""
+    import shutil
+
+    d = os.path.join(run_dir, "tokenizer")
+    os.makedirs(d, exist_ok=True)
+    spec = tok.name if tok.name in ("byte", "gpt2") else None
+    path = getattr(tok, "path", None)
+    if path is not None:
+        files = [path]
+        cfg = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer_config.json")
+        if isinstance(tok, HFTokenizer) and os.path.isfile(cfg):
+            files.append(cfg)
+        for f in files:
+            dst = os.path.join(d, os.path.basename(f))
+            tmp = f"{dst}.tmp{os.getpid()}"
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, dst)
+        spec = os.path.join(d, os.path.basename(path))
+    meta = os.path.join(d, "identity.json")
+    tmp = f"{meta}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({**tok.describe(), "spec": spec}, f, indent=1)
+    os.replace(tmp, meta)
+    return spec

@@ -284,3 +284,14 @@ def test_open_prepared_and_implicit_prepare(tmp_path) -> None:
     tr2, va2, _ = load_data(src, None, gpt2, str(tmp_path / "cache"), 0.2)
     assert [d for d in os.listdir(tmp_path / "cache") if d.startswith("prepared-")]
     assert tr2.num_tokens == tr.num_tokens and va2.num_tokens == va.num_tokens
+
+
+def test_prepared_without_val_split_holds_out_a_tail(tmp_path) -> None:
+    out = str(tmp_path / "out")
+    P.prepare([_jsonl(tmp_path / "c.jsonl")], out, "gpt2", shard_tokens=300, progress=False)
+    gpt2 = get_tokenizer("gpt2")
+    tr, va, desc = load_data(out, None, gpt2, str(tmp_path / "cache"), 0.1)
+    last = np.asarray(open_prepared(out, gpt2).train.shards[-1])
+    n_val = max(1, round(len(last) * 0.1))
+    assert np.array_equal(np.asarray(va.shards[0]), last[len(last) - n_val :])
+    assert tr.num_tokens + va.num_tokens == len(_all(out, "train")) and "held out" in desc

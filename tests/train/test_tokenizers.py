@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from train.tokenizer import LLAMA3_SPECIAL, get_tokenizer
+from train.tokenizer import LLAMA3_SPECIAL, get_tokenizer, save_tokenizer
 
 TEXTS = ["Hello world, the quick brown fox.", "jumps over 12345 lazy dogs!\n\nAnd again",
          "schedax tokenizes documents", "ünïcödé text \t tabs", "numbers 3.14159 and 2718"]
@@ -141,3 +141,16 @@ def test_bad_tokenizer_arguments(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "sentencepiece", None)  # not installed
     with pytest.raises(ImportError, match=r"schedax\[data\]"):
         get_tokenizer(str(junk))
+
+
+def test_save_tokenizer_with_a_run(tmp_path) -> None:
+    (tmp_path / "src").mkdir()
+    path = _train_bpe(str(tmp_path / "src" / "tokenizer.json"), post="bos")
+    tok = get_tokenizer(path)
+    spec = save_tokenizer(tok, str(tmp_path / "run"))
+    again = get_tokenizer(spec)
+    assert again.identity == tok.identity and again.bos_id == tok.bos_id
+    assert again.encode(TEXTS[1]).tolist() == tok.encode(TEXTS[1]).tolist()
+    meta = json.loads((tmp_path / "run" / "tokenizer" / "identity.json").read_text())
+    assert meta["identity"] == tok.identity and meta["spec"] == spec
+    assert save_tokenizer(get_tokenizer("gpt2"), str(tmp_path / "run2")) == "gpt2"
