@@ -219,7 +219,11 @@ class Batcher:
                              f"{', '.join(SAMPLINGS)}")
         if self.sampling == "epoch":
             for n, d, rows in self._epoch_parts():
-                if rows and d.num_windows(self.seq_len + 1) < rows:
+                if not rows:
+                    raise ValueError(f"--sampling=epoch: mixture source {n!r} gets 0 of the "
+                                     f"{self.global_rows} rows of a global batch (raise its "
+                                     "weight or the batch)")
+                if d.num_windows(self.seq_len + 1) < rows:
                     raise ValueError(
                         f"--sampling=epoch: {n} has {d.num_windows(self.seq_len + 1)} windows "
                         f"of seq_len + 1 tokens, fewer than the {rows} rows it fills per "
@@ -311,8 +315,6 @@ class Batcher:
         lo, hi = self._bounds()
         out = np.empty((hi - lo, window), dtype=np.int32)
         for k, (_, d, rows) in enumerate(self._epoch_parts()):
-            if not rows:
-                continue
             ids, _, _ = _epoch_ids(d.num_windows(window), rows, step, (self.seed, k))
             rows_k = np.flatnonzero(src == k)  # the k-th source's rows, in order
             keep = (rows_k >= lo) & (rows_k < hi)

@@ -278,6 +278,8 @@ _TOK = None
 def _init_worker(spec: str) -> None:
     global _TOK
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # one thread per worker: the workers are the parallelism (no oversubscription)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _TOK = get_tokenizer(spec)
 
 

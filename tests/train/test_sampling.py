@@ -89,6 +89,9 @@ def test_mixture_epoch_fixed_allocation() -> None:
     halves = [Batcher(mix, local_devices=2, process_index=p, process_count=2, sampling="epoch",
                       **KW).batch(21) for p in range(2)]
     assert np.array_equal(np.concatenate(halves), bt.batch(21))
+    with pytest.raises(ValueError, match="source 'a' gets 0 of the 16 rows"):
+        Batcher(Mixture([("a", a, 1.0), ("b", b, 99.0)]), local_devices=4, sampling="epoch",
+                **KW)
 
 
 def test_parse_mixture() -> None:
