@@ -79,6 +79,11 @@ def _is_hf_dataset(d: str) -> bool:
                 and os.path.isfile(os.path.join(d, "dataset_info.json"))))
 
 
+def _is_prepared_output(d: str) -> bool:
+    return any(os.path.isfile(os.path.join(d, n)) for n in ("manifest.json", "progress.json")) \
+        and any(_SHARD_NAME.fullmatch(n) for n in os.listdir(d))
+
+
 def _kind(path: str) -> str:
     p = path.lower()
     if p.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")):
@@ -92,10 +97,12 @@ def _dir_size(d: str) -> int:
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs)
 
 
-def find_sources(inputs: Sequence[str]) -> list[Source]:
+def find_sources(inputs: Sequence[str], exclude: str | None = None) -> list[Source]:
     """The input files in order: each input as given, folders walked in sorted order
-    (hidden entries and ``*.bin`` skipped; a dataset folder is one source)."""
+    (hidden entries, ``*.bin`` and the folder ``exclude`` (the output) skipped; a dataset
+    folder is one source)."""
     out: list[Source] = []
+    skip = os.path.abspath(exclude) if exclude else None
     for inp in inputs:
         if not os.path.exists(inp):
             raise PrepareError(f"{inp}: no such file or directory")
@@ -109,6 +116,8 @@ def find_sources(inputs: Sequence[str]) -> list[Source]:
                     if d.startswith("."):
                         continue
                     full = os.path.join(root, d)
+                    if os.path.abspath(full) == skip or _is_prepared_output(full):
+                        continue
                     if _is_hf_dataset(full):
                         out.append(Source(full, "hf-dataset", _dir_size(full)))
                     else:
@@ -489,7 +498,7 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str = "gpt2", *,
         tok = get_tokenizer(tokenizer)
     except (ValueError, ImportError) as e:
         raise PrepareError(str(e)) from None
-    sources = find_sources(inputs)
+    sources = find_sources(inputs, exclude=out)
     fps = [_fingerprint(s) for s in sources]
     key = _key(fps, tok, text_field, val_fraction, shard_tokens)
     os.makedirs(out, exist_ok=True)
@@ -631,7 +640,7 @@ def prepare_cached(inputs: Sequence[str], tokenizer: str, cache_dir: str, *,
         tok = get_tokenizer(tokenizer)
     except (ValueError, ImportError) as e:
         raise PrepareError(str(e)) from None
-    fps = [_fingerprint(s) for s in find_sources(inputs)]
+    fps = [_fingerprint(s) for s in find_sources(inputs, exclude=cache_dir)]
     out = os.path.join(cache_dir, "prepared-" + _key(fps, tok, text_field, val_fraction,
                                                      shard_tokens))
     prepare(inputs, out, tokenizer, text_field=text_field, val_fraction=val_fraction,

@@ -109,6 +109,11 @@ def test_formats_give_the_same_tokens(tmp_path) -> None:
         (txt / f"{i:03d}.txt").write_text(d)
     tok = get_tokenizer("gpt2")
     want = _expected(tok, docs, 0.0, "train")
+    P.prepare([str(txt)], str(txt / "prepared"), "gpt2", progress=False)  # out inside input
+    assert np.array_equal(_all(str(txt / "prepared"), "train"), want)
+    os.remove(txt / "prepared" / "manifest.json")  # force a second prepare of the folder
+    P.prepare([str(txt)], str(txt / "prepared"), "gpt2", progress=False)
+    assert np.array_equal(_all(str(txt / "prepared"), "train"), want)
     for name in ("c.jsonl.gz", "c.jsonl.zst", "c.parquet", "txt"):
         out = str(tmp_path / f"o-{name}")
         P.prepare([str(tmp_path / name)], out, "gpt2", text_field="body", progress=False)
