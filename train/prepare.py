@@ -292,10 +292,28 @@ def _init_worker(spec: str) -> None:
     _TOK = get_tokenizer(spec)
 
 
-def _encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Delimited tokens of ``texts`` concatenated, their lengths, and the largest id."""
+def _encode_one(tok, text: str, index: int) -> np.ndarray:
+    try:
+        return tok.encode(text)
+    except (UnicodeError, TypeError):
+        # lone surrogates (JSON "\ud800" escapes) cannot be UTF-8: U+FFFD, as tiktoken does
+        fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        try:
+            return tok.encode(fixed)
+        except Exception as e:
+            raise PrepareError(f"document {index}: cannot tokenize ({type(e).__name__}: "
+                               f"{e})") from None
+
+
+def _encode_chunk(texts: list[str], first: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Delimited tokens of ``texts`` (documents ``first``, ``first + 1``, ... of the stream,
+    for messages) concatenated, their lengths, and the largest id."""
     tok = _TOK
-    docs = [tok.delimit(ids) for ids in tok.encode_batch(texts)]
+    try:
+        encoded = tok.encode_batch(texts)
+    except Exception:  # find the culprit; a repairable one is repaired
+        encoded = [_encode_one(tok, t, first + i) for i, t in enumerate(texts)]
+    docs = [tok.delimit(ids) for ids in encoded]
     lens = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     flat = np.concatenate(docs) if docs else np.zeros(0, tok.dtype)
     return flat, lens, int(flat.max()) if flat.size else -1
@@ -559,7 +577,8 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str = "gpt2", *,
                 except StopIteration:
                     exhausted = True
                     break
-                res = pool.apply_async(encode, (texts,)) if pool else encode(texts)
+                res = (pool.apply_async(encode, (texts, idx[0])) if pool
+                       else encode(texts, idx[0]))
                 results.append((idx, res, done_at))
             if not results:
                 break

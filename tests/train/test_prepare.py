@@ -256,8 +256,8 @@ def test_unreadable_and_out_of_vocab(tmp_path, monkeypatch) -> None:
     src = _jsonl(tmp_path / "c.jsonl", DOCS[:3])
     real = P._encode_chunk
 
-    def broken(texts):
-        flat, lens, _ = real(texts)
+    def broken(texts, first):
+        flat, lens, _ = real(texts, first)
         flat = flat.astype(np.uint16)
         flat[0] = 300
         return flat, lens, 300
@@ -267,6 +267,13 @@ def test_unreadable_and_out_of_vocab(tmp_path, monkeypatch) -> None:
         P.prepare([src], str(tmp_path / "o2"), "byte", progress=False)
     with pytest.raises(P.PrepareError, match=r"--val-fraction=1\.0 is invalid"):
         P.prepare([src], str(tmp_path / "o3"), "byte", val_fraction=1.0)
+
+
+def test_lone_surrogates_are_replaced_as_tiktoken_does(tmp_path) -> None:
+    (tmp_path / "c.jsonl").write_text('{"text": "a\\ud800b"}\n{"text": "ok"}\n')
+    man = P.prepare([str(tmp_path / "c.jsonl")], str(tmp_path / "o"), "byte", progress=False)
+    assert man["splits"]["train"]["docs"] == 2
+    assert _all(str(tmp_path / "o"), "train").tolist() == list("a\ufffdbok".encode())
 
 
 def test_open_prepared_and_implicit_prepare(tmp_path) -> None:
