@@ -82,6 +82,11 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def best_of_batches(b, n: int = 200) -> float:
+    b.batch(0)
+    return min(timed(lambda s=s: b.batch(s)) for s in range(1, n))
+
+
 _RSS_CHILD = """
 import resource, sys
 sys.path.insert(0, {root!r})
@@ -127,6 +132,18 @@ def main() -> None:
               f"({t_plain / t1:.2f}x the plain loop)")
         print(f"prepare --workers 2:                  {n_tokens / t2:12,.0f} tokens/s  "
               f"({t_plain / t2 / 2:.2f}x the plain loop per worker)")
+        # batches from the memory-mapped shards vs the same tokens in memory (item 5: the
+        # data side of "a real shard within 2% of an in-memory array")
+        from train.data import Batcher, TokenData, open_prepared
+
+        shards = open_prepared(os.path.join(d, "p1-0")).train.shards
+        kw = dict(seq_len=256, batch_size=16, grad_accum=1, local_devices=1)
+        mm = Batcher(TokenData(shards, "mmap"), **kw)
+        mem = Batcher(TokenData([np.array(s) for s in shards], "mem"), **kw)
+        t_mm = best_of_batches(mm)
+        t_mem = best_of_batches(mem)
+        print(f"Batcher.batch [16 x 257]: {t_mm * 1e6:.0f} us memory-mapped, "
+              f"{t_mem * 1e6:.0f} us in memory")
         big = os.path.join(d, "big.jsonl")
         write_corpus(big, 10 * a.mb, seed=1)
         r1 = peak_rss_mb(src, os.path.join(d, "r1"), a.tokenizer)
