@@ -48,7 +48,7 @@ import numpy as np
 __all__ = [
     "MAGIC", "Batcher", "Mixture", "PreparedData", "Prefetcher", "TokenData", "default_cache_dir",
     "default_corpus", "is_mixture", "is_prepared", "load_data", "load_mixture", "open_prepared",
-    "parse_mixture", "read_bin", "segment_ids", "write_bin",
+    "parse_mixture", "read_bin", "segment_ids", "tokenizer_spec", "write_bin",
 ]
 
 MAGIC = 20240520
