@@ -15,28 +15,48 @@
   ``numpy.random.default_rng([seed, t])`` draws the start offsets of the whole global batch and
   each process takes its own contiguous slice, so a resumed run needs only the step counter and
   the global batch does not depend on how the devices are split across processes.
+  ``sampling="epoch"`` instead walks a seeded permutation of the non-overlapping windows (stride
+  ``seq_len``, so every training token is a target once per epoch); the epoch and the position in
+  it are a pure function of ``(seed, step)`` (:meth:`Batcher.epoch_of`).
+* **Prepared folders** (``python -m train.prepare``: ``manifest.json`` + shards) are opened with
+  :func:`open_prepared` (memory-mapped; the manifest's tokenizer must be the run's). Raw JSON
+  lines / Parquet / dataset folders given to :func:`load_data` are prepared implicitly into
+  ``<cache>/prepared-<key>``.
+* **Mixtures** (``PATH:WEIGHT,...``, :func:`load_mixture`): each row's source is drawn by weight
+  from the same ``(seed, step)`` generator; **document masks** (:func:`segment_ids`) and a
+  background **prefetch** thread (:class:`Prefetcher`) sit next to the batches.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
+import json
 import os
+import queue
+import re
 import sys
 import sysconfig
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "MAGIC", "Batcher", "TokenData", "default_cache_dir", "default_corpus", "load_data",
-    "read_bin", "write_bin",
+    "MAGIC", "Batcher", "Mixture", "PreparedData", "Prefetcher", "TokenData", "default_cache_dir",
+    "default_corpus", "is_mixture", "is_prepared", "load_data", "load_mixture", "open_prepared",
+    "parse_mixture", "read_bin", "segment_ids", "tokenizer_spec", "write_bin",
 ]
 
 MAGIC = 20240520
 HEADER_INTS = 256
 _EVAL_STREAM = 0x5EED_E7A1
+_EPOCH_STREAM = 0xE90C_4
+_MIX_STREAM = 0x317_0
+SAMPLINGS = ("random", "epoch")
 
 
 # -- token files ----------------------------------------------------------------------------
@@ -113,6 +133,68 @@ class TokenData:
             out[i] = self.shards[s][o : o + window]
         return out
 
+    def num_windows(self, window: int) -> int:
+        """Non-overlapping windows (stride ``window - 1``: each token a target once)."""
+        return int(np.maximum((self.sizes - 1) // (window - 1), 0).sum()) if window > 1 else 0
+
+    def windows_at(self, ids: np.ndarray, window: int) -> np.ndarray:
+        """The non-overlapping windows numbered ``ids`` (shard by shard): int32 [n, window]."""
+        per = np.maximum((self.sizes - 1) // (window - 1), 0)
+        cum = np.cumsum(per)
+        shard = np.searchsorted(cum, ids, side="right")
+        off = (ids - (cum[shard] - per[shard])) * (window - 1)
+        out = np.empty((len(ids), window), dtype=np.int32)
+        for i, (s, o) in enumerate(zip(shard, off)):
+            out[i] = self.shards[s][o : o + window]
+        return out
+
+
+class Mixture:
+    """Named token sources sampled by weight (weights are normalised)."""
+
+    def __init__(self, sources: Sequence[tuple[str, TokenData, float]], name: str = "train"
+                 ) -> None:
+        if not sources:
+            raise ValueError("a mixture needs at least one source")
+        for n, _, w in sources:
+            if not (w > 0 and np.isfinite(w)):
+                raise ValueError(f"mixture weight of {n!r} is {w!r}: must be a finite number > 0")
+        self.names = [n for n, _, _ in sources]
+        self.sources = [d for _, d, _ in sources]
+        w = np.array([w for _, _, w in sources], dtype=np.float64)
+        self.weights = w / w.sum()
+        self.name = name
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(d.num_tokens for d in self.sources)
+
+    def check(self, window: int, vocab_size: int) -> None:
+        for d in self.sources:
+            d.check(window, vocab_size)
+
+    def allocation(self, rows: int) -> np.ndarray:
+        """Rows per source in every global batch under epoch sampling (largest remainder)."""
+        exact = self.weights * rows
+        n = np.floor(exact).astype(np.int64)
+        order = np.argsort(-(exact - n), kind="stable")
+        n[order[: rows - int(n.sum())]] += 1
+        return n
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(seed: tuple[int, ...], epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([*seed, _EPOCH_STREAM, epoch]).permutation(n)
+
+
+def _epoch_ids(n_windows: int, per_step: int, step: int, seed: tuple[int, ...]
+               ) -> tuple[np.ndarray, int, int]:
+    """(window ids of step's ``per_step`` rows, epoch, first position in the epoch)."""
+    steps_per_epoch = n_windows // per_step
+    epoch, pos = divmod(int(step), steps_per_epoch)
+    first = pos * per_step
+    return _permutation(seed, epoch, n_windows)[first : first + per_step], epoch, first
+
 
 @dataclass(frozen=True)
 class Batcher:
@@ -121,7 +203,7 @@ class Batcher:
     Layout per process: ``[local_devices, grad_accum, batch_size, seq_len + 1]`` (inputs are
     ``[..., :-1]``, targets ``[..., 1:]``)."""
 
-    data: TokenData
+    data: TokenData | Mixture
     seq_len: int
     batch_size: int
     grad_accum: int
@@ -129,19 +211,121 @@ class Batcher:
     process_index: int = 0
     process_count: int = 1
     seed: int = 0
+    sampling: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"--sampling={self.sampling!r} is invalid: must be one of "
+                             f"{', '.join(SAMPLINGS)}")
+        if self.sampling == "epoch":
+            for n, d, rows in self._epoch_parts():
+                if not rows:
+                    raise ValueError(f"--sampling=epoch: mixture source {n!r} gets 0 of the "
+                                     f"{self.global_rows} rows of a global batch (raise its "
+                                     "weight or the batch)")
+                if d.num_windows(self.seq_len + 1) < rows:
+                    raise ValueError(
+                        f"--sampling=epoch: {n} has {d.num_windows(self.seq_len + 1)} windows "
+                        f"of seq_len + 1 tokens, fewer than the {rows} rows it fills per "
+                        "global batch (add data or lower --batch-size/--seq-len)")
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return (self.local_devices, self.grad_accum, self.batch_size, self.seq_len + 1)
 
+    @property
+    def global_rows(self) -> int:
+        return self.local_devices * self.grad_accum * self.batch_size * self.process_count
+
+    def _epoch_parts(self) -> list[tuple[str, TokenData, int]]:
+        if isinstance(self.data, Mixture):
+            alloc = self.data.allocation(self.global_rows)
+            return list(zip(self.data.names, self.data.sources, alloc.tolist()))
+        return [(self.data.name, self.data, self.global_rows)]
+
+    def _mine(self, rows: np.ndarray) -> np.ndarray:
+        local = self.local_devices * self.grad_accum * self.batch_size
+        mine = rows[self.process_index * local : (self.process_index + 1) * local]
+        return mine.reshape(self.shape)
+
+    def _bounds(self) -> tuple[int, int]:
+        local = self.global_rows // self.process_count
+        return self.process_index * local, (self.process_index + 1) * local
+
     def _rows(self, rng: np.random.Generator) -> np.ndarray:
+        if isinstance(self.data, Mixture):
+            return self._mixture_rows(rng)
         local = self.local_devices * self.grad_accum * self.batch_size
         u = rng.random(local * self.process_count)  # the whole global batch ...
         mine = u[self.process_index * local : (self.process_index + 1) * local]  # ... my slice
         return self.data.windows(mine, self.seq_len + 1).reshape(self.shape)
 
+    def _mixture_rows(self, rng: np.random.Generator) -> np.ndarray:
+        lo, hi = self._bounds()
+        u = rng.random(self.global_rows)[lo:hi]
+        src = self._random_sources(rng)[lo:hi]
+        out = np.empty((hi - lo, self.seq_len + 1), dtype=np.int32)
+        for k, d in enumerate(self.data.sources):
+            sel = np.flatnonzero(src == k)
+            if sel.size:
+                out[sel] = d.windows(u[sel], self.seq_len + 1)
+        return out.reshape(self.shape)
+
+    def _random_sources(self, rng: np.random.Generator) -> np.ndarray:
+        src = np.searchsorted(np.cumsum(self.data.weights), rng.random(self.global_rows),
+                              side="right")
+        return np.minimum(src, len(self.data.sources) - 1)
+
+    def sources(self, step: int) -> np.ndarray:
+        """Mixture source index of each row of ``batch(step)`` (this process's rows)."""
+        if not isinstance(self.data, Mixture):
+            return np.zeros(self.shape[:-1], dtype=np.int32)
+        if self.sampling == "epoch":
+            src = self._epoch_sources(step)
+        else:
+            rng = np.random.default_rng([self.seed, int(step)])
+            rng.random(self.global_rows)  # the positions come first (see _mixture_rows)
+            src = self._random_sources(rng)
+        lo, hi = self._bounds()
+        return src[lo:hi].reshape(self.shape[:-1]).astype(np.int32)
+
+    def _epoch_sources(self, step: int) -> np.ndarray:
+        alloc = self._epoch_parts()
+        labels = np.repeat(np.arange(len(alloc)), [r for _, _, r in alloc])
+        rng = np.random.default_rng([self.seed, _MIX_STREAM, int(step)])
+        return labels[rng.permutation(len(labels))]
+
+    def epoch_of(self, step: int) -> tuple[int, int]:
+        """``(epoch, index of the step's first window in the epoch's permutation)`` under
+        ``sampling="epoch"`` (of the first mixture source for a mixture)."""
+        _, d, rows = self._epoch_parts()[0]
+        _, epoch, first = _epoch_ids(d.num_windows(self.seq_len + 1), rows, step,
+                                     (self.seed, 0))
+        return epoch, first
+
+    def _epoch_batch(self, step: int) -> np.ndarray:
+        window = self.seq_len + 1
+        if not isinstance(self.data, Mixture):
+            ids, _, _ = _epoch_ids(self.data.num_windows(window), self.global_rows, step,
+                                   (self.seed, 0))
+            local = self.global_rows // self.process_count
+            mine = ids[self.process_index * local : (self.process_index + 1) * local]
+            return self.data.windows_at(mine, window).reshape(self.shape)
+        src = self._epoch_sources(step)
+        lo, hi = self._bounds()
+        out = np.empty((hi - lo, window), dtype=np.int32)
+        for k, (_, d, rows) in enumerate(self._epoch_parts()):
+            ids, _, _ = _epoch_ids(d.num_windows(window), rows, step, (self.seed, k))
+            rows_k = np.flatnonzero(src == k)  # the k-th source's rows, in order
+            keep = (rows_k >= lo) & (rows_k < hi)
+            if keep.any():
+                out[rows_k[keep] - lo] = d.windows_at(ids[keep], window)
+        return out.reshape(self.shape)
+
     def batch(self, step: int) -> np.ndarray:
         """Training batch of optimizer step ``step``."""
+        if self.sampling == "epoch":
+            return self._epoch_batch(step)
         return self._rows(np.random.default_rng([self.seed, int(step)]))
 
     def eval_batch(self, i: int) -> np.ndarray:
@@ -225,8 +409,13 @@ def _split(arr: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray
 
 
 def load_data(data: str | None, val_data: str | None, tokenizer, cache_dir: str | None,
-              val_fraction: float) -> tuple[TokenData, TokenData, str]:
-    """(train, validation, description) for ``--data``/``--val-data``."""
+              val_fraction: float) -> tuple[TokenData | Mixture, TokenData, str]:
+    """(train, validation, description) for ``--data``/``--val-data``.
+
+    ``data`` may also be a prepared folder (its tokenizer must be ``tokenizer``), raw JSON
+    lines / Parquet / a datasets folder (prepared implicitly into ``<cache>/prepared-<key>``)
+    or a mixture ``PATH:WEIGHT,...`` (then train is a :class:`Mixture`, validation all
+    sources' validation shards; per-source validation: :func:`load_mixture`)."""
     cache = cache_dir or default_cache_dir()
     if data is None:
         desc, files = default_corpus()
@@ -235,6 +424,9 @@ def load_data(data: str | None, val_data: str | None, tokenizer, cache_dir: str 
             desc = "docstrings of Python's built-in modules (stdlib sources not found)"
         tr, va = _tokenize_cached("stdlib", files, tokenizer, cache, val_fraction, fallback)
         train, val = TokenData([read_bin(tr)], "train"), TokenData([read_bin(va)], "val")
+    elif is_mixture(data):
+        train, vals, desc = load_mixture(data, tokenizer, cache, val_fraction)
+        val = TokenData([s for v in vals.values() for s in v.shards], "val")
     else:
         train, val, desc = _load_path(data, tokenizer, cache, val_fraction)
     if val_data is not None:
@@ -246,6 +438,19 @@ def load_data(data: str | None, val_data: str | None, tokenizer, cache_dir: str 
 
 def _load_path(path: str, tokenizer, cache: str, val_fraction: float,
                whole: bool = False) -> tuple[TokenData, TokenData, str]:
+    if is_prepared(path) or _needs_prepare(path):
+        if not is_prepared(path):
+            path = _implicit_prepare(path, tokenizer, cache, 0.0 if whole else val_fraction)
+        p = open_prepared(path, tokenizer)
+        if whole:
+            return TokenData(p.train.shards + p.val.shards, "val"), TokenData([], "val"), path
+        if p.val.num_tokens == 0:  # prepared without --val-fraction: hold out a tail
+            *head, last = p.train.shards
+            tr, va = _split(last, val_fraction)
+            return (TokenData([*head, tr], "train"), TokenData([va], "val"),
+                    f"{p.describe()}; no val split: the last {val_fraction:g} of the last "
+                    "train shard held out")
+        return p.train, p.val, p.describe()
     if os.path.isdir(path):
         bins = sorted(glob.glob(os.path.join(path, "**", "*.bin"), recursive=True))
     else:
@@ -273,3 +478,254 @@ def _load_path(path: str, tokenizer, cache: str, val_fraction: float,
     if whole:
         return TokenData(train.shards + val.shards, "val"), TokenData([], "val"), path
     return train, val, f"{len(files)} text file(s) in {path} (last {val_fraction:g} held out)"
+
+
+# -- prepared folders (python -m train.prepare) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared folder: its splits (memory-mapped shards) and manifest."""
+
+    path: str
+    train: TokenData
+    val: TokenData
+    manifest: dict
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.manifest["tokenizer"]["bos_id"] if self.manifest["tokenizer"]["bos"] else None
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.manifest["tokenizer"]["eos_id"] if self.manifest["tokenizer"]["eos"] else None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["tokenizer"]["vocab_size"])
+
+    def describe(self) -> str:
+        sp = self.manifest["splits"]
+        return (f"{len(sp['train']['shards'])} train + {len(sp['val']['shards'])} val prepared "
+                f"shards in {self.path} ({sp['train']['docs']:,} + {sp['val']['docs']:,} docs)")
+
+
+def is_prepared(path: str) -> bool:
+    """Whether ``path`` is a folder written by ``python -m train.prepare`` (has a manifest)."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "manifest.json"))
+
+
+def open_prepared(path: str, tokenizer: Any = None, vocab_size: int | None = None
+                  ) -> PreparedData:
+    """Open a prepared folder: shards memory-mapped, never read whole.
+
+    Raises ``ValueError`` (one line) when the manifest names another tokenizer than
+    ``tokenizer`` (compared by ``identity``), when its vocabulary exceeds ``vocab_size`` (the
+    model's), or when a shard is missing or does not hold the tokens the manifest records."""
+    man_path = os.path.join(path, "manifest.json")
+    try:
+        with open(man_path) as f:
+            man = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--data={path!r}: cannot read manifest.json ({e})") from None
+    if man.get("format") != "schedax.prepared":
+        raise ValueError(f"--data={path!r}: manifest.json is not a train.prepare manifest")
+    tm = man["tokenizer"]
+    if tokenizer is not None and tm["identity"] != tokenizer.identity:
+        raise ValueError(f"--data={path!r} was prepared with tokenizer {tm['identity']} but this "
+                         f"run uses {tokenizer.identity} (pass --tokenizer for that one or "
+                         "prepare the data again)")
+    if vocab_size is not None and tm["vocab_size"] > vocab_size:
+        raise ValueError(f"--data={path!r} has vocabulary size {tm['vocab_size']} > the model's "
+                         f"{vocab_size}")
+    splits = {}
+    for split in ("train", "val"):
+        shards = []
+        for sh in man["splits"][split]["shards"]:
+            f = os.path.join(path, sh["file"])
+            if not os.path.isfile(f):
+                raise ValueError(f"--data={path!r}: shard {sh['file']} is missing")
+            arr = read_bin(f)
+            if len(arr) != sh["tokens"]:
+                raise ValueError(f"--data={path!r}: shard {sh['file']} holds {len(arr)} tokens, "
+                                 f"the manifest says {sh['tokens']}")
+            shards.append(arr)
+        splits[split] = TokenData(shards, split)
+    return PreparedData(path, splits["train"], splits["val"], man)
+
+
+_RAW_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".parquet")
+
+
+def _needs_prepare(path: str) -> bool:
+    """Raw JSON lines / Parquet / a datasets folder (plain text keeps the legacy cache)."""
+    if os.path.isfile(path):
+        return path.lower().endswith(_RAW_SUFFIXES)
+    if not os.path.isdir(path):
+        return False
+    from .prepare import _is_hf_dataset
+
+    if _is_hf_dataset(path):
+        return True
+    return any(f.lower().endswith(_RAW_SUFFIXES) for _, _, fs in os.walk(path) for f in fs)
+
+
+def tokenizer_spec(tokenizer: Any) -> str:
+    """What ``get_tokenizer`` needs to rebuild ``tokenizer``: its file, or its name."""
+    return getattr(tokenizer, "path", None) or tokenizer.name
+
+
+def _implicit_prepare(path: str, tokenizer: Any, cache: str, val_fraction: float,
+                      workers: int = 1) -> str:
+    from .prepare import prepare_cached
+
+    return prepare_cached([path], tokenizer_spec(tokenizer), cache, val_fraction=val_fraction,
+                          workers=workers)
+
+
+# -- mixtures -------------------------------------------------------------------------------
+
+_WEIGHT = re.compile(r"^(.+):([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+
+
+def is_mixture(spec: str | None) -> bool:
+    """Whether ``--data`` is a mixture ``PATH:WEIGHT[,PATH:WEIGHT...]``."""
+    return bool(spec) and all(_WEIGHT.match(p.strip()) for p in spec.split(","))
+
+
+def parse_mixture(spec: str) -> list[tuple[str, str, float]]:
+    """``"a=PATH:3,PATH2:1"`` -> ``[(name, path, weight), ...]``; a name defaults to the path's
+    base name. Raises ``ValueError`` naming the entry."""
+    out, names = [], set()
+    for part in spec.split(","):
+        m = _WEIGHT.match(part.strip())
+        if not m:
+            raise ValueError(f"--data={spec!r} is invalid: {part!r} is not PATH:WEIGHT")
+        target, w = m.group(1), float(m.group(2))
+        name, _, p = target.partition("=") if "=" in target else ("", "", target)
+        name = name or os.path.basename(os.path.normpath(p)) or p
+        if w <= 0:
+            raise ValueError(f"--data={spec!r} is invalid: weight of {name!r} must be > 0")
+        if name in names:
+            raise ValueError(f"--data={spec!r} is invalid: two sources named {name!r} "
+                             "(name them: NAME=PATH:WEIGHT)")
+        names.add(name)
+        out.append((name, p, w))
+    return out
+
+
+def load_mixture(spec: str, tokenizer: Any, cache_dir: str | None, val_fraction: float
+                 ) -> tuple[Mixture, dict[str, TokenData], str]:
+    """(training mixture, validation data per source name, description) for a mixture spec."""
+    cache = cache_dir or default_cache_dir()
+    train, vals, descs = [], {}, []
+    for name, path, w in parse_mixture(spec):
+        tr, va, _ = _load_path(path, tokenizer, cache, val_fraction)
+        train.append((name, tr, w))
+        vals[name] = va
+        descs.append(f"{name} ({w:g}): {path}")
+    return Mixture(train), vals, "mixture " + ", ".join(descs)
+
+
+# -- document masks -------------------------------------------------------------------------
+
+
+def segment_ids(tokens: np.ndarray, bos_id: int | None = None, eos_id: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``(segment ids, positions)`` of packed ``tokens [..., T]``, both int32 ``[..., T]``.
+
+    A document starts at a BOS token and right after an EOS token (the EOS ends its
+    document); segment ids count documents from 0 in each row, positions restart at 0 at each
+    document start. Pass the model's inputs (``batch[..., :-1]``).
+
+    >>> seg, pos = segment_ids(np.array([5, 6, 0, 7, 8, 0, 9]), eos_id=0)
+    >>> seg.tolist(), pos.tolist()
+    ([0, 0, 0, 1, 1, 1, 2], [0, 1, 2, 0, 1, 2, 0])
+    """
+    tokens = np.asarray(tokens)
+    start = np.zeros(tokens.shape, dtype=bool)
+    if bos_id is not None:
+        start |= tokens == bos_id
+    if eos_id is not None:
+        start[..., 1:] |= tokens[..., :-1] == eos_id
+    start[..., 0] = False
+    seg = np.cumsum(start, axis=-1, dtype=np.int32)
+    idx = np.broadcast_to(np.arange(tokens.shape[-1], dtype=np.int32), tokens.shape)
+    last = np.maximum.accumulate(np.where(start, idx, 0), axis=-1)
+    return seg, (idx - last).astype(np.int32)
+
+
+# -- prefetch -------------------------------------------------------------------------------
+
+
+class Prefetcher:
+    """Builds ``make(step)`` (then ``place(...)``, e.g. a device put) for the next steps in a
+    background thread, ``depth`` ahead; :meth:`get` returns them in order.
+
+    The content is whatever ``make`` returns (a pure function of the step), so prefetching
+    changes nothing but timing. Asking for a step out of order restarts the thread there.
+
+    >>> with Prefetcher(lambda t: t * t, start=3) as p:
+    ...     [p.get(3), p.get(4), p.get(5)]
+    [9, 16, 25]
+    """
+
+    def __init__(self, make: Callable[[int], Any], start: int = 0, depth: int = 2,
+                 place: Callable[[Any], Any] | None = None) -> None:
+        if depth < 1:
+            raise ValueError(f"prefetch depth={depth!r} is invalid: must be >= 1")
+        self.make, self.place, self.depth = make, place, depth
+        self._start(start)
+
+    def _start(self, step: int) -> None:
+        self.next = step
+        self._q: queue.Queue = queue.Queue(maxsize=self.depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(step, self._q, self._stop),
+                                        daemon=True, name="batch-prefetch")
+        self._thread.start()
+
+    def _run(self, step: int, q: queue.Queue, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                item = self.make(step)
+                if self.place is not None:
+                    item = self.place(item)
+                res = (step, item, None)
+            except BaseException as e:  # handed to the consumer
+                res = (step, None, e)
+            while not stop.is_set():
+                try:
+                    q.put(res, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if res[2] is not None:
+                return
+            step += 1
+
+    def get(self, step: int) -> Any:
+        """The item of ``step``."""
+        if step != self.next:
+            self.close()
+            self._start(step)
+        s, item, err = self._q.get()
+        if err is not None:
+            raise err
+        assert s == step
+        self.next = step + 1
+        return item
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            yield self.get(self.next)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
