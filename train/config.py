@@ -82,12 +82,20 @@ class TrainConfig:
     dtype: str = _f("float32", "model", "compute dtype (params and optimizer state stay float32)")
     dropout: float = _f(0.0, "model", "dropout rate (0 = off)")
     # data
-    data: str | None = _f(None, "data", "text file/dir, llm.c or nanoGPT .bin file/dir "
+    data: str | None = _f(None, "data", "text file/dir, .jsonl(.gz/.zst), .parquet, a datasets "
+                          "folder, a train.prepare folder, llm.c/nanoGPT .bin file/dir, or a "
+                          "mixture NAME=PATH:WEIGHT,... (docs/data.md) "
                           "(unset: the built-in corpus, Python's standard library sources)")
     val_data: str | None = _f(None, "data",
                               "separate validation data (unset: a held-out split of --data)")
     val_fraction: float = _f(0.05, "data", "held-out validation fraction when splitting")
-    tokenizer: str = _f("byte", "data", f"{', '.join(TOKENIZERS)} (GPT-2 BPE offline)")
+    tokenizer: str = _f("byte", "data", f"{', '.join(TOKENIZERS)} (GPT-2 BPE offline) or a "
+                        "tokenizer file: tokenizer.json, a LLaMA-3 tiktoken tokenizer.model, a "
+                        "SentencePiece .model")
+    sampling: str = _f("random", "data", "random (windows drawn with replacement) or epoch "
+                       "(every epoch a seeded permutation of non-overlapping windows)")
+    document_mask: bool = _f(False, "data", "attention does not cross a document boundary "
+                             "inside a packed window (LLaMA-3's positions restart per document)")
     data_cache: str | None = _f(None, "data", "where tokenized text is cached "
                                 "(unset: $SCHEDAX_CACHE or ~/.cache/schedax)")
     seq_len: int = _f(64, "data", "sequence length (the model's block size)")
@@ -424,7 +432,15 @@ class TrainConfig:
         for k in ("early_stop_patience", "sample_tokens", "seed"):
             _int(k, getattr(self, k), lo=0)
         _choice("dtype", self.dtype, DTYPES)
-        _choice("tokenizer", self.tokenizer, TOKENIZERS)
+        if self.tokenizer not in TOKENIZERS and not (isinstance(self.tokenizer, str)
+                                                     and os.path.isfile(self.tokenizer)):
+            raise _bad("tokenizer", self.tokenizer, f"must be one of {', '.join(TOKENIZERS)} "
+                       "or a tokenizer file (tokenizer.json, tokenizer.model, SentencePiece "
+                       ".model)")
+        _choice("sampling", self.sampling, ("random", "epoch"))
+        if self.document_mask and self.tokenizer == "byte":
+            raise _bad("document_mask", True, "needs a tokenizer that delimits documents (the "
+                       "byte tokenizer has no BOS/EOS): --tokenizer=gpt2 or a tokenizer file")
         _float("dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         _float("val_fraction", self.val_fraction, lo=0.0, hi=0.5, lo_open=True)
         _float("lr", self.lr, lo=0.0, lo_open=True)
