@@ -19,8 +19,9 @@ from .checkpoint import CheckpointError
 from .config import GROUPS, TrainConfig, check_dirs, field_kinds, flag, load_config_file
 from .devices import simulate_devices
 from .resume import with_saved_config
-from .run.loop import NonFiniteLossError, TrainingInterrupted, train_and_evaluate
+from .run.loop import NonFiniteLossError, TrainingInterrupted
 from .run.setup import check_config
+from .run.train import train_and_evaluate
 from .schedule.build import lr_table, schedule_warnings
 
 EPILOG = """examples:
