@@ -14,8 +14,8 @@ An engine owns the layout of the train state on the devices and the compiled ste
 
 The population engine (:func:`train.engine.population.population_engine`) is the pmap engine's
 class with the members' hyperparameters bound into ``train`` and no ``tx`` (each member builds
-its optimizer inside the step). Engines are cached per process under :func:`compile_key` so repeated runs with the same
-settings (tests, notebooks, benchmarks) reuse the compiled steps.
+its optimizer inside the step). Engines are cached per process under :func:`compile_key` so
+repeated runs with the same settings (tests, notebooks, benchmarks) reuse the compiled steps.
 """
 
 from __future__ import annotations
