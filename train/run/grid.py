@@ -15,7 +15,6 @@ from typing import Any
 from ..config import TrainConfig
 from ..engine.population import OPTIMIZER_FIELDS, schedule_mode
 from ..metrics import settings_text
-from ..schedule.build import build_schedule
 
 __all__ = ["SCHEDULE_FIELDS", "SWEEPABLE", "member_configs", "parse_sweep"]
 
@@ -110,6 +109,8 @@ def parse_sweep(entries: Sequence[str], seeds: int = 0,
 def member_configs(cfg: TrainConfig) -> tuple[list[str], list[dict[str, Any]], list[TrainConfig]]:
     """(swept names, member settings, member configs) of a sweep config, every member validated
     as a single run; raises ``ValueError`` naming the member otherwise."""
+    from .setup import run_schedule  # (setup validates a sweep with this module)
+
     names, members = parse_sweep(cfg.sweep, cfg.sweep_seeds, cfg.seed)
     base = dataclasses.replace(cfg, sweep=(), sweep_seeds=0)
     cfgs = []
@@ -118,5 +119,5 @@ def member_configs(cfg: TrainConfig) -> tuple[list[str], list[dict[str, Any]], l
             cfgs.append(base.replace(**m))
         except ValueError as e:
             raise ValueError(f"--sweep member {i} ({settings_text(m)}) is invalid: {e}") from None
-    schedule_mode([build_schedule(c) for c in cfgs], members)  # structure check
+    schedule_mode([run_schedule(c) for c in cfgs], members)  # structure check
     return names, members, cfgs

@@ -38,7 +38,7 @@ from ..schedule.build import build_schedule, check_lr_curve
 from ..tokenizer import get_tokenizer
 
 __all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "global_batch",
-           "init_distributed", "prepare_run", "write_json"]
+           "init_distributed", "prepare_run", "run_schedule", "write_json"]
 
 #: what :func:`prepare_run` sets up: a single run, a population, the LR range test (no
 #: workdir, no resume) or ``--plan`` (stops after the model configuration)
@@ -67,13 +67,18 @@ def global_batch(cfg: TrainConfig) -> int:
     return dp * cfg.grad_accum * cfg.batch_size
 
 
+def run_schedule(cfg: TrainConfig) -> S.Schedule:
+    """``cfg``'s learning-rate schedule as the run builds it: Megatron's sample-counting styles
+    get the run's global batch (:func:`global_batch`)."""
+    return build_schedule(cfg, global_batch(cfg) if cfg.lr_decay_style is not None else None)
+
+
 def check_config(cfg: TrainConfig) -> S.Schedule:
     """Validate ``cfg`` entirely (see the module docstring) and return its learning-rate
     schedule; ``ValueError`` naming the flag, the value and the rule otherwise."""
     cfg = cfg.normalized().validate()
     check_flags(cfg)
-    g = global_batch(cfg) if cfg.lr_decay_style is not None else None
-    schedule = build_schedule(cfg, g)
+    schedule = run_schedule(cfg)
     check_lr_curve(schedule, cfg.steps)
     if cfg.sweep or cfg.sweep_seeds:
         from .grid import member_configs

@@ -57,11 +57,10 @@ from ..engine.pmap import replicate
 from ..engine.population import Population, population_engine, population_state
 from ..metrics import MetricsWriter, fmt_duration, settings_text
 from ..plot import plot_sweep
-from ..schedule.build import build_schedule
 from .grid import SWEEPABLE, member_configs, parse_sweep
 from .loop import Checkpointing, Hook, Loop, mean_eval
 from .ranking import finished_summary, member_status, member_table, new_book, print_ranking
-from .setup import RunSetup, prepare_run, write_json
+from .setup import RunSetup, prepare_run, run_schedule, write_json
 
 __all__ = ["SWEEPABLE", "PopulationRun", "member_configs", "parse_sweep", "run_sweep", "sweep"]
 
@@ -100,7 +99,7 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
 
     def validate(cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
         names, members, cfgs = member_configs(cfg)
-        schedules = [build_schedule(c) for c in cfgs]
+        schedules = [run_schedule(c) for c in cfgs]
         grid.update(names=names, members=members, cfgs=cfgs,
                     pop=Population(cfgs, members, schedules))
         # the saved config: the base run's keys, the members and each member's schedule, so
