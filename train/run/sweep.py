@@ -144,9 +144,9 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
     return summary
 
 
-def _batch_of(batchers: list, fn: str, i: int) -> np.ndarray:
+def _batch_of(batchers: list, per_member: bool, fn: str, i: int) -> np.ndarray:
     """The population's batch: the shared stream's, or one per member (axis 1) per seed."""
-    if len(batchers) == 1:
+    if not per_member:
         return getattr(batchers[0], fn)(i)
     return np.stack([getattr(b, fn)(i) for b in batchers], axis=1)
 
@@ -241,15 +241,16 @@ class PopulationRun(Hook):
 def _run(setup: RunSetup, names: list[str], members: list[dict], pop: Population, eng: Any,
          host: dict, batchers: list, val_batchers: list, ckpt: Checkpointer) -> dict[str, Any]:
     cfg, k = setup.cfg, len(members)
+    per_member = "seed" in names  # one data stream per member
     start = int(host["state"]["step"])
     writer = MetricsWriter(setup.metrics_dir, tensorboard=False, enabled=setup.primary)
     run = PopulationRun(setup, names, members, eng, host["book"],
-                        [_batch_of(val_batchers, "eval_batch", i)
+                        [_batch_of(val_batchers, per_member, "eval_batch", i)
                          for i in range(cfg.eval_batches)])
     ck = Checkpointing(ckpt, setup.eff, run.checkpoint_view, cfg.checkpoint_interval,
                        require_finite=True)
     loop = Loop(eng, eng.put_state(host["state"]), start=start, cfg=cfg,
-                batch=lambda t: _batch_of(batchers, "batch", t),
+                batch=lambda t: _batch_of(batchers, per_member, "batch", t),
                 tokens_per_step=setup.tokens_per_step, console=setup.console, writer=writer,
                 hooks=[run, ck], workdir_arg=setup.workdir_arg).run()
     step, stop_reason = loop.step, loop.stop_reason or "completed"
