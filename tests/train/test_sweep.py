@@ -35,6 +35,7 @@ from train.engine.population import schedule_mode
 from train.resume import ResumeMismatchError
 from train.run.grid import parse_sweep
 from train.run.loop import TrainingInterrupted
+from train.run.setup import check_config
 
 STEPS = 20
 
@@ -407,14 +408,14 @@ def test_parse_sweep_grid_product_and_seeds() -> None:
 ])
 def test_bad_sweeps_raise_before_compiling(entry, match) -> None:
     with pytest.raises(ValueError, match=match):
-        TrainConfig(model_size="tiny", sweep=(entry,)).validate()
+        check_config(TrainConfig(model_size="tiny", sweep=(entry,)))
 
 
 def test_sweep_seeds_validated_and_not_twice() -> None:
     with pytest.raises(ValueError, match=r"--sweep-seeds=-1 is invalid"):
-        TrainConfig(model_size="tiny", sweep_seeds=-1).validate()
+        check_config(TrainConfig(model_size="tiny", sweep_seeds=-1))
     with pytest.raises(ValueError, match="seed is swept twice"):
-        TrainConfig(model_size="tiny", sweep=("seed=1,2",), sweep_seeds=2).validate()
+        check_config(TrainConfig(model_size="tiny", sweep=("seed=1,2",), sweep_seeds=2))
 
 
 def test_schedules_of_different_structure_are_rejected() -> None:
