@@ -50,8 +50,8 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
     import models
     from train import TrainConfig, build_schedule
     from train.engine.pmap import pmap_engine, replicate
-    from train.engine.population import Population, population_steps
-    from train.run.sweep import member_configs
+    from train.engine.population import Population, population_engine, population_state
+    from train.run.grid import member_configs
 
     devices = jax.local_devices()[:1]
     cfg = TrainConfig(**_base(model_size, batch, seq), steps=1000)
@@ -73,12 +73,8 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
                        sweep_seeds=1 if k == 1 else 0)
     _, members, cfgs = member_configs(pcfg)
     pop = Population(cfgs, members, [build_schedule(c) for c in cfgs])
-    p_pop, _ = population_steps(mcfg, pop, False, devices)
-    stacked = jax.tree.map(lambda x: np.stack([x] * k), params)
-    opt = jax.vmap(lambda p, h: pop.optimizer(h, pop.schedule(h), p).init(p))(stacked, pop.h)
-    state = replicate({"step": np.zeros((), np.int32), "params": stacked,
-                        "opt_state": jax.device_get(opt), "active": np.ones(k, bool)}, devices)
-    hdev = replicate(pop.h, devices)
+    pop_eng = population_engine(mcfg, pop, False, devices)  # as run_sweep builds it
+    state = pop_eng.put_state(population_state(mcfg, pop))  # every member: seed 0's init
 
     cpu: dict[str, list[float]] = {"single": [], "pop": []}
 
@@ -95,7 +91,7 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
         return p_train(st, batches[i % 4])
 
     def run_pop(st, i):
-        return p_pop(st, batches[i % 4], hdev)
+        return pop_eng.train(st, batches[i % 4])
 
     t0 = time.perf_counter()
     single, _ = timed(run_single, single, 1)  # compile + first step

@@ -255,8 +255,6 @@ def test_doc_runs_as_written(path: str, tmp_path, monkeypatch, cache) -> None:
     todo = [b for b in blocks(path) if b.lang in ("bash", "python") and not b.skip]
     if not todo:
         pytest.skip(f"{path}: no runnable blocks")
-    import train.loop
-
     import train
 
     monkeypatch.chdir(tmp_path)

@@ -17,8 +17,8 @@ tokenizer, metrics and plot modules; :mod:`train.checkpoint` (orbax), :mod:`trai
 from .checkpoint import CheckpointError as CheckpointError
 from .config import TrainConfig as TrainConfig
 from .run.loop import NonFiniteLossError as NonFiniteLossError
-from .run.loop import train_and_evaluate as train_and_evaluate
 from .run.sweep import sweep as sweep
+from .run.train import train_and_evaluate as train_and_evaluate
 from .schedule.build import build_schedule as build_schedule
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "TrainConfig", "build_schedule",

@@ -19,8 +19,9 @@ from .checkpoint import CheckpointError
 from .config import GROUPS, TrainConfig, check_dirs, field_kinds, flag, load_config_file
 from .devices import simulate_devices
 from .resume import with_saved_config
-from .run.loop import NonFiniteLossError, TrainingInterrupted, train_and_evaluate
+from .run.loop import NonFiniteLossError, TrainingInterrupted
 from .run.setup import check_config
+from .run.train import train_and_evaluate
 from .schedule.build import lr_table, schedule_warnings
 
 EPILOG = """examples:
@@ -35,7 +36,7 @@ EPILOG = """examples:
   python -m train --config=run.yaml --lr=1e-3        # flags override the file
 see docs/training.md for every flag"""
 
-_GROUP_TITLES = {
+GROUP_TITLES = {
     "model": "model", "data": "data", "schedule": "schedule (learning rate)",
     "optimizer": "optimizer", "parallelism": "parallelism", "checkpoints": "checkpoints",
     "logging": "evaluation and logging", "run": "run",
@@ -84,7 +85,7 @@ def build_parser(prog: str = "python -m train") -> ArgumentParser:
         "With no arguments: a small GPT-2 on Python's standard library sources, a few minutes "
         "on a CPU.",
     )
-    groups = {g: p.add_argument_group(_GROUP_TITLES.get(g, g)) for g in GROUPS}
+    groups = {g: p.add_argument_group(GROUP_TITLES.get(g, g)) for g in GROUPS}
     run = groups["run"]
     run.add_argument("--config", help="JSON or YAML file of config keys (flags override it)")
     run.add_argument("--workdir", default="runs/train", help="output directory "

@@ -46,7 +46,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointError", "Checkpointer", "host_scalar", "leaf_checksums"]
+__all__ = ["CheckpointError", "Checkpointer", "host_scalar", "leaf_checksums", "sum32"]
 
 #: config keys that define the parameter shapes: a resumed run must match them.
 SHAPE_KEYS = ("model", "model_size", "n_layer", "n_head", "n_embd", "n_kv_head", "seq_len",
@@ -145,7 +145,9 @@ def _np_bits(a: np.ndarray) -> np.ndarray:
     return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[size]).astype(np.uint32)
 
 
-def _np_sum32(a: np.ndarray) -> int:
+def sum32(a: np.ndarray) -> int:
+    """A leaf's checksum on the host: the sum modulo 2^32 of a mixed hash of each element's
+    bits and its index (the XLA twin, on sharded arrays, gives the same number)."""
     u = _np_bits(np.asarray(a))
     i = np.arange(u.size, dtype=np.uint32)
     with np.errstate(over="ignore"):
@@ -159,7 +161,7 @@ def _np_sum32(a: np.ndarray) -> int:
 
 
 def _jnp_sum32(x: jax.Array) -> jax.Array:
-    """:func:`_np_sum32` in XLA (exact uint32 arithmetic), on a sharded global array."""
+    """:func:`sum32` in XLA (exact uint32 arithmetic), on a sharded global array."""
     import jax.numpy as jnp
 
     dt = np.dtype(x.dtype)
@@ -239,7 +241,7 @@ def leaf_checksums(tree: Any, *, check_finite: bool = False,
             if check_finite and _is_float(a):
                 bad = int(a.size - np.count_nonzero(np.isfinite(a.astype(np.float64,
                                                                           copy=False))))
-            total, dtype, shape = _np_sum32(a), a.dtype.name, list(a.shape)
+            total, dtype, shape = sum32(a), a.dtype.name, list(a.shape)
         if check_finite and bad:
             raise CheckpointError(
                 f"refusing to save {where}: {name} has {bad} non-finite value(s) "

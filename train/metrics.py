@@ -193,7 +193,7 @@ def read_metrics(path: str) -> tuple[dict[int, dict[str, Any]], dict[int, float]
             except ValueError:
                 continue  # a line cut short by a killed run
             if "member" in rec or rec.get("step") is None:
-                continue  # a population's rows (read by train.run.sweep)
+                continue  # a population's rows (read by train.run.ranking)
             if "val_loss" in rec:  # null (a non-finite value) reads as NaN
                 val[int(rec["step"])] = _nan_if_none(rec["val_loss"])
             elif "loss" in rec:

@@ -199,7 +199,7 @@ def test_sum32_is_the_same_on_the_host_and_on_any_layout_and_sees_one_bit() -> N
     import jax.numpy as jnp
     from jax.sharding import PartitionSpec as P
 
-    from train.checkpoint import _np_sum32, leaf_checksums
+    from train.checkpoint import leaf_checksums, sum32
 
     st = make_state(5, seed=1)
     st["params"]["b"] = st["params"]["b"].astype(jnp.bfloat16)
@@ -219,7 +219,7 @@ def test_sum32_is_the_same_on_the_host_and_on_any_layout_and_sees_one_bit() -> N
             bits = flat.view({4: np.uint32, 2: np.uint16}[flat.dtype.itemsize])
             k, bit = r.integers(flat.size), r.integers(8 * flat.dtype.itemsize)
             bits[k] ^= bits.dtype.type(1 << int(bit))
-            assert _np_sum32(flat.reshape(a.shape)) != _np_sum32(a)
+            assert sum32(flat.reshape(a.shape)) != sum32(a)
 
 
 def test_sharded_state_is_checked_on_device_and_restores_onto_any_layout(tmp_path) -> None:

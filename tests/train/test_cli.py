@@ -43,7 +43,7 @@ def _one_line_error(err: str) -> str:
 def test_help_groups_defaults_and_examples(capsys) -> None:
     code, out, _ = _exit(["--help"], capsys)
     assert code == 0
-    titles = [cli._GROUP_TITLES[g] + ":" for g in GROUPS]
+    titles = [cli.GROUP_TITLES[g] + ":" for g in GROUPS]
     pos = [out.index("\n" + t + "\n") for t in titles]  # every group, in order
     assert pos == sorted(pos)
     # each option's block shows its default at most once, and the documented ones exactly once

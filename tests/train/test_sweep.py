@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -32,7 +33,9 @@ from train import train_and_evaluate as run
 from train.__main__ import main, parse_config
 from train.engine.population import schedule_mode
 from train.resume import ResumeMismatchError
-from train.run.sweep import parse_sweep
+from train.run.grid import parse_sweep
+from train.run.loop import TrainingInterrupted
+from train.run.setup import check_config
 
 STEPS = 20
 
@@ -273,6 +276,51 @@ def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
     _assert_trees_equal(saved, ref_params)
 
 
+def test_ctrl_c_saves_a_population_and_it_resumes_bit_identical(leaves) -> None:
+    """Ctrl-C (SIGINT, sent to this process once the first metrics are logged) stops a
+    population after the current step as it stops a single run: the state is saved there and
+    TrainingInterrupted raised; resumed, every member's losses and final parameters are
+    bit-identical to the uninterrupted population's."""
+    tmp, cfg, _, ref = leaves
+    wd = os.path.join(tmp, "ctrl_c")
+    grid = {"lr": [1e-3, 4e-3], "warmup_steps": [0, 5]}
+    metrics = os.path.join(wd, "metrics", "metrics.jsonl")
+    late: list[int] = []  # a SIGINT after the loop ended must not interrupt the test session
+
+    def send() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (os.path.exists(metrics)
+                                              and os.path.getsize(metrics) > 0):
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    old = signal.signal(signal.SIGINT, lambda *a: late.append(1))
+    try:
+        th = threading.Thread(target=send, daemon=True)
+        th.start()
+        with pytest.raises(TrainingInterrupted) as e:
+            run_population(cfg, wd, grid=grid)
+        th.join()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    step = e.value.step
+    assert not late and 1 <= step < STEPS, (late, step)
+    ckpts = os.path.join(wd, "checkpoints")
+    assert e.value.checkpoint == os.path.join(ckpts, str(step))
+    assert str(step) in os.listdir(ckpts)
+    again = run_population({**cfg, "resume": True}, wd, grid=grid)
+    assert again["start_step"] == step and again["steps"] == STEPS
+    for i in range(4):
+        ref_losses = ref["results"][i]["losses"]
+        assert again["results"][i]["losses"] == ref_losses[step:]
+        by_step: dict[int, set] = {}
+        for x in _member_rows(wd, i):
+            by_step.setdefault(x["step"], set()).add(x["loss"])
+        assert sorted(by_step) == list(range(STEPS))
+        assert all(vals == {dict(ref_losses)[t]} for t, vals in by_step.items())
+        _assert_trees_equal(again["results"][i]["params"], ref["results"][i]["params"])
+
+
 def _assert_saved_summary(wd: str, finished: dict, again: dict, out: str) -> None:
     """A population resumed at its --steps: the single run's one line, nothing trained, and the
     finished run's summary (statuses, losses, ranking) rebuilt from what it saved."""
@@ -360,14 +408,14 @@ def test_parse_sweep_grid_product_and_seeds() -> None:
 ])
 def test_bad_sweeps_raise_before_compiling(entry, match) -> None:
     with pytest.raises(ValueError, match=match):
-        TrainConfig(model_size="tiny", sweep=(entry,)).validate()
+        check_config(TrainConfig(model_size="tiny", sweep=(entry,)))
 
 
 def test_sweep_seeds_validated_and_not_twice() -> None:
     with pytest.raises(ValueError, match=r"--sweep-seeds=-1 is invalid"):
-        TrainConfig(model_size="tiny", sweep_seeds=-1).validate()
+        check_config(TrainConfig(model_size="tiny", sweep_seeds=-1))
     with pytest.raises(ValueError, match="seed is swept twice"):
-        TrainConfig(model_size="tiny", sweep=("seed=1,2",), sweep_seeds=2).validate()
+        check_config(TrainConfig(model_size="tiny", sweep=("seed=1,2",), sweep_seeds=2))
 
 
 def test_schedules_of_different_structure_are_rejected() -> None:

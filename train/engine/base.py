@@ -1,7 +1,7 @@
 """The engine interface: what the run loop needs from any engine, and the one compile-cache key.
 
 An engine owns the layout of the train state on the devices and the compiled steps. The loop
-(``train.run.loop``) only ever calls:
+(:class:`train.run.loop.Loop`) and its hooks (evaluation, the checkpointer) only ever call:
 
 * ``put_state(host_state)``: host (NumPy) per-layer state -> the engine's device state;
 * ``train(state, host_batch) -> (state, metrics)``: one update (``train.engine.step.update``
@@ -12,8 +12,10 @@ An engine owns the layout of the train state on the devices and the compiled ste
   what a checkpoint saves, the abstract target orbax restores into, and the restored tree back
   in the engine's form (each engine decides whether anything is gathered).
 
-Engines are cached per process under :func:`compile_key` so repeated runs with the same
-settings (tests, notebooks, benchmarks) reuse the compiled steps.
+The population engine (:func:`train.engine.population.population_engine`) is the pmap engine's
+class with the members' hyperparameters bound into ``train`` and no ``tx`` (each member builds
+its optimizer inside the step). Engines are cached per process under :func:`compile_key` so
+repeated runs with the same settings (tests, notebooks, benchmarks) reuse the compiled steps.
 """
 
 from __future__ import annotations

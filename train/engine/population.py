@@ -23,12 +23,14 @@ from schedules.torch._recurrence import Recurrence
 
 from ..metrics import settings_text
 from ..optim import make_optimizer
+from .pmap import PmapEngine, replicate
 from .step import AXIS, dropout_keys, loss_scale_rule, model_loss, update
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["OPTIMIZER_FIELDS", "Population", "population_steps", "schedule_mode"]
+__all__ = ["OPTIMIZER_FIELDS", "Population", "population_engine", "population_state",
+           "population_steps", "schedule_mode"]
 
 #: optimizer fields a sweep may vary (traced hyperparameters of one compiled program)
 OPTIMIZER_FIELDS = ("beta1", "beta2", "eps", "weight_decay", "clip_norm")
@@ -68,6 +70,7 @@ class Population:
 
     def __init__(self, cfgs: list[TrainConfig], members: list[dict], schedules: list) -> None:
         self.k = len(cfgs)
+        self.cfgs = cfgs
         self.base = cfgs[0]
         self.schedules = schedules
         self.mode, self.treedef, self.const = schedule_mode(schedules, members)
@@ -207,3 +210,32 @@ def population_steps(model_cfg: Any, pop: Population, per_member_data: bool,
     return out
 
 
+
+
+def population_state(model_cfg: Any, pop: Population) -> dict:
+    """The population's initial host state: each member's init is its single run's (its init
+    seed), stacked on a leading member axis, with its optimizer state, all members active and,
+    with float16, one dynamic loss scaler per member (as each single run's)."""
+    k = pop.k
+    inits = {s: jax.device_get(models.init_params(model_cfg, jax.random.key(s)))
+             for s in {c.seed for c in pop.cfgs}}
+    params = jax.tree.map(lambda *xs: np.stack(xs), *[inits[c.seed] for c in pop.cfgs])
+    opt_state = jax.vmap(lambda p, h: pop.optimizer(h, pop.schedule(h), p).init(p))(
+        params, pop.h)
+    state = {"step": np.zeros((), np.int32), "params": params,
+             "opt_state": jax.device_get(opt_state), "active": np.ones(k, bool)}
+    rule = loss_scale_rule(pop.base)
+    if rule is not None:
+        state["loss_scale"] = jax.tree.map(lambda x: np.stack([x] * k), rule.init_state())
+    return state
+
+
+def population_engine(model_cfg: Any, pop: Population, per_member_data: bool,
+                      devices: list | None) -> PmapEngine:
+    """The population as an engine (:class:`train.engine.base.Engine`, as the pmap engine's
+    replicated state): :func:`population_steps` with the members' hyperparameters bound
+    (``tx`` is None: each member builds its optimizer inside the step)."""
+    p_train, p_eval = population_steps(model_cfg, pop, per_member_data, devices)
+    h = replicate(pop.h, devices)
+    return PmapEngine(None, lambda state, batch: p_train(state, batch, h), p_eval,  # type: ignore[arg-type]
+                      devices)

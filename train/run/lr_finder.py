@@ -45,11 +45,10 @@ import models
 import schedules as S
 
 from ..config import TrainConfig
-from ..data import Batcher, load_data
-from ..engine.pmap import make_train_step, replicate, select_devices
+from ..engine.pmap import make_train_step, replicate
 from ..engine.step import init_state, loss_scale_rule
 from ..optim import make_optimizer
-from ..tokenizer import get_tokenizer
+from .setup import prepare_run
 
 __all__ = ["RULES", "LRRangeResult", "check_range", "ema", "exponential_schedule",
            "lr_range_test", "moving_average", "suggest_lr"]
@@ -249,17 +248,9 @@ def lr_range_test(config: TrainConfig | Mapping[str, Any], lr_min: float = 1e-6,
     cfg = cfg.normalized().validate()
 
     schedule = exponential_schedule(lr_min, lr_max, steps)
-    devices = select_devices(cfg)
-    pidx, pcount = jax.process_index(), jax.process_count()
-    n_local = len([d for d in (devices or jax.devices()) if d.process_index == pidx])
-    tok = get_tokenizer(cfg.tokenizer)
-    model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
-                                  **cfg.model_overrides())
-    train_data, _, _ = load_data(cfg.data, cfg.val_data, tok, cfg.data_cache, cfg.val_fraction)
-    train_data.check(cfg.seq_len + 1, tok.vocab_size)
-    batcher = Batcher(train_data, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
-                      grad_accum=cfg.grad_accum, local_devices=n_local, process_index=pidx,
-                      process_count=pcount, seed=cfg.seed)
+    setup = prepare_run(cfg, None, "lr_finder", validate=lambda _: (schedule, {}))
+    _, _, (batcher,), _ = setup.load_data(val=False)
+    model_cfg, devices = setup.model_cfg, setup.devices
 
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
     tx = make_optimizer(cfg, schedule, params)

@@ -26,7 +26,7 @@ from ..optim import make_optimizer
 from ..parallel.layout import make_layout
 from ..parallel.shardings import DATA, fmt_bytes, shard_bytes
 
-__all__ = ["GB", "memory_plan", "print_plan"]
+__all__ = ["GB", "memory_plan", "plan_run", "print_plan"]
 
 GB = 1e9
 #: per-device memory of common accelerators, for the "fits" columns
@@ -101,3 +101,14 @@ def print_plan(cfg: Any, model_cfg: Any, schedule: Any,
     p = memory_plan(cfg, model_cfg, schedule)
     log(format_plan(p, cfg.plan_peak_tflops))
     return p
+
+
+def plan_run(cfg: Any, workdir: str) -> dict[str, Any]:
+    """``python -m train --plan``: the run's setup (:func:`train.run.setup.prepare_run`, up to
+    the model configuration), then :func:`print_plan` of the size's own vocabulary (e.g.
+    LLaMA-3's 128256, not the tokenizer's)."""
+    from .setup import prepare_run
+
+    setup = prepare_run(cfg, workdir, "plan")
+    plan_cfg = models.get_config(cfg.model, cfg.base_size(), **cfg.model_overrides())
+    return print_plan(cfg, plan_cfg, setup.schedule, setup.console.print)

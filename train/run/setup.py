@@ -1,6 +1,13 @@
 """The run's setup, written once for every entry point (``train_and_evaluate``, ``sweep``, the
 LR range test, ``--plan``, the CLI's check): everything checked before anything compiles.
 
+:func:`prepare_run` is that setup: validate, simulate devices, start the distributed runtime,
+select the devices (and the mesh layout), create the output directories, ``--overwrite``,
+choose the checkpoint to resume from and apply the resume guard, the tokenizer, the model
+configuration and the effective config (what every checkpoint saves). It returns a
+:class:`RunSetup`; :meth:`RunSetup.load_data` then reads the data (after the guard: a refused
+resume reads nothing) and builds the batchers.
+
 :func:`check_config` is the whole validation of a config: its fields
 (:meth:`~train.config.TrainConfig.validate`), the layout flags
 (:func:`train.parallel.layout.check_flags`), the learning-rate schedule (built, and its whole
@@ -10,19 +17,32 @@ curve checked: :func:`train.schedule.build.check_lr_curve`) and a sweep's member
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import jax
 
+import models
 import schedules as S
 
-from ..config import TrainConfig
-from ..parallel.layout import check_flags
+from ..config import TrainConfig, check_dirs
+from ..data import Batcher, load_data
+from ..devices import simulate_devices
+from ..engine.pmap import select_devices
+from ..metrics import Console
+from ..parallel.layout import Layout, check_flags, make_layout
+from ..resume import check_compatible, choose_step, clear_outputs, read_saved_config
 from ..schedule.build import build_schedule, check_lr_curve
+from ..tokenizer import get_tokenizer
 
-__all__ = ["check_config", "effective_config", "finished_message", "global_batch",
-           "init_distributed"]
+__all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "global_batch",
+           "init_distributed", "prepare_run", "run_schedule", "write_json"]
+
+#: what :func:`prepare_run` sets up: a single run, a population, the LR range test (no
+#: workdir, no resume) or ``--plan`` (stops after the model configuration)
+Kind = Literal["train", "sweep", "lr_finder", "plan"]
 
 
 def global_batch(cfg: TrainConfig) -> int:
@@ -47,16 +67,21 @@ def global_batch(cfg: TrainConfig) -> int:
     return dp * cfg.grad_accum * cfg.batch_size
 
 
+def run_schedule(cfg: TrainConfig) -> S.Schedule:
+    """``cfg``'s learning-rate schedule as the run builds it: Megatron's sample-counting styles
+    get the run's global batch (:func:`global_batch`)."""
+    return build_schedule(cfg, global_batch(cfg) if cfg.lr_decay_style is not None else None)
+
+
 def check_config(cfg: TrainConfig) -> S.Schedule:
     """Validate ``cfg`` entirely (see the module docstring) and return its learning-rate
     schedule; ``ValueError`` naming the flag, the value and the rule otherwise."""
     cfg = cfg.normalized().validate()
     check_flags(cfg)
-    g = global_batch(cfg) if cfg.lr_decay_style is not None else None
-    schedule = build_schedule(cfg, g)
+    schedule = run_schedule(cfg)
     check_lr_curve(schedule, cfg.steps)
     if cfg.sweep or cfg.sweep_seeds:
-        from .sweep import member_configs
+        from .grid import member_configs
 
         member_configs(cfg)  # every member's config is valid, the swept fields sweepable
     return schedule
@@ -95,3 +120,149 @@ def finished_message(step: int, where: str) -> str:
             "larger --steps to train on)")
 
 
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (a temporary name, then a rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=isinstance(obj, dict))
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class RunSetup:
+    """Everything a run needs before its engine compiles (built by :func:`prepare_run`).
+
+    ``n_local`` / ``n_global`` count data-parallel replicas (the mesh layout's data axis when
+    there is one); ``resume_step`` is the checkpoint to resume from (None: from scratch), its
+    guard already applied; ``finished`` says it is at ``--steps`` already (nothing to train).
+    ``eff`` is the effective config every checkpoint saves."""
+
+    cfg: TrainConfig
+    kind: str
+    schedule: S.Schedule
+    process_index: int
+    process_count: int
+    devices: list | None
+    n_local: int
+    n_global: int
+    layout: Layout | None
+    workdir: str | None
+    workdir_arg: str | None
+    ckpt_dir: str
+    metrics_dir: str
+    config_path: str
+    console: Console
+    resume_step: int | None
+    tok: Any
+    model_cfg: Any
+    tokens_per_step: int
+    eff: dict[str, Any]
+    data_desc: str = ""
+
+    @property
+    def primary(self) -> bool:
+        return self.process_index == 0
+
+    @property
+    def finished(self) -> bool:
+        return self.resume_step is not None and self.resume_step == self.cfg.steps
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(os.path.abspath(self.metrics_dir), "metrics.jsonl")
+
+    def load_data(self, seeds: Sequence[int] | None = None, val: bool = True
+                  ) -> tuple[Any, Any, list[Batcher], list[Batcher]]:
+        """(train data, val data, train batchers, val batchers): one batcher per seed of
+        ``seeds`` (default: the config's), each checked against the model's vocabulary."""
+        cfg, tok = self.cfg, self.tok
+        train_data, val_data, self.data_desc = load_data(cfg.data, cfg.val_data, tok,
+                                                         cfg.data_cache, cfg.val_fraction)
+        train_data.check(cfg.seq_len + 1, tok.vocab_size)
+        if val:
+            val_data.check(cfg.seq_len + 1, tok.vocab_size)
+        self.eff["data_description"] = self.data_desc
+        kw = dict(seq_len=cfg.seq_len, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                  local_devices=self.n_local, process_index=self.process_index,
+                  process_count=self.process_count)
+        seeds = [cfg.seed] if seeds is None else list(seeds)
+        return (train_data, val_data, [Batcher(train_data, seed=s, **kw) for s in seeds],
+                [Batcher(val_data, seed=s, **kw) for s in seeds] if val else [])
+
+    def resumed_line(self, step: int, where: str) -> None:
+        """The one line after a restore (or ``--resume=auto`` finding nothing)."""
+        self.console.print(f"resumed from {where} (step {step})")
+
+    def fresh_line(self) -> None:
+        if self.cfg.resume == "auto" and not isinstance(self.cfg.resume, bool):
+            self.console.print(f"--resume=auto: no checkpoint in {self.ckpt_dir}; starting from "
+                               "step 0")
+
+
+def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
+                validate: Callable[[TrainConfig], tuple[S.Schedule, Mapping[str, Any]]]
+                | None = None, outputs: Sequence[str] = ("config.json",)) -> RunSetup:
+    """The one setup of every run (see the module docstring), in this order: simulate devices,
+    validate (``validate(cfg) -> (schedule, extra effective-config keys)``, by default
+    :func:`check_config`; a sweep starts the distributed runtime first), create the
+    directories, start the distributed runtime, select the devices, ``--overwrite`` (deleting
+    the checkpoints, the metrics and ``outputs`` under ``workdir``), the resume step, the
+    tokenizer and model configuration, the layout (mesh engine), the effective config and the
+    resume guard (a checkpoint past ``--steps`` is refused; one at it prints
+    :func:`finished_message`: the caller returns its saved summary).
+
+    ``kind="lr_finder"`` has no workdir: no directories, no resume; ``kind="plan"`` stops after
+    the model configuration (no layout, no guard)."""
+    workdir_arg = workdir
+    simulate_devices(cfg.simulate_devices)  # before JAX starts its backend
+    if kind == "sweep":  # before the members' schedules are built
+        init_distributed(cfg)
+    schedule, eff_extra = (check_config(cfg), {}) if validate is None else validate(cfg)
+    if workdir is not None:
+        check_dirs(cfg, workdir)
+        workdir = os.path.abspath(workdir)
+    if kind != "lr_finder":
+        init_distributed(cfg)
+    pidx, pcount = jax.process_index(), jax.process_count()
+    devices = select_devices(cfg)
+    n_local = sum(d.process_index == pidx for d in (devices or jax.devices()))
+    n_global = len(devices or jax.devices())
+    base = workdir or os.getcwd()
+    ckpt_dir = os.path.abspath(cfg.checkpoint_dir or os.path.join(base, "checkpoints"))
+    metrics_dir = cfg.metrics_dir or os.path.join(base, "metrics")
+    config_path = os.path.join(base, "config.json")
+    console = Console(cfg.steps, enabled=pidx == 0, bar=False if kind == "sweep" else None)
+    resume_step = None
+    if workdir is not None:
+        if cfg.overwrite and pidx == 0:
+            removed = clear_outputs(workdir, [ckpt_dir, metrics_dir,
+                                              *(os.path.join(workdir, o) for o in outputs)])
+            if removed:
+                console.print(f"--overwrite: deleted {', '.join(removed)}")
+        resume_step = choose_step(cfg.resume, ckpt_dir)
+    tok = get_tokenizer(cfg.tokenizer)
+    model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
+                                  **cfg.model_overrides())
+    layout = None
+    if cfg.mesh_engine and kind == "train":  # the mesh engine: replicas per process
+        layout = make_layout(cfg, model_cfg, n_global, pcount, n_local)
+        n_local, n_global = layout.data // pcount, layout.size
+    tokens_per_step = pcount * n_local * cfg.grad_accum * cfg.batch_size * cfg.seq_len
+    eff = effective_config(cfg, schedule, model_cfg, {
+        "workdir": workdir, "process_count": pcount, "global_devices": n_global,
+        "tokens_per_step": tokens_per_step, **(eff_extra or {})})
+    setup = RunSetup(cfg, kind, schedule, pidx, pcount, devices, n_local, n_global, layout,
+                     workdir, workdir_arg, ckpt_dir, metrics_dir, config_path, console,
+                     resume_step, tok, model_cfg, tokens_per_step, eff)
+    if resume_step is not None and kind != "plan":  # the guard, before data or compiling
+        where = os.path.join(ckpt_dir, str(resume_step))
+        check_compatible(read_saved_config(ckpt_dir, resume_step), eff, where)
+        if resume_step > cfg.steps:
+            raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
+                             f"({where}) is at step {resume_step}, past it")
+        if resume_step == cfg.steps:
+            console.print(finished_message(resume_step, where))
+    return setup
