@@ -489,10 +489,6 @@ class TrainConfig:
                        "must map parameter-path substrings to numbers >= 0, e.g. wte=0.1,wpe=0.1")
         if not isinstance(self.sample_prompt, str) or not self.sample_prompt:
             raise _bad("sample_prompt", self.sample_prompt, "must be a non-empty string")
-        for k in ("data", "val_data"):
-            p = getattr(self, k)
-            if p is not None and not os.path.exists(p):
-                raise _bad(k, p, "no such file or directory")
         if self.coordinator_address is not None and (
             self.num_processes is None or self.process_id is None
         ):

@@ -15,6 +15,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..engine.population import OPTIMIZER_FIELDS, schedule_mode
 from ..metrics import settings_text
+from .checks import run_schedule
 
 __all__ = ["SCHEDULE_FIELDS", "SWEEPABLE", "member_configs", "parse_sweep"]
 
@@ -109,7 +110,6 @@ def parse_sweep(entries: Sequence[str], seeds: int = 0,
 def member_configs(cfg: TrainConfig) -> tuple[list[str], list[dict[str, Any]], list[TrainConfig]]:
     """(swept names, member settings, member configs) of a sweep config, every member validated
     as a single run; raises ``ValueError`` naming the member otherwise."""
-    from .setup import run_schedule  # (setup validates a sweep with this module)
 
     names, members = parse_sweep(cfg.sweep, cfg.sweep_seeds, cfg.seed)
     base = dataclasses.replace(cfg, sweep=(), sweep_seeds=0)

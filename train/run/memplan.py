@@ -25,6 +25,7 @@ from ..engine.mesh import build
 from ..optim import make_optimizer
 from ..parallel.layout import make_layout
 from ..parallel.shardings import DATA, fmt_bytes, shard_bytes
+from .setup import prepare_run
 
 __all__ = ["GB", "memory_plan", "plan_run", "print_plan"]
 
@@ -107,8 +108,6 @@ def plan_run(cfg: Any, workdir: str) -> dict[str, Any]:
     """``python -m train --plan``: the run's setup (:func:`train.run.setup.prepare_run`, up to
     the model configuration), then :func:`print_plan` of the size's own vocabulary (e.g.
     LLaMA-3's 128256, not the tokenizer's)."""
-    from .setup import prepare_run
-
     setup = prepare_run(cfg, workdir, "plan")
     plan_cfg = models.get_config(cfg.model, cfg.base_size(), **cfg.model_overrides())
     return print_plan(cfg, plan_cfg, setup.schedule, setup.console.print)

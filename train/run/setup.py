@@ -34,8 +34,10 @@ from ..engine.pmap import select_devices
 from ..metrics import Console
 from ..parallel.layout import Layout, check_flags, make_layout
 from ..resume import check_compatible, choose_step, clear_outputs, read_saved_config
-from ..schedule.build import build_schedule, check_lr_curve
+from ..schedule.build import check_lr_curve
 from ..tokenizer import get_tokenizer
+from .checks import check_data, global_batch, run_schedule
+from .grid import member_configs
 
 __all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "global_batch",
            "init_distributed", "prepare_run", "run_schedule", "write_json"]
@@ -45,34 +47,6 @@ __all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "
 Kind = Literal["train", "sweep", "lr_finder", "plan"]
 
 
-def global_batch(cfg: TrainConfig) -> int:
-    """Sequences per update: the data-parallel replicas of all processes x ``--grad-accum`` x
-    ``--batch-size`` (Megatron's ``global_batch_size``). The device count is JAX's when
-    ``--devices`` is unset: call after ``--simulate-devices`` took effect."""
-    if cfg.devices is not None:
-        per_process = cfg.devices
-    elif cfg.coordinator_address is None:
-        per_process = jax.local_device_count()
-    else:
-        raise ValueError(f"--lr-decay-style={cfg.lr_decay_style} counts samples as Megatron "
-                         f"does (the global batch size): give --devices with "
-                         f"--coordinator-address")
-    devices = per_process * (cfg.num_processes or 1)
-    if cfg.data_parallel is not None:
-        dp = cfg.data_parallel
-    elif cfg.mesh_engine:
-        dp = max(1, devices // ((cfg.tensor_parallel or 1) * (cfg.pipeline_parallel or 1)))
-    else:
-        dp = devices
-    return dp * cfg.grad_accum * cfg.batch_size
-
-
-def run_schedule(cfg: TrainConfig) -> S.Schedule:
-    """``cfg``'s learning-rate schedule as the run builds it: Megatron's sample-counting styles
-    get the run's global batch (:func:`global_batch`)."""
-    return build_schedule(cfg, global_batch(cfg) if cfg.lr_decay_style is not None else None)
-
-
 def check_config(cfg: TrainConfig) -> S.Schedule:
     """Validate ``cfg`` entirely (see the module docstring) and return its learning-rate
     schedule; ``ValueError`` naming the flag, the value and the rule otherwise."""
@@ -80,9 +54,8 @@ def check_config(cfg: TrainConfig) -> S.Schedule:
     check_flags(cfg)
     schedule = run_schedule(cfg)
     check_lr_curve(schedule, cfg.steps)
+    check_data(cfg)
     if cfg.sweep or cfg.sweep_seeds:
-        from .grid import member_configs
-
         member_configs(cfg)  # every member's config is valid, the swept fields sweepable
     return schedule
 
