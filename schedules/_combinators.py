@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._core import Schedule, as_schedule
+from ._core import OPERATORS, Schedule, as_schedule
 from ._ops import PY, Ops
 from ._primitives import check_cycles, cycle_of
 from ._validate import Checks, is_traced
@@ -460,3 +460,7 @@ Repeat = repeat
 Warmup = warmup
 Lambda = lambda_
 ScaleBatch = scale_batch
+
+
+# the schedule operators (``a * b``, ``a / x``, ``a + b``) of :class:`schedules._core.Schedule`
+OPERATORS.update(multiply=flat_multiply, scale=folded_scale, add=flat_add)
