@@ -36,6 +36,7 @@ import numpy as np
 
 from .._core import Schedule
 from .._ops import JNP, PY, Ops
+from .._validate import FLOAT32_MAX as _F32_MAX
 
 __all__ = [
     "COS_LOOP_BUDGET",
@@ -322,8 +323,9 @@ class Recurrence(Schedule):
                     v = self._replay(i)
                 except ValueError:
                     break
-                # not a learning rate (negative, inf): NaN, as the host raises there
-                tab[i] = v if 0 <= v < math.inf else math.nan
+                # torch's numbers, negative ones included; beyond float32 (inf there): NaN,
+                # as the host raises there
+                tab[i] = v if abs(v) <= _F32_MAX else math.nan
             object.__setattr__(self, "_table_cache", tab)
         return tab
 

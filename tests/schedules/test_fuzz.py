@@ -7,7 +7,8 @@ values, edge cases (0, -0.0, 2**31, 10**400, 1e308, inf, NaN, subnormals) and wr
 (strings, None, bools, nested lists, 0-d arrays, sets, dicts). Asserted:
 
 * only ``ValueError`` escapes (construction, host query, NumPy and JAX paths);
-* an accepted schedule never gives a negative, infinite or NaN lr: each is queried on the
+* an accepted schedule never gives a negative (``schedules.torch``: torch's own numbers, negative
+  ones included), infinite or NaN lr: each is queried on the
   host at a small and a huge step (up to 1e15) -- a value there is finite and >= 0, or the
   query raises ``ValueError`` (a step torch itself refuses, or a recurrence too far to
   replay) -- and a sample is evaluated on the NumPy path and on the JAX path (eager, float32,
@@ -196,9 +197,9 @@ def _uses_user_fn(s: Any) -> bool:
     return any(_uses_user_fn(c) for c in s.children()) if isinstance(s, S.Schedule) else False
 
 
-def _check_value(v: Any, where: str) -> None:
+def _check_value(v: Any, where: str, signed: bool = False) -> None:
     assert isinstance(v, float), (where, type(v))
-    assert 0.0 <= v < math.inf, (where, v)
+    assert (-math.inf if signed else 0.0) <= v < math.inf and abs(v) < math.inf, (where, v)
 
 
 class Stats:
@@ -206,6 +207,11 @@ class Stats:
         self.accepted: list[Any] = []
         self.worst = 0.0
         self.n_ok = 0
+
+
+def _signed(s: Any) -> bool:
+    """schedules.torch gives torch's numbers, negative ones included (issue 24)."""
+    return isinstance(s, T.TorchSchedule)
 
 
 def _query(s: Any, t: int, stats: Stats, free: bool, where: str) -> bool:
@@ -218,7 +224,7 @@ def _query(s: Any, t: int, stats: Stats, free: bool, where: str) -> bool:
     finally:
         stats.worst = max(stats.worst, time.perf_counter() - t0)
     if not free:
-        _check_value(v, f"{where} at step {t}")
+        _check_value(v, f"{where} at step {t}", _signed(s))
     return True
 
 
@@ -267,7 +273,8 @@ def check_array_paths(stats: Stats) -> None:
         if free:
             continue
         for got in (got_np, got_jx):
-            ok = np.isnan(got) | ((got >= 0) & (got < np.inf))
+            lo = -np.inf if _signed(s) else 0.0
+            ok = np.isnan(got) | ((got >= lo) & (np.abs(got) < np.inf))
             assert ok.all(), (where, got)
             # NaN only where the host refuses the step (a float32 step past 2**24 is a
             # different step from the host's: the huge ones are compared for sign/finiteness)

@@ -93,22 +93,29 @@ def test_arguments_that_make_an_lr_negative_or_inf_are_refused(call, fragment):
     assert fragment in str(e.value), str(e.value)
 
 
-def test_a_user_function_that_goes_negative_is_refused_at_that_step():
-    s = T.LambdaLR(0.1, S.expr("1 - step / 10"))  # negative from step 11 on
-    assert s(10) == 0.0
-    with pytest.raises(ValueError, match=r"step 11.0 would be -0.01.* finite and >= 0"):
-        s(11)
+def test_a_user_function_that_goes_negative_gives_torchs_negative_number():
+    """torch's own numbers, negative ones included (issue 24): the refusal of a negative lr is
+    the trainer's; only a value float32 cannot hold is refused (and only there)."""
+    s = T.LambdaLR(0.1, S.expr("1 - step / 10"))  # negative from step 11 on, as in torch
+    assert s(10) == 0.0 and s(11) == pytest.approx(-0.01, rel=1e-12)
     got = np.asarray(jax.jit(jax.vmap(s))(jnp.arange(13.0)))
-    assert np.all(np.isnan(got[11:])) and np.all(got[:10] >= 0)  # step 10: 0 up to float32
+    np.testing.assert_allclose(got, [0.1 * (1 - k / 10) for k in range(13)], atol=1e-8)
     m = T.MultiplicativeLR(0.1, lambda t: -1.0 if t == 3 else 1.0)
-    assert m(2) == 0.1
-    with pytest.raises(ValueError, match="finite and >= 0"):
-        m(3)
-    with pytest.raises(ValueError, match="finite and >= 0"):
-        m(4)  # torch's lr stays at -0.1
-    c = T.CyclicLR(0.1, 0.5, 0.1, step_size_up=2, scale_fn=lambda x: 10.0)
-    with pytest.raises(ValueError, match="finite and >= 0"):
-        c(1)
+    assert (m(2), m(3), m(4)) == (0.1, -0.1, -0.1)  # torch's lr stays at -0.1
+    c = T.CyclicLR(0.1, 0.5, 0.1, step_size_up=2, scale_fn=lambda x: -10.0)
+    assert c(1) == pytest.approx(0.5 + (0.1 - 0.5) * 0.5 * -10.0, rel=1e-12)
+    big = T.LambdaLR(0.1, lambda k: 1e300 if k == 2 else 1.0)
+    with pytest.raises(ValueError, match=r"step 2 would be 1e\+299.*check lr_lambda / scale_fn"):
+        big(2)
+
+
+def test_a_refusal_without_user_function_does_not_blame_one():
+    # linear extrapolation one step past the last phase (torch computes it): beyond float32
+    s = T.OneCycleLR(0.05, max_lr=3e38, pct_start=0.95, total_steps=10, anneal_strategy="linear")
+    assert 0 < s(9) < 3e38
+    with pytest.raises(ValueError, match=r"step 10 would be -5.99") as e:
+        s(10)
+    assert "lr_lambda" not in str(e.value) and "scale_fn" not in str(e.value)
 
 
 def test_step_counts_are_int32_and_float32_range_holds_on_the_array_path():
