@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -16,7 +17,7 @@ from .._core import Schedule
 from .._ops import JNP, JNP_ACCURATE, NP, PY, Ops
 from .._validate import FLOAT32_MAX, Checks, check_float, fail
 from . import _mirror
-from ._recurrence import TICK_BUDGET, Chain, NoClosedForm, Recurrence
+from ._recurrence import TICK_BUDGET, Chain, NoClosedForm, Recurrence, fraction_refused
 
 __all__ = ["Kind", "Mode", "TorchSchedule", "per_group"]
 
@@ -72,6 +73,21 @@ def _host_error(where: str, t: Any, ops: Ops, e: ArithmeticError) -> ArithmeticE
     if not ops.host:
         return e
     return ValueError(f"{where}: torch raises {type(e).__name__} at step {_step_text(t)}: {e}")
+
+
+def _whole_step(where: str, t: Any, ops: Ops) -> tuple[Any, Any]:
+    """``(max(t, 0), its floor)``; on the host a fractional step is refused (torch's
+    ``step(epoch)`` is deprecated for these schedulers), never floored silently."""
+    t0 = ops.maximum(t, 0.0)
+    k = ops.floor(t0)
+    if ops.host and k != t0:
+        raise ValueError(fraction_refused(where, t))
+    return t0, k
+
+
+def _nan_if_fraction(v: Any, t0: Any, k: Any, ops: Ops) -> Any:
+    """On arrays: NaN at a fractional step, as the host path raises there."""
+    return v if ops.host else ops.where(k == t0, v, math.nan)
 
 
 def _check_bool(check: Checks, name: str, value: Any) -> bool:

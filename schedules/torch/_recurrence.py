@@ -248,6 +248,16 @@ class NoClosedForm(Exception):  # noqa: N818 (a control-flow signal, not an erro
     """Raised by ``_closed`` when a node has no closed form (the replay is used)."""
 
 
+def fraction_refused(where: str, t: float) -> str:
+    """The refusal of a fractional step where torch's ``step(epoch)`` has none."""
+    return (
+        f"{where}: step={t!r} is not a whole step; torch's scheduler.step(epoch) is deprecated "
+        "(since torch 1.4) and only CosineAnnealingWarmRestarts defines a fractional epoch: "
+        "pass the number of scheduler.step() calls (an integer); a fractional step is never "
+        "floored"
+    )
+
+
 class _Integral:
     """A float step array known to hold integers >= 0 (see :meth:`Recurrence.__call__`)."""
 
@@ -335,6 +345,11 @@ class Recurrence(Schedule):
             if math.isnan(t) or math.isinf(t):
                 raise ValueError(f"{type(self).__name__}: step={t!r} must be finite")
             k = math.floor(t) if t > 0 else 0
+            if k != t and t > 0:  # never floored silently (issue 24)
+                v = self._fractional(t, PY)
+                if v is None:
+                    raise ValueError(fraction_refused(self._check.where, t))
+                return v
             if self._closed_host_ok(k):
                 try:
                     return float(self._closed(float(k), PY))
@@ -363,8 +378,22 @@ class Recurrence(Schedule):
             return self._eval(_Integral(k), JNP)
         return super().__call__(step)
 
+    def _fractional(self, t: Any, ops: Ops) -> Any:
+        """The value at a fractional step ``t > 0``, as torch's ``step(t)`` gives it; None
+        where torch's ``step(epoch)`` is deprecated or absent (the step is refused)."""
+        return None
+
     def _traced(self, t: Any, ops: Ops) -> Any:
-        k = t.k if isinstance(t, _Integral) else ops.floor(ops.maximum(t, 0.0))
+        if isinstance(t, _Integral):
+            return self._traced_whole(t.k, ops)
+        t = ops.maximum(t, 0.0)
+        k = ops.floor(t)
+        out = self._traced_whole(k, ops)
+        frac = self._fractional(t, ops)
+        # a fractional step where torch has none: NaN, as the host path raises there
+        return jnp.where(k == t, out, jnp.nan if frac is None else jnp.asarray(frac, out.dtype))
+
+    def _traced_whole(self, k: Any, ops: Ops) -> Any:
         exact64 = k.dtype == jnp.float64
         out = None
         if not exact64 or self._closed_exact():
