@@ -71,17 +71,18 @@ def check_cycles(
 
 
 class constant(Schedule, name="constant"):
-    """``f(t) = value``.
+    """``f(t) = value``, any sign (a schedule need not be a learning rate; the
+    learning-rate consumers refuse negative values).
 
     >>> import schedules as S
-    >>> S.constant(3e-4)(1000)
-    0.0003
+    >>> S.constant(3e-4)(1000), S.constant(-1.0)(0)
+    (0.0003, -1.0)
     """
 
 
     def __init__(self, value: float) -> None:
         check = self._check
-        self._set(value=check.float("value", value, ge=0))
+        self._set(value=check.float("value", value))
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         return self.value + 0.0 * t

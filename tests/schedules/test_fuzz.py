@@ -210,8 +210,11 @@ class Stats:
 
 
 def _signed(s: Any) -> bool:
-    """schedules.torch gives torch's numbers, negative ones included (issue 24)."""
-    return isinstance(s, T.TorchSchedule)
+    """Values free to be negative (issue 24): schedules.torch gives torch's numbers, negative
+    ones included, and a constant may be negative (a schedule need not be an lr)."""
+    if isinstance(s, T.TorchSchedule) or (isinstance(s, S.constant) and s.value < 0):
+        return True
+    return isinstance(s, S.Schedule) and any(_signed(c) for c in s.children())
 
 
 def _query(s: Any, t: int, stats: Stats, free: bool, where: str) -> bool:

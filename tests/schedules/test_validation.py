@@ -47,7 +47,6 @@ from schedules._core import REGISTRY
         (lambda: S.cyclic(0.1, 1.0, up=10, mode="sawtooth"), "mode='sawtooth' must be one of"),
         (lambda: S.one_cycle(1.0, total=3, pct_start=0.1), "leaves phase 0 empty"),
         (lambda: S.exponential(1.0, 1.1), "end=None must be given when rate=1.1 > 1"),
-        (lambda: S.constant(-0.1), "constant: value=-0.1 must be >= 0"),
         (lambda: S.piecewise_constant([10], [1.0]), "must have len(boundaries) + 1 = 2 entries"),
         (lambda: S.scale_batch(S.constant(1.0), 64, 0), "base_batch_size=0 must be > 0"),
         (
