@@ -147,13 +147,16 @@ class exponential(Schedule, name="exponential"):
     """Exponential decay (or growth): ``f(t) = init * rate ** (t / steps)``.
 
     With ``staircase=True`` the exponent is ``floor(t / steps)``. An optional
-    ``end`` bounds the value (a floor when decaying, a ceiling when growing).
+    ``end`` bounds the value (a floor when decaying, a ceiling when growing); growth
+    without a bound is allowed (an lr range test), and overflows to ``inf`` far out.
 
     >>> import schedules as S
     >>> S.exponential(1.0, 0.5, steps=10)(20)
     0.25
     >>> S.exponential(1.0, 0.5, steps=10, staircase=True)(19)
     0.5
+    >>> S.exponential(1.0, 2.0, 2)(4)
+    4.0
     """
 
     _static = frozenset({"staircase"})
@@ -169,13 +172,6 @@ class exponential(Schedule, name="exponential"):
         check = self._check
         if not isinstance(staircase, bool):
             raise check.fail("staircase", staircase, "must be True or False")
-        rate = check.float("rate", rate, gt=0)
-        if end is None and not is_traced(rate) and rate > 1:
-            raise check.fail(
-                "end",
-                end,
-                f"must be given when rate={rate} > 1 (growth needs a bound)",
-            )
         self._set(
             init=check.float("init", init, ge=0),
             rate=check.float("rate", rate, gt=0),
