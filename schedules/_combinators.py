@@ -305,7 +305,7 @@ class warmup(Schedule, name="warmup"):
             )
         self._set(
             schedule=inner,
-            steps=check.int("steps", steps, ge=0),
+            steps=check.int("steps", steps, ge=0, big=True),
             init=check.float("init", init, ge=0),
         )
 

@@ -183,7 +183,14 @@ class Schedule:
         if isinstance(step, np.ndarray) and self._host_ok():
             with np.errstate(all="ignore"):
                 return np.asarray(self._eval(NP.asfloat(step), NP), dtype=np.float64)
-        return self._eval(JNP.asfloat(step), JNP)
+        try:
+            return self._eval(JNP.asfloat(step), JNP)
+        except OverflowError:  # a step count beyond int32 (the host path and x64 take it)
+            raise ValueError(
+                f"{self!r}: a step count of this schedule is beyond int32, which JAX's default "
+                "int32/float32 path cannot take: evaluate on the host (a Python int or a "
+                "NumPy array) or enable jax_enable_x64"
+            ) from None
 
     def children(self) -> tuple[Schedule, ...]:
         """The schedules this one is built from (empty for primitives)."""

@@ -106,7 +106,7 @@ class linear(Schedule, name="linear"):
         self._set(
             init=check.float("init", init, ge=0),
             end=check.float("end", end, ge=0),
-            steps=check.int("steps", steps, ge=0),
+            steps=check.int("steps", steps, ge=0, big=True),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -132,7 +132,7 @@ class cosine(Schedule, name="cosine"):
         self._set(
             init=check.float("init", init, ge=0),
             end=check.float("end", end, ge=0),
-            steps=check.int("steps", steps, ge=0),
+            steps=check.int("steps", steps, ge=0, big=True),
             exponent=check.float("exponent", exponent, gt=0),
         )
 
@@ -175,7 +175,7 @@ class exponential(Schedule, name="exponential"):
         self._set(
             init=check.float("init", init, ge=0),
             rate=check.float("rate", rate, gt=0),
-            steps=check.int("steps", steps, gt=0),
+            steps=check.int("steps", steps, gt=0, big=True),
             staircase=staircase,
             end=None if end is None else check.float("end", end, ge=0),
         )
@@ -254,7 +254,7 @@ class polynomial(Schedule, name="polynomial"):
         self._set(
             init=check.float("init", init, ge=0),
             end=check.float("end", end, ge=0),
-            steps=check.int("steps", steps, ge=0),
+            steps=check.int("steps", steps, ge=0, big=True),
             power=check.float("power", power, gt=0),
         )
 

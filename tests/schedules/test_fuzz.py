@@ -280,7 +280,11 @@ def check_array_paths(stats: Stats) -> None:
         host = np.asarray(host)
         t0 = time.perf_counter()
         got_np = S.values(s, steps)
-        got_jx = np.asarray(s(jnp.asarray(steps, jnp.float32)), np.float64)
+        try:
+            got_jx = np.asarray(s(jnp.asarray(steps, jnp.float32)), np.float64)
+        except ValueError as e:  # a decay longer than int32: the host and x64 only (issue 24)
+            assert "beyond int32" in str(e), (where, e)
+            continue
         assert time.perf_counter() - t0 < 4 * SLOW, where
         if free:
             continue

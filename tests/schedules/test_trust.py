@@ -3,6 +3,7 @@ negative or infinite, torch recurrences queried far out, and the cross-path tole
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -22,7 +23,7 @@ for _ in range(1000):
 ESCAPES = [  # (call, fragment of the message: parameter and rule)
     (lambda: S.constant(10**400), "value="),
     (lambda: S.from_config({"type": "constant", "value": 10**400}), "must be finite"),
-    (lambda: S.linear(0.0, 1.0, 10**400), "below 2**31"),
+    (lambda: S.linear(0.0, 1.0, 10**400), "below 2**62"),
     (lambda: S.Scheduler(1.0), "schedules=1.0 must be a Schedule"),
     (lambda: T.Scheduler(0.5), "schedules=0.5 must be a Schedule"),
     (lambda: S.multistep(1.0, np.array(3)), "milestones=array(3)"),
@@ -34,7 +35,7 @@ ESCAPES = [  # (call, fragment of the message: parameter and rule)
     (lambda: S.values(1.5, 10**8 + 1), "at most 100,000,000"),
     (lambda: S.from_config({"type": "constant", "value": _DEEP}), "nested"),
     (lambda: S.from_config(_DEEP), "must be a dict"),
-    (lambda: S.linear(0.0, 1.0, 3_000_000_000), "steps=3000000000 must be below 2**31"),
+    (lambda: S.step(1.0, 3_000_000_000), "step_size=3000000000 must be below 2**31"),
     (lambda: S.parse("1e308"), "at most 3.4028234663852886e+38"),
     (lambda: S.constant(1e39), "float32"),
     (lambda: S.noise(2**40), "seed="),
@@ -116,6 +117,21 @@ def test_a_refusal_without_user_function_does_not_blame_one():
     with pytest.raises(ValueError, match=r"step 10 would be -5.99") as e:
         s(10)
     assert "lr_lambda" not in str(e.value) and "scale_fn" not in str(e.value)
+
+
+def test_decay_lengths_beyond_int32_on_the_host_and_under_x64():
+    """Issue 24: a decay's step count may pass 2**31 (optax evaluates cosine_decay_schedule
+    over 1e10 steps): the host path in Python ints / float64, the array path under x64; without
+    x64 the array path says so (a ValueError, never a silent int32 wrap)."""
+    s = S.warmup(S.cosine(1000.0, 0.0, 10**10), 3_000_000_000)
+    ref = 1000 * 0.5 * (1 + math.cos(math.pi * 1e9 / 1e10))
+    assert s(4_000_000_000) == pytest.approx(ref, rel=1e-14)
+    assert S.values(s, np.asarray([4e9]))[0] == pytest.approx(ref, rel=1e-14)
+    with pytest.raises(ValueError, match=r"beyond int32.*jax_enable_x64"):
+        jax.jit(s)(5)
+    with jax.enable_x64(True):
+        got = float(jax.jit(s)(jnp.int64(4_000_000_000)))
+    assert got == pytest.approx(ref, rel=1e-12)
 
 
 def test_step_counts_are_int32_and_float32_range_holds_on_the_array_path():
