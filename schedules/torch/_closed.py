@@ -555,14 +555,21 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
                     t_cur = t - T0 * (Tm**n - 1) / (Tm - 1)
                     t_i = T0 * Tm**n
             return eta + (self.lr - eta) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
-        if Tm == 1:
-            t_cur, t_i = jnp.where(t >= T0, jnp.mod(t, float(T0)), t), float(T0)
-        else:
+        concrete = isinstance(Tm, int)  # a traced T_mult (a traced argument): both branches
+        if not concrete or Tm == 1:
+            t_cur1 = jnp.where(t >= T0, jnp.mod(t, T0), t)
+        if not concrete or Tm != 1:
             x = jnp.maximum(t / T0 * (Tm - 1) + 1, 1.0)
-            n = jnp.floor(jnp.log(x) / math.log(Tm))  # int(): truncation, floor for x >= 1
-            pw = jnp.power(float(Tm), n)
-            t_cur = jnp.where(t >= T0, t - T0 * (pw - 1) / (Tm - 1), t)
-            t_i = jnp.where(t >= T0, T0 * pw, float(T0))
+            log_m = math.log(Tm) if concrete else jnp.log(Tm)
+            n = jnp.floor(jnp.log(x) / log_m)  # int(): truncation, floor for x >= 1
+            pw = jnp.power(Tm * 1.0, n)
+            t_cur2 = jnp.where(t >= T0, t - T0 * (pw - 1) / (Tm - 1), t)
+            t_i2 = jnp.where(t >= T0, T0 * pw, T0 * 1.0)
+        if concrete:
+            t_cur, t_i = (t_cur1, T0 * 1.0) if Tm == 1 else (t_cur2, t_i2)
+        else:
+            t_cur = jnp.where(Tm == 1, t_cur1, t_cur2)
+            t_i = jnp.where(Tm == 1, T0 * 1.0, t_i2)
         return eta + (self.lr - eta) * (1 + jnp.cos(math.pi * t_cur / t_i)) / 2
 
 
