@@ -188,7 +188,7 @@ class CosRun:
         # values and the last step computed
         self.js: int | None = None
         self.starts: list[int] = []
-        self.chunks: list[np.ndarray] = []
+        self.chunks: list[list[float]] = []
         self.end = -1
 
     def value(self, j: int) -> float | None:
@@ -201,7 +201,7 @@ class CosRun:
                 return None  # far out: torch's reset is no longer exact
             vs = self.eta
         if self.js != js:  # a new run: from step 0, or from an exact reset to eta_min
-            self.js, self.starts, self.chunks, self.end = js, [js], [np.asarray([vs])], js
+            self.js, self.starts, self.chunks, self.end = js, [js], [[float(vs)]], js
         if j > self.end:
             budget = COS_LOOP_BUDGET if self.eta else TICK_BUDGET // 4
             if j - self.end > budget:
@@ -209,10 +209,10 @@ class CosRun:
             target = min(js + 2 * T, max(j, self.end + 4096))
             more = self._steps(self.end, float(self.chunks[-1][-1]), target)
             self.starts.append(self.end + 1)
-            self.chunks.append(more)
+            self.chunks.append(more.tolist())  # Python floats: a query is a list index
             self.end = target
         i = bisect_right(self.starts, j) - 1
-        return float(self.chunks[i][j - self.starts[i]])
+        return self.chunks[i][j - self.starts[i]]
 
     def _steps(self, e: int, v: float, target: int) -> np.ndarray:
         """Values at steps ``e + 1 .. target`` given ``v`` at step ``e``."""
@@ -246,6 +246,11 @@ class CosRun:
 
 class NoClosedForm(Exception):  # noqa: N818 (a control-flow signal, not an error)
     """Raised by ``_closed`` when a node has no closed form (the replay is used)."""
+
+
+def _no_fast(k: int) -> None:
+    """No fast host path: the full one answers."""
+    return None
 
 
 def fraction_refused(where: str, t: float) -> str:
@@ -370,7 +375,24 @@ class Recurrence(Schedule):
         except ValueError:
             return math.nan
 
+    #: the host query at a Python int step, built once (:meth:`_build_int_fast`): a value, or
+    #: None where the full path must answer (far out, errors, a step before 0)
+    _int_fast: Any = None
+
+    def _build_int_fast(self) -> Any:
+        """A callable ``k -> value or None`` for Python int steps with every check done once
+        here rather than per query; None where a class has none."""
+        return None
+
     def __call__(self, step: Any) -> Any:
+        if type(step) is int:  # the hot host query (logging, a torch-style loop)
+            fast = self._int_fast
+            if fast is None:
+                fast = (self._host_ok() and self._build_int_fast()) or _no_fast
+                object.__setattr__(self, "_int_fast", fast)
+            v = fast(step)
+            if v is not None:
+                return v
         # An integer JAX step is already integral: clamp it in int and skip the float floor
         # (the steps of a training loop are int32 counts; this is the hot array path).
         if isinstance(step, jax.Array) and jnp.issubdtype(step.dtype, jnp.integer):
