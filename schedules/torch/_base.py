@@ -59,6 +59,11 @@ def _check_lr_list(where: str, lr: Sequence[Any]) -> None:
         check_float(where, f"lr[{i}]", x, ge=0)
 
 
+class TorchTypeError(TypeError, ValueError):
+    """An argument torch refuses with ``TypeError`` (a non-callable ``lr_lambda``): both, so
+    that code catching torch's type and code catching this project's ``ValueError`` work."""
+
+
 def _step_text(t: Any) -> str:
     """A step as the user wrote it: ``221``, not ``221.0``."""
     if isinstance(t, float) and t.is_integer():

@@ -52,6 +52,7 @@ from ._base import (
     Kind,
     Mode,
     TorchSchedule,
+    TorchTypeError,
     _call,
     _call_float,
     _check_bool,
@@ -149,8 +150,9 @@ class _UserLambda(TorchSchedule):
 
     def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
         check = self._check
-        if not callable(lr_lambda):
-            raise check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
+        if not callable(lr_lambda):  # torch raises TypeError here
+            msg = check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
+            raise TorchTypeError(str(msg))
         self._init(lr, horizon, lr_lambda=lr_lambda)
         self._check_constructs()
 

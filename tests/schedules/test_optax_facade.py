@@ -134,7 +134,7 @@ def _f32_close(got: np.ndarray, ref: np.ndarray, what: str) -> None:
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_jit_float32_equals_optax(name):
     ts = jnp.asarray(STEPS)
-    for kw in cases(name, 12):
+    for kw in cases(name, 8):
         try:
             ref_fn = _build(name, kw, optax)
             ref = np.asarray(jax.jit(jax.vmap(ref_fn))(ts), np.float64)
@@ -159,7 +159,7 @@ from test_optax_facade import FUNCTIONS, STEPS, _build, cases
 bad, n = [], 0
 ts = jnp.asarray(STEPS.astype(np.int64))
 for name in FUNCTIONS:
-    for kw in cases(name, 12):
+    for kw in cases(name, 8):
         try:
             ref = np.asarray(jax.vmap(_build(name, kw, optax))(ts), np.float64)
         except (ValueError, ZeroDivisionError):
@@ -182,7 +182,7 @@ def test_host_float64_equals_optax_under_x64():
                          env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     n, bad = json.loads(out.stdout.strip().splitlines()[-1])
-    assert n >= 100 and bad == [], bad[:5]
+    assert n >= 80 and bad == [], bad[:5]
 
 
 def test_degenerate_cases_as_optax():

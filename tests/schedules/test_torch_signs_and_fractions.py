@@ -142,3 +142,14 @@ def test_composites_refuse_fractional_steps():
         with pytest.raises(ValueError, match="not a whole step"):
             m(1.5)
         assert np.isnan(float(jax.jit(m)(1.5)))
+
+
+def test_a_non_callable_lr_lambda_raises_torchs_type_too():
+    opt = make_opt(0.05)
+    with pytest.raises(TypeError):
+        torch.optim.lr_scheduler.MultiplicativeLR(opt, lr_lambda=0.95)
+    for cls in (T.MultiplicativeLR, T.LambdaLR):
+        with pytest.raises(TypeError, match=r"lr_lambda=0\.95 must be a callable"):
+            cls(0.05, lr_lambda=0.95)
+        with pytest.raises(ValueError):  # and still this project's ValueError
+            cls(0.05, lr_lambda=0.95)
