@@ -2,7 +2,7 @@
 
     python bench/bench_torch.py [--steps N]
 
-Prints, per composition: torch's cost per ``step()``, our host cost per sequential
+Prints, per composition: torch's cost per ``step()`` and read, our host cost per sequential
 query (the facade's pattern: replay memoized, O(1) amortized), and our cost inside a
 jitted step at an early and a late step (O(1): no loop over the steps so far).
 """
@@ -34,6 +34,14 @@ def _compositions(T):
         "OneCycleLR": (
             lambda L, o: L.OneCycleLR(o, 1.0, total_steps=200_000),
             T.OneCycleLR(lr, 1.0, total_steps=200_000)),
+        # issue 29: at most 1/3 of torch's step() + read on the host
+        "SequentialLR(LinearLR 1000, CosineAnnealingLR 99000)": (
+            lambda L, o: L.SequentialLR(o, [L.LinearLR(o, 0.01, 1.0, 1000),
+                                            L.CosineAnnealingLR(o, T_max=99_000,
+                                                                eta_min=lr / 100)], [1000]),
+            T.SequentialLR(lr, [T.LinearLR(lr, 0.01, 1.0, 1000),
+                                T.CosineAnnealingLR(lr, T_max=99_000, eta_min=lr / 100)],
+                           milestones=[1000])),
     }
 
 
@@ -57,12 +65,13 @@ def main() -> None:
             t0 = time.perf_counter()
             for _ in range(n):
                 sch.step()
+                sch.get_last_lr()[0]  # step() + read: what a loop does with it
             t_torch = (time.perf_counter() - t0) / n * 1e6
         leaves, tree = jax.tree_util.tree_flatten(ours)
         fresh = jax.tree_util.tree_unflatten(tree, leaves)
         t0 = time.perf_counter()
         for t in range(n):
-            fresh(t)
+            float(fresh(t))
         t_host = (time.perf_counter() - t0) / n * 1e6
 
         @jax.jit

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._core import Schedule, as_schedule
+from ._core import OPERATORS, Schedule, as_schedule
 from ._ops import PY, Ops
 from ._primitives import check_cycles, cycle_of
 from ._validate import Checks, is_traced
@@ -275,6 +275,9 @@ class repeat(Schedule, name="repeat"):
         return ops.pow(self.decay, n) * self.schedule._eval(u, ops)
 
 
+_DECAYS = frozenset({"cosine", "linear", "polynomial"})
+
+
 class warmup(Schedule, name="warmup"):
     """Linear warmup from ``init`` to the schedule's first value, then the schedule.
 
@@ -290,9 +293,19 @@ class warmup(Schedule, name="warmup"):
 
     def __init__(self, schedule: Schedule, steps: int, init: float = 0.0) -> None:
         check = self._check
+        inner = _schedules(check, "schedule", [schedule])[0]
+        # the decays whose ``steps`` is their length (0: the end value from step 0)
+        if inner._name in _DECAYS and getattr(inner, "steps", None) == 0:
+            # a zero-step schedule is its end value from step 0: the warmup would ramp to it
+            # and never reach the schedule's start (optax raises for such a warmup)
+            raise check.fail(
+                "schedule",
+                inner,
+                "has steps=0: the warmup would never reach its start value; give it steps > 0",
+            )
         self._set(
-            schedule=_schedules(check, "schedule", [schedule])[0],
-            steps=check.int("steps", steps, ge=0),
+            schedule=inner,
+            steps=check.int("steps", steps, ge=0, big=True),
             init=check.float("init", init, ge=0),
         )
 
@@ -460,3 +473,7 @@ Repeat = repeat
 Warmup = warmup
 Lambda = lambda_
 ScaleBatch = scale_batch
+
+
+# the schedule operators (``a * b``, ``a / x``, ``a + b``) of :class:`schedules._core.Schedule`
+OPERATORS.update(multiply=flat_multiply, scale=folded_scale, add=flat_add)

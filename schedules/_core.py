@@ -27,10 +27,36 @@ import numpy as np
 from ._ops import JNP, NP, PY, Ops
 from ._validate import Checks
 
-__all__ = ["REGISTRY", "Schedule", "as_schedule"]
+__all__ = ["OPERATORS", "REGISTRY", "Schedule", "as_schedule", "build", "to_config", "to_spec"]
 
 #: spec/config name -> class, filled by ``Schedule.__init_subclass__``.
 REGISTRY: dict[str, type[Schedule]] = {}
+
+#: the functions behind ``*``, ``/`` and ``+`` ("multiply", "scale", "add"): the combinators
+#: module registers them when it loads, so that this base module never imports upwards.
+OPERATORS: dict[str, Callable[..., Schedule]] = {}
+
+
+def _operator(name: str) -> Callable[..., Schedule]:
+    try:
+        return OPERATORS[name]
+    except KeyError:
+        raise RuntimeError(
+            f"schedule operator {name!r} is not registered: import schedules (the package)"
+        ) from None
+
+
+def _constant(value: Any) -> Schedule:
+    return _schedule_class("constant")(value)
+
+
+def _schedule_class(name: str) -> type[Schedule]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise RuntimeError(
+            f"schedule {name!r} is not registered: import schedules (the package)"
+        ) from None
 
 _HOST_SCALARS = (int, float, np.integer, np.floating)
 
@@ -99,8 +125,6 @@ class Schedule:
         ...
         ValueError: cosine: steps=-1 must be >= 0
         """
-        from ._serialize import _build
-
         cls = type(self)
         for k, v in changes.items():
             if k not in cls._fields:
@@ -108,7 +132,7 @@ class Schedule:
                     f"{cls._check.where}: replace() got {k}={v!r}, which is not one of its "
                     f"fields ({', '.join(cls._fields)})"
                 )
-        return _build(cls, {f: changes.get(f, getattr(self, f)) for f in cls._fields})
+        return build(cls, {f: changes.get(f, getattr(self, f)) for f in cls._fields})
 
     # -- pytree -------------------------------------------------------------
     def _leaf_fields(self) -> tuple[str, ...]:
@@ -159,7 +183,14 @@ class Schedule:
         if isinstance(step, np.ndarray) and self._host_ok():
             with np.errstate(all="ignore"):
                 return np.asarray(self._eval(NP.asfloat(step), NP), dtype=np.float64)
-        return self._eval(JNP.asfloat(step), JNP)
+        try:
+            return self._eval(JNP.asfloat(step), JNP)
+        except OverflowError:  # a step count beyond int32 (the host path and x64 take it)
+            raise ValueError(
+                f"{self!r}: a step count of this schedule is beyond int32, which JAX's default "
+                "int32/float32 path cannot take: evaluate on the host (a Python int or a "
+                "NumPy array) or enable jax_enable_x64"
+            ) from None
 
     def children(self) -> tuple[Schedule, ...]:
         """The schedules this one is built from (empty for primitives)."""
@@ -174,34 +205,27 @@ class Schedule:
 
     # -- algebra ------------------------------------------------------------
     def __mul__(self, other: Any) -> Schedule:
-        from ._combinators import flat_multiply, folded_scale
-
         if isinstance(other, Schedule):
-            return flat_multiply(self, other)
+            return _operator("multiply")(self, other)
         if _is_host_number(other) or _is_array_scalar(other):
-            return folded_scale(self, other)
+            return _operator("scale")(self, other)
         return NotImplemented
 
     def __rmul__(self, other: Any) -> Schedule:
         return self.__mul__(other)
 
     def __truediv__(self, other: Any) -> Schedule:
-        from ._combinators import folded_scale
-
         if _is_host_number(other):
             if other == 0:
                 raise ValueError("cannot divide a schedule by 0")
-            return folded_scale(self, 1.0 / float(other))
+            return _operator("scale")(self, 1.0 / float(other))
         return NotImplemented
 
     def __add__(self, other: Any) -> Schedule:
-        from ._combinators import flat_add
-        from ._primitives import constant
-
         if isinstance(other, Schedule):
-            return flat_add(self, other)
+            return _operator("add")(self, other)
         if _is_host_number(other):
-            return flat_add(self, constant(other))
+            return _operator("add")(self, _constant(other))
         return NotImplemented
 
     def __radd__(self, other: Any) -> Schedule:
@@ -210,13 +234,9 @@ class Schedule:
     # -- introspection ------------------------------------------------------
     def to_config(self) -> dict[str, Any]:
         """A JSON-serializable dict; :func:`schedules.from_config` inverts it."""
-        from ._serialize import to_config
-
         return to_config(self)
 
     def __repr__(self) -> str:
-        from ._serialize import to_spec
-
         return to_spec(self)
 
     def __eq__(self, other: object) -> bool:
@@ -256,12 +276,97 @@ def as_schedule(x: Schedule | float | int | Callable[[Any], Any]) -> Schedule:
     >>> as_schedule(0.5)(10)
     0.5
     """
-    from ._primitives import constant
-
     if isinstance(x, Schedule):
         return x
     if _is_host_number(x):
-        return constant(x)
+        return _constant(x)
     if isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x)):
-        return constant(float(x))
+        return _constant(float(x))
     raise ValueError(f"expected a Schedule or a number, got {x!r} of type {type(x).__name__}")
+
+
+# -- the generic encoder (configs and the text spec); the parsers live in _serialize --------
+
+
+def _defaults(cls: type[Schedule]) -> dict[str, Any]:
+    sig = inspect.signature(cls.__init__)
+    return {
+        k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty
+    }
+
+
+def _not_serializable(s: Schedule) -> ValueError:
+    return ValueError(
+        f"{type(s).__name__} wraps a Python callable and cannot be serialized; "
+        "write it as schedules.expr('...') instead (a safe expression of `step`)"
+    )
+
+
+def _encode(v: Any) -> Any:
+    if isinstance(v, Schedule):
+        return to_config(v)
+    if isinstance(v, tuple):
+        return [_encode(x) for x in v]
+    if isinstance(v, (bool, str)) or v is None:
+        return v
+    if isinstance(v, int):
+        return int(v)
+    try:
+        return float(v)
+    except TypeError:
+        raise ValueError(f"cannot serialize a traced or batched value {v!r}") from None
+
+
+def to_config(s: Schedule) -> dict[str, Any]:
+    """``{"type": name, field: value, ...}`` with nested schedules as nested dicts."""
+    if s._name == "lambda":
+        raise _not_serializable(s)
+    cfg: dict[str, Any] = {"type": s._name}
+    for f in s._fields:
+        cfg[f] = _encode(getattr(s, f))
+    return cfg
+
+
+def build(cls: type[Schedule], args: dict[str, Any]) -> Schedule:
+    var = getattr(cls, "_varargs", None)
+    if var is not None:
+        pos = args.pop(var, [])
+        if not isinstance(pos, (list, tuple)):
+            raise ValueError(f"{cls._name}: {var}={pos!r} must be a list of schedules")
+        return cls(*pos, **args)
+    return cls(**args)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, Schedule):
+        return to_spec(v)
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else f"float({str(v)!r})"
+    return repr(v)
+
+
+def to_spec(s: Schedule) -> str:
+    """The text spec of ``s``: parameters that differ from their defaults, by name."""
+    defaults = _defaults(type(s))
+    var = getattr(s, "_varargs", None)
+    parts: list[str] = []
+    for f in s._fields:
+        v = getattr(s, f)
+        if f == var:
+            parts.extend(_fmt(x) for x in v)
+        elif f == "fn":
+            parts.append(getattr(v, "__name__", "fn"))
+        elif f in defaults and _same(v, defaults[f]):
+            continue
+        else:
+            parts.append(f"{f}={_fmt(v)}")
+    return f"{s._name}({', '.join(parts)})"
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return (type(a) is type(b) and bool(a == b)) or (a is None and b is None)
+    except Exception:  # a traced value: never equal to a default
+        return False

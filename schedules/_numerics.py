@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the type only: _ops is the layer below and imports nothing from here
     from ._ops import Ops
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "cycle_position",
     "cyclic_phase",
     "decay_shape",
-    "fix_floor_quotient",
     "floordiv",
     "half_angle",
     "half_cos",
@@ -47,20 +46,6 @@ CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 #: the shapes of a warmup-stable-decay phase (``wsd``'s ``shape``, transformers'
 #: ``warmup_type`` / ``decay_type``).
 WSD_SHAPES = ("linear", "cosine", "1-sqrt")
-
-
-def _concrete_positive(b: Any) -> bool:
-    return isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0
-
-
-def fix_floor_quotient(q: Any, a: Any, b: Any, ops: Ops) -> Any:
-    """``floor(a / b)`` from an estimate ``q`` at most one off (arrays): exact where
-    ``q * b`` and ``(q + 1) * b`` are (integers below 2**24 in float32)."""
-    if not _concrete_positive(b):  # floor(a / b) == floor(-a / -b): make the divisor positive
-        neg = b < 0
-        a, b = ops.where(neg, -a, a), ops.abs(b)
-    q = ops.where(q * b > a, q - 1, q)
-    return ops.where((q + 1) * b <= a, q + 1, q)
 
 
 def floordiv(a: Any, b: Any, ops: Ops) -> Any:

@@ -16,9 +16,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._numerics import fix_floor_quotient
+__all__ = ["JNP", "JNP_ACCURATE", "NP", "PY", "Ops", "fix_floor_quotient", "pow_prod_f32"]
 
-__all__ = ["JNP", "JNP_ACCURATE", "NP", "PY", "Ops", "pow_prod_f32"]
+
+def _concrete_positive(b: Any) -> bool:
+    return isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0
+
+
+def fix_floor_quotient(q: Any, a: Any, b: Any, ops: Ops) -> Any:
+    """``floor(a / b)`` from an estimate ``q`` at most one off (arrays): exact where
+    ``q * b`` and ``(q + 1) * b`` are (integers below 2**24 in float32)."""
+    if not _concrete_positive(b):  # floor(a / b) == floor(-a / -b): make the divisor positive
+        neg = b < 0
+        a, b = ops.where(neg, -a, a), ops.abs(b)
+    q = ops.where(q * b > a, q - 1, q)
+    return ops.where((q + 1) * b <= a, q + 1, q)
 
 
 class Ops:

@@ -71,17 +71,18 @@ def check_cycles(
 
 
 class constant(Schedule, name="constant"):
-    """``f(t) = value``.
+    """``f(t) = value``, any sign (a schedule need not be a learning rate; the
+    learning-rate consumers refuse negative values).
 
     >>> import schedules as S
-    >>> S.constant(3e-4)(1000)
-    0.0003
+    >>> S.constant(3e-4)(1000), S.constant(-1.0)(0)
+    (0.0003, -1.0)
     """
 
 
     def __init__(self, value: float) -> None:
         check = self._check
-        self._set(value=check.float("value", value, ge=0))
+        self._set(value=check.float("value", value))
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         return self.value + 0.0 * t
@@ -105,7 +106,7 @@ class linear(Schedule, name="linear"):
         self._set(
             init=check.float("init", init, ge=0),
             end=check.float("end", end, ge=0),
-            steps=check.int("steps", steps, ge=0),
+            steps=check.int("steps", steps, ge=0, big=True),
         )
 
     def _eval(self, t: Any, ops: Ops) -> Any:
@@ -131,7 +132,7 @@ class cosine(Schedule, name="cosine"):
         self._set(
             init=check.float("init", init, ge=0),
             end=check.float("end", end, ge=0),
-            steps=check.int("steps", steps, ge=0),
+            steps=check.int("steps", steps, ge=0, big=True),
             exponent=check.float("exponent", exponent, gt=0),
         )
 
@@ -146,13 +147,16 @@ class exponential(Schedule, name="exponential"):
     """Exponential decay (or growth): ``f(t) = init * rate ** (t / steps)``.
 
     With ``staircase=True`` the exponent is ``floor(t / steps)``. An optional
-    ``end`` bounds the value (a floor when decaying, a ceiling when growing).
+    ``end`` bounds the value (a floor when decaying, a ceiling when growing); growth
+    without a bound is allowed (an lr range test), and overflows to ``inf`` far out.
 
     >>> import schedules as S
     >>> S.exponential(1.0, 0.5, steps=10)(20)
     0.25
     >>> S.exponential(1.0, 0.5, steps=10, staircase=True)(19)
     0.5
+    >>> S.exponential(1.0, 2.0, 2)(4)
+    4.0
     """
 
     _static = frozenset({"staircase"})
@@ -168,17 +172,10 @@ class exponential(Schedule, name="exponential"):
         check = self._check
         if not isinstance(staircase, bool):
             raise check.fail("staircase", staircase, "must be True or False")
-        rate = check.float("rate", rate, gt=0)
-        if end is None and not is_traced(rate) and rate > 1:
-            raise check.fail(
-                "end",
-                end,
-                f"must be given when rate={rate} > 1 (growth needs a bound)",
-            )
         self._set(
             init=check.float("init", init, ge=0),
             rate=check.float("rate", rate, gt=0),
-            steps=check.int("steps", steps, gt=0),
+            steps=check.int("steps", steps, gt=0, big=True),
             staircase=staircase,
             end=None if end is None else check.float("end", end, ge=0),
         )
@@ -257,7 +254,7 @@ class polynomial(Schedule, name="polynomial"):
         self._set(
             init=check.float("init", init, ge=0),
             end=check.float("end", end, ge=0),
-            steps=check.int("steps", steps, ge=0),
+            steps=check.int("steps", steps, ge=0, big=True),
             power=check.float("power", power, gt=0),
         )
 

@@ -16,66 +16,15 @@ It is read by :func:`parse` with :func:`ast.parse` plus a whitelist, never
 from __future__ import annotations
 
 import ast
-import inspect
-import math
 import reprlib
 from typing import Any
 
-from ._core import REGISTRY, Schedule
+from ._core import REGISTRY, Schedule, build, to_config, to_spec
 from ._expr import SpecError, caret, number_literal, parse_text
 
 __all__ = ["from_config", "parse", "to_config", "to_spec"]
 
 _MAX_CONFIG_DEPTH = 64
-
-
-def _defaults(cls: type[Schedule]) -> dict[str, Any]:
-    sig = inspect.signature(cls.__init__)
-    return {
-        k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty
-    }
-
-
-def _not_serializable(s: Schedule) -> ValueError:
-    return ValueError(
-        f"{type(s).__name__} wraps a Python callable and cannot be serialized; "
-        "write it as schedules.expr('...') instead (a safe expression of `step`)"
-    )
-
-
-def _encode(v: Any) -> Any:
-    if isinstance(v, Schedule):
-        return to_config(v)
-    if isinstance(v, tuple):
-        return [_encode(x) for x in v]
-    if isinstance(v, (bool, str)) or v is None:
-        return v
-    if isinstance(v, int):
-        return int(v)
-    try:
-        return float(v)
-    except TypeError:
-        raise ValueError(f"cannot serialize a traced or batched value {v!r}") from None
-
-
-def to_config(s: Schedule) -> dict[str, Any]:
-    """``{"type": name, field: value, ...}`` with nested schedules as nested dicts."""
-    if s._name == "lambda":
-        raise _not_serializable(s)
-    cfg: dict[str, Any] = {"type": s._name}
-    for f in s._fields:
-        cfg[f] = _encode(getattr(s, f))
-    return cfg
-
-
-def _build(cls: type[Schedule], args: dict[str, Any]) -> Schedule:
-    var = getattr(cls, "_varargs", None)
-    if var is not None:
-        pos = args.pop(var, [])
-        if not isinstance(pos, (list, tuple)):
-            raise ValueError(f"{cls._name}: {var}={pos!r} must be a list of schedules")
-        return cls(*pos, **args)
-    return cls(**args)
 
 
 def from_config(cfg: Any, _depth: int = 0) -> Schedule:
@@ -116,44 +65,9 @@ def from_config(cfg: Any, _depth: int = 0) -> Schedule:
 
     args = {k: dec(v, _depth) for k, v in cfg.items() if k != "type"}
     try:
-        return _build(cls, args)
+        return build(cls, args)
     except TypeError as e:
         raise ValueError(f"schedule config for {name!r}: {e}") from None
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, Schedule):
-        return to_spec(v)
-    if isinstance(v, tuple):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else f"float({str(v)!r})"
-    return repr(v)
-
-
-def to_spec(s: Schedule) -> str:
-    """The text spec of ``s``: parameters that differ from their defaults, by name."""
-    defaults = _defaults(type(s))
-    var = getattr(s, "_varargs", None)
-    parts: list[str] = []
-    for f in s._fields:
-        v = getattr(s, f)
-        if f == var:
-            parts.extend(_fmt(x) for x in v)
-        elif f == "fn":
-            parts.append(getattr(v, "__name__", "fn"))
-        elif f in defaults and _same(v, defaults[f]):
-            continue
-        else:
-            parts.append(f"{f}={_fmt(v)}")
-    return f"{s._name}({', '.join(parts)})"
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return (type(a) is type(b) and bool(a == b)) or (a is None and b is None)
-    except Exception:  # a traced value: never equal to a default
-        return False
 
 
 # -- parsing ------------------------------------------------------------------------------

@@ -99,26 +99,40 @@ def check_float(
     return v
 
 
+#: a step count of the algebra's decays may go beyond int32: the host path computes in Python
+#: ints and float64, the array path in int64 under ``jax_enable_x64`` (without it, a step count
+#: this large is a ValueError at evaluation, see :meth:`schedules.Schedule.__call__`).
+BIG_INT_LIMIT = 2**62
+
+
 def check_int(
-    where: str, name: str, value: Any, *, ge: int | None = None, gt: int | None = None
+    where: str,
+    name: str,
+    value: Any,
+    *,
+    ge: int | None = None,
+    gt: int | None = None,
+    big: bool = False,
 ) -> Any:
     """An integer (an integral float such as ``100.0`` is accepted) within bounds, as ``int``;
-    below ``2**31`` in magnitude (the array path computes integers in int32)."""
+    below ``2**31`` in magnitude (the array path computes integers in int32), or below
+    ``2**62`` with ``big`` (a step count the host path and x64 can take)."""
     if is_traced(value):
         return value
+    limit = BIG_INT_LIMIT if big else INT_LIMIT
     exact = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not (exact and abs(int(value)) >= INT_LIMIT):
+    if not (exact and abs(int(value)) >= limit):
         v = _as_real(where, name, value)
         if v != int(v):
             raise fail(where, name, value, "must be an integer")
     i = int(value) if exact else int(v)
-    if abs(i) >= INT_LIMIT:
-        raise fail(
-            where,
-            name,
-            _short(value),
-            "must be below 2**31 in magnitude (the array path computes integers in int32)",
+    if abs(i) >= limit:
+        rule = (
+            "must be below 2**62 in magnitude"
+            if big
+            else "must be below 2**31 in magnitude (the array path computes integers in int32)"
         )
+        raise fail(where, name, _short(value), rule)
     if ge is not None and not i >= ge:
         raise fail(where, name, value, f"must be >= {ge}")
     if gt is not None and not i > gt:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -16,7 +17,7 @@ from .._core import Schedule
 from .._ops import JNP, JNP_ACCURATE, NP, PY, Ops
 from .._validate import FLOAT32_MAX, Checks, check_float, fail
 from . import _mirror
-from ._recurrence import TICK_BUDGET, Chain, NoClosedForm, Recurrence
+from ._recurrence import TICK_BUDGET, Chain, NoClosedForm, Recurrence, fraction_refused
 
 __all__ = ["Kind", "Mode", "TorchSchedule", "per_group"]
 
@@ -58,13 +59,40 @@ def _check_lr_list(where: str, lr: Sequence[Any]) -> None:
         check_float(where, f"lr[{i}]", x, ge=0)
 
 
+class TorchTypeError(TypeError, ValueError):
+    """An argument torch refuses with ``TypeError`` (a non-callable ``lr_lambda``): both, so
+    that code catching torch's type and code catching this project's ``ValueError`` work."""
+
+
+def _step_text(t: Any) -> str:
+    """A step as the user wrote it: ``221``, not ``221.0``."""
+    if isinstance(t, float) and t.is_integer():
+        return str(int(t))
+    return repr(t)
+
+
 def _host_error(where: str, t: Any, ops: Ops, e: ArithmeticError) -> ArithmeticError | ValueError:
     """On the host, Python's arithmetic errors are torch's own (it runs the same float
     arithmetic): they are reported as ``ValueError``, as the replay does. (A plain
     ``try``/``except`` at each site rather than a context manager: the host query is hot.)"""
     if not ops.host:
         return e
-    return ValueError(f"{where}: torch raises {type(e).__name__} at step {t!r}: {e}")
+    return ValueError(f"{where}: torch raises {type(e).__name__} at step {_step_text(t)}: {e}")
+
+
+def _whole_step(where: str, t: Any, ops: Ops) -> tuple[Any, Any]:
+    """``(max(t, 0), its floor)``; on the host a fractional step is refused (torch's
+    ``step(epoch)`` is deprecated for these schedulers), never floored silently."""
+    t0 = ops.maximum(t, 0.0)
+    k = ops.floor(t0)
+    if ops.host and k != t0:
+        raise ValueError(fraction_refused(where, t))
+    return t0, k
+
+
+def _nan_if_fraction(v: Any, t0: Any, k: Any, ops: Ops) -> Any:
+    """On arrays: NaN at a fractional step, as the host path raises there."""
+    return v if ops.host else ops.where(k == t0, v, math.nan)
 
 
 def _check_bool(check: Checks, name: str, value: Any) -> bool:
@@ -237,16 +265,19 @@ class TorchSchedule(Recurrence):
         except (ZeroDivisionError, OverflowError) as e:
             raise _host_error(self._check.where, t, ops, e) from None
         if ops.host:
-            if not 0.0 <= v <= FLOAT32_MAX:  # False for NaN too; beyond: inf in float32
+            # torch's numbers, negative ones included (a negative lr is refused where it does
+            # harm: by the trainer); only a value float32 cannot hold is refused
+            if not -FLOAT32_MAX <= v <= FLOAT32_MAX:  # False for NaN too
+                blame = " (check lr_lambda / scale_fn)" if self._has_user_fn() else ""
                 raise ValueError(
-                    f"{self._check.where}: the lr at step {t!r} would be {v!r}; a learning "
-                    "rate must be finite and >= 0 (check lr_lambda / scale_fn)"
+                    f"{self._check.where}: the lr at step {_step_text(t)} would be {v!r}; a "
+                    f"learning rate must be finite (within float32's range){blame}"
                 )
             return v
         if ops.name == "jax" and self._has_user_fn():
-            # a user function may go negative or overflow: NaN marks the step invalid, as
-            # the host path raises there
-            v = jnp.where((v >= 0) & (v < jnp.inf), v, jnp.nan)
+            # a user function may overflow: NaN marks the step invalid, as the host path
+            # raises there
+            v = jnp.where(jnp.abs(v) < jnp.inf, v, jnp.nan)
         return v
 
     def _has_user_fn(self) -> bool:

@@ -52,6 +52,7 @@ from ._base import (
     Kind,
     Mode,
     TorchSchedule,
+    TorchTypeError,
     _call,
     _call_float,
     _check_bool,
@@ -60,6 +61,8 @@ from ._base import (
     _host_error,
     _is_list,
     _momentum_groups,
+    _nan_if_fraction,
+    _whole_step,
 )
 from ._recurrence import COS_LOOP_BUDGET, SAFE_TICKS, TICK_BUDGET, CosRun, NoClosedForm
 
@@ -147,8 +150,9 @@ class _UserLambda(TorchSchedule):
 
     def __init__(self, lr: float, lr_lambda: Any, horizon: int | None = None) -> None:
         check = self._check
-        if not callable(lr_lambda):
-            raise check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
+        if not callable(lr_lambda):  # torch raises TypeError here
+            msg = check.fail("lr_lambda", lr_lambda, "must be a callable or a Schedule")
+            raise TorchTypeError(str(msg))
         self._init(lr, horizon, lr_lambda=lr_lambda)
         self._check_constructs()
 
@@ -539,6 +543,37 @@ class CosineAnnealingWarmRestarts(TorchSchedule, name="CosineAnnealingWarmRestar
         _, S, Ti = cycle_of(k, self.T_0, self.T_mult, ops)
         return _cos_anneal(self.eta_min, base, k - S, Ti, ops, base)
 
+    def _fractional(self, t: Any, ops: Ops) -> Any:
+        """torch's ``step(epoch)`` with a float epoch (documented: ``step(epoch + i / iters)``):
+        ``T_cur``/``T_i`` from its own arithmetic, then ``get_lr``'s cosine."""
+        T0, Tm, eta = self.T_0, self.T_mult, self.eta_min
+        if ops.host:  # torch's Python float operations, in its order
+            t_cur, t_i = t, T0
+            if t >= T0:
+                if Tm == 1:
+                    t_cur = t % T0
+                else:
+                    n = int(math.log((t / T0 * (Tm - 1) + 1), Tm))
+                    t_cur = t - T0 * (Tm**n - 1) / (Tm - 1)
+                    t_i = T0 * Tm**n
+            return eta + (self.lr - eta) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
+        concrete = isinstance(Tm, int)  # a traced T_mult (a traced argument): both branches
+        if not concrete or Tm == 1:
+            t_cur1 = jnp.where(t >= T0, jnp.mod(t, T0), t)
+        if not concrete or Tm != 1:
+            x = jnp.maximum(t / T0 * (Tm - 1) + 1, 1.0)
+            log_m = math.log(Tm) if concrete else jnp.log(Tm)
+            n = jnp.floor(jnp.log(x) / log_m)  # int(): truncation, floor for x >= 1
+            pw = jnp.power(Tm * 1.0, n)
+            t_cur2 = jnp.where(t >= T0, t - T0 * (pw - 1) / (Tm - 1), t)
+            t_i2 = jnp.where(t >= T0, T0 * pw, T0 * 1.0)
+        if concrete:
+            t_cur, t_i = (t_cur1, T0 * 1.0) if Tm == 1 else (t_cur2, t_i2)
+        else:
+            t_cur = jnp.where(Tm == 1, t_cur1, t_cur2)
+            t_i = jnp.where(Tm == 1, T0 * 1.0, t_i2)
+        return eta + (self.lr - eta) * (1 + jnp.cos(math.pi * t_cur / t_i)) / 2
+
 
 # -- CyclicLR ----------------------------------------------------------------------------------
 
@@ -745,12 +780,13 @@ class CyclicMomentum(_CyclicPhase, Schedule, name="CyclicMomentum"):
         return True
 
     def _eval(self, t: Any, ops: Ops) -> Any:
-        k = ops.floor(ops.maximum(t, 0.0))
+        t0, k = _whole_step(self._check.where, t, ops)
         try:
             sf, scale = self._phase(k, ops)
         except (ZeroDivisionError, OverflowError) as e:
             raise _host_error(self._check.where, t, ops, e) from None
-        return self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
+        v = self.max_momentum - (self.max_momentum - self.base_momentum) * sf * scale
+        return _nan_if_fraction(v, t0, k, ops)
 
 
 # -- OneCycleLR --------------------------------------------------------------------------------
@@ -1035,13 +1071,13 @@ class OneCycleMomentum(_OneCyclePhases, Schedule, name="OneCycleMomentum"):
 
     def _eval(self, t: Any, ops: Ops) -> Any:
         grp = {"max_momentum": self.max_momentum, "base_momentum": self.base_momentum}
-        k = ops.floor(ops.maximum(t, 0.0))
+        t0, k = _whole_step(self._check.where, t, ops)
         if ops.host and k > self.total_steps:
             raise ValueError(
                 f"OneCycleMomentum: step {int(k)} is beyond total_steps="
                 f"{self.total_steps} (torch raises ValueError)"
             )
         try:
-            return self._value(k, ops, grp, lr_keys=False)
+            return _nan_if_fraction(self._value(k, ops, grp, lr_keys=False), t0, k, ops)
         except (ZeroDivisionError, OverflowError) as e:
             raise _host_error(self._check.where, t, ops, e) from None

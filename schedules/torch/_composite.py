@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._ops import Ops
-from .._validate import fail
+from .._validate import FLOAT32_MAX, fail
 from ._base import (
     Kind,
     Mode,
@@ -67,6 +67,9 @@ def _children(where: str, schedulers: Any, lr: Any) -> tuple[TorchSchedule, ...]
             )
         out.append(s)
     return tuple(out)
+
+
+_UNSET = object()
 
 
 class _Composite(TorchSchedule):
@@ -173,6 +176,35 @@ class SequentialLR(_Composite, name="SequentialLR"):
         if v is None:  # beyond one query's budget: the closed form (docs/torch-compat.md)
             return self._closed_or_none(k)
         return v
+
+    def _build_int_fast(self) -> Callable[[int], float | None] | None:
+        """:meth:`_fast_host` with its checks done once: the milestones' order, the segment
+        cache and the float32 range check of :meth:`TorchSchedule._eval` per value."""
+        ms = list(self.milestones)
+        if any(b < a for a, b in itertools.pairwise(ms)):
+            return None
+        first = bisect_right(ms, 0)
+        segs = self.__dict__.get("_segs")
+        if segs is None:
+            segs = {}
+            object.__setattr__(self, "_segs", segs)
+        make, top = self._make_segment, FLOAT32_MAX
+
+        def fast(k: int) -> float | None:
+            if k < 0:
+                return None
+            i = bisect_right(ms, k)
+            seg = segs.get(i, _UNSET)
+            if seg is _UNSET:
+                seg = segs[i] = make(i)
+            if seg is None:
+                return None
+            v = seg(k if i == first else k - ms[i - 1])
+            if v is None or not -top <= v <= top:
+                return None  # far out, or a refusal: the full path answers (and raises)
+            return v
+
+        return fast
 
     def _make_segment(self, i: int) -> Callable[[int], float | None] | None:
         child = self.schedulers[i]

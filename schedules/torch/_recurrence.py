@@ -36,6 +36,7 @@ import numpy as np
 
 from .._core import Schedule
 from .._ops import JNP, PY, Ops
+from .._validate import FLOAT32_MAX as _F32_MAX
 
 __all__ = [
     "COS_LOOP_BUDGET",
@@ -187,7 +188,7 @@ class CosRun:
         # values and the last step computed
         self.js: int | None = None
         self.starts: list[int] = []
-        self.chunks: list[np.ndarray] = []
+        self.chunks: list[list[float]] = []
         self.end = -1
 
     def value(self, j: int) -> float | None:
@@ -200,7 +201,7 @@ class CosRun:
                 return None  # far out: torch's reset is no longer exact
             vs = self.eta
         if self.js != js:  # a new run: from step 0, or from an exact reset to eta_min
-            self.js, self.starts, self.chunks, self.end = js, [js], [np.asarray([vs])], js
+            self.js, self.starts, self.chunks, self.end = js, [js], [[float(vs)]], js
         if j > self.end:
             budget = COS_LOOP_BUDGET if self.eta else TICK_BUDGET // 4
             if j - self.end > budget:
@@ -208,10 +209,10 @@ class CosRun:
             target = min(js + 2 * T, max(j, self.end + 4096))
             more = self._steps(self.end, float(self.chunks[-1][-1]), target)
             self.starts.append(self.end + 1)
-            self.chunks.append(more)
+            self.chunks.append(more.tolist())  # Python floats: a query is a list index
             self.end = target
         i = bisect_right(self.starts, j) - 1
-        return float(self.chunks[i][j - self.starts[i]])
+        return self.chunks[i][j - self.starts[i]]
 
     def _steps(self, e: int, v: float, target: int) -> np.ndarray:
         """Values at steps ``e + 1 .. target`` given ``v`` at step ``e``."""
@@ -245,6 +246,21 @@ class CosRun:
 
 class NoClosedForm(Exception):  # noqa: N818 (a control-flow signal, not an error)
     """Raised by ``_closed`` when a node has no closed form (the replay is used)."""
+
+
+def _no_fast(k: int) -> None:
+    """No fast host path: the full one answers."""
+    return None
+
+
+def fraction_refused(where: str, t: float) -> str:
+    """The refusal of a fractional step where torch's ``step(epoch)`` has none."""
+    return (
+        f"{where}: step={t!r} is not a whole step; torch's scheduler.step(epoch) is deprecated "
+        "(since torch 1.4) and only CosineAnnealingWarmRestarts defines a fractional epoch: "
+        "pass the number of scheduler.step() calls (an integer); a fractional step is never "
+        "floored"
+    )
 
 
 class _Integral:
@@ -322,8 +338,9 @@ class Recurrence(Schedule):
                     v = self._replay(i)
                 except ValueError:
                     break
-                # not a learning rate (negative, inf): NaN, as the host raises there
-                tab[i] = v if 0 <= v < math.inf else math.nan
+                # torch's numbers, negative ones included; beyond float32 (inf there): NaN,
+                # as the host raises there
+                tab[i] = v if abs(v) <= _F32_MAX else math.nan
             object.__setattr__(self, "_table_cache", tab)
         return tab
 
@@ -333,6 +350,11 @@ class Recurrence(Schedule):
             if math.isnan(t) or math.isinf(t):
                 raise ValueError(f"{type(self).__name__}: step={t!r} must be finite")
             k = math.floor(t) if t > 0 else 0
+            if k != t and t > 0:  # never floored silently (issue 24)
+                v = self._fractional(t, PY)
+                if v is None:
+                    raise ValueError(fraction_refused(self._check.where, t))
+                return v
             if self._closed_host_ok(k):
                 try:
                     return float(self._closed(float(k), PY))
@@ -353,7 +375,24 @@ class Recurrence(Schedule):
         except ValueError:
             return math.nan
 
+    #: the host query at a Python int step, built once (:meth:`_build_int_fast`): a value, or
+    #: None where the full path must answer (far out, errors, a step before 0)
+    _int_fast: Any = None
+
+    def _build_int_fast(self) -> Any:
+        """A callable ``k -> value or None`` for Python int steps with every check done once
+        here rather than per query; None where a class has none."""
+        return None
+
     def __call__(self, step: Any) -> Any:
+        if type(step) is int:  # the hot host query (logging, a torch-style loop)
+            fast = self._int_fast
+            if fast is None:
+                fast = (self._host_ok() and self._build_int_fast()) or _no_fast
+                object.__setattr__(self, "_int_fast", fast)
+            v = fast(step)
+            if v is not None:
+                return v
         # An integer JAX step is already integral: clamp it in int and skip the float floor
         # (the steps of a training loop are int32 counts; this is the hot array path).
         if isinstance(step, jax.Array) and jnp.issubdtype(step.dtype, jnp.integer):
@@ -361,8 +400,22 @@ class Recurrence(Schedule):
             return self._eval(_Integral(k), JNP)
         return super().__call__(step)
 
+    def _fractional(self, t: Any, ops: Ops) -> Any:
+        """The value at a fractional step ``t > 0``, as torch's ``step(t)`` gives it; None
+        where torch's ``step(epoch)`` is deprecated or absent (the step is refused)."""
+        return None
+
     def _traced(self, t: Any, ops: Ops) -> Any:
-        k = t.k if isinstance(t, _Integral) else ops.floor(ops.maximum(t, 0.0))
+        if isinstance(t, _Integral):
+            return self._traced_whole(t.k, ops)
+        t = ops.maximum(t, 0.0)
+        k = ops.floor(t)
+        out = self._traced_whole(k, ops)
+        frac = self._fractional(t, ops)
+        # a fractional step where torch has none: NaN, as the host path raises there
+        return jnp.where(k == t, out, jnp.nan if frac is None else jnp.asarray(frac, out.dtype))
+
+    def _traced_whole(self, k: Any, ops: Ops) -> Any:
         exact64 = k.dtype == jnp.float64
         out = None
         if not exact64 or self._closed_exact():

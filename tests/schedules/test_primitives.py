@@ -70,6 +70,24 @@ def test_exponential_vs_optax(staircase):
     close(host(s), optax_curve(o), rtol=1e-5)
 
 
+@pytest.mark.parametrize("end", [None, 40.0])
+def test_exponential_growth_vs_optax(end):
+    """Growth, with or without a bound (issue 24): optax's numbers."""
+    s = S.exponential(0.5, 1.01, steps=2, end=end)
+    o = optax.exponential_decay(0.5, 2, 1.01, end_value=end)
+    close(host(s), optax_curve(o), rtol=1e-5)
+
+
+def test_warmup_of_a_zero_step_schedule_is_refused():
+    """optax raises for a warmup-cosine whose cosine has no steps; so does S.warmup (the
+    warmup would ramp to the end value and never reach the peak)."""
+    with pytest.raises(ValueError, match="steps=0"):
+        S.warmup(S.cosine(1.2, 0, 0), 10, init=0.2)
+    with pytest.raises(ValueError):
+        optax.warmup_cosine_decay_schedule(0.2, 1.2, 10, 10)
+    assert S.warmup(S.cosine(1.2, 0, 1), 10, init=0.2)(10) == 1.2
+
+
 def test_polynomial_vs_optax():
     s = S.polynomial(1.0, 0.05, 500, power=3.0)
     o = optax.polynomial_schedule(1.0, 0.05, 3.0, 500)

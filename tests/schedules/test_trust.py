@@ -3,6 +3,7 @@ negative or infinite, torch recurrences queried far out, and the cross-path tole
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -22,7 +23,7 @@ for _ in range(1000):
 ESCAPES = [  # (call, fragment of the message: parameter and rule)
     (lambda: S.constant(10**400), "value="),
     (lambda: S.from_config({"type": "constant", "value": 10**400}), "must be finite"),
-    (lambda: S.linear(0.0, 1.0, 10**400), "below 2**31"),
+    (lambda: S.linear(0.0, 1.0, 10**400), "below 2**62"),
     (lambda: S.Scheduler(1.0), "schedules=1.0 must be a Schedule"),
     (lambda: T.Scheduler(0.5), "schedules=0.5 must be a Schedule"),
     (lambda: S.multistep(1.0, np.array(3)), "milestones=array(3)"),
@@ -34,7 +35,7 @@ ESCAPES = [  # (call, fragment of the message: parameter and rule)
     (lambda: S.values(1.5, 10**8 + 1), "at most 100,000,000"),
     (lambda: S.from_config({"type": "constant", "value": _DEEP}), "nested"),
     (lambda: S.from_config(_DEEP), "must be a dict"),
-    (lambda: S.linear(0.0, 1.0, 3_000_000_000), "steps=3000000000 must be below 2**31"),
+    (lambda: S.step(1.0, 3_000_000_000), "step_size=3000000000 must be below 2**31"),
     (lambda: S.parse("1e308"), "at most 3.4028234663852886e+38"),
     (lambda: S.constant(1e39), "float32"),
     (lambda: S.noise(2**40), "seed="),
@@ -93,22 +94,44 @@ def test_arguments_that_make_an_lr_negative_or_inf_are_refused(call, fragment):
     assert fragment in str(e.value), str(e.value)
 
 
-def test_a_user_function_that_goes_negative_is_refused_at_that_step():
-    s = T.LambdaLR(0.1, S.expr("1 - step / 10"))  # negative from step 11 on
-    assert s(10) == 0.0
-    with pytest.raises(ValueError, match=r"step 11.0 would be -0.01.* finite and >= 0"):
-        s(11)
+def test_a_user_function_that_goes_negative_gives_torchs_negative_number():
+    """torch's own numbers, negative ones included (issue 24): the refusal of a negative lr is
+    the trainer's; only a value float32 cannot hold is refused (and only there)."""
+    s = T.LambdaLR(0.1, S.expr("1 - step / 10"))  # negative from step 11 on, as in torch
+    assert s(10) == 0.0 and s(11) == pytest.approx(-0.01, rel=1e-12)
     got = np.asarray(jax.jit(jax.vmap(s))(jnp.arange(13.0)))
-    assert np.all(np.isnan(got[11:])) and np.all(got[:10] >= 0)  # step 10: 0 up to float32
+    np.testing.assert_allclose(got, [0.1 * (1 - k / 10) for k in range(13)], atol=1e-8)
     m = T.MultiplicativeLR(0.1, lambda t: -1.0 if t == 3 else 1.0)
-    assert m(2) == 0.1
-    with pytest.raises(ValueError, match="finite and >= 0"):
-        m(3)
-    with pytest.raises(ValueError, match="finite and >= 0"):
-        m(4)  # torch's lr stays at -0.1
-    c = T.CyclicLR(0.1, 0.5, 0.1, step_size_up=2, scale_fn=lambda x: 10.0)
-    with pytest.raises(ValueError, match="finite and >= 0"):
-        c(1)
+    assert (m(2), m(3), m(4)) == (0.1, -0.1, -0.1)  # torch's lr stays at -0.1
+    c = T.CyclicLR(0.1, 0.5, 0.1, step_size_up=2, scale_fn=lambda x: -10.0)
+    assert c(1) == pytest.approx(0.5 + (0.1 - 0.5) * 0.5 * -10.0, rel=1e-12)
+    big = T.LambdaLR(0.1, lambda k: 1e300 if k == 2 else 1.0)
+    with pytest.raises(ValueError, match=r"step 2 would be 1e\+299.*check lr_lambda / scale_fn"):
+        big(2)
+
+
+def test_a_refusal_without_user_function_does_not_blame_one():
+    # linear extrapolation one step past the last phase (torch computes it): beyond float32
+    s = T.OneCycleLR(0.05, max_lr=3e38, pct_start=0.95, total_steps=10, anneal_strategy="linear")
+    assert 0 < s(9) < 3e38
+    with pytest.raises(ValueError, match=r"step 10 would be -5.99") as e:
+        s(10)
+    assert "lr_lambda" not in str(e.value) and "scale_fn" not in str(e.value)
+
+
+def test_decay_lengths_beyond_int32_on_the_host_and_under_x64():
+    """Issue 24: a decay's step count may pass 2**31 (optax evaluates cosine_decay_schedule
+    over 1e10 steps): the host path in Python ints / float64, the array path under x64; without
+    x64 the array path says so (a ValueError, never a silent int32 wrap)."""
+    s = S.warmup(S.cosine(1000.0, 0.0, 10**10), 3_000_000_000)
+    ref = 1000 * 0.5 * (1 + math.cos(math.pi * 1e9 / 1e10))
+    assert s(4_000_000_000) == pytest.approx(ref, rel=1e-14)
+    assert S.values(s, np.asarray([4e9]))[0] == pytest.approx(ref, rel=1e-14)
+    with pytest.raises(ValueError, match=r"beyond int32.*jax_enable_x64"):
+        jax.jit(s)(5)
+    with jax.enable_x64(True):
+        got = float(jax.jit(s)(jnp.int64(4_000_000_000)))
+    assert got == pytest.approx(ref, rel=1e-12)
 
 
 def test_step_counts_are_int32_and_float32_range_holds_on_the_array_path():

@@ -46,8 +46,6 @@ from schedules._core import REGISTRY
         ),
         (lambda: S.cyclic(0.1, 1.0, up=10, mode="sawtooth"), "mode='sawtooth' must be one of"),
         (lambda: S.one_cycle(1.0, total=3, pct_start=0.1), "leaves phase 0 empty"),
-        (lambda: S.exponential(1.0, 1.1), "end=None must be given when rate=1.1 > 1"),
-        (lambda: S.constant(-0.1), "constant: value=-0.1 must be >= 0"),
         (lambda: S.piecewise_constant([10], [1.0]), "must have len(boundaries) + 1 = 2 entries"),
         (lambda: S.scale_batch(S.constant(1.0), 64, 0), "base_batch_size=0 must be > 0"),
         (
@@ -246,7 +244,11 @@ def combine(children):
         st.tuples(children, st.floats(0, 10)).map(lambda a: S.scale(*a)),
         st.tuples(children, st.integers(-1000, 1000)).map(lambda a: S.shift(*a)),
         st.tuples(children, npos, st.floats(1, 3), rate).map(lambda a: S.repeat(*a)),
-        st.tuples(children, n, val).map(lambda a: S.warmup(*a)),
+        # a warmup of a zero-step decay is refused (issue 24): not drawn
+        st.tuples(children, n, val)
+        .filter(lambda a: not (a[0]._name in ("cosine", "linear", "polynomial")
+                               and a[0].steps == 0))
+        .map(lambda a: S.warmup(*a)),
         st.tuples(children, val).map(lambda a: S.clip(a[0], low=a[1])),
         st.tuples(children, st.integers(1, 4096), st.integers(1, 4096)).map(
             lambda a: S.scale_batch(a[0], a[1], a[2], rule="sqrt")
