@@ -25,7 +25,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from train import prepare as P  # noqa: E402
+from train import corpus as C  # noqa: E402
 from train.tokenizer import get_tokenizer  # noqa: E402
 
 WORDS = [
@@ -68,7 +68,7 @@ def plain_loop(path: str, spec: str, out: str) -> int:
             t = json.loads(line)["text"]
             batch.append(t)
             size += len(t)
-            if size >= P._CHUNK_BYTES:
+            if size >= C.CHUNK_BYTES:
                 n += flush()
                 batch, size = [], 0
         if batch:
@@ -90,8 +90,8 @@ def best_of_batches(b, n: int = 200) -> float:
 _RSS_CHILD = """
 import resource, sys
 sys.path.insert(0, {root!r})
-from train import prepare as P
-P.prepare([{src!r}], {out!r}, {tok!r}, progress=False, workers=1)
+from train import corpus as C
+C.prepare([{src!r}], {out!r}, {tok!r}, progress=False, workers=1)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -115,7 +115,7 @@ def main() -> None:
         n_tokens = plain_loop(src, a.tokenizer, os.path.join(d, "plain.bin"))
 
         def run_prepare(w: int, i: int) -> None:
-            P.prepare([src], os.path.join(d, f"p{w}-{i}"), a.tokenizer, workers=w,
+            C.prepare([src], os.path.join(d, f"p{w}-{i}"), a.tokenizer, workers=w,
                       progress=False)
 
         times: dict[str, list[float]] = {"plain": [], "1": [], "2": []}

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 
+from train import corpus as C
 from train import prepare as P
 from train.data import load_data, open_prepared, read_bin
 from train.tokenizer import get_tokenizer
@@ -46,7 +47,7 @@ def _expected(tok, docs, val_fraction, split) -> np.ndarray:
     """What the shards must hold: each document encoded by the tokenizer and delimited."""
     parts = []
     for i, d in enumerate(docs):
-        if P.is_val_document(i, val_fraction) == (split == "val"):
+        if C.is_val_document(i, val_fraction) == (split == "val"):
             ids = tok.encode(d).tolist()
             parts += [tok.bos_id] if tok.add_bos else []
             parts += ids + ([tok.eos_id] if tok.add_eos else [])
@@ -56,11 +57,11 @@ def _expected(tok, docs, val_fraction, split) -> np.ndarray:
 def test_jsonl_gpt2_shards_and_manifest(tmp_path) -> None:
     src = _jsonl(tmp_path / "c.jsonl")
     out = str(tmp_path / "out")
-    man = P.prepare([src], out, "gpt2", val_fraction=0.2, shard_tokens=200, progress=False)
+    man = C.prepare([src], out, "gpt2", val_fraction=0.2, shard_tokens=200, progress=False)
     tok = get_tokenizer("gpt2")
     for split in ("train", "val"):
         assert np.array_equal(_all(out, split), _expected(tok, DOCS, 0.2, split))
-    n_val = sum(P.is_val_document(i, 0.2) for i in range(len(DOCS)))
+    n_val = sum(C.is_val_document(i, 0.2) for i in range(len(DOCS)))
     assert 0 < n_val < len(DOCS)
     sp = man["splits"]
     assert sp["val"]["docs"] == n_val and sp["train"]["docs"] == len(DOCS) - n_val
@@ -72,19 +73,19 @@ def test_jsonl_gpt2_shards_and_manifest(tmp_path) -> None:
     assert man["dtype"] == "uint16" and man["sources"][0]["kind"] == "jsonl"
     assert not [f for f in os.listdir(out) if "partial" in f or "progress" in f]
     # rerun: nothing to do, same manifest
-    assert P.prepare([src], out, "gpt2", val_fraction=0.2, shard_tokens=200,
+    assert C.prepare([src], out, "gpt2", val_fraction=0.2, shard_tokens=200,
                      progress=False) == man
-    with pytest.raises(P.PrepareError, match="other inputs or arguments"):
-        P.prepare([src], out, "gpt2", val_fraction=0.3, shard_tokens=200, progress=False)
+    with pytest.raises(C.PrepareError, match="other inputs or arguments"):
+        C.prepare([src], out, "gpt2", val_fraction=0.3, shard_tokens=200, progress=False)
 
 
 def test_workers_give_identical_bytes(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(P, "_CHUNK_DOCS", 7)  # many chunks in flight
+    monkeypatch.setattr(C, "CHUNK_DOCS", 7)  # many chunks in flight
     src = _jsonl(tmp_path / "c.jsonl")
     outs = []
     for w in (1, 3):
         out = str(tmp_path / f"w{w}")
-        P.prepare([src], out, "gpt2", val_fraction=0.1, shard_tokens=150, workers=w,
+        C.prepare([src], out, "gpt2", val_fraction=0.1, shard_tokens=150, workers=w,
                   progress=False)
         outs.append(out)
     names = sorted(f for f in os.listdir(outs[0]) if f.endswith(".bin"))
@@ -109,14 +110,14 @@ def test_formats_give_the_same_tokens(tmp_path) -> None:
         (txt / f"{i:03d}.txt").write_text(d)
     tok = get_tokenizer("gpt2")
     want = _expected(tok, docs, 0.0, "train")
-    P.prepare([str(txt)], str(txt / "prepared"), "gpt2", progress=False)  # out inside input
+    C.prepare([str(txt)], str(txt / "prepared"), "gpt2", progress=False)  # out inside input
     assert np.array_equal(_all(str(txt / "prepared"), "train"), want)
     os.remove(txt / "prepared" / "manifest.json")  # force a second prepare of the folder
-    P.prepare([str(txt)], str(txt / "prepared"), "gpt2", progress=False)
+    C.prepare([str(txt)], str(txt / "prepared"), "gpt2", progress=False)
     assert np.array_equal(_all(str(txt / "prepared"), "train"), want)
     for name in ("c.jsonl.gz", "c.jsonl.zst", "c.parquet", "txt"):
         out = str(tmp_path / f"o-{name}")
-        P.prepare([str(tmp_path / name)], out, "gpt2", text_field="body", progress=False)
+        C.prepare([str(tmp_path / name)], out, "gpt2", text_field="body", progress=False)
         assert np.array_equal(_all(out, "train"), want), name
 
 
@@ -125,7 +126,7 @@ def test_hf_dataset_folder(tmp_path) -> None:
     docs = DOCS[:10]
     datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(tmp_path / "ds"))
     out = str(tmp_path / "o")
-    man = P.prepare([str(tmp_path / "ds")], out, "gpt2", progress=False)
+    man = C.prepare([str(tmp_path / "ds")], out, "gpt2", progress=False)
     assert man["sources"][0]["kind"] == "hf-dataset"
     assert np.array_equal(_all(out, "train"), _expected(get_tokenizer("gpt2"), docs, 0, "train"))
 
@@ -136,7 +137,7 @@ def test_llama3_tiktoken_bos_before_each_document(tmp_path) -> None:
     model = str(tmp_path / "tokenizer.model")
     _write_tiktoken_file(model)
     out = str(tmp_path / "o")
-    man = P.prepare([_jsonl(tmp_path / "c.jsonl", DOCS[:8])], out, model, progress=False)
+    man = C.prepare([_jsonl(tmp_path / "c.jsonl", DOCS[:8])], out, model, progress=False)
     toks = _all(out, "train")
     assert man["tokenizer"]["bos"] == "before each document" and man["tokenizer"]["bos_id"] == 1000
     assert toks[0] == 1000 and int((toks == 1000).sum()) == 8
@@ -144,7 +145,7 @@ def test_llama3_tiktoken_bos_before_each_document(tmp_path) -> None:
 
 
 def test_uint32_shards_when_the_vocab_does_not_fit(tmp_path) -> None:
-    w = P._SplitWriter(str(tmp_path), "train", np.uint32, None)
+    w = C.SplitWriter(str(tmp_path), "train", np.uint32, None)
     w.add(np.array([1, 70000, 2**31], np.uint32))
     w.close_shard()
     hdr = np.fromfile(tmp_path / "train_000000.bin", dtype=np.int32, count=256)
@@ -156,9 +157,9 @@ def test_interrupted_prepare_resumes_to_identical_shards(tmp_path, monkeypatch, 
     src = _jsonl(tmp_path / "c.jsonl")
     kw = dict(val_fraction=0.2, shard_tokens=120, progress=True)
     clean = str(tmp_path / "clean")
-    P.prepare([src], clean, "gpt2", **kw)
+    C.prepare([src], clean, "gpt2", **kw)
     out = str(tmp_path / "out")
-    real_close, calls = P._SplitWriter.close_shard, []
+    real_close, calls = C.SplitWriter.close_shard, []
 
     def close_then_stop(self):
         real_close(self)
@@ -166,9 +167,9 @@ def test_interrupted_prepare_resumes_to_identical_shards(tmp_path, monkeypatch, 
         if len(calls) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(P._SplitWriter, "close_shard", close_then_stop)
-    with pytest.raises(P.PrepareError, match="interrupted: 3 complete shard"):
-        P.prepare([src], out, "gpt2", **kw)
+    monkeypatch.setattr(C.SplitWriter, "close_shard", close_then_stop)
+    with pytest.raises(C.PrepareError, match="interrupted: 3 complete shard"):
+        C.prepare([src], out, "gpt2", **kw)
     monkeypatch.undo()
     assert not os.path.exists(os.path.join(out, "manifest.json"))
     assert len([f for f in os.listdir(out) if f.endswith(".bin")]) == 3
@@ -176,7 +177,7 @@ def test_interrupted_prepare_resumes_to_identical_shards(tmp_path, monkeypatch, 
     state = _json(os.path.join(out, "progress.json"))
     assert len(state["train"]["shards"]) + len(state["val"]["shards"]) == 2
     capsys.readouterr()
-    P.prepare([src], out, "gpt2", **kw)
+    C.prepare([src], out, "gpt2", **kw)
     assert "resuming at document" in capsys.readouterr().err
     for n in sorted(os.listdir(clean)):
         if n.endswith(".bin"):
@@ -188,25 +189,25 @@ def test_killed_before_any_checkpoint_or_after_a_rename(tmp_path) -> None:
     src = _jsonl(tmp_path / "c.jsonl")
     kw = dict(val_fraction=0.2, shard_tokens=120, progress=False)
     clean = str(tmp_path / "clean")
-    P.prepare([src], clean, "gpt2", **kw)
+    C.prepare([src], clean, "gpt2", **kw)
     out = tmp_path / "out"
     out.mkdir()  # as SIGKILL leaves it before the first checkpoint: unvouched shards
     (out / "train_000000.bin.partial").write_bytes(b"\0" * 2000)
     (out / "train_000000.bin").write_bytes(b"\1" * 3000)
-    P.prepare([src], str(out), "gpt2", **kw)
+    C.prepare([src], str(out), "gpt2", **kw)
     assert _bytes(str(out / "train_000000.bin")) == _bytes(os.path.join(clean, "train_000000.bin"))
     assert sorted(os.listdir(out)) == sorted(os.listdir(clean))
     other = tmp_path / "other"
     other.mkdir()
     (other / "fineweb_train_000001.bin").write_bytes(b"x")
-    with pytest.raises(P.PrepareError, match="already holds token files"):
-        P.prepare([src], str(other), "gpt2", **kw)
+    with pytest.raises(C.PrepareError, match="already holds token files"):
+        C.prepare([src], str(other), "gpt2", **kw)
 
 
 def test_disk_full_leaves_nothing_half_written(tmp_path, monkeypatch) -> None:
     src = _jsonl(tmp_path / "c.jsonl")
     out = str(tmp_path / "out")
-    real_flush, calls = P._SplitWriter.flush, []
+    real_flush, calls = C.SplitWriter.flush, []
 
     def flush_until_full(self):
         calls.append(1)
@@ -214,9 +215,9 @@ def test_disk_full_leaves_nothing_half_written(tmp_path, monkeypatch) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_flush(self)
 
-    monkeypatch.setattr(P._SplitWriter, "flush", flush_until_full)
-    with pytest.raises(P.PrepareError, match="disk full"):
-        P.prepare([src], out, "gpt2", shard_tokens=150, progress=False)
+    monkeypatch.setattr(C.SplitWriter, "flush", flush_until_full)
+    with pytest.raises(C.PrepareError, match="disk full"):
+        C.prepare([src], out, "gpt2", shard_tokens=150, progress=False)
     monkeypatch.undo()
     state = _json(os.path.join(out, "progress.json"))
     for f in os.listdir(out):
@@ -224,9 +225,9 @@ def test_disk_full_leaves_nothing_half_written(tmp_path, monkeypatch) -> None:
             split = f.split("_")[0]
             want = 1024 + 2 * state[split]["partial_tokens"]
             assert os.path.getsize(os.path.join(out, f)) == want
-    P.prepare([src], out, "gpt2", shard_tokens=150, progress=False)
+    C.prepare([src], out, "gpt2", shard_tokens=150, progress=False)
     clean = str(tmp_path / "clean")
-    P.prepare([src], clean, "gpt2", shard_tokens=150, progress=False)
+    C.prepare([src], clean, "gpt2", shard_tokens=150, progress=False)
     assert np.array_equal(_all(out, "train"), _all(clean, "train"))
 
 
@@ -248,13 +249,13 @@ def test_bad_input_one_line(tmp_path, capsys, lines, field, match) -> None:
 
 
 def test_unreadable_and_out_of_vocab(tmp_path, monkeypatch) -> None:
-    with pytest.raises(P.PrepareError, match="no such file"):
-        P.prepare([str(tmp_path / "missing.jsonl")], str(tmp_path / "o"), "byte")
+    with pytest.raises(C.PrepareError, match="no such file"):
+        C.prepare([str(tmp_path / "missing.jsonl")], str(tmp_path / "o"), "byte")
     (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(P.PrepareError, match=r"bad\.jsonl\.gz: cannot read"):
-        P.prepare([str(tmp_path / "bad.jsonl.gz")], str(tmp_path / "o"), "byte", progress=False)
+    with pytest.raises(C.PrepareError, match=r"bad\.jsonl\.gz: cannot read"):
+        C.prepare([str(tmp_path / "bad.jsonl.gz")], str(tmp_path / "o"), "byte", progress=False)
     src = _jsonl(tmp_path / "c.jsonl", DOCS[:3])
-    real = P._encode_chunk
+    real = C.encode_chunk
 
     def broken(texts, first):
         flat, lens, _ = real(texts, first)
@@ -262,16 +263,16 @@ def test_unreadable_and_out_of_vocab(tmp_path, monkeypatch) -> None:
         flat[0] = 300
         return flat, lens, 300
 
-    monkeypatch.setattr(P, "_encode_chunk", broken)
-    with pytest.raises(P.PrepareError, match="token id 300 >= vocabulary size 256"):
-        P.prepare([src], str(tmp_path / "o2"), "byte", progress=False)
-    with pytest.raises(P.PrepareError, match=r"--val-fraction=1\.0 is invalid"):
-        P.prepare([src], str(tmp_path / "o3"), "byte", val_fraction=1.0)
+    monkeypatch.setattr(C, "encode_chunk", broken)
+    with pytest.raises(C.PrepareError, match="token id 300 >= vocabulary size 256"):
+        C.prepare([src], str(tmp_path / "o2"), "byte", progress=False)
+    with pytest.raises(C.PrepareError, match=r"--val-fraction=1\.0 is invalid"):
+        C.prepare([src], str(tmp_path / "o3"), "byte", val_fraction=1.0)
 
 
 def test_lone_surrogates_are_replaced_as_tiktoken_does(tmp_path) -> None:
     (tmp_path / "c.jsonl").write_text('{"text": "a\\ud800b"}\n{"text": "ok"}\n')
-    man = P.prepare([str(tmp_path / "c.jsonl")], str(tmp_path / "o"), "byte", progress=False)
+    man = C.prepare([str(tmp_path / "c.jsonl")], str(tmp_path / "o"), "byte", progress=False)
     assert man["splits"]["train"]["docs"] == 2
     assert _all(str(tmp_path / "o"), "train").tolist() == list("a\ufffdbok".encode())
 
@@ -279,7 +280,7 @@ def test_lone_surrogates_are_replaced_as_tiktoken_does(tmp_path) -> None:
 def test_open_prepared_and_implicit_prepare(tmp_path) -> None:
     src = _jsonl(tmp_path / "c.jsonl")
     out = str(tmp_path / "out")
-    P.prepare([src], out, "gpt2", val_fraction=0.2, shard_tokens=300, progress=False)
+    C.prepare([src], out, "gpt2", val_fraction=0.2, shard_tokens=300, progress=False)
     gpt2 = get_tokenizer("gpt2")
     p = open_prepared(out, gpt2, vocab_size=50304)
     assert p.eos_id == 50256 and p.bos_id is None
@@ -300,7 +301,7 @@ def test_open_prepared_and_implicit_prepare(tmp_path) -> None:
 
 def test_prepared_without_val_split_holds_out_a_tail(tmp_path) -> None:
     out = str(tmp_path / "out")
-    P.prepare([_jsonl(tmp_path / "c.jsonl")], out, "gpt2", shard_tokens=300, progress=False)
+    C.prepare([_jsonl(tmp_path / "c.jsonl")], out, "gpt2", shard_tokens=300, progress=False)
     gpt2 = get_tokenizer("gpt2")
     tr, va, desc = load_data(out, None, gpt2, str(tmp_path / "cache"), 0.1)
     last = np.asarray(open_prepared(out, gpt2).train.shards[-1])
