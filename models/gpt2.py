@@ -49,12 +49,17 @@ from .hf_io import (
 )
 from .layers import (
     Dropout,
+    KVCache,
+    KVSlot,
     LayerNorm,
+    attention_inputs,
     causal_attention,
     constrain,
     dense_dot_general,
     lm_logits,
+    run_cached,
     run_layers,
+    write_cache,
 )
 
 # --------------------------------------------------------------------------------------
@@ -146,13 +151,20 @@ class CausalSelfAttention(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None,
+                 mask: jax.Array | None = None, kv: KVSlot | None = None) -> Any:
+        """``mask``: bool [B, T, S] (see :func:`models.layers.causal_attention`); ``kv``: this
+        layer's KV cache ``(k, v, index)``, k/v [B, S, H, Q]: the new keys/values are written
+        at ``index`` and attention reads the whole cache under ``mask``; then the result is
+        ``(y, (k, v))``."""
         cfg = self.config
         rate = cfg.dropout if dropout_rate is None else dropout_rate
         B, T, C = x.shape
         qkv = _dense(cfg, 3 * C, "c_attn")(x)
         q, k, v = (t.reshape(B, T, cfg.n_head, cfg.head_dim) for t in jnp.split(qkv, 3, -1))
         q, k, v = (constrain(t, "batch", None, "heads", None) for t in (q, k, v))
+        if kv is not None:
+            k, v = write_cache(kv, k, v)
         y = causal_attention(
             q,
             k,
@@ -160,10 +172,12 @@ class CausalSelfAttention(nn.Module):
             dropout=Dropout(rate) if dropout_rate is not None or rate > 0 else None,
             deterministic=deterministic,
             implementation=cfg.attn_implementation,
+            mask=mask,
         )
         # GPT-2 paper / nanoGPT: scale residual projections by 1/sqrt(2 * n_layer) at init
         y = _dense(cfg, C, "c_proj", _INIT_STD / math.sqrt(2 * cfg.n_layer))(y.reshape(B, T, C))
-        return Dropout(rate)(y, deterministic=deterministic)
+        y = Dropout(rate)(y, deterministic=deterministic)
+        return y if kv is None else (y, (k, v))
 
 
 class MLP(nn.Module):
@@ -183,13 +197,19 @@ class Block(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None,
+                 mask: jax.Array | None = None, kv: KVSlot | None = None) -> Any:
+        """With ``kv`` (a KV cache slot), returns ``(x, (k, v))``."""
         cfg = self.config
-        x = x + CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln_1")(x), deterministic,
-                                                      dropout_rate)
+        a = CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln_1")(x), deterministic,
+                                                  dropout_rate, mask, kv)
+        if kv is not None:
+            a, kv = a
+        x = x + a
         x = constrain(x, "batch", "seq", "embed")  # the residual stream (sequence-parallel)
         x = x + MLP(cfg, name="mlp")(_layer_norm(cfg, "ln_2")(x), deterministic, dropout_rate)
-        return constrain(x, "batch", "seq", "embed")
+        x = constrain(x, "batch", "seq", "embed")
+        return x if kv is None else (x, kv)
 
 
 class GPT2(nn.Module):
@@ -199,8 +219,15 @@ class GPT2(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, deterministic: bool = True,
-                 dropout_rate: Any = None) -> jax.Array:
-        """``dropout_rate`` (a float or a traced scalar) overrides ``config.dropout``."""
+                 dropout_rate: Any = None, *, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None, cache: KVCache | None = None) -> Any:
+        """``dropout_rate`` (a float or a traced scalar) overrides ``config.dropout``.
+
+        ``segment_ids`` (int [B, T]): document masking, each token attends only to earlier
+        tokens of its own segment, and positions restart at 0 in each segment (unless
+        ``positions`` [B, T] is given). ``cache`` (:func:`models.decode.init_cache`): the
+        tokens sit at ``cache.index``...; returns ``(logits, new_cache)``. All None: the plain
+        causal model."""
         cfg = self.config
         seq_len = tokens.shape[1]
         if seq_len > cfg.block_size:
@@ -212,16 +239,26 @@ class GPT2(nn.Module):
         )
         wte = nn.Embed(cfg.vocab_size, cfg.n_embd, name="wte", **embed)
         wpe = nn.Embed(cfg.block_size, cfg.n_embd, name="wpe", **embed)
-        x = wte(tokens) + wpe(jnp.arange(seq_len))[None]
+        positions, mask = attention_inputs(tokens, segment_ids, positions, cache)
+        if positions is None:
+            x = wte(tokens) + wpe(jnp.arange(seq_len))[None]
+        else:
+            x = wte(tokens) + wpe(positions)
         x = Dropout(cfg.dropout if dropout_rate is None else dropout_rate)(
             x, deterministic=deterministic)
         x = constrain(x, "batch", "seq", "embed")
-        x = run_layers(self, lambda i: functools.partial(Block(cfg, name=f"h_{i}"),
-                                                         dropout_rate=dropout_rate),
-                       x, (deterministic,), cfg)
+        if cache is not None:
+            x, cache = run_cached(cfg, lambda i: Block(cfg, name=f"h_{i}"), x, cache,
+                                  lambda layer, x, kv: layer(x, True, None, mask, kv))
+        else:
+            x = run_layers(self, lambda i: functools.partial(Block(cfg, name=f"h_{i}"),
+                                                             dropout_rate=dropout_rate,
+                                                             mask=mask),
+                           x, (deterministic,), cfg)
         x = _layer_norm(cfg, "ln_f")(x)
         logits = lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
-        return constrain(logits, "batch", None, "vocab")
+        logits = constrain(logits, "batch", None, "vocab")
+        return logits if cache is None else (logits, cache)
 
 
 # --------------------------------------------------------------------------------------
