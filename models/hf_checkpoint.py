@@ -135,10 +135,12 @@ def generation_config(config: Config, eos_token_id: int | None = None) -> dict[s
 
 
 def save_hf_checkpoint(config: Config, params: Any, out: str | os.PathLike, *,
-                       overwrite: bool = False, extra_files: Iterable[str | os.PathLike] = (),
+                       overwrite: bool = False,
+                       extra_files: Iterable[str | os.PathLike] | Mapping[str, Any] = (),
                        eos_token_id: int | None = None) -> str:
     """Write a transformers checkpoint folder ``out``: ``config.json``, ``model.safetensors``
-    (float32), ``generation_config.json`` and copies of ``extra_files`` (tokenizer files).
+    (float32), ``generation_config.json`` and ``extra_files`` (tokenizer files): paths copied
+    under their own name, or ``{name: source path or bytes (the content)}``.
 
     Atomic: everything is written into a temporary sibling folder, renamed to ``out`` when
     complete, so ``out`` is either absent, the previous folder, or the complete new one; a
@@ -159,8 +161,14 @@ def save_hf_checkpoint(config: Config, params: Any, out: str | os.PathLike, *,
         _write_json(os.path.join(tmp, "config.json"), hf_config(config))
         _write_json(os.path.join(tmp, "generation_config.json"),
                     generation_config(config, eos_token_id))
-        for f in extra_files:
-            shutil.copyfile(f, os.path.join(tmp, os.path.basename(f)))
+        extra = (dict(extra_files) if isinstance(extra_files, Mapping)
+                 else {os.path.basename(f): f for f in extra_files})
+        for fname, src in extra.items():
+            if isinstance(src, bytes):
+                with open(os.path.join(tmp, fname), "wb") as f:
+                    f.write(src)
+            else:
+                shutil.copyfile(src, os.path.join(tmp, fname))
         if os.path.exists(out):
             old = tempfile.mkdtemp(prefix=f"{name}.old-", dir=parent)
             os.rename(out, os.path.join(old, name))
