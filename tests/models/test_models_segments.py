@@ -51,20 +51,27 @@ def test_packed_documents_equal_documents_alone(case: tuple) -> None:
     # explicit positions: the same integers, so the same operations on the same values
     pos = np.asarray(segment_positions(jnp.asarray(seg)))
     np.testing.assert_array_equal(np.asarray(fwd(params, tokens, seg, pos)), got)
+    # every document alone, right-padded to T (causal: the padding is invisible to it), in
+    # one plain call with the packed rows themselves
+    alone_rows, where = [], []
     for b, lengths in enumerate(DOCS):
         start = 0
         for n in lengths:
-            alone = np.asarray(model.apply({"params": params}, tokens[b:b + 1, start:start + n]))
-            # same products, summed over a different number of exactly-zero attention weights
-            # and in other orders: float32 rounding of sums of ~C terms of the logits' scale
-            tol = 8 * cfg.n_embd * EPS * float(np.abs(alone).max())
-            np.testing.assert_allclose(got[b, start:start + n], alone[0], rtol=0, atol=tol)
+            alone_rows.append(np.pad(tokens[b, start:start + n], (0, T - n)))
+            where.append((b, start, n))
             start += n
+    out = np.asarray(jax.jit(lambda p, t: model.apply({"params": p}, t))(
+        params, np.concatenate([tokens, np.stack(alone_rows)])))
+    plain, alone = out[:len(DOCS)], out[len(DOCS):]
+    for j, (b, start, n) in enumerate(where):
+        # same products, summed over a different number of exactly-zero attention weights
+        # and in other orders: float32 rounding of sums of ~C terms of the logits' scale
+        tol = 8 * cfg.n_embd * EPS * float(np.abs(alone[j, :n]).max())
+        np.testing.assert_allclose(got[b, start:start + n], alone[j, :n], rtol=0, atol=tol)
     # documents do see each other without segment_ids (the test can fail)
-    plain = np.asarray(model.apply({"params": params}, tokens))
     assert np.abs(plain[0, 5:14] - got[0, 5:14]).max() > 1e-2
     # one segment per row is the plain causal model
-    one = np.asarray(model.apply({"params": params}, tokens, segment_ids=np.zeros_like(seg)))
+    one = np.asarray(fwd(params, tokens, np.zeros_like(seg), None))
     np.testing.assert_allclose(one, plain, rtol=0,
                                atol=8 * cfg.n_embd * EPS * float(np.abs(plain).max()))
 
