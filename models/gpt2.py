@@ -3,7 +3,8 @@
 Architecture (Radford et al. 2019, as in HF/nanoGPT): learned token + position embeddings,
 ``n_layer`` pre-LayerNorm blocks ``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``, causal multi-head
 self-attention, MLP ``c_proj(gelu_tanh(c_fc(x)))`` of width 4·C, a final LayerNorm, and an output
-head tied to the token embedding. Biases everywhere, LayerNorm eps 1e-5.
+head tied to the token embedding (or, with ``tie_embeddings=False``, a separate ``lm_head``).
+Biases everywhere, LayerNorm eps 1e-5.
 
 Parameter tree (plain nested dicts of float32 arrays, names follow HF so the mapping is obvious)::
 
@@ -13,6 +14,7 @@ Parameter tree (plain nested dicts of float32 arrays, names follow HF so the map
     h_{i}/ln_2/{scale,bias}     h_{i}/mlp/c_fc/{kernel [C, 4C], bias}
     h_{i}/mlp/c_proj/{kernel [4C, C], bias}
     ln_f/{scale,bias}
+    lm_head/kernel [C, V]       (only when tie_embeddings=False)
 
 HF's ``Conv1D`` stores weights as [in, out], the same layout as a Flax ``Dense`` kernel, so the
 import/export is a pure renaming (``transformer.h.{i}.attn.c_attn.weight`` <->
@@ -36,6 +38,7 @@ from .common import (
     PARAM_DTYPE,
     canonical_dtype,
     check_attn_impl,
+    check_bool,
     check_divides,
     check_dropout,
     check_pos_float,
@@ -52,6 +55,7 @@ from .layers import (
     KVCache,
     KVSlot,
     LayerNorm,
+    LMHead,
     attention_inputs,
     causal_attention,
     constrain,
@@ -87,6 +91,8 @@ class GPT2Config:
     dropout: float = 0.0
     dtype: str = "float32"
     layer_norm_eps: float = 1e-5
+    # False: an output head of its own (HF tie_word_embeddings=False), ``lm_head/kernel`` [C, V]
+    tie_embeddings: bool = True
     attn_implementation: str | None = None
     # activation recompute (models.layers.remat_segments): "none" | "full" | "selective"
     remat: str = "none"
@@ -101,6 +107,7 @@ class GPT2Config:
         check_divides(cls, "n_head", self.n_head, "n_embd", self.n_embd)
         check_dropout(cls, self.dropout)
         check_pos_float(cls, "layer_norm_eps", self.layer_norm_eps)
+        check_bool(cls, "tie_embeddings", self.tie_embeddings)
         check_attn_impl(cls, self.attn_implementation)
         check_remat(cls, self)
         object.__setattr__(self, "dtype", canonical_dtype(cls, self.dtype))
@@ -256,7 +263,10 @@ class GPT2(nn.Module):
                                                              mask=mask),
                            x, (deterministic,), cfg)
         x = _layer_norm(cfg, "ln_f")(x)
-        logits = lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
+        if cfg.tie_embeddings:
+            logits = lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
+        else:
+            logits = LMHead(cfg.vocab_size, _INIT_STD, name="lm_head")(x)
         logits = constrain(logits, "batch", None, "vocab")
         return logits if cache is None else (logits, cache)
 
@@ -284,7 +294,7 @@ def flops_per_token(config: GPT2Config, seq_len: int) -> float:
 # --------------------------------------------------------------------------------------
 # HuggingFace interop
 
-_IGNORED_HF_KEYS = (".attn.bias", ".attn.masked_bias", "lm_head.weight")
+_IGNORED_HF_KEYS = (".attn.bias", ".attn.masked_bias")
 
 
 def hf_mapping(config: GPT2Config) -> list[tuple[str, tuple[str, ...], bool]]:
@@ -304,6 +314,8 @@ def hf_mapping(config: GPT2Config) -> list[tuple[str, tuple[str, ...], bool]]:
             rows.append((f"{hf}{mod}.{lin}.bias", (fx, mod, lin, "bias"), False))
     rows.append(("transformer.ln_f.weight", ("ln_f", "scale"), False))
     rows.append(("transformer.ln_f.bias", ("ln_f", "bias"), False))
+    if not config.tie_embeddings:  # nn.Linear [V, C] -> kernel [C, V]
+        rows.append(("lm_head.weight", ("lm_head", "kernel"), True))
     return rows
 
 
@@ -315,12 +327,14 @@ def from_hf(config: GPT2Config, state_dict: Mapping[str, Any]) -> dict:
         (k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
         for k, v in state_dict.items()
     }
-    check_tied_head("GPT2", sd, "lm_head.weight", "transformer.wte.weight",
-                    "GPT-2's head is always the embedding (an untied head is not supported)")
+    ignore = _IGNORED_HF_KEYS
+    if config.tie_embeddings:
+        check_tied_head("GPT2", sd, "lm_head.weight", "transformer.wte.weight",
+                        "load it with tie_embeddings=False (config_from_hf reads "
+                        "tie_word_embeddings)")
+        ignore += ("lm_head.weight",)
     expected = jax.eval_shape(GPT2(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
-    return convert_from_hf(
-        "GPT2", hf_mapping(config), sd, expected["params"], ignore=_IGNORED_HF_KEYS
-    )
+    return convert_from_hf("GPT2", hf_mapping(config), sd, expected["params"], ignore=ignore)
 
 
 def to_hf(config: GPT2Config, params: Any) -> dict[str, np.ndarray]:
@@ -347,7 +361,7 @@ def hf_config(config: GPT2Config) -> dict[str, Any]:
         "layer_norm_epsilon": config.layer_norm_eps,
         "initializer_range": _INIT_STD,
         "scale_attn_weights": True,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": config.tie_embeddings,
         # GPT-2's <|endoftext|>, when the vocabulary has it
         "bos_token_id": 50256 if config.vocab_size > 50256 else None,
         "eos_token_id": 50256 if config.vocab_size > 50256 else None,
@@ -362,8 +376,6 @@ def config_from_hf(d: Mapping[str, Any], **overrides: Any) -> GPT2Config:
     n_inner = d.get("n_inner")
     if n_inner not in (None, 4 * d["n_embd"]):
         raise ValueError(f"unsupported GPT-2 n_inner={n_inner!r} (need 4 * n_embd)")
-    if not d.get("tie_word_embeddings", True):
-        raise ValueError("unsupported GPT-2 tie_word_embeddings=False")
     if d.get("scale_attn_by_inverse_layer_idx") or d.get("scale_attn_weights") is False:
         raise ValueError("unsupported GPT-2 attention scaling variant")
     kw = dict(
@@ -373,6 +385,7 @@ def config_from_hf(d: Mapping[str, Any], **overrides: Any) -> GPT2Config:
         n_head=d["n_head"],
         n_embd=d["n_embd"],
         layer_norm_eps=d.get("layer_norm_epsilon", 1e-5),
+        tie_embeddings=bool(d.get("tie_word_embeddings", True)),
     )
     kw.update(overrides)
     return GPT2Config(**kw)

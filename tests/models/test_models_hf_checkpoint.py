@@ -18,6 +18,7 @@ from tests.models.models_testutil import hf_model, random_tokens, torch, transfo
 
 CASES = {
     "gpt2": ("gpt2", {}),
+    "gpt2_untied": ("gpt2", {"tie_embeddings": False}),
     "llama_gqa_untied": ("llama3", {}),
     "llama_mqa_tied": ("llama3", {"n_kv_head": 1, "tie_embeddings": True}),
 }
