@@ -32,6 +32,8 @@ from .common import loss_fn as loss_fn
 from .gpt2 import GPT2 as GPT2
 from .gpt2 import GPT2_CONFIGS as GPT2_CONFIGS
 from .gpt2 import GPT2Config as GPT2Config
+from .hf_checkpoint import load_hf_checkpoint as load_hf_checkpoint
+from .hf_checkpoint import save_hf_checkpoint as save_hf_checkpoint
 from .hf_io import read_safetensors as read_safetensors
 from .hf_io import write_safetensors as write_safetensors
 from .llama import LLAMA_CONFIGS as LLAMA_CONFIGS

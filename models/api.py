@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import gpt2, llama
+from . import decode, gpt2, llama
 from .gpt2 import GPT2Config
 from .hf_io import load_state_dict, save_state_dict
 from .llama import LlamaConfig
@@ -192,15 +192,26 @@ def generate(
     rng: jax.Array,
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
+    use_cache: bool | None = None,
 ) -> jax.Array:
-    """Autoregressive sampling (no KV cache: the model is re-run on the window each step).
+    """Autoregressive sampling.
 
     ``prompt_tokens``: int [B, T0] (or [T0]); returns the prompt followed by ``max_new_tokens``
-    sampled tokens, [B, T0 + max_new_tokens] (or 1-D). The context is cropped to the last
-    ``block_size`` tokens (positions restart at 0 in the window, as in nanoGPT).
-    ``temperature=0`` is greedy decoding; ``top_k`` keeps the k most likely tokens.
-    One jit-compiled loop with static shapes: the window is padded on the right, which causal
-    attention makes invisible to the position that is read.
+    sampled tokens, [B, T0 + max_new_tokens] (or 1-D). ``temperature=0`` is greedy decoding;
+    otherwise the logits are divided by ``temperature``, ``top_k`` keeps the k most likely
+    tokens, ``top_p`` the smallest most likely set of probability >= top_p (nucleus), and the
+    token is drawn with ``jax.random.fold_in(rng, i)`` for the i-th new token: the same ``rng``
+    gives the same tokens.
+
+    ``use_cache=True``: KV-cache decoding (:func:`models.decode.generate_cached`): one forward
+    over the prompt, then one token of work per new token; needs ``T0 + max_new_tokens <=
+    block_size``. ``use_cache=False``: the cache-free loop, which re-runs the model on the last
+    ``block_size`` tokens for every new token (positions restart at 0 in the window, as in
+    nanoGPT), so it also continues past ``block_size``. None (default): the cache when it fits,
+    else the window. Both compile once per (prompt bucket, ``max_new_tokens``), for any
+    temperature / top-k / top-p, and give the same greedy tokens (the same logits, computed by
+    different operations: equal up to float rounding).
     """
     prompt = jnp.asarray(prompt_tokens, dtype=jnp.int32)
     squeeze = prompt.ndim == 1
@@ -212,54 +223,26 @@ def generate(
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 0")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 0")
-    if temperature < 0:
+    if not temperature >= 0:
         raise ValueError(f"temperature={temperature!r} must be >= 0 (0 = greedy)")
     if top_k is not None and not 1 <= top_k <= config.vocab_size:
         raise ValueError(f"top_k={top_k!r} must be None or in [1, vocab_size]")
-    if max_new_tokens == 0:
-        out = prompt
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p!r} must be None or in (0, 1]")
+    T0, n = prompt.shape[1], int(max_new_tokens)
+    fits = T0 + n <= config.block_size
+    if use_cache and not fits:
+        raise ValueError(f"use_cache=True needs prompt length + max_new_tokens <= block_size="
+                         f"{config.block_size}, got {T0} + {n}")
+    if n == 0:
+        return prompt[0] if squeeze else prompt
+    knobs = (jnp.float32(temperature), jnp.int32(config.vocab_size if top_k is None else top_k),
+             jnp.float32(1.0 if top_p is None else top_p))
+    if fits and use_cache is not False:
+        tb = decode.prompt_bucket(T0, config.block_size)
+        padded = jnp.pad(prompt, ((0, 0), (0, tb - T0)))
+        new = decode.generate_cached(config, params, padded, jnp.int32(T0), n, rng, *knobs)
+        out = jnp.concatenate([prompt, new], axis=1)
     else:
-        out = _generate(
-            config,
-            params,
-            prompt,
-            int(max_new_tokens),
-            rng,
-            jnp.float32(temperature),
-            jnp.int32(config.vocab_size if top_k is None else top_k),
-        )
+        out = decode.generate_windowed(config, params, prompt, n, rng, *knobs)
     return out[0] if squeeze else out
-
-
-@partial(jax.jit, static_argnames=("config", "max_new_tokens"))
-def _generate(
-    config: Config,
-    params: Any,
-    prompt: jax.Array,
-    max_new_tokens: int,
-    rng: jax.Array,
-    temperature: jax.Array,
-    top_k: jax.Array,
-) -> jax.Array:
-    # temperature and top_k are traced: changing them does not recompile
-    model = build(config)
-    B, T0 = prompt.shape
-    total = T0 + max_new_tokens
-    W = min(config.block_size, total)
-    buf = jnp.zeros((B, total), jnp.int32).at[:, :T0].set(prompt)
-
-    def step(i: jax.Array, buf: jax.Array) -> jax.Array:
-        cur = T0 + i  # number of valid tokens; the next one goes at index cur
-        start = jnp.maximum(cur - W, 0)
-        window = jax.lax.dynamic_slice(buf, (0, start), (B, W))
-        logits = model.apply({"params": params}, window, deterministic=True)
-        logits = jax.lax.dynamic_index_in_dim(logits, cur - 1 - start, axis=1, keepdims=False)
-        # top-k: keep logits >= the k-th largest
-        kth = jnp.take(jnp.sort(logits, axis=-1), config.vocab_size - top_k, axis=-1)
-        filtered = jnp.where(logits < kth[:, None], -jnp.inf, logits)
-        scaled = filtered / jnp.where(temperature > 0, temperature, 1.0)
-        sampled = jax.random.categorical(jax.random.fold_in(rng, i), scaled, axis=-1)
-        nxt = jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1))
-        return jax.lax.dynamic_update_slice(buf, nxt.astype(jnp.int32)[:, None], (0, cur))
-
-    return jax.lax.fori_loop(0, max_new_tokens, step, buf)

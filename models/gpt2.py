@@ -3,7 +3,8 @@
 Architecture (Radford et al. 2019, as in HF/nanoGPT): learned token + position embeddings,
 ``n_layer`` pre-LayerNorm blocks ``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``, causal multi-head
 self-attention, MLP ``c_proj(gelu_tanh(c_fc(x)))`` of width 4·C, a final LayerNorm, and an output
-head tied to the token embedding. Biases everywhere, LayerNorm eps 1e-5.
+head tied to the token embedding (or, with ``tie_embeddings=False``, a separate ``lm_head``).
+Biases everywhere, LayerNorm eps 1e-5.
 
 Parameter tree (plain nested dicts of float32 arrays, names follow HF so the mapping is obvious)::
 
@@ -13,6 +14,7 @@ Parameter tree (plain nested dicts of float32 arrays, names follow HF so the map
     h_{i}/ln_2/{scale,bias}     h_{i}/mlp/c_fc/{kernel [C, 4C], bias}
     h_{i}/mlp/c_proj/{kernel [4C, C], bias}
     ln_f/{scale,bias}
+    lm_head/kernel [C, V]       (only when tie_embeddings=False)
 
 HF's ``Conv1D`` stores weights as [in, out], the same layout as a Flax ``Dense`` kernel, so the
 import/export is a pure renaming (``transformer.h.{i}.attn.c_attn.weight`` <->
@@ -36,6 +38,7 @@ from .common import (
     PARAM_DTYPE,
     canonical_dtype,
     check_attn_impl,
+    check_bool,
     check_divides,
     check_dropout,
     check_pos_float,
@@ -49,12 +52,18 @@ from .hf_io import (
 )
 from .layers import (
     Dropout,
+    KVCache,
+    KVSlot,
     LayerNorm,
+    LMHead,
+    attention_inputs,
     causal_attention,
     constrain,
     dense_dot_general,
     lm_logits,
+    run_cached,
     run_layers,
+    write_cache,
 )
 
 # --------------------------------------------------------------------------------------
@@ -82,6 +91,8 @@ class GPT2Config:
     dropout: float = 0.0
     dtype: str = "float32"
     layer_norm_eps: float = 1e-5
+    # False: an output head of its own (HF tie_word_embeddings=False), ``lm_head/kernel`` [C, V]
+    tie_embeddings: bool = True
     attn_implementation: str | None = None
     # activation recompute (models.layers.remat_segments): "none" | "full" | "selective"
     remat: str = "none"
@@ -96,6 +107,7 @@ class GPT2Config:
         check_divides(cls, "n_head", self.n_head, "n_embd", self.n_embd)
         check_dropout(cls, self.dropout)
         check_pos_float(cls, "layer_norm_eps", self.layer_norm_eps)
+        check_bool(cls, "tie_embeddings", self.tie_embeddings)
         check_attn_impl(cls, self.attn_implementation)
         check_remat(cls, self)
         object.__setattr__(self, "dtype", canonical_dtype(cls, self.dtype))
@@ -146,13 +158,20 @@ class CausalSelfAttention(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None,
+                 mask: jax.Array | None = None, kv: KVSlot | None = None) -> Any:
+        """``mask``: bool [B, T, S] (see :func:`models.layers.causal_attention`); ``kv``: this
+        layer's KV cache ``(k, v, index)``, k/v [B, S, H, Q]: the new keys/values are written
+        at ``index`` and attention reads the whole cache under ``mask``; then the result is
+        ``(y, (k, v))``."""
         cfg = self.config
         rate = cfg.dropout if dropout_rate is None else dropout_rate
         B, T, C = x.shape
         qkv = _dense(cfg, 3 * C, "c_attn")(x)
         q, k, v = (t.reshape(B, T, cfg.n_head, cfg.head_dim) for t in jnp.split(qkv, 3, -1))
         q, k, v = (constrain(t, "batch", None, "heads", None) for t in (q, k, v))
+        if kv is not None:
+            k, v = write_cache(kv, k, v)
         y = causal_attention(
             q,
             k,
@@ -160,10 +179,12 @@ class CausalSelfAttention(nn.Module):
             dropout=Dropout(rate) if dropout_rate is not None or rate > 0 else None,
             deterministic=deterministic,
             implementation=cfg.attn_implementation,
+            mask=mask,
         )
         # GPT-2 paper / nanoGPT: scale residual projections by 1/sqrt(2 * n_layer) at init
         y = _dense(cfg, C, "c_proj", _INIT_STD / math.sqrt(2 * cfg.n_layer))(y.reshape(B, T, C))
-        return Dropout(rate)(y, deterministic=deterministic)
+        y = Dropout(rate)(y, deterministic=deterministic)
+        return y if kv is None else (y, (k, v))
 
 
 class MLP(nn.Module):
@@ -183,13 +204,19 @@ class Block(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool, dropout_rate: Any = None,
+                 mask: jax.Array | None = None, kv: KVSlot | None = None) -> Any:
+        """With ``kv`` (a KV cache slot), returns ``(x, (k, v))``."""
         cfg = self.config
-        x = x + CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln_1")(x), deterministic,
-                                                      dropout_rate)
+        a = CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln_1")(x), deterministic,
+                                                  dropout_rate, mask, kv)
+        if kv is not None:
+            a, kv = a
+        x = x + a
         x = constrain(x, "batch", "seq", "embed")  # the residual stream (sequence-parallel)
         x = x + MLP(cfg, name="mlp")(_layer_norm(cfg, "ln_2")(x), deterministic, dropout_rate)
-        return constrain(x, "batch", "seq", "embed")
+        x = constrain(x, "batch", "seq", "embed")
+        return x if kv is None else (x, kv)
 
 
 class GPT2(nn.Module):
@@ -199,8 +226,15 @@ class GPT2(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, deterministic: bool = True,
-                 dropout_rate: Any = None) -> jax.Array:
-        """``dropout_rate`` (a float or a traced scalar) overrides ``config.dropout``."""
+                 dropout_rate: Any = None, *, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None, cache: KVCache | None = None) -> Any:
+        """``dropout_rate`` (a float or a traced scalar) overrides ``config.dropout``.
+
+        ``segment_ids`` (int [B, T]): document masking, each token attends only to earlier
+        tokens of its own segment, and positions restart at 0 in each segment (unless
+        ``positions`` [B, T] is given). ``cache`` (:func:`models.decode.init_cache`): the
+        tokens sit at ``cache.index``...; returns ``(logits, new_cache)``. All None: the plain
+        causal model."""
         cfg = self.config
         seq_len = tokens.shape[1]
         if seq_len > cfg.block_size:
@@ -212,16 +246,29 @@ class GPT2(nn.Module):
         )
         wte = nn.Embed(cfg.vocab_size, cfg.n_embd, name="wte", **embed)
         wpe = nn.Embed(cfg.block_size, cfg.n_embd, name="wpe", **embed)
-        x = wte(tokens) + wpe(jnp.arange(seq_len))[None]
+        positions, mask = attention_inputs(tokens, segment_ids, positions, cache)
+        if positions is None:
+            x = wte(tokens) + wpe(jnp.arange(seq_len))[None]
+        else:
+            x = wte(tokens) + wpe(positions)
         x = Dropout(cfg.dropout if dropout_rate is None else dropout_rate)(
             x, deterministic=deterministic)
         x = constrain(x, "batch", "seq", "embed")
-        x = run_layers(self, lambda i: functools.partial(Block(cfg, name=f"h_{i}"),
-                                                         dropout_rate=dropout_rate),
-                       x, (deterministic,), cfg)
+        if cache is not None:
+            x, cache = run_cached(cfg, lambda i: Block(cfg, name=f"h_{i}"), x, cache,
+                                  lambda layer, x, kv: layer(x, True, None, mask, kv))
+        else:
+            x = run_layers(self, lambda i: functools.partial(Block(cfg, name=f"h_{i}"),
+                                                             dropout_rate=dropout_rate,
+                                                             mask=mask),
+                           x, (deterministic,), cfg)
         x = _layer_norm(cfg, "ln_f")(x)
-        logits = lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
-        return constrain(logits, "batch", None, "vocab")
+        if cfg.tie_embeddings:
+            logits = lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
+        else:
+            logits = LMHead(cfg.vocab_size, _INIT_STD, name="lm_head")(x)
+        logits = constrain(logits, "batch", None, "vocab")
+        return logits if cache is None else (logits, cache)
 
 
 # --------------------------------------------------------------------------------------
@@ -247,7 +294,7 @@ def flops_per_token(config: GPT2Config, seq_len: int) -> float:
 # --------------------------------------------------------------------------------------
 # HuggingFace interop
 
-_IGNORED_HF_KEYS = (".attn.bias", ".attn.masked_bias", "lm_head.weight")
+_IGNORED_HF_KEYS = (".attn.bias", ".attn.masked_bias")
 
 
 def hf_mapping(config: GPT2Config) -> list[tuple[str, tuple[str, ...], bool]]:
@@ -267,6 +314,8 @@ def hf_mapping(config: GPT2Config) -> list[tuple[str, tuple[str, ...], bool]]:
             rows.append((f"{hf}{mod}.{lin}.bias", (fx, mod, lin, "bias"), False))
     rows.append(("transformer.ln_f.weight", ("ln_f", "scale"), False))
     rows.append(("transformer.ln_f.bias", ("ln_f", "bias"), False))
+    if not config.tie_embeddings:  # nn.Linear [V, C] -> kernel [C, V]
+        rows.append(("lm_head.weight", ("lm_head", "kernel"), True))
     return rows
 
 
@@ -278,12 +327,14 @@ def from_hf(config: GPT2Config, state_dict: Mapping[str, Any]) -> dict:
         (k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
         for k, v in state_dict.items()
     }
-    check_tied_head("GPT2", sd, "lm_head.weight", "transformer.wte.weight",
-                    "GPT-2's head is always the embedding (an untied head is not supported)")
+    ignore = _IGNORED_HF_KEYS
+    if config.tie_embeddings:
+        check_tied_head("GPT2", sd, "lm_head.weight", "transformer.wte.weight",
+                        "load it with tie_embeddings=False (config_from_hf reads "
+                        "tie_word_embeddings)")
+        ignore += ("lm_head.weight",)
     expected = jax.eval_shape(GPT2(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
-    return convert_from_hf(
-        "GPT2", hf_mapping(config), sd, expected["params"], ignore=_IGNORED_HF_KEYS
-    )
+    return convert_from_hf("GPT2", hf_mapping(config), sd, expected["params"], ignore=ignore)
 
 
 def to_hf(config: GPT2Config, params: Any) -> dict[str, np.ndarray]:
@@ -310,7 +361,7 @@ def hf_config(config: GPT2Config) -> dict[str, Any]:
         "layer_norm_epsilon": config.layer_norm_eps,
         "initializer_range": _INIT_STD,
         "scale_attn_weights": True,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": config.tie_embeddings,
         # GPT-2's <|endoftext|>, when the vocabulary has it
         "bos_token_id": 50256 if config.vocab_size > 50256 else None,
         "eos_token_id": 50256 if config.vocab_size > 50256 else None,
@@ -325,8 +376,6 @@ def config_from_hf(d: Mapping[str, Any], **overrides: Any) -> GPT2Config:
     n_inner = d.get("n_inner")
     if n_inner not in (None, 4 * d["n_embd"]):
         raise ValueError(f"unsupported GPT-2 n_inner={n_inner!r} (need 4 * n_embd)")
-    if not d.get("tie_word_embeddings", True):
-        raise ValueError("unsupported GPT-2 tie_word_embeddings=False")
     if d.get("scale_attn_by_inverse_layer_idx") or d.get("scale_attn_weights") is False:
         raise ValueError("unsupported GPT-2 attention scaling variant")
     kw = dict(
@@ -336,6 +385,7 @@ def config_from_hf(d: Mapping[str, Any], **overrides: Any) -> GPT2Config:
         n_head=d["n_head"],
         n_embd=d["n_embd"],
         layer_norm_eps=d.get("layer_norm_epsilon", 1e-5),
+        tie_embeddings=bool(d.get("tie_word_embeddings", True)),
     )
     kw.update(overrides)
     return GPT2Config(**kw)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -171,6 +171,7 @@ def causal_attention(
     dropout: nn.Dropout | None,
     deterministic: bool,
     implementation: str | None = None,
+    mask: jax.Array | None = None,
 ) -> jax.Array:
     """Causal (grouped-query) attention, softmax(q k^T / sqrt(d)) v.
 
@@ -185,12 +186,20 @@ def causal_attention(
       with ``jax.nn.dot_product_attention`` (see docs/benchmarks.md).
 
     With dropout active the probabilities must be materialised, so the plain formula is used.
+
+    ``mask`` (bool [B, T, S], True = may attend; ``k``/``v`` then have S positions) replaces
+    the causal mask: document masking (:func:`segment_mask`) and KV-cache decoding. It takes
+    the plain formula (``implementation="cudnn"`` passes it to
+    :func:`jax.nn.dot_product_attention`). None keeps the paths above unchanged.
     """
     if _cpu_float16(q):  # XLA:CPU has no float16 x float16 -> float32 dot: float32 there
         f32 = jnp.float32
         out = causal_attention(q.astype(f32), k.astype(f32), v.astype(f32), dropout=dropout,
-                               deterministic=deterministic, implementation=implementation)
+                               deterministic=deterministic, implementation=implementation,
+                               mask=mask)
         return out.astype(q.dtype)
+    if mask is not None:
+        return _masked_attention(q, k, v, mask, dropout, deterministic, implementation)
     T, N, D = q.shape[1:]
     K = k.shape[2]
     if dropout is None or deterministic or (isinstance(dropout.rate, int | float)
@@ -217,6 +226,113 @@ def causal_attention(
     att = jax.nn.softmax(att, axis=-1)
     att = dropout(att, deterministic=False).astype(q.dtype)
     return jnp.einsum("bnts,bsnd->btnd", att, v)
+
+
+def _masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                      dropout: nn.Dropout | None, deterministic: bool,
+                      implementation: str | None) -> jax.Array:
+    N, D = q.shape[2:]
+    K = k.shape[2]
+    drop = dropout is not None and not deterministic and not (
+        isinstance(dropout.rate, int | float) and dropout.rate == 0.0)
+    if implementation == "cudnn" and not drop:
+        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="cudnn")
+    if K != N:
+        k = jnp.repeat(k, N // K, axis=2)
+        v = jnp.repeat(v, N // K, axis=2)
+    q = q * jnp.asarray(1.0 / math.sqrt(D), q.dtype)
+    s = jnp.einsum("btnd,bsnd->bnts", q, k, preferred_element_type=jnp.float32)
+    # a finite floor, not -inf: a fully masked row (a padding query) gives a uniform row, not NaN;
+    # exp(floor - max) is exactly 0 wherever a row has one allowed entry
+    s = jnp.where(mask[:, None], s, jnp.finfo(jnp.float32).min)
+    p = jax.nn.softmax(s, axis=-1)
+    if drop:
+        p = dropout(p, deterministic=False)
+    return jnp.einsum("bnts,bsnd->btnd", p.astype(q.dtype), v)
+
+
+def segment_mask(segment_ids: jax.Array) -> jax.Array:
+    """Document masking: bool [B, T, T], True where query t may attend key s (s <= t and both
+    in the same segment). ``segment_ids``: int [B, T], one id per document (packed sequences)."""
+    T = segment_ids.shape[1]
+    causal = jnp.tril(jnp.ones((T, T), dtype=bool))
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return same & causal[None]
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """Positions restarting at 0 where the segment id changes: int32 [B, T]
+    (``[7, 7, 7, 2, 2, 9] -> [0, 1, 2, 0, 1, 0]``)."""
+    B, T = segment_ids.shape
+    idx = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    start = jnp.concatenate([jnp.ones((B, 1), bool),
+                             segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    return idx - jax.lax.cummax(jnp.where(start, idx, 0), axis=1)
+
+
+def cache_mask(positions: jax.Array, cache_len: int) -> jax.Array:
+    """KV-cache decoding: bool [B, T, S], query at ``positions[b, t]`` attends the cache slots
+    ``s <= positions[b, t]`` (slot s holds position s; later slots are stale or empty)."""
+    return jnp.arange(cache_len)[None, None, :] <= positions[:, :, None]
+
+
+class KVCache(NamedTuple):
+    """A KV cache for decoding (:mod:`models.decode`): per layer ``(k, v)``, each
+    [B, S, kv_heads, head_dim] in the compute dtype, slot s holding position s; ``index``
+    (int32 scalar) is the number of filled slots, where the next tokens are written."""
+
+    layers: tuple[tuple[jax.Array, jax.Array], ...]
+    index: jax.Array
+
+
+#: one layer's view of a :class:`KVCache`: ``(k, v, index)``
+KVSlot = tuple[jax.Array, jax.Array, jax.Array]
+
+
+def write_cache(kv: KVSlot, k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The cache slot's k/v with the new [B, T, K, D] keys/values written at its index."""
+    ck, cv, index = kv
+    at = (0, index, 0, 0)
+    return (jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), at),
+            jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), at))
+
+
+def attention_inputs(tokens: jax.Array, segment_ids: jax.Array | None,
+                     positions: jax.Array | None,
+                     cache: KVCache | None) -> tuple[jax.Array | None, jax.Array | None]:
+    """``(positions, mask)`` for a model call: both None for the plain causal model (its
+    code path unchanged); with ``segment_ids`` the document mask and positions restarting per
+    segment (unless ``positions`` is given); with a ``cache`` the positions from its index and
+    the mask over its slots."""
+    B, T = tokens.shape
+    if cache is not None:
+        if segment_ids is not None:
+            raise ValueError("segment_ids cannot be combined with a KV cache")
+        if positions is None:
+            positions = cache.index + jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+        return positions, cache_mask(positions, cache.layers[0][0].shape[1])
+    if segment_ids is not None:
+        if segment_ids.shape != (B, T):
+            raise ValueError(f"segment_ids must have the tokens' shape {(B, T)}, "
+                             f"got {segment_ids.shape}")
+        if positions is None:
+            positions = segment_positions(segment_ids)
+        return positions, segment_mask(segment_ids)
+    if positions is not None and positions.shape != (B, T):
+        raise ValueError(f"positions must have the tokens' shape {(B, T)}, got {positions.shape}")
+    return positions, None
+
+
+def run_cached(cfg: Any, make_layer: Any, x: jax.Array, cache: KVCache,
+               call: Any) -> tuple[jax.Array, KVCache]:
+    """Run the layers over a KV cache (no recompute: inference): ``call(make_layer(i), x,
+    (k_i, v_i, index))`` returns ``(x, (k_i, v_i))``; the cache's index advances by T."""
+    new = []
+    for i in range(cfg.n_layer):
+        k, v = cache.layers[i]
+        x, kv = call(make_layer(i), x, (k, v, cache.index))
+        new.append(kv)
+    return x, KVCache(tuple(new), cache.index + x.shape[1])
 
 
 def constrain(x: jax.Array, *axes: str | None) -> jax.Array:

@@ -53,12 +53,17 @@ from .hf_io import (
 )
 from .layers import (
     Dropout,
+    KVCache,
+    KVSlot,
     LMHead,
+    attention_inputs,
     causal_attention,
     constrain,
     dense_dot_general,
     lm_logits,
+    run_cached,
     run_layers,
+    write_cache,
 )
 
 # --------------------------------------------------------------------------------------
@@ -240,6 +245,16 @@ def rope_cos_sin(config: LlamaConfig, seq_len: int) -> tuple[jax.Array, jax.Arra
     return jnp.cos(emb).astype(dt), jnp.sin(emb).astype(dt)
 
 
+def rope_cos_sin_at(config: LlamaConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos, sin tables [B, T, head_dim] at int ``positions`` [B, T] (document masking, KV-cache
+    decoding): the same float32 products as :func:`rope_cos_sin` at those positions."""
+    inv_freq = jnp.asarray(rope_inv_freq(config))
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    dt = config.compute_dtype
+    return jnp.cos(emb).astype(dt), jnp.sin(emb).astype(dt)
+
+
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """x [B, T, N, Q] rotated in the "rotate_half" layout: x·cos + rotate_half(x)·sin.
 
@@ -251,7 +266,10 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
-    c, s = cos[None, :, None, :half], sin[None, :, None, :half]
+    if cos.ndim == 3:  # per-sequence positions [B, T, Q] (rope_cos_sin_at)
+        c, s = cos[:, :, None, :half], sin[:, :, None, :half]
+    else:
+        c, s = cos[None, :, None, :half], sin[None, :, None, :half]
     return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
 
 
@@ -293,8 +311,10 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(
         self, x: jax.Array, cos: jax.Array, sin: jax.Array, deterministic: bool,
-        dropout_rate: Any = None,
-    ) -> jax.Array:
+        dropout_rate: Any = None, mask: jax.Array | None = None, kv: KVSlot | None = None,
+    ) -> Any:
+        """``mask``/``kv``: as in GPT-2's attention (document mask, KV cache slot; with ``kv``
+        the result is ``(y, (k, v))``)."""
         cfg = self.config
         rate = cfg.dropout if dropout_rate is None else dropout_rate
         B, T, _ = x.shape
@@ -305,6 +325,8 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q = constrain(q, "batch", None, "heads", None)
         k, v = (constrain(t, "batch", None, "kv_heads", None) for t in (k, v))
+        if kv is not None:
+            k, v = write_cache(kv, k, v)
         y = causal_attention(
             q,
             k,
@@ -312,8 +334,10 @@ class Attention(nn.Module):
             dropout=Dropout(rate) if dropout_rate is not None or rate > 0 else None,
             deterministic=deterministic,
             implementation=cfg.attn_implementation,
+            mask=mask,
         )
-        return _dense(cfg, cfg.n_embd, "o_proj")(y.reshape(B, T, cfg.n_head * Q))
+        y = _dense(cfg, cfg.n_embd, "o_proj")(y.reshape(B, T, cfg.n_head * Q))
+        return y if kv is None else (y, (k, v))
 
 
 class MLP(nn.Module):
@@ -334,15 +358,20 @@ class DecoderLayer(nn.Module):
     @nn.compact
     def __call__(
         self, x: jax.Array, cos: jax.Array, sin: jax.Array, deterministic: bool,
-        dropout_rate: Any = None,
-    ) -> jax.Array:
+        dropout_rate: Any = None, mask: jax.Array | None = None, kv: KVSlot | None = None,
+    ) -> Any:
+        """With ``kv`` (a KV cache slot), returns ``(x, (k, v))``."""
         cfg = self.config
         dt = cfg.compute_dtype
         h = RMSNorm(cfg.rms_norm_eps, dt, name="input_layernorm")(x)
-        x = x + Attention(cfg, name="self_attn")(h, cos, sin, deterministic, dropout_rate)
+        a = Attention(cfg, name="self_attn")(h, cos, sin, deterministic, dropout_rate, mask, kv)
+        if kv is not None:
+            a, kv = a
+        x = x + a
         x = constrain(x, "batch", "seq", "embed")  # the residual stream (sequence-parallel)
         h = RMSNorm(cfg.rms_norm_eps, dt, name="post_attention_layernorm")(x)
-        return constrain(x + MLP(cfg, name="mlp")(h), "batch", "seq", "embed")
+        x = constrain(x + MLP(cfg, name="mlp")(h), "batch", "seq", "embed")
+        return x if kv is None else (x, kv)
 
 
 class Llama(nn.Module):
@@ -352,8 +381,14 @@ class Llama(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, deterministic: bool = True,
-                 dropout_rate: Any = None) -> jax.Array:
-        """``dropout_rate`` (a float or a traced scalar) overrides ``config.dropout``."""
+                 dropout_rate: Any = None, *, segment_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None, cache: KVCache | None = None) -> Any:
+        """``dropout_rate`` (a float or a traced scalar) overrides ``config.dropout``.
+
+        ``segment_ids`` (int [B, T]): document masking, each token attends only to earlier
+        tokens of its own segment, and the rotary positions restart at 0 in each segment
+        (unless ``positions`` [B, T] is given). ``cache`` (:func:`models.decode.init_cache`):
+        returns ``(logits, new_cache)``. All None: the plain causal model."""
         cfg = self.config
         seq_len = tokens.shape[1]
         if seq_len > cfg.block_size:
@@ -367,16 +402,25 @@ class Llama(nn.Module):
             name="embed_tokens",
         )
         x = constrain(embed(tokens), "batch", "seq", "embed")
-        cos, sin = rope_cos_sin(cfg, seq_len)
-        x = run_layers(self, lambda i: functools.partial(DecoderLayer(cfg, name=f"layers_{i}"),
-                                                         dropout_rate=dropout_rate), x,
-                       (cos, sin, deterministic), cfg)
+        positions, mask = attention_inputs(tokens, segment_ids, positions, cache)
+        if positions is None:
+            cos, sin = rope_cos_sin(cfg, seq_len)
+        else:
+            cos, sin = rope_cos_sin_at(cfg, positions)
+        if cache is not None:
+            x, cache = run_cached(cfg, lambda i: DecoderLayer(cfg, name=f"layers_{i}"), x, cache,
+                                  lambda layer, x, kv: layer(x, cos, sin, True, None, mask, kv))
+        else:
+            x = run_layers(self, lambda i: functools.partial(
+                DecoderLayer(cfg, name=f"layers_{i}"), dropout_rate=dropout_rate, mask=mask),
+                x, (cos, sin, deterministic), cfg)
         x = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, name="norm")(x)
         if cfg.tie_embeddings:
             logits = lm_logits(x, embed.embedding, transposed=True)
         else:
             logits = LMHead(cfg.vocab_size, _INIT_STD, name="lm_head")(x)
-        return constrain(logits, "batch", None, "vocab")
+        logits = constrain(logits, "batch", None, "vocab")
+        return logits if cache is None else (logits, cache)
 
 
 # --------------------------------------------------------------------------------------

@@ -336,22 +336,8 @@ def test_too_long_sequence_raises() -> None:
 # sampling
 
 
-@pytest.mark.parametrize("model", ["gpt2", "llama3"])
-def test_generate_greedy_matches_hf(model: str) -> None:
-    cfg = M.get_config(model, "tiny")
-    hf = hf_model(cfg, seed=5)
-    params = M.from_hf(cfg, hf.state_dict())
-    prompt = random_tokens(cfg, 2, 6, seed=5)
-    out = M.generate(cfg, params, prompt, 10, jax.random.key(0), temperature=0.0)
-    with torch.no_grad():
-        ref = hf.generate(
-            torch.tensor(prompt, dtype=torch.long),
-            attention_mask=torch.ones(prompt.shape, dtype=torch.long),
-            max_new_tokens=10,
-            do_sample=False,
-            pad_token_id=0,
-        )
-    np.testing.assert_array_equal(np.asarray(out), ref.numpy())
+# greedy generation against transformers (with and without the KV cache):
+# tests/models/test_models_generate.py
 
 
 def test_generate_crops_context_and_samples() -> None:
