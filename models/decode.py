@@ -16,11 +16,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .gpt2 import GPT2, GPT2Config
 from .layers import KVCache
+from .llama import Llama
 
 #: the smallest prompt bucket (shorter prompts are padded to it)
 MIN_BUCKET = 16
 
+
+
+def _module(config: Any) -> Any:
+    """The Flax module of ``config`` (``models.build``'s dispatch, from below ``api``)."""
+    return GPT2(config) if isinstance(config, GPT2Config) else Llama(config)
 
 def prompt_bucket(length: int, block_size: int) -> int:
     """The padded prompt length: the next power of two >= ``length`` (at least
@@ -87,9 +94,7 @@ def generate_cached(config: Any, params: Any, prompt: jax.Array, length: jax.Arr
     Prefill: one forward over the padded prompt fills the cache (the padding's keys land in
     slots >= ``length``, which the decode steps overwrite before any query may see them: a
     query at position p attends slots <= p). Then each step runs the model on one token."""
-    from .api import build
-
-    model = build(config)
+    model = _module(config)
     B, Tb = prompt.shape
     N = max_new_tokens
     cache = init_cache(config, B, min(Tb + N, config.block_size))
@@ -119,9 +124,7 @@ def generate_windowed(config: Any, params: Any, prompt: jax.Array, max_new_token
     new token (positions restart at 0 in the window, as in nanoGPT). Returns the prompt and
     the new tokens [B, T0 + N]. The window is padded on the right, which causal attention makes
     invisible to the position that is read."""
-    from .api import build
-
-    model = build(config)
+    model = _module(config)
     B, T0 = prompt.shape
     total = T0 + max_new_tokens
     W = min(config.block_size, total)
