@@ -208,3 +208,45 @@ def test_lr_finder_errors_are_one_line(capsys) -> None:
         err = capsys.readouterr().err
         assert e.value.code == 2 and len(err.splitlines()) == 2, err
         assert err.startswith("python -m train.lr_finder: error: ") and needle in err, err
+
+
+def _torch_lrs(make, n: int, lr: float) -> list[float]:
+    """torch's lr of update t: the optimizer's lr after t ``scheduler.step()`` calls."""
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=lr)
+    sched, out = make(torch.optim.lr_scheduler, opt), []
+    for _ in range(n):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize(("argv", "make"), [
+    (["--lr=0.01", "--lr-scheduler=lambda", "--lr-lambda=1 - step / 10", "--steps=20"],
+     lambda L, o: L.LambdaLR(o, lambda t: 1 - t / 10)),
+    # CosineAnnealingLR's recursive form in a chain goes below zero past T_max (torch's own
+    # number: schedules.torch returns it, the trainer refuses to train on it)
+    (["--lr=0.01", "--lr-scheduler=chained", "--lr-chain=cosine,steplr", "--lr-step-size=7",
+      "--lr-gamma=0.5", "--min-lr=0.002", "--total-steps=30", "--steps=60"],
+     lambda L, o: L.ChainedScheduler([L.CosineAnnealingLR(o, T_max=30, eta_min=0.002),
+                                      L.StepLR(o, step_size=7, gamma=0.5)])),
+], ids=["lambda", "chained-cosine"])
+def test_negative_lr_is_refused_before_compiling(argv, make, tmp_path, capsys) -> None:
+    """The compatibility layer returns the peer's negative lr; the trainer refuses to train on
+    it, in one line naming the first such step, before anything compiles."""
+    from train.schedule.build import build_schedule
+
+    cfg = TrainConfig.from_dict({a.split("=", 1)[0][2:].replace("-", "_"): a.split("=", 1)[1]
+                                 for a in argv})
+    n = cfg.steps
+    ref = _torch_lrs(make, n, cfg.lr)
+    first = next(t for t, v in enumerate(ref) if v < 0)
+    ours = build_schedule(cfg)
+    np.testing.assert_allclose([ours(t) for t in range(n)], ref, rtol=1e-12, atol=1e-18)
+    with pytest.raises(SystemExit) as e:
+        main([*argv, f"--workdir={tmp_path}/run"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"the learning rate is negative at step {first} " in err and err.count("\n") == 2
+    assert not os.path.exists(f"{tmp_path}/run/checkpoints"), "nothing was started"
