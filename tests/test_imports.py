@@ -62,7 +62,7 @@ LAYERS: dict[str, list[list[str]]] = {
         ["parallel.pipeline"],
         ["parallel.shardings"],
         ["parallel.layout", "parallel.stack", "parallel"],
-        ["trackers", "optim", "resume"],
+        ["trackers", "optim", "resume", "config_files"],
         ["checkpoint", "data", "plot"],
         ["corpus"],
         ["shards", "tokenizer"],

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .checkpoint import CheckpointError
-from .config import GROUPS, TrainConfig, check_dirs, field_kinds, flag, load_config_file
+from .config import GROUPS, TrainConfig, field_kinds, flag
+from .config_files import check_dirs, load_config_file
 from .devices import simulate_devices
 from .resume import with_saved_config
 from .run.loop import NonFiniteLossError, TrainingInterrupted

@@ -8,7 +8,6 @@ raises ``ValueError`` naming the flag, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import typing
@@ -26,8 +25,7 @@ from ._flag import flag
 from ._flag import is_num as _is_num
 from .schedule.names import CHAINABLE, LR_SCHEDULERS, canonical_decay_style, canonical_scheduler
 
-__all__ = ["CHAINABLE", "GROUPS", "LR_SCHEDULERS", "TrainConfig", "check_dirs", "flag",
-           "load_config_file", "parse_lr_mults"]
+__all__ = ["CHAINABLE", "GROUPS", "LR_SCHEDULERS", "TrainConfig", "flag", "parse_lr_mults"]
 
 MODELS = ("gpt2", "llama3")
 TOKENIZERS = ("byte", "gpt2")
@@ -607,27 +605,6 @@ def _show(v: Any) -> Any:
     return ",".join(map(str, v)) if isinstance(v, tuple) else v
 
 
-def check_dirs(cfg: TrainConfig, workdir: str) -> dict[str, str]:
-    """Create the output directories (workdir, checkpoints, metrics) and check that each is a
-    writable directory; returns ``{"workdir", "checkpoint_dir", "metrics_dir"}`` as absolute
-    paths. Raises ``ValueError`` naming the flag. Call before anything compiles."""
-    workdir = os.path.abspath(workdir)
-    dirs = {"workdir": workdir,
-            "checkpoint_dir": os.path.abspath(cfg.checkpoint_dir or
-                                              os.path.join(workdir, "checkpoints")),
-            "metrics_dir": os.path.abspath(cfg.metrics_dir or os.path.join(workdir, "metrics"))}
-    for key, path in dirs.items():
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise _bad(key, path, "is a file, not a directory")
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as e:
-            raise _bad(key, path, f"cannot be created ({e.strerror or e})") from None
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise _bad(key, path, "is not writable")
-    return dirs
-
-
 def resume_value(v: Any) -> Any:
     """``--resume`` values from text (config files, flags): true, false, auto, or a step."""
     if isinstance(v, str):
@@ -658,35 +635,3 @@ def parse_lr_mults(text: str) -> dict[str, float]:
             raise _bad("lr_mults", text,
                        "must be comma-separated PATTERN=MULTIPLIER, e.g. wte=0.1,wpe=0.1") from None
     return out
-
-
-def load_config_file(path: str) -> dict[str, Any]:
-    """Read a JSON or YAML config file into a dict (keys checked by ``from_dict``); syntax
-    errors raise ``ValueError`` naming the file and line."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise ValueError(f"--config={path!r}: cannot read it ({e.strerror or e})") from None
-    if path.endswith((".yaml", ".yml")) or not text.lstrip().startswith(("{", "[")):
-        import yaml
-
-        try:
-            d = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else path
-            what = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ValueError(f"--config: {where}: YAML syntax error: {what}") from None
-    else:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--config: {path}:{e.lineno}: JSON syntax error: {e.msg} "
-                             f"(column {e.colno})") from None
-    if d is None:
-        d = {}
-    if not isinstance(d, dict):
-        raise ValueError(f"--config={path!r}: expected a mapping of config keys, got "
-                         f"{type(d).__name__}")
-    return d

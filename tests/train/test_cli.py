@@ -16,7 +16,8 @@ import pytest
 import schedules as S
 import train.__main__ as cli
 from train.__main__ import main, parse_config
-from train.config import GROUPS, TrainConfig, check_dirs
+from train.config import GROUPS, TrainConfig
+from train.config_files import check_dirs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -27,7 +27,8 @@ import jax
 import models
 import schedules as S
 
-from ..config import TrainConfig, check_dirs
+from ..config import TrainConfig
+from ..config_files import check_dirs
 from ..data import Batcher, load_data
 from ..devices import simulate_devices
 from ..engine.pmap import select_devices
