@@ -65,6 +65,7 @@ LAYERS: dict[str, list[list[str]]] = {
         ["trackers", "optim", "resume", "config_files"],
         ["checkpoint", "data", "plot"],
         ["corpus"],
+        ["sources"],
         ["shards", "tokenizer"],
         ["metrics"],
         ["schedule.build"],
