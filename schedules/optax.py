@@ -83,6 +83,13 @@ def _host(v: Any, ops: Ops) -> Any:
     return float(v) if ops.host else v
 
 
+
+def _seq(where: str, name: str, value: Any) -> Sequence[Any]:
+    """A list or tuple argument (a ``ValueError`` naming it otherwise)."""
+    if not isinstance(value, list | tuple):
+        raise fail(where, name, value, "must be a list or tuple")
+    return value
+
 class _Optax(Schedule):
     """Base of the optax facade's nodes (not registered)."""
 
@@ -220,8 +227,10 @@ class OptaxPiecewiseConstant(_Optax, name="optax_piecewise_constant"):
         self, init_value: float, boundaries: Sequence[int] = (), scales: Sequence[float] = ()
     ) -> None:
         w = self._check.where
-        b = tuple(_steps(w, f"boundaries[{i}]", x) for i, x in enumerate(boundaries))
-        s = tuple(check_float(w, f"scales[{i}]", x) for i, x in enumerate(scales))
+        b = tuple(_steps(w, f"boundaries[{i}]", x)
+                  for i, x in enumerate(_seq(w, "boundaries", boundaries)))
+        s = tuple(check_float(w, f"scales[{i}]", x)
+                  for i, x in enumerate(_seq(w, "scales", scales)))
         if len(b) != len(s):
             raise fail(w, "scales", scales, f"must have one entry per boundary ({len(b)})")
         if list(b) != sorted(b):
@@ -255,8 +264,10 @@ class OptaxPiecewiseInterpolate(_Optax, name="optax_piecewise_interpolate"):
         w = self._check.where
         if interpolate_type not in ("linear", "cosine"):
             raise fail(w, "interpolate_type", interpolate_type, "must be 'cosine' or 'linear'")
-        b = tuple(_steps(w, f"boundaries[{i}]", x) for i, x in enumerate(boundaries))
-        s = tuple(check_float(w, f"scales[{i}]", x) for i, x in enumerate(scales))
+        b = tuple(_steps(w, f"boundaries[{i}]", x)
+                  for i, x in enumerate(_seq(w, "boundaries", boundaries)))
+        s = tuple(check_float(w, f"scales[{i}]", x)
+                  for i, x in enumerate(_seq(w, "scales", scales)))
         if len(b) != len(s):
             raise fail(w, "scales", scales, f"must have one entry per boundary ({len(b)})")
         if list(b) != sorted(b):
@@ -303,14 +314,15 @@ class OptaxJoin(Schedule, name="optax_join"):
     def __init__(self, *schedules: Schedule, boundaries: Sequence[int] = ()) -> None:
         w = self._check.where
         kids = []
-        for i, s in enumerate(schedules):
+        for i, s in enumerate(_seq(w, "schedules", schedules)):
             try:
                 kids.append(as_schedule(s))
             except ValueError:
                 raise fail(w, f"schedules[{i}]", s, "must be a Schedule or a number") from None
         if not kids:
             raise fail(w, "schedules", schedules, "must hold at least one schedule")
-        b = tuple(_steps(w, f"boundaries[{i}]", x) for i, x in enumerate(boundaries))
+        b = tuple(_steps(w, f"boundaries[{i}]", x)
+                  for i, x in enumerate(_seq(w, "boundaries", boundaries)))
         self._set(schedules=tuple(kids), boundaries=b)
 
     def _eval(self, t: Any, ops: Ops) -> Any:
