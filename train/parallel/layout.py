@@ -108,7 +108,9 @@ def _fit(c: TrainConfig, n_devices: int, dp: int | None) -> int:
 def make_layout(cfg: TrainConfig, model_cfg: Any, n_devices: int, process_count: int = 1,
                 local_devices: int | None = None) -> Layout:
     """The layout of ``cfg``'s flags on ``n_devices``; ``ValueError`` (naming the flag and the
-    numbers) for an impossible one. Runs before anything compiles."""
+    numbers) for an impossible one: the flags alone (:func:`check_flags`), then against the
+    model and the devices. Runs before anything compiles."""
+    check_flags(cfg)
     tp = cfg.tensor_parallel or 1
     if n_devices % tp:
         raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the device count "
