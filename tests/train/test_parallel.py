@@ -40,6 +40,7 @@ from train.engine.pmap import make_train_step, replicate, unreplicate
 from train.optim import make_optimizer
 from train.parallel.layout import Layout, check_flags, make_layout
 from train.run.memplan import memory_plan
+from train.run.setup import global_batch
 
 FULL = os.environ.get("SCHEDAX_FULL_MATRIX") == "1"
 STEPS, GLOBAL_ROWS, SEQ = 10, 8, 16
@@ -105,7 +106,8 @@ _DATA = TokenData([np.random.default_rng(0).integers(0, 256, 50_000).astype(np.u
 def _setup(cfg: TrainConfig) -> tuple:
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=256,
                                   **cfg.model_overrides())
-    schedule = build_schedule(cfg)
+    # Megatron's styles count samples: the global batch, as the run's setup passes it
+    schedule = build_schedule(cfg, global_batch(cfg) if cfg.lr_decay_style else None)
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
     tx = make_optimizer(cfg, schedule, params)
     state = {"step": np.zeros((), np.int32), "params": params,
