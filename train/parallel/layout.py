@@ -25,7 +25,7 @@ from .._paths import layer_prefix, path_str
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["Layout", "check_flags", "check_pipeline", "make_layout"]
+__all__ = ["Layout", "check_flags", "check_pipeline", "data_parallel_degree", "make_layout"]
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,14 @@ def check_flags(c: TrainConfig) -> None:
     if c.mesh_engine and c.devices is not None and (
             c.coordinator_address is None or c.num_processes is not None):
         # the device count is known from the flags: the layout must use exactly those devices
-        _fit(c, c.devices * (c.num_processes or 1), c.data_parallel)
+        data_parallel_degree(c, c.devices * (c.num_processes or 1))
 
 
-def _fit(c: TrainConfig, n_devices: int, dp: int | None) -> int:
-    """The data-parallel degree of ``c`` on ``n_devices`` (``--data-parallel``, or derived
-    from the device count when unset); ``ValueError`` naming the flags and the numbers unless
-    DP x TP x PP equals the device count."""
+def data_parallel_degree(c: TrainConfig, n_devices: int, dp: int | None = None) -> int:
+    """The data-parallel degree of ``c`` on ``n_devices`` (all processes'): ``dp`` (default
+    ``--data-parallel``) or, unset, n_devices / (TP x PP); ``ValueError`` naming the flags and
+    the numbers unless DP x TP x PP equals the device count."""
+    dp = c.data_parallel if dp is None else dp
     tp, pp = c.tensor_parallel or 1, c.pipeline_parallel or 1
     if dp is None:
         if n_devices % (tp * pp) == 0:
@@ -121,7 +122,7 @@ def make_layout(cfg: TrainConfig, model_cfg: Any, n_devices: int, process_count:
             raise ValueError(f"--pipeline-parallel={pp} x --tensor-parallel={tp} = {pp * tp} "
                              f"is invalid: it must divide the device count {n_devices}")
         check_pipeline(cfg, model_cfg)
-    dp = _fit(cfg, n_devices, cfg.data_parallel)
+    dp = data_parallel_degree(cfg, n_devices)
     checks = [("n_head", model_cfg.n_head)]
     if hasattr(model_cfg, "n_kv_head"):
         checks.append(("n_kv_head", model_cfg.n_kv_head))
