@@ -38,8 +38,9 @@ from train.data import Batcher, TokenData
 from train.engine.mesh import build
 from train.engine.pmap import make_train_step, replicate, unreplicate
 from train.optim import make_optimizer
-from train.parallel.layout import Layout, make_layout
+from train.parallel.layout import Layout, check_flags, make_layout
 from train.run.memplan import memory_plan
+from train.run.setup import global_batch
 
 FULL = os.environ.get("SCHEDAX_FULL_MATRIX") == "1"
 STEPS, GLOBAL_ROWS, SEQ = 10, 8, 16
@@ -105,7 +106,8 @@ _DATA = TokenData([np.random.default_rng(0).integers(0, 256, 50_000).astype(np.u
 def _setup(cfg: TrainConfig) -> tuple:
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=256,
                                   **cfg.model_overrides())
-    schedule = build_schedule(cfg)
+    # Megatron's styles count samples: the global batch, as the run's setup passes it
+    schedule = build_schedule(cfg, global_batch(cfg) if cfg.lr_decay_style else None)
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
     tx = make_optimizer(cfg, schedule, params)
     state = {"step": np.zeros((), np.int32), "params": params,
@@ -408,6 +410,65 @@ def test_resume_across_layouts_and_on_the_same_layout(tmp_path, pmap_ref, capsys
         np.testing.assert_array_equal(x, y)
 
 
+def test_devices_is_the_mesh_engines_device_count_too(tmp_path, pmap_ref, capsys) -> None:
+    """``--devices=N`` on the mesh engine: ``--devices=8 --zero-stage=1`` on the 8 devices trains
+    bit-identically to ``--zero-stage=1`` alone (the same mesh, compiled afresh) and as pmap
+    DP=8; ``--devices=4 --tensor-parallel=2`` derives DP=2 and runs on the first 4 devices."""
+    base, ref = pmap_ref
+    z = {**base, "zero_stage": 1, "steps": 2}
+    with_n = run({**z, "devices": 8}, str(tmp_path / "n"))
+    out = capsys.readouterr().out
+    assert "mesh: data=8 x tensor=1" in out and "(DP=8 x ZeRO-1" in out
+    alone = run(z, str(tmp_path / "all"))
+    assert with_n["losses"] == alone["losses"]
+    for x, y in zip(jax.tree.leaves(with_n["params"]), jax.tree.leaves(alone["params"])):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_allclose([x for _, x in with_n["losses"]],
+                               [x for _, x in ref["losses"][:2]], rtol=F32_RTOL)
+    # (its numbers against pmap: the TP rows of the matrix)
+    tp = run({**base, "devices": 4, "tensor_parallel": 2, "batch_size": 2, "steps": 1},
+             str(tmp_path / "tp"))
+    out = capsys.readouterr().out
+    assert "mesh: data=2 x tensor=2; devices (data rows of tensor groups): [0 1], [2 3]" in out
+    assert "devices: 4 (1 process(es) x 2," in out and np.isfinite(tp["final_loss"])
+
+
+@pytest.mark.parametrize("kw,want", [
+    (dict(devices=8, zero_stage=1), Layout(data=8, zero_stage=1)),
+    (dict(devices=4, tensor_parallel=2), Layout(data=2, tensor=2)),
+    (dict(devices=8, tensor_parallel=2, pipeline_parallel=2, grad_accum=2, n_layer=2),
+     Layout(data=2, tensor=2, pipe=2)),
+    (dict(devices=4, data_parallel=4, zero_stage=3), Layout(data=4, zero_stage=3)),
+])
+def test_devices_derives_the_data_parallel_degree(kw, want) -> None:
+    """DP = devices / (TP x PP) when ``--data-parallel`` is unset; the layout uses all of them."""
+    d = dict(model="gpt2", model_size="tiny", n_head=4, n_embd=32, seq_len=SEQ, **kw)
+    cfg = TrainConfig.from_dict(d)
+    check_flags(cfg)  # the flags alone accept it
+    model_cfg = models.get_config(cfg.model, cfg.base_size(), **cfg.model_overrides())
+    assert make_layout(cfg, model_cfg, kw["devices"]) == want
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(devices=8, data_parallel=3),
+     r"--data-parallel=3 x --tensor-parallel=1 = 3 is invalid: the product must equal the "
+     r"device count 8 \(--devices=8\)"),
+    (dict(devices=8, data_parallel=2, tensor_parallel=2, pipeline_parallel=4, grad_accum=4,
+          n_layer=4),
+     r"--data-parallel=2 x --tensor-parallel=2 x --pipeline-parallel=4 = 16 is invalid: .* "
+     r"device count 8 \(--devices=8\)"),
+    (dict(devices=6, tensor_parallel=4),
+     r"--data-parallel=1 \(derived\) x --tensor-parallel=4 = 4 is invalid: the product must "
+     r"equal the device count 6 \(--devices=6\)"),
+])
+def test_devices_that_do_not_fit_the_layout_are_refused_from_the_flags(kw, match) -> None:
+    """Refused by the flags alone (before JAX starts), naming the numbers."""
+    cfg = TrainConfig.from_dict(dict(model="gpt2", model_size="tiny", n_head=4, n_embd=32,
+                                     seq_len=SEQ, **kw))
+    with pytest.raises(ValueError, match=match):
+        check_flags(cfg)
+
+
 def _two_processes(wd: str, flags: list[str], cache: str) -> list[str]:
     """``python -m train`` as 2 processes x 4 simulated CPU devices (gloo collectives); the
     processes' stdouts. ``cache``: JAX's persistent compilation cache, shared by the runs of one
@@ -566,12 +627,15 @@ def test_planner_matches_the_real_arrays_and_the_flop_count() -> None:
     (dict(sequence_parallel=True), r"--sequence-parallel=True is invalid: needs --tensor-par"),
     (dict(zero_stage=4), r"--zero-stage=4 is invalid"),
     (dict(n_kv_head=2), r"--n-kv-head=2 is invalid: only --model=llama3"),
+    (dict(devices=8, data_parallel=3), r"--data-parallel=3 x --tensor-parallel=1 = 3 is "
+                                       r"invalid: .* device count 8 \(--devices=8\)"),
 ])
 def test_impossible_layouts_rejected_before_compiling(kw, match) -> None:
     d = dict(model="gpt2", model_size="tiny", n_head=4, n_embd=32, seq_len=SEQ)
     d.update(kw)
     with pytest.raises(ValueError, match=match):
         cfg = TrainConfig.from_dict(d)
+        check_flags(cfg)  # as the run's setup does, before the model's config is built
         model_cfg = models.get_config(cfg.model, cfg.base_size(), **cfg.model_overrides())
         make_layout(cfg, model_cfg, 8)
 

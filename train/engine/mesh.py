@@ -62,7 +62,7 @@ from ..parallel.shardings import (
 )
 from ..parallel.stack import stack_tree, unstack_tree
 from .base import compile_key
-from .step import LossScale, loss_scale_rule, model_loss, update
+from .step import LossScale, checked, loss_scale_rule, model_loss, update
 
 __all__ = ["MeshEngine", "build", "describe_mesh", "make_mesh", "mesh_engine"]
 
@@ -376,8 +376,11 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     eng = MeshEngine(layout, mesh, tx, state_sh, grad_sh, train=None, eval=None,  # type: ignore
                      train_jit=train_jit, rules=rules, stacked=stacked)
     train_c, eval_c = in_mesh(train_jit), in_mesh(eval_jit)
-    eng.train = lambda state, batch: train_c(state, eng.put_batch(batch))
-    eng.eval = lambda params, batch: eval_c(params, eng.put_batch(batch))
+    eng.train, eng.eval = checked(
+        lambda state, batch: train_c(state, eng.put_batch(batch)),
+        lambda params, batch: eval_c(params, eng.put_batch(batch)),
+        replicas=layout.data // jax.process_count(), max_len=model_cfg.block_size,
+        step_shape=())
     return eng
 
 

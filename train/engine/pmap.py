@@ -19,7 +19,7 @@ import optax
 import models
 
 from .base import compile_key
-from .step import AXIS, LossScale, dropout_keys, loss_scale_rule, model_loss, update
+from .step import AXIS, LossScale, checked, dropout_keys, loss_scale_rule, model_loss, update
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -127,8 +127,12 @@ def pmap_engine(model_cfg: Any, cfg: TrainConfig, schedule: Any, params: Any,
                       None if devices is None else tuple(d.id for d in devices))
     if key not in _CACHE:
         tx = make_optimizer(cfg, schedule, params)
-        _CACHE[key] = PmapEngine(tx, make_train_step(model_cfg, tx, cfg.seed, devices,
-                                                     schedule=schedule,
-                                                     loss_scale=loss_scale_rule(cfg)),
-                                 make_eval_step(model_cfg, devices), devices)
+        n = jax.local_device_count() if devices is None else sum(
+            d.process_index == jax.process_index() for d in devices)
+        train, evaluate = checked(
+            make_train_step(model_cfg, tx, cfg.seed, devices, schedule=schedule,
+                            loss_scale=loss_scale_rule(cfg)),
+            make_eval_step(model_cfg, devices),
+            replicas=n, max_len=model_cfg.block_size, step_shape=(n,))
+        _CACHE[key] = PmapEngine(tx, train, evaluate, devices)
     return _CACHE[key]

@@ -34,6 +34,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,8 +45,8 @@ import models
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["AXIS", "LossScale", "dropout_keys", "init_state", "loss_scale_rule", "model_loss",
-           "schedule_count", "tree_all_finite", "update"]
+__all__ = ["AXIS", "LossScale", "checked", "dropout_keys", "init_state", "loss_scale_rule",
+           "model_loss", "schedule_count", "tree_all_finite", "update"]
 
 AXIS = "batch"
 
@@ -239,3 +240,43 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
         metrics["skipped"] = jnp.logical_not(ok)
     metrics["finite"] = tree_all_finite((new["params"], new["opt_state"]))
     return new, metrics
+
+
+def checked(train: Callable[[Any, Any], Any], evaluate: Callable[[Any, Any], Any], *,
+            replicas: int, max_len: int, step_shape: tuple[int, ...],
+            ) -> tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]:
+    """An engine's ``train(state, host_batch)`` and ``eval(params, host_batch)`` with their
+    arguments checked (chex) on the host, outside the compiled step, once per batch shape: the
+    batch is int tokens ``[replicas, grad_accum, B, T + 1]`` with ``T <= max_len`` (the
+    model's context); the state's ``step`` is an int of shape ``step_shape`` (``()`` on the
+    mesh, one per local device under pmap). A wrong batch fails here, naming the shapes,
+    instead of deep inside a trace (or, worse, compiling a second step for it)."""
+    seen: set[tuple] = set()
+
+    def check_batch(batch: Any) -> None:
+        what = "the engine's batch [replicas, grad_accum, B, T+1]"
+        chex.assert_rank(batch, 4, custom_message=what)
+        chex.assert_type(batch, int, custom_message=what)
+        chex.assert_shape(batch, (replicas, None, None, None), custom_message=what)
+        for axis in (1, 2):  # at least one micro-batch of one row
+            chex.assert_axis_dimension_gteq(batch, axis, 1, custom_message=what)
+        chex.assert_axis_dimension_lteq(batch, 3, max_len + 1, custom_message=what)
+
+    def train_(state: Any, batch: Any) -> Any:
+        key = ("train", np.shape(batch))
+        if key not in seen:
+            check_batch(batch)
+            msg = "the train state's step"
+            chex.assert_shape(state["step"], step_shape, custom_message=msg)
+            chex.assert_type(state["step"], int, custom_message=msg)
+            seen.add(key)
+        return train(state, batch)
+
+    def eval_(params: Any, batch: Any) -> Any:
+        key = ("eval", np.shape(batch))
+        if key not in seen:
+            check_batch(batch)
+            seen.add(key)
+        return evaluate(params, batch)
+
+    return train_, eval_

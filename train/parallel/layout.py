@@ -25,7 +25,7 @@ from .._paths import layer_prefix, path_str
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["Layout", "check_flags", "check_pipeline", "make_layout"]
+__all__ = ["Layout", "check_flags", "check_pipeline", "data_parallel_degree", "make_layout"]
 
 
 @dataclass(frozen=True)
@@ -77,29 +77,52 @@ def check_flags(c: TrainConfig) -> None:
     if c.n_kv_head is not None and c.model != "llama3":
         raise _bad("n_kv_head", c.n_kv_head, "only --model=llama3 has key/value heads")
     _float("plan_peak_tflops", c.plan_peak_tflops, lo=0.0, lo_open=True)
+    if c.mesh_engine and c.devices is not None and (
+            c.coordinator_address is None or c.num_processes is not None):
+        # the device count is known from the flags: the layout must use exactly those devices
+        data_parallel_degree(c, c.devices * (c.num_processes or 1))
+
+
+def data_parallel_degree(c: TrainConfig, n_devices: int, dp: int | None = None) -> int:
+    """The data-parallel degree of ``c`` on ``n_devices`` (all processes'): ``dp`` (default
+    ``--data-parallel``) or, unset, n_devices / (TP x PP); ``ValueError`` naming the flags and
+    the numbers unless DP x TP x PP equals the device count."""
+    dp = c.data_parallel if dp is None else dp
+    tp, pp = c.tensor_parallel or 1, c.pipeline_parallel or 1
+    if dp is None:
+        if n_devices % (tp * pp) == 0:
+            return n_devices // (tp * pp)
+        dp = max(1, n_devices // (tp * pp))  # the message below names the mismatch
+    if dp * tp * pp == n_devices:
+        return dp
+    what = f"--data-parallel={dp}" + ("" if c.data_parallel is not None else " (derived)")
+    prod = f"{what} x --tensor-parallel={tp}" + (f" x --pipeline-parallel={pp}" if pp > 1
+                                                  else "")
+    src = "" if c.devices is None else (
+        f" (--devices={c.devices}" + (f" x {c.num_processes} processes" if (
+            c.num_processes or 1) > 1 else "") + ")")
+    raise ValueError(f"{prod} = {dp * tp * pp} is invalid: the product must equal the "
+                     f"device count {n_devices}{src}")
 
 
 
 def make_layout(cfg: TrainConfig, model_cfg: Any, n_devices: int, process_count: int = 1,
                 local_devices: int | None = None) -> Layout:
     """The layout of ``cfg``'s flags on ``n_devices``; ``ValueError`` (naming the flag and the
-    numbers) for an impossible one. Runs before anything compiles."""
+    numbers) for an impossible one: the flags alone (:func:`check_flags`), then against the
+    model and the devices. Runs before anything compiles."""
+    check_flags(cfg)
     tp = cfg.tensor_parallel or 1
     if n_devices % tp:
         raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the device count "
                          f"{n_devices}")
-    pp, vpp = getattr(cfg, "pipeline_parallel", None) or 1, (
-        getattr(cfg, "virtual_pipeline_parallel", None) or 1)
+    pp, vpp = cfg.pipeline_parallel or 1, cfg.virtual_pipeline_parallel or 1
     if pp > 1 or vpp > 1:  # pipeline parallelism (train/parallel/pipeline.py)
         if n_devices % (tp * pp):
             raise ValueError(f"--pipeline-parallel={pp} x --tensor-parallel={tp} = {pp * tp} "
                              f"is invalid: it must divide the device count {n_devices}")
         check_pipeline(cfg, model_cfg)
-        n_devices //= pp
-    dp = cfg.data_parallel if cfg.data_parallel is not None else n_devices // tp
-    if dp * tp != n_devices:
-        raise ValueError(f"--data-parallel={dp} x --tensor-parallel={tp} = {dp * tp} is "
-                         f"invalid: the product must equal the device count {n_devices}")
+    dp = data_parallel_degree(cfg, n_devices)
     checks = [("n_head", model_cfg.n_head)]
     if hasattr(model_cfg, "n_kv_head"):
         checks.append(("n_kv_head", model_cfg.n_kv_head))

@@ -44,10 +44,23 @@ from .._paths import key_names, layer_of, path_str
 from .layout import Layout
 from .stack import stack_tree
 
-__all__ = ["DATA", "PIPE", "TENSOR", "fmt_bytes", "logical_rules", "named", "param_specs",
-           "shard_bytes", "stack_specs", "state_specs", "to_mesh_spec", "zero_spec"]
+__all__ = ["DATA", "PIPE", "TENSOR", "ZERO_SHARDS", "fmt_bytes", "logical_rules", "named",
+           "param_specs", "shard_bytes", "stack_specs", "state_specs", "to_mesh_spec",
+           "zero_spec"]
 
 DATA, TENSOR, PIPE = "data", "tensor", "pipe"
+
+#: ZeRO stage -> the trees of the train step it shards over ``data`` (:func:`zero_spec`): the
+#: one place ``--zero-stage`` takes effect (flag -> ``TrainConfig.zero_stage`` ->
+#: ``Layout.zero_stage`` -> this table, read by :func:`state_specs` -> the mesh engine's
+#: compiled step)
+ZERO_SHARDS: dict[int, frozenset[str]] = {
+    0: frozenset(),
+    1: frozenset({"opt_state"}),
+    2: frozenset({"opt_state", "grads"}),
+    3: frozenset({"opt_state", "grads", "params"}),  # FSDP
+}
+
 
 def logical_rules(layout: Layout) -> tuple[tuple[str, str | None], ...]:
     """Logical axis -> mesh axis for ``layout`` (Flax ``logical_axis_rules`` format).
@@ -146,12 +159,10 @@ def state_specs(params: Any, opt_state: Any, tx: optax.GradientTransformation,
             lambda p: stack_tree(p, prefix, n_layer, layout.pipe, layout.virtual), params)
         opt_state = jax.eval_shape(
             lambda o: stack_tree(o, prefix, n_layer, layout.pipe, layout.virtual), opt_state)
-    stage = layout.zero_stage
-    p_specs = zero_specs if stage >= 3 else tp_specs
-    g_specs = zero_specs if stage >= 2 else tp_specs
-    o_param = zero_specs if stage >= 1 else tp_specs
-    o_specs = _like_params(opt_state, params, o_param)
-    return {"step": P(), "params": p_specs, "opt_state": o_specs}, g_specs
+    sharded = ZERO_SHARDS[layout.zero_stage]
+    pick = lambda tree: zero_specs if tree in sharded else tp_specs  # noqa: E731
+    o_specs = _like_params(opt_state, params, pick("opt_state"))
+    return {"step": P(), "params": pick("params"), "opt_state": o_specs}, pick("grads")
 
 
 def _like_params(opt_state: Any, params: Any, specs: Any) -> Any:
