@@ -497,6 +497,8 @@ class TrainConfig:
         ):
             raise _bad("process_id", self.process_id,
                        f"must be < --num-processes={self.num_processes}")
+        if self.n_kv_head is not None and self.model != "llama3":
+            raise _bad("n_kv_head", self.n_kv_head, "only --model=llama3 has key/value heads")
         _choice("recompute", self.recompute, ("none", "full", "selective"))
         _choice("recompute_method", self.recompute_method, ("uniform", "block"))
         _pos_int("recompute_num_layers", self.recompute_num_layers)

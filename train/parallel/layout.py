@@ -74,8 +74,6 @@ def check_flags(c: TrainConfig) -> None:
     if c.sequence_parallel and (c.tensor_parallel or 1) < 2:
         raise _bad("sequence_parallel", True,
                    f"needs --tensor-parallel >= 2 (got {c.tensor_parallel})")
-    if c.n_kv_head is not None and c.model != "llama3":
-        raise _bad("n_kv_head", c.n_kv_head, "only --model=llama3 has key/value heads")
     _float("plan_peak_tflops", c.plan_peak_tflops, lo=0.0, lo_open=True)
     if c.mesh_engine and c.devices is not None and (
             c.coordinator_address is None or c.num_processes is not None):

@@ -12,6 +12,7 @@ import schedules as S
 from .._flag import bad
 from ..config import TrainConfig
 from ..data import is_mixture, parse_mixture
+from ..parallel.layout import data_parallel_degree
 from ..schedule.build import build_schedule
 
 __all__ = ["check_data", "global_batch", "run_schedule"]
@@ -30,12 +31,7 @@ def global_batch(cfg: TrainConfig) -> int:
                          f"does (the global batch size): give --devices with "
                          f"--coordinator-address")
     devices = per_process * (cfg.num_processes or 1)
-    if cfg.data_parallel is not None:
-        dp = cfg.data_parallel
-    elif cfg.mesh_engine:
-        dp = max(1, devices // ((cfg.tensor_parallel or 1) * (cfg.pipeline_parallel or 1)))
-    else:
-        dp = devices
+    dp = data_parallel_degree(cfg, devices) if cfg.mesh_engine else devices
     return dp * cfg.grad_accum * cfg.batch_size
 
 

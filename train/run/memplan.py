@@ -37,7 +37,8 @@ CAPACITIES = {"80 GB (A100/H100)": 80 * GB, "141 GB (H200)": 141 * GB}
 def memory_plan(cfg: Any, model_cfg: Any, schedule: Any,
                 n_devices: int | None = None) -> dict[str, Any]:
     """Per-device memory and FLOPs of one train step of ``cfg`` (a dict; see module doc)."""
-    n = n_devices or len(jax.devices())
+    n = n_devices or (cfg.devices * (cfg.num_processes or 1) if cfg.devices
+                      else len(jax.devices()))
     layout = make_layout(cfg, model_cfg, n)
     params = jax.eval_shape(lambda: models.init_params(model_cfg, jax.random.key(0)))
     tx = make_optimizer(cfg, schedule, params)

@@ -234,16 +234,15 @@ def _megatron_plan(cfg: TrainConfig, g: int | None) -> Plan:
 
 
 def global_batch(cfg: TrainConfig) -> int:
-    """Sequences per update from the flags alone (``--devices`` x processes x ``--grad-accum``
-    x ``--batch-size``, data-parallel devices only): Megatron's ``global_batch_size``, by which
-    its scheduler's sample counter advances per update. Without ``--devices`` the count of
-    devices is the run's to say (``train.run.setup`` passes it): ``ValueError``."""
-    if cfg.devices is None:
+    """Sequences per update of a pmap run from its flags alone (``--devices`` x processes x
+    ``--grad-accum`` x ``--batch-size``): Megatron's ``global_batch_size``, by which its
+    scheduler's sample counter advances per update. Anything else (no ``--devices``, a mesh
+    layout) is the run's to say: ``train.run.checks.run_schedule`` passes it in."""
+    if cfg.devices is None or cfg.mesh_engine:
         raise ValueError(f"--lr-decay-style={cfg.lr_decay_style} counts samples as Megatron "
-                         f"does (the global batch size): the run's device count is needed "
-                         f"(give --devices, or build the schedule through the run's setup)")
-    d = cfg.devices // ((cfg.tensor_parallel or 1) * (cfg.pipeline_parallel or 1))
-    return max(d, 1) * (cfg.num_processes or 1) * cfg.grad_accum * cfg.batch_size
+                         f"does (the global batch size): the run's data-parallel degree is "
+                         f"needed (build the schedule with train.run.checks.run_schedule)")
+    return cfg.devices * (cfg.num_processes or 1) * cfg.grad_accum * cfg.batch_size
 
 
 def _check_unused(cfg: TrainConfig, p: Plan) -> None:
