@@ -32,6 +32,7 @@ import pytest
 from train_testutil import tiny
 
 import models
+import schedules as S
 from train import TrainConfig, build_schedule
 from train import train_and_evaluate as run
 from train.data import Batcher, TokenData
@@ -41,6 +42,7 @@ from train.optim import make_optimizer
 from train.parallel.layout import Layout, check_flags, make_layout
 from train.run.memplan import memory_plan
 from train.run.setup import global_batch
+from train.schedule.build import applied_schedule
 
 FULL = os.environ.get("SCHEDAX_FULL_MATRIX") == "1"
 STEPS, GLOBAL_ROWS, SEQ = 10, 8, 16
@@ -107,8 +109,10 @@ def _setup(cfg: TrainConfig) -> tuple:
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=256,
                                   **cfg.model_overrides())
     # Megatron's styles count samples: the global batch, as the run's setup passes it
-    schedule = build_schedule(cfg, global_batch(cfg) if cfg.lr_decay_style else None)
+    library = build_schedule(cfg, global_batch(cfg) if cfg.lr_decay_style else None)
     params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
+    # what the engines apply: the host's float64 lr of each step rounded once to float32
+    schedule = applied_schedule(library, max(cfg.steps, cfg.schedule_steps))
     tx = make_optimizer(cfg, schedule, params)
     state = {"step": np.zeros((), np.int32), "params": params,
              "opt_state": jax.device_get(tx.init(params))}
@@ -131,7 +135,7 @@ def trajectory(cfg: TrainConfig, steps: int = STEPS) -> dict:
         put, get, step = eng.put_state, eng.get_state, eng.train
         replicas = layout.data
     else:
-        p_train = make_train_step(model_cfg, tx, cfg.seed)
+        p_train = make_train_step(model_cfg, tx, cfg.seed, schedule=schedule)
         put, get, replicas = (lambda t: replicate(t, None)), unreplicate, n_dev
         step = p_train
     batcher = Batcher(_DATA, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
@@ -143,7 +147,10 @@ def trajectory(cfg: TrainConfig, steps: int = STEPS) -> dict:
         m = jax.device_get(m)
         losses.append(float(m["loss"][0]))
         lrs.append(m["lr"][0] if "lr" in m else None)
+    host_lrs = [np.float32(x) for x in S.values(build_schedule(
+        cfg, global_batch(cfg) if cfg.lr_decay_style else None), steps)]
     out = {"losses": losses, "lrs": lrs, "state": get(s), "schedule": schedule,
+           "host_lrs": host_lrs,
            "init": state["params"],
            "layout": eng.layout if cfg.mesh_engine else None}
     _TRAJ[key] = out
@@ -163,9 +170,11 @@ def test_layout_matches_pmap(row: tuple) -> None:
     # grad accumulation: pmap DP=8 x 2 micro-batches of 1 row vs TP=4 x DP=2 x 2 x 4 rows
     ref = trajectory(_cfg(model, sched, None, dtype, grad_accum=accum))
     got = trajectory(_cfg(model, sched, layout, dtype, grad_accum=accum))
-    sched_fn = jax.jit(ref["schedule"])
-    want_lr = [np.float32(sched_fn(jnp.int32(t))) for t in range(STEPS)]
+    # the applied lr: the library's float64 value rounded once to float32, on every layout
+    # (the same bits on pmap and here, whatever XLA does with the step's arithmetic)
+    want_lr = ref["host_lrs"]
     assert [np.float32(x) for x in got["lrs"]] == want_lr  # identical, bit for bit
+    assert [np.float32(x) for x in ref["lrs"]] == want_lr
     assert len(set(want_lr)) > 2  # the schedule really moves in 10 steps
     rtol = F32_RTOL if dtype == "float32" else BF16_RTOL
     np.testing.assert_allclose(got["losses"], ref["losses"], rtol=rtol)
@@ -235,9 +244,9 @@ def test_pipeline_layout_matches_pmap(row: tuple) -> None:
     assert (got["layout"].pipe, got["layout"].virtual) == (
         PP_LAYOUTS[layout]["pipeline_parallel"],
         PP_LAYOUTS[layout].get("virtual_pipeline_parallel", 1))
-    sched_fn = jax.jit(ref["schedule"])
-    assert [np.float32(x) for x in got["lrs"]] == [np.float32(sched_fn(jnp.int32(t)))
-                                                   for t in range(steps)]
+    # the applied lr, bit for bit on every layout: the library's value rounded once
+    assert [np.float32(x) for x in got["lrs"]] == ref["host_lrs"]
+    assert [np.float32(x) for x in ref["lrs"]] == ref["host_lrs"]
     np.testing.assert_allclose(got["losses"], ref["losses"],
                                rtol=F32_RTOL if dtype == "float32" else BF16_RTOL)
     # not vacuous: the run updated the parameters (a loss comparison cannot show it here: an

@@ -61,6 +61,7 @@ from ..parallel.shardings import (
     state_specs,
 )
 from ..parallel.stack import stack_tree, unstack_tree
+from ..schedule.build import applied_schedule
 from .base import compile_key
 from .step import LossScale, checked, loss_scale_rule, model_loss, update
 
@@ -407,9 +408,11 @@ def mesh_engine(model_cfg: Any, cfg: Any, schedule: Any, params: Any, layout: La
                 log: Callable[[str], None] | None = None) -> MeshEngine:
     """The mesh engine of a run (optimizer and compiled steps), cached per process under
     :func:`train.engine.base.compile_key`. Prints the mesh."""
-    key = compile_key(model_cfg, cfg, schedule, layout,
+    horizon = max(cfg.steps, cfg.schedule_steps)
+    key = compile_key(model_cfg, cfg, schedule, layout, horizon,
                       None if devices is None else tuple(d.id for d in devices))
     if key not in _ENGINE_CACHE:
+        schedule = applied_schedule(schedule, horizon)  # the same bits on every engine
         tx = make_optimizer(cfg, schedule, params)
         _ENGINE_CACHE[key] = build(model_cfg, tx, schedule, cfg.seed, layout, params,
                                    devices, loss_scale=loss_scale_rule(cfg))

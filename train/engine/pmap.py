@@ -18,6 +18,8 @@ import optax
 
 import models
 
+from ..optim import make_optimizer
+from ..schedule.build import applied_schedule
 from .base import compile_key
 from .step import AXIS, LossScale, checked, dropout_keys, loss_scale_rule, model_loss, update
 
@@ -121,11 +123,11 @@ def pmap_engine(model_cfg: Any, cfg: TrainConfig, schedule: Any, params: Any,
                 devices: list | None) -> PmapEngine:
     """The pmap engine of a run (optimizer and compiled steps), cached per process under
     :func:`train.engine.base.compile_key`."""
-    from ..optim import make_optimizer
-
-    key = compile_key(model_cfg, cfg, schedule,
+    horizon = max(cfg.steps, cfg.schedule_steps)
+    key = compile_key(model_cfg, cfg, schedule, horizon,
                       None if devices is None else tuple(d.id for d in devices))
     if key not in _CACHE:
+        schedule = applied_schedule(schedule, horizon)  # the same bits on every engine
         tx = make_optimizer(cfg, schedule, params)
         n = jax.local_device_count() if devices is None else sum(
             d.process_index == jax.process_index() for d in devices)

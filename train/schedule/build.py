@@ -28,8 +28,9 @@ and arguments), realized by :func:`build_schedule` with :mod:`schedules.torch` a
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import jax.numpy as jnp
 import numpy as np
 
 import schedules as S
@@ -45,7 +46,8 @@ from .plan import Plan, plan
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["build_schedule", "check_lr_curve", "lr_table", "schedule_warnings"]
+__all__ = ["MAX_TABLE", "applied_schedule", "build_schedule", "check_lr_curve", "lr_table",
+           "schedule_warnings"]
 
 
 # -- realizing a plan with schedules.torch / hf / megatron ------------------------------------
@@ -120,6 +122,38 @@ def build_schedule(cfg: TrainConfig, global_batch: int | None = None) -> S.Sched
         s = s.replace(horizon=horizon)
     _BUILDS += 1
     return s
+
+
+#: the longest run whose learning rates are tabulated (a float32 table of 4 MiB); a longer run's
+#: step computes its schedule itself
+MAX_TABLE = 1 << 20
+
+
+def applied_schedule(schedule: S.Schedule, steps: int) -> S.Schedule:
+    """The learning rate the compiled step applies: the host's float64 value of every step
+    ``t < steps`` rounded once to float32, gathered from a table (held past the end).
+
+    XLA compiles a schedule's arithmetic differently inside each step program (fusions differ
+    with the layout), so the same schedule evaluated in the pmap step and under TP + ZeRO-3 can
+    differ in the last bit; a table read is the same bits everywhere, and it is exactly the
+    float32 rounding of the library's own lr (torch's, transformers', Megatron's).
+
+    >>> import schedules as S
+    >>> s = applied_schedule(S.cosine(1.0, 0.0, 4), 5)
+    >>> [round(s(t), 6) for t in range(6)]
+    [1.0, 0.853553, 0.5, 0.146447, 0.0, 0.0]
+    """
+    if steps > MAX_TABLE:
+        return schedule
+    table = np.asarray(S.values(schedule, steps), np.float32)
+    last = len(table) - 1
+
+    def lookup(t: Any) -> Any:
+        if isinstance(t, int | float | np.integer | np.floating):
+            return float(table[min(max(int(t), 0), last)])
+        return jnp.asarray(table)[jnp.clip(t, 0, last).astype(jnp.int32)]
+
+    return S.lambda_(lookup)
 
 
 def check_lr_curve(schedule: S.Schedule, steps: int) -> None:
