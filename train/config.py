@@ -92,8 +92,6 @@ class TrainConfig:
                         "SentencePiece .model")
     sampling: str = _f("random", "data", "random (windows drawn with replacement) or epoch "
                        "(every epoch a seeded permutation of non-overlapping windows)")
-    document_mask: bool = _f(False, "data", "attention does not cross a document boundary "
-                             "inside a packed window (LLaMA-3's positions restart per document)")
     data_cache: str | None = _f(None, "data", "where tokenized text is cached "
                                 "(unset: $SCHEDAX_CACHE or ~/.cache/schedax)")
     seq_len: int = _f(64, "data", "sequence length (the model's block size)")
@@ -436,9 +434,6 @@ class TrainConfig:
                        "or a tokenizer file (tokenizer.json, tokenizer.model, SentencePiece "
                        ".model)")
         _choice("sampling", self.sampling, ("random", "epoch"))
-        if self.document_mask and self.tokenizer == "byte":
-            raise _bad("document_mask", True, "needs a tokenizer that delimits documents (the "
-                       "byte tokenizer has no BOS/EOS): --tokenizer=gpt2 or a tokenizer file")
         _float("dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         _float("val_fraction", self.val_fraction, lo=0.0, hi=0.5, lo_open=True)
         _float("lr", self.lr, lo=0.0, lo_open=True)

@@ -37,7 +37,7 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     # model
     "model", "model_size", "n_layer", "n_head", "n_embd", "n_kv_head", "dtype", "dropout",
     # data and batches
-    "data", "val_data", "val_fraction", "tokenizer", "seq_len", "grad_accum",
+    "data", "val_data", "val_fraction", "tokenizer", "sampling", "seq_len", "grad_accum",
     # schedule
     "lr", "lr_scheduler", "warmup_steps", "warmup_ratio", "total_steps", "min_lr",
     "lr_step_size", "lr_gamma", "lr_milestones", "lr_chain", "lr_lambda", "lr_factor",

@@ -163,7 +163,9 @@ class RunSetup:
                   local_devices=self.n_local, process_index=self.process_index,
                   process_count=self.process_count)
         seeds = [cfg.seed] if seeds is None else list(seeds)
-        return (train_data, val_data, [Batcher(train_data, seed=s, **kw) for s in seeds],
+        # --sampling orders the training windows; evaluation draws its own fixed batches
+        return (train_data, val_data,
+                [Batcher(train_data, seed=s, sampling=cfg.sampling, **kw) for s in seeds],
                 [Batcher(val_data, seed=s, **kw) for s in seeds] if val else [])
 
     def resumed_line(self, step: int, where: str) -> None:
