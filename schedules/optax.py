@@ -90,6 +90,23 @@ def _seq(where: str, name: str, value: Any) -> Sequence[Any]:
         raise fail(where, name, value, "must be a list or tuple")
     return value
 
+
+def _boundaries_scales(where: str, boundaries: Any, scales: Any
+                       ) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """optax's piecewise ``boundaries`` (sorted steps) and ``scales`` (one per boundary, >= 0:
+    optax raises ``ValueError`` for a negative one)."""
+    b = tuple(_steps(where, f"boundaries[{i}]", x)
+              for i, x in enumerate(_seq(where, "boundaries", boundaries)))
+    s = tuple(check_float(where, f"scales[{i}]", x)
+              for i, x in enumerate(_seq(where, "scales", scales)))
+    if len(b) != len(s):
+        raise fail(where, "scales", scales, f"must have one entry per boundary ({len(b)})")
+    if list(b) != sorted(b):
+        raise fail(where, "boundaries", boundaries, "must be sorted")
+    if not all(x >= 0.0 for x in s):
+        raise fail(where, "scales", scales, "must be non-negative (optax raises ValueError)")
+    return b, s
+
 class _Optax(Schedule):
     """Base of the optax facade's nodes (not registered)."""
 
@@ -227,16 +244,7 @@ class OptaxPiecewiseConstant(_Optax, name="optax_piecewise_constant"):
         self, init_value: float, boundaries: Sequence[int] = (), scales: Sequence[float] = ()
     ) -> None:
         w = self._check.where
-        b = tuple(_steps(w, f"boundaries[{i}]", x)
-                  for i, x in enumerate(_seq(w, "boundaries", boundaries)))
-        s = tuple(check_float(w, f"scales[{i}]", x)
-                  for i, x in enumerate(_seq(w, "scales", scales)))
-        if len(b) != len(s):
-            raise fail(w, "scales", scales, f"must have one entry per boundary ({len(b)})")
-        if list(b) != sorted(b):
-            raise fail(w, "boundaries", boundaries, "must be sorted")
-        if not all(x >= 0.0 for x in s):  # optax's own refusal
-            raise fail(w, "scales", scales, "must be non-negative (optax raises ValueError)")
+        b, s = _boundaries_scales(w, boundaries, scales)
         self._set(init_value=_value(w, "init_value", init_value), boundaries=b, scales=s)
 
     def _optax(self, t: Any, xp: Any) -> Any:
@@ -264,16 +272,7 @@ class OptaxPiecewiseInterpolate(_Optax, name="optax_piecewise_interpolate"):
         w = self._check.where
         if interpolate_type not in ("linear", "cosine"):
             raise fail(w, "interpolate_type", interpolate_type, "must be 'cosine' or 'linear'")
-        b = tuple(_steps(w, f"boundaries[{i}]", x)
-                  for i, x in enumerate(_seq(w, "boundaries", boundaries)))
-        s = tuple(check_float(w, f"scales[{i}]", x)
-                  for i, x in enumerate(_seq(w, "scales", scales)))
-        if len(b) != len(s):
-            raise fail(w, "scales", scales, f"must have one entry per boundary ({len(b)})")
-        if list(b) != sorted(b):
-            raise fail(w, "boundaries", boundaries, "must be sorted")
-        if not all(x >= 0.0 for x in s):
-            raise fail(w, "scales", scales, "must be non-negative (optax raises ValueError)")
+        b, s = _boundaries_scales(w, boundaries, scales)
         self._set(
             interpolate_type=interpolate_type,
             init_value=_value(w, "init_value", init_value),
