@@ -52,7 +52,14 @@ def _check_member_equals_single_run(wd: str, s: dict, i: int, single_cfg: dict,
     np.testing.assert_allclose([r["loss"] for r in rows], [x for _, x in ref["losses"]],
                                rtol=1e-6, atol=0)
     single_lrs = [r["lr"] for r in _records(single_wd) if "loss" in r]
-    np.testing.assert_allclose([r["lr"] for r in rows], single_lrs, rtol=2e-7, atol=0)
+    # a single run applies the library's float64 lr rounded once to float32 (a table); a
+    # population whose members differ in the schedule's leaves evaluates the schedule in
+    # float32 in its step: cos and the products each err by < 1 ulp of the peak lr, so the
+    # two agree within a few float32 ulps of the peak (absolute: near a cosine's end the
+    # relative error of 0.5 (1 + cos) in float32 grows)
+    peak = max(single_lrs)
+    np.testing.assert_allclose([r["lr"] for r in rows], single_lrs, rtol=0,
+                               atol=4 * peak * np.finfo(np.float32).eps)
     np.testing.assert_allclose(s["results"][i]["val_loss"], ref["val_loss"], rtol=1e-6)
 
 
