@@ -350,7 +350,9 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str = "gpt2", *,
     encode = encode_chunk
     pool = None
     if workers > 1:
-        pool = mp.get_context("fork").Pool(workers, _init_worker, (tokenizer,))
+        # forkserver, not fork: a caller that already runs JAX (the trainer's implicit
+        # preparation, a notebook) has threads that a forked child could deadlock on
+        pool = mp.get_context("forkserver").Pool(workers, _init_worker, (tokenizer,))
     else:
         _init_worker_inproc(tokenizer)
     try:
