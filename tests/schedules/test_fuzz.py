@@ -285,7 +285,9 @@ def check_array_paths(stats: Stats) -> None:
         except ValueError as e:  # a decay longer than int32: the host and x64 only (issue 24)
             assert "beyond int32" in str(e), (where, e)
             continue
-        assert time.perf_counter() - t0 < 4 * SLOW, where
+        # eager JAX dispatches and compiles each operation of a fresh composite: seconds on a
+        # busy 2-core machine; what this guards against (a per-step loop to 1e15) takes hours
+        assert time.perf_counter() - t0 < 30 * SLOW, where
         if free:
             continue
         for got in (got_np, got_jx):
