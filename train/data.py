@@ -342,7 +342,7 @@ def load_data(data: str | None, val_data: str | None, tokenizer, cache_dir: str 
         train, val = TokenData([read_bin(tr)], "train"), TokenData([read_bin(va)], "val")
     elif is_mixture(data):
         train, vals, desc = load_mixture(data, tokenizer, cache, val_fraction)
-        val = TokenData([s for v in vals.values() for s in v.shards], "val")
+        val = TokenData([s for v in vals.values() for s in v.shards], "val", parts=vals)
     else:
         train, val, desc = _load_path(data, tokenizer, cache, val_fraction)
     if val_data is not None:

@@ -50,7 +50,9 @@ class MetricsWriter:
         if self._tb is not None:
             for k, v in values.items():
                 if isinstance(v, int | float) and v is not None and math.isfinite(v):
-                    self._tb.add_scalar(f"train/{k}" if k != "val_loss" else "eval/loss", v, step)
+                    tag = ("eval/loss" + k[len("val_loss"):] if k.partition("/")[0] == "val_loss"
+                           else f"train/{k}")
+                    self._tb.add_scalar(tag, v, step)
 
     def close(self) -> None:
         if self._f is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,11 +59,14 @@ def read_bin(path: str) -> np.ndarray:
 
 
 class TokenData:
-    """Shards of tokens viewed as one sequence of fixed-length windows."""
+    """Shards of tokens viewed as one sequence of fixed-length windows; ``parts`` names the
+    sources the shards came from (a mixture's validation data: one entry per source)."""
 
-    def __init__(self, shards: Sequence[np.ndarray], name: str) -> None:
+    def __init__(self, shards: Sequence[np.ndarray], name: str,
+                 parts: Mapping[str, TokenData] | None = None) -> None:
         self.shards = [s for s in shards if len(s) > 0]
         self.name = name
+        self.parts: dict[str, TokenData] = dict(parts or {})
         self.sizes = np.array([len(s) for s in self.shards], dtype=np.int64)
 
     @property

@@ -33,7 +33,11 @@ import numpy as np
 
 from ..checkpoint import Checkpointer, CheckpointError, leaf_checksums
 from ..config import TrainConfig
+from ..data import Prefetcher
 from ..metrics import Console, MetricsWriter
+
+#: batches built ahead of the step (the prefetch thread; issue 25)
+PREFETCH_DEPTH = 2
 
 __all__ = ["Checkpointing", "Hook", "Loop", "NonFiniteLossError", "TrainingInterrupted",
            "is_finite", "mean_eval", "resume_command"]
@@ -162,11 +166,14 @@ class Loop:
     def run(self) -> Loop:
         """Train from ``start`` to ``steps`` (or a stop); returns ``self``."""
         self.t_start = time.perf_counter()
-        with _SigintFlag() as sigint:
+        # the next batches are built in a thread while the devices run this step (the batch of
+        # a step is a pure function of the step: only the timing changes)
+        with _SigintFlag() as sigint, Prefetcher(self.batch, start=self.step,
+                                                 depth=PREFETCH_DEPTH) as batches:
             while self.step < self.steps:
                 for h in self.hooks:
                     h.before_step(self)
-                self.state, m = self.engine.train(self.state, self.batch(self.step))
+                self.state, m = self.engine.train(self.state, batches.get(self.step))
                 self.pending.append((self.step, m))
                 self.step += 1
                 self._window_steps += 1

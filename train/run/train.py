@@ -6,6 +6,7 @@ early stopping) and the checkpointer. The step convention: :mod:`train.run.loop`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -194,9 +195,12 @@ class SingleRun(Hook):
     """A single run's hook: its metrics rows and log lines, the stop on a non-finite loss or
     state (before any save), evaluation every ``--eval-interval`` and early stopping."""
 
-    def __init__(self, setup: RunSetup, eng: Any, eval_batches: list, ck: Checkpointing
-                 ) -> None:
+    def __init__(self, setup: RunSetup, eng: Any, eval_batches: list, ck: Checkpointing,
+                 source_batches: dict[str, list] | None = None) -> None:
         self.cfg, self.eng, self.eval_batches, self.ck = setup.cfg, eng, eval_batches, ck
+        self.source_batches = source_batches or {}
+        self.source_evals: dict[str, list[tuple[int, float]]] = {
+            n: [] for n in self.source_batches}
         self.fpt = models.flops_per_token(setup.model_cfg, setup.cfg.seq_len)
         self.peak, self.peak_desc = _peak_flops(setup.n_global)
         self.history: list[tuple[int, float]] = []
@@ -252,8 +256,13 @@ class SingleRun(Hook):
         loop.flush()
         v = self.evaluate(loop.state)
         self.evals.append((loop.step, v))
-        loop.writer.write(loop.step, val_loss=v)
-        loop.console.print(f"eval at step {loop.step}: val loss {v:.4f}")
+        parts = {n: float(mean_eval(self.eng, loop.state["params"], b))
+                 for n, b in self.source_batches.items()}
+        for n, pv in parts.items():
+            self.source_evals[n].append((loop.step, pv))
+        loop.writer.write(loop.step, val_loss=v, **{f"val_loss/{n}": pv for n, pv in parts.items()})
+        loop.console.print(f"eval at step {loop.step}: val loss {v:.4f}" + (
+            " (" + ", ".join(f"{n} {pv:.4f}" for n, pv in parts.items()) + ")" if parts else ""))
         if v < self.best:
             self.best, self.since_best = v, 0
         else:
@@ -272,8 +281,13 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
                            enabled=setup.primary)
     # what a checkpoint holds: host arrays (pmap) or the sharded global arrays themselves (mesh)
     ck = Checkpointing(ckpt, setup.eff, eng.checkpoint_view, cfg.checkpoint_interval)
+    # a mixture's validation data: also one loss per source (val_loss/NAME), on batches drawn
+    # from each source alone
+    per_source = {name: [dataclasses.replace(val_batcher, data=part).eval_batch(i)
+                         for i in range(cfg.eval_batches)]
+                  for name, part in getattr(val_batcher.data, "parts", {}).items()}
     run = SingleRun(setup, eng, [val_batcher.eval_batch(i) for i in range(cfg.eval_batches)],
-                    ck)
+                    ck, per_source)
     loop = Loop(eng, eng.put_state(host_state), start=start, cfg=cfg, batch=batcher.batch,
                 tokens_per_step=setup.tokens_per_step, console=setup.console, writer=writer,
                 hooks=[run, ck], workdir_arg=setup.workdir_arg).run()
@@ -292,7 +306,7 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
         "flops_per_token": run.fpt, "wall_s": loop.wall_s,
         "checkpoint_dir": ckpt.directory, "last_checkpoint": ck.last_saved,
         "metrics_path": writer.path, "losses": history, "evals": evals,
-        "params": final_params,
+        "source_evals": run.source_evals, "params": final_params,
     }
     if setup.primary and cfg.sample_tokens > 0:
         prompt = tok.encode(cfg.sample_prompt).astype(np.int32)
