@@ -154,7 +154,7 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     c, eff = setup.console, setup.eff
     if setup.primary:  # the fields only: `--config` reads it back
         write_json(setup.config_path, {k: v for k, v in cfg.to_dict().items()
-                                       if k not in ("resume", "overwrite")})
+                                       if k not in ("resume", "overwrite", "change_schedule")})
     if cfg.verbose:
         c.print("effective config:\n" + json.dumps(eff, indent=1, sort_keys=True))
     else:
@@ -183,6 +183,15 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
             host_state = eng.from_checkpoint(ckpt.restore(
                 setup.resume_step, eng.restore_target(host_state), eff))
             setup.resumed_line(host_scalar(host_state["step"]), ckpt.path(setup.resume_step))
+        elif setup.branch is not None:  # the parent's checkpoint, read only
+            parent_dir, bstep = setup.branch
+            parent = Checkpointer(parent_dir, 1, False, read_only=True)
+            try:
+                host_state = eng.from_checkpoint(parent.restore(
+                    bstep, eng.restore_target(host_state), eff))
+            finally:
+                parent.close()
+            c.print(f"branched from {parent.path(bstep)} (step {bstep})")
         else:
             setup.fresh_line()
         return _run(setup, eng, host_state, batcher, val_batcher, ckpt)
@@ -217,9 +226,10 @@ class SingleRun(Hook):
             extra = {}
             if "skipped" in row:  # float16: dynamic loss scaling
                 extra = {"loss_scale": float(row["loss_scale"]), "skipped": int(row["skipped"])}
+            groups = {k: float(v) for k, v in row.items() if k.startswith("lr_")}
             loop.writer.write(t, loss=loss, lr=float(row["lr"]),
-                              grad_norm=float(row["grad_norm"]), **extra, tokens_per_s=tps,
-                              time=time.time())
+                              grad_norm=float(row["grad_norm"]), **groups, **extra,
+                              tokens_per_s=tps, time=time.time())
             self.history.append((t, loss))
             skipped = bool(row.get("skipped", False))
             if bad is None and (not finite or (not math.isfinite(loss) and not skipped)):
