@@ -147,7 +147,7 @@ def config_from_args(parser: ArgumentParser, args: dict[str, Any],
         if cfg.simulate_devices is None:  # (else checked once the devices exist: main)
             check_config(cfg)
         return cfg
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, CheckpointError) as e:  # a resume guard's refusal included
         parser.error(str(e))
 
 
