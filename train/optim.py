@@ -220,19 +220,22 @@ def _first_path(params: Any) -> tuple:
     return jax.tree_util.tree_leaves_with_path(params)[0][0]
 
 
-def param_table(params: Any, lr_mults: Mapping[str, float]) -> str:
-    """A text table of the parameter groups: path, shape, weight decay, lr multiplier, totals."""
+def param_table(params: Any, lr_mults: Mapping[str, float], groups: Sequence[str] = ()) -> str:
+    """A text table of the parameter groups: path, shape, weight decay, lr multiplier (``own``
+    for a ``--group`` pattern's own schedule), totals."""
     mask = models.decay_mask(params)
-    labels = group_labels(params, lr_mults)
+    labels = group_labels(params, lr_mults, groups)
     rows = []
     for (path, leaf), wd, lab in zip(jax.tree_util.tree_leaves_with_path(params),
                                      jax.tree_util.tree_leaves(mask),
                                      jax.tree_util.tree_leaves(labels)):
-        mult = 1.0 if lab == "default" else float(lr_mults[lab])
+        mult = 1.0 if lab == "default" else "own" if lab in groups else float(lr_mults[lab])
         rows.append((path_str(path), tuple(leaf.shape), bool(wd), mult, int(np.prod(leaf.shape))))
     w = max([len(r[0]) for r in rows] + [9])
     lines = [f"{'parameter':<{w}}  {'shape':<16} {'decay':<5} {'lr x':>6} {'count':>11}"]
-    lines += [f"{p:<{w}}  {s!s:<16} {'yes' if d else 'no':<5} {m:>6g} {n:>11,}"
+    lines += [f"{p:<{w}}  {s!s:<16} {'yes' if d else 'no':<5} {m!s:>6} {n:>11,}"
+              if isinstance(m, str) else
+              f"{p:<{w}}  {s!s:<16} {'yes' if d else 'no':<5} {m:>6g} {n:>11,}"
               for p, s, d, m, n in rows]
     dec = sum(r[4] for r in rows if r[2])
     tot = sum(r[4] for r in rows)
@@ -240,6 +243,9 @@ def param_table(params: Any, lr_mults: Mapping[str, float]) -> str:
                  f"({sum(r[2] for r in rows)} tensors), none on {tot - dec:,}")
     for lab in sorted(set(jax.tree_util.tree_leaves(labels))):
         n = sum(r[4] for r, lb in zip(rows, jax.tree_util.tree_leaves(labels)) if lb == lab)
+        if lab in groups:
+            lines.append(f"group {lab!r}: its own schedule (--group), {n:,} parameters")
+            continue
         mult = 1.0 if lab == "default" else float(lr_mults[lab])
         lines.append(f"group {lab!r}: lr x {mult:g}, {n:,} parameters")
     return "\n".join(lines)

@@ -10,13 +10,16 @@ tiny config (``train_testutil.TINY``, 8 simulated CPU devices).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from train_testutil import tiny
 
@@ -119,3 +122,128 @@ def test_change_schedule_history_refusal_and_ctrl_c(tmp_path, corpus, monkeypatc
     ref_rows = _rows(ref_wd)
     assert [(ref_rows[t]["loss"], ref_rows[t]["lr"]) for t in range(9)] == [
         (rows[t]["loss"], rows[t]["lr"]) for t in range(9)]
+
+
+def _files(d: str) -> dict[str, tuple[int, int]]:
+    """Every file under ``d``: (size, mtime_ns), to show that a parent run is untouched."""
+    out = {}
+    for root, _, names in os.walk(d):
+        for n in names:
+            st = os.stat(os.path.join(root, n))
+            out[os.path.join(root, n)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_branch_same_schedule_and_cooldown_with_ctrl_c(tmp_path, corpus, monkeypatch,
+                                                       capsys) -> None:
+    """A WSD parent (warmup, stable) branched at step 3: with its own schedule the branch is
+    the parent bit for bit; a cooldown branch (linear to 0 over 3 steps, local offset) logs the
+    cooldown's lrs by hand, records its origin, and a Ctrl-C + resume inside it equals an
+    uninterrupted branch bit for bit. The parent's files are never modified."""
+    tmp = str(tmp_path)
+    parent = os.path.join(tmp, "parent")
+    stable = "warmup(constant(3e-3), 2)"  # 1.5e-3, 3e-3, 3e-3, ...
+    p = run(tiny(tmp, corpus, schedule=stable, lr_scheduler=None, warmup_steps=None,
+                 total_steps=None, steps=6),
+            parent)
+    before = _files(parent)
+    # the same schedule: the parent's steps 3..5 again
+    same = os.path.join(tmp, "same")
+    b = run({"branch_from": f"{parent}:3", "steps": 6}, same)
+    assert b["start_step"] == 3
+    _same_tree(b["params"], p["params"])
+    pr, br = _rows(parent), _rows(same)
+    assert sorted(br) == [3, 4, 5]
+    assert [(br[t]["loss"], br[t]["lr"]) for t in br] == [(pr[t]["loss"], pr[t]["lr"])
+                                                          for t in br]
+    out = capsys.readouterr().out
+    assert f"branched from {os.path.join(parent, 'checkpoints', '3')}" in out
+    # a cooldown from step 3, killed (Ctrl-C) after step 4 and resumed
+    cool = {"branch_from": f"{parent}:3", "steps": 6, "schedule": "linear(3e-3, 0, 3)",
+            "schedule_offset": "local"}
+    ref_wd, wd = os.path.join(tmp, "cool_ref"), os.path.join(tmp, "cool")
+    ref = run(cool, ref_wd)
+    out = capsys.readouterr().out
+    assert "schedule change at step 3 (local offset): lr 0.003 -> 0.003" in out
+    orig = SingleRun.after_step
+
+    def after(self, loop):
+        orig(self, loop)
+        if loop.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(SingleRun, "after_step", after)
+    with pytest.raises(TrainingInterrupted):
+        run(cool, wd)
+    monkeypatch.setattr(SingleRun, "after_step", orig)
+    done = run({"resume": True}, wd)
+    assert done["start_step"] == 5
+    _same_tree(done["params"], ref["params"])
+    rows, ref_rows = _rows(wd), _rows(ref_wd)
+    assert sorted(rows) == [3, 4, 5]
+    assert [(rows[t]["loss"], rows[t]["lr"]) for t in rows] == [
+        (ref_rows[t]["loss"], ref_rows[t]["lr"]) for t in rows]
+    for t in rows:  # the algebra's linear from 3e-3 to 0 over 3 steps, restarted at 3
+        _close(rows[t]["lr"], 3e-3 * (1 - (t - 3) / 3))
+    assert rows[3]["loss"] == pr[3]["loss"]  # the same state and batch at the branch step
+    with open(os.path.join(wd, "config.json")) as f:
+        saved = json.load(f)
+    assert saved["branch_from"] == f"{os.path.abspath(parent)}:3"
+    assert saved["schedule_from"] == 3 and saved["schedule_offset"] == "local"
+    assert [(h["from_step"], h["flags"]["schedule"]) for h in saved["schedule_history"]] == [
+        (0, stable)]
+    assert _files(parent) == before
+
+
+def test_group_schedule_drives_its_parameters() -> None:
+    """``--group``: SGD (no momentum, no decay, no clipping) with gradient 1 moves each
+    parameter by minus its lr of each step; the wte group follows its own linear schedule (by
+    hand), every other tensor the run's constant lr. As torch's LambdaLR with one lambda per
+    group: a parameter belongs to the first pattern found in its path."""
+    import models
+    from train.config import TrainConfig
+    from train.optim import make_optimizer, param_table
+    from train.schedule.build import build_schedule
+
+    params = jax.device_get(models.init_params(
+        models.get_config("gpt2", "tiny", n_layer=1, block_size=16), jax.random.key(0)))
+    cfg = TrainConfig.from_dict(dict(
+        model_size="tiny", optimizer="sgd", lr=0.1, lr_scheduler="constant", lr_factor=1.0,
+        warmup_steps=0, weight_decay=0.0, clip_norm=0.0, steps=4,
+        group=["wte:linear(0.5, 0, 4)"])).validate()
+    tx = make_optimizer(cfg, build_schedule(cfg), params)
+    step = jax.jit(lambda p, s: tx.update(jax.tree.map(jnp.ones_like, p), s, p))
+    state, p = tx.init(params), params
+    want_wte = np.asarray(params["wte"]["embedding"], np.float32)
+    want_wpe = np.asarray(params["wpe"]["embedding"], np.float32)
+    for t in range(4):
+        upd, state = step(p, state)
+        p = jax.device_get(optax.apply_updates(p, upd))
+        want_wte = want_wte - np.float32(0.5 * (1 - t / 4))
+        want_wpe = want_wpe - np.float32(0.1)
+    # float32 rounding of each lr and of each subtraction: a few ulps of the values
+    np.testing.assert_allclose(p["wte"]["embedding"], want_wte, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(p["wpe"]["embedding"], want_wpe, rtol=0, atol=1e-6)
+    t = param_table(params, {}, ("wte",))
+    assert "group 'wte': its own schedule (--group)" in t
+    # a pattern matching no parameter is refused, naming it
+    bad = dataclasses.replace(cfg, group=("nope:constant(1.0)",))
+    with pytest.raises(ValueError, match=r"--group pattern\(s\) \['nope'\] match no parameter"):
+        make_optimizer(bad, build_schedule(bad), params)
+
+
+def test_group_run_logs_prints_and_guards(tmp_path, corpus, capsys) -> None:
+    """A run with ``--group``: printed at start, the group's lr logged per step (its
+    schedule by hand), and a resume changing the group refused, naming it."""
+    tmp = str(tmp_path)
+    wd = os.path.join(tmp, "w")
+    run(tiny(tmp, corpus, steps=3, group=["wte:linear(1e-2, 0, 6)"]), wd)
+    out = capsys.readouterr().out
+    assert "group 'wte': own schedule linear(1e-2, 0, 6)" in out
+    assert "wte" in out and "lr --group wte" in out
+    rows = _rows(wd)
+    for t in range(3):
+        _close(rows[t]["lr_wte"], 1e-2 * (1 - t / 6))
+        _close(rows[t]["lr"], LR * (0.5 + 0.5 * t / 2) if t < 2 else _cosine(t - 2, 18))
+    with pytest.raises(ResumeMismatchError, match="group: checkpoint"):
+        run({"resume": True, "steps": 6, "group": ["wte:linear(1e-2, 0, 3)"]}, wd)

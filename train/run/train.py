@@ -57,13 +57,19 @@ def _peak_flops(n_devices: int) -> tuple[float, str]:
     return float("nan"), dev.device_kind
 
 
-def _param_rows(params: Any, lr_mults: Mapping[str, float]) -> list[tuple[str, int, bool,
-                                                                            float]]:
+def _param_rows(params: Any, lr_mults: Mapping[str, float], groups: tuple[str, ...] = ()
+                ) -> list[tuple[str, int, bool, float | str]]:
     mask = jax.tree_util.tree_leaves(models.decay_mask(params))
-    labels = jax.tree_util.tree_leaves(group_labels(params, lr_mults))
+    labels = jax.tree_util.tree_leaves(group_labels(params, lr_mults, groups))
     return [(path_str(p), int(np.prod(np.shape(x))), bool(d),
-             1.0 if lab == "default" else float(lr_mults[lab]))
+             1.0 if lab == "default" else f"--group {lab}" if lab in groups
+             else float(lr_mults[lab]))
             for (p, x), d, lab in zip(jax.tree_util.tree_leaves_with_path(params), mask, labels)]
+
+
+def _patterns(cfg: TrainConfig) -> tuple[str, ...]:
+    """``--group``'s patterns, in order."""
+    return tuple(g.partition(":")[0].strip() for g in cfg.group)
 
 
 def _start_lines(cfg: TrainConfig, eff: dict, config_path: str | None) -> str:
@@ -80,6 +86,8 @@ def _start_lines(cfg: TrainConfig, eff: dict, config_path: str | None) -> str:
         f"optimizer: AdamW b1={cfg.beta1} b2={cfg.beta2} eps={cfg.eps} weight decay "
         f"{cfg.weight_decay}, clip {cfg.clip_norm or 'off'}"
         + (f", lr x {dict(cfg.lr_mults)}" if cfg.lr_mults else "") + f"; seed {cfg.seed}",
+        *(f"group {g.partition(':')[0].strip()!r}: own schedule "
+          f"{g.partition(':')[2].strip()}" for g in cfg.group),
         f"run: {cfg.steps} steps, eval every {cfg.eval_interval}, checkpoint every "
         f"{cfg.checkpoint_interval} (keep {cfg.keep_checkpoints}); {where}",
     ])
@@ -173,9 +181,9 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
                             c.print))
     host_state = init_state(params, eng.tx, loss_scale_rule(cfg))
     if cfg.verbose:
-        c.print("parameters:\n" + param_table(params, cfg.lr_mults))
+        c.print("parameters:\n" + param_table(params, cfg.lr_mults, _patterns(cfg)))
     else:
-        c.print(param_summary(_param_rows(params, cfg.lr_mults)))
+        c.print(param_summary(_param_rows(params, cfg.lr_mults, _patterns(cfg))))
 
     ckpt = Checkpointer(setup.ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
     try:
