@@ -290,8 +290,6 @@ def with_saved_config(explicit: Mapping[str, Any], workdir: str) -> dict[str, An
         saved = read_saved_config(ck, step)
     except CheckpointError as e:
         raise ValueError(f"--resume: {e}") from None
-    if d.get("change_schedule") is not True and _family_changed(saved, d):
-        _refuse_typed(saved, d, os.path.join(ck, str(step)))
     out = _fill(saved, d, _NOT_CARRIED)
     if d.get("change_schedule") is True:
         for k in ("schedule_history", "schedule_from"):
@@ -301,22 +299,6 @@ def with_saved_config(explicit: Mapping[str, Any], workdir: str) -> dict[str, An
         out.update(changed_course(saved, step))
         out["schedule_offset"] = d.get("schedule_offset", "global")  # the new schedule's own
     return out
-
-
-def _refuse_typed(saved: Mapping[str, Any], d: Mapping[str, Any], where: str) -> None:
-    """A resume without ``--change-schedule`` that changes the scheduler family: refused
-    here, naming the schedule flags given that differ from the checkpoint's. (Filled from
-    the saved settings, the old family's flags would be refused as unused by the new one:
-    flags the user never typed.)"""
-    diffs = [f"{k}: checkpoint {_norm(saved.get(k))!r}, now {_norm(d[k])!r}"
-             for k in PIECE_FIELDS
-             if k in d and _norm(_canonical(k, d[k])) != _norm(_canonical(k, saved.get(k)))]
-    raise ResumeMismatchError(
-        f"cannot resume from {where}: settings that change the training trajectory differ "
-        f"from the checkpoint's: {'; '.join(diffs)} (to continue with a new schedule from "
-        "the checkpoint's step, add --change-schedule; docs/training.md 'Changing course'). "
-        "Resume with the saved settings (drop these flags), or start a new run (another "
-        "--workdir, or --overwrite)")
 
 
 def _branched(d: dict[str, Any]) -> dict[str, Any]:
@@ -366,8 +348,15 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
         if want != got:
             out.append(f"schedule_history: the checkpoint's history continued at step "
                        f"{change_at} is {want!r}, now {got!r}")
+    # a resume changing the scheduler family leaves the old family's flags unset
+    # (:func:`_fill`): they are no change the user typed, and the spec shows the change
+    unset = set()
+    if change_at is None and _family_changed(saved, now):
+        defaults = TrainConfig().to_dict()
+        unset = {k for k in PIECE_FIELDS if k not in FAMILY_FIELDS and k != "lr"
+                 and _norm(now.get(k)) == _norm(defaults[k])}
     for k in (*TRAJECTORY_KEYS, *DERIVED_KEYS):
-        if change_at is not None and k in _COURSE_KEYS:
+        if (change_at is not None and k in _COURSE_KEYS) or k in unset:
             continue
         a, b = _norm(saved.get(k)), _norm(now.get(k))
         if k == "schedule_config" and any(d.startswith("schedule_spec:") for d in out):
