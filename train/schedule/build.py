@@ -138,10 +138,14 @@ def history_pieces(cfg: TrainConfig, global_batch: int | None = None
     from its recorded flags (the rest of ``cfg`` unchanged), then ``cfg``'s own from
     ``--schedule-from``."""
     out = []
+    # an entry's flags over the defaults of every schedule flag: a flag it leaves out is the
+    # default, not the current schedule's
+    unset = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+             for f in dataclasses.fields(cfg) if f.name in PIECE_FIELDS}
     for e in cfg.schedule_history:
         try:
-            c = dataclasses.replace(cfg, **e["flags"], schedule_history=(), schedule_from=0,
-                                    group=()).normalized().validate()
+            c = dataclasses.replace(cfg, **{**unset, **e["flags"]}, schedule_history=(),
+                                    schedule_from=0, group=()).normalized().validate()
         except (TypeError, ValueError) as err:
             raise ValueError(f"--schedule-history: the schedule from step {e['from_step']} "
                              f"cannot be rebuilt: {err}") from None
