@@ -246,3 +246,33 @@ def test_group_run_logs_prints_and_guards(tmp_path, corpus, capsys) -> None:
         _close(rows[t]["lr"], LR * (0.5 + 0.5 * t / 2) if t < 2 else _cosine(t - 2, 18))
     with pytest.raises(ResumeMismatchError, match="group: checkpoint"):
         run({"resume": True, "steps": 6, "group": ["wte:linear(1e-2, 0, 3)"]}, wd)
+
+
+def test_history_join_by_hand_and_flag_rules() -> None:
+    """The history's join on the host: a constant run changed at step 4 to Megatron's linear
+    decay over 4 iterations (its sample counter: step x global batch), local (restarted at
+    the change) or global (already decayed); the history's and the groups' rules."""
+    from train.config import TrainConfig
+    from train.schedule.build import build_schedule
+
+    old = dict(lr=1.0, lr_scheduler="constant", lr_factor=1.0, warmup_steps=0, steps=10)
+    base = dict(steps=10, lr=2.0, lr_decay_style="linear", min_lr=0.0, lr_decay_iters=4,
+                schedule_from=4, schedule_history=[dict(from_step=0, offset="global",
+                                                        flags=old)])
+    for off, tail in (("local", [2.0 * (1 - k / 4) for k in range(4)] + [0.0] * 4),
+                      ("global", [0.0] * 8)):
+        cfg = TrainConfig.from_dict({**base, "schedule_offset": off}).normalized().validate()
+        s = build_schedule(cfg, 16)
+        got = [float(s(t)) for t in range(12)]
+        np.testing.assert_allclose(got, [1.0] * 4 + tail, rtol=1e-12, atol=1e-12)
+    bad = [({"schedule_from": 4}, "schedule_history"),  # a change without its history
+           ({**base, "schedule_history": [dict(from_step=4, offset="global", flags=old)]},
+            "schedule_history"),  # an entry not before --schedule-from
+           ({"schedule_offset": "middle"}, "schedule_offset"),
+           ({"change_schedule": True}, "change_schedule"),  # without --resume
+           ({"group": ["wte"]}, "group"), ({"group": ["wte:constant(1.0)"],
+                                            "lr_mults": {"wte": 0.1}}, "group"),
+           ({"group": ["wte:constant(1.0)"], "sweep": ["lr=1e-3,3e-3"]}, "group")]
+    for kw, name in bad:
+        with pytest.raises(ValueError, match=f"--{name.replace('_', '-')}="):
+            TrainConfig.from_dict(kw).normalized().validate()
