@@ -562,6 +562,12 @@ def _check_course(c: TrainConfig) -> None:
                    "population starts from its own initialization (restoring one run's "
                    "state into every member is not supported); run the branches one after "
                    "another")
+    if (c.change_schedule or c.schedule_history) and (c.sweep or c.sweep_seeds):
+        name = "change_schedule" if c.change_schedule else "schedule_history"
+        raise _bad(name, getattr(c, name) if c.change_schedule else _show_json(
+            c.schedule_history), "cannot change a --sweep "
+                   "population's schedule (its members' schedules are swept from step 0); "
+                   "branch its members one at a time (--branch-from)")
     h = c.schedule_history
     rule = ("must be a list of {from_step, flags, offset} entries with from_step strictly "
             "increasing and below --schedule-from, offset global or local")

@@ -272,7 +272,8 @@ def test_history_join_by_hand_and_flag_rules() -> None:
            ({"change_schedule": True}, "change_schedule"),  # without --resume
            ({"group": ["wte"]}, "group"), ({"group": ["wte:constant(1.0)"],
                                             "lr_mults": {"wte": 0.1}}, "group"),
-           ({"group": ["wte:constant(1.0)"], "sweep": ["lr=1e-3,3e-3"]}, "group")]
+           ({"group": ["wte:constant(1.0)"], "sweep": ["lr=1e-3,3e-3"]}, "group"),
+           ({**base, "sweep": ["lr=1e-3,3e-3"]}, "schedule_history")]
     for kw, name in bad:
         with pytest.raises(ValueError, match=f"--{name.replace('_', '-')}="):
             TrainConfig.from_dict(kw).normalized().validate()
