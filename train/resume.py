@@ -291,6 +291,8 @@ def with_saved_config(explicit: Mapping[str, Any], workdir: str) -> dict[str, An
     except CheckpointError as e:
         raise ValueError(f"--resume: {e}") from None
     out = _fill(saved, d, _NOT_CARRIED)
+    if d.get("change_schedule") is not True:
+        out.update({k: v for k, v in _change_at(saved, step, workdir).items() if k not in d})
     if d.get("change_schedule") is True:
         for k in ("schedule_history", "schedule_from"):
             if k in d:
@@ -299,6 +301,27 @@ def with_saved_config(explicit: Mapping[str, Any], workdir: str) -> dict[str, An
         out.update(changed_course(saved, step))
         out["schedule_offset"] = d.get("schedule_offset", "global")  # the new schedule's own
     return out
+
+
+def _change_at(saved: Mapping[str, Any], step: int, workdir: str) -> dict[str, Any]:
+    """A change of schedule made at the checkpoint's own ``step`` (``--change-schedule`` or
+    ``--branch-from``), then killed before its next checkpoint: the checkpoint holds the
+    settings from before the change, the run's ``config.json`` (written, atomically, before
+    the first update) the change. A plain resume continues the changed run: its schedule
+    fields, when that file records a history continuing the checkpoint's at ``step``; else
+    nothing."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            cur = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cur, dict) or cur.get("schedule_from") != step:
+        return {}
+    want = _norm(changed_course(saved, step))
+    if _norm({k: cur.get(k) for k in ("schedule_history", "schedule_from")}) != want:
+        return {}
+    keys = (*PIECE_FIELDS, "steps", "schedule_offset", "schedule_from", "schedule_history")
+    return {k: cur[k] for k in keys if k in cur}
 
 
 def _branched(d: dict[str, Any]) -> dict[str, Any]:

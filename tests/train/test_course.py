@@ -33,6 +33,10 @@ from train.run.train import SingleRun
 LR = 3e-3
 
 
+class _KilledError(Exception):
+    """A run stopped at once, saving nothing (as SIGKILL leaves it), in the test's process."""
+
+
 def _rows(wd: str) -> dict[int, dict]:
     return read_metrics(os.path.join(wd, "metrics", "metrics.jsonl"))[0]
 
@@ -58,8 +62,9 @@ def _cosine(t: int, total: int = 20) -> float:
 
 def test_change_schedule_history_refusal_and_ctrl_c(tmp_path, corpus, monkeypatch,
                                                     capsys) -> None:
-    """Two changes (global then local offset) and a Ctrl-C after the second: the logged lrs
-    are the history's join by hand, and the run equals an uninterrupted one bit for bit."""
+    """Two changes (global then local offset), the run killed after the second before any
+    checkpoint of it: a plain resume continues the changed run; the logged lrs are the
+    history's join by hand, and the run equals an uninterrupted one bit for bit."""
     tmp = str(tmp_path)
     wd = os.path.join(tmp, "w")
     base = tiny(tmp, corpus, steps=3, lr_scheduler="steplr", lr_step_size=2, lr_gamma=0.5)
@@ -81,21 +86,25 @@ def test_change_schedule_history_refusal_and_ctrl_c(tmp_path, corpus, monkeypatc
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("schedule change at step 3"))
     assert f"lr {_steplr(3):.6g} -> {_cosine(3):.6g}" in line, line
-    # change 2 at step 6: the algebra's linear, restarted at 0 (local); Ctrl-C after step 7
+    # change 2 at step 6: the algebra's linear, restarted at 0 (local); killed after step 8
+    # (nothing saved: the last checkpoint, 6, holds the settings from before the change)
     orig = SingleRun.after_step
 
     def after(self, loop):
         orig(self, loop)
-        if loop.step == 7:
-            os.kill(os.getpid(), signal.SIGINT)
+        if loop.step == 8:
+            raise _KilledError
 
     monkeypatch.setattr(SingleRun, "after_step", after)
-    with pytest.raises(TrainingInterrupted):
+    with pytest.raises(_KilledError):
         run({"resume": True, "change_schedule": True, "steps": 9,
              "schedule": "linear(1e-3, 0, 4)", "schedule_offset": "local"}, wd)
     monkeypatch.setattr(SingleRun, "after_step", orig)
-    done = run({"resume": True}, wd)  # a plain resume rebuilds the history
-    assert done["start_step"] == 7 and done["steps"] == 9
+    assert max(int(x) for x in os.listdir(os.path.join(wd, "checkpoints")) if x.isdigit()) == 6
+    capsys.readouterr()
+    done = run({"resume": True}, wd)  # a plain resume: the change recorded in config.json
+    assert done["start_step"] == 6 and done["steps"] == 9
+    assert "schedule change at step 6 (local offset)" in capsys.readouterr().out
     with open(os.path.join(wd, "config.json")) as f:
         saved = json.load(f)
     hist = saved["schedule_history"]

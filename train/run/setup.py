@@ -270,9 +270,13 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
         _course_line(setup, bstep)
     if resume_step is not None and kind != "plan":  # the guard, before data or compiling
         where = os.path.join(ckpt_dir, str(resume_step))
-        check_compatible(read_saved_config(ckpt_dir, resume_step), eff, where,
-                         change_at=resume_step if cfg.change_schedule else None)
-        if cfg.change_schedule:
+        # a change at this very step: given now, or recorded by a run killed before its next
+        # checkpoint (train.resume.with_saved_config adopts it from config.json)
+        saved = read_saved_config(ckpt_dir, resume_step)
+        changes = cfg.change_schedule or (cfg.schedule_history != () and cfg.schedule_from
+                                          == resume_step != saved.get("schedule_from"))
+        check_compatible(saved, eff, where, change_at=resume_step if changes else None)
+        if changes:
             _course_line(setup, resume_step)
         if resume_step > cfg.steps:
             raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
