@@ -172,7 +172,9 @@ def param_summary(rows: list[tuple[str, int, bool, float | str]]) -> str:
     lines = [f"parameters: {total:,} in {len(rows)} tensors; weight decay on {dec:,}, none on "
              f"{total - dec:,} (--verbose lists every tensor)"]
     for key, (nt, n, d, mults, layers) in sorted(groups.items()):
-        lr = ",".join(m if isinstance(m, str) else f"x {m:g}" for m in sorted(mults, key=str))
+        nums = sorted(m for m in mults if not isinstance(m, str))
+        own = sorted(m for m in mults if isinstance(m, str))  # a --group's own schedule
+        lr = ", ".join(([f"x {','.join(f'{m:g}' for m in nums)}"] if nums else []) + own)
         lay = f" x {len(layers)} layers" if len(layers) > 1 else ""
         lines.append(f"  {key:<{w}} {n:>12,} params{lay:<12} {nt:>3} tensors, decay "
                      f"{'on ' + format(d, ',') if d else 'off'}, lr {lr}")

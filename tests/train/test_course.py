@@ -60,7 +60,7 @@ def _cosine(t: int, total: int = 20) -> float:
     return LR * (1 + math.cos(math.pi * t / total)) / 2
 
 
-def test_change_schedule_history_refusal_and_ctrl_c(tmp_path, corpus, monkeypatch,
+def test_change_schedule_history_refusal_and_kill(tmp_path, corpus, monkeypatch,
                                                     capsys) -> None:
     """Two changes (global then local offset), the run killed after the second before any
     checkpoint of it: a plain resume continues the changed run; the logged lrs are the
