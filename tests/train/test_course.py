@@ -142,30 +142,41 @@ def _files(d: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def test_branch_same_schedule_and_cooldown_with_ctrl_c(tmp_path, corpus, monkeypatch,
-                                                       capsys) -> None:
-    """A WSD parent (warmup, stable) branched at step 3: with its own schedule the branch is
-    the parent bit for bit; a cooldown branch (linear to 0 over 3 steps, local offset) logs the
-    cooldown's lrs by hand, records its origin, and a Ctrl-C + resume inside it equals an
-    uninterrupted branch bit for bit. The parent's files are never modified."""
+def test_branch_cooldown_ctrl_c_and_a_group(tmp_path, corpus, monkeypatch, capsys) -> None:
+    """A WSD parent (warmup, stable; the embeddings in a --group of their own) branched at
+    step 3: with its own schedule the branch is the parent bit for bit; a cooldown branch
+    (linear to 0 over 3 steps, local offset) logs the cooldown's lrs by hand, records its
+    origin, and a Ctrl-C + resume inside it equals an uninterrupted branch bit for bit. The
+    parent's files are never modified. The group: printed at start, its lr logged per step
+    (by hand), a resume changing it refused, naming it. (One test: the compiled steps are
+    shared.)"""
     tmp = str(tmp_path)
     parent = os.path.join(tmp, "parent")
-    stable = "warmup(constant(3e-3), 2)"  # 1.5e-3, 3e-3, 3e-3, ...
+    stable = "warmup(constant(3e-3), 2)"  # 0, 1.5e-3, 3e-3, 3e-3, ...
     p = run(tiny(tmp, corpus, schedule=stable, lr_scheduler=None, warmup_steps=None,
-                 total_steps=None, steps=6),
+                 total_steps=None, steps=6, group=["wte:linear(1e-2, 0, 6)"]),
             parent)
+    out = capsys.readouterr().out
+    assert "group 'wte': own schedule linear(1e-2, 0, 6)" in out
+    assert "lr --group wte" in out  # the parameter summary's wte line
+    pr = _rows(parent)
+    for t in range(6):
+        _close(pr[t]["lr_wte"], 1e-2 * (1 - t / 6))
+        _close(pr[t]["lr"], 3e-3 * min(t / 2, 1))
     before = _files(parent)
     # the same schedule: the parent's steps 3..5 again
     same = os.path.join(tmp, "same")
     b = run({"branch_from": f"{parent}:3", "steps": 6}, same)
     assert b["start_step"] == 3
     _same_tree(b["params"], p["params"])
-    pr, br = _rows(parent), _rows(same)
+    br = _rows(same)
     assert sorted(br) == [3, 4, 5]
-    assert [(br[t]["loss"], br[t]["lr"]) for t in br] == [(pr[t]["loss"], pr[t]["lr"])
-                                                          for t in br]
+    assert [(br[t]["loss"], br[t]["lr"], br[t]["lr_wte"]) for t in br] == [
+        (pr[t]["loss"], pr[t]["lr"], pr[t]["lr_wte"]) for t in br]
     out = capsys.readouterr().out
     assert f"branched from {os.path.join(parent, 'checkpoints', '3')}" in out
+    with pytest.raises(ResumeMismatchError, match="group: checkpoint"):
+        run({"resume": True, "steps": 6, "group": ["wte:linear(1e-2, 0, 3)"]}, same)
     # a cooldown from step 3, killed (Ctrl-C) after step 4 and resumed
     cool = {"branch_from": f"{parent}:3", "steps": 6, "schedule": "linear(3e-3, 0, 3)",
             "schedule_offset": "local"}
@@ -238,23 +249,6 @@ def test_group_schedule_drives_its_parameters() -> None:
     bad = dataclasses.replace(cfg, group=("nope:constant(1.0)",))
     with pytest.raises(ValueError, match=r"--group pattern\(s\) \['nope'\] match no parameter"):
         make_optimizer(bad, build_schedule(bad), params)
-
-
-def test_group_run_logs_prints_and_guards(tmp_path, corpus, capsys) -> None:
-    """A run with ``--group``: printed at start, the group's lr logged per step (its
-    schedule by hand), and a resume changing the group refused, naming it."""
-    tmp = str(tmp_path)
-    wd = os.path.join(tmp, "w")
-    run(tiny(tmp, corpus, steps=3, group=["wte:linear(1e-2, 0, 6)"]), wd)
-    out = capsys.readouterr().out
-    assert "group 'wte': own schedule linear(1e-2, 0, 6)" in out
-    assert "wte" in out and "lr --group wte" in out
-    rows = _rows(wd)
-    for t in range(3):
-        _close(rows[t]["lr_wte"], 1e-2 * (1 - t / 6))
-        _close(rows[t]["lr"], LR * (0.5 + 0.5 * t / 2) if t < 2 else _cosine(t - 2, 18))
-    with pytest.raises(ResumeMismatchError, match="group: checkpoint"):
-        run({"resume": True, "steps": 6, "group": ["wte:linear(1e-2, 0, 3)"]}, wd)
 
 
 def test_history_join_by_hand_and_flag_rules() -> None:
