@@ -101,9 +101,10 @@ def build_parser(prog: str = "python -m train") -> ArgumentParser:
             names.append("--num-iterations")
         help_ = (f.metadata.get("help", "") + _default_text(f)).replace("%", "%%")
         g = groups.get(f.metadata.get("group", "run"), run)
-        if f.name == "sweep":  # repeatable: --sweep lr=1e-3,3e-3 --sweep warmup_steps=0,50
+        if f.name in ("sweep", "group"):  # repeatable: --sweep lr=1e-3 --sweep warmup_steps=0
             g.add_argument(*names, dest=f.name, action="append", default=argparse.SUPPRESS,
-                           help=help_, metavar="FIELD=V1,V2")
+                           help=help_,
+                           metavar="FIELD=V1,V2" if f.name == "sweep" else "PATTERN:SPEC")
         elif f.name == "resume":  # --resume[=auto|STEP] / --no-resume
             g.add_argument(*names, dest=f.name, nargs="?", const=True, default=argparse.SUPPRESS,
                            metavar="auto|STEP", help=help_)
@@ -146,7 +147,7 @@ def config_from_args(parser: ArgumentParser, args: dict[str, Any],
         if cfg.simulate_devices is None:  # (else checked once the devices exist: main)
             check_config(cfg)
         return cfg
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, CheckpointError) as e:  # a resume guard's refusal included
         parser.error(str(e))
 
 

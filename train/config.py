@@ -257,6 +257,26 @@ class TrainConfig:
                                 "docs/sweeps.md)", factory=tuple)
     sweep_seeds: int = _f(0, "run", "sweep K seeds (seed .. seed+K-1: init and data order) as "
                           "one more axis (0 = off)")
+    # issue 27 (changing course): a run's schedule history, branches, per-group schedules
+    # (train/schedule/build.py builds the join; train/resume.py records the changes)
+    change_schedule: bool = _f(False, _S, "with --resume: continue with the schedule flags "
+                               "given, from the resumed step on (the change is recorded in "
+                               "--schedule-history); docs/training.md 'Changing course'")
+    schedule_offset: str = _f("global", _S, "where the current schedule's step 0 is after a "
+                              "change (--change-schedule, --branch-from): global (the run's "
+                              "step) or local (restarted at the change)")
+    schedule_from: int = _f(0, _S, "the step from which the current schedule flags apply "
+                            "(set by --change-schedule / --branch-from)")
+    schedule_history: tuple[Mapping[str, Any], ...] = _f(
+        None, _S, "the earlier schedules of the run, JSON list of {from_step, flags, offset} "
+        "(written by --change-schedule / --branch-from; not for hand editing)", factory=tuple)
+    branch_from: str | None = _f(None, "checkpoints", "start a new run (another --workdir) "
+                                 "from RUN_DIR's checkpoint at STEP (RUN_DIR[:STEP], default "
+                                 "its latest), with the schedule flags given from STEP on")
+    group: tuple[str, ...] = _f(None, "optimizer", "PATTERN:SPEC (repeatable): parameters "
+                                "whose path contains PATTERN get their own lr schedule SPEC "
+                                "(the algebra's text, absolute values, e.g. "
+                                "'wte:cosine(1e-3, 0, 1000)')", factory=tuple)
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -328,6 +348,9 @@ class TrainConfig:
         sw = self.sweep
         kw["sweep"] = (sw,) if isinstance(sw, str) else tuple(sw) if isinstance(sw, list) else sw
         kw["resume"] = resume_value(self.resume)
+        gr = self.group  # issue 27
+        kw["group"] = (gr,) if isinstance(gr, str) else tuple(gr) if isinstance(gr, list) else gr
+        kw["schedule_history"] = _history(self.schedule_history)
         if all(_same(getattr(self, k), v) for k, v in kw.items()):
             return self
         return dataclasses.replace(self, **kw)
@@ -494,6 +517,7 @@ class TrainConfig:
                        f"must be < --num-processes={self.num_processes}")
         if self.n_kv_head is not None and self.model != "llama3":
             raise _bad("n_kv_head", self.n_kv_head, "only --model=llama3 has key/value heads")
+        _check_course(self)
         _choice("recompute", self.recompute, ("none", "full", "selective"))
         _choice("recompute_method", self.recompute_method, ("uniform", "block"))
         _pos_int("recompute_num_layers", self.recompute_num_layers)
@@ -505,6 +529,84 @@ class TrainConfig:
                              f"overrides is invalid: {e}") from None
         object.__setattr__(self, "_valid", True)
         return self
+
+
+def _history(v: Any) -> Any:
+    """``--schedule-history`` from a flag (JSON text; ``json.loads``, never eval) or a config
+    file (a list): a tuple of dicts; anything else is left for ``validate`` to refuse."""
+    if isinstance(v, str):
+        import json
+
+        try:
+            v = json.loads(v)
+        except ValueError:
+            raise _bad("schedule_history", v, "must be a JSON list of {from_step, flags, "
+                       "offset} entries") from None
+    if isinstance(v, list | tuple):
+        return tuple(dict(e) if isinstance(e, Mapping) else e for e in v)
+    return v
+
+
+def _check_course(c: TrainConfig) -> None:
+    """Issue 27's fields on their own: the offset, the history's entries (each
+    ``{"from_step": int, "flags": {...}, "offset": "global"|"local"}``, steps strictly
+    increasing and before ``--schedule-from``), the groups' ``PATTERN:SPEC`` form."""
+    _choice("schedule_offset", c.schedule_offset, ("global", "local"))
+    if not isinstance(c.change_schedule, bool):
+        raise _bad("change_schedule", c.change_schedule, "must be true or false")
+    if c.change_schedule and c.resume is False:
+        raise _bad("change_schedule", c.change_schedule, "only applies with --resume (a "
+                   "--branch-from run takes its schedule flags as they are)")
+    if c.branch_from is not None and (c.sweep or c.sweep_seeds):
+        raise _bad("branch_from", c.branch_from, "cannot start a --sweep population: a "
+                   "population starts from its own initialization (restoring one run's "
+                   "state into every member is not supported); run the branches one after "
+                   "another")
+    if (c.change_schedule or c.schedule_history) and (c.sweep or c.sweep_seeds):
+        name = "change_schedule" if c.change_schedule else "schedule_history"
+        raise _bad(name, getattr(c, name) if c.change_schedule else _show_json(
+            c.schedule_history), "cannot change a --sweep "
+                   "population's schedule (its members' schedules are swept from step 0); "
+                   "branch its members one at a time (--branch-from)")
+    h = c.schedule_history
+    rule = ("must be a list of {from_step, flags, offset} entries with from_step strictly "
+            "increasing and below --schedule-from, offset global or local")
+    if not isinstance(h, tuple):
+        raise _bad("schedule_history", h, rule)
+    last = -1
+    for e in h:
+        ok = (isinstance(e, Mapping) and set(e) == {"from_step", "flags", "offset"}
+              and isinstance(e["from_step"], int) and not isinstance(e["from_step"], bool)
+              and isinstance(e["flags"], Mapping) and e["offset"] in ("global", "local"))
+        if not ok or e["from_step"] <= last or e["from_step"] >= c.schedule_from:
+            raise _bad("schedule_history", _show_json(h), rule)
+        last = e["from_step"]
+    if (h and h[0]["from_step"] != 0) or (c.schedule_from > 0 and not h):
+        raise _bad("schedule_history", _show_json(h), "must start at step 0 and be given when "
+                   f"--schedule-from={c.schedule_from} > 0 (the schedules before it)")
+    if not isinstance(c.group, tuple):
+        raise _bad("group", c.group, "must be PATTERN:SPEC entries (repeatable)")
+    if c.group and (c.sweep or c.sweep_seeds):
+        raise _bad("group", ",".join(map(str, c.group)), "cannot be combined with --sweep "
+                   "(a population's members share one optimizer structure; train the groups "
+                   "as single runs)")
+    seen: set[str] = set()
+    for g in c.group:
+        pat, sep, spec = g.partition(":") if isinstance(g, str) else ("", "", "")
+        if not sep or not pat.strip() or not spec.strip():
+            raise _bad("group", g, "must be PATTERN:SPEC, e.g. 'wte:cosine(1e-3, 0, 1000)'")
+        if pat.strip() in seen:
+            raise _bad("group", g, f"the pattern {pat.strip()!r} is given twice")
+        if pat.strip() in c.lr_mults:
+            raise _bad("group", g, f"the pattern {pat.strip()!r} is also in --lr-mults: give "
+                       "a group one schedule")
+        seen.add(pat.strip())
+
+
+def _show_json(v: Any) -> str:
+    import json
+
+    return json.dumps(v, default=str)
 
 
 def _check_optimizer(c: TrainConfig) -> None:
@@ -531,6 +633,7 @@ def _check_optimizer(c: TrainConfig) -> None:
 
 #: fields whose type checks have their own rule in ``validate``
 _CHECKED = frozenset({"lr_milestones", "lr_chain", "lr_mults", "resume", "tensorboard",
+                      "change_schedule",
                       "async_checkpoints", "sample_prompt", "overwrite", "verbose",
                       "sequence_parallel", "plan", "recompute", "recompute_method"})
 

@@ -152,11 +152,11 @@ class Console:
             self._bar_shown = False
 
 
-def param_summary(rows: list[tuple[str, int, bool, float]]) -> str:
+def param_summary(rows: list[tuple[str, int, bool, float | str]]) -> str:
     """A few lines on the parameters, grouped by layer type: ``rows`` are ``(path, count,
-    weight decay, lr multiplier)`` per tensor; the layer index of a path (``h_3``,
-    ``layers_3``) is replaced by ``*`` and paths are grouped by their first two components
-    inside repeated layers, by their first one elsewhere."""
+    weight decay, lr multiplier or the ``--group`` giving its own schedule)`` per tensor; the
+    layer index of a path (``h_3``, ``layers_3``) is replaced by ``*`` and paths are grouped
+    by their first two components inside repeated layers, by their first one elsewhere."""
     groups: dict[str, list] = {}
     for path, n, decay, mult in rows:
         parts = path.split("/")
@@ -174,10 +174,12 @@ def param_summary(rows: list[tuple[str, int, bool, float]]) -> str:
     lines = [f"parameters: {total:,} in {len(rows)} tensors; weight decay on {dec:,}, none on "
              f"{total - dec:,} (--verbose lists every tensor)"]
     for key, (nt, n, d, mults, layers) in sorted(groups.items()):
-        lr = ",".join(f"{m:g}" for m in sorted(mults))
+        nums = sorted(m for m in mults if not isinstance(m, str))
+        own = sorted(m for m in mults if isinstance(m, str))  # a --group's own schedule
+        lr = ", ".join(([f"x {','.join(f'{m:g}' for m in nums)}"] if nums else []) + own)
         lay = f" x {len(layers)} layers" if len(layers) > 1 else ""
         lines.append(f"  {key:<{w}} {n:>12,} params{lay:<12} {nt:>3} tensors, decay "
-                     f"{'on ' + format(d, ',') if d else 'off'}, lr x {lr}")
+                     f"{'on ' + format(d, ',') if d else 'off'}, lr {lr}")
     return "\n".join(lines)
 
 

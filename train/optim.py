@@ -27,7 +27,7 @@ state is the optimizer's step counter (``count`` in optax's state).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -40,6 +40,7 @@ import schedules as S
 
 from ._paths import path_str, stacked_dims
 from .config import OPTIMIZER_FLAGS, OPTIMIZERS
+from .schedule.build import applied_group_schedules
 
 __all__ = ["OPTIMIZERS", "OPTIMIZER_FLAGS", "base_optimizer", "group_labels", "make_optimizer",
            "param_table", "path_str", "per_layer", "sgd_momentum"]
@@ -168,12 +169,13 @@ def base_optimizer(cfg: Any, lr: S.Schedule) -> optax.GradientTransformation:
     raise ValueError(f"--optimizer={name!r} is invalid: must be one of {', '.join(OPTIMIZERS)}")
 
 
-def group_labels(params: Any, lr_mults: Mapping[str, float]) -> Any:
-    """Pytree of group names: the first pattern of ``lr_mults`` found in the path, else default."""
+def group_labels(params: Any, lr_mults: Mapping[str, float], groups: Sequence[str] = ()) -> Any:
+    """Pytree of group names: the first pattern of ``groups`` (``--group``'s patterns), then
+    of ``lr_mults``, found in the path, else default."""
 
     def label(path: tuple, _: Any) -> str:
         p = path_str(path)
-        for pat in lr_mults:
+        for pat in (*groups, *lr_mults):
             if pat in p:
                 return pat
         return "default"
@@ -183,24 +185,32 @@ def group_labels(params: Any, lr_mults: Mapping[str, float]) -> Any:
 
 def make_optimizer(cfg: Any, schedule: S.Schedule, params: Any) -> optax.GradientTransformation:
     """``chain(clip_by_global_norm(clip_norm), <optimizer>(schedule, ...))`` (clip 0 = off),
-    with per-group learning-rate multipliers when ``cfg.lr_mults`` is non-empty."""
+    with per-group learning-rate multipliers when ``cfg.lr_mults`` is non-empty and per-group
+    schedules for ``cfg.group`` (``--group=PATTERN:SPEC``: the group's own tabulated
+    schedule, :func:`train.schedule.build.applied_group_schedules`)."""
     parts: list[optax.GradientTransformation] = []
     if cfg.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(cfg.clip_norm))
-    if cfg.lr_mults:
-        labels = group_labels(params, cfg.lr_mults)
+    own = applied_group_schedules(cfg) if getattr(cfg, "group", ()) else {}
+    if cfg.lr_mults or own:
+        labels = group_labels(params, cfg.lr_mults, tuple(own))
         used = set(jax.tree_util.tree_leaves(labels))
         txs = {"default": base_optimizer(cfg, schedule)}
+        for pat, s in own.items():
+            if pat in used:
+                txs[pat] = base_optimizer(cfg, s)
         for pat, mult in cfg.lr_mults.items():
             if pat in used:
                 txs[pat] = base_optimizer(cfg, schedule * float(mult))
-        unused = sorted(set(cfg.lr_mults) - used)
-        if unused:
-            raise ValueError(f"--lr-mults pattern(s) {unused} match no parameter; parameter "
-                             f"paths look like {path_str(_first_path(params))!r}")
+        for what, pats in (("--group", own), ("--lr-mults", cfg.lr_mults)):
+            unused = sorted(set(pats) - used)
+            if unused:
+                raise ValueError(f"{what} pattern(s) {unused} match no parameter; parameter "
+                                 f"paths look like {path_str(_first_path(params))!r}")
         # labels from the tree the optimizer is given (a callable): the same groups for the
         # pipeline engine's stacked layers (train.parallel.stack.stack_tree)
-        parts.append(optax.multi_transform(txs, lambda p: group_labels(p, cfg.lr_mults)))
+        parts.append(optax.multi_transform(
+            txs, lambda p: group_labels(p, cfg.lr_mults, tuple(own))))
     else:
         parts.append(base_optimizer(cfg, schedule))
     return optax.chain(*parts)
@@ -210,19 +220,22 @@ def _first_path(params: Any) -> tuple:
     return jax.tree_util.tree_leaves_with_path(params)[0][0]
 
 
-def param_table(params: Any, lr_mults: Mapping[str, float]) -> str:
-    """A text table of the parameter groups: path, shape, weight decay, lr multiplier, totals."""
+def param_table(params: Any, lr_mults: Mapping[str, float], groups: Sequence[str] = ()) -> str:
+    """A text table of the parameter groups: path, shape, weight decay, lr multiplier (``own``
+    for a ``--group`` pattern's own schedule), totals."""
     mask = models.decay_mask(params)
-    labels = group_labels(params, lr_mults)
+    labels = group_labels(params, lr_mults, groups)
     rows = []
     for (path, leaf), wd, lab in zip(jax.tree_util.tree_leaves_with_path(params),
                                      jax.tree_util.tree_leaves(mask),
                                      jax.tree_util.tree_leaves(labels)):
-        mult = 1.0 if lab == "default" else float(lr_mults[lab])
+        mult = 1.0 if lab == "default" else "own" if lab in groups else float(lr_mults[lab])
         rows.append((path_str(path), tuple(leaf.shape), bool(wd), mult, int(np.prod(leaf.shape))))
     w = max([len(r[0]) for r in rows] + [9])
     lines = [f"{'parameter':<{w}}  {'shape':<16} {'decay':<5} {'lr x':>6} {'count':>11}"]
-    lines += [f"{p:<{w}}  {s!s:<16} {'yes' if d else 'no':<5} {m:>6g} {n:>11,}"
+    lines += [f"{p:<{w}}  {s!s:<16} {'yes' if d else 'no':<5} {m!s:>6} {n:>11,}"
+              if isinstance(m, str) else
+              f"{p:<{w}}  {s!s:<16} {'yes' if d else 'no':<5} {m:>6g} {n:>11,}"
               for p, s, d, m, n in rows]
     dec = sum(r[4] for r in rows if r[2])
     tot = sum(r[4] for r in rows)
@@ -230,6 +243,9 @@ def param_table(params: Any, lr_mults: Mapping[str, float]) -> str:
                  f"({sum(r[2] for r in rows)} tensors), none on {tot - dec:,}")
     for lab in sorted(set(jax.tree_util.tree_leaves(labels))):
         n = sum(r[4] for r, lb in zip(rows, jax.tree_util.tree_leaves(labels)) if lb == lab)
+        if lab in groups:
+            lines.append(f"group {lab!r}: its own schedule (--group), {n:,} parameters")
+            continue
         mult = 1.0 if lab == "default" else float(lr_mults[lab])
         lines.append(f"group {lab!r}: lr x {mult:g}, {n:,} parameters")
     return "\n".join(lines)

@@ -12,6 +12,14 @@ A resumed run must follow the trajectory the checkpoint started. Every
   caught too;
 * :data:`FREE_KEYS` may change (intervals, outputs, sampling, ``--steps`` itself, ...).
 
+A run may change course (issue 27, docs/training.md "Changing course"): ``--resume
+--change-schedule`` continues it with new schedule flags from the resumed step, and
+``--branch-from=RUN_DIR[:STEP]`` starts a new run from another run's checkpoint with new
+schedule flags. Either way the earlier schedule becomes an entry of ``--schedule-history``
+(:func:`changed_course`) and the guard compares everything but the schedule's own flags
+(:data:`train.schedule.build.PIECE_FIELDS`); the schedule itself is checked to continue the
+saved history. Without ``--change-schedule`` a changed schedule flag is refused, naming it.
+
 ``tests/train/test_resume.py`` checks that every field is in exactly one of the two field
 lists, so a new field must be classified here.
 """
@@ -27,10 +35,12 @@ from typing import Any
 
 from .checkpoint import CheckpointError
 from .config import TrainConfig, resume_value
+from .schedule.build import FAMILY_FIELDS, PIECE_FIELDS
+from .schedule.names import canonical_decay_style, canonical_scheduler
 
 __all__ = ["DERIVED_KEYS", "FREE_KEYS", "TRAJECTORY_KEYS", "ResumeMismatchError",
-           "available_steps", "check_compatible", "choose_step", "clear_outputs",
-           "read_saved_config", "with_saved_config"]
+           "available_steps", "branch_source", "changed_course", "check_compatible",
+           "choose_step", "clear_outputs", "read_saved_config", "with_saved_config"]
 
 #: config fields that change the training trajectory: must equal the checkpoint's.
 TRAJECTORY_KEYS: tuple[str, ...] = (
@@ -55,6 +65,9 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     "seed",
     # a population (train/run/sweep.py): which members train
     "sweep", "sweep_seeds",
+    # issue 27: the schedule's history (changed only through --change-schedule /
+    # --branch-from) and the per-group schedules
+    "schedule_offset", "schedule_from", "schedule_history", "group",
 )
 
 #: entries of the effective (saved) config that change the trajectory, compared like
@@ -108,10 +121,20 @@ FREE_KEYS: dict[str, str] = {
     "recompute_num_layers": "what is stored for the backward pass, not what is computed",
     "plan": "--plan only prints a plan and exits",
     "plan_peak_tflops": "--plan only",
+    "change_schedule": "how this run starts (the change itself is recorded in "
+                       "schedule_history and schedule_from)",
+    "branch_from": "where a branch started (its first start; its parent's schedule is "
+                   "recorded in schedule_history)",
 }
 
 #: saved fields that never carry over into a resumed run's settings.
-_NOT_CARRIED = ("resume", "overwrite")
+_NOT_CARRIED = ("resume", "overwrite", "change_schedule")
+#: ... nor into a branch's (its outputs are its own)
+_NOT_BRANCHED = (*_NOT_CARRIED, "checkpoint_dir", "metrics_dir", "branch_from")
+#: the trajectory keys a schedule change may change (its own flags and its history), and the
+#: derived entries that follow them
+_COURSE_KEYS = frozenset({*PIECE_FIELDS, "schedule_offset", "schedule_from",
+                          "schedule_history", "schedule_spec", "schedule_config"})
 
 
 class ResumeMismatchError(CheckpointError):
@@ -173,28 +196,150 @@ def choose_step(resume: Any, ckpt_dir: str) -> int | None:
     return int(resume)
 
 
+def branch_source(spec: str) -> tuple[str, str, int]:
+    """``--branch-from=RUN_DIR[:STEP]`` -> (the run directory, its checkpoint directory, the
+    step: STEP, default its latest checkpoint). The checkpoint directory is the one the
+    parent's ``config.json`` names (``checkpoint_dir``), else ``RUN_DIR/checkpoints``.
+    ``ValueError`` naming the flag when there is no such run or checkpoint."""
+    head, sep, tail = str(spec).rpartition(":")
+    run_dir, step = (head, int(tail)) if sep and tail.isdigit() else (str(spec), None)
+    run_dir = os.path.abspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"--branch-from={spec} is invalid: {run_dir} is not a directory (give "
+                         "RUN_DIR[:STEP], the --workdir of the run to branch from)")
+    saved: dict[str, Any] = {}
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        pass
+    ck = checkpoint_dir(saved if isinstance(saved, dict) else {}, run_dir)
+    steps = available_steps(ck)
+    if not steps:
+        raise ValueError(f"--branch-from={spec} is invalid: no checkpoint in {ck}")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise ValueError(f"--branch-from={spec} is invalid: no checkpoint at step {step} in "
+                         f"{ck} (available: {', '.join(map(str, steps))})")
+    return run_dir, ck, step
+
+
+def _canonical(k: str, v: Any) -> Any:
+    if v is None or not isinstance(v, str):
+        return v
+    try:
+        return (canonical_scheduler(v) if k == "lr_scheduler" else
+                canonical_decay_style(v) if k == "lr_decay_style" else v)
+    except ValueError:
+        return v  # the config's own check names it
+
+
+def _family_changed(saved: Mapping[str, Any], d: Mapping[str, Any]) -> bool:
+    return any(k in d and _canonical(k, d[k]) != _canonical(k, saved.get(k))
+               for k in FAMILY_FIELDS)
+
+
+def _fill(saved: Mapping[str, Any], d: Mapping[str, Any], skip: tuple[str, ...]
+          ) -> dict[str, Any]:
+    """``saved``'s fields overridden by ``d``'s. When ``d`` changes the scheduler family
+    (:data:`~train.schedule.build.FAMILY_FIELDS`), the saved schedule flags (but ``--lr``)
+    are the old family's: not filled in (they would be flags the user never gave)."""
+    fields = set(TrainConfig.field_names())
+    drop = set(skip)
+    if _family_changed(saved, d):
+        drop |= set(PIECE_FIELDS) - {"lr"}
+    out = {k: v for k, v in saved.items() if k in fields and k not in drop}
+    out.update(d)
+    return out
+
+
+def changed_course(saved: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """The history entries of a run changing course at ``step`` from the saved effective
+    config ``saved``: its history plus its own schedule (from ``schedule_from``, its flags
+    :data:`~train.schedule.build.PIECE_FIELDS` and ``steps``), and ``schedule_from=step``."""
+    defaults = TrainConfig().to_dict()
+    flags = {k: saved.get(k, defaults[k]) for k in (*PIECE_FIELDS, "steps")}
+    entry = {"from_step": int(saved.get("schedule_from", 0)), "flags": flags,
+             "offset": saved.get("schedule_offset", "global")}
+    return {"schedule_history": [*saved.get("schedule_history", []), entry],
+            "schedule_from": int(step)}
+
+
 def with_saved_config(explicit: Mapping[str, Any], workdir: str) -> dict[str, Any]:
     """For ``--resume``: the checkpoint's saved settings, overridden by ``explicit`` ones.
 
     ``python -m train --resume --workdir W`` thus continues the run in ``W`` with its own
     settings; the guard (:func:`check_compatible`) then refuses overrides that would change
     the trajectory. Without ``resume`` (or with ``--resume=auto`` and no checkpoint) the
-    settings are returned unchanged."""
+    settings are returned unchanged. With ``change_schedule``, the schedule flags given (the
+    saved ones fill in the rest within the same scheduler family) apply from the resumed step
+    on: :func:`changed_course`. With ``branch_from`` (and no checkpoint of this run to resume)
+    the parent's saved settings at its step fill in, and its schedule becomes the history."""
     d = {str(k).replace("-", "_"): v for k, v in explicit.items()}
     resume = resume_value(d.get("resume", False))
-    if resume is False:
-        return d
-    ck = checkpoint_dir(d, workdir)
-    step = choose_step(resume, ck)
+    step = None
+    if resume is not False:
+        ck = checkpoint_dir(d, workdir)
+        step = choose_step(resume, ck)
     if step is None:
+        if d.get("branch_from"):
+            return _branched(d)
         return d
     try:
         saved = read_saved_config(ck, step)
     except CheckpointError as e:
         raise ValueError(f"--resume: {e}") from None
-    fields = set(TrainConfig.field_names())
-    out = {k: v for k, v in saved.items() if k in fields and k not in _NOT_CARRIED}
-    out.update(d)
+    out = _fill(saved, d, _NOT_CARRIED)
+    if d.get("change_schedule") is not True:
+        out.update({k: v for k, v in _change_at(saved, step, workdir).items() if k not in d})
+    if d.get("change_schedule") is True:
+        for k in ("schedule_history", "schedule_from"):
+            if k in d:
+                raise ValueError(f"--{k.replace('_', '-')} cannot be given with "
+                                 "--change-schedule: the change sets it")
+        out.update(changed_course(saved, step))
+        out["schedule_offset"] = d.get("schedule_offset", "global")  # the new schedule's own
+    return out
+
+
+def _change_at(saved: Mapping[str, Any], step: int, workdir: str) -> dict[str, Any]:
+    """A change of schedule made at the checkpoint's own ``step`` (``--change-schedule`` or
+    ``--branch-from``), then killed before its next checkpoint: the checkpoint holds the
+    settings from before the change, the run's ``config.json`` (written, atomically, before
+    the first update) the change. A plain resume continues the changed run: its schedule
+    fields, when that file records a history continuing the checkpoint's at ``step``; else
+    nothing."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            cur = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cur, dict) or cur.get("schedule_from") != step:
+        return {}
+    want = _norm(changed_course(saved, step))
+    if _norm({k: cur.get(k) for k in ("schedule_history", "schedule_from")}) != want:
+        return {}
+    keys = (*PIECE_FIELDS, "steps", "schedule_offset", "schedule_from", "schedule_history")
+    return {k: cur[k] for k in keys if k in cur}
+
+
+def _branched(d: dict[str, Any]) -> dict[str, Any]:
+    """``--branch-from``: the parent's saved settings at its step under ``d``, the parent's
+    schedule as the history, ``branch_from`` as ``RUN_DIR:STEP`` (absolute)."""
+    run_dir, ck, step = branch_source(d["branch_from"])
+    try:
+        saved = read_saved_config(ck, step)
+    except CheckpointError as e:
+        raise ValueError(f"--branch-from: {e}") from None
+    for k in ("schedule_history", "schedule_from"):
+        if k in d:
+            raise ValueError(f"--{k.replace('_', '-')} cannot be given with --branch-from: "
+                             "the branch sets it")
+    out = _fill(saved, d, _NOT_BRANCHED)
+    out.update(changed_course(saved, step))
+    out["schedule_offset"] = d.get("schedule_offset", "global")
+    out["branch_from"] = f"{run_dir}:{step}"
     return out
 
 
@@ -212,11 +357,30 @@ def _norm(v: Any) -> Any:
     return json.loads(json.dumps(_strip_horizon(v), sort_keys=True, default=str))
 
 
-def differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
+                change_at: int | None = None) -> list[str]:
     """``key: checkpoint X, now Y`` for every trajectory key (fields and derived entries)
-    that differs between a saved effective config and this run's."""
+    that differs between a saved effective config and this run's. ``change_at``: this run
+    changes its schedule at that step (``--change-schedule``, ``--branch-from``): the
+    schedule's own flags may differ, and its history must be the saved one continued
+    (:func:`changed_course`)."""
     out: list[str] = []
+    if change_at is not None:
+        want = _norm(changed_course(saved, change_at))
+        got = _norm({k: now.get(k) for k in ("schedule_history", "schedule_from")})
+        if want != got:
+            out.append(f"schedule_history: the checkpoint's history continued at step "
+                       f"{change_at} is {want!r}, now {got!r}")
+    # a resume changing the scheduler family leaves the old family's flags unset
+    # (:func:`_fill`): they are no change the user typed, and the spec shows the change
+    unset = set()
+    if change_at is None and _family_changed(saved, now):
+        defaults = TrainConfig().to_dict()
+        unset = {k for k in PIECE_FIELDS if k not in FAMILY_FIELDS and k != "lr"
+                 and _norm(now.get(k)) == _norm(defaults[k])}
     for k in (*TRAJECTORY_KEYS, *DERIVED_KEYS):
+        if (change_at is not None and k in _COURSE_KEYS) or k in unset:
+            continue
         a, b = _norm(saved.get(k)), _norm(now.get(k))
         if k == "schedule_config" and any(d.startswith("schedule_spec:") for d in out):
             continue  # the spec already shows the change
@@ -225,16 +389,21 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def check_compatible(saved: Mapping[str, Any], now: Mapping[str, Any], where: str) -> None:
+def check_compatible(saved: Mapping[str, Any], now: Mapping[str, Any], where: str,
+                     change_at: int | None = None) -> None:
     """Raise :class:`ResumeMismatchError` listing every difference that changes the
-    trajectory (one message); settings in :data:`FREE_KEYS` may differ."""
-    diffs = differences(saved, now)
+    trajectory (one message); settings in :data:`FREE_KEYS` may differ. ``change_at``: see
+    :func:`differences`."""
+    diffs = differences(saved, now, change_at)
     if diffs:
         hint = ""
         if any(d.startswith("schedule_") for d in diffs) and saved.get("steps") != now.get(
                 "steps") and now.get("total_steps") is None:
             hint = (" (without --total-steps the schedule's length follows --steps: set "
                     "--total-steps in the original run to extend it later)")
+        if change_at is None and any(d.split(":", 1)[0] in _COURSE_KEYS for d in diffs):
+            hint += (" (to continue with a new schedule from the checkpoint's step, add "
+                     "--change-schedule; docs/training.md 'Changing course')")
         raise ResumeMismatchError(
             f"cannot resume from {where}: settings that change the training trajectory differ "
             f"from the checkpoint's: {'; '.join(diffs)}{hint}. Resume with the saved settings "

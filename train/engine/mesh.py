@@ -30,7 +30,7 @@ dropout, mesh layouts agree with each other, not with pmap.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -61,7 +61,7 @@ from ..parallel.shardings import (
     state_specs,
 )
 from ..parallel.stack import stack_tree, unstack_tree
-from ..schedule.build import applied_schedule
+from ..schedule.build import applied_group_schedules, applied_schedule
 from .base import compile_key
 from .step import LossScale, checked, loss_scale_rule, model_loss, update
 
@@ -309,7 +309,8 @@ def _bind(groups: list[list[jax.Array]], virtual: int, per: int) -> list[jax.Arr
 
 def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, seed: int,
           layout: Layout, params: Any, devices: Sequence[Any] | None = None,
-          loss_scale: LossScale | None = None) -> MeshEngine:
+          loss_scale: LossScale | None = None,
+          group_schedules: Mapping[str, Callable] | None = None) -> MeshEngine:
     """The mesh, the state's shardings and the jitted steps (compiled at their first call).
 
     The step is :func:`train.engine.step.update` (the pmap engine's body) with the
@@ -349,10 +350,12 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
                                      stage_sh)
 
             new, metrics = update(state, batch[None], None, tx=tx, reduce=reduce,
-                                  schedule=schedule, loss_fn=pp_loss, loss_scale=loss_scale)
+                                  schedule=schedule, loss_fn=pp_loss, loss_scale=loss_scale,
+                                  group_schedules=group_schedules)
         else:
             new, metrics = update(state, batch, keys, tx=tx, reduce=reduce, schedule=schedule,
-                                  loss_fn=loss_fn, loss_scale=loss_scale)
+                                  loss_fn=loss_fn, loss_scale=loss_scale,
+                                  group_schedules=group_schedules)
         return new, jax.tree.map(lambda x: x[None], metrics)  # [1]: one replica's, as pmap's
 
     def eval_step(params: Any, batch: jax.Array) -> jax.Array:
@@ -415,7 +418,8 @@ def mesh_engine(model_cfg: Any, cfg: Any, schedule: Any, params: Any, layout: La
         schedule = applied_schedule(schedule, horizon)  # the same bits on every engine
         tx = make_optimizer(cfg, schedule, params)
         _ENGINE_CACHE[key] = build(model_cfg, tx, schedule, cfg.seed, layout, params,
-                                   devices, loss_scale=loss_scale_rule(cfg))
+                                   devices, loss_scale=loss_scale_rule(cfg),
+                                   group_schedules=applied_group_schedules(cfg))
     eng = _ENGINE_CACHE[key]
     eng.log = log
     if log is not None:

@@ -8,7 +8,7 @@ over its local devices, ``pmean`` spans all of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ import optax
 import models
 
 from ..optim import make_optimizer
-from ..schedule.build import applied_schedule
+from ..schedule.build import applied_group_schedules, applied_schedule
 from .base import compile_key
 from .step import AXIS, LossScale, checked, dropout_keys, loss_scale_rule, model_loss, update
 
@@ -33,17 +33,20 @@ __all__ = ["PmapEngine", "make_eval_step", "make_train_step", "pmap_engine", "re
 def make_train_step(model_cfg: Any, tx: optax.GradientTransformation, seed: int,
                     devices: list | None = None, *, schedule: Callable[[Any], Any] | None = None,
                     loss_scale: LossScale | None = None,
+                    group_schedules: Mapping[str, Callable[[Any], Any]] | None = None,
                     ) -> Callable[[Any, Any], tuple[Any, dict]]:
     """A pmapped ``(state, batch) -> (state, metrics)`` over :func:`update`; ``state`` is
     donated. ``schedule`` (the one given to the optimizer) enables the ``lr`` metric;
-    ``loss_scale`` is the float16 scaler's rule (its state is in ``state["loss_scale"]``)."""
+    ``loss_scale`` is the float16 scaler's rule (its state is in ``state["loss_scale"]``);
+    ``group_schedules`` the ``--group`` s' (their ``lr_<pattern>`` metrics)."""
     module = models.build(model_cfg)
     use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
 
     def step(state: dict, batch: jax.Array) -> tuple[dict, dict]:
         keys = dropout_keys(seed, state["step"], batch.shape[0]) if use_dropout else None
         return update(state, batch, keys, module=module, tx=tx, schedule=schedule,
-                      reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=loss_scale)
+                      reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=loss_scale,
+                      group_schedules=group_schedules)
 
     return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices)
 
@@ -133,7 +136,8 @@ def pmap_engine(model_cfg: Any, cfg: TrainConfig, schedule: Any, params: Any,
             d.process_index == jax.process_index() for d in devices)
         train, evaluate = checked(
             make_train_step(model_cfg, tx, cfg.seed, devices, schedule=schedule,
-                            loss_scale=loss_scale_rule(cfg)),
+                            loss_scale=loss_scale_rule(cfg),
+                            group_schedules=applied_group_schedules(cfg)),
             make_eval_step(model_cfg, devices),
             replicas=n, max_len=model_cfg.block_size, step_shape=(n,))
         _CACHE[key] = PmapEngine(tx, train, evaluate, devices)

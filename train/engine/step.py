@@ -31,7 +31,7 @@ and a resume is exact. Metrics gain ``loss_scale`` (the ``S`` of this step) and 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import chex
@@ -179,13 +179,16 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
            tx: optax.GradientTransformation, reduce: Callable[[Any], Any],
            schedule: Callable[[Any], Any] | None = None, module: Any = None,
            loss_fn: LossFn | None = None, loss_scale: LossScale | None = None,
+           group_schedules: Mapping[str, Callable[[Any], Any]] | None = None,
            ) -> tuple[dict, dict]:
     """One optimizer update: ``(state, batch, keys) -> (new_state, metrics)`` (traceable).
 
     ``batch``: int tokens ``[grad_accum, B, T + 1]``; ``keys``: ``[grad_accum]`` dropout keys or
     None; ``reduce``: the cross-device mean of a pytree (identity on one device or under GSPMD);
     ``schedule``: the default group's learning-rate schedule (for the ``lr`` metric; omitted:
-    no ``lr`` metric); the loss is ``loss_fn`` or, given ``module``, :func:`model_loss`.
+    no ``lr`` metric); ``group_schedules``: ``--group`` s' schedules (metrics
+    ``lr_<pattern>``, each read at the same count); the loss is ``loss_fn`` or, given
+    ``module``, :func:`model_loss`.
     Loss scaling is on when ``state`` has a ``"loss_scale"`` entry (``loss_scale`` gives its
     growth/backoff rule; default :class:`LossScale`). See the module docstring for metrics."""
     if (module is None) == (loss_fn is None):
@@ -222,6 +225,8 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
     metrics: dict[str, jax.Array] = {"loss": loss, "grad_norm": gnorm}
     if schedule is not None:
         metrics["lr"] = jnp.asarray(schedule(schedule_count(state["opt_state"])), jnp.float32)
+    for name, g in (group_schedules or {}).items():
+        metrics[f"lr_{name}"] = jnp.asarray(g(schedule_count(state["opt_state"])), jnp.float32)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     new = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}

@@ -15,7 +15,7 @@ from ..data import is_mixture, parse_mixture
 from ..parallel.layout import data_parallel_degree
 from ..schedule.build import build_schedule
 
-__all__ = ["check_data", "global_batch", "run_schedule"]
+__all__ = ["check_data", "counts_samples", "global_batch", "run_schedule"]
 
 
 def global_batch(cfg: TrainConfig) -> int:
@@ -38,7 +38,14 @@ def global_batch(cfg: TrainConfig) -> int:
 def run_schedule(cfg: TrainConfig) -> S.Schedule:
     """``cfg``'s learning-rate schedule as the run builds it: Megatron's sample-counting styles
     get the run's global batch (:func:`global_batch`)."""
-    return build_schedule(cfg, global_batch(cfg) if cfg.lr_decay_style is not None else None)
+    return build_schedule(cfg, global_batch(cfg) if counts_samples(cfg) else None)
+
+
+def counts_samples(cfg: TrainConfig) -> bool:
+    """A Megatron style (``--lr-decay-style``) in the run's schedule or its history: the
+    schedule needs the global batch."""
+    return cfg.lr_decay_style is not None or any(
+        e["flags"].get("lr_decay_style") is not None for e in cfg.schedule_history)
 
 
 def check_data(cfg: TrainConfig) -> None:

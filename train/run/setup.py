@@ -34,10 +34,16 @@ from ..devices import simulate_devices
 from ..engine.pmap import select_devices
 from ..metrics import Console
 from ..parallel.layout import Layout, check_flags, make_layout
-from ..resume import check_compatible, choose_step, clear_outputs, read_saved_config
-from ..schedule.build import check_lr_curve
+from ..resume import (
+    branch_source,
+    check_compatible,
+    choose_step,
+    clear_outputs,
+    read_saved_config,
+)
+from ..schedule.build import check_lr_curve, group_schedules, history_join, history_pieces
 from ..tokenizer import get_tokenizer
-from .checks import check_data, global_batch, run_schedule
+from .checks import check_data, counts_samples, global_batch, run_schedule
 from .grid import member_configs
 
 __all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "global_batch",
@@ -55,6 +61,11 @@ def check_config(cfg: TrainConfig) -> S.Schedule:
     check_flags(cfg)
     schedule = run_schedule(cfg)
     check_lr_curve(schedule, cfg.steps)
+    for g, s in group_schedules(cfg).items():
+        try:
+            check_lr_curve(s, cfg.steps)
+        except ValueError as e:
+            raise ValueError(f"--group {g}: {e}") from None
     check_data(cfg)
     if cfg.sweep or cfg.sweep_seeds:
         member_configs(cfg)  # every member's config is valid, the swept fields sweepable
@@ -86,6 +97,19 @@ def effective_config(cfg: TrainConfig, schedule: S.Schedule, model_cfg: Any,
     out["model_config"] = dataclasses.asdict(model_cfg)
     out.update(extra or {})
     return out
+
+
+def _course_line(setup: RunSetup, t: int) -> None:
+    """At a schedule change: the lr of update ``t`` under the schedule so far and the new
+    one, and the jump (host float64)."""
+    cfg = setup.cfg
+    pieces = history_pieces(cfg, global_batch(cfg) if counts_samples(cfg) else None)
+    before = float(history_join(pieces[:-1])(t))
+    after = float(setup.schedule(t))
+    rel = f", x{after / before:.4g}" if before > 0 else ""
+    setup.console.print(f"schedule change at step {t} ({cfg.schedule_offset} offset): lr "
+                        f"{before:.6g} -> {after:.6g} (jump {after - before:+.6g}{rel}); "
+                        f"history of {len(cfg.schedule_history) + 1} schedule(s)")
 
 
 def finished_message(step: int, where: str) -> str:
@@ -135,6 +159,8 @@ class RunSetup:
     tokens_per_step: int
     eff: dict[str, Any]
     data_desc: str = ""
+    #: ``--branch-from`` (first start): the parent's checkpoint directory and step to restore
+    branch: tuple[str, int] | None = None
 
     @property
     def primary(self) -> bool:
@@ -233,9 +259,25 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
     setup = RunSetup(cfg, kind, schedule, pidx, pcount, devices, n_local, n_global, layout,
                      workdir, workdir_arg, ckpt_dir, metrics_dir, config_path, console,
                      resume_step, tok, model_cfg, tokens_per_step, eff)
+    if resume_step is None and cfg.branch_from is not None and kind == "train":
+        _, parent_ck, bstep = branch_source(cfg.branch_from)
+        where = os.path.join(parent_ck, str(bstep))
+        check_compatible(read_saved_config(parent_ck, bstep), eff, where, change_at=bstep)
+        if bstep >= cfg.steps:
+            raise ValueError(f"--steps={cfg.steps} is invalid: the branch starts at step "
+                             f"{bstep} ({where}); give more steps")
+        setup.branch = (parent_ck, bstep)
+        _course_line(setup, bstep)
     if resume_step is not None and kind != "plan":  # the guard, before data or compiling
         where = os.path.join(ckpt_dir, str(resume_step))
-        check_compatible(read_saved_config(ckpt_dir, resume_step), eff, where)
+        # a change at this very step: given now, or recorded by a run killed before its next
+        # checkpoint (train.resume.with_saved_config adopts it from config.json)
+        saved = read_saved_config(ckpt_dir, resume_step)
+        changes = cfg.change_schedule or (cfg.schedule_history != () and cfg.schedule_from
+                                          == resume_step != saved.get("schedule_from"))
+        check_compatible(saved, eff, where, change_at=resume_step if changes else None)
+        if changes:
+            _course_line(setup, resume_step)
         if resume_step > cfg.steps:
             raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
                              f"({where}) is at step {resume_step}, past it")

@@ -58,13 +58,19 @@ def _peak_flops(n_devices: int) -> tuple[float, str]:
     return float("nan"), dev.device_kind
 
 
-def _param_rows(params: Any, lr_mults: Mapping[str, float]) -> list[tuple[str, int, bool,
-                                                                            float]]:
+def _param_rows(params: Any, lr_mults: Mapping[str, float], groups: tuple[str, ...] = ()
+                ) -> list[tuple[str, int, bool, float | str]]:
     mask = jax.tree_util.tree_leaves(models.decay_mask(params))
-    labels = jax.tree_util.tree_leaves(group_labels(params, lr_mults))
+    labels = jax.tree_util.tree_leaves(group_labels(params, lr_mults, groups))
     return [(path_str(p), int(np.prod(np.shape(x))), bool(d),
-             1.0 if lab == "default" else float(lr_mults[lab]))
+             1.0 if lab == "default" else f"--group {lab}" if lab in groups
+             else float(lr_mults[lab]))
             for (p, x), d, lab in zip(jax.tree_util.tree_leaves_with_path(params), mask, labels)]
+
+
+def _patterns(cfg: TrainConfig) -> tuple[str, ...]:
+    """``--group``'s patterns, in order."""
+    return tuple(g.partition(":")[0].strip() for g in cfg.group)
 
 
 def _start_lines(cfg: TrainConfig, eff: dict, config_path: str | None) -> str:
@@ -81,6 +87,8 @@ def _start_lines(cfg: TrainConfig, eff: dict, config_path: str | None) -> str:
         f"optimizer: AdamW b1={cfg.beta1} b2={cfg.beta2} eps={cfg.eps} weight decay "
         f"{cfg.weight_decay}, clip {cfg.clip_norm or 'off'}"
         + (f", lr x {dict(cfg.lr_mults)}" if cfg.lr_mults else "") + f"; seed {cfg.seed}",
+        *(f"group {g.partition(':')[0].strip()!r}: own schedule "
+          f"{g.partition(':')[2].strip()}" for g in cfg.group),
         f"run: {cfg.steps} steps, eval every {cfg.eval_interval}, checkpoint every "
         f"{cfg.checkpoint_interval} (keep {cfg.keep_checkpoints}); {where}",
     ])
@@ -155,7 +163,7 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     c, eff = setup.console, setup.eff
     if setup.primary:  # the fields only: `--config` reads it back
         write_json(setup.config_path, {k: v for k, v in cfg.to_dict().items()
-                                       if k not in ("resume", "overwrite")})
+                                       if k not in ("resume", "overwrite", "change_schedule")})
     if cfg.verbose:
         c.print("effective config:\n" + json.dumps(eff, indent=1, sort_keys=True))
     else:
@@ -174,9 +182,9 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
                             c.print))
     host_state = init_state(params, eng.tx, loss_scale_rule(cfg))
     if cfg.verbose:
-        c.print("parameters:\n" + param_table(params, cfg.lr_mults))
+        c.print("parameters:\n" + param_table(params, cfg.lr_mults, _patterns(cfg)))
     else:
-        c.print(param_summary(_param_rows(params, cfg.lr_mults)))
+        c.print(param_summary(_param_rows(params, cfg.lr_mults, _patterns(cfg))))
 
     ckpt = Checkpointer(setup.ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
     try:
@@ -184,6 +192,15 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
             host_state = eng.from_checkpoint(ckpt.restore(
                 setup.resume_step, eng.restore_target(host_state), eff))
             setup.resumed_line(host_scalar(host_state["step"]), ckpt.path(setup.resume_step))
+        elif setup.branch is not None:  # the parent's checkpoint, read only
+            parent_dir, bstep = setup.branch
+            parent = Checkpointer(parent_dir, 1, False, read_only=True)
+            try:
+                host_state = eng.from_checkpoint(parent.restore(
+                    bstep, eng.restore_target(host_state), eff))
+            finally:
+                parent.close()
+            c.print(f"branched from {parent.path(bstep)} (step {bstep})")
         else:
             setup.fresh_line()
         return _run(setup, eng, host_state, batcher, val_batcher, ckpt)
@@ -221,9 +238,10 @@ class SingleRun(Hook):
             extra = {}
             if "skipped" in row:  # float16: dynamic loss scaling
                 extra = {"loss_scale": float(row["loss_scale"]), "skipped": int(row["skipped"])}
+            groups = {k: float(v) for k, v in row.items() if k.startswith("lr_")}
             loop.writer.write(t, loss=loss, lr=float(row["lr"]),
-                              grad_norm=float(row["grad_norm"]), **extra, tokens_per_s=tps,
-                              time=time.time())
+                              grad_norm=float(row["grad_norm"]), **groups, **extra,
+                              tokens_per_s=tps, time=time.time())
             self.history.append((t, loss))
             skipped = bool(row.get("skipped", False))
             if bad is None and (not finite or (not math.isfinite(loss) and not skipped)):

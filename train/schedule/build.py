@@ -27,7 +27,9 @@ and arguments), realized by :func:`build_schedule` with :mod:`schedules.torch` a
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax.numpy as jnp
@@ -40,14 +42,24 @@ from schedules.megatron import OptimizerParamScheduler
 from schedules.torch import TorchSchedule
 
 from .._flag import flag
-from .names import HF_SCHEDULERS, TORCH_SCHEDULERS
+from .names import HF_SCHEDULERS, SCHEDULE_FIELDS, TORCH_SCHEDULERS
 from .plan import Plan, plan
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["MAX_TABLE", "applied_schedule", "build_schedule", "check_lr_curve", "lr_table",
-           "schedule_warnings"]
+__all__ = ["FAMILY_FIELDS", "MAX_TABLE", "PIECE_FIELDS", "applied_group_schedules",
+           "applied_schedule", "build_schedule", "check_lr_curve", "group_schedules",
+           "history_join", "history_pieces", "lr_table", "piece_flags", "schedule_warnings"]
+
+#: the config fields one schedule of a run's history is built from (issue 27): what
+#: ``--change-schedule`` may change and what the history records of each earlier schedule
+#: (with ``steps``, the length a schedule without ``--total-steps`` follows)
+PIECE_FIELDS: tuple[str, ...] = ("lr", "lr_scheduler", "lr_decay_style", "schedule",
+                                 *SCHEDULE_FIELDS)
+#: the fields that choose the scheduler family: when one changes, the other schedule flags
+#: are the new family's (a resume does not fill them from the saved settings)
+FAMILY_FIELDS: tuple[str, ...] = ("lr_scheduler", "lr_decay_style", "schedule")
 
 
 # -- realizing a plan with schedules.torch / hf / megatron ------------------------------------
@@ -95,7 +107,9 @@ _BUILDS = 0  # schedules built (a test checks that a run builds one)
 
 
 def build_schedule(cfg: TrainConfig, global_batch: int | None = None) -> S.Schedule:
-    """The learning-rate schedule of ``cfg`` (a pure ``step -> lr`` pytree).
+    """The learning-rate schedule of ``cfg`` (a pure ``step -> lr`` pytree): its schedule
+    flags, or, for a run whose schedule changed (``--change-schedule``, ``--branch-from``),
+    the :func:`history_join` of its history and the flags from ``--schedule-from`` on.
 
     Torch and transformers schedulers are tabulated (``horizon = max(--steps, --total-steps)``)
     so that the jitted step gathers the library's exact values. ``global_batch``: sequences per
@@ -103,6 +117,83 @@ def build_schedule(cfg: TrainConfig, global_batch: int | None = None) -> S.Sched
     ``ValueError`` naming the flag when an argument is missing, invalid or unused. Nothing is
     cached: the run's setup builds it once and hands it to the engine."""
     global _BUILDS
+    if not cfg.schedule_history:
+        s = _build_one(cfg, global_batch)
+    else:
+        s = history_join(history_pieces(cfg, global_batch))
+    _BUILDS += 1
+    return s
+
+
+def piece_flags(cfg: TrainConfig) -> dict[str, Any]:
+    """The flags of ``cfg``'s own schedule, as a history entry records them (JSON-ready):
+    :data:`PIECE_FIELDS` and ``steps``."""
+    d = cfg.to_dict()
+    return {k: d[k] for k in (*PIECE_FIELDS, "steps")}
+
+
+def history_pieces(cfg: TrainConfig, global_batch: int | None = None
+                   ) -> list[tuple[int, str, S.Schedule]]:
+    """``[(from_step, offset, schedule)]``: each earlier schedule of ``cfg``'s history, built
+    from its recorded flags (the rest of ``cfg`` unchanged), then ``cfg``'s own from
+    ``--schedule-from``."""
+    out = []
+    # an entry's flags over the defaults of every schedule flag: a flag it leaves out is the
+    # default, not the current schedule's
+    unset = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+             for f in dataclasses.fields(cfg) if f.name in PIECE_FIELDS}
+    for e in cfg.schedule_history:
+        try:
+            c = dataclasses.replace(cfg, **{**unset, **e["flags"]}, schedule_history=(),
+                                    schedule_from=0, group=()).normalized().validate()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"--schedule-history: the schedule from step {e['from_step']} "
+                             f"cannot be rebuilt: {err}") from None
+        out.append((e["from_step"], e["offset"], _build_one(c, global_batch)))
+    out.append((cfg.schedule_from, cfg.schedule_offset, _build_one(cfg, global_batch)))
+    return out
+
+
+def history_join(pieces: Sequence[tuple[int, str, S.Schedule]]) -> S.Schedule:
+    """The effective schedule of a history: ``join`` of the pieces at their ``from_step`` s, on
+    the global step; a ``local`` piece sees ``t - from_step`` (``shift``).
+
+    >>> import schedules as S
+    >>> s = history_join([(0, "global", S.constant(1.0)),
+    ...                   (10, "local", S.linear(1.0, 0.0, 10))])
+    >>> s(9), s(10), s(15), s(25)
+    (1.0, 1.0, 0.5, 0.0)
+    """
+    if len(pieces) == 1 and pieces[0][0] == 0:
+        return pieces[0][2]
+    parts = [sched if off == "global" or frm == 0 else S.shift(sched, frm)
+             for frm, off, sched in pieces]
+    return S.join(*parts, at=[frm for frm, _, _ in pieces[1:]], global_step=True)
+
+
+def group_schedules(cfg: TrainConfig) -> dict[str, S.Schedule]:
+    """``--group=PATTERN:SPEC`` entries -> ``{pattern: schedule}`` (SPEC in the algebra's text,
+    parsed by :func:`schedules.parse`, never eval'ed; absolute learning rates)."""
+    out: dict[str, S.Schedule] = {}
+    for g in cfg.group:
+        pat, _, spec = g.partition(":")
+        try:
+            out[pat.strip()] = S.parse(spec.strip())
+        except ValueError as e:
+            raise ValueError(f"--group={g!r} is invalid: {e}") from None
+    return out
+
+
+def applied_group_schedules(cfg: TrainConfig) -> dict[str, S.Schedule]:
+    """:func:`group_schedules` as the compiled step applies them (:func:`applied_schedule`,
+    tabulated over the run): the optimizer's groups and their ``lr_<pattern>`` metrics read
+    the same table, the same bits on every engine."""
+    horizon = max(cfg.steps, cfg.schedule_steps)
+    return {p: applied_schedule(s, horizon) for p, s in group_schedules(cfg).items()}
+
+
+def _build_one(cfg: TrainConfig, global_batch: int | None) -> S.Schedule:
+    """One schedule from ``cfg``'s schedule flags (no history)."""
     p = plan(cfg, global_batch)
     horizon = max(cfg.steps, cfg.schedule_steps)
     try:
@@ -120,7 +211,6 @@ def build_schedule(cfg: TrainConfig, global_batch: int | None = None) -> S.Sched
         raise ValueError(named or f"{who} with these arguments is invalid: {msg}") from None
     if isinstance(s, TorchSchedule) and s.horizon is None:
         s = s.replace(horizon=horizon)
-    _BUILDS += 1
     return s
 
 

@@ -1,0 +1,282 @@
+"""Changing course (issue 27): a run's schedule history (``--change-schedule``), branches
+(``--branch-from``) and per-group schedules (``--group``).
+
+Expected learning rates are written out by hand from the schedules' closed forms (torch's
+``SequentialLR(LinearLR, StepLR)``, ``CosineAnnealingLR``, the algebra's ``linear``); runs
+compared bit for bit are the same program on the same layout (an uninterrupted run with the
+same history, or a parent and a branch with its schedule). In-process runs use the shared
+tiny config (``train_testutil.TINY``, 8 simulated CPU devices).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from train_testutil import tiny
+
+from train import train_and_evaluate as run
+from train.__main__ import main
+from train.metrics import read_metrics
+from train.resume import ResumeMismatchError
+from train.run.loop import TrainingInterrupted
+from train.run.train import SingleRun
+
+LR = 3e-3
+
+
+class _KilledError(Exception):
+    """A run stopped at once, saving nothing (as SIGKILL leaves it), in the test's process."""
+
+
+def _rows(wd: str) -> dict[int, dict]:
+    return read_metrics(os.path.join(wd, "metrics", "metrics.jsonl"))[0]
+
+
+def _same_tree(a, b) -> None:
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _close(got: float, want: float) -> None:
+    # the step logs the float32 rounding of the host's float64 value: half an ulp
+    assert got == pytest.approx(want, rel=2**-23, abs=0), (got, want)
+
+
+def _steplr(t: int) -> float:
+    """SequentialLR([LinearLR(1/2, 1, total_iters=2), StepLR(2, 0.5)], milestones=[2])."""
+    return LR * (0.5 + 0.5 * t / 2) if t < 2 else LR * 0.5 ** ((t - 2) // 2)
+
+
+def _cosine(t: int, total: int = 20) -> float:
+    return LR * (1 + math.cos(math.pi * t / total)) / 2
+
+
+def test_change_schedule_history_refusal_and_kill(tmp_path, corpus, monkeypatch,
+                                                    capsys) -> None:
+    """Two changes (global then local offset), the run killed after the second before any
+    checkpoint of it: a plain resume continues the changed run; the logged lrs are the
+    history's join by hand, and the run equals an uninterrupted one bit for bit."""
+    tmp = str(tmp_path)
+    wd = os.path.join(tmp, "w")
+    base = tiny(tmp, corpus, steps=3, lr_scheduler="steplr", lr_step_size=2, lr_gamma=0.5)
+    run(base, wd)
+    # without --change-schedule: refused, naming the change (not a flag filled from the saved
+    # settings: the saved --lr-gamma belongs to StepLR)
+    with pytest.raises(ResumeMismatchError) as e:
+        run({"resume": True, "steps": 6, "lr_scheduler": "cosine"}, wd)
+    msg = str(e.value)
+    assert "lr_scheduler: checkpoint 'steplr', now 'cosine'" in msg and "lr_gamma" not in msg
+    assert "--change-schedule" in msg
+    code = main(["--resume", "--workdir", wd, "--lr-scheduler=cosine", "--steps=6"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "lr_scheduler: checkpoint 'steplr'" in err and "lr-gamma" not in err
+    # change 1 at step 3: cosine (T_max = --total-steps) at the global step
+    run({"resume": True, "change_schedule": True, "steps": 6, "lr_scheduler": "cosine",
+         "total_steps": 20}, wd)
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("schedule change at step 3"))
+    assert f"lr {_steplr(3):.6g} -> {_cosine(3):.6g}" in line, line
+    # change 2 at step 6: the algebra's linear, restarted at 0 (local); killed after step 8
+    # (nothing saved: the last checkpoint, 6, holds the settings from before the change)
+    orig = SingleRun.after_step
+
+    def after(self, loop):
+        orig(self, loop)
+        if loop.step == 8:
+            raise _KilledError
+
+    monkeypatch.setattr(SingleRun, "after_step", after)
+    with pytest.raises(_KilledError):
+        run({"resume": True, "change_schedule": True, "steps": 9,
+             "schedule": "linear(1e-3, 0, 4)", "schedule_offset": "local"}, wd)
+    monkeypatch.setattr(SingleRun, "after_step", orig)
+    assert max(int(x) for x in os.listdir(os.path.join(wd, "checkpoints")) if x.isdigit()) == 6
+    capsys.readouterr()
+    done = run({"resume": True}, wd)  # a plain resume: the change recorded in config.json
+    assert done["start_step"] == 6 and done["steps"] == 9
+    assert "schedule change at step 6 (local offset)" in capsys.readouterr().out
+    with open(os.path.join(wd, "config.json")) as f:
+        saved = json.load(f)
+    hist = saved["schedule_history"]
+    assert [(h["from_step"], h["offset"]) for h in hist] == [(0, "global"), (3, "global")]
+    assert hist[0]["flags"]["lr_scheduler"] == "steplr" and hist[0]["flags"]["lr_gamma"] == 0.5
+    assert hist[1]["flags"]["lr_scheduler"] == "cosine" and hist[1]["flags"]["lr_gamma"] is None
+    assert saved["schedule_from"] == 6 and saved["schedule_offset"] == "local"
+    assert "change_schedule" not in saved
+    # the logged lrs: the join evaluated by hand
+    rows = _rows(wd)
+    want = [_steplr(t) for t in range(3)] + [_cosine(t) for t in range(3, 6)] + [
+        1e-3 * (1 - (t - 6) / 4) for t in range(6, 9)]
+    assert sorted(rows) == list(range(9))
+    for t, w in enumerate(want):
+        _close(rows[t]["lr"], w)
+    # an uninterrupted run with the same history from step 0: the same bits
+    ref_wd = os.path.join(tmp, "ref")
+    ref = run({**base, **{k: saved[k] for k in ("schedule_history", "schedule_from",
+                                                 "schedule_offset", "schedule", "lr_scheduler",
+                                                 "lr_step_size", "lr_gamma", "warmup_steps",
+                                                 "total_steps")}, "steps": 9}, ref_wd)
+    _same_tree(done["params"], ref["params"])
+    ref_rows = _rows(ref_wd)
+    assert [(ref_rows[t]["loss"], ref_rows[t]["lr"]) for t in range(9)] == [
+        (rows[t]["loss"], rows[t]["lr"]) for t in range(9)]
+
+
+def _files(d: str) -> dict[str, tuple[int, int]]:
+    """Every file under ``d``: (size, mtime_ns), to show that a parent run is untouched."""
+    out = {}
+    for root, _, names in os.walk(d):
+        for n in names:
+            st = os.stat(os.path.join(root, n))
+            out[os.path.join(root, n)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_branch_cooldown_ctrl_c_and_a_group(tmp_path, corpus, monkeypatch, capsys) -> None:
+    """A WSD parent (warmup, stable; the embeddings in a --group of their own) branched at
+    step 3: with its own schedule the branch is the parent bit for bit; a cooldown branch
+    (linear to 0 over 3 steps, local offset) logs the cooldown's lrs by hand, records its
+    origin, and a Ctrl-C + resume inside it equals an uninterrupted branch bit for bit. The
+    parent's files are never modified. The group: printed at start, its lr logged per step
+    (by hand), a resume changing it refused, naming it. (One test: the compiled steps are
+    shared.)"""
+    tmp = str(tmp_path)
+    parent = os.path.join(tmp, "parent")
+    stable = "warmup(constant(3e-3), 2)"  # 0, 1.5e-3, 3e-3, 3e-3, ...
+    p = run(tiny(tmp, corpus, schedule=stable, lr_scheduler=None, warmup_steps=None,
+                 total_steps=None, steps=6, group=["wte:linear(1e-2, 0, 6)"]),
+            parent)
+    out = capsys.readouterr().out
+    assert "group 'wte': own schedule linear(1e-2, 0, 6)" in out
+    assert "lr --group wte" in out  # the parameter summary's wte line
+    pr = _rows(parent)
+    for t in range(6):
+        _close(pr[t]["lr_wte"], 1e-2 * (1 - t / 6))
+        _close(pr[t]["lr"], 3e-3 * min(t / 2, 1))
+    before = _files(parent)
+    # the same schedule: the parent's steps 3..5 again
+    same = os.path.join(tmp, "same")
+    b = run({"branch_from": f"{parent}:3", "steps": 6}, same)
+    assert b["start_step"] == 3
+    _same_tree(b["params"], p["params"])
+    br = _rows(same)
+    assert sorted(br) == [3, 4, 5]
+    assert [(br[t]["loss"], br[t]["lr"], br[t]["lr_wte"]) for t in br] == [
+        (pr[t]["loss"], pr[t]["lr"], pr[t]["lr_wte"]) for t in br]
+    out = capsys.readouterr().out
+    assert f"branched from {os.path.join(parent, 'checkpoints', '3')}" in out
+    with pytest.raises(ResumeMismatchError, match="group: checkpoint"):
+        run({"resume": True, "steps": 6, "group": ["wte:linear(1e-2, 0, 3)"]}, same)
+    # a cooldown from step 3, killed (Ctrl-C) after step 4 and resumed
+    cool = {"branch_from": f"{parent}:3", "steps": 6, "schedule": "linear(3e-3, 0, 3)",
+            "schedule_offset": "local"}
+    ref_wd, wd = os.path.join(tmp, "cool_ref"), os.path.join(tmp, "cool")
+    ref = run(cool, ref_wd)
+    out = capsys.readouterr().out
+    assert "schedule change at step 3 (local offset): lr 0.003 -> 0.003" in out
+    orig = SingleRun.after_step
+
+    def after(self, loop):
+        orig(self, loop)
+        if loop.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(SingleRun, "after_step", after)
+    with pytest.raises(TrainingInterrupted):
+        run(cool, wd)
+    monkeypatch.setattr(SingleRun, "after_step", orig)
+    done = run({"resume": True}, wd)
+    assert done["start_step"] == 5
+    _same_tree(done["params"], ref["params"])
+    rows, ref_rows = _rows(wd), _rows(ref_wd)
+    assert sorted(rows) == [3, 4, 5]
+    assert [(rows[t]["loss"], rows[t]["lr"]) for t in rows] == [
+        (ref_rows[t]["loss"], ref_rows[t]["lr"]) for t in rows]
+    for t in rows:  # the algebra's linear from 3e-3 to 0 over 3 steps, restarted at 3
+        _close(rows[t]["lr"], 3e-3 * (1 - (t - 3) / 3))
+    assert rows[3]["loss"] == pr[3]["loss"]  # the same state and batch at the branch step
+    with open(os.path.join(wd, "config.json")) as f:
+        saved = json.load(f)
+    assert saved["branch_from"] == f"{os.path.abspath(parent)}:3"
+    assert saved["schedule_from"] == 3 and saved["schedule_offset"] == "local"
+    assert [(h["from_step"], h["flags"]["schedule"]) for h in saved["schedule_history"]] == [
+        (0, stable)]
+    assert _files(parent) == before
+
+
+def test_group_schedule_drives_its_parameters() -> None:
+    """``--group``: SGD (no momentum, no decay, no clipping) with gradient 1 moves each
+    parameter by minus its lr of each step; the wte group follows its own linear schedule (by
+    hand), every other tensor the run's constant lr. As torch's LambdaLR with one lambda per
+    group: a parameter belongs to the first pattern found in its path."""
+    import models
+    from train.config import TrainConfig
+    from train.optim import make_optimizer, param_table
+    from train.schedule.build import build_schedule
+
+    params = jax.device_get(models.init_params(
+        models.get_config("gpt2", "tiny", n_layer=1, block_size=16), jax.random.key(0)))
+    cfg = TrainConfig.from_dict(dict(
+        model_size="tiny", optimizer="sgd", lr=0.1, lr_scheduler="constant", lr_factor=1.0,
+        warmup_steps=0, weight_decay=0.0, clip_norm=0.0, steps=4,
+        group=["wte:linear(0.5, 0, 4)"])).validate()
+    tx = make_optimizer(cfg, build_schedule(cfg), params)
+    step = jax.jit(lambda p, s: tx.update(jax.tree.map(jnp.ones_like, p), s, p))
+    state, p = tx.init(params), params
+    want_wte = np.asarray(params["wte"]["embedding"], np.float32)
+    want_wpe = np.asarray(params["wpe"]["embedding"], np.float32)
+    for t in range(4):
+        upd, state = step(p, state)
+        p = jax.device_get(optax.apply_updates(p, upd))
+        want_wte = want_wte - np.float32(0.5 * (1 - t / 4))
+        want_wpe = want_wpe - np.float32(0.1)
+    # float32 rounding of each lr and of each subtraction: a few ulps of the values
+    np.testing.assert_allclose(p["wte"]["embedding"], want_wte, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(p["wpe"]["embedding"], want_wpe, rtol=0, atol=1e-6)
+    t = param_table(params, {}, ("wte",))
+    assert "group 'wte': its own schedule (--group)" in t
+    # a pattern matching no parameter is refused, naming it
+    bad = dataclasses.replace(cfg, group=("nope:constant(1.0)",))
+    with pytest.raises(ValueError, match=r"--group pattern\(s\) \['nope'\] match no parameter"):
+        make_optimizer(bad, build_schedule(bad), params)
+
+
+def test_history_join_by_hand_and_flag_rules() -> None:
+    """The history's join on the host: a constant run changed at step 4 to Megatron's linear
+    decay over 4 iterations (its sample counter: step x global batch), local (restarted at
+    the change) or global (already decayed); the history's and the groups' rules."""
+    from train.config import TrainConfig
+    from train.schedule.build import build_schedule
+
+    old = dict(lr=1.0, lr_scheduler="constant", lr_factor=1.0, warmup_steps=0, steps=10)
+    base = dict(steps=10, lr=2.0, lr_decay_style="linear", min_lr=0.0, lr_decay_iters=4,
+                schedule_from=4, schedule_history=[dict(from_step=0, offset="global",
+                                                        flags=old)])
+    for off, tail in (("local", [2.0 * (1 - k / 4) for k in range(4)] + [0.0] * 4),
+                      ("global", [0.0] * 8)):
+        cfg = TrainConfig.from_dict({**base, "schedule_offset": off}).normalized().validate()
+        s = build_schedule(cfg, 16)
+        got = [float(s(t)) for t in range(12)]
+        np.testing.assert_allclose(got, [1.0] * 4 + tail, rtol=1e-12, atol=1e-12)
+    bad = [({"schedule_from": 4}, "schedule_history"),  # a change without its history
+           ({**base, "schedule_history": [dict(from_step=4, offset="global", flags=old)]},
+            "schedule_history"),  # an entry not before --schedule-from
+           ({"schedule_offset": "middle"}, "schedule_offset"),
+           ({"change_schedule": True}, "change_schedule"),  # without --resume
+           ({"group": ["wte"]}, "group"), ({"group": ["wte:constant(1.0)"],
+                                            "lr_mults": {"wte": 0.1}}, "group"),
+           ({"group": ["wte:constant(1.0)"], "sweep": ["lr=1e-3,3e-3"]}, "group"),
+           ({**base, "sweep": ["lr=1e-3,3e-3"]}, "schedule_history")]
+    for kw, name in bad:
+        with pytest.raises(ValueError, match=f"--{name.replace('_', '-')}="):
+            TrainConfig.from_dict(kw).normalized().validate()
