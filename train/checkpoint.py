@@ -293,13 +293,17 @@ def _reason(e: BaseException) -> str:
 class Checkpointer:
     """Thin wrapper over ``ocp.CheckpointManager`` (one per run, on every process)."""
 
-    def __init__(self, directory: str, keep: int, async_save: bool = True) -> None:
+    def __init__(self, directory: str, keep: int, async_save: bool = True,
+                 read_only: bool = False) -> None:
+        """``read_only``: a reader of another run's checkpoints (export, sampling,
+        ``--init-from``): nothing is created, cleaned up or deleted in ``directory``."""
         _install_filter()
         _install_unraisable_filter()
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,
+            max_to_keep=None if read_only else keep, create=not read_only,
+            enable_async_checkpointing=async_save and not read_only,
+            cleanup_tmp_directories=not read_only, read_only=read_only,
         )
         self._in_flight: int | None = None  # the step of the last save handed to orbax
         self._failed: CheckpointError | None = None

@@ -257,6 +257,14 @@ class TrainConfig:
                                 "docs/sweeps.md)", factory=tuple)
     sweep_seeds: int = _f(0, "run", "sweep K seeds (seed .. seed+K-1: init and data order) as "
                           "one more axis (0 = off)")
+    # weights in and out, document masks (#26, #25; branch s8-weights)
+    init_from: str | None = _f(None, "model", "start from a transformers checkpoint folder or a "
+                               "run directory[:STEP]: its architecture and weights, the "
+                               "optimizer and schedule fresh at step 0 (docs/training.md)")
+    export_hf_every: int = _f(0, "checkpoints", "export a transformers folder into "
+                              "WORKDIR/hf/step_N every N steps (0 = off)")
+    document_mask: bool = _f(False, "data", "attention within documents only: segment ids "
+                             "from the data's BOS/EOS (LLaMA-3 positions restart per document)")
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -497,6 +505,14 @@ class TrainConfig:
         _choice("recompute", self.recompute, ("none", "full", "selective"))
         _choice("recompute_method", self.recompute_method, ("uniform", "block"))
         _pos_int("recompute_num_layers", self.recompute_num_layers)
+        # #26, #25 (s8-weights)
+        if self.init_from is not None and (self.sweep or self.sweep_seeds):
+            raise _bad("init_from", self.init_from, "a population (--sweep, --sweep-seeds) "
+                       "starts from its own initialisations")
+        if self.document_mask and (self.pipeline_parallel or 1) * (
+                self.virtual_pipeline_parallel or 1) > 1:
+            raise _bad("document_mask", True, "the pipeline does not pass segment ids "
+                       "between stages; use tensor/data parallelism or ZeRO")
         # the model config itself (validated by models)
         try:
             models.get_config(self.model, self.base_size(), **self.model_overrides())

@@ -53,6 +53,8 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     "dampening", "loss_scale_init", "loss_scale_growth_interval",
     # randomness
     "seed",
+    # attention within documents (#25)
+    "document_mask",
     # a population (train/run/sweep.py): which members train
     "sweep", "sweep_seeds",
 )
@@ -108,6 +110,9 @@ FREE_KEYS: dict[str, str] = {
     "recompute_num_layers": "what is stored for the backward pass, not what is computed",
     "plan": "--plan only prints a plan and exits",
     "plan_peak_tflops": "--plan only",
+    "init_from": "applied only at a fresh start (step 0); a resume restores the run's own "
+                 "checkpoint",
+    "export_hf_every": "output only (transformers folders of the weights)",
 }
 
 #: saved fields that never carry over into a resumed run's settings.
@@ -214,10 +219,15 @@ def _norm(v: Any) -> Any:
 
 def differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """``key: checkpoint X, now Y`` for every trajectory key (fields and derived entries)
-    that differs between a saved effective config and this run's."""
+    that differs between a saved effective config and this run's. A field a checkpoint
+    predates (added since it was written) counts as its default there."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
     out: list[str] = []
     for k in (*TRAJECTORY_KEYS, *DERIVED_KEYS):
-        a, b = _norm(saved.get(k)), _norm(now.get(k))
+        a, b = _norm(saved.get(k, defaults.get(k))), _norm(now.get(k))
         if k == "schedule_config" and any(d.startswith("schedule_spec:") for d in out):
             continue  # the spec already shows the change
         if a != b:

@@ -39,6 +39,7 @@ from ..schedule.build import check_lr_curve
 from ..tokenizer import get_tokenizer
 from .checks import check_data, global_batch, run_schedule
 from .grid import member_configs
+from .weights import InitFrom, resolve_init
 
 __all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "global_batch",
            "init_distributed", "prepare_run", "run_schedule", "write_json"]
@@ -135,6 +136,8 @@ class RunSetup:
     tokens_per_step: int
     eff: dict[str, Any]
     data_desc: str = ""
+    #: ``--init-from``: where the weights of a fresh start come from (None: random init)
+    init: InitFrom | None = None
 
     @property
     def primary(self) -> bool:
@@ -219,9 +222,15 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
             if removed:
                 console.print(f"--overwrite: deleted {', '.join(removed)}")
         resume_step = choose_step(cfg.resume, ckpt_dir)
+    cfg, init, model_cfg = resolve_init(cfg, ckpt_dir, resume_step)  # --init-from (#26)
     tok = get_tokenizer(cfg.tokenizer)
-    model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
-                                  **cfg.model_overrides())
+    if model_cfg is None:
+        model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
+                                      **cfg.model_overrides())
+    elif tok.vocab_size > model_cfg.vocab_size:
+        raise ValueError(f"--tokenizer={cfg.tokenizer} is invalid: its {tok.vocab_size} tokens "
+                         f"do not fit the vocabulary of --init-from={cfg.init_from} "
+                         f"({model_cfg.vocab_size})")
     layout = None
     if cfg.mesh_engine and kind == "train":  # the mesh engine: replicas per process
         layout = make_layout(cfg, model_cfg, n_global, pcount, n_local)
@@ -230,9 +239,11 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
     eff = effective_config(cfg, schedule, model_cfg, {
         "workdir": workdir, "process_count": pcount, "global_devices": n_global,
         "tokens_per_step": tokens_per_step, **(eff_extra or {})})
+    if init is not None and init.kind != "resumed":
+        eff["init_origin"] = init.origin()
     setup = RunSetup(cfg, kind, schedule, pidx, pcount, devices, n_local, n_global, layout,
                      workdir, workdir_arg, ckpt_dir, metrics_dir, config_path, console,
-                     resume_step, tok, model_cfg, tokens_per_step, eff)
+                     resume_step, tok, model_cfg, tokens_per_step, eff, init=init)
     if resume_step is not None and kind != "plan":  # the guard, before data or compiling
         where = os.path.join(ckpt_dir, str(resume_step))
         check_compatible(read_saved_config(ckpt_dir, resume_step), eff, where)

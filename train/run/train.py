@@ -36,6 +36,7 @@ from .loop import (
     mean_eval,
 )
 from .setup import RunSetup, prepare_run, write_json
+from .weights import load_init_params
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "SingleRun", "TrainingInterrupted",
            "train_and_evaluate"]
@@ -150,6 +151,7 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     setup = prepare_run(cfg, workdir, "train")
     if setup.finished:
         return _finished(setup)
+    cfg = setup.cfg  # --init-from may have set --model, --tokenizer
     train_data, val_data, (batcher,), (val_batcher,) = setup.load_data()
     c, eff = setup.console, setup.eff
     if setup.primary:  # the fields only: `--config` reads it back
@@ -167,7 +169,13 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
             f"({pcount * n_local} x {cfg.grad_accum} x {cfg.batch_size} x {cfg.seq_len})")
 
     model_cfg, schedule = setup.model_cfg, setup.schedule
-    params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
+    if setup.init is not None and setup.resume_step is None:  # --init-from: its weights,
+        # on the host until the engine places each device's shards
+        params = load_init_params(setup.init, model_cfg, setup.tok.vocab_size)
+        c.print(f"init: weights from {setup.init.describe()}; optimizer and schedule fresh "
+                "at step 0")
+    else:
+        params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
     eng = (pmap_engine(model_cfg, cfg, schedule, params, setup.devices) if setup.layout is None
            else mesh_engine(model_cfg, cfg, schedule, params, setup.layout, setup.devices,
                             c.print))
