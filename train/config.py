@@ -506,6 +506,11 @@ class TrainConfig:
         _choice("recompute_method", self.recompute_method, ("uniform", "block"))
         _pos_int("recompute_num_layers", self.recompute_num_layers)
         # #26, #25 (s8-weights)
+        _int("export_hf_every", self.export_hf_every, lo=0)
+        if self.init_from is not None and (not isinstance(self.init_from, str)
+                                           or not self.init_from):
+            raise _bad("init_from", self.init_from, "must be a folder path (a transformers "
+                       "checkpoint or a run directory[:STEP])")
         if self.init_from is not None and (self.sweep or self.sweep_seeds):
             raise _bad("init_from", self.init_from, "a population (--sweep, --sweep-seeds) "
                        "starts from its own initialisations")

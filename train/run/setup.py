@@ -222,7 +222,7 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
             if removed:
                 console.print(f"--overwrite: deleted {', '.join(removed)}")
         resume_step = choose_step(cfg.resume, ckpt_dir)
-    cfg, init, model_cfg = resolve_init(cfg, ckpt_dir, resume_step)  # --init-from (#26)
+    cfg, init, model_cfg = resolve_init(cfg, ckpt_dir, resume_step, workdir)  # --init-from
     tok = get_tokenizer(cfg.tokenizer)
     if model_cfg is None:
         model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,

