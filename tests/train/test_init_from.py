@@ -83,10 +83,14 @@ def hf_loss(folder: Path, batch: np.ndarray) -> float:
 
 
 def batches(cfg: dict, tokenizer: str) -> Batcher:
-    """The batches the run draws (the same Batcher over the same data): ``.batch(t)``."""
+    """The batches the run draws (the same Batcher over the same data, one row block per
+    data-parallel replica): ``.batch(t)``."""
+    replicas = jax.device_count() // ((cfg.get("tensor_parallel") or 1)
+                                      * (cfg.get("pipeline_parallel") or 1))
     data, _, _ = load_data(cfg["data"], None, get_tokenizer(tokenizer), cfg["data_cache"], 0.05)
-    return Batcher(data, seq_len=cfg["seq_len"], batch_size=cfg["batch_size"], grad_accum=1,
-                   local_devices=jax.device_count(), seed=0)
+    return Batcher(data, seq_len=cfg["seq_len"], batch_size=cfg["batch_size"],
+                   grad_accum=cfg.get("grad_accum", 1),
+                   local_devices=replicas, seed=0)
 
 
 def cfg_for(tmp: Path, corpus: str, **kw: Any) -> dict:
