@@ -41,8 +41,9 @@ from .checks import check_data, global_batch, run_schedule
 from .grid import member_configs
 from .weights import InitFrom, resolve_init
 
-__all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "global_batch",
-           "init_distributed", "prepare_run", "run_schedule", "write_json"]
+__all__ = ["RunSetup", "check_config", "document_delimiters", "effective_config",
+           "finished_message", "global_batch", "init_distributed", "prepare_run",
+           "run_schedule", "write_json"]
 
 #: what :func:`prepare_run` sets up: a single run, a population, the LR range test (no
 #: workdir, no resume) or ``--plan`` (stops after the model configuration)
@@ -138,6 +139,8 @@ class RunSetup:
     data_desc: str = ""
     #: ``--init-from``: where the weights of a fresh start come from (None: random init)
     init: InitFrom | None = None
+    #: ``--document-mask``: the (BOS, EOS) ids delimiting documents (None: no mask)
+    documents: tuple[int | None, int | None] | None = None
 
     @property
     def primary(self) -> bool:
@@ -179,6 +182,19 @@ class RunSetup:
         if self.cfg.resume == "auto" and not isinstance(self.cfg.resume, bool):
             self.console.print(f"--resume=auto: no checkpoint in {self.ckpt_dir}; starting from "
                                "step 0")
+
+
+def document_delimiters(tok: Any) -> tuple[int | None, int | None]:
+    """``--document-mask``: the (BOS, EOS) ids the tokenizer places around each document (what
+    a prepared folder's manifest records: its tokenizer is the run's); ``ValueError`` when it
+    places neither (documents cannot be told apart)."""
+    bos = tok.bos_id if tok.add_bos else None
+    eos = tok.eos_id if tok.add_eos else None
+    if bos is None and eos is None:
+        raise ValueError(f"--document-mask is invalid with --tokenizer={tok.name}: it places no "
+                         "BOS/EOS token around documents (use gpt2 or a tokenizer file with "
+                         "one)")
+    return bos, eos
 
 
 def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
@@ -231,6 +247,7 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
         raise ValueError(f"--tokenizer={cfg.tokenizer} is invalid: its {tok.vocab_size} tokens "
                          f"do not fit the vocabulary of --init-from={cfg.init_from} "
                          f"({model_cfg.vocab_size})")
+    documents = document_delimiters(tok) if cfg.document_mask else None
     layout = None
     if cfg.mesh_engine and kind == "train":  # the mesh engine: replicas per process
         layout = make_layout(cfg, model_cfg, n_global, pcount, n_local)
@@ -243,7 +260,8 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
         eff["init_origin"] = init.origin()
     setup = RunSetup(cfg, kind, schedule, pidx, pcount, devices, n_local, n_global, layout,
                      workdir, workdir_arg, ckpt_dir, metrics_dir, config_path, console,
-                     resume_step, tok, model_cfg, tokens_per_step, eff, init=init)
+                     resume_step, tok, model_cfg, tokens_per_step, eff, init=init,
+                     documents=documents)
     if resume_step is not None and kind != "plan":  # the guard, before data or compiling
         where = os.path.join(ckpt_dir, str(resume_step))
         check_compatible(read_saved_config(ckpt_dir, resume_step), eff, where)

@@ -176,9 +176,11 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
                 "at step 0")
     else:
         params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
-    eng = (pmap_engine(model_cfg, cfg, schedule, params, setup.devices) if setup.layout is None
-           else mesh_engine(model_cfg, cfg, schedule, params, setup.layout, setup.devices,
-                            c.print))
+    docs = setup.documents  # --document-mask
+    eng = (pmap_engine(model_cfg, cfg, schedule, params, setup.devices, docs)
+           if setup.layout is None else
+           mesh_engine(model_cfg, cfg, schedule, params, setup.layout, setup.devices, c.print,
+                       docs))
     host_state = init_state(params, eng.tx, loss_scale_rule(cfg))
     if cfg.verbose:
         c.print("parameters:\n" + param_table(params, cfg.lr_mults))
