@@ -66,7 +66,7 @@ TOL = 2e-5
 
 @pytest.mark.parametrize("model", ["gpt2", "llama3"])
 def test_loss_equals_each_document_alone(model: str) -> None:
-    cfg = models.get_config(model, "tiny", n_layer=2, n_embd=64, block_size=32)
+    cfg = models.get_config(model, "tiny", n_layer=2, n_embd=32, block_size=32, vocab_size=64)
     params = jax.device_get(models.init_params(cfg, jax.random.key(0)))
     rng = np.random.default_rng(1)
     tokens = rng.integers(8, cfg.vocab_size, (3, 33)).astype(np.int32)
@@ -83,18 +83,36 @@ def test_loss_equals_each_document_alone(model: str) -> None:
     assert abs(plain - want) > 10 * TOL  # the mask changes the loss (not vacuous)
 
 
+def bpe_json(path: Path, text: str) -> str:
+    """A small byte-level BPE (300 tokens) with GPT-2's ``<|endoftext|>``: placed after each
+    document (train.tokenizer's convention for a tokenizer.json without a template)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(path))
+    return str(path)
+
+
 def test_run_on_a_jsonl_corpus(tmp_path: Path, corpus: str) -> None:
-    """A pmap run with --document-mask on a JSONL corpus (GPT-2's tokenizer: <|endoftext|>
-    after each document): its first loss is the per-document loss of its initial params on
-    batch 0; the config records the mask."""
+    """A pmap run with --document-mask on a JSONL corpus (a tokenizer.json placing
+    <|endoftext|> after each document): its first loss is the per-document loss of its
+    initial params on batch 0; the config records the mask."""
     text = Path(corpus).read_text()
-    docs = [text[i: i + 150] for i in range(0, 60_000, 150)]  # ~40 tokens each
+    docs = [text[i: i + 60] for i in range(0, 30_000, 60)]  # ~20-30 tokens each
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    cfg = tiny(str(tmp_path), str(data), tokenizer="gpt2", model_size="micro", steps=1,
+    tok_file = bpe_json(tmp_path / "tokenizer.json", text[:40_000])
+    cfg = tiny(str(tmp_path), str(data), tokenizer=tok_file, model_size="micro", steps=1,
                document_mask=True)
     out = run(cfg, str(tmp_path / "run"))
-    tok = get_tokenizer("gpt2")
+    tok = get_tokenizer(tok_file)
+    assert tok.add_eos and not tok.add_bos
     train_data, _, _ = load_data(str(data), None, tok, cfg["data_cache"], 0.05)
     batch = Batcher(train_data, seq_len=cfg["seq_len"], batch_size=cfg["batch_size"],
                     grad_accum=1, local_devices=jax.device_count(), seed=0).batch(0)
