@@ -54,6 +54,7 @@ LAYERS: dict[str, list[list[str]]] = {
         ["run.ranking", "run.memplan", "run.lr_finder"],
         ["run.loop"],
         ["run.setup"],
+        ["run.weights"],
         ["run.grid"],
         ["run.checks", "run"],
         ["engine.population", "engine.mesh", "engine.pmap", "engine"],

@@ -295,8 +295,9 @@ class Checkpointer:
 
     def __init__(self, directory: str, keep: int, async_save: bool = True,
                  read_only: bool = False) -> None:
-        """``read_only``: another run's checkpoints (``--branch-from``): nothing is created,
-        cleaned up or deleted there."""
+        """``read_only``: a reader of another run's checkpoints (export, sampling,
+        ``--init-from``, ``--branch-from``): nothing is created, cleaned up or deleted in
+        ``directory``."""
         _install_filter()
         _install_unraisable_filter()
         self.directory = os.path.abspath(directory)

@@ -277,6 +277,14 @@ class TrainConfig:
                                 "whose path contains PATTERN get their own lr schedule SPEC "
                                 "(the algebra's text, absolute values, e.g. "
                                 "'wte:cosine(1e-3, 0, 1000)')", factory=tuple)
+    # weights in and out, document masks (#26, #25; branch s8-weights)
+    init_from: str | None = _f(None, "model", "start from a transformers checkpoint folder or a "
+                               "run directory[:STEP]: its architecture and weights, the "
+                               "optimizer and schedule fresh at step 0 (docs/training.md)")
+    export_hf_every: int = _f(0, "checkpoints", "export a transformers folder into "
+                              "WORKDIR/hf/step_N every N steps (0 = off)")
+    document_mask: bool = _f(False, "data", "attention within documents only: segment ids "
+                             "from the data's BOS/EOS (LLaMA-3 positions restart per document)")
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -521,6 +529,26 @@ class TrainConfig:
         _choice("recompute", self.recompute, ("none", "full", "selective"))
         _choice("recompute_method", self.recompute_method, ("uniform", "block"))
         _pos_int("recompute_num_layers", self.recompute_num_layers)
+        # #26, #25 (s8-weights)
+        _int("export_hf_every", self.export_hf_every, lo=0)
+        if self.init_from is not None and (not isinstance(self.init_from, str)
+                                           or not self.init_from):
+            raise _bad("init_from", self.init_from, "must be a folder path (a transformers "
+                       "checkpoint or a run directory[:STEP])")
+        if self.init_from is not None and self.branch_from is not None:
+            raise _bad("init_from", self.init_from, "and --branch-from both say where the "
+                       "weights come from: give one (--branch-from also keeps the optimizer "
+                       "state and the step)")
+        if self.init_from is not None and (self.sweep or self.sweep_seeds):
+            raise _bad("init_from", self.init_from, "a population (--sweep, --sweep-seeds) "
+                       "starts from its own initialisations")
+        if self.document_mask and (self.sweep or self.sweep_seeds):
+            raise _bad("document_mask", True, "a population (--sweep, --sweep-seeds) trains "
+                       "without document masks")
+        if self.document_mask and (self.pipeline_parallel or 1) * (
+                self.virtual_pipeline_parallel or 1) > 1:
+            raise _bad("document_mask", True, "the pipeline does not pass segment ids "
+                       "between stages; use tensor/data parallelism or ZeRO")
         # the model config itself (validated by models)
         try:
             models.get_config(self.model, self.base_size(), **self.model_overrides())

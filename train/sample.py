@@ -22,7 +22,7 @@ import numpy as np
 
 import models
 
-from .export import load_run
+from .run.weights import load_run
 from .tokenizer import get_tokenizer
 
 __all__ = ["load_model", "main", "sample"]

@@ -63,7 +63,7 @@ from ..parallel.shardings import (
 from ..parallel.stack import stack_tree, unstack_tree
 from ..schedule.build import applied_group_schedules, applied_schedule
 from .base import compile_key
-from .step import LossScale, checked, loss_scale_rule, model_loss, update
+from .step import Documents, LossScale, checked, loss_scale_rule, model_loss, update
 
 __all__ = ["MeshEngine", "build", "describe_mesh", "make_mesh", "mesh_engine"]
 
@@ -310,7 +310,8 @@ def _bind(groups: list[list[jax.Array]], virtual: int, per: int) -> list[jax.Arr
 def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, seed: int,
           layout: Layout, params: Any, devices: Sequence[Any] | None = None,
           loss_scale: LossScale | None = None,
-          group_schedules: Mapping[str, Callable] | None = None) -> MeshEngine:
+          group_schedules: Mapping[str, Callable] | None = None,
+          documents: Documents | None = None) -> MeshEngine:
     """The mesh, the state's shardings and the jitted steps (compiled at their first call).
 
     The step is :func:`train.engine.step.update` (the pmap engine's body) with the
@@ -333,7 +334,9 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     batch_sh = NamedSharding(mesh, P(None, DATA, None))
     stage_sh = _stage_sharding(mesh, specs["params"], layout)
 
-    loss_fn = model_loss(module, vocab_parallel=True)
+    if documents is not None and pipelined:  # TrainConfig.validate refuses it first
+        raise ValueError("--document-mask is invalid with --pipeline-parallel")
+    loss_fn = model_loss(module, vocab_parallel=True, documents=documents)
 
     def reduce(grads_loss: Any) -> Any:
         grads, loss = grads_loss
@@ -408,18 +411,21 @@ _ENGINE_CACHE: dict[Any, MeshEngine] = {}
 
 def mesh_engine(model_cfg: Any, cfg: Any, schedule: Any, params: Any, layout: Layout,
                 devices: Sequence[Any] | None = None,
-                log: Callable[[str], None] | None = None) -> MeshEngine:
+                log: Callable[[str], None] | None = None, documents: Documents | None = None
+                ) -> MeshEngine:
     """The mesh engine of a run (optimizer and compiled steps), cached per process under
-    :func:`train.engine.base.compile_key`. Prints the mesh."""
+    :func:`train.engine.base.compile_key`. Prints the mesh. ``documents``: the document mask
+    (``--document-mask``; not with a pipeline)."""
     horizon = max(cfg.steps, cfg.schedule_steps)
     key = compile_key(model_cfg, cfg, schedule, layout, horizon,
-                      None if devices is None else tuple(d.id for d in devices))
+                      None if devices is None else tuple(d.id for d in devices), documents)
     if key not in _ENGINE_CACHE:
         schedule = applied_schedule(schedule, horizon)  # the same bits on every engine
         tx = make_optimizer(cfg, schedule, params)
         _ENGINE_CACHE[key] = build(model_cfg, tx, schedule, cfg.seed, layout, params,
                                    devices, loss_scale=loss_scale_rule(cfg),
-                                   group_schedules=applied_group_schedules(cfg))
+                                   group_schedules=applied_group_schedules(cfg),
+                                   documents=documents)
     eng = _ENGINE_CACHE[key]
     eng.log = log
     if log is not None:

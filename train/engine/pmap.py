@@ -21,7 +21,16 @@ import models
 from ..optim import make_optimizer
 from ..schedule.build import applied_group_schedules, applied_schedule
 from .base import compile_key
-from .step import AXIS, LossScale, checked, dropout_keys, loss_scale_rule, model_loss, update
+from .step import (
+    AXIS,
+    Documents,
+    LossScale,
+    checked,
+    dropout_keys,
+    loss_scale_rule,
+    model_loss,
+    update,
+)
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -34,11 +43,13 @@ def make_train_step(model_cfg: Any, tx: optax.GradientTransformation, seed: int,
                     devices: list | None = None, *, schedule: Callable[[Any], Any] | None = None,
                     loss_scale: LossScale | None = None,
                     group_schedules: Mapping[str, Callable[[Any], Any]] | None = None,
+                    documents: Documents | None = None,
                     ) -> Callable[[Any, Any], tuple[Any, dict]]:
     """A pmapped ``(state, batch) -> (state, metrics)`` over :func:`update`; ``state`` is
     donated. ``schedule`` (the one given to the optimizer) enables the ``lr`` metric;
     ``loss_scale`` is the float16 scaler's rule (its state is in ``state["loss_scale"]``);
-    ``group_schedules`` the ``--group`` s' (their ``lr_<pattern>`` metrics)."""
+    ``group_schedules`` the ``--group`` s' (their ``lr_<pattern>`` metrics);
+    ``documents``: the document mask (``--document-mask``)."""
     module = models.build(model_cfg)
     use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
 
@@ -46,14 +57,15 @@ def make_train_step(model_cfg: Any, tx: optax.GradientTransformation, seed: int,
         keys = dropout_keys(seed, state["step"], batch.shape[0]) if use_dropout else None
         return update(state, batch, keys, module=module, tx=tx, schedule=schedule,
                       reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=loss_scale,
-                      group_schedules=group_schedules)
+                      group_schedules=group_schedules, documents=documents)
 
     return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices)
 
 
-def make_eval_step(model_cfg: Any, devices: list | None = None) -> Callable[[Any, Any], jax.Array]:
+def make_eval_step(model_cfg: Any, devices: list | None = None,
+                   documents: Documents | None = None) -> Callable[[Any, Any], jax.Array]:
     """A pmapped ``(params, batch) -> mean loss`` over the global batch (all micro-batches)."""
-    loss = model_loss(models.build(model_cfg))
+    loss = model_loss(models.build(model_cfg), documents=documents)
 
     def step(params: Any, batch: jax.Array) -> jax.Array:
         flat = batch.reshape((-1, batch.shape[-1]))
@@ -123,12 +135,12 @@ _CACHE: dict[Any, PmapEngine] = {}
 
 
 def pmap_engine(model_cfg: Any, cfg: TrainConfig, schedule: Any, params: Any,
-                devices: list | None) -> PmapEngine:
+                devices: list | None, documents: Documents | None = None) -> PmapEngine:
     """The pmap engine of a run (optimizer and compiled steps), cached per process under
-    :func:`train.engine.base.compile_key`."""
+    :func:`train.engine.base.compile_key`; ``documents``: ``--document-mask``'s delimiters."""
     horizon = max(cfg.steps, cfg.schedule_steps)
     key = compile_key(model_cfg, cfg, schedule, horizon,
-                      None if devices is None else tuple(d.id for d in devices))
+                      None if devices is None else tuple(d.id for d in devices), documents)
     if key not in _CACHE:
         schedule = applied_schedule(schedule, horizon)  # the same bits on every engine
         tx = make_optimizer(cfg, schedule, params)
@@ -137,8 +149,9 @@ def pmap_engine(model_cfg: Any, cfg: TrainConfig, schedule: Any, params: Any,
         train, evaluate = checked(
             make_train_step(model_cfg, tx, cfg.seed, devices, schedule=schedule,
                             loss_scale=loss_scale_rule(cfg),
-                            group_schedules=applied_group_schedules(cfg)),
-            make_eval_step(model_cfg, devices),
+                            group_schedules=applied_group_schedules(cfg),
+                            documents=documents),
+            make_eval_step(model_cfg, devices, documents),
             replicas=n, max_len=model_cfg.block_size, step_shape=(n,))
         _CACHE[key] = PmapEngine(tx, train, evaluate, devices)
     return _CACHE[key]

@@ -45,8 +45,9 @@ import models
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["AXIS", "LossScale", "checked", "dropout_keys", "init_state", "loss_scale_rule",
-           "model_loss", "schedule_count", "tree_all_finite", "update"]
+__all__ = ["AXIS", "Documents", "LossScale", "checked", "document_segments", "dropout_keys",
+           "init_state", "loss_scale_rule", "model_loss", "schedule_count", "tree_all_finite",
+           "update"]
 
 AXIS = "batch"
 
@@ -76,22 +77,43 @@ def loss_scale_rule(cfg: TrainConfig) -> LossScale | None:
                      growth_interval=int(cfg.loss_scale_growth_interval))
 
 
-def model_loss(module: Any, dropout_rate: Any = None, vocab_parallel: bool = False) -> LossFn:
+#: ``--document-mask``: the (BOS id, EOS id) that delimit documents in a packed row (None:
+#: that token is not placed); hashable, part of an engine's compile key
+Documents = tuple[int | None, int | None]
+
+
+def document_segments(x: jax.Array, documents: Documents) -> jax.Array:
+    """Segment ids int32 [B, T] of packed inputs ``x`` [B, T]: a document starts at a BOS and
+    right after an EOS (``train.data.segment_ids``, traceable)."""
+    bos, eos = documents
+    start = jnp.zeros(x.shape, bool)
+    if bos is not None:
+        start = start | (x == bos)
+    if eos is not None:
+        start = start.at[:, 1:].set(start[:, 1:] | (x[:, :-1] == eos))
+    start = start.at[:, 0].set(False)
+    return jnp.cumsum(start, axis=1, dtype=jnp.int32)
+
+
+def model_loss(module: Any, dropout_rate: Any = None, vocab_parallel: bool = False,
+               documents: Documents | None = None) -> LossFn:
     """The next-token loss of a Flax LM ``module`` on ``tokens`` [B, T + 1] (dropout when a
     key is given; ``dropout_rate``, possibly traced, overrides the model config's rate).
     ``vocab_parallel``: pick the target logit by a masked sum over the vocabulary
     (:func:`models.vocab_parallel_xent`, the same value) so logits sharded on the vocabulary
-    are never gathered (the mesh engine)."""
+    are never gathered (the mesh engine). ``documents``: attention within documents only
+    (:func:`document_segments`; the models restart positions per document)."""
     kw = {} if dropout_rate is None else {"dropout_rate": dropout_rate}
     xent = models.vocab_parallel_xent if vocab_parallel else models.loss_fn
 
     def loss(params: Any, tokens: jax.Array, rng: jax.Array | None) -> jax.Array:
         x, y = tokens[:, :-1], tokens[:, 1:]
+        seg = {} if documents is None else {"segment_ids": document_segments(x, documents)}
         if rng is None:
-            logits = module.apply({"params": params}, x, deterministic=True)
+            logits = module.apply({"params": params}, x, deterministic=True, **seg)
         else:
             logits = module.apply({"params": params}, x, deterministic=False,
-                                  rngs={"dropout": rng}, **kw)
+                                  rngs={"dropout": rng}, **kw, **seg)
         return xent(logits, y)
 
     return loss
@@ -180,7 +202,7 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
            schedule: Callable[[Any], Any] | None = None, module: Any = None,
            loss_fn: LossFn | None = None, loss_scale: LossScale | None = None,
            group_schedules: Mapping[str, Callable[[Any], Any]] | None = None,
-           ) -> tuple[dict, dict]:
+           documents: Documents | None = None) -> tuple[dict, dict]:
     """One optimizer update: ``(state, batch, keys) -> (new_state, metrics)`` (traceable).
 
     ``batch``: int tokens ``[grad_accum, B, T + 1]``; ``keys``: ``[grad_accum]`` dropout keys or
@@ -190,10 +212,11 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
     ``lr_<pattern>``, each read at the same count); the loss is ``loss_fn`` or, given
     ``module``, :func:`model_loss`.
     Loss scaling is on when ``state`` has a ``"loss_scale"`` entry (``loss_scale`` gives its
-    growth/backoff rule; default :class:`LossScale`). See the module docstring for metrics."""
+    growth/backoff rule; default :class:`LossScale`); ``documents``: :func:`model_loss`'s
+    document mask (with ``module``). See the module docstring for metrics."""
     if (module is None) == (loss_fn is None):
         raise ValueError("update: pass exactly one of module= or loss_fn=")
-    lf = loss_fn if loss_fn is not None else model_loss(module)
+    lf = loss_fn if loss_fn is not None else model_loss(module, documents=documents)
     params = state["params"]
     accum = batch.shape[0]
     scaled = "loss_scale" in state

@@ -45,9 +45,11 @@ from ..schedule.build import check_lr_curve, group_schedules, history_join, hist
 from ..tokenizer import get_tokenizer
 from .checks import check_data, counts_samples, global_batch, run_schedule
 from .grid import member_configs
+from .weights import InitFrom, resolve_init
 
-__all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "global_batch",
-           "init_distributed", "prepare_run", "run_schedule", "write_json"]
+__all__ = ["RunSetup", "check_config", "document_delimiters", "effective_config",
+           "finished_message", "global_batch", "init_distributed", "prepare_run",
+           "run_schedule", "write_json"]
 
 #: what :func:`prepare_run` sets up: a single run, a population, the LR range test (no
 #: workdir, no resume) or ``--plan`` (stops after the model configuration)
@@ -161,6 +163,10 @@ class RunSetup:
     data_desc: str = ""
     #: ``--branch-from`` (first start): the parent's checkpoint directory and step to restore
     branch: tuple[str, int] | None = None
+    #: ``--init-from``: where the weights of a fresh start come from (None: random init)
+    init: InitFrom | None = None
+    #: ``--document-mask``: the (BOS, EOS) ids delimiting documents (None: no mask)
+    documents: tuple[int | None, int | None] | None = None
 
     @property
     def primary(self) -> bool:
@@ -204,6 +210,19 @@ class RunSetup:
                                "step 0")
 
 
+def document_delimiters(tok: Any) -> tuple[int | None, int | None]:
+    """``--document-mask``: the (BOS, EOS) ids the tokenizer places around each document (what
+    a prepared folder's manifest records: its tokenizer is the run's); ``ValueError`` when it
+    places neither (documents cannot be told apart)."""
+    bos = tok.bos_id if tok.add_bos else None
+    eos = tok.eos_id if tok.add_eos else None
+    if bos is None and eos is None:
+        raise ValueError(f"--document-mask is invalid with --tokenizer={tok.name}: it places no "
+                         "BOS/EOS token around documents (use gpt2 or a tokenizer file with "
+                         "one)")
+    return bos, eos
+
+
 def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
                 validate: Callable[[TrainConfig], tuple[S.Schedule, Mapping[str, Any]]]
                 | None = None, outputs: Sequence[str] = ("config.json",)) -> RunSetup:
@@ -245,9 +264,16 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
             if removed:
                 console.print(f"--overwrite: deleted {', '.join(removed)}")
         resume_step = choose_step(cfg.resume, ckpt_dir)
+    cfg, init, model_cfg = resolve_init(cfg, ckpt_dir, resume_step, workdir)  # --init-from
     tok = get_tokenizer(cfg.tokenizer)
-    model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
-                                  **cfg.model_overrides())
+    if model_cfg is None:
+        model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
+                                      **cfg.model_overrides())
+    elif tok.vocab_size > model_cfg.vocab_size:
+        raise ValueError(f"--tokenizer={cfg.tokenizer} is invalid: its {tok.vocab_size} tokens "
+                         f"do not fit the vocabulary of --init-from={cfg.init_from} "
+                         f"({model_cfg.vocab_size})")
+    documents = document_delimiters(tok) if cfg.document_mask else None
     layout = None
     if cfg.mesh_engine and kind == "train":  # the mesh engine: replicas per process
         layout = make_layout(cfg, model_cfg, n_global, pcount, n_local)
@@ -256,9 +282,12 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
     eff = effective_config(cfg, schedule, model_cfg, {
         "workdir": workdir, "process_count": pcount, "global_devices": n_global,
         "tokens_per_step": tokens_per_step, **(eff_extra or {})})
+    if init is not None and init.kind != "resumed":
+        eff["init_origin"] = init.origin()
     setup = RunSetup(cfg, kind, schedule, pidx, pcount, devices, n_local, n_global, layout,
                      workdir, workdir_arg, ckpt_dir, metrics_dir, config_path, console,
-                     resume_step, tok, model_cfg, tokens_per_step, eff)
+                     resume_step, tok, model_cfg, tokens_per_step, eff, init=init,
+                     documents=documents)
     if resume_step is None and cfg.branch_from is not None and kind == "train":
         _, parent_ck, bstep = branch_source(cfg.branch_from)
         where = os.path.join(parent_ck, str(bstep))

@@ -37,6 +37,7 @@ from .loop import (
     mean_eval,
 )
 from .setup import RunSetup, prepare_run, write_json
+from .weights import export_hf, load_init_params
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "SingleRun", "TrainingInterrupted",
            "train_and_evaluate"]
@@ -159,6 +160,7 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     setup = prepare_run(cfg, workdir, "train")
     if setup.finished:
         return _finished(setup)
+    cfg = setup.cfg  # --init-from may have set --model, --tokenizer
     train_data, val_data, (batcher,), (val_batcher,) = setup.load_data()
     c, eff = setup.console, setup.eff
     if setup.primary:  # the fields only: `--config` reads it back
@@ -176,10 +178,18 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
             f"({pcount * n_local} x {cfg.grad_accum} x {cfg.batch_size} x {cfg.seq_len})")
 
     model_cfg, schedule = setup.model_cfg, setup.schedule
-    params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
-    eng = (pmap_engine(model_cfg, cfg, schedule, params, setup.devices) if setup.layout is None
-           else mesh_engine(model_cfg, cfg, schedule, params, setup.layout, setup.devices,
-                            c.print))
+    if setup.init is not None and setup.resume_step is None:  # --init-from: its weights,
+        # on the host until the engine places each device's shards
+        params = load_init_params(setup.init, model_cfg, setup.tok.vocab_size)
+        c.print(f"init: weights from {setup.init.describe()}; optimizer and schedule fresh "
+                "at step 0")
+    else:
+        params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
+    docs = setup.documents  # --document-mask
+    eng = (pmap_engine(model_cfg, cfg, schedule, params, setup.devices, docs)
+           if setup.layout is None else
+           mesh_engine(model_cfg, cfg, schedule, params, setup.layout, setup.devices, c.print,
+                       docs))
     host_state = init_state(params, eng.tx, loss_scale_rule(cfg))
     if cfg.verbose:
         c.print("parameters:\n" + param_table(params, cfg.lr_mults, _patterns(cfg)))
@@ -291,6 +301,27 @@ class SingleRun(Hook):
         loop.reset_window()
 
 
+class ExportHF(Hook):
+    """``--export-hf-every=N``: the params after every N-th update as a transformers folder
+    ``WORKDIR/hf/step_N`` with the run's tokenizer files (atomic: a temporary sibling renamed
+    when complete; an export of the same step again replaces it). Every process gathers the
+    params (a collective on a multi-process mesh); the first writes."""
+
+    def __init__(self, setup: RunSetup, eng: Any, every: int) -> None:
+        self.setup, self.eng, self.every = setup, eng, every
+        self.root = os.path.join(setup.workdir or os.getcwd(), "hf")
+
+    def after_step(self, loop: Loop) -> None:
+        if loop.step % self.every:
+            return
+        params = self.eng.get_state(loop.state["params"])
+        if self.setup.primary:
+            out = export_hf(self.setup.model_cfg, params, self.setup.cfg.tokenizer,
+                            os.path.join(self.root, f"step_{loop.step}"), overwrite=True)
+            loop.console.print(f"exported step {loop.step} to {out}")
+        loop.reset_window()
+
+
 def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher: Any,
          ckpt: Checkpointer) -> dict[str, Any]:
     cfg, tok, model_cfg = setup.cfg, setup.tok, setup.model_cfg
@@ -306,9 +337,12 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
                   for name, part in getattr(val_batcher.data, "parts", {}).items()}
     run = SingleRun(setup, eng, [val_batcher.eval_batch(i) for i in range(cfg.eval_batches)],
                     ck, per_source)
+    hooks: list[Hook] = [run, ck]
+    if cfg.export_hf_every:
+        hooks.append(ExportHF(setup, eng, cfg.export_hf_every))
     loop = Loop(eng, eng.put_state(host_state), start=start, cfg=cfg, batch=batcher.batch,
                 tokens_per_step=setup.tokens_per_step, console=setup.console, writer=writer,
-                hooks=[run, ck], workdir_arg=setup.workdir_arg).run()
+                hooks=hooks, workdir_arg=setup.workdir_arg).run()
     step, stop_reason = loop.step, loop.stop_reason or "completed"
     tps = loop.tokens_per_s()
     mfu = run.fpt * tps / run.peak if run.peak and math.isfinite(run.peak) else float("nan")

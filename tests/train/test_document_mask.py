@@ -1,0 +1,136 @@
+"""``--document-mask``: the trainer's loss on a packed row equals the loss of each document run
+alone (segments from the tokenizer's BOS/EOS, as the data's manifest records them), for both
+models and the mesh engine's vocabulary-parallel loss; a real pmap run on a JSONL corpus; the
+settings it refuses, in one line.
+
+The models' own masking (segment ids -> the logits of each document alone) is tested in
+tests/models/test_models_segments.py; here, what the trainer feeds them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from train_testutil import tiny
+
+import models
+from train import train_and_evaluate as run
+from train.data import Batcher, load_data, segment_ids
+from train.engine.step import document_segments, model_loss
+from train.resume import read_saved_config
+from train.run.weights import model_config_from_run
+from train.tokenizer import get_tokenizer
+
+EOS, BOS = 7, 3
+
+
+def per_document_loss(cfg: models.Config, params: dict, tokens: np.ndarray, bos: int | None,
+                      eos: int | None) -> float:
+    """Mean next-token loss over ``tokens [B, T + 1]`` with each document of each row's inputs
+    run alone (right-padded to T in one batch: causal attention never reads the padding)."""
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    seg, _ = segment_ids(x, bos, eos)  # NumPy, the data module's reference
+    T = x.shape[1]
+    docs, where = [], []
+    for b in range(x.shape[0]):
+        for s in np.unique(seg[b]):
+            idx = np.flatnonzero(seg[b] == s)
+            docs.append(np.pad(x[b, idx], (0, T - len(idx))))
+            where.append((b, idx))
+    logits = np.asarray(jax.jit(models.build(cfg).apply)({"params": params}, np.stack(docs)),
+                        np.float64)
+    total, n = 0.0, 0
+    for row, (b, idx) in zip(logits, where, strict=True):
+        lg = row[: len(idx)]
+        lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
+        total += float((lse - lg[np.arange(len(idx)), y[b, idx]]).sum())
+        n += len(idx)
+    return total / n
+
+
+def test_segments_match_the_data_module() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 12, (4, 40)).astype(np.int32)
+    for bos, eos in ((None, EOS), (BOS, None), (BOS, EOS)):
+        want, _ = segment_ids(x, bos, eos)
+        np.testing.assert_array_equal(np.asarray(document_segments(x, (bos, eos))), want)
+
+
+# float32 logits of two paths that group the same sums differently (masked attention over T
+# keys vs T' < T keys): ~1e-6 relative; a mean cross-entropy of ~ln(V) ~ 6: a few 1e-6
+TOL = 2e-5
+
+
+@pytest.mark.parametrize("model", ["gpt2", "llama3"])
+def test_loss_equals_each_document_alone(model: str) -> None:
+    cfg = models.get_config(model, "tiny", n_layer=2, n_embd=32, block_size=32, vocab_size=64)
+    params = jax.device_get(models.init_params(cfg, jax.random.key(0)))
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(8, cfg.vocab_size, (3, 33)).astype(np.int32)
+    tokens[0, [5, 17]] = EOS  # three documents
+    tokens[1, [0, 20]] = BOS  # a BOS opens the row, another a second document
+    tokens[2, 31] = EOS  # the last input ends a document: its target starts the next
+    module = models.build(cfg)
+    want = per_document_loss(cfg, params, tokens, BOS, EOS)
+    for vp in (False, True):  # the pmap engine's loss and the mesh engine's
+        got = float(jax.jit(model_loss(module, vocab_parallel=vp, documents=(BOS, EOS)))(
+            params, tokens, None))
+        assert abs(got - want) < TOL, (vp, got, want)
+    plain = float(jax.jit(model_loss(module))(params, tokens, None))
+    assert abs(plain - want) > 10 * TOL  # the mask changes the loss (not vacuous)
+
+
+def bpe_json(path: Path, text: str) -> str:
+    """A small byte-level BPE (300 tokens) with GPT-2's ``<|endoftext|>``: placed after each
+    document (train.tokenizer's convention for a tokenizer.json without a template)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(path))
+    return str(path)
+
+
+def test_run_on_a_jsonl_corpus(tmp_path: Path, corpus: str) -> None:
+    """A pmap run with --document-mask on a JSONL corpus (a tokenizer.json placing
+    <|endoftext|> after each document): its first loss is the per-document loss of its
+    initial params on batch 0; the config records the mask."""
+    text = Path(corpus).read_text()
+    docs = [text[i: i + 60] for i in range(0, 30_000, 60)]  # ~20-30 tokens each
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    tok_file = bpe_json(tmp_path / "tokenizer.json", text[:40_000])
+    cfg = tiny(str(tmp_path), str(data), tokenizer=tok_file, model_size="micro", steps=1,
+               document_mask=True)
+    out = run(cfg, str(tmp_path / "run"))
+    tok = get_tokenizer(tok_file)
+    assert tok.add_eos and not tok.add_bos
+    train_data, _, _ = load_data(str(data), None, tok, cfg["data_cache"], 0.05)
+    batch = Batcher(train_data, seq_len=cfg["seq_len"], batch_size=cfg["batch_size"],
+                    grad_accum=1, local_devices=jax.device_count(), seed=0).batch(0)
+    rows = batch.reshape(-1, batch.shape[-1])
+    assert (rows[:, :-1] == tok.eos_id).any(axis=1).mean() > 0.5  # most rows pack documents
+    mc = model_config_from_run(read_saved_config(str(tmp_path / "run" / "checkpoints"), 1))
+    params = jax.device_get(models.init_params(mc, jax.random.key(0)))
+    want = per_document_loss(mc, params, rows, None, tok.eos_id)
+    assert abs(out["first_loss"] - want) < TOL, (out["first_loss"], want)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["document_mask"] is True
+
+
+def test_refused_in_one_line(tmp_path: Path, corpus: str) -> None:
+    cases = [({"tokenizer": "byte"}, "--document-mask is invalid with --tokenizer=byte"),
+             ({"pipeline_parallel": 2, "grad_accum": 2}, "--document-mask=True is invalid"),
+             ({"sweep_seeds": 2}, "--document-mask=True is invalid")]
+    for kw, msg in cases:
+        with pytest.raises(ValueError) as e:
+            run(tiny(str(tmp_path), corpus, document_mask=True, **kw), str(tmp_path / "x"))
+        assert msg in str(e.value) and "\n" not in str(e.value), str(e.value)
