@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ import jax
 import models
 import schedules as S
 
+from ..checkpoint import committed_steps
 from ..config import TrainConfig
 from ..config_files import check_dirs
 from ..data import Batcher, load_data
@@ -34,7 +36,14 @@ from ..devices import simulate_devices
 from ..engine.pmap import select_devices
 from ..metrics import Console
 from ..parallel.layout import Layout, check_flags, make_layout
-from ..resume import check_compatible, choose_step, clear_outputs, read_saved_config
+from ..resume import (
+    check_compatible,
+    check_same_run,
+    choose_step,
+    clear_outputs,
+    read_saved_config,
+    skipped_line,
+)
 from ..schedule.build import check_lr_curve
 from ..tokenizer import get_tokenizer
 from .checks import check_data, global_batch, run_schedule
@@ -96,6 +105,17 @@ def finished_message(step: int, where: str) -> str:
 
 
 
+def _read_recorded(path: str) -> dict[str, Any] | None:
+    """The settings a run recorded in its workdir's ``config.json`` (None: none, or unreadable:
+    nothing to compare a checkpoint with)."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write ``obj`` as JSON atomically (a temporary name, then a rename)."""
     tmp = f"{path}.tmp{os.getpid()}"
@@ -135,6 +155,8 @@ class RunSetup:
     tokens_per_step: int
     eff: dict[str, Any]
     data_desc: str = ""
+    #: ``time.monotonic()`` when the setup began: ``--exit-after-minutes`` counts from it
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def primary(self) -> bool:
@@ -180,7 +202,8 @@ class RunSetup:
 
 def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
                 validate: Callable[[TrainConfig], tuple[S.Schedule, Mapping[str, Any]]]
-                | None = None, outputs: Sequence[str] = ("config.json",)) -> RunSetup:
+                | None = None, outputs: Sequence[str] = ("config.json",),
+                allow_changed: Sequence[str] = ()) -> RunSetup:
     """The one setup of every run (see the module docstring), in this order: simulate devices,
     validate (``validate(cfg) -> (schedule, extra effective-config keys)``, by default
     :func:`check_config`; a sweep starts the distributed runtime first), create the
@@ -188,10 +211,15 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
     the checkpoints, the metrics and ``outputs`` under ``workdir``), the resume step, the
     tokenizer and model configuration, the layout (mesh engine), the effective config and the
     resume guard (a checkpoint past ``--steps`` is refused; one at it prints
-    :func:`finished_message`: the caller returns its saved summary).
+    :func:`finished_message`: the caller returns its saved summary). Only a committed
+    checkpoint is resumed (newer uncommitted step directories are skipped, in one line), and
+    only one whose trajectory settings equal those recorded in the workdir's ``config.json``
+    (:func:`train.resume.check_same_run`; ``allow_changed``: keys a run re-configured or
+    branched on purpose, not compared).
 
     ``kind="lr_finder"`` has no workdir: no directories, no resume; ``kind="plan"`` stops after
     the model configuration (no layout, no guard)."""
+    started = time.monotonic()
     workdir_arg = workdir
     simulate_devices(cfg.simulate_devices)  # before JAX starts its backend
     if kind == "sweep":  # before the members' schedules are built
@@ -219,6 +247,10 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
             if removed:
                 console.print(f"--overwrite: deleted {', '.join(removed)}")
         resume_step = choose_step(cfg.resume, ckpt_dir)
+        if kind in ("train", "sweep") and pidx == 0:  # the run's Checkpointer moves them
+            line = skipped_line(ckpt_dir, resume_step)
+            if line:
+                console.print(line)
     tok = get_tokenizer(cfg.tokenizer)
     model_cfg = models.get_config(cfg.model, cfg.base_size(), vocab_size=tok.vocab_size,
                                   **cfg.model_overrides())
@@ -232,10 +264,14 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
         "tokens_per_step": tokens_per_step, **(eff_extra or {})})
     setup = RunSetup(cfg, kind, schedule, pidx, pcount, devices, n_local, n_global, layout,
                      workdir, workdir_arg, ckpt_dir, metrics_dir, config_path, console,
-                     resume_step, tok, model_cfg, tokens_per_step, eff)
+                     resume_step, tok, model_cfg, tokens_per_step, eff, started=started)
     if resume_step is not None and kind != "plan":  # the guard, before data or compiling
-        where = os.path.join(ckpt_dir, str(resume_step))
-        check_compatible(read_saved_config(ckpt_dir, resume_step), eff, where)
+        where = committed_steps(ckpt_dir)[0][resume_step]
+        saved = read_saved_config(ckpt_dir, resume_step)
+        recorded = _read_recorded(config_path)
+        if recorded is not None:
+            check_same_run(saved, recorded, where, config_path, allow_changed)
+        check_compatible(saved, eff, where)
         if resume_step > cfg.steps:
             raise ValueError(f"--steps={cfg.steps} is invalid: the checkpoint to resume from "
                              f"({where}) is at step {resume_step}, past it")
