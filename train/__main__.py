@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_dirs(cfg, workdir)
     except ValueError as e:
         parser.error(str(e))
-    signals = StopSignals(cfg.save_on_signal)
+    signals = StopSignals(cfg.save_on_signal, keep_after_signal=True)
     try:
         with signals:  # from here a signal stops the run (see train/run/stop.py)
             train_and_evaluate(cfg, workdir)

@@ -114,8 +114,9 @@ FREE_KEYS: dict[str, str] = {
     "plan_peak_tflops": "--plan only",
 }
 
-#: saved fields that never carry over into a resumed run's settings.
-_NOT_CARRIED = ("resume", "overwrite")
+#: saved fields that never carry over into a resumed run's settings (``exit_after_minutes``:
+#: a limit of one job's allocation, not of the run; the printed resume command repeats it).
+_NOT_CARRIED = ("resume", "overwrite", "exit_after_minutes")
 
 
 class ResumeMismatchError(CheckpointError):

@@ -41,7 +41,7 @@ import numpy as np
 from ..checkpoint import Checkpointer, CheckpointError, leaf_checksums
 from ..config import TrainConfig
 from ..metrics import Console, MetricsWriter
-from .stop import TrainingInterrupted, agree, signal_name, stop_signals
+from .stop import TrainingInterrupted, agree, exit_status, signal_name, stop_signals
 
 __all__ = ["Checkpointing", "Hook", "Loop", "NonFiniteLossError", "TrainingInterrupted",
            "is_finite", "mean_eval", "resume_command", "stall_text"]
@@ -62,10 +62,13 @@ def is_finite(tree: Any) -> bool:
 
 
 def resume_command(cfg: TrainConfig, workdir_arg: str) -> str:
-    """The command line that continues the run in ``workdir_arg`` with its saved settings."""
+    """The command line that continues the run in ``workdir_arg`` with its saved settings
+    (and this run's ``--exit-after-minutes``, which is not saved: a limit of one job)."""
     cmd = ["python", "-m", "train", "--resume", "--workdir", workdir_arg]
     if cfg.checkpoint_dir:
         cmd += ["--checkpoint-dir", cfg.checkpoint_dir]
+    if cfg.exit_after_minutes is not None:
+        cmd.append(f"--exit-after-minutes={cfg.exit_after_minutes:g}")
     return " ".join(shlex.quote(c) for c in cmd)
 
 
@@ -279,6 +282,8 @@ class Loop:
         self.flush()  # raises NonFiniteLossError (nothing saved) if a loss is not finite
         name = signal_name(signum)
         ck = next((h for h in self.hooks if isinstance(h, Checkpointing)), None)
+        self.console.print(f"{name} after step {self.step}: saving a checkpoint, then exiting "
+                           f"(status {exit_status(signum)})")
         if ck is not None and ck.ckpt.saving():
             self.console.print(f"{name}: waiting for the checkpoint save in flight to complete")
         saved = None

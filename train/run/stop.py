@@ -74,9 +74,13 @@ class StopSignals:
     """The run's signal handlers (see the module docstring); ``received`` is the first
     signal's number (None: none yet). Installed only in the main thread (a no-op elsewhere)."""
 
-    def __init__(self, names: str = "SIGTERM,SIGUSR1") -> None:
+    def __init__(self, names: str = "SIGTERM,SIGUSR1", keep_after_signal: bool = False) -> None:
         self.signals = [signal.SIGINT] + [getattr(signal, n) for n in names.split(",") if n]
         self.received: int | None = None
+        #: once a signal arrived, leave the handlers installed after the ``with`` block: a
+        #: process about to exit (``python -m train``) reports a second signal instead of
+        #: dying of it with status -15 after its checkpoint is complete
+        self.keep_after_signal = keep_after_signal
         self.deferred = False
         self._old: dict[int, Any] = {}
 
@@ -110,6 +114,10 @@ class StopSignals:
 
     def __exit__(self, *exc: Any) -> None:
         _ACTIVE.remove(self)
+        if self.keep_after_signal and self.received is not None:
+            self.deferred = True  # a later signal is reported, not raised
+            self._old.clear()
+            return
         for s, old in self._old.items():
             signal.signal(s, old if old is not None else signal.SIG_DFL)
         self._old.clear()
