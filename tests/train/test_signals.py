@@ -1,7 +1,8 @@
 """Long runs on shared clusters (issue #28): a ``--save-on-signal`` signal finishes the step,
-saves and exits 143; only committed checkpoints are resumed; ``--exit-after-minutes`` saves
-and stops; ``--save-every-minutes`` keeps one temporary checkpoint beside the step-based ones;
-the chain of interrupted runs equals an uninterrupted one bit for bit.
+saves and exits 143; only committed checkpoints of the workdir's own run are resumed;
+``--exit-after-minutes`` saves and stops; ``--save-every-minutes`` keeps one temporary
+checkpoint beside the step-based ones; the chain of interrupted runs equals an uninterrupted
+one bit for bit.
 
 One subprocess (the real exit status and signal delivery), the rest in-process with the shared
 tiny config (``train_testutil.TINY``: its compiled step is shared with the other trainer tests).
@@ -24,6 +25,7 @@ from train_testutil import tiny
 
 from train import train_and_evaluate as run
 from train.checkpoint import COMMIT_MARKER, TEMPORARY, committed_steps
+from train.resume import ForeignCheckpointError, choose_step
 from train.run.stop import StopSignals, TrainingInterrupted, exit_status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -120,6 +122,19 @@ def test_sigterm_saves_exits_143_and_the_interrupted_chain_is_bit_identical(
     shutil.copytree(os.path.join(ckpts, str(k)), fake)
     os.remove(os.path.join(fake, COMMIT_MARKER))
     os.makedirs(os.path.join(ckpts, f"{k + 1}.orbax-checkpoint-tmp-1", "state"))
+    with pytest.raises(ValueError, match=rf"--resume={k + 2}: the checkpoint at step {k + 2} "
+                       rf"is not committed \(no commit marker"):
+        choose_step(k + 2, ckpts)
+    # the workdir's run recorded other settings than the checkpoint's: a copied-in checkpoint
+    config_json = os.path.join(wd, "config.json")
+    with open(config_json) as f:
+        recorded = f.read()
+    with open(config_json, "w") as f:
+        json.dump({**json.loads(recorded), "seed": 7}, f)
+    with pytest.raises(ForeignCheckpointError, match=r"seed: checkpoint 0, config.json 7"):
+        run({**cfg, "resume": True}, wd)
+    with open(config_json, "w") as f:
+        f.write(recorded)
     capsys.readouterr()
     s = run({**cfg, "resume": True, "exit_after_minutes": 1e-6}, wd)
     printed = capsys.readouterr().out
