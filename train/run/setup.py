@@ -78,6 +78,10 @@ def init_distributed(cfg: TrainConfig) -> None:
     if getattr(_dist.global_state, "client", None) is not None:
         return  # already initialized in this process
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # JAX's preemption service installs its own SIGTERM handler in C++, which silently takes
+    # the signal from the run's --save-on-signal handler (train/run/stop.py agrees on the
+    # step to stop at itself)
+    jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(coordinator_address=cfg.coordinator_address,
                                num_processes=cfg.num_processes, process_id=cfg.process_id)
 
