@@ -53,6 +53,7 @@ LAYERS: dict[str, list[list[str]]] = {
         ["run.sweep"],
         ["run.ranking", "run.memplan", "run.lr_finder"],
         ["run.loop"],
+        ["run.stop"],
         ["run.setup"],
         ["run.weights"],
         ["run.grid"],

@@ -20,8 +20,9 @@ from .config import GROUPS, TrainConfig, field_kinds, flag
 from .config_files import check_dirs, load_config_file
 from .devices import simulate_devices
 from .resume import with_saved_config
-from .run.loop import NonFiniteLossError, TrainingInterrupted
+from .run.loop import NonFiniteLossError
 from .run.setup import check_config
+from .run.stop import StopSignals, TrainingInterrupted, signal_name
 from .run.train import train_and_evaluate
 from .schedule.build import lr_table, schedule_warnings
 
@@ -204,10 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_dirs(cfg, workdir)
     except ValueError as e:
         parser.error(str(e))
+    signals = StopSignals(cfg.save_on_signal, keep_after_signal=True)
     try:
-        train_and_evaluate(cfg, workdir)
-    except TrainingInterrupted:  # the loop said where it saved and how to resume
-        return 130
+        with signals:  # from here a signal stops the run (see train/run/stop.py)
+            train_and_evaluate(cfg, workdir)
+    except TrainingInterrupted as e:  # the loop said where it saved and how to resume
+        if not e.printed:
+            print(f"{prog}: {e}", file=sys.stderr)
+        return e.status
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -219,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
         raise
+    if signals.received is not None:
+        print(f"{prog}: {signal_name(signals.received)} arrived after the last step: the run "
+              "completed", file=sys.stderr)
     return 0
 
 

@@ -18,6 +18,17 @@ schedule has no state of its own: its step is the optimizer's ``count`` inside `
   arrays are (on the devices for ``jax.Array`` s: one integer per leaf reaches the host).
 * orbax writes each checkpoint into a temporary directory and renames it when complete, so a
   save killed half-way never looks like a checkpoint (its leftovers are ignored and cleaned up).
+* Only a *committed* checkpoint is trusted (:func:`committed_steps`): a step directory with
+  orbax's commit marker (``commit_success.txt``, written last, before the rename) and every
+  item. orbax itself lists any step-named directory (a copy without the marker, a directory
+  holding state metadata without its data), and would count it among the ``keep`` newest, so
+  a run that writes checkpoints first moves such a directory aside (``<step>.uncommitted``,
+  nothing deleted; ``set_aside=True``).
+* Two kinds of checkpoints (``--save-every-minutes``): the step-based ones in ``<dir>/<step>``
+  (the last ``keep``) and time-based temporary ones in ``<dir>/temporary/<step>`` (a second
+  orbax manager keeping one: orbax deletes the previous one only after the next one is
+  committed). A resume takes the newest committed checkpoint of either kind (a step-based one
+  on a tie).
 * Restoring checks the saved model configuration against the run's before touching any array,
   then the step recorded in the state against the directory's, then every leaf against its
   checksum. Any failure raises :class:`CheckpointError` with one line naming the checkpoint
@@ -46,12 +57,65 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointError", "Checkpointer", "host_scalar", "leaf_checksums", "sum32"]
+__all__ = ["COMMIT_MARKER", "TEMPORARY", "CheckpointError", "Checkpointer", "committed_steps",
+           "host_scalar", "leaf_checksums", "not_committed", "sum32"]
 
 #: config keys that define the parameter shapes: a resumed run must match them.
 SHAPE_KEYS = ("model", "model_size", "n_layer", "n_head", "n_embd", "n_kv_head", "seq_len",
               "tokenizer")
 ITEMS = ("state", "config", "checksums")
+#: orbax's commit marker: written into a checkpoint's directory last, before the rename
+COMMIT_MARKER = "commit_success.txt"
+#: the subdirectory of the time-based (temporary) checkpoints
+TEMPORARY = "temporary"
+_ASIDE = ".uncommitted"
+
+
+def not_committed(path: str) -> str | None:
+    """Why the step directory ``path`` is not a committed checkpoint (None: it is)."""
+    if not os.path.isfile(os.path.join(path, COMMIT_MARKER)):
+        return f"no commit marker ({COMMIT_MARKER})"
+    missing = [i for i in ITEMS if not os.path.isdir(os.path.join(path, i))]
+    if missing:
+        return f"no {', '.join(missing)} item"
+    return None
+
+
+def _step_dirs(directory: str) -> list[tuple[int, str]]:
+    if not os.path.isdir(directory):
+        return []
+    return sorted((int(d), os.path.join(directory, d)) for d in os.listdir(directory)
+                  if d.isdigit() and os.path.isdir(os.path.join(directory, d)))
+
+
+def committed_steps(directory: str) -> tuple[dict[int, str], list[tuple[str, str]]]:
+    """``({step: path}, [(path, reason), ...])``: the committed checkpoints in ``directory``,
+    step-based and temporary (a step-based one wins a tie), and the step directories that are
+    not committed, with the reason."""
+    good: dict[int, str] = {}
+    bad: list[tuple[str, str]] = []
+    for where in (os.path.join(directory, TEMPORARY), directory):  # step-based ones last: win
+        for step, path in _step_dirs(where):
+            why = not_committed(path)
+            if why is None:
+                good[step] = path
+            else:
+                bad.append((path, why))
+    return dict(sorted(good.items())), bad
+
+
+def _set_aside(directory: str) -> list[str]:
+    """Rename every uncommitted step directory to ``<step>.uncommitted[-N]`` (process 0;
+    nothing deleted); returns the new paths."""
+    moved = []
+    for path, _ in committed_steps(directory)[1]:
+        dest, n = path + _ASIDE, 1
+        while os.path.lexists(dest):
+            n += 1
+            dest = f"{path}{_ASIDE}-{n}"
+        os.rename(path, dest)
+        moved.append(dest)
+    return moved
 
 
 class CheckpointError(RuntimeError):
@@ -291,48 +355,101 @@ def _reason(e: BaseException) -> str:
 
 
 class Checkpointer:
-    """Thin wrapper over ``ocp.CheckpointManager`` (one per run, on every process)."""
+    """Thin wrapper over ``ocp.CheckpointManager`` (one per run, on every process): the
+    step-based checkpoints (the last ``keep``) and, from the first temporary save on, a second
+    manager for the temporary ones (the last one). ``set_aside``: first move uncommitted step
+    directories out of orbax's sight (a run that writes; see the module docstring)."""
 
     def __init__(self, directory: str, keep: int, async_save: bool = True,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, set_aside: bool = False) -> None:
         """``read_only``: a reader of another run's checkpoints (export, sampling,
         ``--init-from``, ``--branch-from``): nothing is created, cleaned up or deleted in
         ``directory``."""
         _install_filter()
         _install_unraisable_filter()
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else keep, create=not read_only,
-            enable_async_checkpointing=async_save and not read_only,
-            cleanup_tmp_directories=not read_only, read_only=read_only,
-        )
+        self.async_save = async_save
+        self.read_only = read_only
+        self.set_aside: list[str] = []
+        if set_aside and not read_only:
+            if jax.process_index() == 0:
+                self.set_aside = _set_aside(self.directory)
+            if jax.process_count() > 1:  # every process lists the directory after the move
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices("schedax: uncommitted checkpoints set aside")
         self._in_flight: int | None = None  # the step of the last save handed to orbax
+        self._in_flight_where: str | None = None
         self._failed: CheckpointError | None = None
+        self.manager = self._manager(self.directory, keep)
+        self._temp: Any = None  # the temporary checkpoints' manager, made when first needed
+
+    def _manager(self, directory: str, keep: int) -> Any:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if self.read_only else keep, create=not self.read_only,
+            enable_async_checkpointing=self.async_save and not self.read_only,
+            cleanup_tmp_directories=not self.read_only, read_only=self.read_only,
+        )
         try:
-            self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                                 item_names=ITEMS)
+            return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
         except Exception as e:
-            raise CheckpointError(f"cannot use checkpoint directory {self.directory}: "
+            raise CheckpointError(f"cannot use checkpoint directory {directory}: "
                                   f"{_reason(e)}") from e
 
+    @property
+    def temp_directory(self) -> str:
+        return os.path.join(self.directory, TEMPORARY)
+
+    def _temp_manager(self) -> Any:
+        if self._temp is None:
+            self._temp = self._manager(self.temp_directory, 1)
+        return self._temp
+
+    def _managers(self) -> list[Any]:
+        return [m for m in (self.manager, self._temp) if m is not None]
+
+    def committed(self) -> dict[int, str]:
+        """``{step: path}`` of the committed checkpoints of both kinds."""
+        return committed_steps(self.directory)[0]
+
     def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+        steps = self.committed()
+        return max(steps) if steps else None
 
     def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        """The committed checkpoints' steps, step-based and temporary."""
+        return list(self.committed())
+
+    def permanent_steps(self) -> list[int]:
+        """The committed step-based checkpoints' steps."""
+        return [s for s, p in self.committed().items()
+                if os.path.dirname(p) == self.directory]
+
+    def is_temporary(self, step: int) -> bool:
+        p = self.committed().get(step)
+        return p is not None and os.path.dirname(p) == self.temp_directory
 
     def path(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+        return self.committed().get(step) or os.path.join(self.directory, str(step))
+
+    def _for(self, step: int) -> Any:
+        """The manager holding committed checkpoint ``step`` (the step-based one by default)."""
+        return self._temp_manager() if self.is_temporary(step) else self.manager
+
+    def saving(self) -> bool:
+        """A save handed to orbax is still being written."""
+        return any(m.is_saving_in_progress() for m in self._managers())
 
     def _write_error(self, e: BaseException) -> CheckpointError:
-        step = self._in_flight
-        where = self.path(step) if step is not None else self.directory
+        where = self._in_flight_where or self.directory
         err = CheckpointError(f"cannot write checkpoint {where}: {_reason(e)}")
         self._failed = err
         return err
 
-    def save(self, step: int, state: dict, config: dict[str, Any]) -> None:
-        """Start saving ``state`` and ``config`` at ``step`` (asynchronous).
+    def save(self, step: int, state: dict, config: dict[str, Any],
+             temporary: bool = False) -> None:
+        """Start saving ``state`` and ``config`` at ``step`` (asynchronous); ``temporary``: a
+        time-based checkpoint, which replaces the previous temporary one once committed.
 
         ``state``'s leaves are host NumPy arrays (the pmap engine) or global ``jax.Array`` s
         (the mesh engine: sharded, possibly across processes); orbax writes each array's shards
@@ -343,15 +460,16 @@ class Checkpointer:
         is not ``step``, or if this or an earlier (asynchronous) write failed."""
         if self._failed is not None:
             raise self._failed
-        where = self.path(step)
+        where = os.path.join(self.temp_directory if temporary else self.directory, str(step))
         saved_step = host_scalar(state["step"])
         if saved_step != step:
             raise CheckpointError(f"refusing to save {where}: the state is at step {saved_step}")
         sums = {"step": int(step), "leaves": leaf_checksums(state, check_finite=True,
                                                             where=where)}
-        self._check_space(step, state)
+        self._check_space(where, state)
+        manager = self._temp_manager() if temporary else self.manager
         try:
-            self.manager.save(
+            manager.save(
                 step,
                 args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                         config=ocp.args.JsonSave(config),
@@ -360,13 +478,14 @@ class Checkpointer:
             )
         except Exception as e:  # an earlier asynchronous save may surface here
             raise self._write_error(e) from e
-        self._in_flight = step
+        self._in_flight, self._in_flight_where = step, where
 
-    def _check_space(self, step: int, state: dict) -> None:
+    def _check_space(self, where: str, state: dict) -> None:
         """Refuse a save that cannot fit: the uncompressed size of ``state`` (plus one more
         for a save still in flight, plus 1 MiB) against the free space of the directory.
         A write that fails half-way makes tensorstore print tracebacks from its threads that
-        no Python hook can catch; checking first keeps the common disk-full case to one line."""
+        no Python hook can catch; checking first keeps the common disk-full case to one line.
+        Nothing is written, so the checkpointer stays usable (not a sticky failure)."""
         need = sum(_local_bytes(x) for x in jax.tree.leaves(state))
         need = need * (2 if self._in_flight is not None else 1) + (1 << 20)
         try:
@@ -376,14 +495,14 @@ class Checkpointer:
         if free < need:
             code = errno_mod.ENOSPC
             err = CheckpointError(
-                f"cannot write checkpoint {self.path(step)}: {os.strerror(code)} (errno {code}, "
+                f"cannot write checkpoint {where}: {os.strerror(code)} (errno {code}, "
                 f"ENOSPC): it needs up to {need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free")
-            self._failed = err
-            raise err
+            raise err  # nothing was written: a later save may be tried (a temporary one is)
 
     def read_config(self, step: int) -> dict[str, Any]:
         try:
-            out = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+            out = self._for(step).restore(
+                step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
             cfg = out["config"]
         except Exception as e:
             raise CheckpointError(
@@ -399,7 +518,7 @@ class Checkpointer:
             raise CheckpointError(f"checkpoint {where} has no checksums item: it is incomplete or "
                                   "was written by an older version; it cannot be verified")
         try:
-            out = self.manager.restore(
+            out = self._for(step).restore(
                 step, args=ocp.args.Composite(checksums=ocp.args.JsonRestore()))
             sums = out["checksums"]
             leaves, saved_step = sums["leaves"], int(sums["step"])
@@ -435,7 +554,7 @@ class Checkpointer:
         sums = self._read_checksums(step)
         abstract = jax.tree.map(_abstract, target)
         try:
-            out = self.manager.restore(
+            out = self._for(step).restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
             state = out["state"]
         except Exception as e:
@@ -476,9 +595,10 @@ class Checkpointer:
         sums = self._read_checksums(step)
         abstract = jax.tree.map(_abstract, target)
         try:
-            out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            part_args = ocp.args.PyTreeRestore(
                 item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-                partial_restore=True)))
+                partial_restore=True)
+            out = self._for(step).restore(step, args=ocp.args.Composite(state=part_args))
             part = out["state"]
         except Exception as e:
             raise CheckpointError(f"cannot read {where}: the checkpoint is corrupted or holds "
@@ -496,7 +616,8 @@ class Checkpointer:
         if self._failed is not None:
             raise self._failed
         try:
-            self.manager.wait_until_finished()
+            for m in self._managers():
+                m.wait_until_finished()
         except Exception as e:
             raise self._write_error(e) from e
 
@@ -505,13 +626,14 @@ class Checkpointer:
         :class:`CheckpointError` (once: not again after ``save``/``wait`` reported it)."""
         reported = self._failed is not None
         err: CheckpointError | None = None
-        try:
-            self.manager.wait_until_finished()
-        except Exception as e:
-            err = self._write_error(e)
-        try:
-            self.manager.close()
-        except Exception as e:
-            err = err or self._write_error(e)
+        for m in self._managers():
+            try:
+                m.wait_until_finished()
+            except Exception as e:
+                err = err or self._write_error(e)
+            try:
+                m.close()
+            except Exception as e:
+                err = err or self._write_error(e)
         if err is not None and not reported:
             raise err

@@ -207,6 +207,21 @@ class TrainConfig:
                                   "fresh), --resume=STEP; saved settings fill in unset flags")
     overwrite: bool = _f(False, "checkpoints", "start over in a used workdir: delete its "
                          "checkpoints, metrics, config.json")
+    # long runs on shared clusters (issue #28: signals and time limits; train/run/loop.py,
+    # docs/training.md "Running on a cluster")
+    save_on_signal: str = _f("SIGTERM,SIGUSR1", "checkpoints", "signals that finish the "
+                             "current step, save a checkpoint and exit with status 128 + the "
+                             "signal's number (SIGTERM 143, SIGUSR1 138; Ctrl-C always: 130); "
+                             "comma-separated names of SIGTERM, SIGUSR1, SIGUSR2, SIGHUP, or "
+                             "none")
+    save_every_minutes: float | None = _f(None, "checkpoints", "also save a temporary "
+                                          "checkpoint every M minutes of wall-clock time (the "
+                                          "last one only is kept, beside the --keep ones)")
+    exit_after_minutes: float | None = _f(None, "checkpoints", "save a checkpoint and exit "
+                                          "(status 0) once the run has taken M minutes (from "
+                                          "its setup: data and compile included), printing "
+                                          "the resume command; not carried over by --resume "
+                                          "(Megatron's exit_duration_in_mins)")
     sample_tokens: int = _f(200, "logging", "tokens to sample at the end (0 = none)")
     sample_prompt: str = _f("def ", "logging", "prompt for the final sample")
     seed: int = _f(0, "data", "seed (initial weights, data order)")
@@ -359,6 +374,7 @@ class TrainConfig:
         gr = self.group  # issue 27
         kw["group"] = (gr,) if isinstance(gr, str) else tuple(gr) if isinstance(gr, list) else gr
         kw["schedule_history"] = _history(self.schedule_history)
+        kw["save_on_signal"] = signal_names(self.save_on_signal)
         if all(_same(getattr(self, k), v) for k, v in kw.items()):
             return self
         return dataclasses.replace(self, **kw)
@@ -499,6 +515,10 @@ class TrainConfig:
             raise _bad("resume", self.resume, "must be true, false, auto or a checkpoint step")
         if self.overwrite and self.resume is not False:
             raise _bad("overwrite", self.overwrite, "cannot be combined with --resume")
+        signal_names(self.save_on_signal)
+        for k in ("save_every_minutes", "exit_after_minutes"):
+            if getattr(self, k) is not None:
+                _float(k, getattr(self, k), lo=0.0, lo_open=True)
         if not isinstance(self.lr_milestones, tuple) or not all(
             isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in self.lr_milestones
         ) or list(self.lr_milestones) != sorted(set(self.lr_milestones)):
@@ -662,6 +682,7 @@ def _check_optimizer(c: TrainConfig) -> None:
 #: fields whose type checks have their own rule in ``validate``
 _CHECKED = frozenset({"lr_milestones", "lr_chain", "lr_mults", "resume", "tensorboard",
                       "change_schedule",
+                      "save_on_signal",
                       "async_checkpoints", "sample_prompt", "overwrite", "verbose",
                       "sequence_parallel", "plan", "recompute", "recompute_method"})
 
@@ -731,6 +752,31 @@ def _same(a: Any, b: Any) -> bool:
 
 def _show(v: Any) -> Any:
     return ",".join(map(str, v)) if isinstance(v, tuple) else v
+
+
+#: ``--save-on-signal`` choices: the signals a scheduler sends before it stops a job (Slurm
+#: ``--signal``, Kubernetes and spot VMs: SIGTERM); SIGINT (Ctrl-C) is always handled
+SAVE_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP")
+
+
+def signal_names(v: Any) -> str:
+    """``--save-on-signal`` canonical: ``"term, usr1"`` -> ``"SIGTERM,SIGUSR1"``, ``none`` ->
+    ``""``; ``ValueError`` naming the flag for anything else."""
+    items = v if isinstance(v, list | tuple) else str(v).split(",") if isinstance(v, str) \
+        else None
+    if items is None:
+        raise _bad("save_on_signal", v, "must be comma-separated signal names")
+    out: list[str] = []
+    for x in (str(i).strip().upper() for i in items):
+        if x in ("", "NONE"):
+            continue
+        name = x if x.startswith("SIG") else "SIG" + x
+        if name not in SAVE_SIGNALS:
+            raise _bad("save_on_signal", v, f"{x!r} is not one of {', '.join(SAVE_SIGNALS)} "
+                       "(or none)")
+        if name not in out:
+            out.append(name)
+    return ",".join(out)
 
 
 def resume_value(v: Any) -> Any:

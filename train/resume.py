@@ -30,17 +30,18 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, committed_steps
 from .config import TrainConfig, resume_value
 from .schedule.build import FAMILY_FIELDS, PIECE_FIELDS
 from .schedule.names import canonical_decay_style, canonical_scheduler
 
-__all__ = ["DERIVED_KEYS", "FREE_KEYS", "TRAJECTORY_KEYS", "ResumeMismatchError",
-           "available_steps", "branch_source", "changed_course", "check_compatible",
-           "choose_step", "clear_outputs", "read_saved_config", "with_saved_config"]
+__all__ = ["COURSE_KEYS", "DERIVED_KEYS", "FREE_KEYS", "TRAJECTORY_KEYS", "ForeignCheckpointError",
+           "ResumeMismatchError", "available_steps", "branch_source", "changed_course",
+           "check_compatible", "check_same_run", "choose_step", "clear_outputs",
+           "read_saved_config", "skipped_line", "with_saved_config"]
 
 #: config fields that change the training trajectory: must equal the checkpoint's.
 TRAJECTORY_KEYS: tuple[str, ...] = (
@@ -106,6 +107,9 @@ FREE_KEYS: dict[str, str] = {
     "checkpoint_interval": "when to save, not what is computed",
     "keep_checkpoints": "how many to keep",
     "async_checkpoints": "how to save",
+    "save_on_signal": "when to save, not what is computed",
+    "save_every_minutes": "when to save, not what is computed",
+    "exit_after_minutes": "when to stop (a resumed run continues the same trajectory)",
     "resume": "how this run starts",
     "overwrite": "how this run starts",
     "sample_tokens": "the final sample only",
@@ -132,13 +136,14 @@ FREE_KEYS: dict[str, str] = {
     "export_hf_every": "output only (transformers folders of the weights)",
 }
 
-#: saved fields that never carry over into a resumed run's settings.
-_NOT_CARRIED = ("resume", "overwrite", "change_schedule")
+#: saved fields that never carry over into a resumed run's settings (``exit_after_minutes``:
+#: a limit of one job's allocation, not of the run; the printed resume command repeats it).
+_NOT_CARRIED = ("resume", "overwrite", "change_schedule", "exit_after_minutes")
 #: ... nor into a branch's (its outputs are its own)
 _NOT_BRANCHED = (*_NOT_CARRIED, "checkpoint_dir", "metrics_dir", "branch_from")
 #: the trajectory keys a schedule change may change (its own flags and its history), and the
 #: derived entries that follow them
-_COURSE_KEYS = frozenset({*PIECE_FIELDS, "schedule_offset", "schedule_from",
+COURSE_KEYS = frozenset({*PIECE_FIELDS, "schedule_offset", "schedule_from",
                           "schedule_history", "schedule_spec", "schedule_config"})
 
 
@@ -152,22 +157,34 @@ def checkpoint_dir(cfg: Mapping[str, Any], workdir: str) -> str:
 
 
 def available_steps(ckpt_dir: str) -> list[int]:
-    """The committed checkpoint steps in ``ckpt_dir`` (orbax renames a finished save to its
-    bare step number; half-written temporary directories are ignored)."""
-    if not os.path.isdir(ckpt_dir):
-        return []
-    return sorted(int(d) for d in os.listdir(ckpt_dir)
-                  if d.isdigit() and os.path.isdir(os.path.join(ckpt_dir, d)))
+    """The committed checkpoint steps in ``ckpt_dir``, step-based and temporary
+    (:func:`train.checkpoint.committed_steps`: orbax's commit marker and every item; half-written
+    temporary directories and uncommitted copies are ignored)."""
+    return list(committed_steps(ckpt_dir)[0])
+
+
+def skipped_line(ckpt_dir: str, step: int | None) -> str | None:
+    """The one line saying which newer step directories are skipped as not committed (None:
+    none is), and which checkpoint is used instead."""
+    bad = [(p, why) for p, why in committed_steps(ckpt_dir)[1]
+           if step is None or int(os.path.basename(p)) > step]
+    if not bad:
+        return None
+    what = "; ".join(f"{p} ({why})" for p, why in bad)
+    use = f"resuming from step {step}" if step is not None else "no committed checkpoint"
+    return (f"skipped uncommitted checkpoint(s), moved aside as <step>.uncommitted: {what}; "
+            f"{use}")
 
 
 def read_saved_config(ckpt_dir: str, step: int) -> dict[str, Any]:
-    """The effective config saved with checkpoint ``step`` (the orbax JSON item)."""
-    path = os.path.join(ckpt_dir, str(step), "config", "metadata")
+    """The effective config saved with committed checkpoint ``step`` (the orbax JSON item)."""
+    where = committed_steps(ckpt_dir)[0].get(step, os.path.join(ckpt_dir, str(step)))
+    path = os.path.join(where, "config", "metadata")
     try:
         with open(path) as f:
             saved = json.load(f)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {os.path.join(ckpt_dir, str(step))} has no readable "
+        raise CheckpointError(f"checkpoint {where} has no readable "
                               f"config ({type(e).__name__}: {e})") from None
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: the saved config is not a mapping")
@@ -196,8 +213,10 @@ def choose_step(resume: Any, ckpt_dir: str) -> int | None:
         return steps[-1]
     if resume not in steps:
         have = ", ".join(map(str, steps)) or "none"
-        raise ValueError(f"--resume={resume}: no checkpoint at step {resume} in {ckpt_dir} "
-                         f"(available: {have})")
+        bad = {int(os.path.basename(p)): why for p, why in committed_steps(ckpt_dir)[1]}
+        what = (f"the checkpoint at step {resume} is not committed ({bad[resume]})"
+                if resume in bad else f"no checkpoint at step {resume}")
+        raise ValueError(f"--resume={resume}: {what} in {ckpt_dir} (available: {have})")
     return int(resume)
 
 
@@ -389,7 +408,7 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
         unset = {k for k in PIECE_FIELDS if k not in FAMILY_FIELDS and k != "lr"
                  and _norm(now.get(k)) == _norm(defaults[k])}
     for k in (*TRAJECTORY_KEYS, *DERIVED_KEYS):
-        if (change_at is not None and k in _COURSE_KEYS) or k in unset:
+        if (change_at is not None and k in COURSE_KEYS) or k in unset:
             continue
         a, b = _norm(saved.get(k, field_defaults.get(k))), _norm(now.get(k))
         if k == "schedule_config" and any(d.startswith("schedule_spec:") for d in out):
@@ -411,13 +430,39 @@ def check_compatible(saved: Mapping[str, Any], now: Mapping[str, Any], where: st
                 "steps") and now.get("total_steps") is None:
             hint = (" (without --total-steps the schedule's length follows --steps: set "
                     "--total-steps in the original run to extend it later)")
-        if change_at is None and any(d.split(":", 1)[0] in _COURSE_KEYS for d in diffs):
+        if change_at is None and any(d.split(":", 1)[0] in COURSE_KEYS for d in diffs):
             hint += (" (to continue with a new schedule from the checkpoint's step, add "
                      "--change-schedule; docs/training.md 'Changing course')")
         raise ResumeMismatchError(
             f"cannot resume from {where}: settings that change the training trajectory differ "
             f"from the checkpoint's: {'; '.join(diffs)}{hint}. Resume with the saved settings "
             "(drop these flags), or start a new run (another --workdir, or --overwrite)")
+
+
+class ForeignCheckpointError(ResumeMismatchError):
+    """A checkpoint's saved settings differ from the ones its workdir recorded: it was written
+    by another run (copied over, or a shared --checkpoint-dir)."""
+
+
+def check_same_run(saved: Mapping[str, Any], recorded: Mapping[str, Any], where: str,
+                   recorded_at: str, allow: Collection[str] = ()) -> None:
+    """Refuse (:class:`ForeignCheckpointError`, naming every difference) a checkpoint whose
+    saved trajectory settings differ from ``recorded``, the settings the workdir's run wrote
+    in its ``config.json`` (``recorded_at``). Keys missing from either side are not compared
+    (an older ``config.json``). ``allow``: the keys a run changed on purpose (a run
+    re-configured or branched explicitly), not compared."""
+    diffs = []
+    for k in TRAJECTORY_KEYS:
+        if k in allow or k not in saved or k not in recorded:
+            continue
+        a, b = _norm(saved[k]), _norm(recorded[k])
+        if a != b:
+            diffs.append(f"{k}: checkpoint {a!r}, {os.path.basename(recorded_at)} {b!r}")
+    if diffs:
+        raise ForeignCheckpointError(
+            f"refusing {where}: it was not written by the run recorded in {recorded_at} "
+            f"(copied from another run?): {'; '.join(diffs)}. Resume from that run's own "
+            "checkpoint, or start a new run (another --workdir, or --overwrite)")
 
 
 def clear_outputs(workdir: str, paths: list[str]) -> list[str]:

@@ -14,16 +14,23 @@ bit-identical to an uninterrupted run.
 The loop keeps the metrics of the steps since the last flush on the devices and fetches them
 together (:meth:`Loop.flush`: at every ``--log-interval``, before an evaluation or a save, at the
 end), and times steady-state training only (the first, compiling step, evaluations and saves
-are excluded from tokens/s). Ctrl-C (SIGINT) ends the loop after the current step: the
-checkpointer saves it (if finite) and :class:`TrainingInterrupted` is raised, for single runs
-and populations alike.
+are excluded from tokens/s). Ctrl-C (SIGINT) and the ``--save-on-signal`` signals end the loop
+after the current step: the checkpointer saves it (if finite) and :class:`TrainingInterrupted`
+is raised, for single runs and populations alike (:mod:`train.run.stop`: one mechanism; a
+signal before the first step completed stops at once, without a checkpoint).
+
+The wall clock: ``--exit-after-minutes`` stops the loop like an early stop (the checkpointer
+saves; the resume command is printed), ``--save-every-minutes`` has the checkpointer write a
+temporary checkpoint (:class:`train.checkpoint.Checkpointer`). Signals and clocks are read
+after each step (multi-process runs: at each ``--log-interval`` step, the processes agreeing
+through :func:`train.run.stop.agree`). Every save's stall of the loop is measured: the time the
+loop waits for the save, plus how much longer the step after it takes than the median step
+(the ``save_stall_s`` rows of metrics.jsonl, and the summary).
 """
 
 from __future__ import annotations
 
 import shlex
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,27 +42,18 @@ from ..checkpoint import Checkpointer, CheckpointError, leaf_checksums
 from ..config import TrainConfig
 from ..data import Prefetcher
 from ..metrics import Console, MetricsWriter
+from .stop import TrainingInterrupted, agree, exit_status, signal_name, stop_signals
 
 #: batches built ahead of the step (the prefetch thread; issue 25)
 PREFETCH_DEPTH = 2
 
 __all__ = ["Checkpointing", "Hook", "Loop", "NonFiniteLossError", "TrainingInterrupted",
-           "is_finite", "mean_eval", "resume_command"]
+           "is_finite", "mean_eval", "resume_command", "stall_text"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss, or the state after an update, became NaN or infinite; training stopped
     without saving that state (every checkpoint on disk is finite)."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped training after a step; ``checkpoint`` is where the state was
-    saved (None if it was not finite). ``python -m train`` exits with status 130."""
-
-    def __init__(self, msg: str, step: int, checkpoint: str | None) -> None:
-        super().__init__(msg)
-        self.step = step
-        self.checkpoint = checkpoint
 
 
 def is_finite(tree: Any) -> bool:
@@ -68,10 +66,13 @@ def is_finite(tree: Any) -> bool:
 
 
 def resume_command(cfg: TrainConfig, workdir_arg: str) -> str:
-    """The command line that continues the run in ``workdir_arg`` with its saved settings."""
+    """The command line that continues the run in ``workdir_arg`` with its saved settings
+    (and this run's ``--exit-after-minutes``, which is not saved: a limit of one job)."""
     cmd = ["python", "-m", "train", "--resume", "--workdir", workdir_arg]
     if cfg.checkpoint_dir:
         cmd += ["--checkpoint-dir", cfg.checkpoint_dir]
+    if cfg.exit_after_minutes is not None:
+        cmd.append(f"--exit-after-minutes={cfg.exit_after_minutes:g}")
     return " ".join(shlex.quote(c) for c in cmd)
 
 
@@ -93,7 +94,7 @@ class Hook:
         """After a step (``loop.step`` updates done): evaluate, stop, save... when due."""
 
     def on_interrupt(self, loop: Loop) -> str | None:
-        """Ctrl-C after ``loop.step``; a checkpointer saves and returns where (else None)."""
+        """A signal after ``loop.step``; a checkpointer saves and returns where (else None)."""
         return None
 
     def on_end(self, loop: Loop) -> None:
@@ -110,7 +111,8 @@ class Loop:
 
     def __init__(self, engine: Any, state: Any, *, start: int, cfg: TrainConfig,
                  batch: Callable[[int], Any], tokens_per_step: int, console: Console,
-                 writer: MetricsWriter, hooks: Sequence[Hook], workdir_arg: str) -> None:
+                 writer: MetricsWriter, hooks: Sequence[Hook], workdir_arg: str,
+                 started: float | None = None) -> None:
         self.engine, self.state, self.cfg, self.batch = engine, state, cfg, batch
         self.start = self.step = start
         self.steps = cfg.steps
@@ -124,15 +126,37 @@ class Loop:
         self._window_t, self._window_steps = self.t_start, 0
         self._train_time, self._train_steps = 0.0, 0  # steady-state training only
         console.start_step = start
+        #: ``time.monotonic()`` when the run began (its setup): ``--exit-after-minutes``
+        self.started = time.monotonic() if started is None else started
+        self.last_save_t = time.monotonic()  # any save: ``--save-every-minutes`` counts from it
+        self.temporary_due = False  # the clock asks for a temporary checkpoint after this step
+        self.signum: int | None = None  # the signal the processes agreed to stop on
+        self.resumable = False  # a stop that leaves a run to continue (the time limit)
+        self._step_s: list[float] = []  # per-step time of each timed window
+        self._after_save: dict | None = None  # the save whose next step is to be timed
+        self.stalls: list[dict] = []  # every measured save
 
     def due(self, interval: int) -> bool:
         """``interval`` divides the updates done, or the run is at its last step."""
         return self.step % interval == 0 or self.step == self.steps
 
-    def stop(self, reason: str) -> None:
-        """End the loop after this step (the checkpointer saves it first)."""
+    def stop(self, reason: str, resumable: bool = False) -> None:
+        """End the loop after this step (the checkpointer saves it first); ``resumable``: the
+        run is not over (the resume command is printed)."""
         if self.stop_reason is None:
             self.stop_reason = reason
+            self.resumable = resumable
+
+    def median_step_s(self) -> float | None:
+        """The median per-step time of the timed windows so far (None: none yet)."""
+        return float(np.median(self._step_s)) if self._step_s else None
+
+    def saved(self, step: int, kind: str, wait_s: float) -> None:
+        """A checkpointer saved the state after ``step`` (``kind``: permanent or temporary),
+        the loop waiting ``wait_s`` seconds for it; the next step is timed to measure the
+        rest of the stall (:meth:`_stall`)."""
+        self.last_save_t = time.monotonic()
+        self._after_save = {"step": step, "kind": kind, "wait_s": wait_s}
 
     def reset_window(self) -> None:
         """After an evaluation or a save: the next window times training steps only."""
@@ -153,6 +177,7 @@ class Loop:
         tps = None
         if self._window_steps > 0:  # timed steady-state steps in this window
             tps = self.tokens_per_step * self._window_steps / max(now - self._window_t, 1e-9)
+            self._step_s.append((now - self._window_t) / self._window_steps)
             self._train_time += now - self._window_t
             self._train_steps += self._window_steps
         self._window_t, self._window_steps = now, 0
@@ -168,126 +193,194 @@ class Loop:
         self.t_start = time.perf_counter()
         # the next batches are built in a thread while the devices run this step (the batch of
         # a step is a pure function of the step: only the timing changes)
-        with _SigintFlag() as sigint, Prefetcher(self.batch, start=self.step,
-                                                 depth=PREFETCH_DEPTH) as batches:
+        with stop_signals(self.cfg.save_on_signal) as sig, Prefetcher(
+                self.batch, start=self.step, depth=PREFETCH_DEPTH) as batches:
             while self.step < self.steps:
                 for h in self.hooks:
                     h.before_step(self)
+                t0 = time.perf_counter()
                 self.state, m = self.engine.train(self.state, batches.get(self.step))
                 self.pending.append((self.step, m))
                 self.step += 1
                 self._window_steps += 1
+                if self._after_save is not None:
+                    self._stall(m, t0)
                 if self.t_first is None:
                     jax.block_until_ready(m["loss"])
+                    sig.defer()  # from here, a signal stops after a step, with a checkpoint
                     self.t_first = time.perf_counter()
                     self._window_t, self._window_steps = self.t_first, 0
                     self.console.steady(self.step, self.t_first)
                     self.flush()  # first step: compile time excluded from tokens/s, the ETA
                 elif self.due(self.cfg.log_interval):
                     self.flush()
+                self._outside(sig.received)
                 for h in self.hooks:
                     h.after_step(self)
+                self.temporary_due = False
                 if self.stop_reason is not None:
                     self.console.print(self.stop_reason)
+                    if self.resumable:
+                        self.console.print("resume with: "
+                                           + resume_command(self.cfg, self.workdir_arg))
                     break
-                if sigint.hit:
-                    self._interrupt()
+                if self.signum is not None and self.step < self.steps:
+                    self._interrupt(self.signum)
         self.flush()
+        if self._after_save is not None:  # a save after the last step: no next step to time
+            self._stall(None, 0.0)
         self.t_end = time.perf_counter()
         self.console.close()
         for h in self.hooks:
             h.on_end(self)
         return self
 
+    def _outside(self, received: int | None) -> None:
+        """After a step: the signal received and the clocks' decisions, agreed by every
+        process (each step with one process; at each --log-interval step with several, where
+        the processes meet anyway)."""
+        cfg = self.cfg
+        if jax.process_count() > 1 and not self.due(cfg.log_interval):
+            return
+        now = time.monotonic()
+        exit_due = (cfg.exit_after_minutes is not None
+                    and now - self.started >= 60 * cfg.exit_after_minutes)
+        save_due = (cfg.save_every_minutes is not None
+                    and now - self.last_save_t >= 60 * cfg.save_every_minutes)
+        signum, save_due, exit_due = (int(x) for x in agree([received or 0, save_due,
+                                                              exit_due]))
+        if signum:
+            self.signum = signum
+        elif exit_due and self.step < self.steps:
+            self.stop(f"time limit: --exit-after-minutes={cfg.exit_after_minutes:g} reached "
+                      f"after step {self.step} ({(now - self.started) / 60:.2f} min)",
+                      resumable=True)
+        elif save_due:
+            self.temporary_due = True
+
+    def _stall(self, m: Any, t0: float) -> None:
+        """Time the step after a save (``m``: its metrics, dispatched at ``t0``; None: there is
+        none) and record the save's stall: the wait plus what that step took beyond the
+        median step, in seconds and in steps."""
+        rec, self._after_save = self._after_save, None
+        assert rec is not None
+        median = self.median_step_s()
+        nxt = None
+        if m is not None:
+            jax.block_until_ready(m["loss"])
+            nxt = time.perf_counter() - t0
+        extra = max(0.0, nxt - median) if nxt is not None and median is not None else 0.0
+        rec.update(next_step_s=nxt, median_step_s=median, stall_s=rec["wait_s"] + extra,
+                   stall_steps=(rec["wait_s"] + extra) / median if median else None)
+        self.stalls.append(rec)
+        self.writer.write(rec["step"], save_kind=rec["kind"], save_stall_s=rec["stall_s"],
+                          save_wait_s=rec["wait_s"], next_step_s=nxt, median_step_s=median)
+        if rec["kind"] == "temporary":
+            self.console.print(f"temporary checkpoint at step {rec['step']} (every "
+                               f"{self.cfg.save_every_minutes:g} min): {stall_text(rec)}")
+
     @property
     def wall_s(self) -> float:
         return self.t_end - self.t_start
 
-    def _interrupt(self) -> None:
-        """Ctrl-C: log, let the checkpointer save the state after ``step`` if finite, say how
-        to resume, raise :class:`TrainingInterrupted`."""
+    def _interrupt(self, signum: int) -> None:
+        """A signal: log, let the checkpointer save the state after ``step`` if finite, say
+        how to resume, raise :class:`TrainingInterrupted`."""
         self.flush()  # raises NonFiniteLossError (nothing saved) if a loss is not finite
+        name = signal_name(signum)
+        ck = next((h for h in self.hooks if isinstance(h, Checkpointing)), None)
+        self.console.print(f"{name} after step {self.step}: saving a checkpoint, then exiting "
+                           f"(status {exit_status(signum)})")
+        if ck is not None and ck.ckpt.saving():
+            self.console.print(f"{name}: waiting for the checkpoint save in flight to complete")
         saved = None
         for h in self.hooks:
             saved = h.on_interrupt(self) or saved
         self.console.close()
         self.writer.close()
         if saved is None:
-            ck = next((h for h in self.hooks if isinstance(h, Checkpointing)), None)
             last = ck.ckpt.path(ck.last_saved) if ck and ck.last_saved is not None else "none"
-            msg = (f"interrupted after step {self.step}: the state is not finite, nothing "
-                   f"saved (last checkpoint: {last})")
+            msg = (f"interrupted after step {self.step} by {name}: the state is not finite, "
+                   f"nothing saved (last checkpoint: {last})")
         else:
-            msg = f"interrupted after step {self.step}; checkpoint saved: {saved}"
+            msg = f"interrupted after step {self.step} by {name}; checkpoint saved: {saved}"
         self.console.print(f"{msg}\nresume with: {resume_command(self.cfg, self.workdir_arg)}")
-        raise TrainingInterrupted(msg, self.step, saved)
+        raise TrainingInterrupted(msg, self.step, saved, signum)
+
+
+def stall_text(rec: dict) -> str:
+    """How long a save stalled the loop, in one phrase."""
+    steps = rec.get("stall_steps")
+    per = (f" = {steps:.2f} step(s) of {rec['median_step_s']:.3g} s" if steps is not None
+           else "")
+    return f"the loop stalled {rec['stall_s']:.3g} s{per}"
 
 
 class Checkpointing(Hook):
     """The checkpointer as a hook: saves ``view(state)`` (what a checkpoint holds: the
     engine's ``checkpoint_view``, or a population's state and bookkeeping) with the
-    effective config ``eff`` every ``interval`` updates, at the last step, at a stop and on
-    Ctrl-C (then only if finite). A step already on disk (a run resumed from an earlier
+    effective config ``eff`` every ``interval`` updates, at the last step, at a stop and on a
+    signal (then only if finite), and a temporary checkpoint when the loop's clock asks for
+    one (``--save-every-minutes``; a temporary save refused for want of space is reported in
+    one line and training goes on). A step already on disk (a run resumed from an earlier
     checkpoint) is not saved again: it holds the same state. ``require_finite``: refuse to
-    save a non-finite tree (``FloatingPointError``) instead of trusting the run's checks."""
+    save a non-finite tree (``FloatingPointError``) instead of trusting the run's checks.
+    Each save tells the loop how long it waited (:meth:`Loop.saved`)."""
 
     def __init__(self, ckpt: Checkpointer, eff: dict, view: Callable[[Any], Any],
                  interval: int, require_finite: bool = False) -> None:
         self.ckpt, self.eff, self.view, self.interval = ckpt, eff, view, interval
         self.require_finite = require_finite
-        self.existing = set(ckpt.all_steps())
-        self.last_saved: int | None = max(self.existing) if self.existing else None
+        self.existing = set(ckpt.permanent_steps())
+        self.last_saved: int | None = ckpt.latest_step()
+        self.last_temporary: int | None = None
 
-    def save(self, step: int, tree: Any) -> None:
-        if step in self.existing:
+    def save(self, step: int, tree: Any, temporary: bool = False) -> None:
+        if step in self.existing or (temporary and step == self.last_temporary):
             return
         if self.require_finite and not is_finite(tree):
             raise FloatingPointError("non-finite values in the state to save; not saved")
-        self.ckpt.save(step, tree, self.eff)
-        self.existing.add(step)
+        self.ckpt.save(step, tree, self.eff, temporary=temporary)
+        if temporary:
+            self.last_temporary = step
+        else:
+            self.existing.add(step)
         self.last_saved = step
 
+    def _timed_save(self, loop: Loop, temporary: bool) -> None:
+        jax.block_until_ready(loop.state)  # the steps in flight: not the save's time
+        t0 = time.perf_counter()
+        self.save(loop.step, self.view(loop.state), temporary)
+        loop.saved(loop.step, "temporary" if temporary else "permanent",
+                   time.perf_counter() - t0)
+
     def after_step(self, loop: Loop) -> None:
-        if loop.due(self.interval) or loop.stop_reason is not None:
-            loop.flush()
-            self.save(loop.step, self.view(loop.state))
-            loop.reset_window()
+        permanent = loop.due(self.interval) or loop.stop_reason is not None
+        if not (permanent or loop.temporary_due):
+            return
+        loop.flush()
+        if permanent:
+            self._timed_save(loop, temporary=False)
+        else:
+            try:
+                self._timed_save(loop, temporary=True)
+            except CheckpointError as e:  # refused before writing (no space): go on
+                loop.last_save_t = time.monotonic()  # retry after another interval
+                last = self.ckpt.path(self.last_saved) if self.last_saved is not None else "none"
+                loop.console.print(f"warning: temporary checkpoint not saved, training goes on "
+                                   f"(last checkpoint: {last}): {e}")
+        loop.reset_window()
 
     def on_interrupt(self, loop: Loop) -> str | None:
-        if loop.step not in self.existing:
-            tree = self.view(loop.state)
-            if not is_finite(tree):
+        if loop.step not in self.existing and loop.step != self.last_temporary:
+            if not is_finite(self.view(loop.state)):
                 return None
-            self.save(loop.step, tree)
-            self.ckpt.wait()
+            self._timed_save(loop, temporary=False)
+        self.ckpt.wait()
         return self.ckpt.path(loop.step)
 
     def on_end(self, loop: Loop) -> None:
         self.ckpt.wait()
-
-
-class _SigintFlag:
-    """Ctrl-C (SIGINT) sets a flag the loop checks after each step; a second one interrupts
-    at once (Python's default). Installed only in the main thread."""
-
-    def __init__(self) -> None:
-        self.hit = False
-        self._old: Any = None
-
-    def __enter__(self) -> _SigintFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        del signum, frame
-        self.hit = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
 
 
 def mean_eval(engine: Any, params: Any, batches: Sequence[Any]) -> Any:

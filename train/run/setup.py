@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ import jax
 import models
 import schedules as S
 
+from ..checkpoint import committed_steps
 from ..config import TrainConfig
 from ..config_files import check_dirs
 from ..data import Batcher, load_data
@@ -35,11 +37,14 @@ from ..engine.pmap import select_devices
 from ..metrics import Console
 from ..parallel.layout import Layout, check_flags, make_layout
 from ..resume import (
+    COURSE_KEYS,
     branch_source,
     check_compatible,
+    check_same_run,
     choose_step,
     clear_outputs,
     read_saved_config,
+    skipped_line,
 )
 from ..schedule.build import check_lr_curve, group_schedules, history_join, history_pieces
 from ..tokenizer import get_tokenizer
@@ -82,6 +87,10 @@ def init_distributed(cfg: TrainConfig) -> None:
     if getattr(_dist.global_state, "client", None) is not None:
         return  # already initialized in this process
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # JAX's preemption service installs its own SIGTERM handler in C++, which silently takes
+    # the signal from the run's --save-on-signal handler (train/run/stop.py agrees on the
+    # step to stop at itself)
+    jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(coordinator_address=cfg.coordinator_address,
                                num_processes=cfg.num_processes, process_id=cfg.process_id)
 
@@ -120,6 +129,17 @@ def finished_message(step: int, where: str) -> str:
             "larger --steps to train on)")
 
 
+
+
+def _read_recorded(path: str) -> dict[str, Any] | None:
+    """The settings a run recorded in its workdir's ``config.json`` (None: none, or unreadable:
+    nothing to compare a checkpoint with)."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -167,6 +187,8 @@ class RunSetup:
     init: InitFrom | None = None
     #: ``--document-mask``: the (BOS, EOS) ids delimiting documents (None: no mask)
     documents: tuple[int | None, int | None] | None = None
+    #: ``time.monotonic()`` when the setup began: ``--exit-after-minutes`` counts from it
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def primary(self) -> bool:
@@ -225,7 +247,8 @@ def document_delimiters(tok: Any) -> tuple[int | None, int | None]:
 
 def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
                 validate: Callable[[TrainConfig], tuple[S.Schedule, Mapping[str, Any]]]
-                | None = None, outputs: Sequence[str] = ("config.json",)) -> RunSetup:
+                | None = None, outputs: Sequence[str] = ("config.json",),
+                allow_changed: Sequence[str] = ()) -> RunSetup:
     """The one setup of every run (see the module docstring), in this order: simulate devices,
     validate (``validate(cfg) -> (schedule, extra effective-config keys)``, by default
     :func:`check_config`; a sweep starts the distributed runtime first), create the
@@ -233,10 +256,15 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
     the checkpoints, the metrics and ``outputs`` under ``workdir``), the resume step, the
     tokenizer and model configuration, the layout (mesh engine), the effective config and the
     resume guard (a checkpoint past ``--steps`` is refused; one at it prints
-    :func:`finished_message`: the caller returns its saved summary).
+    :func:`finished_message`: the caller returns its saved summary). Only a committed
+    checkpoint is resumed (newer uncommitted step directories are skipped, in one line), and
+    only one whose trajectory settings equal those recorded in the workdir's ``config.json``
+    (:func:`train.resume.check_same_run`; ``allow_changed``: keys a run re-configured or
+    branched on purpose, not compared).
 
     ``kind="lr_finder"`` has no workdir: no directories, no resume; ``kind="plan"`` stops after
     the model configuration (no layout, no guard)."""
+    started = time.monotonic()
     workdir_arg = workdir
     simulate_devices(cfg.simulate_devices)  # before JAX starts its backend
     if kind == "sweep":  # before the members' schedules are built
@@ -264,6 +292,10 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
             if removed:
                 console.print(f"--overwrite: deleted {', '.join(removed)}")
         resume_step = choose_step(cfg.resume, ckpt_dir)
+        if kind in ("train", "sweep") and pidx == 0:  # the run's Checkpointer moves them
+            line = skipped_line(ckpt_dir, resume_step)
+            if line:
+                console.print(line)
     cfg, init, model_cfg = resolve_init(cfg, ckpt_dir, resume_step, workdir)  # --init-from
     tok = get_tokenizer(cfg.tokenizer)
     if model_cfg is None:
@@ -287,7 +319,7 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
     setup = RunSetup(cfg, kind, schedule, pidx, pcount, devices, n_local, n_global, layout,
                      workdir, workdir_arg, ckpt_dir, metrics_dir, config_path, console,
                      resume_step, tok, model_cfg, tokens_per_step, eff, init=init,
-                     documents=documents)
+                     documents=documents, started=started)
     if resume_step is None and cfg.branch_from is not None and kind == "train":
         _, parent_ck, bstep = branch_source(cfg.branch_from)
         where = os.path.join(parent_ck, str(bstep))
@@ -298,12 +330,16 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
         setup.branch = (parent_ck, bstep)
         _course_line(setup, bstep)
     if resume_step is not None and kind != "plan":  # the guard, before data or compiling
-        where = os.path.join(ckpt_dir, str(resume_step))
+        where = committed_steps(ckpt_dir)[0][resume_step]
         # a change at this very step: given now, or recorded by a run killed before its next
         # checkpoint (train.resume.with_saved_config adopts it from config.json)
         saved = read_saved_config(ckpt_dir, resume_step)
         changes = cfg.change_schedule or (cfg.schedule_history != () and cfg.schedule_from
                                           == resume_step != saved.get("schedule_from"))
+        recorded = _read_recorded(config_path)
+        if recorded is not None:  # config.json may already record this change (a kill)
+            check_same_run(saved, recorded, where, config_path,
+                           (*allow_changed, *(COURSE_KEYS if changes else ())))
         check_compatible(saved, eff, where, change_at=resume_step if changes else None)
         if changes:
             _course_line(setup, resume_step)

@@ -128,7 +128,8 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
     host = {"step": np.zeros((), np.int32), "state": population_state(setup.model_cfg, pop),
             "book": new_book(k)}
     eng = population_engine(setup.model_cfg, pop, per_member_data, setup.devices)
-    ckpt = Checkpointer(setup.ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
+    ckpt = Checkpointer(setup.ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints,
+                        set_aside=True)
     try:
         if setup.resume_step is not None:
             host = ckpt.restore(setup.resume_step, host, setup.eff)
@@ -252,7 +253,8 @@ def _run(setup: RunSetup, names: list[str], members: list[dict], pop: Population
     loop = Loop(eng, eng.put_state(host["state"]), start=start, cfg=cfg,
                 batch=lambda t: _batch_of(batchers, per_member, "batch", t),
                 tokens_per_step=setup.tokens_per_step, console=setup.console, writer=writer,
-                hooks=[run, ck], workdir_arg=setup.workdir_arg).run()
+                hooks=[run, ck], workdir_arg=setup.workdir_arg,
+                started=setup.started).run()
     step, stop_reason = loop.step, loop.stop_reason or "completed"
     final = eng.get_state(loop.state)
     val = np.full(k, np.nan)

@@ -35,6 +35,7 @@ from .loop import (
     NonFiniteLossError,
     TrainingInterrupted,
     mean_eval,
+    stall_text,
 )
 from .setup import RunSetup, prepare_run, write_json
 from .weights import export_hf, load_init_params
@@ -196,7 +197,8 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     else:
         c.print(param_summary(_param_rows(params, cfg.lr_mults, _patterns(cfg))))
 
-    ckpt = Checkpointer(setup.ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints)
+    ckpt = Checkpointer(setup.ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints,
+                        set_aside=True)
     try:
         if setup.resume_step is not None:
             host_state = eng.from_checkpoint(ckpt.restore(
@@ -342,7 +344,7 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
         hooks.append(ExportHF(setup, eng, cfg.export_hf_every))
     loop = Loop(eng, eng.put_state(host_state), start=start, cfg=cfg, batch=batcher.batch,
                 tokens_per_step=setup.tokens_per_step, console=setup.console, writer=writer,
-                hooks=hooks, workdir_arg=setup.workdir_arg).run()
+                hooks=hooks, workdir_arg=setup.workdir_arg, started=setup.started).run()
     step, stop_reason = loop.step, loop.stop_reason or "completed"
     tps = loop.tokens_per_s()
     mfu = run.fpt * tps / run.peak if run.peak and math.isfinite(run.peak) else float("nan")
@@ -358,7 +360,7 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
         "flops_per_token": run.fpt, "wall_s": loop.wall_s,
         "checkpoint_dir": ckpt.directory, "last_checkpoint": ck.last_saved,
         "metrics_path": writer.path, "losses": history, "evals": evals,
-        "source_evals": run.source_evals, "params": final_params,
+        "source_evals": run.source_evals, "params": final_params, "save_stalls": loop.stalls,
     }
     if setup.primary and cfg.sample_tokens > 0:
         prompt = tok.encode(cfg.sample_prompt).astype(np.int32)
@@ -375,6 +377,9 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
         c.print(f"throughput {tps:,.0f} tokens/s (steady state); {run.fpt / 1e6:.2f} "
                 f"MFLOP/token; MFU {100 * mfu:.2f}% of {run.peak_desc}")
     c.print(f"checkpoints: {ckpt.directory} (last step {ck.last_saved})")
+    if loop.stalls:
+        c.print(f"checkpoint saves: {len(loop.stalls)}; the slowest: "
+                f"{stall_text(max(loop.stalls, key=lambda r: r['stall_s']))}")
     tb = f" (TensorBoard: {os.path.join(setup.metrics_dir, 'tb')})" if cfg.tensorboard else ""
     c.print(f"metrics: {writer.path}{tb}; plot: python -m train.plot {writer.path}")
     if "sample" in summary:
