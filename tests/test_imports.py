@@ -68,6 +68,7 @@ LAYERS: dict[str, list[list[str]]] = {
         ["sources"],
         ["shards", "tokenizer"],
         ["metrics"],
+        ["schedule.hparams"],
         ["schedule.build"],
         ["schedule.plan"],
         ["config"],

@@ -36,6 +36,7 @@ from ..metrics import Console
 from ..parallel.layout import Layout, check_flags, make_layout
 from ..resume import check_compatible, choose_step, clear_outputs, read_saved_config
 from ..schedule.build import check_lr_curve
+from ..schedule.hparams import build_hparams, check_hparam_curves
 from ..tokenizer import get_tokenizer
 from .checks import check_data, global_batch, run_schedule
 from .grid import member_configs
@@ -48,6 +49,18 @@ __all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "
 Kind = Literal["train", "sweep", "lr_finder", "plan"]
 
 
+def check_hparams(cfg: TrainConfig) -> None:
+    """The scheduled hyperparameters (issue 27): parsed, torch's momentum cycling allowed by the
+    optimizer, every value in range at every update; a scheduled dropout is refused where the
+    run is pipelined (deterministic, as a number dropout is)."""
+    scheds = build_hparams(cfg)
+    check_hparam_curves(scheds, cfg.steps)
+    if "dropout" in scheds and ((cfg.pipeline_parallel or 1) > 1
+                                or (cfg.virtual_pipeline_parallel or 1) > 1):
+        raise ValueError(f"--dropout={cfg.dropout!r} is invalid with pipeline parallelism: "
+                         "pipelined training is deterministic (dropout 0)")
+
+
 def check_config(cfg: TrainConfig) -> S.Schedule:
     """Validate ``cfg`` entirely (see the module docstring) and return its learning-rate
     schedule; ``ValueError`` naming the flag, the value and the rule otherwise."""
@@ -55,6 +68,7 @@ def check_config(cfg: TrainConfig) -> S.Schedule:
     check_flags(cfg)
     schedule = run_schedule(cfg)
     check_lr_curve(schedule, cfg.steps)
+    check_hparams(cfg)
     check_data(cfg)
     if cfg.sweep or cfg.sweep_seeds:
         member_configs(cfg)  # every member's config is valid, the swept fields sweepable

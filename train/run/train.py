@@ -18,6 +18,7 @@ import numpy as np
 
 import models
 
+from .._flag import flag
 from .._paths import path_str
 from ..checkpoint import Checkpointer, CheckpointError, host_scalar
 from ..config import TrainConfig
@@ -27,6 +28,7 @@ from ..engine.step import init_state, loss_scale_rule
 from ..metrics import MetricsWriter, fmt_duration, param_summary
 from ..optim import group_labels, param_table
 from ..resume import with_saved_config
+from ..schedule.hparams import HPARAMS, build_hparams
 from .loop import (
     Checkpointing,
     Hook,
@@ -80,6 +82,7 @@ def _start_lines(cfg: TrainConfig, eff: dict, config_path: str | None) -> str:
         f"optimizer: AdamW b1={cfg.beta1} b2={cfg.beta2} eps={cfg.eps} weight decay "
         f"{cfg.weight_decay}, clip {cfg.clip_norm or 'off'}"
         + (f", lr x {dict(cfg.lr_mults)}" if cfg.lr_mults else "") + f"; seed {cfg.seed}",
+        *[f"scheduled: {flag(k)} = {s!r}" for k, s in build_hparams(cfg).items()],
         f"run: {cfg.steps} steps, eval every {cfg.eval_interval}, checkpoint every "
         f"{cfg.checkpoint_interval} (keep {cfg.keep_checkpoints}); {where}",
     ])
@@ -217,6 +220,7 @@ class SingleRun(Hook):
             extra = {}
             if "skipped" in row:  # float16: dynamic loss scaling
                 extra = {"loss_scale": float(row["loss_scale"]), "skipped": int(row["skipped"])}
+            extra.update({k: float(row[k]) for k in HPARAMS if k in row})  # issue 27
             loop.writer.write(t, loss=loss, lr=float(row["lr"]),
                               grad_norm=float(row["grad_norm"]), **extra, tokens_per_s=tps,
                               time=time.time())
