@@ -1,23 +1,18 @@
 """Issue 27: hyperparameters as schedules. torch's OneCycleLR / CyclicLR cycle Adam's beta1
 (SGD's momentum) here exactly as torch's own schedulers set it on a torch optimizer, step by
-step, in the optimizer and in a real training run; a weight-decay schedule changes AdamW's
-update as the closed form says."""
+step; a weight-decay schedule changes AdamW's update as the closed form says. A real training
+run against torch's (beta1 and losses per step): tests/train/test_alignment.py,
+``test_onecycle_cycles_beta1_as_pytorch``."""
 
 from __future__ import annotations
-
-import json
-import os
 
 import jax
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
-from train_testutil import tiny
 
 import models
 from train import TrainConfig
-from train import train_and_evaluate as run
 from train.__main__ import parse_config
 from train.optim import make_optimizer
 from train.run.setup import check_config
@@ -185,51 +180,3 @@ def test_hparam_flags() -> None:
                         "step 4"), (dict(weight_decay="foo("), "--weight-decay='foo(' is invalid")):
         with pytest.raises(ValueError, match=frag.replace("(", r"\(")):
             check_config(TrainConfig.from_dict(dict(data="unused.txt", **over)))
-
-
-def _hyper(tree: object) -> dict | None:
-    """The optimizer's ``inject_hyperparams`` values in a restored (untyped) state tree."""
-    if isinstance(tree, dict):
-        if "hyperparams" in tree and "beta1" in tree["hyperparams"]:
-            return tree["hyperparams"]
-        for v in tree.values():
-            r = _hyper(v)
-            if r is not None:
-                return r
-    if isinstance(tree, list | tuple):
-        for v in tree:
-            r = _hyper(v)
-            if r is not None:
-                return r
-    return None
-
-
-def test_training_run_applies_torchs_onecycle_beta1(tmp_path, corpus) -> None:
-    """A real run (--lr-scheduler=onecycle, AdamW): the beta1 logged for update t and the one
-    the optimizer state holds after it (saved in checkpoint t + 1) are torch's OneCycleLR's
-    for that step (torch's scheduler driving torch's AdamW)."""
-    steps = 4
-    cfg = tiny(str(tmp_path), corpus, steps=steps, total_steps=None, warmup_steps=None,
-               lr_scheduler="onecycle", checkpoint_interval=1, keep_checkpoints=steps,
-               eval_interval=steps)
-    cfg = {k: v for k, v in cfg.items() if v is not None}
-    wd = str(tmp_path / "run")
-    run(cfg, wd)
-    w = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.AdamW([w], lr=cfg["lr"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps)
-    want = []
-    for _ in range(steps):
-        want.append(opt.param_groups[0]["betas"][0])
-        w.grad = torch.ones(1)
-        opt.step()
-        sched.step()
-    with open(os.path.join(wd, "metrics", "metrics.jsonl")) as f:
-        logged = [r["beta1"] for r in map(json.loads, f) if "loss" in r]
-    np.testing.assert_allclose(logged, want, rtol=0, atol=F32)
-    ck = ocp.StandardCheckpointer()
-    for t in range(steps):
-        state = ck.restore(os.path.join(wd, "checkpoints", str(t + 1), "state"))
-        assert float(_hyper(state)["beta1"]) == pytest.approx(want[t], abs=F32)
-    with open(os.path.join(wd, "config.json")) as f:
-        assert json.load(f).get("lr_cycle_momentum") in (None, True)
