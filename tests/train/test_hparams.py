@@ -6,6 +6,8 @@ run against torch's (beta1 and losses per step): tests/train/test_alignment.py,
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import optax
@@ -25,6 +27,7 @@ STEPS = 8
 F32 = float(np.finfo(np.float32).eps)
 
 
+@functools.cache
 def _params() -> dict:
     cfg = models.get_config("gpt2", "tiny", n_layer=1, block_size=16)
     return jax.device_get(models.init_params(cfg, jax.random.key(0)))
@@ -44,13 +47,15 @@ def _ours(cfg: TrainConfig, params: dict, grads: list[dict]) -> tuple[list[dict]
     tx = make_optimizer(cfg, sched, params, hp)
     state = tx.init(params)
     out, applied = [], {k: [] for k in hp}
+    step = jax.jit(tx.update)  # one compile (eager optax compiles each of its ops)
     for g in grads:
-        updates, state = tx.update(g, state, params)
+        updates, state = step(g, state, params)
         params = optax.apply_updates(params, updates)
         out.append(jax.device_get(params))
         inj = state[-1]  # chain([clip,] <optimizer>): the optimizer's inject_hyperparams state
-        for k in applied:
-            applied[k].append(float(inj.hyperparams[k]))
+        for k in applied:  # a scheduled clip norm has its own, first, inject_hyperparams
+            v = state[0].hyperparams["max_norm"] if k == "clip_norm" else inj.hyperparams[k]
+            applied[k].append(float(v))
     return out, applied
 
 
@@ -180,3 +185,36 @@ def test_hparam_flags() -> None:
                         "step 4"), (dict(weight_decay="foo("), "--weight-decay='foo(' is invalid")):
         with pytest.raises(ValueError, match=frag.replace("(", r"\(")):
             check_config(TrainConfig.from_dict(dict(data="unused.txt", **over)))
+
+
+def test_population_member_optimizer_is_the_single_runs() -> None:
+    """A sweep over the lr of a OneCycleLR SGD run with a weight-decay schedule: a member's
+    optimizer, built by the population from its slice of the stacked tables, applies the same
+    momentum and weight decay as the single run with its lr (the same float32 tables) and moves
+    the parameters as it does (the same operations: equal within float32 rounding)."""
+    from train.engine.population import Population
+    from train.run.grid import member_configs
+    from train.run.setup import run_schedule
+
+    base = TrainConfig.from_dict(dict(
+        model_size="tiny", steps=STEPS, optimizer="sgd", lr_scheduler="onecycle", warmup_steps=0,
+        clip_norm="linear(2.0, 0.5, 8)", weight_decay="linear(0.4, 0.0, 4)",
+        sweep=("lr=0.05,0.1",))).normalized()
+    members, cfgs = member_configs(base)[1:]
+    pop = Population(cfgs, members, [run_schedule(c) for c in cfgs])
+    assert pop.scheduled == ("clip_norm", "momentum", "weight_decay")
+    params = _params()
+    grads = [jax.tree.map(lambda g: 4 * g, g) for g in _grads(params, STEPS)]  # clipped
+    single, applied = _ours(cfgs[1], params, grads)
+    h = jax.tree.map(lambda x: x[1], pop.h)
+    sched = applied_schedule(run_schedule(cfgs[1]), STEPS)
+    tx = pop.optimizer(h, sched, params)
+    state, p, step = tx.init(params), params, jax.jit(tx.update)
+    for t, g in enumerate(grads):
+        updates, state = step(g, state, p)
+        p = optax.apply_updates(p, updates)
+        assert float(state[-1].hyperparams["weight_decay"]) == applied["weight_decay"][t]
+        assert float(state[-1].hyperparams["momentum"]) == applied["momentum"][t]
+        for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(single[t])):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert applied["weight_decay"][:4] == pytest.approx([0.4, 0.3, 0.2, 0.1], rel=F32)

@@ -146,7 +146,8 @@ class Population:
         """The member's scheduled hyperparameters (``step -> value``) from its tables in ``h``."""
 
         def lookup(table: Any) -> Any:
-            return lambda t: table[jnp.clip(t, 0, table.shape[0] - 1).astype(jnp.int32)]
+            return lambda t: jnp.asarray(table)[jnp.clip(t, 0, table.shape[0] - 1)
+                                                .astype(jnp.int32)]
 
         return {f: lookup(h[f"hp_{f}"]) for f in self.scheduled}
 
