@@ -21,14 +21,19 @@ OPTIMIZERS: dict[str, tuple[list[str], float]] = {
     "sgd": (["--optimizer=sgd", "--momentum=0.9"], 0.05),
 }
 SGD_CASE = "gpt2-chained-sgd"
+#: OneCycleLR with torch's momentum cycling (AdamW's beta1 logged per step by both sides)
+ONECYCLE_CASE = "gpt2-onecycle"
 
 
 def schedule_flags(scheduler: str, steps: int) -> list[str]:
-    """StepLR halving 4 times over the run; chained: that StepLR times LinearLR(1 -> 0.25)."""
+    """StepLR halving 4 times over the run; chained: that StepLR times LinearLR(1 -> 0.25);
+    onecycle: OneCycleLR over the run with torch's defaults (its momentum cycling included)."""
     step_size = max(1, steps // 4)
     common = [f"--lr-step-size={step_size}", "--lr-gamma=0.5", "--warmup-steps=0"]
     if scheduler == "steplr":
         return ["--lr-scheduler=steplr", *common]
+    if scheduler == "onecycle":  # torch's defaults: beta1 cycled 0.95 -> 0.85 -> 0.95 (issue 27)
+        return ["--lr-scheduler=onecycle"]
     if scheduler == "chained":
         return ["--lr-scheduler=chained", "--lr-chain=steplr,linear", *common,
                 "--lr-start-factor=1.0", "--lr-end-factor=0.25"]

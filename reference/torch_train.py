@@ -24,9 +24,10 @@ with PyTorch, so that the two JSON-lines logs can be compared step by step:
 
 Output: ``<metrics dir>/metrics.jsonl`` (default ``WORKDIR/metrics``), one line per step:
 ``{"step", "loss", "lr", "grad_norm"}`` where ``lr`` is the learning rate the optimizer used at
-that step. Not supported (rejected): dropout, ``--lr-mults``, ``--schedule``, ``--optimizer=lion``
-(not in torch.optim), the schedulers without a plain torch equivalent for AdamW
-(``onecycle``/``cyclic`` cycle momentum in torch) and Megatron's ``--lr-decay-style``.
+that step, plus ``beta1`` (``momentum`` for SGD) where ``onecycle``/``cyclic`` cycle it (torch's
+``cycle_momentum``, as the trainer). Not supported (rejected): dropout, ``--lr-mults``,
+``--schedule``, ``--optimizer=lion`` (not in torch.optim), hyperparameters given as schedules
+(issue 27) and Megatron's ``--lr-decay-style``.
 ``reference.torch_ddp`` runs the same training as real ``DistributedDataParallel`` processes.
 Never imported by the packages.
 """
@@ -46,16 +47,15 @@ import torch.nn.functional as F
 from torch.optim import lr_scheduler as L
 
 import models
-from train.config import TrainConfig
+from train._flag import flag
+from train.config import HPARAM_FIELDS, TrainConfig
 from train.data import Batcher, load_data
+from train.schedule.hparams import build_hparams
 from train.schedule.plan import Plan, plan
 from train.tokenizer import get_tokenizer
 
 __all__ = ["build_model", "build_optimizer", "build_scheduler", "decay_names", "param_groups",
            "train", "main"]
-
-UNSUPPORTED = ("onecycle", "cyclic")
-
 
 # -- model ------------------------------------------------------------------------------------
 
@@ -166,13 +166,17 @@ def build_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> Any:
     """The torch (or transformers) scheduler that the flags name: the trainer's own
     :func:`train.schedule.plan.plan` (one table for both) realized with
     ``torch.optim.lr_scheduler``."""
-    if cfg.scheduler_name in UNSUPPORTED and cfg.lr_decay_style is None and cfg.schedule is None:
-        raise ValueError(f"--lr-scheduler={cfg.scheduler_name} is not supported by the reference "
-                         f"(torch cycles AdamW's beta1 with it; the trainer does not)")
     return _realize(plan(cfg), opt)
 
 
 # -- training ---------------------------------------------------------------------------------
+
+
+def _momentum(group: dict) -> dict[str, float]:
+    """The momentum torch's ``cycle_momentum`` sets in ``group``, under the trainer's name."""
+    if "betas" in group:
+        return {"beta1": float(group["betas"][0])}
+    return {"momentum": float(group["momentum"])} if "momentum" in group else {}
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -186,6 +190,10 @@ def _check(cfg: TrainConfig) -> None:
         raise ValueError("--dtype must be float32 for the reference")
     if cfg.optimizer == "lion":
         raise ValueError("--optimizer=lion is not supported by the reference (not in torch.optim)")
+    scheduled = [k for k in HPARAM_FIELDS if isinstance(getattr(cfg, k), str)]
+    if scheduled:
+        raise ValueError(f"{flag(scheduled[0])}={getattr(cfg, scheduled[0])!r}: hyperparameters "
+                         "given as schedules are not supported by the reference")
 
 
 def global_devices(cfg: TrainConfig) -> int:
@@ -240,6 +248,7 @@ def train(cfg: TrainConfig, workdir: str, devices: int | None = None,
               f"{D} x {cfg.grad_accum} x {cfg.batch_size} x {cfg.seq_len}; "
               f"{type(sched).__name__}; metrics {path}", flush=True)
     records = []
+    cycled = bool(build_hparams(cfg))
     A, B, T = cfg.grad_accum, cfg.batch_size, cfg.seq_len
     t0 = time.perf_counter()
     with open(path, "w") as f:
@@ -247,6 +256,8 @@ def train(cfg: TrainConfig, workdir: str, devices: int | None = None,
             tokens = torch.from_numpy(batcher.batch(step).reshape(-1, T + 1).astype(np.int64))
             x, y = tokens[:, :-1], tokens[:, 1:]
             lr = float(opt.param_groups[0]["lr"])
+            # the trainer logs the momentum onecycle/cyclic cycle: so does this, torch's value
+            mom = _momentum(opt.param_groups[0]) if cycled else {}
             logits = model(input_ids=x).logits.float()
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                   reduction="none")
@@ -262,7 +273,7 @@ def train(cfg: TrainConfig, workdir: str, devices: int | None = None,
             opt.step()
             sched.step()
             rec = {"step": step, "loss": float(loss.detach()), "lr": lr,
-                   "grad_norm": float(gnorm)}
+                   "grad_norm": float(gnorm), **mom}
             records.append(rec)
             f.write(json.dumps(rec) + "\n")
             if verbose and ((step + 1) % cfg.log_interval == 0 or step + 1 == cfg.steps):

@@ -70,6 +70,7 @@ LAYERS: dict[str, list[list[str]]] = {
         ["sources"],
         ["shards", "tokenizer"],
         ["metrics"],
+        ["schedule.hparams"],
         ["schedule.build"],
         ["schedule.plan"],
         ["config"],

@@ -25,7 +25,8 @@ from ._flag import flag
 from ._flag import is_num as _is_num
 from .schedule.names import CHAINABLE, LR_SCHEDULERS, canonical_decay_style, canonical_scheduler
 
-__all__ = ["CHAINABLE", "GROUPS", "LR_SCHEDULERS", "TrainConfig", "flag", "parse_lr_mults"]
+__all__ = ["CHAINABLE", "GROUPS", "HPARAM_FIELDS", "LR_SCHEDULERS", "TrainConfig", "flag",
+           "parse_lr_mults"]
 
 MODELS = ("gpt2", "llama3")
 TOKENIZERS = ("byte", "gpt2")
@@ -59,6 +60,9 @@ def _f(default: Any, group: str, help: str, factory: Any = None) -> Any:
 
 
 _S = "schedule"
+_SCHED = "; a number or a schedule of the step in the algebra's text (docs/training.md)"
+#: issue 27: the hyperparameters that take a number or a schedule (the algebra's text spec)
+HPARAM_FIELDS = ("weight_decay", "beta1", "beta2", "momentum", "clip_norm", "dropout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +82,8 @@ class TrainConfig:
     n_head: int | None = _f(None, "model", "override the size's number of heads")
     n_embd: int | None = _f(None, "model", "override the size's width")
     dtype: str = _f("float32", "model", "compute dtype (params and optimizer state stay float32)")
-    dropout: float = _f(0.0, "model", "dropout rate (0 = off)")
+    dropout: float | str = _f(0.0, "model", "dropout rate (0 = off), or a schedule of the step "
+                              "in the algebra's text (docs/training.md)")
     # data
     data: str | None = _f(None, "data", "text file/dir, .jsonl(.gz/.zst), .parquet, a datasets "
                           "folder, a train.prepare folder, llm.c/nanoGPT .bin file/dir, or a "
@@ -169,19 +174,29 @@ class TrainConfig:
                                         "minus_sqrt (unset: exponential)")
     schedule: str | None = _f(None, _S, "any schedule in the algebra's text spec, absolute "
                               "values (instead of --lr-scheduler)")
+    # issue 27: torch's OneCycleLR / CyclicLR cycle the momentum (adam(w)/lion beta1, sgd momentum)
+    lr_cycle_momentum: bool | None = _f(None, _S, "onecycle/cyclic: cycle_momentum, cycle "
+                                        "adam(w)/lion beta1 (sgd momentum) inversely to the "
+                                        "lr (unset: true, as torch)")
+    lr_base_momentum: float | None = _f(None, _S, "onecycle/cyclic: base_momentum (unset: "
+                                        "0.85 onecycle, 0.8 cyclic)")
+    lr_max_momentum: float | None = _f(None, _S, "onecycle/cyclic: max_momentum (unset: "
+                                       "0.95 onecycle, 0.9 cyclic)")
     # optimizer
     lr_mults: Mapping[str, float] = _f(None, "optimizer", "per-group lr multipliers, "
                                        "PATTERN=MULT,... on parameter paths (e.g. wte=0.1)",
                                        factory=dict)
-    clip_norm: float = _f(1.0, "optimizer", "global gradient-norm clipping (0 = off)")
-    beta1: float = _f(0.9, "optimizer", "adam(w)/lion beta1")
-    beta2: float = _f(0.95, "optimizer", "adam(w)/lion beta2")
+    clip_norm: float | str = _f(1.0, "optimizer", "global gradient-norm clipping (0 = off)"
+                                + _SCHED)
+    beta1: float | str = _f(0.9, "optimizer", "adam(w)/lion beta1" + _SCHED)
+    beta2: float | str = _f(0.95, "optimizer", "adam(w)/lion beta2" + _SCHED)
     eps: float = _f(1e-8, "optimizer", "adam(w) epsilon")
-    weight_decay: float = _f(0.1, "optimizer", "weight decay (matrices only): decoupled for "
-                             "adamw/lion/adafactor, L2 in the gradient for adam/sgd (as torch)")
+    weight_decay: float | str = _f(0.1, "optimizer", "weight decay (matrices only): decoupled "
+                                   "for adamw/lion/adafactor, L2 in the gradient for adam/sgd "
+                                   "(as torch)" + _SCHED)
     optimizer: str = _f("adamw", "optimizer", "adamw, adam, sgd, lion or adafactor (torch "
                         "semantics; docs/training.md)")
-    momentum: float = _f(0.0, "optimizer", "sgd: momentum (torch.optim.SGD)")
+    momentum: float | str = _f(0.0, "optimizer", "sgd: momentum (torch.optim.SGD)" + _SCHED)
     nesterov: bool = _f(False, "optimizer", "sgd: Nesterov momentum")
     dampening: float = _f(0.0, "optimizer", "sgd: momentum dampening")
     # float16 dynamic loss scaling (torch GradScaler's rule; unused for other dtypes)
@@ -375,6 +390,8 @@ class TrainConfig:
         kw["group"] = (gr,) if isinstance(gr, str) else tuple(gr) if isinstance(gr, list) else gr
         kw["schedule_history"] = _history(self.schedule_history)
         kw["save_on_signal"] = signal_names(self.save_on_signal)
+        for k in HPARAM_FIELDS:
+            kw[k] = hparam_value(getattr(self, k))
         if all(_same(getattr(self, k), v) for k, v in kw.items()):
             return self
         return dataclasses.replace(self, **kw)
@@ -425,7 +442,7 @@ class TrainConfig:
                 out[k] = getattr(self, k)
         out["dtype"] = self.dtype
         out["block_size"] = self.seq_len
-        if self.dropout:
+        if self.dropout and not isinstance(self.dropout, str):  # a schedule: passed per step
             out["dropout"] = self.dropout
         if self.recompute != "none":
             out.update(remat=self.recompute, remat_method=self.recompute_method,
@@ -481,7 +498,7 @@ class TrainConfig:
                        "or a tokenizer file (tokenizer.json, tokenizer.model, SentencePiece "
                        ".model)")
         _choice("sampling", self.sampling, ("random", "epoch"))
-        _float("dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
+        _hparam("dropout", self.dropout, lo=0.0, hi=1.0, hi_open=True)
         _float("val_fraction", self.val_fraction, lo=0.0, hi=0.5, lo_open=True)
         _float("lr", self.lr, lo=0.0, lo_open=True)
         for k in ("min_lr", "lr_warmup_init", "lr_base"):
@@ -499,11 +516,11 @@ class TrainConfig:
             other = "lr_scheduler" if self.lr_scheduler is not None else "lr_decay_style"
             raise _bad("schedule", self.schedule,
                        f"give --schedule or {flag(other)}={getattr(self, other)}, not both")
-        _float("clip_norm", self.clip_norm, lo=0.0)
-        _float("beta1", self.beta1, lo=0.0, hi=1.0, hi_open=True)
-        _float("beta2", self.beta2, lo=0.0, hi=1.0, hi_open=True)
+        _hparam("clip_norm", self.clip_norm, lo=0.0)
+        _hparam("beta1", self.beta1, lo=0.0, hi=1.0, hi_open=True)
+        _hparam("beta2", self.beta2, lo=0.0, hi=1.0, hi_open=True)
         _float("eps", self.eps, lo=0.0, lo_open=True)
-        _float("weight_decay", self.weight_decay, lo=0.0)
+        _hparam("weight_decay", self.weight_decay, lo=0.0)
         _check_optimizer(self)
         _float("loss_scale_init", self.loss_scale_init, lo=0.0, lo_open=True)
         _pos_int("loss_scale_growth_interval", self.loss_scale_growth_interval)
@@ -660,7 +677,7 @@ def _show_json(v: Any) -> str:
 def _check_optimizer(c: TrainConfig) -> None:
     """--optimizer, its hyperparameters (torch's rules), and no flag it would ignore."""
     _choice("optimizer", c.optimizer, OPTIMIZERS)
-    _float("momentum", c.momentum, lo=0.0, hi=1.0, hi_open=True)
+    _hparam("momentum", c.momentum, lo=0.0, hi=1.0, hi_open=True)
     _float("dampening", c.dampening, lo=0.0, hi=1.0)
     if not isinstance(c.nesterov, bool):
         raise _bad("nesterov", c.nesterov, "must be true or false")
@@ -672,10 +689,13 @@ def _check_optimizer(c: TrainConfig) -> None:
         raise ValueError(f"--optimizer={c.optimizer} does not use "
                          f"{', '.join(f'{flag(k)}={getattr(c, k)!r}' for k in unused)} "
                          f"({c.optimizer} uses {', '.join(uses)})")
-    if c.nesterov and (c.momentum <= 0 or c.dampening != 0):
+    # a scheduled momentum counts as > 0 here (its values are checked per step:
+    # train.schedule.hparams)
+    momentum = 1.0 if isinstance(c.momentum, str) else c.momentum
+    if c.nesterov and (momentum <= 0 or c.dampening != 0):
         raise _bad("nesterov", c.nesterov, f"requires --momentum > 0 and --dampening=0 (as "
                    f"torch.optim.SGD), got --momentum={c.momentum}, --dampening={c.dampening}")
-    if c.dampening != 0 and c.momentum == 0:
+    if c.dampening != 0 and momentum == 0:
         raise _bad("dampening", c.dampening, "only applies with --momentum > 0")
 
 
@@ -685,6 +705,31 @@ _CHECKED = frozenset({"lr_milestones", "lr_chain", "lr_mults", "resume", "tensor
                       "save_on_signal",
                       "async_checkpoints", "sample_prompt", "overwrite", "verbose",
                       "sequence_parallel", "plan", "recompute", "recompute_method"})
+
+
+def _hparam(name: str, v: Any, **rule: Any) -> None:
+    """A hyperparameter given as a number (checked by ``rule``) or as a schedule's text (a
+    non-empty string, parsed and checked at every step by :mod:`train.schedule.hparams`)."""
+    if isinstance(v, str):
+        if not v.strip():
+            raise _bad(name, v, "must be a number or a schedule, e.g. 'cosine(0.1, 0.01, 1000)'")
+        return
+    _float(name, v, **rule)
+
+
+def hparam_value(v: Any) -> Any:
+    """A hyperparameter's value from text (flags, config files): a number where the text is one
+    (``float(text)``, as argparse's ``type=float``), else the schedule's text, stripped; ints to
+    floats."""
+    if isinstance(v, str):
+        t = v.strip()
+        try:
+            return float(t) if t else v
+        except ValueError:
+            return t
+    if isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    return v
 
 
 def field_kinds() -> dict[str, type | None]:

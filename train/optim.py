@@ -43,7 +43,7 @@ from .config import OPTIMIZER_FLAGS, OPTIMIZERS
 from .schedule.build import applied_group_schedules
 
 __all__ = ["OPTIMIZERS", "OPTIMIZER_FLAGS", "base_optimizer", "group_labels", "make_optimizer",
-           "param_table", "path_str", "per_layer", "sgd_momentum"]
+           "OPTIMIZER_HPARAMS", "param_table", "path_str", "per_layer", "sgd_momentum"]
 
 
 class SGDMomentumState(NamedTuple):
@@ -53,12 +53,16 @@ class SGDMomentumState(NamedTuple):
     buf: Any
 
 
-def sgd_momentum(momentum: float, dampening: float = 0.0,
-                 nesterov: bool = False) -> optax.GradientTransformation:
+def sgd_momentum(momentum: Any, dampening: float = 0.0, nesterov: bool = False,
+                 scheduled: bool = False) -> optax.GradientTransformation:
     """``torch.optim.SGD``'s momentum (before the lr): ``buf = g`` at the first step, then
     ``buf = momentum * buf + (1 - dampening) * g``; returns ``g + momentum * buf`` with
     ``nesterov`` else ``buf``. ``optax.trace(momentum, nesterov)`` equals it when
-    ``dampening = 0`` (its buffer starts at 0, so its first step is ``g`` too)."""
+    ``dampening = 0`` (its buffer starts at 0, so its first step is ``g`` too).
+
+    ``scheduled``: ``momentum`` is a traced value that may be 0 at a step; there torch's SGD
+    skips the buffer (the update is ``g``, the buffer is kept, and a later non-zero momentum
+    starts it with ``g`` if it never started), and so does this."""
 
     def init(params: Any) -> SGDMomentumState:
         return SGDMomentumState(jnp.zeros([], jnp.bool_), jax.tree.map(jnp.zeros_like, params))
@@ -70,7 +74,12 @@ def sgd_momentum(momentum: float, dampening: float = 0.0,
             lambda b, g: jnp.where(state.started, momentum * b + (1.0 - dampening) * g, g),
             state.buf, updates)
         out = jax.tree.map(lambda g, b: g + momentum * b, updates, buf) if nesterov else buf
-        return out, SGDMomentumState(jnp.ones([], jnp.bool_), buf)
+        if not scheduled:
+            return out, SGDMomentumState(jnp.ones([], jnp.bool_), buf)
+        on = momentum != 0
+        keep = lambda new, old: jnp.where(on, new, old)  # noqa: E731
+        return (jax.tree.map(keep, out, updates),
+                SGDMomentumState(state.started | on, jax.tree.map(keep, buf, state.buf)))
 
     return optax.GradientTransformation(init, update)
 
@@ -138,24 +147,51 @@ def per_layer(tx: optax.GradientTransformation) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def base_optimizer(cfg: Any, lr: S.Schedule) -> optax.GradientTransformation:
+#: the optimizer's hyperparameters that may be schedules (``--clip-norm`` and ``--dropout``,
+#: the other two, are applied by :func:`make_optimizer` and the loss)
+OPTIMIZER_HPARAMS = ("weight_decay", "beta1", "beta2", "momentum")
+
+
+def base_optimizer(cfg: Any, lr: S.Schedule,
+                   hparams: Mapping[str, Any] | None = None) -> optax.GradientTransformation:
     """The ``--optimizer`` of ``cfg`` reading its learning rate from ``lr`` (no clipping, no
-    groups): weight decay on ``models.decay_mask`` only."""
-    name, wd, mask = cfg.optimizer, cfg.weight_decay, models.decay_mask
+    groups): weight decay on ``models.decay_mask`` only.
+
+    ``hparams``: scheduled hyperparameters (field -> ``step -> value``, e.g.
+    ``train.schedule.hparams.applied_hparams``); those of :data:`OPTIMIZER_HPARAMS` are
+    injected with ``optax.inject_hyperparams`` (read at its own step count, which advances
+    with the lr's), the others stay ``cfg``'s numbers. Without any, the optimizer is the
+    constant one, unchanged."""
+    hp = {f: s for f, s in (hparams or {}).items() if f in OPTIMIZER_HPARAMS}
+    values = {f: getattr(cfg, f) for f in OPTIMIZER_HPARAMS if f not in hp}
+
+    def factory(weight_decay: Any, beta1: Any, beta2: Any, momentum: Any
+                ) -> optax.GradientTransformation:
+        return _optimizer(cfg, lr, weight_decay, beta1, beta2, momentum, "momentum" in hp)
+
+    if not hp:
+        return factory(**values)
+    return optax.inject_hyperparams(factory, static_args=tuple(values))(**values, **hp)
+
+
+def _optimizer(cfg: Any, lr: S.Schedule, wd: Any, beta1: Any, beta2: Any, momentum: Any,
+               momentum_scheduled: bool) -> optax.GradientTransformation:
+    name, mask = cfg.optimizer, models.decay_mask
     if name == "adamw":
-        return optax.adamw(learning_rate=lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
+        return optax.adamw(learning_rate=lr, b1=beta1, b2=beta2, eps=cfg.eps,
                            weight_decay=wd, mask=mask)
     if name == "adam":  # torch.optim.Adam: L2 in the gradient, before the moments
         return optax.chain(optax.add_decayed_weights(wd, mask),
-                           optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps),
+                           optax.scale_by_adam(b1=beta1, b2=beta2, eps=cfg.eps),
                            optax.scale_by_learning_rate(lr))
     if name == "sgd":  # torch.optim.SGD: L2 in the gradient, then momentum
         parts = [optax.add_decayed_weights(wd, mask)]
-        if cfg.momentum > 0:
-            parts.append(sgd_momentum(cfg.momentum, cfg.dampening, cfg.nesterov))
+        if momentum_scheduled or momentum > 0:
+            parts.append(sgd_momentum(momentum, cfg.dampening, cfg.nesterov,
+                                      scheduled=momentum_scheduled))
         return optax.chain(*parts, optax.scale_by_learning_rate(lr))
     if name == "lion":
-        return optax.lion(learning_rate=lr, b1=cfg.beta1, b2=cfg.beta2, weight_decay=wd,
+        return optax.lion(learning_rate=lr, b1=beta1, b2=beta2, weight_decay=wd,
                           mask=mask)
     if name == "adafactor":  # torch.optim.Adafactor (d=1, beta2_decay=-0.8, eps2=1e-3)
         return optax.chain(  # block-wise parts per layer on the pipeline's stacked layers
@@ -183,25 +219,36 @@ def group_labels(params: Any, lr_mults: Mapping[str, float], groups: Sequence[st
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-def make_optimizer(cfg: Any, schedule: S.Schedule, params: Any) -> optax.GradientTransformation:
+def _clip(max_norm: Any) -> optax.GradientTransformation:
+    # a scheduled clip norm of 0 at a step means no clipping there, as the number 0 does
+    return optax.clip_by_global_norm(jnp.where(max_norm > 0, max_norm, jnp.inf))
+
+
+def make_optimizer(cfg: Any, schedule: S.Schedule, params: Any,
+                   hparams: Mapping[str, Any] | None = None) -> optax.GradientTransformation:
     """``chain(clip_by_global_norm(clip_norm), <optimizer>(schedule, ...))`` (clip 0 = off),
     with per-group learning-rate multipliers when ``cfg.lr_mults`` is non-empty and per-group
     schedules for ``cfg.group`` (``--group=PATTERN:SPEC``: the group's own tabulated
-    schedule, :func:`train.schedule.build.applied_group_schedules`)."""
+    schedule, :func:`train.schedule.build.applied_group_schedules`). ``hparams``: the
+    scheduled hyperparameters (:func:`base_optimizer`; a scheduled ``clip_norm`` is injected
+    too, 0 at a step = no clipping at that step)."""
     parts: list[optax.GradientTransformation] = []
-    if cfg.clip_norm > 0:
+    clip = (hparams or {}).get("clip_norm")
+    if clip is not None:
+        parts.append(optax.inject_hyperparams(_clip)(max_norm=clip))
+    elif cfg.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(cfg.clip_norm))
     own = applied_group_schedules(cfg) if getattr(cfg, "group", ()) else {}
     if cfg.lr_mults or own:
         labels = group_labels(params, cfg.lr_mults, tuple(own))
         used = set(jax.tree_util.tree_leaves(labels))
-        txs = {"default": base_optimizer(cfg, schedule)}
+        txs = {"default": base_optimizer(cfg, schedule, hparams)}
         for pat, s in own.items():
             if pat in used:
-                txs[pat] = base_optimizer(cfg, s)
+                txs[pat] = base_optimizer(cfg, s, hparams)
         for pat, mult in cfg.lr_mults.items():
             if pat in used:
-                txs[pat] = base_optimizer(cfg, schedule * float(mult))
+                txs[pat] = base_optimizer(cfg, schedule * float(mult), hparams)
         for what, pats in (("--group", own), ("--lr-mults", cfg.lr_mults)):
             unused = sorted(set(pats) - used)
             if unused:
@@ -212,7 +259,7 @@ def make_optimizer(cfg: Any, schedule: S.Schedule, params: Any) -> optax.Gradien
         parts.append(optax.multi_transform(
             txs, lambda p: group_labels(p, cfg.lr_mults, tuple(own))))
     else:
-        parts.append(base_optimizer(cfg, schedule))
+        parts.append(base_optimizer(cfg, schedule, hparams))
     return optax.chain(*parts)
 
 

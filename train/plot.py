@@ -36,8 +36,13 @@ def _num(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
+#: the scheduled hyperparameters a metrics.jsonl may hold (train.schedule.hparams.HPARAMS)
+HPARAM_KEYS = ("beta1", "beta2", "momentum", "weight_decay", "clip_norm", "dropout")
+
+
 def plot_metrics(path: str, out: str | None = None) -> str:
-    """Draw loss (train + validation) and lr against the step; returns the PNG path."""
+    """Draw loss (train + validation), lr and any scheduled hyperparameter against the step;
+    returns the PNG path."""
     plt = _pyplot()
     train, val = read_metrics(path)
     if not train:
@@ -45,7 +50,17 @@ def plot_metrics(path: str, out: str | None = None) -> str:
     steps = sorted(train)
     loss = [_num(train[s]["loss"]) for s in steps]
     lr = [_num(train[s]["lr"]) for s in steps]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    # issue 27: the scheduled hyperparameters a run logs (the values its updates applied)
+    hp = [k for k in HPARAM_KEYS if any(k in train[s] for s in steps)]
+    fig, axes = plt.subplots(2 + bool(hp), 1, figsize=(8, 6 + 2.5 * bool(hp)), sharex=True)
+    ax1, ax2 = axes[:2]
+    if hp:
+        for i, k in enumerate(hp):
+            axes[2].plot(steps, [_num(train[s].get(k)) for s in steps], lw=1, color=f"C{3 + i}",
+                         label=k)
+        axes[2].set_ylabel("scheduled")
+        axes[2].legend(fontsize=7)
+        axes[2].grid(alpha=0.3)
     ax1.plot(steps, loss, lw=1, label="train")
     if val:
         vs = sorted(val)
@@ -58,7 +73,7 @@ def plot_metrics(path: str, out: str | None = None) -> str:
     ax1.grid(alpha=0.3)
     ax2.plot(steps, lr, lw=1, color="C2")
     ax2.set_ylabel("learning rate")
-    ax2.set_xlabel("optimizer step")
+    axes[-1].set_xlabel("optimizer step")
     ax2.grid(alpha=0.3)
     fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(path))) or path)
     fig.tight_layout()

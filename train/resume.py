@@ -55,6 +55,7 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     "lr_total_iters", "lr_start_factor", "lr_end_factor", "lr_power", "lr_t0", "lr_t_mult",
     "lr_base", "lr_step_size_up", "lr_step_size_down", "lr_mode", "lr_pct_start",
     "lr_anneal_strategy", "lr_div_factor", "lr_final_div_factor", "lr_three_phase",
+    "lr_cycle_momentum", "lr_base_momentum", "lr_max_momentum",
     "lr_num_cycles", "lr_timescale", "min_lr_ratio", "warmup_lr_ratio", "lr_num_decay_steps",
     "lr_num_stable_steps", "lr_warmup_type", "lr_decay_type", "lr_decay_style",
     "lr_warmup_iters", "lr_warmup_init", "lr_decay_iters", "lr_wsd_decay_iters",

@@ -38,7 +38,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from reference import torch_ddp, torch_train
-from reference.cases import CASES, SGD_CASE, case_flags, compare, read_metrics
+from reference.cases import CASES, ONECYCLE_CASE, SGD_CASE, case_flags, compare, read_metrics
 from train import build_schedule
 from train.__main__ import main as train_main
 from train.__main__ import parse_config
@@ -104,6 +104,36 @@ def test_matches_pytorch(runs, case):
     # the schedule really decays (the test would be weak on a constant lr), and training learns
     assert torch_lr[-1] < 0.5 * torch_lr[0]
     assert ref[-1]["loss"] < 0.8 * ref[0]["loss"]
+
+
+def test_onecycle_cycles_beta1_as_pytorch(tmp_path, corpus):
+    """OneCycleLR (issue 27): torch's scheduler cycles AdamW's beta1 (``cycle_momentum``); the
+    trainer applies the same beta1 at every step (logged by both: torch's from the optimizer's
+    ``param_groups``, ours the value the update applied) and the losses follow torch's. 10 steps
+    on one device (the data-parallel math is the tests above), to keep CI time."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {}
+        for side, main in (("ours", train_main), ("torch", torch_train.main)):
+            wd = str(tmp_path / side)
+            argv = case_flags(ONECYCLE_CASE, steps=10, devices=1, batch_size=4,
+                              extra=[f"--data={corpus}", f"--data-cache={tmp_path / 'cache'}",
+                                     f"--workdir={wd}"])
+            assert main(argv) == 0
+            out[side] = read_metrics(wd)
+    finally:
+        torch.set_num_threads(threads)
+    ours, ref = out["ours"], out["torch"]
+    b_ours, b_ref = [r["beta1"] for r in ours], [r["beta1"] for r in ref]
+    assert min(b_ref) < 0.86 and b_ref[0] == 0.95  # torch really cycles it
+    # ours: torch's float64 value rounded once to float32 (the step's table)
+    np.testing.assert_allclose(b_ours, b_ref, rtol=0, atol=np.finfo(np.float32).eps)
+    d = compare(ours, ref)
+    assert d["max_lr_rel"] <= LR_RTOL, d
+    assert d["max_loss_rel"] <= LOSS_RTOL, d
 
 
 @pytest.mark.parametrize("layout", ["dp8-accum2", "dp1"])

@@ -59,5 +59,6 @@ def compile_key(model_cfg: Any, cfg: TrainConfig, schedule: Any, *extra: Hashabl
     ``extra`` (its devices or layout)."""
     return (model_cfg, repr(schedule), cfg.clip_norm, cfg.beta1, cfg.beta2, cfg.eps,
             cfg.weight_decay, tuple(sorted(cfg.lr_mults.items())), cfg.seed, cfg.optimizer,
-            cfg.momentum, cfg.nesterov, cfg.dampening, loss_scale_rule(cfg),
+            cfg.momentum, cfg.nesterov, cfg.dampening, loss_scale_rule(cfg), cfg.dropout,
+            cfg.lr_cycle_momentum, cfg.lr_base_momentum, cfg.lr_max_momentum,
             tuple(getattr(cfg, "group", ())), *extra)

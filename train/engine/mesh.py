@@ -62,8 +62,17 @@ from ..parallel.shardings import (
 )
 from ..parallel.stack import stack_tree, unstack_tree
 from ..schedule.build import applied_group_schedules, applied_schedule
+from ..schedule.hparams import applied_hparams, build_hparams
 from .base import compile_key
-from .step import Documents, LossScale, checked, loss_scale_rule, model_loss, update
+from .step import (
+    Documents,
+    LossScale,
+    checked,
+    loss_scale_rule,
+    model_loss,
+    schedule_count,
+    update,
+)
 
 __all__ = ["MeshEngine", "build", "describe_mesh", "make_mesh", "mesh_engine"]
 
@@ -311,7 +320,8 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
           layout: Layout, params: Any, devices: Sequence[Any] | None = None,
           loss_scale: LossScale | None = None,
           group_schedules: Mapping[str, Callable] | None = None,
-          documents: Documents | None = None) -> MeshEngine:
+          documents: Documents | None = None,
+          hparams: dict[str, Callable] | None = None) -> MeshEngine:
     """The mesh, the state's shardings and the jitted steps (compiled at their first call).
 
     The step is :func:`train.engine.step.update` (the pmap engine's body) with the
@@ -329,7 +339,8 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     grad_sh = named(mesh, g_specs)
     rules = logical_rules(layout)
     module = models.build(model_cfg)
-    use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
+    hparams = hparams or {}
+    use_dropout = getattr(model_cfg, "dropout", 0.0) > 0 or "dropout" in hparams
     repl = NamedSharding(mesh, P())
     batch_sh = NamedSharding(mesh, P(None, DATA, None))
     stage_sh = _stage_sharding(mesh, specs["params"], layout)
@@ -354,11 +365,15 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
 
             new, metrics = update(state, batch[None], None, tx=tx, reduce=reduce,
                                   schedule=schedule, loss_fn=pp_loss, loss_scale=loss_scale,
-                                  group_schedules=group_schedules)
+                                  group_schedules=group_schedules, hparams=hparams)
         else:
+            lf = loss_fn
+            if "dropout" in hparams:  # this update's scheduled rate
+                rate = hparams["dropout"](schedule_count(state["opt_state"]))
+                lf = model_loss(module, rate, vocab_parallel=True, documents=documents)
             new, metrics = update(state, batch, keys, tx=tx, reduce=reduce, schedule=schedule,
-                                  loss_fn=loss_fn, loss_scale=loss_scale,
-                                  group_schedules=group_schedules)
+                                  loss_fn=lf, loss_scale=loss_scale,
+                                  group_schedules=group_schedules, hparams=hparams)
         return new, jax.tree.map(lambda x: x[None], metrics)  # [1]: one replica's, as pmap's
 
     def eval_step(params: Any, batch: jax.Array) -> jax.Array:
@@ -421,11 +436,12 @@ def mesh_engine(model_cfg: Any, cfg: Any, schedule: Any, params: Any, layout: La
                       None if devices is None else tuple(d.id for d in devices), documents)
     if key not in _ENGINE_CACHE:
         schedule = applied_schedule(schedule, horizon)  # the same bits on every engine
-        tx = make_optimizer(cfg, schedule, params)
+        hp = applied_hparams(build_hparams(cfg), horizon)
+        tx = make_optimizer(cfg, schedule, params, hp)
         _ENGINE_CACHE[key] = build(model_cfg, tx, schedule, cfg.seed, layout, params,
                                    devices, loss_scale=loss_scale_rule(cfg),
                                    group_schedules=applied_group_schedules(cfg),
-                                   documents=documents)
+                                   documents=documents, hparams=hp)
     eng = _ENGINE_CACHE[key]
     eng.log = log
     if log is not None:

@@ -20,6 +20,7 @@ import models
 
 from ..optim import make_optimizer
 from ..schedule.build import applied_group_schedules, applied_schedule
+from ..schedule.hparams import applied_hparams, build_hparams
 from .base import compile_key
 from .step import (
     AXIS,
@@ -44,20 +45,22 @@ def make_train_step(model_cfg: Any, tx: optax.GradientTransformation, seed: int,
                     loss_scale: LossScale | None = None,
                     group_schedules: Mapping[str, Callable[[Any], Any]] | None = None,
                     documents: Documents | None = None,
+                    hparams: dict[str, Callable[[Any], Any]] | None = None,
                     ) -> Callable[[Any, Any], tuple[Any, dict]]:
     """A pmapped ``(state, batch) -> (state, metrics)`` over :func:`update`; ``state`` is
     donated. ``schedule`` (the one given to the optimizer) enables the ``lr`` metric;
     ``loss_scale`` is the float16 scaler's rule (its state is in ``state["loss_scale"]``);
     ``group_schedules`` the ``--group`` s' (their ``lr_<pattern>`` metrics);
-    ``documents``: the document mask (``--document-mask``)."""
+    ``documents``: the document mask (``--document-mask``); ``hparams``: the scheduled
+    hyperparameters ``tx`` applies (logged; a scheduled dropout rate is passed to the model)."""
     module = models.build(model_cfg)
-    use_dropout = getattr(model_cfg, "dropout", 0.0) > 0
+    use_dropout = getattr(model_cfg, "dropout", 0.0) > 0 or "dropout" in (hparams or {})
 
     def step(state: dict, batch: jax.Array) -> tuple[dict, dict]:
         keys = dropout_keys(seed, state["step"], batch.shape[0]) if use_dropout else None
         return update(state, batch, keys, module=module, tx=tx, schedule=schedule,
                       reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=loss_scale,
-                      group_schedules=group_schedules, documents=documents)
+                      group_schedules=group_schedules, documents=documents, hparams=hparams)
 
     return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,), devices=devices)
 
@@ -143,14 +146,15 @@ def pmap_engine(model_cfg: Any, cfg: TrainConfig, schedule: Any, params: Any,
                       None if devices is None else tuple(d.id for d in devices), documents)
     if key not in _CACHE:
         schedule = applied_schedule(schedule, horizon)  # the same bits on every engine
-        tx = make_optimizer(cfg, schedule, params)
+        hp = applied_hparams(build_hparams(cfg), horizon)
+        tx = make_optimizer(cfg, schedule, params, hp)
         n = jax.local_device_count() if devices is None else sum(
             d.process_index == jax.process_index() for d in devices)
         train, evaluate = checked(
             make_train_step(model_cfg, tx, cfg.seed, devices, schedule=schedule,
                             loss_scale=loss_scale_rule(cfg),
                             group_schedules=applied_group_schedules(cfg),
-                            documents=documents),
+                            documents=documents, hparams=hp),
             make_eval_step(model_cfg, devices, documents),
             replicas=n, max_len=model_cfg.block_size, step_shape=(n,))
         _CACHE[key] = PmapEngine(tx, train, evaluate, devices)

@@ -23,8 +23,9 @@ from schedules.torch._recurrence import Recurrence
 
 from ..metrics import settings_text
 from ..optim import make_optimizer
+from ..schedule.hparams import applied_hparams, build_hparams
 from .pmap import PmapEngine, replicate
-from .step import AXIS, dropout_keys, loss_scale_rule, model_loss, update
+from .step import AXIS, dropout_keys, loss_scale_rule, model_loss, schedule_count, update
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -83,8 +84,23 @@ class Population:
             h["lr_table"] = np.stack([
                 np.asarray(jax.jit(lambda t, s=s: s(t))(jnp.arange(steps, dtype=jnp.int32)),
                            np.float32) for s in schedules])
+        # issue 27: scheduled hyperparameters (a schedule's text, torch's momentum cycling) enter
+        # as each member's float32 table of the single run's values, gathered at the count
+        hps = [build_hparams(c) for c in cfgs]
+        self.scheduled = tuple(sorted(hps[0]))
+        for i, hp in enumerate(hps):
+            if tuple(sorted(hp)) != self.scheduled:
+                raise ValueError(
+                    f"--sweep is invalid: member 0 ({settings_text(members[0])}) schedules "
+                    f"{list(self.scheduled) or 'no hyperparameter'}, member {i} "
+                    f"({settings_text(members[i])}) {sorted(hp) or 'none'}: a hyperparameter is "
+                    "a number in some members and a schedule in others; run them separately")
+        steps = self.base.steps
+        for f in self.scheduled:
+            h[f"hp_{f}"] = np.stack([np.asarray(S.values(applied_hparams({f: hp[f]}, steps)[f],
+                                                         steps), np.float32) for hp in hps])
         self.varying = tuple(f for f in (*OPTIMIZER_FIELDS, "dropout", "seed")
-                             if len({getattr(c, f) for c in cfgs}) > 1)
+                             if f not in self.scheduled and len({getattr(c, f) for c in cfgs}) > 1)
         for f in self.varying:
             vals = [getattr(c, f) for c in cfgs]
             if f == "clip_norm":
@@ -92,10 +108,11 @@ class Population:
             if f == "dropout":  # the float32 rate whose 1 - rate is a single run's keep prob
                 vals = [np.float32(1) - np.float32(1.0 - v) for v in vals]
             h[f] = _stack(vals)
-        self.dropout = any(c.dropout > 0 for c in cfgs)  # dropout keys are drawn
+        # dropout keys are drawn
+        self.dropout = "dropout" in self.scheduled or any(c.dropout > 0 for c in cfgs)
         self.h = h
-        self.clip = any(c.clip_norm > 0 for c in cfgs)
-        self.key = (self.k, self.mode, self.treedef, repr(self.const),
+        self.clip = "clip_norm" not in self.scheduled and any(c.clip_norm > 0 for c in cfgs)
+        self.key = (self.k, self.mode, self.treedef, repr(self.const), self.scheduled,
                     repr(schedules[0]) if self.mode == "same" else None, self.varying, self.clip,
                     tuple((f, getattr(self.base, f)) for f in (*OPTIMIZER_FIELDS, "dropout",
                                                                "seed")
@@ -122,8 +139,17 @@ class Population:
         b = self.base
         ns = _View(lr_mults=b.lr_mults, clip_norm=0.0, optimizer=b.optimizer, momentum=b.momentum,
                    nesterov=b.nesterov, dampening=b.dampening, **view)
-        tx = make_optimizer(ns, schedule, params)
+        tx = make_optimizer(ns, schedule, params, self.hparams(h))
         return optax.chain(optax.clip_by_global_norm(clip), tx) if self.clip else tx
+
+    def hparams(self, h: Mapping[str, Any]) -> dict[str, Any]:
+        """The member's scheduled hyperparameters (``step -> value``) from its tables in ``h``."""
+
+        def lookup(table: Any) -> Any:
+            return lambda t: jnp.asarray(table)[jnp.clip(t, 0, table.shape[0] - 1)
+                                                .astype(jnp.int32)]
+
+        return {f: lookup(h[f"hp_{f}"]) for f in self.scheduled}
 
     def seed(self, h: Mapping[str, Any]) -> Any:
         return h["seed"] if "seed" in self.varying else self.base.seed
@@ -172,10 +198,13 @@ def population_steps(model_cfg: Any, pop: Population, per_member_data: bool,
         params = state["params"]
         sched = pop.schedule(h)
         keys = dropout_keys(pop.seed(h), step, batch.shape[0]) if pop.dropout else None
+        hp = pop.hparams(h)
+        rate = (hp["dropout"](schedule_count(state["opt_state"])) if "dropout" in hp
+                else pop.dropout_rate(h))
         new, m = update({"step": step, "params": params, "opt_state": state["opt_state"],
                          **{k: state[k] for k in scaled}},
                         batch, keys, tx=pop.optimizer(h, sched, params), schedule=sched,
-                        loss_fn=model_loss(module, pop.dropout_rate(h)),
+                        loss_fn=model_loss(module, rate), hparams=hp,
                         reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=rule)
         if rule is None:
             ok = jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]) & m["finite"]
@@ -190,6 +219,7 @@ def population_steps(model_cfg: Any, pop: Population, per_member_data: bool,
                                                                  *scaled)}
         out["active"] = keep
         extra = {k: m[k] for k in ("loss_scale", "skipped")} if scaled else {}
+        extra.update({k: m[k] for k in hp})
         return out, {"loss": m["loss"], "grad_norm": m["grad_norm"], "lr": m["lr"], "ok": ok,
                      **extra}
 

@@ -16,6 +16,9 @@ Metrics (identical on every device):
 * ``lr``: the learning rate this update applied, ``schedule(count)`` with ``count`` read from
   the optimizer state itself (optax's step count before the update; with parameter groups,
   the ``default`` group's). The log prints this value, so it cannot drift from the optimizer;
+* each scheduled hyperparameter (``weight_decay``, ``beta1``, ``beta2``, ``momentum``,
+  ``clip_norm``, ``dropout``; ``hparams``): its value at the same count, the value the update
+  applied (the optimizer reads the same table at its own, equal, count);
 * ``finite``: whether the NEW state (every parameter and optimizer-state leaf) is finite. The
   loop never saves a state whose ``finite`` is false.
 
@@ -202,7 +205,9 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
            schedule: Callable[[Any], Any] | None = None, module: Any = None,
            loss_fn: LossFn | None = None, loss_scale: LossScale | None = None,
            group_schedules: Mapping[str, Callable[[Any], Any]] | None = None,
-           documents: Documents | None = None) -> tuple[dict, dict]:
+           documents: Documents | None = None,
+           hparams: dict[str, Callable[[Any], Any]] | None = None,
+           ) -> tuple[dict, dict]:
     """One optimizer update: ``(state, batch, keys) -> (new_state, metrics)`` (traceable).
 
     ``batch``: int tokens ``[grad_accum, B, T + 1]``; ``keys``: ``[grad_accum]`` dropout keys or
@@ -210,13 +215,24 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
     ``schedule``: the default group's learning-rate schedule (for the ``lr`` metric; omitted:
     no ``lr`` metric); ``group_schedules``: ``--group`` s' schedules (metrics
     ``lr_<pattern>``, each read at the same count); the loss is ``loss_fn`` or, given
-    ``module``, :func:`model_loss`.
+    ``module``, :func:`model_loss` (with ``hparams["dropout"]``'s rate at this update where
+    scheduled, and ``documents``' mask); ``hparams``: the scheduled hyperparameters the
+    optimizer ``tx`` applies (``step -> value``), logged.
     Loss scaling is on when ``state`` has a ``"loss_scale"`` entry (``loss_scale`` gives its
     growth/backoff rule; default :class:`LossScale`); ``documents``: :func:`model_loss`'s
     document mask (with ``module``). See the module docstring for metrics."""
     if (module is None) == (loss_fn is None):
         raise ValueError("update: pass exactly one of module= or loss_fn=")
-    lf = loss_fn if loss_fn is not None else model_loss(module, documents=documents)
+    hparams = hparams or {}
+    group_schedules = group_schedules or {}
+    count = (schedule_count(state["opt_state"])
+             if (schedule is not None or hparams or group_schedules) else None)
+    if loss_fn is not None:
+        lf = loss_fn
+    elif "dropout" in hparams:
+        lf = model_loss(module, hparams["dropout"](count), documents=documents)
+    else:
+        lf = model_loss(module, documents=documents)
     params = state["params"]
     accum = batch.shape[0]
     scaled = "loss_scale" in state
@@ -247,9 +263,11 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
     gnorm = optax.tree.norm(grads)
     metrics: dict[str, jax.Array] = {"loss": loss, "grad_norm": gnorm}
     if schedule is not None:
-        metrics["lr"] = jnp.asarray(schedule(schedule_count(state["opt_state"])), jnp.float32)
-    for name, g in (group_schedules or {}).items():
-        metrics[f"lr_{name}"] = jnp.asarray(g(schedule_count(state["opt_state"])), jnp.float32)
+        metrics["lr"] = jnp.asarray(schedule(count), jnp.float32)
+    for name, g in group_schedules.items():
+        metrics[f"lr_{name}"] = jnp.asarray(g(count), jnp.float32)
+    for name, s in hparams.items():
+        metrics[name] = jnp.asarray(s(count), jnp.float32)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     new = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}

@@ -47,6 +47,7 @@ from ..resume import (
     skipped_line,
 )
 from ..schedule.build import check_lr_curve, group_schedules, history_join, history_pieces
+from ..schedule.hparams import build_hparams, check_hparam_curves
 from ..tokenizer import get_tokenizer
 from .checks import check_data, counts_samples, global_batch, run_schedule
 from .grid import member_configs
@@ -61,6 +62,18 @@ __all__ = ["RunSetup", "check_config", "document_delimiters", "effective_config"
 Kind = Literal["train", "sweep", "lr_finder", "plan"]
 
 
+def check_hparams(cfg: TrainConfig) -> None:
+    """The scheduled hyperparameters (issue 27): parsed, torch's momentum cycling allowed by the
+    optimizer, every value in range at every update; a scheduled dropout is refused where the
+    run is pipelined (deterministic, as a number dropout is)."""
+    scheds = build_hparams(cfg)
+    check_hparam_curves(scheds, cfg.steps)
+    if "dropout" in scheds and ((cfg.pipeline_parallel or 1) > 1
+                                or (cfg.virtual_pipeline_parallel or 1) > 1):
+        raise ValueError(f"--dropout={cfg.dropout!r} is invalid with pipeline parallelism: "
+                         "pipelined training is deterministic (dropout 0)")
+
+
 def check_config(cfg: TrainConfig) -> S.Schedule:
     """Validate ``cfg`` entirely (see the module docstring) and return its learning-rate
     schedule; ``ValueError`` naming the flag, the value and the rule otherwise."""
@@ -73,6 +86,7 @@ def check_config(cfg: TrainConfig) -> S.Schedule:
             check_lr_curve(s, cfg.steps)
         except ValueError as e:
             raise ValueError(f"--group {g}: {e}") from None
+    check_hparams(cfg)
     check_data(cfg)
     if cfg.sweep or cfg.sweep_seeds:
         member_configs(cfg)  # every member's config is valid, the swept fields sweepable

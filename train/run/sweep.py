@@ -57,6 +57,7 @@ from ..engine.pmap import replicate
 from ..engine.population import Population, population_engine, population_state
 from ..metrics import MetricsWriter, fmt_duration, settings_text
 from ..plot import plot_sweep
+from ..schedule.hparams import HPARAMS
 from .grid import SWEEPABLE, member_configs, parse_sweep
 from .loop import Checkpointing, Hook, Loop, mean_eval
 from .ranking import finished_summary, member_status, member_table, new_book, print_ranking
@@ -190,6 +191,7 @@ class PopulationRun(Hook):
                 if "skipped" in m:  # float16: the member's dynamic loss scaling
                     extra = {"loss_scale": float(m["loss_scale"][0][i]),
                              "skipped": int(m["skipped"][0][i])}
+                extra.update({k: float(m[k][0][i]) for k in HPARAMS if k in m})  # issue 27
                 loop.writer.write(t, member=int(i), loss=loss, lr=float(m["lr"][0][i]),
                                   grad_norm=float(m["grad_norm"][0][i]), **extra,
                                   tokens_per_s=tps, time=time.time())

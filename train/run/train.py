@@ -19,6 +19,7 @@ import numpy as np
 
 import models
 
+from .._flag import flag
 from .._paths import path_str
 from ..checkpoint import Checkpointer, CheckpointError, host_scalar
 from ..config import TrainConfig
@@ -28,6 +29,7 @@ from ..engine.step import init_state, loss_scale_rule
 from ..metrics import MetricsWriter, fmt_duration, param_summary
 from ..optim import group_labels, param_table
 from ..resume import with_saved_config
+from ..schedule.hparams import HPARAMS, build_hparams
 from .loop import (
     Checkpointing,
     Hook,
@@ -91,6 +93,7 @@ def _start_lines(cfg: TrainConfig, eff: dict, config_path: str | None) -> str:
         + (f", lr x {dict(cfg.lr_mults)}" if cfg.lr_mults else "") + f"; seed {cfg.seed}",
         *(f"group {g.partition(':')[0].strip()!r}: own schedule "
           f"{g.partition(':')[2].strip()}" for g in cfg.group),
+        *[f"scheduled: {flag(k)} = {s!r}" for k, s in build_hparams(cfg).items()],
         f"run: {cfg.steps} steps, eval every {cfg.eval_interval}, checkpoint every "
         f"{cfg.checkpoint_interval} (keep {cfg.keep_checkpoints}); {where}",
     ])
@@ -251,6 +254,7 @@ class SingleRun(Hook):
             if "skipped" in row:  # float16: dynamic loss scaling
                 extra = {"loss_scale": float(row["loss_scale"]), "skipped": int(row["skipped"])}
             groups = {k: float(v) for k, v in row.items() if k.startswith("lr_")}
+            extra.update({k: float(row[k]) for k in HPARAMS if k in row})  # issue 27
             loop.writer.write(t, loss=loss, lr=float(row["lr"]),
                               grad_norm=float(row["grad_norm"]), **groups, **extra,
                               tokens_per_s=tps, time=time.time())
