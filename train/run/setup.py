@@ -37,7 +37,15 @@ from ..parallel.layout import Layout, check_flags, make_layout
 from ..resume import check_compatible, choose_step, clear_outputs, read_saved_config
 from ..schedule.build import check_lr_curve
 from ..tokenizer import get_tokenizer
-from .checks import check_data, global_batch, run_schedule
+from ..trackers import wandb_missing
+from .checks import (
+    batch_split,
+    check_data,
+    data_parallel_replicas,
+    global_batch,
+    resolve_batch,
+    run_schedule,
+)
 from .grid import member_configs
 
 __all__ = ["RunSetup", "check_config", "effective_config", "finished_message", "global_batch",
@@ -56,8 +64,20 @@ def check_config(cfg: TrainConfig) -> S.Schedule:
     schedule = run_schedule(cfg)
     check_lr_curve(schedule, cfg.steps)
     check_data(cfg)
+    if cfg.global_batch_size is not None and cfg.devices is not None and (
+            cfg.coordinator_address is None or cfg.num_processes is not None):
+        # the device count is known from the flags: G must fit the layout (before JAX starts)
+        batch_split(cfg, data_parallel_replicas(cfg, cfg.devices * (cfg.num_processes or 1)))
     if cfg.sweep or cfg.sweep_seeds:
         member_configs(cfg)  # every member's config is valid, the swept fields sweepable
+    if "wandb" in cfg.tracker:
+        if cfg.sweep or cfg.sweep_seeds:
+            raise ValueError("--tracker=wandb is invalid with --sweep/--sweep-seeds: W&B tracks "
+                             "single runs (a population's members are in metrics.jsonl; "
+                             "train each member as its own run to track it)")
+        missing = wandb_missing()
+        if missing and cfg.wandb_mode != "disabled":
+            raise ValueError(missing)
     return schedule
 
 
@@ -112,7 +132,9 @@ class RunSetup:
     ``n_local`` / ``n_global`` count data-parallel replicas (the mesh layout's data axis when
     there is one); ``resume_step`` is the checkpoint to resume from (None: from scratch), its
     guard already applied; ``finished`` says it is at ``--steps`` already (nothing to train).
-    ``eff`` is the effective config every checkpoint saves."""
+    ``eff`` is the effective config every checkpoint saves. ``cfg`` is the run's config with
+    ``batch_size`` and ``grad_accum`` resolved on this layout (``--global-batch-size``:
+    :func:`train.run.checks.resolve_batch`): what the batchers and engines read."""
 
     cfg: TrainConfig
     kind: str
@@ -206,6 +228,8 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
     devices = select_devices(cfg)
     n_local = sum(d.process_index == pidx for d in (devices or jax.devices()))
     n_global = len(devices or jax.devices())
+    # --global-batch-size: the per-device batch and accumulation of this layout (the one rule)
+    cfg = resolve_batch(cfg, data_parallel_replicas(cfg, n_global))
     base = workdir or os.getcwd()
     ckpt_dir = os.path.abspath(cfg.checkpoint_dir or os.path.join(base, "checkpoints"))
     metrics_dir = cfg.metrics_dir or os.path.join(base, "metrics")

@@ -36,6 +36,7 @@ from .loop import (
     mean_eval,
 )
 from .setup import RunSetup, prepare_run, write_json
+from .tracking import Tracking
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "SingleRun", "TrainingInterrupted",
            "train_and_evaluate"]
@@ -152,9 +153,10 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
         return _finished(setup)
     train_data, val_data, (batcher,), (val_batcher,) = setup.load_data()
     c, eff = setup.console, setup.eff
-    if setup.primary:  # the fields only: `--config` reads it back
+    if setup.primary:  # the fields only, as given (not resolved on this layout): `--config`
         write_json(setup.config_path, {k: v for k, v in cfg.to_dict().items()
                                        if k not in ("resume", "overwrite")})
+    cfg = setup.cfg  # --global-batch-size: the per-device batch and accumulation resolved
     if cfg.verbose:
         c.print("effective config:\n" + json.dumps(eff, indent=1, sort_keys=True))
     else:
@@ -266,17 +268,30 @@ class SingleRun(Hook):
 
 def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher: Any,
          ckpt: Checkpointer) -> dict[str, Any]:
+    start = host_scalar(host_state["step"])
+    writer = MetricsWriter(setup.metrics_dir, tensorboard=setup.cfg.writes_tensorboard,
+                           enabled=setup.primary)
+    tracking = Tracking(setup, writer, start)  # --tracker: W&B, TensorBoard's config and lr
+    try:
+        summary = _train(setup, eng, host_state, batcher, val_batcher, ckpt, writer, tracking)
+        tracking.finish(summary)
+        return summary
+    finally:
+        tracking.close()
+        writer.close()
+
+
+def _train(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher: Any,
+           ckpt: Checkpointer, writer: MetricsWriter, tracking: Tracking) -> dict[str, Any]:
     cfg, tok, model_cfg = setup.cfg, setup.tok, setup.model_cfg
     start = host_scalar(host_state["step"])
-    writer = MetricsWriter(setup.metrics_dir, tensorboard=cfg.tensorboard,
-                           enabled=setup.primary)
     # what a checkpoint holds: host arrays (pmap) or the sharded global arrays themselves (mesh)
     ck = Checkpointing(ckpt, setup.eff, eng.checkpoint_view, cfg.checkpoint_interval)
     run = SingleRun(setup, eng, [val_batcher.eval_batch(i) for i in range(cfg.eval_batches)],
                     ck)
     loop = Loop(eng, eng.put_state(host_state), start=start, cfg=cfg, batch=batcher.batch,
                 tokens_per_step=setup.tokens_per_step, console=setup.console, writer=writer,
-                hooks=[run, ck], workdir_arg=setup.workdir_arg).run()
+                hooks=[run, tracking, ck], workdir_arg=setup.workdir_arg).run()
     step, stop_reason = loop.step, loop.stop_reason or "completed"
     tps = loop.tokens_per_s()
     mfu = run.fpt * tps / run.peak if run.peak and math.isfinite(run.peak) else float("nan")
@@ -299,7 +314,6 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
         out = models.generate(model_cfg, final_params, prompt, cfg.sample_tokens,
                               jax.random.key(cfg.seed), temperature=0.8, top_k=None)
         summary["sample"] = tok.decode(np.asarray(out))
-    writer.close()
     c = setup.console
     c.print("\n=== summary ===")
     c.print(f"steps {start} -> {step} ({stop_reason}) in {fmt_duration(loop.wall_s)}")
@@ -309,7 +323,8 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
         c.print(f"throughput {tps:,.0f} tokens/s (steady state); {run.fpt / 1e6:.2f} "
                 f"MFLOP/token; MFU {100 * mfu:.2f}% of {run.peak_desc}")
     c.print(f"checkpoints: {ckpt.directory} (last step {ck.last_saved})")
-    tb = f" (TensorBoard: {os.path.join(setup.metrics_dir, 'tb')})" if cfg.tensorboard else ""
+    tb = (f" (TensorBoard: {os.path.join(setup.metrics_dir, 'tb')})" if cfg.writes_tensorboard
+          else "")
     c.print(f"metrics: {writer.path}{tb}; plot: python -m train.plot {writer.path}")
     if "sample" in summary:
         c.print(f"sample ({cfg.sample_tokens} tokens, temperature 0.8):\n{summary['sample']}")
