@@ -111,11 +111,16 @@ class WandbTracker:
         if self.run is not None and row:
             self._guard("log", lambda: self.run.log(row, step=int(step)))
 
-    def table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """A table (e.g. the lr curve: ``step``, ``lr``)."""
+    def table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+              step: int = 0) -> None:
+        """A table (e.g. the lr curve: ``step``, ``lr``) in the history row of ``step``.
+
+        The step is explicit: W&B's own counter would claim row 0 and then drop the run's
+        step-0 metrics as out of order."""
         if self.run is not None:
             self._guard("log a table", lambda: self.run.log(
-                {name: self.wandb.Table(columns=list(columns), data=[list(r) for r in rows])}))
+                {name: self.wandb.Table(columns=list(columns), data=[list(r) for r in rows])},
+                step=int(step)))
 
     def summary(self, values: Mapping[str, Any]) -> None:
         """Final values (losses, the sample text...)."""
