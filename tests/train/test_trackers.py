@@ -141,6 +141,31 @@ def _summary(recs: list) -> dict:
     return out
 
 
+def _tensorboard(directory: str) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
+    """``(scalars {tag: {step: value}}, texts {tag: text})`` of the event files in
+    ``directory``: TFRecords (length, its crc, an ``Event`` protobuf, its crc)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, dict[int, float]] = {}
+    texts: dict[str, str] = {}
+    for path in glob.glob(os.path.join(directory, "**", "events.out.tfevents.*"),
+                          recursive=True):
+        with open(path, "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            ev = event_pb2.Event()
+            ev.ParseFromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            for v in ev.summary.value:
+                if v.HasField("tensor") and v.tensor.string_val:
+                    texts[v.tag] = v.tensor.string_val[0].decode()
+                elif v.HasField("simple_value") or v.WhichOneof("value") == "simple_value":
+                    scalars.setdefault(v.tag, {})[ev.step] = v.simple_value
+    return scalars, texts
+
+
 def _jsonl(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f]
@@ -166,7 +191,8 @@ def test_a_training_run_is_tracked_and_its_resume_continues_the_same_run(
                total_steps=6, eval_interval=2, checkpoint_interval=2, sample_tokens=4,
                devices=1)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.items() if k != "tensorboard"]
-    assert main([*flags, "--workdir", wd, "--steps=3", "--no-tensorboard", "--tracker=wandb",
+    flags.append("--tensorboard")
+    assert main([*flags, "--workdir", wd, "--steps=3", "--tracker=wandb,tensorboard",
                  "--wandb-mode=offline", "--wandb-project=schedax-test",
                  "--wandb-run-name=r1"]) == 0
     second = run({"resume": True, "steps": 5}, wd)
@@ -208,6 +234,16 @@ def test_a_training_run_is_tracked_and_its_resume_continues_the_same_run(
         np.testing.assert_allclose(lr[s], want, rtol=2 ** -23)
 
     assert _summary(first)["sample"] and _summary(resumed)["sample"] == second["sample"]
+
+    # TensorBoard: the same curve, the config and schedule as text, the final sample
+    scalars, texts = _tensorboard(os.path.join(wd, "metrics", "tb"))
+    np.testing.assert_allclose([scalars["schedule/lr"][s] for s in range(3)],
+                               [lr for _, lr in t["data"]], rtol=2 ** -23)
+    assert scalars["train/loss"] == pytest.approx(
+        {r["step"]: r["loss"] for r in records if "loss" in r}, rel=2 ** -23)
+    assert saved["schedule_spec"] in texts["schedule/text_summary"]
+    assert json.loads(texts["config/text_summary"].strip("`\n"))["lr"] == saved["lr"]
+    assert texts["sample/text_summary"] == second["sample"]
     assert _summary(resumed)["steps"] == 5 and _summary(resumed)["start_step"] == 3
 
 
