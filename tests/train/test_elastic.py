@@ -3,8 +3,9 @@ its data order, and its losses are the uninterrupted run's within the layout tol
 tests/train/test_parallel.py (float32, 1e-5 relative: the layouts sum the same numbers in
 another order).
 
-The reference is an uninterrupted pmap run on the 8 simulated devices (1 sequence each, a
-global batch of 8); the resumed runs continue its step-2 checkpoint (or their own) on 4.
+The reference is an uninterrupted pmap run on the 8 simulated devices
+(``--global-batch-size=8``: 1 sequence each); the resumed runs continue copies of its step-2
+checkpoint on 4 devices (2 micro-batches, 2 rows per device, ZeRO-1 over 4).
 Two processes are not started here: the process split of a global batch is
 :class:`train.data.Batcher`'s, tested directly (every split of the same global batch, over
 processes, devices, micro-batches and rows, reads the same rows in the same order).
@@ -140,14 +141,14 @@ def test_dropout_refuses_a_new_layout_but_not_the_same_one() -> None:
 
 
 @pytest.fixture(scope="module")
-def ref(tmp_path_factory, corpus) -> tuple[str, dict, dict]:
-    """An uninterrupted 4-step pmap run on the 8 devices, 1 sequence each (checkpoints at 2
-    and 4): (its workdir, its config, its summary)."""
+def ref(tmp_path_factory, corpus) -> tuple[str, dict]:
+    """An uninterrupted 4-step pmap run, ``--global-batch-size=8`` on the 8 devices (1
+    sequence each; checkpoints at 2 and 4): (its workdir, its summary)."""
     tmp = tmp_path_factory.mktemp("elastic")
     base = tiny(str(tmp), corpus, n_head=4, n_embd=32, seq_len=SEQ, batch_size=1, steps=4,
-                total_steps=6, eval_interval=100, checkpoint_interval=2)
+                total_steps=6, eval_interval=100, checkpoint_interval=2, global_batch_size=8)
     wd = str(tmp / "ref")
-    return wd, base, run(base, wd)
+    return wd, run(base, wd)
 
 
 def _from_step_2(ref_wd: str, wd: str) -> str:
@@ -168,52 +169,56 @@ def _assert_continues(out: dict, ref_summary: dict) -> None:
 
 
 def test_global_batch_run_resumes_on_half_the_devices(ref, tmp_path, capsys) -> None:
-    """``--global-batch-size=8`` on 8 devices (1 sequence each), resumed with ``--devices=4``
-    alone: 2 micro-batches of 1 on each device, the same losses as the uninterrupted run."""
-    _, base, ref_summary = ref
-    wd = str(tmp_path / "g")
-    run({**base, "global_batch_size": 8, "steps": 2}, wd)
+    """The run's step-2 checkpoint resumed with ``--devices=4`` alone: 2 micro-batches of 1 on
+    each device, the same losses as the uninterrupted run."""
+    ref_wd, ref_summary = ref
+    wd = _from_step_2(ref_wd, str(tmp_path / "g"))
+    with open(os.path.join(wd, "config.json")) as f:  # as given: G, not the derived split
+        assert json.load(f)["global_batch_size"] == 8
     capsys.readouterr()
     out = run({"resume": True, "devices": 4, "steps": 4}, wd)
     printed = capsys.readouterr().out
     assert "global batch 128 tokens (4 x 2 x 1 x 16)" in printed, printed
     _assert_continues(out, ref_summary)
+    assert _saved(wd, 2)["global_devices"] == 8
     saved = _saved(wd, 4)
     assert (saved["global_batch_size"], saved["batch_size"], saved["grad_accum"],
             saved["global_devices"]) == (8, 1, 2, 4)
-    with open(os.path.join(wd, "config.json")) as f:  # as given: G, not the derived split
-        assert json.load(f)["global_batch_size"] == 8
 
 
-def test_batch_size_run_resumes_elastically_and_is_refused_on_another_global_batch(
-        ref, tmp_path) -> None:
-    """A run started with ``--batch-size=1`` on 8 devices, resumed on 4: with
-    ``--batch-size=2`` (the same global batch) it continues as the uninterrupted run; with its
-    saved per-device batch alone the global batch would halve: refused, naming both and the
-    flag that keeps it."""
-    ref_wd, _, ref_summary = ref
+def test_batch_size_resume_is_elastic_and_refused_on_another_global_batch(ref, tmp_path
+                                                                           ) -> None:
+    """Resumed on 4 devices without ``--global-batch-size`` (as a run started with
+    ``--batch-size=1`` would be): with ``--batch-size=2`` (the same global batch) it continues
+    as the uninterrupted run; with the per-device batch of 1 alone the global batch would
+    halve: refused, naming both and the flag that keeps it; 3 devices cannot take 8."""
+    ref_wd, ref_summary = ref
     wd = _from_step_2(ref_wd, str(tmp_path / "b"))
+    plain = {"resume": True, "global_batch_size": None, "devices": 4, "steps": 4}
     with pytest.raises(ResumeMismatchError) as e:
-        run({"resume": True, "devices": 4, "steps": 4}, wd)
+        run(plain, wd)
     msg = str(e.value)
     assert "tokens_per_step: checkpoint 128, now 64" in msg and "\n" not in msg
     assert re.search(r"the global batch: 8 sequences per update at the checkpoint, 4 now; "
                      r"resume with --global-batch-size=8", msg), msg
     with pytest.raises(ValueError, match=r"--global-batch-size=8 is invalid on 3 "
                        r"data-parallel replicas"):
-        run({"resume": True, "devices": 3, "global_batch_size": 8, "steps": 4}, wd)
-    _assert_continues(run({"resume": True, "devices": 4, "batch_size": 2, "steps": 4}, wd),
+        run({"resume": True, "devices": 3, "steps": 4}, wd)
+    _assert_continues(run({**plain, "batch_size": 2}, wd), ref_summary)
+    assert _saved(wd, 4)["grad_accum"] == 1
+
+
+def test_checkpoint_restores_sharded_onto_a_smaller_mesh(ref, tmp_path) -> None:
+    """The uninterrupted run's step-2 checkpoint (8 devices), resumed as ZeRO-1 over 4 devices
+    (``--data-parallel`` derived from ``--devices``, the optimizer state sharded 4 ways; the
+    saved ``--global-batch-size=8`` gives 2 micro-batches of 1): orbax reads the checkpoint
+    into the new shardings and the run continues as the uninterrupted one. (A state moving
+    between sharded layouts of other device counts, bit for bit through the same
+    checkpointer: tests/train/test_parallel.py.)"""
+    ref_wd, ref_summary = ref
+    wd = _from_step_2(ref_wd, str(tmp_path / "z"))
+    _assert_continues(run({"resume": True, "devices": 4, "zero_stage": 1, "steps": 4}, wd),
                       ref_summary)
-
-
-def test_sharded_state_restores_onto_a_smaller_mesh(ref, tmp_path) -> None:
-    """ZeRO-1 over 8 devices (the optimizer state sharded 8 ways), resumed as ZeRO-1 over 4
-    (``--data-parallel`` derived from ``--devices``): orbax reads the checkpoint into the new
-    shardings, and the run continues as the uninterrupted pmap run."""
-    _, base, ref_summary = ref
-    wd = str(tmp_path / "z")
-    first = run({**base, "zero_stage": 1, "global_batch_size": 8, "steps": 2}, wd)
-    np.testing.assert_allclose([x for _, x in first["losses"]],
-                               [x for _, x in ref_summary["losses"][:2]], rtol=F32_RTOL)
-    _assert_continues(run({"resume": True, "devices": 4, "steps": 4}, wd), ref_summary)
-    assert _saved(wd, 4)["global_devices"] == 4
+    saved = _saved(wd, 4)
+    assert (saved["global_devices"], saved["zero_stage"], saved["batch_size"],
+            saved["grad_accum"]) == (4, 1, 1, 2)
