@@ -246,6 +246,12 @@ def test_a_training_run_is_tracked_and_its_resume_continues_the_same_run(
     assert texts["sample/text_summary"] == second["sample"]
     assert _summary(resumed)["steps"] == 5 and _summary(resumed)["start_step"] == 3
 
+    # --overwrite starts over: a new W&B run (the old one's files stay, for `wandb sync`)
+    from train.run.setup import prepare_run
+
+    prepare_run(TrainConfig.from_dict({**cfg, "overwrite": True}), wd, "plan")
+    assert read_run_id(wd) is None and os.path.exists(files[0])
+
 
 def test_cli_without_wandb_says_which_extra_to_install(tmp_path, monkeypatch, capsys) -> None:
     from train.__main__ import main

@@ -202,15 +202,17 @@ class RunSetup:
 
 def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
                 validate: Callable[[TrainConfig], tuple[S.Schedule, Mapping[str, Any]]]
-                | None = None, outputs: Sequence[str] = ("config.json",)) -> RunSetup:
+                | None = None,
+                outputs: Sequence[str] = ("config.json", "wandb_run_id")) -> RunSetup:
     """The one setup of every run (see the module docstring), in this order: simulate devices,
     validate (``validate(cfg) -> (schedule, extra effective-config keys)``, by default
     :func:`check_config`; a sweep starts the distributed runtime first), create the
     directories, start the distributed runtime, select the devices, ``--overwrite`` (deleting
-    the checkpoints, the metrics and ``outputs`` under ``workdir``), the resume step, the
-    tokenizer and model configuration, the layout (mesh engine), the effective config and the
-    resume guard (a checkpoint past ``--steps`` is refused; one at it prints
-    :func:`finished_message`: the caller returns its saved summary).
+    the checkpoints, the metrics and ``outputs`` under ``workdir``: a single run's
+    ``config.json`` and saved W&B run id, so that a run started over is a new W&B run), the
+    resume step, the tokenizer and model configuration, the layout (mesh engine), the
+    effective config and the resume guard (a checkpoint past ``--steps`` is refused; one at
+    it prints :func:`finished_message`: the caller returns its saved summary).
 
     ``kind="lr_finder"`` has no workdir: no directories, no resume; ``kind="plan"`` stops after
     the model configuration (no layout, no guard)."""
