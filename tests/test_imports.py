@@ -51,7 +51,7 @@ LAYERS: dict[str, list[list[str]]] = {
         ["__main__", "lr_finder", "prepare", "export", "sample", "__init__"],
         ["run.train"],
         ["run.sweep"],
-        ["run.ranking", "run.memplan", "run.lr_finder"],
+        ["run.ranking", "run.memplan", "run.lr_finder", "run.tracking"],
         ["run.loop"],
         ["run.stop"],
         ["run.setup"],

@@ -25,10 +25,14 @@ from ._flag import flag
 from ._flag import is_num as _is_num
 from .schedule.names import CHAINABLE, LR_SCHEDULERS, canonical_decay_style, canonical_scheduler
 
-__all__ = ["CHAINABLE", "GROUPS", "HPARAM_FIELDS", "LR_SCHEDULERS", "TrainConfig", "flag",
+__all__ = ["CHAINABLE", "GROUPS", "HPARAM_FIELDS", "LR_SCHEDULERS", "TRACKERS", "WANDB_MODES",
+           "TrainConfig", "flag",
            "parse_lr_mults"]
 
 MODELS = ("gpt2", "llama3")
+#: ``--tracker`` names (``jsonl`` is always on) and ``--wandb-mode`` values (train/trackers.py)
+TRACKERS = ("jsonl", "tensorboard", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
 TOKENIZERS = ("byte", "gpt2")
 #: ``--help`` groups, in order (a field's ``metadata["group"]``; fields without one: "run")
 GROUPS = ("model", "data", "schedule", "optimizer", "parallelism", "checkpoints", "logging",
@@ -315,6 +319,22 @@ class TrainConfig:
                               "WORKDIR/hf/step_N every N steps (0 = off)")
     document_mask: bool = _f(False, "data", "attention within documents only: segment ids "
                              "from the data's BOS/EOS (LLaMA-3 positions restart per document)")
+    # issue 28 (elastic resume, experiment trackers): the global batch as the trajectory setting
+    # (train/run/checks.py resolve_batch); trackers beside metrics.jsonl (train/run/tracking.py)
+    global_batch_size: int | None = _f(None, "data", "sequences per optimizer update G, kept "
+                                       "when a run resumes on another device count: each "
+                                       "replica takes G / DP of them in micro-batches of "
+                                       "min(--batch-size, G / DP), --grad-accum derived "
+                                       "(unset: DP x --grad-accum x --batch-size)")
+    tracker: tuple[str, ...] = _f(None, "logging", "experiment trackers, comma-separated: "
+                                  "jsonl (always on), tensorboard, wandb (default: "
+                                  "jsonl,tensorboard; --no-tensorboard drops tensorboard)",
+                                  factory=lambda: ("jsonl", "tensorboard"))
+    wandb_project: str = _f("schedax", "logging", "--tracker=wandb: the W&B project")
+    wandb_run_name: str | None = _f(None, "logging", "--tracker=wandb: the run's name "
+                                    "(unset: W&B's)")
+    wandb_mode: str = _f("online", "logging", "--tracker=wandb: online, offline (under "
+                         "WORKDIR/wandb; `wandb sync` uploads it later) or disabled")
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -392,6 +412,13 @@ class TrainConfig:
         kw["save_on_signal"] = signal_names(self.save_on_signal)
         for k in HPARAM_FIELDS:
             kw[k] = hparam_value(getattr(self, k))
+        tr = self.tracker
+        if isinstance(tr, str):
+            tr = tuple(x.strip() for x in tr.split(","))
+        if isinstance(tr, list | tuple) and all(isinstance(x, str) for x in tr):
+            # jsonl is always on; each name once, in the order given
+            tr = tuple(dict.fromkeys(("jsonl", *(x for x in tr if x))))
+        kw["tracker"] = tr
         if all(_same(getattr(self, k), v) for k, v in kw.items()):
             return self
         return dataclasses.replace(self, **kw)
@@ -423,6 +450,12 @@ class TrainConfig:
         if self.warmup_ratio is not None:
             return math.ceil(self.schedule_steps * self.warmup_ratio)
         return self.schedule_steps // 10 if self.is_default_schedule else 0
+
+    @property
+    def writes_tensorboard(self) -> bool:
+        """TensorBoard event files: ``tensorboard`` in ``--tracker`` and not
+        ``--no-tensorboard`` (the older flag, kept as the way to switch it off)."""
+        return bool(self.tensorboard) and "tensorboard" in self.tracker
 
     @property
     def mesh_engine(self) -> bool:
@@ -483,7 +516,7 @@ class TrainConfig:
                 raise _bad(k, v, "must be a non-empty string")
         for k in ("n_layer", "n_head", "n_embd", "total_steps", "lr_step_size", "devices",
                   "num_processes", "lr_t0", "lr_step_size_up", "lr_decay_iters",
-                  "lr_wsd_decay_iters", "simulate_devices"):
+                  "lr_wsd_decay_iters", "simulate_devices", "global_batch_size"):
             if getattr(self, k) is not None:
                 _pos_int(k, getattr(self, k))
         for k in ("seq_len", "batch_size", "grad_accum", "steps", "eval_interval",
@@ -548,6 +581,11 @@ class TrainConfig:
         ):
             raise _bad("lr_mults", self.lr_mults,
                        "must map parameter-path substrings to numbers >= 0, e.g. wte=0.1,wpe=0.1")
+        if not isinstance(self.tracker, tuple) or not all(
+                isinstance(x, str) and x in TRACKERS for x in self.tracker):
+            raise _bad("tracker", _show(self.tracker), "must be a comma-separated list of "
+                       f"{', '.join(TRACKERS)}")
+        _choice("wandb_mode", self.wandb_mode, WANDB_MODES)
         if not isinstance(self.sample_prompt, str) or not self.sample_prompt:
             raise _bad("sample_prompt", self.sample_prompt, "must be a non-empty string")
         if self.coordinator_address is not None and (
@@ -704,7 +742,8 @@ _CHECKED = frozenset({"lr_milestones", "lr_chain", "lr_mults", "resume", "tensor
                       "change_schedule",
                       "save_on_signal",
                       "async_checkpoints", "sample_prompt", "overwrite", "verbose",
-                      "sequence_parallel", "plan", "recompute", "recompute_method"})
+                      "sequence_parallel", "plan", "recompute", "recompute_method",
+                      "tracker", "wandb_mode"})
 
 
 def _hparam(name: str, v: Any, **rule: Any) -> None:

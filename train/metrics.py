@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 __all__ = ["Console", "MetricsWriter", "fmt_duration", "param_summary", "read_metrics",
@@ -23,12 +23,16 @@ __all__ = ["Console", "MetricsWriter", "fmt_duration", "param_summary", "read_me
 
 
 class MetricsWriter:
-    """Appends JSON lines to ``<dir>/metrics.jsonl`` and scalars to TensorBoard (``<dir>/tb``)."""
+    """Appends JSON lines to ``<dir>/metrics.jsonl`` and scalars to TensorBoard (``<dir>/tb``).
+
+    ``sinks``: more receivers of every written record ``(step, values)`` (the experiment
+    trackers, ``train.run.tracking``), so that whatever reaches metrics.jsonl reaches them."""
 
     def __init__(self, directory: str, tensorboard: bool = True, enabled: bool = True) -> None:
         self.directory = os.path.abspath(directory)
         self.path = os.path.join(self.directory, "metrics.jsonl")
         self.enabled = enabled
+        self.sinks: list[Callable[[int, dict[str, Any]], None]] = []
         self._f: TextIO | None = None
         self._tb: Any = None
         if not enabled:
@@ -53,6 +57,24 @@ class MetricsWriter:
                     tag = ("eval/loss" + k[len("val_loss"):] if k.partition("/")[0] == "val_loss"
                            else f"train/{k}")
                     self._tb.add_scalar(tag, v, step)
+        for sink in self.sinks:
+            sink(int(step), values)
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        """A text entry (the config, the schedule, the sample) for TensorBoard, if it is on."""
+        if self._tb is not None:
+            self._tb.add_text(tag, text, step)
+
+    def curve(self, tag: str, rows: list[tuple[int, float]]) -> None:
+        """A whole curve ``[(step, value)]`` (the lr schedule) as TensorBoard scalars."""
+        if self._tb is not None:
+            for t, v in rows:
+                self._tb.add_scalar(tag, v, t)
+            self._tb.flush()
+
+    @property
+    def tensorboard(self) -> bool:
+        return self._tb is not None
 
     def close(self) -> None:
         if self._f is not None:

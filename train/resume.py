@@ -6,11 +6,18 @@ A resumed run must follow the trajectory the checkpoint started. Every
 * :data:`TRAJECTORY_KEYS` change the trajectory (model, data, batch, optimizer, schedule,
   seed, ...): a resume that changes any of them is refused, all differences in one message;
 * :data:`DERIVED_KEYS` are entries of the effective config saved with every checkpoint
-  (the built schedule, the resolved model, the device layout) compared the same way, so a
+  (the built schedule, the resolved model, the global batch) compared the same way, so a
   change that reaches the trajectory by another road (``--steps`` moving the schedule's
   horizon when ``--total-steps`` is unset, ``--devices`` changing the global batch) is
   caught too;
-* :data:`FREE_KEYS` may change (intervals, outputs, sampling, ``--steps`` itself, ...).
+* :data:`FREE_KEYS` may change (intervals, outputs, sampling, ``--steps`` itself, the
+  device count and layout when the global batch stays, ...).
+
+Elastic resume: the batch of step ``t`` is a function of (seed, t, global batch) alone
+(``train.data.Batcher``) and each update averages the gradient over the global batch, so the
+device count, the per-device batch and the accumulation may change as long as the global
+batch does not (``tokens_per_step``; ``--global-batch-size`` keeps it by construction). With
+dropout they may not: the masks are drawn per device (pmap) and per micro-batch.
 
 A run may change course (issue 27, docs/training.md "Changing course"): ``--resume
 --change-schedule`` continues it with new schedule flags from the resumed step, and
@@ -40,7 +47,7 @@ from .schedule.names import canonical_decay_style, canonical_scheduler
 
 __all__ = ["COURSE_KEYS", "DERIVED_KEYS", "FREE_KEYS", "TRAJECTORY_KEYS", "ForeignCheckpointError",
            "ResumeMismatchError", "available_steps", "branch_source", "changed_course",
-           "check_compatible", "check_same_run", "choose_step", "clear_outputs",
+           "check_compatible", "check_same_run", "choose_step", "clear_outputs", "dropout_streams",
            "read_saved_config", "skipped_line", "with_saved_config"]
 
 #: config fields that change the training trajectory: must equal the checkpoint's.
@@ -48,7 +55,7 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     # model
     "model", "model_size", "n_layer", "n_head", "n_embd", "n_kv_head", "dtype", "dropout",
     # data and batches
-    "data", "val_data", "val_fraction", "tokenizer", "sampling", "seq_len", "grad_accum",
+    "data", "val_data", "val_fraction", "tokenizer", "sampling", "seq_len",
     # schedule
     "lr", "lr_scheduler", "warmup_steps", "warmup_ratio", "total_steps", "min_lr",
     "lr_step_size", "lr_gamma", "lr_milestones", "lr_chain", "lr_lambda", "lr_factor",
@@ -78,8 +85,7 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
 #: :data:`TRAJECTORY_KEYS` (the schedule without its ``horizon``, which only sets how far
 #: torch's values are tabulated, not the values).
 DERIVED_KEYS: tuple[str, ...] = (
-    "schedule_spec", "schedule_config", "model_config", "global_devices", "process_count",
-    "tokens_per_step",
+    "schedule_spec", "schedule_config", "model_config", "tokens_per_step",
     # a population (train/run/sweep.py): each member's swept settings and schedule (None for
     # single runs)
     "members", "member_schedules",
@@ -89,12 +95,16 @@ DERIVED_KEYS: tuple[str, ...] = (
 FREE_KEYS: dict[str, str] = {
     "steps": "a longer run continues the same trajectory when the schedule is unchanged "
              "(its horizon is --total-steps when set; else the schedule change is refused)",
-    "devices": "compared through global_devices/tokens_per_step (the global batch)",
+    "devices": "elastic resume: compared through tokens_per_step (the global batch; the "
+               "batches are the same rows whatever the device count)",
     "batch_size": "per device (pmap) or per data-parallel replica (mesh): compared through "
                   "tokens_per_step (the global batch), so a layout change may trade devices "
                   "for batch size",
-    "simulate_devices": "compared through global_devices",
-    "num_processes": "compared through process_count",
+    "grad_accum": "the update averages over the global batch however it is accumulated: "
+                  "compared through tokens_per_step (and the dropout masks)",
+    "global_batch_size": "how the global batch is given: compared through tokens_per_step",
+    "simulate_devices": "the device count: compared through tokens_per_step",
+    "num_processes": "the device count: compared through tokens_per_step",
     "coordinator_address": "where the processes meet, not what they compute",
     "process_id": "which process this is",
     "data_cache": "where tokenized text is cached (the tokens are the same)",
@@ -135,6 +145,10 @@ FREE_KEYS: dict[str, str] = {
     "init_from": "applied only at a fresh start (step 0); a resume restores the run's own "
                  "checkpoint",
     "export_hf_every": "output only (transformers folders of the weights)",
+    "tracker": "output only",
+    "wandb_project": "output only (a resumed run continues the saved W&B run id)",
+    "wandb_run_name": "output only",
+    "wandb_mode": "output only",
 }
 
 #: saved fields that never carry over into a resumed run's settings (``exit_after_minutes``:
@@ -275,6 +289,9 @@ def _fill(saved: Mapping[str, Any], d: Mapping[str, Any], skip: tuple[str, ...]
     if _family_changed(saved, d):
         drop |= set(PIECE_FIELDS) - {"lr"}
     out = {k: v for k, v in saved.items() if k in fields and k not in drop}
+    if "grad_accum" not in d and (d.get("global_batch_size", saved.get("global_batch_size"))
+                                  is not None):
+        out.pop("grad_accum", None)  # derived from the global batch on the new layout
     out.update(d)
     return out
 
@@ -382,6 +399,23 @@ def _norm(v: Any) -> Any:
     return json.loads(json.dumps(_strip_horizon(v), sort_keys=True, default=str))
 
 
+_LAYOUT_FLAGS = ("data_parallel", "tensor_parallel", "zero_stage", "pipeline_parallel",
+                 "virtual_pipeline_parallel")
+
+
+def dropout_streams(eff: Mapping[str, Any]) -> str | None:
+    """What an effective config's dropout masks depend on besides (seed, step): None without
+    dropout; under pmap the device count and the micro-batches (each device folds in its
+    index), on the mesh the micro-batches (masks over the global micro-batch)."""
+    if not eff.get("dropout"):
+        return None
+    accum = eff.get("grad_accum")
+    if eff.get("engine") == "mesh" or eff.get("sequence_parallel") or any(
+            eff.get(k) is not None for k in _LAYOUT_FLAGS):
+        return f"mesh engine, {accum} micro-batch(es)"
+    return f"pmap on {eff.get('global_devices')} device(s), {accum} micro-batch(es)"
+
+
 def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
                 change_at: int | None = None) -> list[str]:
     """``key: checkpoint X, now Y`` for every trajectory key (fields and derived entries)
@@ -416,7 +450,23 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
             continue  # the spec already shows the change
         if a != b:
             out.append(f"{k}: checkpoint {a!r}, now {b!r}")
+    if not any(d.startswith("dropout:") for d in out):
+        a, b = dropout_streams(saved), dropout_streams(now)
+        if a != b:
+            out.append(f"dropout masks: checkpoint {a}, now {b} (dropout draws its masks per "
+                       "device and micro-batch: resume on the checkpoint's layout)")
     return out
+
+
+def _batch_hint(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """The global batch in sequences, when it is what differs, and how to keep it."""
+    a, b, seq = saved.get("tokens_per_step"), now.get("tokens_per_step"), now.get("seq_len")
+    if not (isinstance(a, int) and isinstance(b, int) and a != b and seq
+            and saved.get("seq_len") == seq):
+        return ""
+    return (f" (the global batch: {a // seq} sequences per update at the checkpoint, "
+            f"{b // seq} now; resume with --global-batch-size={a // seq}, or a --batch-size "
+            "and --grad-accum that give it on this layout)")
 
 
 def check_compatible(saved: Mapping[str, Any], now: Mapping[str, Any], where: str,
@@ -434,6 +484,7 @@ def check_compatible(saved: Mapping[str, Any], now: Mapping[str, Any], where: st
         if change_at is None and any(d.split(":", 1)[0] in COURSE_KEYS for d in diffs):
             hint += (" (to continue with a new schedule from the checkpoint's step, add "
                      "--change-schedule; docs/training.md 'Changing course')")
+        hint += _batch_hint(saved, now)
         raise ResumeMismatchError(
             f"cannot resume from {where}: settings that change the training trajectory differ "
             f"from the checkpoint's: {'; '.join(diffs)}{hint}. Resume with the saved settings "

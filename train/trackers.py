@@ -17,11 +17,11 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["TRACKERS", "WANDB_MODES", "WandbTracker", "read_run_id", "write_run_id"]
+from .config import TRACKERS, WANDB_MODES
 
-#: ``--tracker`` names (``jsonl`` is always on; ``tensorboard`` is ``--tensorboard``)
-TRACKERS = ("jsonl", "tensorboard", "wandb")
-WANDB_MODES = ("online", "offline", "disabled")
+__all__ = ["TRACKERS", "WANDB_MODES", "WandbTracker", "read_run_id", "wandb_missing",
+           "write_run_id"]
+
 _ID_FILE = "wandb_run_id"
 
 
@@ -43,12 +43,25 @@ def write_run_id(workdir: str, run_id: str) -> None:
     os.replace(tmp, path)
 
 
+_MISSING = "--tracker=wandb needs the wandb package: pip install 'schedax[wandb]'"
+
+
+def wandb_missing() -> str | None:
+    """The one line for a missing ``wandb`` package (None: it is installed); nothing imported."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("wandb") is not None
+    except (ImportError, ValueError):  # a None entry in sys.modules (blocked), a broken spec
+        found = False
+    return None if found else _MISSING
+
+
 def _import_wandb() -> Any:
     try:
         import wandb
     except ImportError:
-        raise ValueError("--tracker=wandb needs the wandb package: pip install "
-                         "'schedax[wandb]'") from None
+        raise ValueError(_MISSING) from None
     return wandb
 
 
@@ -98,11 +111,16 @@ class WandbTracker:
         if self.run is not None and row:
             self._guard("log", lambda: self.run.log(row, step=int(step)))
 
-    def table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """A table (e.g. the lr curve: ``step``, ``lr``)."""
+    def table(self, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+              step: int = 0) -> None:
+        """A table (e.g. the lr curve: ``step``, ``lr``) in the history row of ``step``.
+
+        The step is explicit: W&B's own counter would claim row 0 and then drop the run's
+        step-0 metrics as out of order."""
         if self.run is not None:
             self._guard("log a table", lambda: self.run.log(
-                {name: self.wandb.Table(columns=list(columns), data=[list(r) for r in rows])}))
+                {name: self.wandb.Table(columns=list(columns), data=[list(r) for r in rows])},
+                step=int(step)))
 
     def summary(self, values: Mapping[str, Any]) -> None:
         """Final values (losses, the sample text...)."""

@@ -64,10 +64,12 @@ def test_guard_lists_every_trajectory_difference_in_one_message(three) -> None:
     _, cfg, wd = three
     before = _ckpts(wd)
     changed = dict(lr=1e-3, seed=1, clip_norm=0.5, dropout=0.1, beta2=0.99,
-                   grad_accum=3, model="llama3", lr_scheduler="linear")
-    # batch_size is compared through the global batch (tokens_per_step, asserted below)
+                   model="llama3", lr_scheduler="linear")
+    # batch_size and grad_accum are compared through the global batch (tokens_per_step,
+    # asserted below, with the global batch in sequences)
     with pytest.raises(ResumeMismatchError) as e:
-        run({**cfg, **changed, "batch_size": 1, "resume": True, "steps": 6}, wd)
+        run({**cfg, **changed, "batch_size": 1, "grad_accum": 3, "resume": True, "steps": 6},
+            wd)
     msg = str(e.value)
     assert "\n" not in msg
     full = TrainConfig.from_dict(cfg).to_dict()
@@ -75,6 +77,9 @@ def test_guard_lists_every_trajectory_difference_in_one_message(three) -> None:
         assert f"{k}: checkpoint {full[k]!r}, now {v!r}" in msg, (k, msg)
     for k in ("model_config", "schedule_spec", "tokens_per_step"):  # derived ones, too
         assert f"{k}: checkpoint" in msg
+    # 8 devices x 2 sequences at the checkpoint, 8 x 3 x 1 now; and the way to keep it
+    assert ("the global batch: 16 sequences per update at the checkpoint, 24 now; resume "
+            "with --global-batch-size=16") in msg
     assert isinstance(e.value, CheckpointError) and _ckpts(wd) == before
     # --steps moves the schedule when --total-steps is unset: refused, with the reason
     def eff(**kw):

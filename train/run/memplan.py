@@ -111,4 +111,4 @@ def plan_run(cfg: Any, workdir: str) -> dict[str, Any]:
     LLaMA-3's 128256, not the tokenizer's)."""
     setup = prepare_run(cfg, workdir, "plan")
     plan_cfg = models.get_config(cfg.model, cfg.base_size(), **cfg.model_overrides())
-    return print_plan(cfg, plan_cfg, setup.schedule, setup.console.print)
+    return print_plan(setup.cfg, plan_cfg, setup.schedule, setup.console.print)

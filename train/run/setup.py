@@ -49,7 +49,16 @@ from ..resume import (
 from ..schedule.build import check_lr_curve, group_schedules, history_join, history_pieces
 from ..schedule.hparams import build_hparams, check_hparam_curves
 from ..tokenizer import get_tokenizer
-from .checks import check_data, counts_samples, global_batch, run_schedule
+from ..trackers import wandb_missing
+from .checks import (
+    batch_split,
+    check_data,
+    counts_samples,
+    data_parallel_replicas,
+    global_batch,
+    resolve_batch,
+    run_schedule,
+)
 from .grid import member_configs
 from .weights import InitFrom, resolve_init
 
@@ -88,8 +97,20 @@ def check_config(cfg: TrainConfig) -> S.Schedule:
             raise ValueError(f"--group {g}: {e}") from None
     check_hparams(cfg)
     check_data(cfg)
+    if cfg.global_batch_size is not None and cfg.devices is not None and (
+            cfg.coordinator_address is None or cfg.num_processes is not None):
+        # the device count is known from the flags: G must fit the layout (before JAX starts)
+        batch_split(cfg, data_parallel_replicas(cfg, cfg.devices * (cfg.num_processes or 1)))
     if cfg.sweep or cfg.sweep_seeds:
         member_configs(cfg)  # every member's config is valid, the swept fields sweepable
+    if "wandb" in cfg.tracker:
+        if cfg.sweep or cfg.sweep_seeds:
+            raise ValueError("--tracker=wandb is invalid with --sweep/--sweep-seeds: W&B tracks "
+                             "single runs (a population's members are in metrics.jsonl; "
+                             "train each member as its own run to track it)")
+        missing = wandb_missing()
+        if missing and cfg.wandb_mode != "disabled":
+            raise ValueError(missing)
     return schedule
 
 
@@ -172,7 +193,9 @@ class RunSetup:
     ``n_local`` / ``n_global`` count data-parallel replicas (the mesh layout's data axis when
     there is one); ``resume_step`` is the checkpoint to resume from (None: from scratch), its
     guard already applied; ``finished`` says it is at ``--steps`` already (nothing to train).
-    ``eff`` is the effective config every checkpoint saves."""
+    ``eff`` is the effective config every checkpoint saves. ``cfg`` is the run's config with
+    ``batch_size`` and ``grad_accum`` resolved on this layout (``--global-batch-size``:
+    :func:`train.run.checks.resolve_batch`): what the batchers and engines read."""
 
     cfg: TrainConfig
     kind: str
@@ -261,20 +284,22 @@ def document_delimiters(tok: Any) -> tuple[int | None, int | None]:
 
 def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
                 validate: Callable[[TrainConfig], tuple[S.Schedule, Mapping[str, Any]]]
-                | None = None, outputs: Sequence[str] = ("config.json",),
+                | None = None,
+                outputs: Sequence[str] = ("config.json", "wandb_run_id"),
                 allow_changed: Sequence[str] = ()) -> RunSetup:
     """The one setup of every run (see the module docstring), in this order: simulate devices,
     validate (``validate(cfg) -> (schedule, extra effective-config keys)``, by default
     :func:`check_config`; a sweep starts the distributed runtime first), create the
     directories, start the distributed runtime, select the devices, ``--overwrite`` (deleting
-    the checkpoints, the metrics and ``outputs`` under ``workdir``), the resume step, the
-    tokenizer and model configuration, the layout (mesh engine), the effective config and the
-    resume guard (a checkpoint past ``--steps`` is refused; one at it prints
-    :func:`finished_message`: the caller returns its saved summary). Only a committed
-    checkpoint is resumed (newer uncommitted step directories are skipped, in one line), and
-    only one whose trajectory settings equal those recorded in the workdir's ``config.json``
-    (:func:`train.resume.check_same_run`; ``allow_changed``: keys a run re-configured or
-    branched on purpose, not compared).
+    the checkpoints, the metrics and ``outputs`` under ``workdir``: a single run's
+    ``config.json`` and saved W&B run id, so that a run started over is a new W&B run), the
+    resume step, the tokenizer and model configuration, the layout (mesh engine), the
+    effective config and the resume guard (a checkpoint past ``--steps`` is refused; one at
+    it prints :func:`finished_message`: the caller returns its saved summary). Only a
+    committed checkpoint is resumed (newer uncommitted step directories are skipped, in one
+    line), and only one whose trajectory settings equal those recorded in the workdir's
+    ``config.json`` (:func:`train.resume.check_same_run`; ``allow_changed``: keys a run
+    re-configured or branched on purpose, not compared).
 
     ``kind="lr_finder"`` has no workdir: no directories, no resume; ``kind="plan"`` stops after
     the model configuration (no layout, no guard)."""
@@ -293,6 +318,8 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
     devices = select_devices(cfg)
     n_local = sum(d.process_index == pidx for d in (devices or jax.devices()))
     n_global = len(devices or jax.devices())
+    # --global-batch-size: the per-device batch and accumulation of this layout (the one rule)
+    cfg = resolve_batch(cfg, data_parallel_replicas(cfg, n_global))
     base = workdir or os.getcwd()
     ckpt_dir = os.path.abspath(cfg.checkpoint_dir or os.path.join(base, "checkpoints"))
     metrics_dir = cfg.metrics_dir or os.path.join(base, "metrics")

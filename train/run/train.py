@@ -40,6 +40,7 @@ from .loop import (
     stall_text,
 )
 from .setup import RunSetup, prepare_run, write_json
+from .tracking import Tracking
 from .weights import export_hf, load_init_params
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "SingleRun", "TrainingInterrupted",
@@ -167,9 +168,10 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     cfg = setup.cfg  # --init-from may have set --model, --tokenizer
     train_data, val_data, (batcher,), (val_batcher,) = setup.load_data()
     c, eff = setup.console, setup.eff
-    if setup.primary:  # the fields only: `--config` reads it back
+    if setup.primary:  # the fields only, as given (not resolved on this layout): `--config`
         write_json(setup.config_path, {k: v for k, v in cfg.to_dict().items()
                                        if k not in ("resume", "overwrite", "change_schedule")})
+    cfg = setup.cfg  # --global-batch-size: the per-device batch and accumulation resolved
     if cfg.verbose:
         c.print("effective config:\n" + json.dumps(eff, indent=1, sort_keys=True))
     else:
@@ -330,10 +332,23 @@ class ExportHF(Hook):
 
 def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher: Any,
          ckpt: Checkpointer) -> dict[str, Any]:
+    start = host_scalar(host_state["step"])
+    writer = MetricsWriter(setup.metrics_dir, tensorboard=setup.cfg.writes_tensorboard,
+                           enabled=setup.primary)
+    tracking = Tracking(setup, writer, start)  # --tracker: W&B, TensorBoard's config and lr
+    try:
+        summary = _train(setup, eng, host_state, batcher, val_batcher, ckpt, writer, tracking)
+        tracking.finish(summary)
+        return summary
+    finally:
+        tracking.close()
+        writer.close()
+
+
+def _train(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher: Any,
+           ckpt: Checkpointer, writer: MetricsWriter, tracking: Tracking) -> dict[str, Any]:
     cfg, tok, model_cfg = setup.cfg, setup.tok, setup.model_cfg
     start = host_scalar(host_state["step"])
-    writer = MetricsWriter(setup.metrics_dir, tensorboard=cfg.tensorboard,
-                           enabled=setup.primary)
     # what a checkpoint holds: host arrays (pmap) or the sharded global arrays themselves (mesh)
     ck = Checkpointing(ckpt, setup.eff, eng.checkpoint_view, cfg.checkpoint_interval)
     # a mixture's validation data: also one loss per source (val_loss/NAME), on batches drawn
@@ -343,7 +358,7 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
                   for name, part in getattr(val_batcher.data, "parts", {}).items()}
     run = SingleRun(setup, eng, [val_batcher.eval_batch(i) for i in range(cfg.eval_batches)],
                     ck, per_source)
-    hooks: list[Hook] = [run, ck]
+    hooks: list[Hook] = [run, tracking, ck]
     if cfg.export_hf_every:
         hooks.append(ExportHF(setup, eng, cfg.export_hf_every))
     loop = Loop(eng, eng.put_state(host_state), start=start, cfg=cfg, batch=batcher.batch,
@@ -371,7 +386,6 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
         out = models.generate(model_cfg, final_params, prompt, cfg.sample_tokens,
                               jax.random.key(cfg.seed), temperature=0.8, top_k=None)
         summary["sample"] = tok.decode(np.asarray(out))
-    writer.close()
     c = setup.console
     c.print("\n=== summary ===")
     c.print(f"steps {start} -> {step} ({stop_reason}) in {fmt_duration(loop.wall_s)}")
@@ -384,7 +398,8 @@ def _run(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batcher:
     if loop.stalls:
         c.print(f"checkpoint saves: {len(loop.stalls)}; the slowest: "
                 f"{stall_text(max(loop.stalls, key=lambda r: r['stall_s']))}")
-    tb = f" (TensorBoard: {os.path.join(setup.metrics_dir, 'tb')})" if cfg.tensorboard else ""
+    tb = (f" (TensorBoard: {os.path.join(setup.metrics_dir, 'tb')})" if cfg.writes_tensorboard
+          else "")
     c.print(f"metrics: {writer.path}{tb}; plot: python -m train.plot {writer.path}")
     if "sample" in summary:
         c.print(f"sample ({cfg.sample_tokens} tokens, temperature 0.8):\n{summary['sample']}")

@@ -238,6 +238,8 @@ def global_batch(cfg: TrainConfig) -> int:
     ``--grad-accum`` x ``--batch-size``): Megatron's ``global_batch_size``, by which its
     scheduler's sample counter advances per update. Anything else (no ``--devices``, a mesh
     layout) is the run's to say: ``train.run.checks.run_schedule`` passes it in."""
+    if cfg.global_batch_size is not None:
+        return cfg.global_batch_size
     if cfg.devices is None or cfg.mesh_engine:
         raise ValueError(f"--lr-decay-style={cfg.lr_decay_style} counts samples as Megatron "
                          f"does (the global batch size): the run's data-parallel degree is "
