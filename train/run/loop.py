@@ -224,6 +224,8 @@ class Loop:
                         self.console.print("resume with: "
                                            + resume_command(self.cfg, self.workdir_arg))
                     break
+                if self.signum is None and sig.received and jax.process_count() == 1:
+                    self.signum = sig.received  # arrived during the hooks (evaluation, a save)
                 if self.signum is not None and self.step < self.steps:
                     self._interrupt(self.signum)
         self.flush()
