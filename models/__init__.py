@@ -24,6 +24,7 @@ from .api import get_config as get_config
 from .api import hf_config as hf_config
 from .api import init_params as init_params
 from .api import num_params as num_params
+from .api import pad_vocab as pad_vocab
 from .api import param_shapes as param_shapes
 from .api import save_hf as save_hf
 from .api import to_hf as to_hf

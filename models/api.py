@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import decode, gpt2, llama
+from .common import resize_vocab as _resize_vocab
 from .gpt2 import GPT2Config
 from .hf_io import load_state_dict, save_state_dict
 from .llama import LlamaConfig
@@ -83,7 +84,8 @@ def get_config(model: str, size: str = "tiny", **overrides: Any) -> Config:
 
 def build(config: Config) -> nn.Module:
     """The Flax module for ``config``: ``apply({"params": p}, tokens, deterministic=True,
-    rngs={"dropout": key})`` maps int tokens [B, T] to float32 logits [B, T, vocab_size]."""
+    rngs={"dropout": key})`` maps int tokens [B, T] to float32 logits [B, T,
+    padded_vocab_size] (the padding ids at -inf; ``vocab_size`` when ``vocab_pad_to=1``)."""
     return family(config).module_cls(config)
 
 
@@ -108,7 +110,8 @@ def num_params(params_or_config: Any) -> int:
     """Number of parameters: of a params pytree (arrays or ``jax.ShapeDtypeStruct`` leaves), or
     of a model config, exactly and without allocating (its :func:`param_shapes`).
 
-    For a config this is HF's ``num_parameters()`` (a tied head counted once): GPT-2
+    For a config this is HF's ``num_parameters()`` (a tied head counted once) of the padded
+    vocabulary (``V`` = ``padded_vocab_size``; the exported model has ``vocab_size`` rows): GPT-2
     ``V·C + S·C + L·(12·C² + 13·C) + 2·C`` (S = block_size), LLaMA-3
     ``V·C·(1 if tied else 2) + L·(2·C·H·Q + 2·C·K·Q + 3·C·I + 2·C) + C``.
     """
@@ -125,6 +128,14 @@ def _count_config(config: Config) -> int:
 
 #: Alias of :func:`num_params` (the name bench/bench_gpu.py and older code use for configs).
 count_params = num_params
+
+
+def pad_vocab(config: Config, params: Any) -> Any:
+    """``params`` of a model with ``config``'s vocabulary but another padding (e.g. another
+    run's ``vocab_pad_to``), laid out for ``config``: the embedding's and the head's rows cut or
+    zero-padded to ``config.padded_vocab_size`` (the rows past ``vocab_size`` are padding, never
+    read: their logits are -inf). Other parameters are returned as they are."""
+    return _resize_vocab(params, family(config).impl.PARAM_AXES, config.padded_vocab_size)
 
 
 def flops_per_token(config: Config, seq_len: int) -> float:

@@ -9,6 +9,7 @@ The layers live in :mod:`models.layers`, weight I/O (safetensors, HF state dicts
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import jax
@@ -53,6 +54,16 @@ def check_divides(cls: str, small: str, a: int, big: str, b: int) -> None:
 def check_dropout(cls: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
         _fail(cls, "dropout", value, "must be a float in [0, 1)")
+
+
+def padded_vocab_size(vocab_size: int, pad_to: int) -> int:
+    """The rows of the embedding and the output head: ``vocab_size`` rounded up to a multiple of
+    ``pad_to`` (1: no padding). The one formula; configs expose it as ``padded_vocab_size``.
+
+    >>> padded_vocab_size(50257, 64), padded_vocab_size(256, 64), padded_vocab_size(50257, 1)
+    (50304, 256, 50257)
+    """
+    return -(-vocab_size // pad_to) * pad_to
 
 
 def check_bool(cls: str, name: str, value: Any) -> None:
@@ -133,3 +144,37 @@ def decay_mask(params: Any) -> Any:
 
     return jax.tree_util.tree_map_with_path(is_decayed, params)
 
+
+
+# --------------------------------------------------------------------------------------
+# the vocabulary axis of a params tree
+
+
+def lookup_axes(table: Any, path: str, ndim: int) -> tuple[str | None, ...]:
+    """The logical axes of the parameter at ``path`` (``/``-joined) in a ``PARAM_AXES`` table:
+    the first row whose pattern is found in the path and whose rank is ``ndim``."""
+    for pat, axes in table:
+        if re.search(pat, path) and len(axes) == ndim:
+            return axes
+    return (None,) * ndim
+
+
+def resize_vocab(params: Any, table: Any, rows: int) -> Any:
+    """``params`` with the ``"vocab"`` axis of each parameter (per ``table``, a ``PARAM_AXES``)
+    cut to its first ``rows`` entries or padded with zeros up to ``rows``; other leaves as
+    they are. Cutting is only meant to drop padding rows (the caller keeps ``rows`` >= the real
+    vocabulary)."""
+
+    def one(path: tuple, a: Any) -> Any:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        axes = lookup_axes(table, name, np.ndim(a))
+        if "vocab" not in axes:
+            return a
+        ax, n = axes.index("vocab"), a.shape[axes.index("vocab")]
+        if n >= rows:
+            return a[(slice(None),) * ax + (slice(0, rows),)]
+        pad = [(0, 0)] * a.ndim
+        pad[ax] = (0, rows - n)
+        return (jnp if isinstance(a, jax.Array) else np).pad(a, pad)
+
+    return jax.tree_util.tree_map_with_path(one, params)

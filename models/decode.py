@@ -57,7 +57,9 @@ def sample_logits(logits: jax.Array, key: jax.Array, temperature: jax.Array, top
     ``temperature == 0``: argmax (greedy). Otherwise, in HF's order: logits / temperature, keep
     the ``top_k`` largest, keep the smallest set of most likely tokens whose probability
     reaches ``top_p`` (the token that crosses it included; at least one token), then sample.
-    All three are traced scalars (changing them does not recompile)."""
+    All three are traced scalars (changing them does not recompile). The generators pass the
+    real vocabulary's logits (a padded model's padding ids cut off), so the samples are those
+    of the unpadded model, key for key."""
     V = logits.shape[-1]
 
     def sample(logits: jax.Array) -> jax.Array:
@@ -99,7 +101,8 @@ def generate_cached(config: Any, params: Any, prompt: jax.Array, length: jax.Arr
     N = max_new_tokens
     cache = init_cache(config, B, min(Tb + N, config.block_size))
     logits, cache = model.apply({"params": params}, prompt, cache=cache)
-    last = jax.lax.dynamic_index_in_dim(logits, length - 1, axis=1, keepdims=False)
+    V = config.vocab_size  # the real vocabulary: padding ids are never sampled
+    last = jax.lax.dynamic_index_in_dim(logits, length - 1, axis=1, keepdims=False)[:, :V]
     cache = cache._replace(index=jnp.asarray(length, jnp.int32))
 
     def pick(i: jax.Array, logits: jax.Array) -> jax.Array:
@@ -109,7 +112,7 @@ def generate_cached(config: Any, params: Any, prompt: jax.Array, length: jax.Arr
         cache, last, out = carry
         tok = pick(i, last)
         logits, cache = model.apply({"params": params}, tok[:, None], cache=cache)
-        return cache, logits[:, 0], out.at[:, i].set(tok)
+        return cache, logits[:, 0, :V], out.at[:, i].set(tok)
 
     out = jnp.zeros((B, N), jnp.int32)
     _, last, out = jax.lax.fori_loop(0, N - 1, step, (cache, last, out))
@@ -135,7 +138,8 @@ def generate_windowed(config: Any, params: Any, prompt: jax.Array, max_new_token
         start = jnp.maximum(cur - W, 0)
         window = jax.lax.dynamic_slice(buf, (0, start), (B, W))
         logits = model.apply({"params": params}, window, deterministic=True)
-        logits = jax.lax.dynamic_index_in_dim(logits, cur - 1 - start, axis=1, keepdims=False)
+        logits = jax.lax.dynamic_index_in_dim(logits, cur - 1 - start, axis=1,
+                                              keepdims=False)[:, :config.vocab_size]
         nxt = sample_logits(logits, jax.random.fold_in(rng, i), temperature, top_k, top_p)
         return jax.lax.dynamic_update_slice(buf, nxt[:, None], (0, cur))
 

@@ -8,13 +8,19 @@ Biases everywhere, LayerNorm eps 1e-5.
 
 Parameter tree (plain nested dicts of float32 arrays, names follow HF so the mapping is obvious)::
 
-    wte/embedding [V, C]        wpe/embedding [block_size, C]
+    wte/embedding [Vp, C]       wpe/embedding [block_size, C]
     h_{i}/ln_1/{scale,bias}     h_{i}/attn/c_attn/{kernel [C, 3C], bias}
     h_{i}/attn/c_proj/{kernel [C, C], bias}
     h_{i}/ln_2/{scale,bias}     h_{i}/mlp/c_fc/{kernel [C, 4C], bias}
     h_{i}/mlp/c_proj/{kernel [4C, C], bias}
     ln_f/{scale,bias}
-    lm_head/kernel [C, V]       (only when tie_embeddings=False)
+    lm_head/kernel [C, Vp]      (only when tie_embeddings=False)
+
+``Vp`` is ``config.padded_vocab_size``: ``vocab_size`` rounded up to a multiple of
+``vocab_pad_to`` (1 by default: no padding). The padding ids' logits are -inf
+(:func:`models.layers.mask_padded_vocab`), so the loss and samples are those of the real
+vocabulary; the transformers conversion drops (``to_hf``) and adds (``from_hf``, zeros) the
+padding rows.
 
 HF's ``Conv1D`` stores weights as [in, out], the same layout as a Flax ``Dense`` kernel, so the
 import/export is a pure renaming (``transformer.h.{i}.attn.c_attn.weight`` <->
@@ -23,6 +29,7 @@ import/export is a pure renaming (``transformer.h.{i}.attn.c_attn.weight`` <->
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -44,6 +51,8 @@ from .common import (
     check_pos_float,
     check_pos_int,
     check_remat,
+    padded_vocab_size,
+    resize_vocab,
 )
 from .hf_io import (
     check_tied_head,
@@ -61,6 +70,7 @@ from .layers import (
     constrain,
     dense_dot_general,
     lm_logits,
+    mask_padded_vocab,
     run_cached,
     run_layers,
     write_cache,
@@ -99,10 +109,12 @@ class GPT2Config:
     remat_method: str = "uniform"
     remat_num_layers: int = 1
     remat_chunks: int = 1  # model chunks (pipeline stages x virtual stages) for "block"
+    # embedding/head rows rounded up to a multiple of this (padded_vocab_size); 1 = none
+    vocab_pad_to: int = 1
 
     def __post_init__(self) -> None:
         cls = type(self).__name__
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_pad_to"):
             check_pos_int(cls, name, getattr(self, name))
         check_divides(cls, "n_head", self.n_head, "n_embd", self.n_embd)
         check_dropout(cls, self.dropout)
@@ -115,6 +127,11 @@ class GPT2Config:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """The embedding's and the head's rows (:func:`models.common.padded_vocab_size`)."""
+        return padded_vocab_size(self.vocab_size, self.vocab_pad_to)
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -220,7 +237,8 @@ class Block(nn.Module):
 
 
 class GPT2(nn.Module):
-    """GPT-2 language model: int tokens [B, T] -> float32 logits [B, T, vocab_size]."""
+    """GPT-2 language model: int tokens [B, T] -> float32 logits [B, T, padded_vocab_size]
+    (the padding ids at -inf)."""
 
     config: GPT2Config
 
@@ -244,7 +262,7 @@ class GPT2(nn.Module):
             param_dtype=PARAM_DTYPE,
             embedding_init=nn.initializers.normal(_INIT_STD),
         )
-        wte = nn.Embed(cfg.vocab_size, cfg.n_embd, name="wte", **embed)
+        wte = nn.Embed(cfg.padded_vocab_size, cfg.n_embd, name="wte", **embed)
         wpe = nn.Embed(cfg.block_size, cfg.n_embd, name="wpe", **embed)
         positions, mask = attention_inputs(tokens, segment_ids, positions, cache)
         if positions is None:
@@ -266,8 +284,8 @@ class GPT2(nn.Module):
         if cfg.tie_embeddings:
             logits = lm_logits(x, wte.embedding, transposed=True)  # tied output embedding
         else:
-            logits = LMHead(cfg.vocab_size, _INIT_STD, name="lm_head")(x)
-        logits = constrain(logits, "batch", None, "vocab")
+            logits = LMHead(cfg.padded_vocab_size, _INIT_STD, name="lm_head")(x)
+        logits = constrain(mask_padded_vocab(logits, cfg.vocab_size), "batch", None, "vocab")
         return logits if cache is None else (logits, cache)
 
 
@@ -281,13 +299,14 @@ def flops_per_token(config: GPT2Config, seq_len: int) -> float:
         6·N + 12·L·H·Q·T
 
     N = weights that take part in matmuls = L·12·C² (c_attn 3C², attn c_proj C², c_fc 4C²,
-    mlp c_proj 4C²) + V·C (tied output head); position embeddings, biases and LayerNorm gains
-    are excluded (lookups / element-wise). L = n_layer, H = n_head, Q = head_dim, T = seq_len:
-    the attention term counts QKᵀ and A·V (2·2·T·H·Q forward FLOPs per token and layer,
-    ×3 for backward), without discounting the causal mask.
+    mlp c_proj 4C²) + V·C (tied output head, V the padded vocabulary: the rows multiplied);
+    position embeddings, biases and LayerNorm gains are excluded (lookups / element-wise).
+    L = n_layer, H = n_head, Q = head_dim, T = seq_len: the attention term counts QKᵀ and A·V
+    (2·2·T·H·Q forward FLOPs per token and layer, ×3 for backward), without discounting the
+    causal mask.
     """
     C, L = config.n_embd, config.n_layer
-    n_matmul = L * 12 * C * C + config.vocab_size * C
+    n_matmul = L * 12 * C * C + config.padded_vocab_size * C
     return float(6 * n_matmul + 12 * L * config.n_head * config.head_dim * seq_len)
 
 
@@ -322,7 +341,8 @@ def hf_mapping(config: GPT2Config) -> list[tuple[str, tuple[str, ...], bool]]:
 def from_hf(config: GPT2Config, state_dict: Mapping[str, Any]) -> dict:
     """HF GPT-2 state dict -> params. Accepts names with or without the ``transformer.``
     prefix (original OpenAI checkpoints have none); ignores the attention-mask buffers and an
-    ``lm_head.weight`` equal to ``wte`` (tied); a different one raises ``ValueError``."""
+    ``lm_head.weight`` equal to ``wte`` (tied); a different one raises ``ValueError``. The
+    checkpoint has ``vocab_size`` rows; the padding rows are added as zeros."""
     sd = {
         (k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
         for k, v in state_dict.items()
@@ -333,14 +353,17 @@ def from_hf(config: GPT2Config, state_dict: Mapping[str, Any]) -> dict:
                         "load it with tie_embeddings=False (config_from_hf reads "
                         "tie_word_embeddings)")
         ignore += ("lm_head.weight",)
-    expected = jax.eval_shape(GPT2(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
-    return convert_from_hf("GPT2", hf_mapping(config), sd, expected["params"], ignore=ignore)
+    real = dataclasses.replace(config, vocab_pad_to=1)
+    expected = jax.eval_shape(GPT2(real).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+    params = convert_from_hf("GPT2", hf_mapping(config), sd, expected["params"], ignore=ignore)
+    return resize_vocab(params, PARAM_AXES, config.padded_vocab_size)
 
 
 def to_hf(config: GPT2Config, params: Any) -> dict[str, np.ndarray]:
     """params -> HF ``GPT2LMHeadModel`` state dict (float32 numpy; no ``lm_head.weight``, as
-    ``save_pretrained`` writes it for tied weights)."""
-    return convert_to_hf(hf_mapping(config), params)
+    ``save_pretrained`` writes it for tied weights). The padding rows are dropped: the
+    vocabulary is ``vocab_size``."""
+    return convert_to_hf(hf_mapping(config), resize_vocab(params, PARAM_AXES, config.vocab_size))
 
 
 def hf_config(config: GPT2Config) -> dict[str, Any]:
@@ -398,6 +421,7 @@ def config_from_hf(d: Mapping[str, Any], **overrides: Any) -> GPT2Config:
 PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"wte/embedding$", ("vocab", "embed")),
     (r"wpe/embedding$", (None, "embed")),
+    (r"lm_head/kernel$", ("embed", "vocab")),
     (r"attn/c_attn/kernel$", ("embed", "heads")),
     (r"attn/c_attn/bias$", ("heads",)),
     (r"attn/c_proj/kernel$", ("heads", "embed")),

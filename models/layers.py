@@ -438,6 +438,17 @@ def lm_logits(x: jax.Array, weight: jax.Array, *, transposed: bool) -> jax.Array
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
+def mask_padded_vocab(logits: jax.Array, vocab_size: int) -> jax.Array:
+    """``logits`` [..., V_padded] with the padding ids (>= ``vocab_size``) at -inf, so that the
+    softmax, the loss and sampling are exactly those of the real vocabulary (exp(-inf) = 0;
+    the padding rows get zero gradient). Element-wise, so vocabulary-sharded logits stay
+    sharded. Unpadded logits are returned as they are."""
+    if logits.shape[-1] == vocab_size:
+        return logits
+    ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    return jnp.where(ids < vocab_size, logits, -jnp.inf)
+
+
 class LMHead(nn.Module):
     """Untied output projection: parameter ``kernel`` [C, V] (float32), float32 logits."""
 

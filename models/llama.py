@@ -23,6 +23,7 @@ Parameter tree (plain nested dicts of float32 arrays)::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -45,6 +46,8 @@ from .common import (
     check_pos_float,
     check_pos_int,
     check_remat,
+    padded_vocab_size,
+    resize_vocab,
 )
 from .hf_io import (
     check_tied_head,
@@ -61,6 +64,7 @@ from .layers import (
     constrain,
     dense_dot_general,
     lm_logits,
+    mask_padded_vocab,
     run_cached,
     run_layers,
     write_cache,
@@ -132,11 +136,14 @@ class LlamaConfig:
     remat_method: str = "uniform"
     remat_num_layers: int = 1
     remat_chunks: int = 1  # model chunks (pipeline stages x virtual stages) for "block"
+    # embedding/head rows rounded up to a multiple of this (padded_vocab_size); 1 = none
+    vocab_pad_to: int = 1
 
     def __post_init__(self) -> None:
         cls = type(self).__name__
         for name in (
             "vocab_size",
+            "vocab_pad_to",
             "block_size",
             "n_layer",
             "n_head",
@@ -166,6 +173,11 @@ class LlamaConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """The embedding's and the head's rows (:func:`models.common.padded_vocab_size`)."""
+        return padded_vocab_size(self.vocab_size, self.vocab_pad_to)
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -375,7 +387,8 @@ class DecoderLayer(nn.Module):
 
 
 class Llama(nn.Module):
-    """LLaMA-3 language model: int tokens [B, T] -> float32 logits [B, T, vocab_size]."""
+    """LLaMA-3 language model: int tokens [B, T] -> float32 logits [B, T, padded_vocab_size]
+    (the padding ids at -inf, :func:`models.layers.mask_padded_vocab`)."""
 
     config: LlamaConfig
 
@@ -394,7 +407,7 @@ class Llama(nn.Module):
         if seq_len > cfg.block_size:
             raise ValueError(f"sequence length {seq_len} exceeds block_size={cfg.block_size}")
         embed = nn.Embed(
-            cfg.vocab_size,
+            cfg.padded_vocab_size,
             cfg.n_embd,
             dtype=cfg.compute_dtype,
             param_dtype=PARAM_DTYPE,
@@ -418,8 +431,8 @@ class Llama(nn.Module):
         if cfg.tie_embeddings:
             logits = lm_logits(x, embed.embedding, transposed=True)
         else:
-            logits = LMHead(cfg.vocab_size, _INIT_STD, name="lm_head")(x)
-        logits = constrain(logits, "batch", None, "vocab")
+            logits = LMHead(cfg.padded_vocab_size, _INIT_STD, name="lm_head")(x)
+        logits = constrain(mask_padded_vocab(logits, cfg.vocab_size), "batch", None, "vocab")
         return logits if cache is None else (logits, cache)
 
 
@@ -433,15 +446,16 @@ def flops_per_token(config: LlamaConfig, seq_len: int) -> float:
         6·N + 12·L·H·Q·T
 
     N = weights that take part in matmuls = L·(2·C·H·Q + 2·C·K·Q + 3·C·I) (q/o, k/v with K kv
-    heads, gate/up/down) + V·C (output head, tied or not); the embedding lookup and RMSNorm gains
-    are excluded. L = n_layer, H = n_head, Q = head_dim, T = seq_len: the attention term counts
-    QKᵀ and A·V (2·2·T·H·Q forward FLOPs per token and layer, ×3 for backward), GQA does not
-    change it, the causal mask is not discounted. RoPE/softmax/norm element-wise work is ignored.
+    heads, gate/up/down) + V·C (output head, tied or not; V the padded vocabulary); the
+    embedding lookup and RMSNorm gains are excluded. L = n_layer, H = n_head, Q = head_dim,
+    T = seq_len: the attention term counts QKᵀ and A·V (2·2·T·H·Q forward FLOPs per token and
+    layer, ×3 for backward), GQA does not change it, the causal mask is not discounted.
+    RoPE/softmax/norm element-wise work is ignored.
     """
     C, L, Q = config.n_embd, config.n_layer, config.head_dim
     per_layer = 2 * C * config.n_head * Q + 2 * C * config.n_kv_head * Q
     per_layer += 3 * C * config.intermediate_size
-    n_matmul = L * per_layer + config.vocab_size * C
+    n_matmul = L * per_layer + config.padded_vocab_size * C
     return float(6 * n_matmul + 12 * L * config.n_head * Q * seq_len)
 
 
@@ -477,14 +491,16 @@ def from_hf(config: LlamaConfig, state_dict: Mapping[str, Any]) -> dict:
                         "load it with tie_embeddings=False (config_from_hf reads "
                         "tie_word_embeddings)")
     ignore = _IGNORED_HF_KEYS + (("lm_head.weight",) if config.tie_embeddings else ())
-    expected = jax.eval_shape(Llama(config).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
-    return convert_from_hf("Llama", hf_mapping(config), state_dict, expected["params"], ignore)
+    real = dataclasses.replace(config, vocab_pad_to=1)  # the checkpoint's rows; padding added
+    expected = jax.eval_shape(Llama(real).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+    params = convert_from_hf("Llama", hf_mapping(config), state_dict, expected["params"], ignore)
+    return resize_vocab(params, PARAM_AXES, config.padded_vocab_size)
 
 
 def to_hf(config: LlamaConfig, params: Any) -> dict[str, np.ndarray]:
     """params -> HF ``LlamaForCausalLM`` state dict (float32 numpy; no ``lm_head.weight``
-    when tied, as ``save_pretrained`` writes it)."""
-    return convert_to_hf(hf_mapping(config), params)
+    when tied, as ``save_pretrained`` writes it); the padding rows dropped."""
+    return convert_to_hf(hf_mapping(config), resize_vocab(params, PARAM_AXES, config.vocab_size))
 
 
 def hf_config(config: LlamaConfig) -> dict[str, Any]:

@@ -5,7 +5,6 @@ never reaches into a model's private functions.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from . import gpt2, llama
-from .common import PARAM_DTYPE
+from .common import PARAM_DTYPE, lookup_axes
 from .gpt2 import Block, GPT2Config, _layer_norm
-from .layers import LMHead, constrain, lm_logits
+from .layers import LMHead, constrain, lm_logits, mask_padded_vocab
 from .llama import DecoderLayer, RMSNorm, rope_cos_sin
 
 __all__ = ["ModelParts", "model_parts", "param_axes", "vocab_parallel_xent"]
@@ -47,7 +46,7 @@ def model_parts(cfg: Any) -> ModelParts:
 
         def embed(p: Any, tokens: jax.Array) -> tuple[jax.Array, tuple]:
             T = tokens.shape[-1]
-            x = _embed_module(cfg, cfg.vocab_size).apply({"params": p["wte"]}, tokens)
+            x = _embed_module(cfg, cfg.padded_vocab_size).apply({"params": p["wte"]}, tokens)
             x = x + _embed_module(cfg, cfg.block_size).apply({"params": p["wpe"]},
                                                              jnp.arange(T))[None]
             return constrain(x, "batch", "seq", "embed"), ()
@@ -58,12 +57,13 @@ def model_parts(cfg: Any) -> ModelParts:
         def head(p: Any, x: jax.Array) -> jax.Array:
             x = _layer_norm(cfg, "ln_f").apply({"params": p["ln_f"]}, x)
             logits = lm_logits(x, p["wte"]["embedding"], transposed=True)
-            return constrain(logits, "batch", None, "vocab")
+            return constrain(mask_padded_vocab(logits, cfg.vocab_size), "batch", None, "vocab")
 
         return ModelParts("h_", embed, layer, head)
 
     def embed_l(p: Any, tokens: jax.Array) -> tuple[jax.Array, tuple]:
-        x = _embed_module(cfg, cfg.vocab_size).apply({"params": p["embed_tokens"]}, tokens)
+        x = _embed_module(cfg, cfg.padded_vocab_size).apply({"params": p["embed_tokens"]},
+                                                            tokens)
         return constrain(x, "batch", "seq", "embed"), rope_cos_sin(cfg, tokens.shape[-1])
 
     def layer_l(p: Any, x: jax.Array, args: tuple) -> jax.Array:
@@ -74,8 +74,8 @@ def model_parts(cfg: Any) -> ModelParts:
         if cfg.tie_embeddings:
             logits = lm_logits(x, p["embed_tokens"]["embedding"], transposed=True)
         else:
-            logits = LMHead(cfg.vocab_size).apply({"params": p["lm_head"]}, x)
-        return constrain(logits, "batch", None, "vocab")
+            logits = LMHead(cfg.padded_vocab_size).apply({"params": p["lm_head"]}, x)
+        return constrain(mask_padded_vocab(logits, cfg.vocab_size), "batch", None, "vocab")
 
     return ModelParts("layers_", embed_l, layer_l, head_l)
 
@@ -84,7 +84,9 @@ def vocab_parallel_xent(logits: jax.Array, y: jax.Array) -> jax.Array:
     """Mean token cross-entropy in float32 whose target logit is picked by a masked sum over
     the vocabulary instead of a gather, so that logits sharded on the vocabulary (tensor
     parallelism) are never gathered on one device. The same value as :func:`loss_fn` bit for
-    bit (the sum adds exact zeros)."""
+    bit (the sum adds exact zeros). A padded vocabulary's logits come -inf from the model
+    (:func:`models.layers.mask_padded_vocab`): they add exact zeros to the normaliser and are
+    never picked (targets are real ids)."""
     logits = logits.astype(jnp.float32)
     logz = jax.nn.logsumexp(logits, axis=-1)
     vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
@@ -95,7 +97,4 @@ def vocab_parallel_xent(logits: jax.Array, y: jax.Array) -> jax.Array:
 def param_axes(path: str, ndim: int) -> tuple[str | None, ...]:
     """The logical axes of the parameter at ``path`` (``/``-joined), from the ``PARAM_AXES``
     each model declares (GPT-2's and LLaMA-3's parameter names do not overlap)."""
-    for pat, axes in (*gpt2.PARAM_AXES, *llama.PARAM_AXES):
-        if re.search(pat, path) and len(axes) == ndim:
-            return axes
-    return (None,) * ndim
+    return lookup_axes((*gpt2.PARAM_AXES, *llama.PARAM_AXES), path, ndim)
