@@ -335,6 +335,11 @@ class TrainConfig:
                                     "(unset: W&B's)")
     wandb_mode: str = _f("online", "logging", "--tracker=wandb: online, offline (under "
                          "WORKDIR/wandb; `wandb sync` uploads it later) or disabled")
+    # issue 25 item 2 (s10-vocab): the model's vocabulary rows padded for speed; a run saved
+    # before this field resumes with 1 (train.resume.LEGACY_VALUES)
+    vocab_pad_to: int = _f(64, "model", "round the embedding/head rows up to a multiple of N "
+                           "(the padding ids are masked: never sampled, not in the loss; "
+                           "exports drop them); 1 = no padding")
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -475,6 +480,7 @@ class TrainConfig:
                 out[k] = getattr(self, k)
         out["dtype"] = self.dtype
         out["block_size"] = self.seq_len
+        out["vocab_pad_to"] = self.vocab_pad_to
         if self.dropout and not isinstance(self.dropout, str):  # a schedule: passed per step
             out["dropout"] = self.dropout
         if self.recompute != "none":
@@ -501,6 +507,7 @@ class TrainConfig:
 
         sizes = tuple(models.MODEL_SIZES[self.model]) + tuple(EXTRA_SIZES)
         _choice("model_size", self.model_size, sizes)
+        _pos_int("vocab_pad_to", self.vocab_pad_to)  # issue 25 item 2 (before the >= 0 check)
         kinds = field_kinds()
         for k, kind in kinds.items():  # types of the optional schedule arguments
             v = getattr(self, k)

@@ -46,9 +46,9 @@ from .schedule.build import FAMILY_FIELDS, PIECE_FIELDS
 from .schedule.names import canonical_decay_style, canonical_scheduler
 
 __all__ = ["COURSE_KEYS", "DERIVED_KEYS", "FREE_KEYS", "TRAJECTORY_KEYS", "ForeignCheckpointError",
-           "ResumeMismatchError", "available_steps", "branch_source", "changed_course",
-           "check_compatible", "check_same_run", "choose_step", "clear_outputs", "dropout_streams",
-           "read_saved_config", "skipped_line", "with_saved_config"]
+           "LEGACY_VALUES", "ResumeMismatchError", "available_steps", "branch_source",
+           "changed_course", "check_compatible", "check_same_run", "choose_step", "clear_outputs",
+           "dropout_streams", "read_saved_config", "skipped_line", "with_saved_config"]
 
 #: config fields that change the training trajectory: must equal the checkpoint's.
 TRAJECTORY_KEYS: tuple[str, ...] = (
@@ -79,7 +79,14 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     # issue 27: the schedule's history (changed only through --change-schedule /
     # --branch-from) and the per-group schedules
     "schedule_offset", "schedule_from", "schedule_history", "group",
+    # issue 25 item 2: the embedding/head rows (the parameters' shapes)
+    "vocab_pad_to",
 )
+
+#: fields whose value in a run saved before they existed is not their default: a saved config
+#: without the key means this value (an old run's checkpoint has unpadded vocabulary rows, so
+#: it resumes, and branches, unpadded).
+LEGACY_VALUES: dict[str, Any] = {"vocab_pad_to": 1}
 
 #: entries of the effective (saved) config that change the trajectory, compared like
 #: :data:`TRAJECTORY_KEYS` (the schedule without its ``horizon``, which only sets how far
@@ -289,6 +296,7 @@ def _fill(saved: Mapping[str, Any], d: Mapping[str, Any], skip: tuple[str, ...]
     if _family_changed(saved, d):
         drop |= set(PIECE_FIELDS) - {"lr"}
     out = {k: v for k, v in saved.items() if k in fields and k not in drop}
+    out.update({k: v for k, v in LEGACY_VALUES.items() if k not in saved and k not in drop})
     if "grad_accum" not in d and (d.get("global_batch_size", saved.get("global_batch_size"))
                                   is not None):
         out.pop("grad_accum", None)  # derived from the global batch on the new layout
@@ -428,6 +436,7 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
 
     field_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
                       if f.default is not dataclasses.MISSING}
+    field_defaults.update(LEGACY_VALUES)
     out: list[str] = []
     if change_at is not None:
         want = _norm(changed_course(saved, change_at))
@@ -445,7 +454,10 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
     for k in (*TRAJECTORY_KEYS, *DERIVED_KEYS):
         if (change_at is not None and k in COURSE_KEYS) or k in unset:
             continue
-        a, b = _norm(saved.get(k, field_defaults.get(k))), _norm(now.get(k))
+        a, b = saved.get(k, field_defaults.get(k)), now.get(k)
+        if k == "model_config":
+            a = _model_fields_added(saved.get("model"), a, b)
+        a, b = _norm(a), _norm(b)
         if k == "schedule_config" and any(d.startswith("schedule_spec:") for d in out):
             continue  # the spec already shows the change
         if a != b:
@@ -456,6 +468,22 @@ def differences(saved: Mapping[str, Any], now: Mapping[str, Any],
             out.append(f"dropout masks: checkpoint {a}, now {b} (dropout draws its masks per "
                        "device and micro-batch: resume on the checkpoint's layout)")
     return out
+
+
+def _model_fields_added(model: Any, saved: Any, now: Any) -> Any:
+    """A saved model config with the model fields added since it was written (keys of
+    ``now`` it lacks) at their defaults, which keep the behaviour from before the field
+    (``vocab_pad_to=1``: no padding)."""
+    import dataclasses
+
+    import models
+
+    fam = models.FAMILIES.get(model)
+    if fam is None or not isinstance(saved, Mapping) or not isinstance(now, Mapping):
+        return saved
+    defaults = {f.name: f.default for f in dataclasses.fields(fam.config_cls)
+                if f.default is not dataclasses.MISSING}
+    return {**{k: defaults[k] for k in now if k not in saved and k in defaults}, **saved}
 
 
 def _batch_hint(saved: Mapping[str, Any], now: Mapping[str, Any]) -> str:

@@ -32,12 +32,14 @@ def test_jsonl_corpus_with_a_tokenizer_file_and_epoch_sampling(tmp_path) -> None
                eval_interval=4, checkpoint_interval=4)
     s = train_and_evaluate(cfg, wd)
     assert s["steps"] == 4 and np.isfinite(s["final_loss"])
-    # the model's vocabulary is the tokenizer's (not the byte tokenizer's 256)
+    # the model's vocabulary is the tokenizer's (not the byte tokenizer's 256), its rows padded
+    # to a multiple of --vocab-pad-to (64)
     with open(os.path.join(wd, "config.json")) as f:
         saved = json.load(f)
     assert saved["tokenizer"] == tok_path and saved["sampling"] == "epoch"
     tok = get_tokenizer(tok_path)
-    assert s["params"]["wte"]["embedding"].shape[0] == tok.vocab_size != 256
+    assert saved["model_config"]["vocab_size"] == tok.vocab_size != 256
+    assert s["params"]["wte"]["embedding"].shape[0] == -(-tok.vocab_size // 64) * 64
     # the training tokens are the file's documents through the user's tokenizer (the JSON keys
     # and braces are not text), every window once per epoch
     train, _, desc = load_data(str(corpus), None, tok, cfg["data_cache"], saved["val_fraction"])

@@ -9,6 +9,7 @@ RUN_DIR tests; the compiled pmap step is shared by the resume and the run from i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -134,7 +135,14 @@ def test_gpt2_first_loss_tokenizer_and_exports(hf_dirs, gpt2_run) -> None:
     assert (last / "tokenizer.json").read_bytes() == tok_file.read_bytes()
     hf_cfg, params = models.load_hf_checkpoint(last)
     assert hf_cfg.block_size == cfg["seq_len"]
-    for a, b in zip(jax.tree.leaves(out["params"]), jax.tree.leaves(params), strict=True):
+    # the run's vocabulary rows are padded (--vocab-pad-to=64: 300 -> 320), with zeros from
+    # the folder's 300 rows, which stay zero (their logits are masked: no gradient); the
+    # export drops them
+    wte = np.asarray(out["params"]["wte"]["embedding"])
+    assert wte.shape[0] == 320 and not np.any(wte[VOCAB:])
+    assert hf_cfg.vocab_size == VOCAB == params["wte"]["embedding"].shape[0]
+    for a, b in zip(jax.tree.leaves(models.pad_vocab(hf_cfg, out["params"])),
+                    jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # transformers reads step_1: its loss on the batch of step 1 is the run's loss there (the
     # weights after one update)
@@ -153,6 +161,12 @@ def test_init_from_a_run_dir(gpt2_run, tmp_path, corpus) -> None:
     loaded = load_init_params(parse_init_from(f"{a_dir}:1"), src.model_config)
     for x, y in zip(jax.tree.leaves(src.params), jax.tree.leaves(loaded), strict=True):
         np.testing.assert_array_equal(x, y)
+    # into a run without padding (--vocab-pad-to=1): A's padding rows dropped
+    unpadded = dataclasses.replace(src.model_config, vocab_pad_to=1)
+    cut = load_init_params(parse_init_from(f"{a_dir}:1"), unpadded)
+    assert cut["wte"]["embedding"].shape[0] == VOCAB
+    np.testing.assert_array_equal(cut["wte"]["embedding"],
+                                  src.params["wte"]["embedding"][:VOCAB])
     b = cfg_for(tmp_path, corpus, init_from=f"{a_dir}:1")
     out = run(b, str(tmp_path / "b"))
     assert out["start_step"] == 0

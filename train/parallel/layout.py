@@ -125,7 +125,8 @@ def make_layout(cfg: TrainConfig, model_cfg: Any, n_devices: int, process_count:
     if hasattr(model_cfg, "n_kv_head"):
         checks.append(("n_kv_head", model_cfg.n_kv_head))
     hidden = getattr(model_cfg, "intermediate_size", 4 * model_cfg.n_embd)
-    checks += [("vocab size", model_cfg.vocab_size), ("MLP width", hidden)]
+    # the embedding/head rows: the padded vocabulary (--vocab-pad-to) is what is sharded
+    checks += [("padded vocabulary", model_cfg.padded_vocab_size), ("MLP width", hidden)]
     for what, n in checks:
         if n % tp:
             raise ValueError(f"--tensor-parallel={tp} is invalid: it must divide the model's "

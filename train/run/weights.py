@@ -347,12 +347,14 @@ def resolve_init(cfg: TrainConfig, ckpt_dir: str, resume_step: int | None,
 
 def load_init_params(init: InitFrom, model_cfg: Any, vocab_size: int | None = None) -> dict:
     """The float32 host params of ``init`` laid out for ``model_cfg`` (GPT-2's position table
-    cropped to a shorter ``block_size``); ``ValueError`` (one line) for a shape or vocabulary
-    mismatch."""
+    cropped to a shorter ``block_size``, the vocabulary rows padded to this run's
+    ``--vocab-pad-to``: zeros added, or the source's padding rows dropped); ``ValueError`` (one
+    line) for a shape or vocabulary mismatch."""
     if init.kind == "hf":
         ov = {k: getattr(model_cfg, k) for k in ("dtype", "block_size", "dropout", "remat",
                                                   "remat_method", "remat_num_layers",
-                                                  "remat_chunks") if hasattr(model_cfg, k)}
+                                                  "remat_chunks", "vocab_pad_to")
+              if hasattr(model_cfg, k)}
         cfg, params = models.load_hf_checkpoint(init.path, vocab_size=vocab_size, **ov)
         if cfg != model_cfg:
             raise ValueError(f"--init-from={init.spec}: its model config changed since the run "
@@ -360,6 +362,8 @@ def load_init_params(init: InitFrom, model_cfg: Any, vocab_size: int | None = No
         return params
     run = load_run(init.path, init.step)
     params = run.params
+    if run.model_config.vocab_size == model_cfg.vocab_size:  # the run's own --vocab-pad-to
+        params = models.pad_vocab(model_cfg, params)
     if models.family(model_cfg).name == "gpt2" and run.model_config.block_size > \
             model_cfg.block_size:
         params = dict(params)
