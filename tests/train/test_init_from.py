@@ -29,6 +29,7 @@ from train.engine.step import init_state
 from train.resume import read_saved_config
 from train.run.setup import prepare_run
 from train.run.weights import load_init_params, load_run, parse_init_from
+from train.sample import load_model, sample
 from train.tokenizer import get_tokenizer
 
 torch = pytest.importorskip("torch")
@@ -167,6 +168,12 @@ def test_init_from_a_run_dir(gpt2_run, tmp_path, corpus) -> None:
     assert cut["wte"]["embedding"].shape[0] == VOCAB
     np.testing.assert_array_equal(cut["wte"]["embedding"],
                                   src.params["wte"]["embedding"][:VOCAB])
+    # train.sample on A (padded to 320 rows): only real ids come out
+    mc, params, _, _ = load_model(str(a_dir), 1)
+    assert mc.padded_vocab_size == 320
+    new, _ = sample(mc, params, np.arange(5, dtype=np.int32), 8, 0, num_samples=4,
+                    temperature=1.0)
+    assert new.shape == (4, 8) and new.max() < VOCAB
     b = cfg_for(tmp_path, corpus, init_from=f"{a_dir}:1")
     out = run(b, str(tmp_path / "b"))
     assert out["start_step"] == 0
