@@ -55,3 +55,19 @@ def test_vocab_pad_to_is_validated(bad: object) -> None:
     with pytest.raises(ValueError, match=rf"--vocab-pad-to={bad!r} is invalid: must be an int "
                                          r">= 1"):
         TrainConfig(vocab_pad_to=bad).validate()
+
+
+def test_tensor_parallel_divides_the_padded_vocabulary() -> None:
+    """A vocabulary of 402 tokens is sharded as its 448 padded rows: TP=4 fits; unpadded it
+    does not (one line naming the flag and the number)."""
+    import dataclasses
+
+    import models
+    from train.parallel.layout import make_layout
+
+    cfg = TrainConfig(model_size="tiny", tensor_parallel=4, n_head=4)
+    padded = models.get_config("gpt2", "tiny", vocab_size=402, vocab_pad_to=64, n_head=4)
+    assert make_layout(cfg, padded, 8).tensor == 4
+    with pytest.raises(ValueError, match=r"--tensor-parallel=4 is invalid: it must divide the "
+                                         r"model's padded vocabulary \(402\)"):
+        make_layout(cfg, dataclasses.replace(padded, vocab_pad_to=1), 8)
