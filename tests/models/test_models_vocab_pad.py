@@ -74,6 +74,14 @@ def test_padded_model_is_the_unpadded_model(case: str) -> None:
     w = head_rows(cu, pu)
     bound = 2 * cp.n_embd * U * (np.abs(h) @ np.abs(w).T)
     assert np.all(np.abs(lp[..., :V] - lu) <= bound)
+    # the pipeline's view of the padded model (embeddings / layers / head): the same logits
+    parts = M.model_parts(cp)
+    hx, args = parts.embed(pp, x)
+    for i in range(cp.n_layer):
+        hx = parts.layer(pp[f"{parts.prefix}{i}"], hx, args)
+    lparts = np.asarray(parts.head(pp, hx))
+    assert np.all(lparts[..., V:] == -np.inf)
+    assert np.all(np.abs(lparts[..., :V] - lu) <= 2 * bound)
     # the loss: logits within the bound, then V or VP terms summed (relative error <= VP·u of
     # the normaliser) and a mean over N tokens
     n = y.size
