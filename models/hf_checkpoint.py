@@ -82,7 +82,8 @@ def load_hf_checkpoint(path: str | os.PathLike, vocab_size: int | None = None,
     LlamaForCausalLM; tied or untied head; GQA). Nothing is downloaded.
 
     ``overrides`` are config fields (``dtype``, ``remat``...); ``block_size`` may be shorter
-    than the checkpoint's context (GPT-2's position table is cropped to it). ``vocab_size``:
+    than the checkpoint's context (GPT-2's position table is cropped to it); ``vocab_pad_to``
+    adds zero padding rows to the embedding and head (masked). ``vocab_size``:
     a tokenizer's vocabulary, which must fit in the model's. ``ValueError`` (one line) for a
     folder without config.json or weights, an unsupported architecture, a tensor of the wrong
     shape, missing or unexpected tensors, and a vocabulary mismatch.
