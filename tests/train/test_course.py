@@ -280,3 +280,63 @@ def test_history_join_by_hand_and_flag_rules() -> None:
     for kw, name in bad:
         with pytest.raises(ValueError, match=f"--{name.replace('_', '-')}="):
             TrainConfig.from_dict(kw).normalized().validate()
+
+
+def test_branch_population_equals_single_branches(tmp_path, corpus, capsys) -> None:
+    """``--branch-from`` with ``--sweep lr=...``: every member starts from the parent's
+    checkpoint at step 3 (its state, step and data position). The member with the parent's
+    lr continues as the parent did, the other as a single branch with its lr; a member
+    vmapped next to another runs the same arithmetic batched, so losses agree to 1e-6
+    relative and lrs to float32 rounding (as tests/train/test_sweep.py's members and single
+    runs). Sweeping a non-schedule field, or seeds, from a parent is refused."""
+    from train.run.setup import check_config
+
+    tmp = str(tmp_path)
+    parent = os.path.join(tmp, "parent")
+    p = run(tiny(tmp, corpus, steps=6), parent)  # cosine, checkpoints at 3 and 6
+    pr = _rows(parent)
+    before = _files(parent)
+    pop_wd = os.path.join(tmp, "pop")
+    s = run({"branch_from": f"{parent}:3", "steps": 6, "sweep": [f"lr={LR},1e-3"]}, pop_wd)
+    out = capsys.readouterr().out
+    assert f"branched from {os.path.join(parent, 'checkpoints', '3')} (step 3)" in out
+    assert "member 1 (lr=0.001): schedule change at step 3 (global offset)" in out
+    assert s["start_step"] == 3 and s["steps"] == 6
+    with open(os.path.join(pop_wd, "metrics", "metrics.jsonl")) as f:
+        rows = [r for r in map(json.loads, f) if "loss" in r]
+    member = {i: {r["step"]: r for r in rows if r["member"] == i} for i in (0, 1)}
+    assert sorted(member[0]) == sorted(member[1]) == [3, 4, 5]
+    f32 = LR * np.finfo(np.float32).eps
+
+    def same(got: dict, want: dict, got_params, want_params) -> None:
+        np.testing.assert_allclose([got[t]["loss"] for t in (3, 4, 5)],
+                                   [want[t]["loss"] for t in (3, 4, 5)], rtol=1e-6, atol=0)
+        np.testing.assert_allclose([got[t]["lr"] for t in (3, 4, 5)],
+                                   [want[t]["lr"] for t in (3, 4, 5)], rtol=0, atol=4 * f32)
+        for x, y in zip(jax.tree.leaves(got_params), jax.tree.leaves(want_params), strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+    # member 0 has the parent's schedule: the parent's steps 3..5 (the same state and batch at
+    # step 3: the loss before any member's update is the parent's bit for bit)
+    assert member[0][3]["loss"] == pr[3]["loss"] == member[1][3]["loss"]
+    same(member[0], pr, s["results"][0]["params"], p["params"])
+    # member 1: a single branch with lr 1e-3 from step 3 (cosine at the global step)
+    single_wd = os.path.join(tmp, "single")
+    b = run({"branch_from": f"{parent}:3", "steps": 6, "lr": 1e-3}, single_wd)
+    same(member[1], _rows(single_wd), s["results"][1]["params"], b["params"])
+    for t in (3, 4, 5):  # after 2 warmup steps, torch's cosine (T_max 20 - 2) at the run's step
+        assert member[1][t]["lr"] == pytest.approx(
+            1e-3 * (1 + math.cos(math.pi * (t - 2) / 18)) / 2, rel=1e-6)
+    assert _files(parent) == before
+    done = run({"resume": True}, pop_wd)  # the population branch resumes as any population
+    assert done["stop_reason"] == "already finished"
+    # only the branch's schedule flags may vary; seeds would leave the parent's data stream
+    for kw, what in (({"sweep": ["weight_decay=0.0,0.1"]}, "weight_decay is invalid with "
+                      "--branch-from"), ({"sweep": ["lr=1e-3,3e-3"], "sweep_seeds": 2},
+                                         "--branch-from=")):
+        with pytest.raises(ValueError, match=what):
+            from train.config import TrainConfig
+            from train.resume import with_saved_config
+
+            check_config(TrainConfig.from_dict(with_saved_config(
+                {"branch_from": f"{parent}:3", "steps": 6, **kw}, os.path.join(tmp, "x"))))

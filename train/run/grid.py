@@ -112,6 +112,13 @@ def member_configs(cfg: TrainConfig) -> tuple[list[str], list[dict[str, Any]], l
     as a single run; raises ``ValueError`` naming the member otherwise."""
 
     names, members = parse_sweep(cfg.sweep, cfg.sweep_seeds, cfg.seed)
+    if cfg.branch_from is not None:  # issue 27: a population of branches of one parent
+        other = [n for n in names if n not in SCHEDULE_FIELDS]
+        if other:
+            raise ValueError(
+                f"--sweep={','.join(other)} is invalid with --branch-from={cfg.branch_from}: "
+                "every member continues the parent's state, data and optimizer, so only the "
+                f"branch's schedule flags may be swept ({', '.join(SCHEDULE_FIELDS)})")
     base = dataclasses.replace(cfg, sweep=(), sweep_seeds=0)
     cfgs = []
     for i, m in enumerate(members):
