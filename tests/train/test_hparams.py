@@ -218,3 +218,26 @@ def test_population_member_optimizer_is_the_single_runs() -> None:
         for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(single[t])):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert applied["weight_decay"][:4] == pytest.approx([0.4, 0.3, 0.2, 0.1], rel=F32)
+
+
+def test_typed_beta1_at_its_default_is_refused_under_cycling(capsys) -> None:
+    """``--beta1=0.9`` (the default's value, typed) with onecycle's momentum cycling would be
+    overwritten silently, as torch's OneCycleLR overwrites ``betas[0]``: the CLI refuses it in
+    one line, as any other value; not typed, or with ``--no-lr-cycle-momentum``, it is fine.
+    SGD's ``--momentum`` likewise under cyclic."""
+    from train.__main__ import parse_config
+
+    for argv, flag_ in ((["--lr-scheduler=onecycle", "--beta1=0.9"], "--beta1=0.9"),
+                        (["--lr-scheduler=cyclic", "--lr-base=1e-4", "--optimizer=sgd",
+                          "--momentum=0.0"], "--momentum=0.0")):
+        with pytest.raises(SystemExit) as e:
+            parse_config([*argv, "--steps=10"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "Traceback" not in err
+        assert f"{flag_} is not used: " in err and "--no-lr-cycle-momentum" in err
+        assert "--lr-base-momentum and --lr-max-momentum" in err
+    cfg, _ = parse_config(["--lr-scheduler=onecycle", "--steps=10"])
+    assert cfg.beta1 == 0.9 and "beta1" in build_hparams(cfg)
+    cfg, _ = parse_config(["--lr-scheduler=onecycle", "--beta1=0.9", "--steps=10",
+                           "--no-lr-cycle-momentum"])
+    assert build_hparams(cfg) == {}
