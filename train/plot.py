@@ -91,7 +91,11 @@ def plot_sweep(summary: Mapping[str, Any], path: str) -> str:
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.4),
                              squeeze=False)
     for ax, name in zip(axes[0], names):
-        xs = np.array([r["settings"][name] for r in results], float)
+        vals = [r["settings"][name] for r in results]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals)
+        cats = [] if numeric else list(dict.fromkeys(map(str, vals)))
+        # a schedule's text (or None): one position per distinct value, labelled with it
+        xs = np.array(vals if numeric else [cats.index(str(v)) for v in vals], float)
         ys = np.array([r["val_loss"] for r in results])
         others = [n for n in names if n != name]
         groups: dict[str, list[int]] = {}
@@ -100,7 +104,9 @@ def plot_sweep(summary: Mapping[str, Any], path: str) -> str:
         for label, idx in groups.items():
             idx = sorted(idx, key=lambda i: xs[i])
             ax.plot(xs[idx], ys[idx], "o-", ms=4, label=label or None)
-        if (xs > 0).all() and xs.max() / xs.min() >= 10:
+        if cats:
+            ax.set_xticks(range(len(cats)), cats, rotation=20, fontsize=6, ha="right")
+        elif (xs > 0).all() and xs.max() / xs.min() >= 10:
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel("final validation loss")

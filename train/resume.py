@@ -279,14 +279,15 @@ def _family_changed(saved: Mapping[str, Any], d: Mapping[str, Any]) -> bool:
                for k in FAMILY_FIELDS)
 
 
-def _fill(saved: Mapping[str, Any], d: Mapping[str, Any], skip: tuple[str, ...]
-          ) -> dict[str, Any]:
+def _fill(saved: Mapping[str, Any], d: Mapping[str, Any], skip: tuple[str, ...],
+          family_changed: bool = False) -> dict[str, Any]:
     """``saved``'s fields overridden by ``d``'s. When ``d`` changes the scheduler family
-    (:data:`~train.schedule.build.FAMILY_FIELDS`), the saved schedule flags (but ``--lr``)
-    are the old family's: not filled in (they would be flags the user never gave)."""
+    (:data:`~train.schedule.build.FAMILY_FIELDS`; ``family_changed``: a population sweeps it),
+    the saved schedule flags (but ``--lr``) are the old family's: not filled in (they would
+    be flags the user never gave)."""
     fields = set(TrainConfig.field_names())
     drop = set(skip)
-    if _family_changed(saved, d):
+    if family_changed or _family_changed(saved, d):
         drop |= set(PIECE_FIELDS) - {"lr"}
     out = {k: v for k, v in saved.items() if k in fields and k not in drop}
     if "grad_accum" not in d and (d.get("global_batch_size", saved.get("global_batch_size"))
@@ -378,7 +379,12 @@ def _branched(d: dict[str, Any]) -> dict[str, Any]:
         if k in d:
             raise ValueError(f"--{k.replace('_', '-')} cannot be given with --branch-from: "
                              "the branch sets it")
-    out = _fill(saved, d, _NOT_BRANCHED)
+    # a population of branches sweeping the family (--sweep 'schedule=SPEC1,SPEC2'): each
+    # member is a branch given that flag
+    entries = d.get("sweep") or ()
+    swept = {str(e).partition("=")[0].strip().lstrip("-").replace("-", "_")
+             for e in ((entries,) if isinstance(entries, str) else entries)}
+    out = _fill(saved, d, _NOT_BRANCHED, family_changed=bool(swept & set(FAMILY_FIELDS)))
     out.update(changed_course(saved, step))
     out["schedule_offset"] = d.get("schedule_offset", "global")
     out["branch_from"] = f"{run_dir}:{step}"

@@ -306,7 +306,7 @@ def test_branch_population_equals_single_branches(tmp_path, corpus, capsys) -> N
         rows = [r for r in map(json.loads, f) if "loss" in r]
     member = {i: {r["step"]: r for r in rows if r["member"] == i} for i in (0, 1)}
     assert sorted(member[0]) == sorted(member[1]) == [3, 4, 5]
-    f32 = LR * np.finfo(np.float32).eps
+    f32 = LR * float(np.finfo(np.float32).eps)
 
     def same(got: dict, want: dict, got_params, want_params) -> None:
         np.testing.assert_allclose([got[t]["loss"] for t in (3, 4, 5)],
@@ -327,6 +327,17 @@ def test_branch_population_equals_single_branches(tmp_path, corpus, capsys) -> N
     for t in (3, 4, 5):  # after 2 warmup steps, torch's cosine (T_max 20 - 2) at the run's step
         assert member[1][t]["lr"] == pytest.approx(
             1e-3 * (1 + math.cos(math.pi * (t - 2) / 18)) / 2, rel=1e-6)
+    # the WSD recipe's cooldowns as one population: --sweep over a schedule's text (commas
+    # inside parentheses belong to the value), restarted at the branch step (local offset)
+    cool_wd = os.path.join(tmp, "cools")
+    c = run({"branch_from": f"{parent}:3", "steps": 6, "schedule_offset": "local",
+             "sweep": ["schedule=linear(3e-3, 0, 3),linear(3e-3, 0, 2)"]}, cool_wd)
+    assert c["members"] == [{"schedule": "linear(3e-3, 0, 3)"},
+                            {"schedule": "linear(3e-3, 0, 2)"}]
+    with open(os.path.join(cool_wd, "metrics", "metrics.jsonl")) as f:
+        cool = [(r["member"], r["step"], r["lr"]) for r in map(json.loads, f) if "loss" in r]
+    assert sorted(cool) == [(i, t, pytest.approx(3e-3 * max(0.0, 1 - (t - 3) / n), abs=4 * f32))
+                            for i, n in ((0, 3), (1, 2)) for t in (3, 4, 5)]
     assert _files(parent) == before
     done = run({"resume": True}, pop_wd)  # the population branch resumes as any population
     assert done["stop_reason"] == "already finished"
