@@ -351,3 +351,61 @@ def test_branch_population_equals_single_branches(tmp_path, corpus, capsys) -> N
 
             check_config(TrainConfig.from_dict(with_saved_config(
                 {"branch_from": f"{parent}:3", "steps": 6, **kw}, os.path.join(tmp, "x"))))
+
+
+def test_plot_of_a_run_and_its_branches(tmp_path, capsys) -> None:
+    """``python -m train.plot RUN_DIR --branches``: the run's curves and those of the sibling
+    workdirs whose config.json names it in ``branch_from`` (another run's branch is not
+    one), each from its branch step, a population branch one curve per member. The series
+    are the metrics.jsonl rows (written here by hand: no training needed)."""
+    pytest.importorskip("matplotlib")
+    from train.plot import branch_series, find_branches
+    from train.plot import main as plot_main
+
+    def workdir(name: str, steps, branch_from: str | None = None, member=None,
+                members=None) -> str:
+        d = tmp_path / name
+        (d / "metrics").mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(
+            {"branch_from": branch_from} if branch_from else {}))
+        if members is not None:
+            (d / "members.json").write_text(json.dumps(members))
+        with open(d / "metrics" / "metrics.jsonl", "w") as f:
+            for m in ([None] if member is None else member):
+                for t in steps:
+                    row = {"step": t, "loss": 5.0 - t / 10 - (m or 0), "lr": 1e-3 * (t + 1)}
+                    f.write(json.dumps(row if m is None else {**row, "member": m}) + "\n")
+            f.write(json.dumps({"step": steps[-1] + 1, "val_loss": 4.0}) + "\n")
+            f.write('{"step": 9, "lo')  # a line cut short by a killed run
+        return str(d)
+
+    parent = workdir("parent", range(6))
+    p_abs = os.path.abspath(parent)
+    cool = workdir("cool", range(3, 6), f"{p_abs}:3")
+    early = workdir("early", range(1, 3), f"{p_abs}:1")
+    pop = workdir("pop", range(3, 5), f"{p_abs}:3", member=[0, 1],
+                  members=[{"lr": 0.003}, {"lr": 0.001}])
+    workdir("other", range(3, 5), f"{os.path.join(str(tmp_path), 'elsewhere')}:3")
+    workdir("parent2", range(3, 5), f"{p_abs}2:3")  # a prefix of the name is not the run
+    assert find_branches(parent) == [early, cool, pop]
+    got = [(s["label"], s["from_step"], s["steps"], s["loss"], s["lr"])
+           for s in branch_series(parent)]
+    assert got == [
+        ("parent", 0, list(range(6)), [5.0 - t / 10 for t in range(6)],
+         [1e-3 * (t + 1) for t in range(6)]),
+        ("early (from step 1)", 1, [1, 2], [4.9, 4.8], [2e-3, 3e-3]),
+        ("cool (from step 3)", 3, [3, 4, 5], [4.7, 4.6, 4.5], [4e-3, 5e-3, 6e-3]),
+        ("pop member 0 (lr=0.003) (from step 3)", 3, [3, 4], [4.7, 4.6], [4e-3, 5e-3]),
+        ("pop member 1 (lr=0.001) (from step 3)", 3, [3, 4], [5.0 - t / 10 - 1 for t in (3, 4)],
+         [4e-3, 5e-3])]
+    assert [s["label"] for s in branch_series(parent, [cool])] == ["parent",
+                                                                   "cool (from step 3)"]
+    assert plot_main([parent, "--branches"]) == 0
+    out = os.path.join(parent, "branches.png")
+    assert capsys.readouterr().out.strip() == out and os.path.getsize(out) > 10_000
+    assert not [n for n in os.listdir(parent) if ".tmp" in n]
+    o2 = str(tmp_path / "two.png")
+    assert plot_main([parent, "--branches", cool, "-o", o2]) == 0 and os.path.getsize(o2) > 0
+    with pytest.raises(SystemExit) as e:
+        plot_main([os.path.join(parent, "metrics", "metrics.jsonl"), "--branches"])
+    assert e.value.code == 2 and "is not a directory" in capsys.readouterr().err
