@@ -29,6 +29,11 @@ With ``--dtype=float16`` each member also has its own dynamic loss scaler (the s
 ``state["loss_scale"]``, stacked and vmapped like the rest of the state): a member skips the
 steps its single run skips, and a skipped step is no divergence.
 
+With ``--branch-from=RUN_DIR[:STEP]`` (issue 27) every member starts from the parent's
+checkpoint (:func:`branch_state`: its state read once into a single run's structure and given
+to each member) and only the branch's schedule flags may be swept: several branches of one
+parent as one population, each equal to its single branch.
+
 Anything else changes the compiled program's structure (model shapes, scheduler type, the run's
 bookkeeping) and is rejected with a message: such variants need separate runs.
 
