@@ -139,8 +139,8 @@ def _metrics_of(run_dir: str) -> tuple[str, dict[str, Any]]:
         cfg = loaded if isinstance(loaded, dict) else {}
     except (OSError, ValueError):
         pass
-    mdir = cfg.get("metrics_dir") or os.path.join(run_dir, "metrics")
-    return os.path.join(mdir if os.path.isabs(mdir) else os.path.join(run_dir, mdir),
+    # a --metrics-dir is as the run was given it (the trainer's default: RUN_DIR/metrics)
+    return os.path.join(cfg.get("metrics_dir") or os.path.join(run_dir, "metrics"),
                         "metrics.jsonl"), cfg
 
 

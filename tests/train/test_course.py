@@ -353,7 +353,7 @@ def test_branch_population_equals_single_branches(tmp_path, corpus, capsys) -> N
                 {"branch_from": f"{parent}:3", "steps": 6, **kw}, os.path.join(tmp, "x"))))
 
 
-def test_plot_of_a_run_and_its_branches(tmp_path, capsys) -> None:
+def test_plot_of_a_run_and_its_branches(tmp_path, capsys, monkeypatch) -> None:
     """``python -m train.plot RUN_DIR --branches``: the run's curves and those of the sibling
     workdirs whose config.json names it in ``branch_from`` (another run's branch is not
     one), each from its branch step, a population branch one curve per member. The series
@@ -400,6 +400,8 @@ def test_plot_of_a_run_and_its_branches(tmp_path, capsys) -> None:
          [4e-3, 5e-3])]
     assert [s["label"] for s in branch_series(parent, [cool])] == ["parent",
                                                                    "cool (from step 3)"]
+    monkeypatch.chdir(tmp_path)  # a relative RUN_DIR: the same series
+    assert [s["steps"] for s in branch_series("parent")] == [s[2] for s in got]
     assert plot_main([parent, "--branches"]) == 0
     out = os.path.join(parent, "branches.png")
     assert capsys.readouterr().out.strip() == out and os.path.getsize(out) > 10_000
