@@ -338,6 +338,16 @@ def test_branch_population_equals_single_branches(tmp_path, corpus, capsys) -> N
         cool = [(r["member"], r["step"], r["lr"]) for r in map(json.loads, f) if "loss" in r]
     assert sorted(cool) == [(i, t, pytest.approx(3e-3 * max(0.0, 1 - (t - 3) / n), abs=4 * f32))
                             for i, n in ((0, 3), (1, 2)) for t in (3, 4, 5)]
+    # the command line: the swept --schedule is each member's family (the parent's cosine
+    # flags are not carried), the parent's schedule the history
+    from train.__main__ import parse_config
+
+    cli, _ = parse_config(["--branch-from", f"{parent}:3", "--workdir", os.path.join(tmp, "c"),
+                           "--steps=6", "--schedule-offset=local", "--sweep",
+                           "schedule=linear(3e-3, 0, 3),linear(3e-3, 0, 2)"])
+    assert cli.lr_scheduler is None and cli.schedule is None and cli.schedule_from == 3
+    assert cli.sweep == ("schedule=linear(3e-3, 0, 3),linear(3e-3, 0, 2)",)
+    assert [h["flags"]["lr_scheduler"] for h in cli.schedule_history] == ["cosine"]
     assert _files(parent) == before
     done = run({"resume": True}, pop_wd)  # the population branch resumes as any population
     assert done["stop_reason"] == "already finished"
