@@ -287,8 +287,9 @@ class TrainConfig:
     # population sweeps (train/run/sweep.py): "FIELD=V1,V2,..." entries (the grid is their product)
     # and/or K data/init seeds (seed, seed+1, ...); every member trains in one program
     sweep: tuple[str, ...] = _f(None, "run", "train a population in one program: "
-                                "FIELD=V1,V2,... (repeatable; the grid is the product; see "
-                                "docs/sweeps.md)", factory=tuple)
+                                "FIELD=V1,V2,... (repeatable; the grid is the product; "
+                                "commas inside parentheses belong to a value, e.g. a "
+                                "schedule's text; see docs/sweeps.md)", factory=tuple)
     sweep_seeds: int = _f(0, "run", "sweep K seeds (seed .. seed+K-1: init and data order) as "
                           "one more axis (0 = off)")
     # issue 27 (changing course): a run's schedule history, branches, per-group schedules
