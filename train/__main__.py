@@ -25,6 +25,7 @@ from .run.setup import check_config
 from .run.stop import StopSignals, TrainingInterrupted, signal_name
 from .run.train import train_and_evaluate
 from .schedule.build import lr_table, schedule_warnings
+from .schedule.hparams import check_given_momentum
 
 EPILOG = """examples:
   python -m train                                     # the default run (cosine, 10% warmup)
@@ -142,11 +143,14 @@ def config_from_args(parser: ArgumentParser, args: dict[str, Any],
         if path:
             d.update(load_config_file(path))
         d.update(args)
+        # typed (or in the --config file), not filled in from a checkpoint
+        given = {str(k).replace("-", "_") for k in d}
         if workdir is not None:
             d = with_saved_config(d, workdir)
         cfg = TrainConfig.from_dict(d)
         if cfg.simulate_devices is None:  # (else checked once the devices exist: main)
             check_config(cfg)
+        check_given_momentum(cfg, given)  # issue 27: nothing typed is silently overwritten
         return cfg
     except (ValueError, OSError, CheckpointError) as e:  # a resume guard's refusal included
         parser.error(str(e))

@@ -287,8 +287,9 @@ class TrainConfig:
     # population sweeps (train/run/sweep.py): "FIELD=V1,V2,..." entries (the grid is their product)
     # and/or K data/init seeds (seed, seed+1, ...); every member trains in one program
     sweep: tuple[str, ...] = _f(None, "run", "train a population in one program: "
-                                "FIELD=V1,V2,... (repeatable; the grid is the product; see "
-                                "docs/sweeps.md)", factory=tuple)
+                                "FIELD=V1,V2,... (repeatable; the grid is the product; "
+                                "commas inside parentheses belong to a value, e.g. a "
+                                "schedule's text; see docs/sweeps.md)", factory=tuple)
     sweep_seeds: int = _f(0, "run", "sweep K seeds (seed .. seed+K-1: init and data order) as "
                           "one more axis (0 = off)")
     # issue 27 (changing course): a run's schedule history, branches, per-group schedules
@@ -667,17 +668,20 @@ def _check_course(c: TrainConfig) -> None:
     if c.change_schedule and c.resume is False:
         raise _bad("change_schedule", c.change_schedule, "only applies with --resume (a "
                    "--branch-from run takes its schedule flags as they are)")
-    if c.branch_from is not None and (c.sweep or c.sweep_seeds):
-        raise _bad("branch_from", c.branch_from, "cannot start a --sweep population: a "
-                   "population starts from its own initialization (restoring one run's "
-                   "state into every member is not supported); run the branches one after "
-                   "another")
-    if (c.change_schedule or c.schedule_history) and (c.sweep or c.sweep_seeds):
+    if c.branch_from is not None and c.sweep_seeds:
+        raise _bad("branch_from", c.branch_from, f"cannot start a population over "
+                   f"--sweep-seeds={c.sweep_seeds}: every member starts from the parent's "
+                   "state and data position (its seed); sweep the branch's schedule flags")
+    # a --branch-from population (issue 27): its members' schedules are swept from the
+    # branch step on, after the parent's history (train/run/grid.py checks the swept fields)
+    if (c.change_schedule or (c.schedule_history and c.branch_from is None)) and (
+            c.sweep or c.sweep_seeds):
         name = "change_schedule" if c.change_schedule else "schedule_history"
         raise _bad(name, getattr(c, name) if c.change_schedule else _show_json(
             c.schedule_history), "cannot change a --sweep "
                    "population's schedule (its members' schedules are swept from step 0); "
-                   "branch its members one at a time (--branch-from)")
+                   "branch from its checkpoint instead (--branch-from, with --sweep for "
+                   "several schedules as one population)")
     h = c.schedule_history
     rule = ("must be a list of {from_step, flags, offset} entries with from_step strictly "
             "increasing and below --schedule-from, offset global or local")

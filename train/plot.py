@@ -1,6 +1,7 @@
 """Every plot of the trainer: a run's loss and learning-rate curves (``python -m train.plot
-METRICS.jsonl [-o OUT.png]``), a population's (:func:`plot_sweep`) and the LR range test's
-(:func:`plot_lr_range`).
+METRICS.jsonl [-o OUT.png]``), a run and its branches (``python -m train.plot RUN_DIR
+--branches [BRANCH_DIR ...]``, :func:`plot_branches`), a population's (:func:`plot_sweep`) and
+the LR range test's (:func:`plot_lr_range`).
 
 Needs matplotlib (the ``plot`` extra). For a resumed run, later records of a step replace
 earlier ones (the replayed steps are identical anyway).
@@ -9,6 +10,7 @@ earlier ones (the replayed steps are identical anyway).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -19,7 +21,8 @@ import numpy as np
 
 from .metrics import read_metrics, settings_text
 
-__all__ = ["main", "plot_lr_range", "plot_metrics", "plot_sweep", "read_metrics"]
+__all__ = ["branch_series", "find_branches", "main", "plot_branches", "plot_lr_range",
+           "plot_metrics", "plot_sweep", "read_metrics"]
 
 
 def _pyplot() -> Any:
@@ -91,7 +94,11 @@ def plot_sweep(summary: Mapping[str, Any], path: str) -> str:
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.4),
                              squeeze=False)
     for ax, name in zip(axes[0], names):
-        xs = np.array([r["settings"][name] for r in results], float)
+        vals = [r["settings"][name] for r in results]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals)
+        cats = [] if numeric else list(dict.fromkeys(map(str, vals)))
+        # a schedule's text (or None): one position per distinct value, labelled with it
+        xs = np.array(vals if numeric else [cats.index(str(v)) for v in vals], float)
         ys = np.array([r["val_loss"] for r in results])
         others = [n for n in names if n != name]
         groups: dict[str, list[int]] = {}
@@ -100,7 +107,9 @@ def plot_sweep(summary: Mapping[str, Any], path: str) -> str:
         for label, idx in groups.items():
             idx = sorted(idx, key=lambda i: xs[i])
             ax.plot(xs[idx], ys[idx], "o-", ms=4, label=label or None)
-        if (xs > 0).all() and xs.max() / xs.min() >= 10:
+        if cats:
+            ax.set_xticks(range(len(cats)), cats, rotation=20, fontsize=6, ha="right")
+        elif (xs > 0).all() and xs.max() / xs.min() >= 10:
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel("final validation loss")
@@ -119,6 +128,119 @@ def plot_sweep(summary: Mapping[str, Any], path: str) -> str:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _metrics_of(run_dir: str) -> tuple[str, dict[str, Any]]:
+    """(a workdir's metrics.jsonl, its config.json or {}): ``metrics_dir`` as it names it."""
+    cfg: dict[str, Any] = {}
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            loaded = json.load(f)
+        cfg = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    # a --metrics-dir is as the run was given it (the trainer's default: RUN_DIR/metrics)
+    return os.path.join(cfg.get("metrics_dir") or os.path.join(run_dir, "metrics"),
+                        "metrics.jsonl"), cfg
+
+
+def find_branches(run_dir: str) -> list[str]:
+    """The workdirs next to ``run_dir`` (its siblings) whose ``config.json`` records a
+    ``branch_from`` of ``run_dir`` (``RUN_DIR:STEP``, absolute, as ``--branch-from`` writes it),
+    sorted by branch step, then name."""
+    root = os.path.abspath(run_dir)
+    out = []
+    parent = os.path.dirname(root)
+    for name in sorted(os.listdir(parent)):
+        d = os.path.join(parent, name)
+        if d == root or not os.path.isdir(d):
+            continue
+        frm = _metrics_of(d)[1].get("branch_from")
+        head, _, step = str(frm or "").rpartition(":")
+        if frm and head == root and step.isdigit():
+            out.append((int(step), name, d))
+    return [d for _, _, d in sorted(out)]
+
+
+def branch_series(run_dir: str, branch_dirs: Sequence[str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """The curves of a run and its branches: ``[{"label", "dir", "from_step", "steps",
+    "loss", "lr"}]``, the run first (``from_step`` 0), then each branch from its branch step
+    (its own metrics.jsonl, which starts there; a population branch gives one curve per
+    member, labelled with its settings). ``branch_dirs``: None finds them
+    (:func:`find_branches`). ``ValueError`` for a directory without training records."""
+    dirs = find_branches(run_dir) if branch_dirs is None else list(branch_dirs)
+    out = []
+    for i, d in enumerate([run_dir, *dirs]):
+        path, cfg = _metrics_of(d)
+        name = os.path.basename(os.path.abspath(d))
+        frm = str(cfg.get("branch_from") or "")
+        start = int(frm.rpartition(":")[2]) if i and frm.rpartition(":")[2].isdigit() else 0
+        rows: dict[Any, dict[int, dict]] = {}
+        try:
+            with open(path) as f:
+                for line in f:
+                    try:
+                        r = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short by a killed run
+                    if isinstance(r, dict) and r.get("loss") is not None and "step" in r:
+                        rows.setdefault(r.get("member"), {})[int(r["step"])] = r
+        except OSError as e:
+            raise ValueError(f"{d}: no metrics ({e})") from None
+        if not rows:
+            raise ValueError(f"{path}: no training records")
+        members = _members(d) if any(k is not None for k in rows) else {}
+        for k in sorted(rows, key=lambda x: -1 if x is None else x):
+            steps = sorted(rows[k])
+            label = name if k is None else f"{name} member {k}" + (
+                f" ({settings_text(members[k])})" if k in members else "")
+            if i:
+                label += f" (from step {start})"
+            out.append({"label": label, "dir": d, "from_step": start, "steps": steps,
+                        "loss": [_num(rows[k][t]["loss"]) for t in steps],
+                        "lr": [_num(rows[k][t].get("lr")) for t in steps]})
+    return out
+
+
+def _members(d: str) -> dict[int, dict]:
+    try:
+        with open(os.path.join(d, "members.json")) as f:
+            return dict(enumerate(json.load(f)))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def plot_branches(run_dir: str, branch_dirs: Sequence[str] | None = None,
+                  out: str | None = None) -> str:
+    """A run's loss and lr with each branch's from its branch step (:func:`branch_series`),
+    labelled, a dotted line at each branch step; returns the PNG path (default
+    ``RUN_DIR/branches.png``)."""
+    plt = _pyplot()
+    series = branch_series(run_dir, branch_dirs)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for i, s in enumerate(series):
+        kw = dict(lw=1.5 if i == 0 else 1, color=f"C{i % 10}", label=s["label"])
+        ax1.plot(s["steps"], s["loss"], **kw)
+        ax2.plot(s["steps"], s["lr"], **kw)
+    for t in sorted({s["from_step"] for s in series[1:]}):
+        for ax in (ax1, ax2):
+            ax.axvline(t, color="0.6", ls=":", lw=1)
+    ax1.set_ylabel("train loss")
+    ax2.set_ylabel("learning rate")
+    ax2.set_xlabel("optimizer step")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=7)
+    fig.suptitle(f"{os.path.basename(os.path.abspath(run_dir))} and {len(series) - 1} "
+                 "branch curve(s)")
+    fig.tight_layout()
+    out = out or os.path.join(run_dir, "branches.png")
+    tmp = f"{out}.tmp{os.getpid()}.png"  # atomic: a temporary name, then a rename
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
 
 
 def plot_lr_range(result: Any, path: str) -> str:
@@ -142,8 +264,13 @@ def plot_lr_range(result: Any, path: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.plot", description=__doc__)
-    p.add_argument("metrics", help="a metrics.jsonl file written by python -m train")
-    p.add_argument("-o", "--out", help="output PNG (default: next to the metrics file)")
+    p.add_argument("metrics", help="a metrics.jsonl file written by python -m train (with "
+                   "--branches: the run's --workdir)")
+    p.add_argument("--branches", nargs="*", metavar="BRANCH_DIR", default=None,
+                   help="draw the run (a --workdir) and its branches (--branch-from), each from "
+                   "its branch step; without BRANCH_DIRs, the sibling workdirs branched from it")
+    p.add_argument("-o", "--out", help="output PNG (default: next to the metrics file; "
+                   "RUN_DIR/branches.png with --branches)")
     a = p.parse_args(argv)
     try:
         import matplotlib  # noqa: F401
@@ -152,7 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(or pip install matplotlib)", file=sys.stderr)
         return 2
     try:
-        out = plot_metrics(a.metrics, a.out)
+        if a.branches is not None:
+            if not os.path.isdir(a.metrics):
+                raise ValueError(f"--branches: {a.metrics} is not a directory (give the run's "
+                                 "--workdir)")
+            out = plot_branches(a.metrics, a.branches or None, a.out)
+        else:
+            out = plot_metrics(a.metrics, a.out)
     except (OSError, ValueError) as e:
         p.error(str(e))
     print(out)

@@ -33,6 +33,7 @@ lists, so a new field must be classified here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -42,7 +43,7 @@ from typing import Any
 
 from .checkpoint import CheckpointError, committed_steps
 from .config import TrainConfig, resume_value
-from .schedule.build import FAMILY_FIELDS, PIECE_FIELDS
+from .schedule.build import FAMILY_FIELDS, PIECE_FIELDS, build_schedule
 from .schedule.names import canonical_decay_style, canonical_scheduler
 
 __all__ = ["COURSE_KEYS", "DERIVED_KEYS", "FREE_KEYS", "TRAJECTORY_KEYS", "ForeignCheckpointError",
@@ -210,7 +211,40 @@ def read_saved_config(ckpt_dir: str, step: int) -> dict[str, Any]:
                               f"config ({type(e).__name__}: {e})") from None
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: the saved config is not a mapping")
-    return saved
+    return _legacy(saved)
+
+
+def _legacy(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint saved before ``--lr-cycle-momentum`` existed (issue 27) trained a
+    onecycle/cyclic schedule with a constant beta1 (momentum), and its optimizer state has no
+    injected hyperparameters: it reads as ``lr_cycle_momentum=False``, so that a plain
+    ``--resume`` continues it as it ran (today's default, cycling, would need another optimizer
+    state layout and change the trajectory)."""
+    if "lr_cycle_momentum" in saved:
+        return saved
+    from .schedule.hparams import cycled_momentum
+    from .schedule.plan import plan
+
+    fields = set(TrainConfig.field_names())
+    try:
+        cfg = TrainConfig.from_dict({k: v for k, v in saved.items() if k in fields})
+        cfg = cfg.normalized()
+        torch_plan = cfg.lr_decay_style is None and cfg.schedule is None
+        if not torch_plan or cycled_momentum(plan(cfg)) is None:
+            return saved
+        # the lr is the same either way; the built schedule records the flag: the saved one
+        # is today's default's when nothing else differs, and then reads as the flag's
+        if _norm(repr(build_schedule(cfg))) != _norm(saved.get("schedule_spec")):
+            return saved  # something else differs: the guard names it
+        now = build_schedule(dataclasses.replace(cfg, lr_cycle_momentum=False))
+    except (TypeError, ValueError):
+        return saved  # the resume's own checks name what is wrong with it
+    try:
+        conf = now.to_config()
+    except ValueError:
+        conf = None
+    return {**saved, "lr_cycle_momentum": False, "schedule_spec": repr(now),
+            "schedule_config": conf}
 
 
 def choose_step(resume: Any, ckpt_dir: str) -> int | None:
@@ -286,14 +320,15 @@ def _family_changed(saved: Mapping[str, Any], d: Mapping[str, Any]) -> bool:
                for k in FAMILY_FIELDS)
 
 
-def _fill(saved: Mapping[str, Any], d: Mapping[str, Any], skip: tuple[str, ...]
-          ) -> dict[str, Any]:
+def _fill(saved: Mapping[str, Any], d: Mapping[str, Any], skip: tuple[str, ...],
+          family_changed: bool = False) -> dict[str, Any]:
     """``saved``'s fields overridden by ``d``'s. When ``d`` changes the scheduler family
-    (:data:`~train.schedule.build.FAMILY_FIELDS`), the saved schedule flags (but ``--lr``)
-    are the old family's: not filled in (they would be flags the user never gave)."""
+    (:data:`~train.schedule.build.FAMILY_FIELDS`; ``family_changed``: a population sweeps it),
+    the saved schedule flags (but ``--lr``) are the old family's: not filled in (they would
+    be flags the user never gave)."""
     fields = set(TrainConfig.field_names())
     drop = set(skip)
-    if _family_changed(saved, d):
+    if family_changed or _family_changed(saved, d):
         drop |= set(PIECE_FIELDS) - {"lr"}
     out = {k: v for k, v in saved.items() if k in fields and k not in drop}
     out.update({k: v for k, v in LEGACY_VALUES.items() if k not in saved and k not in drop})
@@ -386,7 +421,12 @@ def _branched(d: dict[str, Any]) -> dict[str, Any]:
         if k in d:
             raise ValueError(f"--{k.replace('_', '-')} cannot be given with --branch-from: "
                              "the branch sets it")
-    out = _fill(saved, d, _NOT_BRANCHED)
+    # a population of branches sweeping the family (--sweep 'schedule=SPEC1,SPEC2'): each
+    # member is a branch given that flag
+    entries = d.get("sweep") or ()
+    swept = {str(e).partition("=")[0].strip().lstrip("-").replace("-", "_")
+             for e in ((entries,) if isinstance(entries, str) else entries)}
+    out = _fill(saved, d, _NOT_BRANCHED, family_changed=bool(swept & set(FAMILY_FIELDS)))
     out.update(changed_course(saved, step))
     out["schedule_offset"] = d.get("schedule_offset", "global")
     out["branch_from"] = f"{run_dir}:{step}"
@@ -513,6 +553,12 @@ def check_compatible(saved: Mapping[str, Any], now: Mapping[str, Any], where: st
             hint += (" (to continue with a new schedule from the checkpoint's step, add "
                      "--change-schedule; docs/training.md 'Changing course')")
         hint += _batch_hint(saved, now)
+        if any(d.startswith("lr_cycle_momentum:") for d in diffs) and not saved.get(
+                "lr_cycle_momentum", True):
+            hint += (" (this checkpoint's optimizer keeps beta1 (momentum) constant: its state "
+                     "has no room for torch's momentum cycling; a checkpoint saved before "
+                     "issue 27 did not cycle it. Resume with --no-lr-cycle-momentum, or start "
+                     "a new run to cycle it)")
         raise ResumeMismatchError(
             f"cannot resume from {where}: settings that change the training trajectory differ "
             f"from the checkpoint's: {'; '.join(diffs)}{hint}. Resume with the saved settings "

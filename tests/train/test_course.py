@@ -280,3 +280,144 @@ def test_history_join_by_hand_and_flag_rules() -> None:
     for kw, name in bad:
         with pytest.raises(ValueError, match=f"--{name.replace('_', '-')}="):
             TrainConfig.from_dict(kw).normalized().validate()
+
+
+def test_branch_population_equals_single_branches(tmp_path, corpus, capsys) -> None:
+    """``--branch-from`` with ``--sweep lr=...``: every member starts from the parent's
+    checkpoint at step 3 (its state, step and data position). The member with the parent's
+    lr continues as the parent did, the other as a single branch with its lr; a member
+    vmapped next to another runs the same arithmetic batched, so losses agree to 1e-6
+    relative and lrs to float32 rounding (as tests/train/test_sweep.py's members and single
+    runs). Sweeping a non-schedule field, or seeds, from a parent is refused."""
+    from train.run.setup import check_config
+
+    tmp = str(tmp_path)
+    parent = os.path.join(tmp, "parent")
+    p = run(tiny(tmp, corpus, steps=6), parent)  # cosine, checkpoints at 3 and 6
+    pr = _rows(parent)
+    before = _files(parent)
+    pop_wd = os.path.join(tmp, "pop")
+    s = run({"branch_from": f"{parent}:3", "steps": 6, "sweep": [f"lr={LR},1e-3"]}, pop_wd)
+    out = capsys.readouterr().out
+    assert f"branched from {os.path.join(parent, 'checkpoints', '3')} (step 3)" in out
+    assert "member 1 (lr=0.001): schedule change at step 3 (global offset)" in out
+    assert s["start_step"] == 3 and s["steps"] == 6
+    with open(os.path.join(pop_wd, "metrics", "metrics.jsonl")) as f:
+        rows = [r for r in map(json.loads, f) if "loss" in r]
+    member = {i: {r["step"]: r for r in rows if r["member"] == i} for i in (0, 1)}
+    assert sorted(member[0]) == sorted(member[1]) == [3, 4, 5]
+    f32 = LR * float(np.finfo(np.float32).eps)
+
+    def same(got: dict, want: dict, got_params, want_params) -> None:
+        np.testing.assert_allclose([got[t]["loss"] for t in (3, 4, 5)],
+                                   [want[t]["loss"] for t in (3, 4, 5)], rtol=1e-6, atol=0)
+        np.testing.assert_allclose([got[t]["lr"] for t in (3, 4, 5)],
+                                   [want[t]["lr"] for t in (3, 4, 5)], rtol=0, atol=4 * f32)
+        for x, y in zip(jax.tree.leaves(got_params), jax.tree.leaves(want_params), strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+    # member 0 has the parent's schedule: the parent's steps 3..5 (the same state and batch at
+    # step 3: the loss before any member's update is the parent's bit for bit)
+    assert member[0][3]["loss"] == pr[3]["loss"] == member[1][3]["loss"]
+    same(member[0], pr, s["results"][0]["params"], p["params"])
+    # member 1: a single branch with lr 1e-3 from step 3 (cosine at the global step)
+    single_wd = os.path.join(tmp, "single")
+    b = run({"branch_from": f"{parent}:3", "steps": 6, "lr": 1e-3}, single_wd)
+    same(member[1], _rows(single_wd), s["results"][1]["params"], b["params"])
+    for t in (3, 4, 5):  # after 2 warmup steps, torch's cosine (T_max 20 - 2) at the run's step
+        assert member[1][t]["lr"] == pytest.approx(
+            1e-3 * (1 + math.cos(math.pi * (t - 2) / 18)) / 2, rel=1e-6)
+    # the WSD recipe's cooldowns as one population: --sweep over a schedule's text (commas
+    # inside parentheses belong to the value), restarted at the branch step (local offset)
+    cool_wd = os.path.join(tmp, "cools")
+    c = run({"branch_from": f"{parent}:3", "steps": 6, "schedule_offset": "local",
+             "sweep": ["schedule=linear(3e-3, 0, 3),linear(3e-3, 0, 2)"]}, cool_wd)
+    assert c["members"] == [{"schedule": "linear(3e-3, 0, 3)"},
+                            {"schedule": "linear(3e-3, 0, 2)"}]
+    with open(os.path.join(cool_wd, "metrics", "metrics.jsonl")) as f:
+        cool = [(r["member"], r["step"], r["lr"]) for r in map(json.loads, f) if "loss" in r]
+    assert sorted(cool) == [(i, t, pytest.approx(3e-3 * max(0.0, 1 - (t - 3) / n), abs=4 * f32))
+                            for i, n in ((0, 3), (1, 2)) for t in (3, 4, 5)]
+    # the command line: the swept --schedule is each member's family (the parent's cosine
+    # flags are not carried), the parent's schedule the history
+    from train.__main__ import parse_config
+
+    cli, _ = parse_config(["--branch-from", f"{parent}:3", "--workdir", os.path.join(tmp, "c"),
+                           "--steps=6", "--schedule-offset=local", "--sweep",
+                           "schedule=linear(3e-3, 0, 3),linear(3e-3, 0, 2)"])
+    assert cli.lr_scheduler is None and cli.schedule is None and cli.schedule_from == 3
+    assert cli.sweep == ("schedule=linear(3e-3, 0, 3),linear(3e-3, 0, 2)",)
+    assert [h["flags"]["lr_scheduler"] for h in cli.schedule_history] == ["cosine"]
+    assert _files(parent) == before
+    done = run({"resume": True}, pop_wd)  # the population branch resumes as any population
+    assert done["stop_reason"] == "already finished"
+    # only the branch's schedule flags may vary; seeds would leave the parent's data stream
+    for kw, what in (({"sweep": ["weight_decay=0.0,0.1"]}, "weight_decay is invalid with "
+                      "--branch-from"), ({"sweep": ["lr=1e-3,3e-3"], "sweep_seeds": 2},
+                                         "--branch-from=")):
+        with pytest.raises(ValueError, match=what):
+            from train.config import TrainConfig
+            from train.resume import with_saved_config
+
+            check_config(TrainConfig.from_dict(with_saved_config(
+                {"branch_from": f"{parent}:3", "steps": 6, **kw}, os.path.join(tmp, "x"))))
+
+
+def test_plot_of_a_run_and_its_branches(tmp_path, capsys, monkeypatch) -> None:
+    """``python -m train.plot RUN_DIR --branches``: the run's curves and those of the sibling
+    workdirs whose config.json names it in ``branch_from`` (another run's branch is not
+    one), each from its branch step, a population branch one curve per member. The series
+    are the metrics.jsonl rows (written here by hand: no training needed)."""
+    pytest.importorskip("matplotlib")
+    from train.plot import branch_series, find_branches
+    from train.plot import main as plot_main
+
+    def workdir(name: str, steps, branch_from: str | None = None, member=None,
+                members=None) -> str:
+        d = tmp_path / name
+        (d / "metrics").mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(
+            {"branch_from": branch_from} if branch_from else {}))
+        if members is not None:
+            (d / "members.json").write_text(json.dumps(members))
+        with open(d / "metrics" / "metrics.jsonl", "w") as f:
+            for m in ([None] if member is None else member):
+                for t in steps:
+                    row = {"step": t, "loss": 5.0 - t / 10 - (m or 0), "lr": 1e-3 * (t + 1)}
+                    f.write(json.dumps(row if m is None else {**row, "member": m}) + "\n")
+            f.write(json.dumps({"step": steps[-1] + 1, "val_loss": 4.0}) + "\n")
+            f.write('{"step": 9, "lo')  # a line cut short by a killed run
+        return str(d)
+
+    parent = workdir("parent", range(6))
+    p_abs = os.path.abspath(parent)
+    cool = workdir("cool", range(3, 6), f"{p_abs}:3")
+    early = workdir("early", range(1, 3), f"{p_abs}:1")
+    pop = workdir("pop", range(3, 5), f"{p_abs}:3", member=[0, 1],
+                  members=[{"lr": 0.003}, {"lr": 0.001}])
+    workdir("other", range(3, 5), f"{os.path.join(str(tmp_path), 'elsewhere')}:3")
+    workdir("parent2", range(3, 5), f"{p_abs}2:3")  # a prefix of the name is not the run
+    assert find_branches(parent) == [early, cool, pop]
+    got = [(s["label"], s["from_step"], s["steps"], s["loss"], s["lr"])
+           for s in branch_series(parent)]
+    assert got == [
+        ("parent", 0, list(range(6)), [5.0 - t / 10 for t in range(6)],
+         [1e-3 * (t + 1) for t in range(6)]),
+        ("early (from step 1)", 1, [1, 2], [4.9, 4.8], [2e-3, 3e-3]),
+        ("cool (from step 3)", 3, [3, 4, 5], [4.7, 4.6, 4.5], [4e-3, 5e-3, 6e-3]),
+        ("pop member 0 (lr=0.003) (from step 3)", 3, [3, 4], [4.7, 4.6], [4e-3, 5e-3]),
+        ("pop member 1 (lr=0.001) (from step 3)", 3, [3, 4], [5.0 - t / 10 - 1 for t in (3, 4)],
+         [4e-3, 5e-3])]
+    assert [s["label"] for s in branch_series(parent, [cool])] == ["parent",
+                                                                   "cool (from step 3)"]
+    monkeypatch.chdir(tmp_path)  # a relative RUN_DIR: the same series
+    assert [s["steps"] for s in branch_series("parent")] == [s[2] for s in got]
+    assert plot_main([parent, "--branches"]) == 0
+    out = os.path.join(parent, "branches.png")
+    assert capsys.readouterr().out.strip() == out and os.path.getsize(out) > 10_000
+    assert not [n for n in os.listdir(parent) if ".tmp" in n]
+    o2 = str(tmp_path / "two.png")
+    assert plot_main([parent, "--branches", cool, "-o", o2]) == 0 and os.path.getsize(o2) > 0
+    with pytest.raises(SystemExit) as e:
+        plot_main([os.path.join(parent, "metrics", "metrics.jsonl"), "--branches"])
+    assert e.value.code == 2 and "is not a directory" in capsys.readouterr().err

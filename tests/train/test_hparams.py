@@ -218,3 +218,75 @@ def test_population_member_optimizer_is_the_single_runs() -> None:
         for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(single[t])):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert applied["weight_decay"][:4] == pytest.approx([0.4, 0.3, 0.2, 0.1], rel=F32)
+
+
+def test_typed_beta1_at_its_default_is_refused_under_cycling(capsys) -> None:
+    """``--beta1=0.9`` (the default's value, typed) with onecycle's momentum cycling would be
+    overwritten silently, as torch's OneCycleLR overwrites ``betas[0]``: the CLI refuses it in
+    one line, as any other value; not typed, or with ``--no-lr-cycle-momentum``, it is fine.
+    SGD's ``--momentum`` likewise under cyclic."""
+    from train.__main__ import parse_config
+
+    for argv, flag_ in ((["--lr-scheduler=onecycle", "--beta1=0.9"], "--beta1=0.9"),
+                        (["--lr-scheduler=cyclic", "--lr-base=1e-4", "--optimizer=sgd",
+                          "--momentum=0.0"], "--momentum=0.0")):
+        with pytest.raises(SystemExit) as e:
+            parse_config([*argv, "--steps=10"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "Traceback" not in err
+        assert f"{flag_} is not used: " in err and "--no-lr-cycle-momentum" in err
+        assert "--lr-base-momentum and --lr-max-momentum" in err
+    cfg, _ = parse_config(["--lr-scheduler=onecycle", "--steps=10"])
+    assert cfg.beta1 == 0.9 and "beta1" in build_hparams(cfg)
+    cfg, _ = parse_config(["--lr-scheduler=onecycle", "--beta1=0.9", "--steps=10",
+                           "--no-lr-cycle-momentum"])
+    assert build_hparams(cfg) == {}
+
+
+def test_checkpoint_from_before_momentum_cycling_resumes_as_it_ran(tmp_path, corpus) -> None:
+    """A onecycle checkpoint saved before issue 27 trained with a constant beta1 and holds the
+    plain optimizer state (no injected hyperparameters), and its saved settings have no
+    ``lr_cycle_momentum`` (its built schedule: today's default's). A plain ``--resume`` reads it
+    as ``--no-lr-cycle-momentum`` and continues as it ran, bit for bit as an uninterrupted run
+    of the old kind (today's ``--no-lr-cycle-momentum``: the same optimizer, bit for bit);
+    asking it to cycle is refused in one message saying why and what to do."""
+    import json
+    import os
+
+    from train_testutil import tiny
+
+    from train import train_and_evaluate as run
+    from train.resume import ResumeMismatchError
+
+    tmp = str(tmp_path)
+    old = tiny(tmp, corpus, lr_scheduler="onecycle", warmup_steps=None, steps=3,
+               lr_cycle_momentum=False)
+    wd = os.path.join(tmp, "old")
+    run(old, wd)
+    # what the code before issue 27 saved: no lr_cycle_momentum; the spec without the flag
+    legacy = build_schedule(TrainConfig.from_dict({**old, "lr_cycle_momentum": None})
+                            .normalized().validate())
+    meta = os.path.join(wd, "checkpoints", "3", "config", "metadata")
+    for path in (meta, os.path.join(wd, "config.json")):
+        with open(path) as f:
+            saved = json.load(f)
+        del saved["lr_cycle_momentum"]
+        if path == meta:
+            assert saved["schedule_spec"] != repr(legacy)
+            saved.update(schedule_spec=repr(legacy), schedule_config=legacy.to_config())
+        with open(path, "w") as f:
+            json.dump(saved, f)
+    with pytest.raises(ResumeMismatchError) as e:
+        run({"resume": True, "steps": 6, "lr_cycle_momentum": True}, wd)
+    msg = str(e.value)
+    assert "lr_cycle_momentum: checkpoint False, now True" in msg
+    assert "Resume with --no-lr-cycle-momentum" in msg and "\n" not in msg
+    done = run({"resume": True, "steps": 6}, wd)
+    assert done["start_step"] == 3
+    ref = run({**old, "steps": 6}, os.path.join(tmp, "ref"))
+    for x, y in zip(jax.tree.leaves(done["params"]), jax.tree.leaves(ref["params"]),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with open(os.path.join(wd, "metrics", "metrics.jsonl")) as f:
+        rows = [json.loads(x) for x in f if '"loss"' in x]
+    assert [r["step"] for r in rows] == list(range(6)) and not any("beta1" in r for r in rows)

@@ -400,6 +400,40 @@ def test_parse_sweep_grid_product_and_seeds() -> None:
                                                         {"total_steps": 40}]
 
 
+def test_parse_sweep_schedule_text_keeps_its_commas(tmp_path) -> None:
+    """A schedule's text is one value: the commas inside its parentheses and brackets do not
+    split it (--schedule, and the hyperparameters that take a schedule); a number stays a
+    number. Members of one form with other leaves make one program (the leaves stacked); the
+    plot labels text values on its axis."""
+    names, members = parse_sweep([
+        "schedule=cosine(1e-3, 0, 20), join(constant(1e-3), constant(0.0), at=[10])",
+        "weight_decay=0.1,linear(0.1, 0, 10)"])
+    assert names == ["schedule", "weight_decay"]
+    assert [m["schedule"] for m in members[::2]] == [
+        "cosine(1e-3, 0, 20)", "join(constant(1e-3), constant(0.0), at=[10])"]
+    assert [m["weight_decay"] for m in members[:2]] == [0.1, "linear(0.1, 0, 10)"]
+    for bad, match in (("schedule=cosine(1e-3, 0, 20", "unbalanced"),
+                       ("schedule=cosine(1e-3, 0, 20)),constant(1e-3)", "unbalanced"),
+                       ("lr=cosine(1e-3, 0, 20)", "each value must be a number")):
+        with pytest.raises(ValueError, match=r"--sweep.*is invalid: " + match):
+            parse_sweep([bad])
+    cfg = TrainConfig(model_size="tiny", lr_scheduler=None, warmup_steps=None,
+                      total_steps=None, steps=20,
+                      sweep=("schedule=cosine(1e-3, 0, 20),cosine(3e-3, 1e-4, 10)",))
+    check_config(cfg)  # each member a valid single run
+    from train.run.checks import run_schedule
+    from train.run.grid import member_configs
+
+    _, ms, cfgs = member_configs(cfg.normalized().validate())
+    assert schedule_mode([run_schedule(c) for c in cfgs], ms)[0] == "leaves"
+    from train.plot import plot_sweep
+
+    out = plot_sweep({"swept": ["schedule"], "results": [
+        {"member": i, "settings": m, "val_loss": 3.0 - i, "losses": [(0, 4.0), (1, 3.5)]}
+        for i, m in enumerate(ms)]}, str(tmp_path / "sweep.png"))
+    assert os.path.getsize(out) > 1000
+
+
 @pytest.mark.parametrize("entry, match", [
     ("model_size=tiny,mini", r"model_size cannot be swept: it defines the model"),
     ("dropout=0.1,1.5", r"--sweep member 1 \(dropout=1.5\) is invalid"),

@@ -17,7 +17,7 @@ from ..engine.population import OPTIMIZER_FIELDS, schedule_mode
 from ..metrics import settings_text
 from .checks import run_schedule
 
-__all__ = ["SCHEDULE_FIELDS", "SWEEPABLE", "member_configs", "parse_sweep"]
+__all__ = ["SCHEDULE_FIELDS", "SWEEPABLE", "member_configs", "parse_sweep", "split_values"]
 
 #: fields a sweep may vary: they are leaves of one compiled program.
 SCHEDULE_FIELDS = ("lr", "warmup_steps", "warmup_ratio", "total_steps", "min_lr",
@@ -25,7 +25,7 @@ SCHEDULE_FIELDS = ("lr", "warmup_steps", "warmup_ratio", "total_steps", "min_lr"
                    "lr_end_factor", "lr_power", "lr_t0", "lr_t_mult", "lr_base",
                    "lr_pct_start", "lr_div_factor", "lr_final_div_factor", "lr_num_cycles",
                    "min_lr_ratio", "lr_warmup_iters", "lr_warmup_init", "lr_decay_iters",
-                   "lr_wsd_decay_iters")
+                   "lr_wsd_decay_iters", "schedule")
 SWEEPABLE = (*SCHEDULE_FIELDS, *OPTIMIZER_FIELDS, "dropout", "seed")
 
 _WHY = {
@@ -34,7 +34,7 @@ _WHY = {
                     "defines the model (its parameter shapes or its compiled Flax module)"),
     **dict.fromkeys(("data", "val_data", "val_fraction", "data_cache", "batch_size",
                      "grad_accum"), "defines the data or the batch shape shared by all members"),
-    **dict.fromkeys(("lr_scheduler", "schedule", "lr_chain", "lr_lambda", "lr_milestones",
+    **dict.fromkeys(("lr_scheduler", "lr_chain", "lr_lambda", "lr_milestones",
                      "lr_decay_style", "lr_wsd_decay_style", "lr_mode", "lr_anneal_strategy",
                      "lr_three_phase", "lr_warmup_type", "lr_decay_type"),
                     "selects the schedule's structure (a different pytree, not different "
@@ -51,6 +51,8 @@ def _why(name: str) -> str:
 
 
 def _parse_value(name: str, text: str, hint: Any) -> Any:
+    """A number, None, or (for a field taking text: ``--schedule``, a scheduled
+    hyperparameter) the schedule's text, validated with the member's config."""
     args = typing.get_args(hint) or (hint,)
     t = text.strip()
     if type(None) in args and t.lower() in ("none", "null"):
@@ -58,10 +60,39 @@ def _parse_value(name: str, text: str, hint: Any) -> Any:
     try:
         if int in args:
             return int(t)
-        return float(t)
+        if float in args:
+            return float(t)
     except ValueError:
-        kind = "an int" if int in args else "a number"
-        raise ValueError(f"--sweep {name}={text!r} is invalid: each value must be {kind}") from None
+        if str not in args:
+            kind = "an int" if int in args else "a number"
+            raise ValueError(f"--sweep {name}={text!r} is invalid: each value must be "
+                             f"{kind}") from None
+    return t
+
+
+def split_values(entry: str, text: str) -> list[str]:
+    """``V1,V2,...`` split at the commas outside parentheses and brackets, so that a
+    schedule's text is one value: ``cosine(0.1, 0.01, 1000),constant(0.1)`` -> 2 values.
+    ``ValueError`` naming the entry for unbalanced brackets."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                break
+        if ch == "," and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise ValueError(f"--sweep={entry!r} is invalid: unbalanced parentheses or brackets "
+                         "(a value with commas, such as a schedule's text, must keep its "
+                         "parentheses)")
+    out.append("".join(cur))
+    return [v for v in out if v.strip()]
 
 
 def parse_sweep(entries: Sequence[str], seeds: int = 0,
@@ -93,7 +124,7 @@ def parse_sweep(entries: Sequence[str], seeds: int = 0,
                 f"Sweepable: {', '.join(SWEEPABLE)}")
         if name in names or (name == "seed" and seeds and seeds > 1):
             raise ValueError(f"--sweep={entry!r} is invalid: {name} is swept twice")
-        values = [_parse_value(name, v, hints[name]) for v in vals.split(",") if v.strip()]
+        values = [_parse_value(name, v, hints[name]) for v in split_values(entry, vals)]
         if len(set(map(repr, values))) != len(values):
             raise ValueError(f"--sweep={entry!r} is invalid: the values must be distinct")
         names.append(name)
@@ -112,6 +143,13 @@ def member_configs(cfg: TrainConfig) -> tuple[list[str], list[dict[str, Any]], l
     as a single run; raises ``ValueError`` naming the member otherwise."""
 
     names, members = parse_sweep(cfg.sweep, cfg.sweep_seeds, cfg.seed)
+    if cfg.branch_from is not None:  # issue 27: a population of branches of one parent
+        other = [n for n in names if n not in SCHEDULE_FIELDS]
+        if other:
+            raise ValueError(
+                f"--sweep={','.join(other)} is invalid with --branch-from={cfg.branch_from}: "
+                "every member continues the parent's state, data and optimizer, so only the "
+                f"branch's schedule flags may be swept ({', '.join(SCHEDULE_FIELDS)})")
     base = dataclasses.replace(cfg, sweep=(), sweep_seeds=0)
     cfgs = []
     for i, m in enumerate(members):

@@ -28,13 +28,13 @@ import jax
 import models
 import schedules as S
 
-from ..checkpoint import committed_steps
+from ..checkpoint import CheckpointError, committed_steps
 from ..config import TrainConfig
 from ..config_files import check_dirs
 from ..data import Batcher, load_data
 from ..devices import simulate_devices
 from ..engine.pmap import select_devices
-from ..metrics import Console
+from ..metrics import Console, settings_text
 from ..parallel.layout import Layout, check_flags, make_layout
 from ..resume import (
     COURSE_KEYS,
@@ -145,17 +145,42 @@ def effective_config(cfg: TrainConfig, schedule: S.Schedule, model_cfg: Any,
     return out
 
 
-def _course_line(setup: RunSetup, t: int) -> None:
+def _course_line(setup: RunSetup, t: int, cfg: TrainConfig | None = None,
+                 schedule: S.Schedule | None = None, who: str = "") -> None:
     """At a schedule change: the lr of update ``t`` under the schedule so far and the new
-    one, and the jump (host float64)."""
-    cfg = setup.cfg
+    one, and the jump (host float64). ``cfg``/``schedule``/``who``: a population member's."""
+    cfg = setup.cfg if cfg is None else cfg
+    schedule = setup.schedule if schedule is None else schedule
     pieces = history_pieces(cfg, global_batch(cfg) if counts_samples(cfg) else None)
     before = float(history_join(pieces[:-1])(t))
-    after = float(setup.schedule(t))
+    after = float(schedule(t))
     rel = f", x{after / before:.4g}" if before > 0 else ""
-    setup.console.print(f"schedule change at step {t} ({cfg.schedule_offset} offset): lr "
+    setup.console.print(f"{who}schedule change at step {t} ({cfg.schedule_offset} offset): lr "
                         f"{before:.6g} -> {after:.6g} (jump {after - before:+.6g}{rel}); "
                         f"history of {len(cfg.schedule_history) + 1} schedule(s)")
+
+
+def _check_branch(setup: RunSetup, parent_ck: str, bstep: int) -> None:
+    """``--branch-from``: the run (each member of a population, as the single branch it
+    equals) must continue the parent's trajectory but for its schedule from ``bstep``."""
+    cfg, eff = setup.cfg, setup.eff
+    where = os.path.join(parent_ck, str(bstep))
+    saved = read_saved_config(parent_ck, bstep)
+    if setup.kind != "sweep":
+        check_compatible(saved, eff, where, change_at=bstep)
+        _course_line(setup, bstep)
+        return
+    _, members, cfgs = member_configs(cfg)
+    base = {k: v for k, v in eff.items() if k not in ("members", "swept", "member_schedules")}
+    for i, (m, c) in enumerate(zip(members, cfgs, strict=True)):
+        s = run_schedule(c)
+        who = f"member {i} ({settings_text(m)}): "
+        try:
+            check_compatible(saved, {**base, **effective_config(c, s, setup.model_cfg)}, where,
+                             change_at=bstep)
+        except CheckpointError as e:
+            raise type(e)(f"{who}{e}") from None
+        _course_line(setup, bstep, c, s, who)
 
 
 def finished_message(step: int, where: str) -> str:
@@ -361,15 +386,14 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
                      workdir, workdir_arg, ckpt_dir, metrics_dir, config_path, console,
                      resume_step, tok, model_cfg, tokens_per_step, eff, init=init,
                      documents=documents, started=started)
-    if resume_step is None and cfg.branch_from is not None and kind == "train":
+    if resume_step is None and cfg.branch_from is not None and kind in ("train", "sweep"):
         _, parent_ck, bstep = branch_source(cfg.branch_from)
-        where = os.path.join(parent_ck, str(bstep))
-        check_compatible(read_saved_config(parent_ck, bstep), eff, where, change_at=bstep)
         if bstep >= cfg.steps:
             raise ValueError(f"--steps={cfg.steps} is invalid: the branch starts at step "
-                             f"{bstep} ({where}); give more steps")
+                             f"{bstep} ({os.path.join(parent_ck, str(bstep))}); give more "
+                             "steps")
+        _check_branch(setup, parent_ck, bstep)
         setup.branch = (parent_ck, bstep)
-        _course_line(setup, bstep)
     if resume_step is not None and kind != "plan":  # the guard, before data or compiling
         where = committed_steps(ckpt_dir)[0][resume_step]
         # a change at this very step: given now, or recorded by a run killed before its next

@@ -29,6 +29,11 @@ With ``--dtype=float16`` each member also has its own dynamic loss scaler (the s
 ``state["loss_scale"]``, stacked and vmapped like the rest of the state): a member skips the
 steps its single run skips, and a skipped step is no divergence.
 
+With ``--branch-from=RUN_DIR[:STEP]`` (issue 27) every member starts from the parent's
+checkpoint (:func:`branch_state`: its state read once into a single run's structure and given
+to each member) and only the branch's schedule flags may be swept: several branches of one
+parent as one population, each equal to its single branch.
+
 Anything else changes the compiled program's structure (model shapes, scheduler type, the run's
 bookkeeping) and is rejected with a message: such variants need separate runs.
 
@@ -51,13 +56,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..checkpoint import Checkpointer
+from ..checkpoint import Checkpointer, CheckpointError
 from ..config import TrainConfig
 from ..engine.pmap import replicate
 from ..engine.population import Population, population_engine, population_state
+from ..engine.step import init_state, loss_scale_rule
 from ..metrics import MetricsWriter, fmt_duration, settings_text
+from ..optim import make_optimizer
 from ..plot import plot_sweep
-from ..schedule.hparams import HPARAMS
+from ..schedule.hparams import HPARAMS, build_hparams
 from .grid import SWEEPABLE, member_configs, parse_sweep
 from .loop import Checkpointing, Hook, Loop, mean_eval
 from .ranking import finished_summary, member_status, member_table, new_book, print_ranking
@@ -135,6 +142,9 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
         if setup.resume_step is not None:
             host = ckpt.restore(setup.resume_step, host, setup.eff)
             setup.resumed_line(int(host["state"]["step"]), ckpt.path(setup.resume_step))
+        elif setup.branch is not None:  # every member from the parent's checkpoint
+            host = {**host, "step": np.asarray(setup.branch[1], np.int32),
+                    "state": branch_state(setup, cfgs[0], host["state"])}
         else:
             setup.fresh_line()
         summary = _run(setup, names, members, pop, eng, host, batchers, val_batchers, ckpt)
@@ -144,6 +154,40 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
         summary["plot"] = plot_sweep(summary, os.path.join(setup.workdir, "sweep.png"))
         console.print(f"plot: {summary['plot']}")
     return summary
+
+
+def branch_state(setup: RunSetup, cfg: TrainConfig, pop_state: dict) -> dict:
+    """``--branch-from`` with ``--sweep``: the parent's state at the branch step (a single
+    run's: parameters, optimizer state, step, float16 loss scaler) read once, read only, into
+    its single run's structure (``cfg``: a member's config), then given to every member of
+    ``pop_state`` (the population's initial host state). The members' optimizer states hold the
+    single run's leaves in the same order (the population chains its clipping outside
+    ``make_optimizer``: an empty state, no leaf)."""
+    parent_dir, bstep = setup.branch  # type: ignore[misc]
+    params = jax.tree.map(lambda x: x[0], pop_state["params"])
+    tx = make_optimizer(cfg, run_schedule(cfg), params, build_hparams(cfg))
+    target = init_state(params, tx, loss_scale_rule(cfg))
+    parent = Checkpointer(parent_dir, 1, False, read_only=True)
+    try:
+        got = parent.restore(bstep, target, setup.eff)
+    finally:
+        parent.close()
+    setup.console.print(f"branched from {parent.path(bstep)} (step {bstep}): its state in "
+                        f"each of the {len(pop_state['active'])} members")
+    k = len(pop_state["active"])
+    out = dict(pop_state, step=np.asarray(got["step"], np.int32))
+    for key in ("params", "opt_state", "loss_scale"):
+        if key not in pop_state:
+            continue
+        leaves, treedef = jax.tree.flatten(pop_state[key])
+        new = jax.tree.leaves(got[key])
+        if len(new) != len(leaves) or any(
+                (np.shape(a)[1:], np.asarray(a).dtype) != (np.shape(b), np.asarray(b).dtype)
+                for a, b in zip(leaves, new)):
+            raise CheckpointError(f"cannot branch from {parent.path(bstep)}: its {key} does "
+                                  "not match a population member's (leaves, shapes or dtypes)")
+        out[key] = jax.tree.unflatten(treedef, [np.stack([np.asarray(b)] * k) for b in new])
+    return out
 
 
 def _batch_of(batchers: list, per_member: bool, fn: str, i: int) -> np.ndarray:

@@ -17,6 +17,7 @@ bits, and the step logs the value it applied (``metrics.jsonl``: ``beta1``, ``we
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,8 +32,8 @@ from .plan import Plan, plan
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["HPARAMS", "applied_hparams", "build_hparams", "check_hparam_curves",
-           "cycled_momentum", "hparam_schedules", "momentum_field"]
+__all__ = ["HPARAMS", "applied_hparams", "build_hparams", "check_given_momentum",
+           "check_hparam_curves", "cycled_momentum", "hparam_schedules", "momentum_field"]
 
 #: the hyperparameters that take a schedule, and the range each value must lie in at every step
 #: (lo, hi, hi open)
@@ -124,12 +125,29 @@ def hparam_schedules(cfg: TrainConfig, lr_plan: Plan | None) -> dict[str, S.Sche
         from ..config import TrainConfig
 
         if getattr(cfg, field) != TrainConfig.__dataclass_fields__[field].default:
-            raise ValueError(f"{flag(field)}={getattr(cfg, field)!r} is not used: {who} cycles "
-                             f"{field} between --lr-base-momentum and --lr-max-momentum "
-                             f"(torch's cycle_momentum, on by default, overwrites it); give "
-                             f"--no-lr-cycle-momentum to keep {flag(field)}")
+            raise ValueError(_not_used(cfg, field))
         out[field] = m
     return out
+
+
+def _not_used(cfg: TrainConfig, field: str) -> str:
+    return (f"{flag(field)}={getattr(cfg, field)!r} is not used: "
+            f"--lr-scheduler={cfg.scheduler_name} cycles {field} between --lr-base-momentum and "
+            f"--lr-max-momentum (torch's cycle_momentum, on by default, overwrites it); give "
+            f"--no-lr-cycle-momentum to keep {flag(field)}")
+
+
+def check_given_momentum(cfg: TrainConfig, given: Collection[str]) -> None:
+    """Refuse ``--beta1`` / ``--momentum`` typed by the user (``given``: the fields the command
+    line or a ``--config`` file set) while the scheduler cycles it: even at its default value,
+    the number would be silently overwritten (:func:`hparam_schedules` refuses any other value
+    from every entry point; a config object cannot tell a default from a typed value)."""
+    field = momentum_field(cfg.optimizer)
+    if field is None or field not in given or cfg.lr_decay_style is not None or (
+            cfg.schedule is not None):
+        return
+    if cycled_momentum(plan(cfg)) is not None:
+        raise ValueError(_not_used(cfg, field))
 
 
 def build_hparams(cfg: TrainConfig) -> dict[str, S.Schedule]:
