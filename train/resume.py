@@ -79,6 +79,8 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     # issue 27: the schedule's history (changed only through --change-schedule /
     # --branch-from) and the per-group schedules
     "schedule_offset", "schedule_from", "schedule_history", "group",
+    # issue 27 item 6: the global batch of every step and the lr's scaling by it
+    "rampup_batch_size", "batch_size_schedule", "lr_batch_scaling",
 )
 
 #: entries of the effective (saved) config that change the trajectory, compared like
