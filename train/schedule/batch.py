@@ -127,7 +127,7 @@ def spec_ramp(spec: str, steps: int) -> BatchRamp:
     if bad.size:
         t = int(bad[0])
         raise ValueError(f"--batch-size-schedule={spec!r} is invalid: its value at step {t} is "
-                         f"{v[t]!r}; every step's global batch must be a positive integer")
+                         f"{float(v[t])!r}; every step's global batch must be a positive integer")
     b = v.astype(np.int64)
     change = [0, *(np.flatnonzero(b[1:] != b[:-1]) + 1).tolist()]
     starts = tuple(int(x) for x in change)
