@@ -27,6 +27,7 @@ from train import TrainConfig
 from train import train_and_evaluate as run
 from train.__main__ import main
 from train.data import Batcher, TokenData
+from train.resume import ResumeMismatchError
 from train.run.checks import run_ramp, run_schedule
 from train.schedule.batch import RampAccum, megatron_ramp, spec_ramp
 
@@ -196,6 +197,11 @@ def test_a_ramp_trains_compiles_once_per_shape_and_resumes_bit_identically(
     assert [x for _, x in out["losses"]] == [x for _, x in ref["losses"][2:]]
     for a, b in zip(jax.tree.leaves(out["params"]), jax.tree.leaves(ref["params"])):
         np.testing.assert_array_equal(a, b)
+    # the ramp is a trajectory setting: another one is refused before anything compiles
+    shutil.rmtree(os.path.join(wd, "checkpoints", "4"))
+    with pytest.raises(ResumeMismatchError, match=r"rampup_batch_size: checkpoint \[2, 2, 4\]"):
+        run({"resume": True, "rampup_batch_size": [2, 2, 8]}, wd)
+    assert len(traces) == 2
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -214,6 +220,12 @@ def test_a_ramp_trains_compiles_once_per_shape_and_resumes_bit_identically(
       "2", "8", "--global-batch-size=8"], "not both"),
     (["--rampup-batch-size", "2", "2", "8", "--global-batch-size=8", "--devices=2",
       "--tensor-parallel=2"], "is not supported with the mesh engine"),
+    (["--rampup-batch-size", "2", "2", "8", "--global-batch-size=8", "--devices=2",
+      "--sweep", "lr=1e-3,2e-3"], "is not supported with a population"),
+    (["--rampup-batch-size", "2", "2", "8", "--global-batch-size=8", "--devices=2",
+      "--sampling=epoch"], "is not supported with --sampling=epoch"),
+    (["--batch-size-schedule=linear(2, 8, 4)", "--global-batch-size=8", "--devices=2"],
+     "its value at step 1 is 3.5"),
 ])
 def test_bad_ramp_flags_are_one_line(argv, needle, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
