@@ -22,6 +22,7 @@ import pytest
 from train_testutil import tiny
 
 import schedules as S
+import train.engine.mesh as mesh_mod
 import train.engine.pmap as pmap_mod
 from train import TrainConfig
 from train import train_and_evaluate as run
@@ -166,7 +167,8 @@ def test_a_ramp_trains_compiles_once_per_shape_and_resumes_bit_identically(
     two micro-batches per device) with Megatron's linear decay: the step is traced (compiled)
     once per shape, each row logs its batch, the samples consumed and Megatron's lr at the
     samples before it; the run's step-2 checkpoint resumed gives the same losses and
-    parameters bit for bit, compiling nothing."""
+    parameters bit for bit, compiling nothing; resumed on another layout (the mesh engine)
+    the same batches and losses; another ramp is refused."""
     traces = []
 
     def counting(*a, **k):
@@ -175,6 +177,7 @@ def test_a_ramp_trains_compiles_once_per_shape_and_resumes_bit_identically(
 
     update = pmap_mod.update
     monkeypatch.setattr(pmap_mod, "update", counting)
+    monkeypatch.setattr(mesh_mod, "update", counting)
     kw = tiny(str(tmp_path), corpus, devices=2, batch_size=1, global_batch_size=4, steps=4,
               rampup_batch_size=[2, 2, 4], lr_scheduler=None, warmup_steps=None,
               total_steps=None, lr_decay_style="linear", lr_warmup_iters=1, lr_decay_iters=6,
@@ -197,11 +200,22 @@ def test_a_ramp_trains_compiles_once_per_shape_and_resumes_bit_identically(
     assert [x for _, x in out["losses"]] == [x for _, x in ref["losses"][2:]]
     for a, b in zip(jax.tree.leaves(out["params"]), jax.tree.leaves(ref["params"])):
         np.testing.assert_array_equal(a, b)
+    # another layout (the mesh engine, tensor parallel over the 2 devices: 1 data-parallel
+    # replica accumulating 4 micro-batches): the same batches, the same losses within the
+    # float32 tolerance of the layouts (tests/train/test_parallel.py: another summation order)
+    wd_tp = str(tmp_path / "tp")
+    shutil.copytree(str(tmp_path / "ref"), wd_tp)
+    shutil.rmtree(os.path.join(wd_tp, "checkpoints", "4"))
+    out = run({"resume": True, "tensor_parallel": 2}, wd_tp)
+    assert [s[0] for s in traces[2:]] == [4]  # [accum, DP * B, T + 1]: one new shape
+    np.testing.assert_allclose([x for _, x in out["losses"]],
+                               [x for _, x in ref["losses"][2:]], rtol=1e-5)
+    assert [(r["global_batch"], r["samples"]) for r in _rows(wd_tp)][-2:] == [(4, 8), (4, 12)]
     # the ramp is a trajectory setting: another one is refused before anything compiles
     shutil.rmtree(os.path.join(wd, "checkpoints", "4"))
     with pytest.raises(ResumeMismatchError, match=r"rampup_batch_size: checkpoint \[2, 2, 4\]"):
         run({"resume": True, "rampup_batch_size": [2, 2, 8]}, wd)
-    assert len(traces) == 2
+    assert len(traces) == 3
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -219,7 +233,7 @@ def test_a_ramp_trains_compiles_once_per_shape_and_resumes_bit_identically(
     (["--batch-size-schedule=piecewise_constant([2], [2, 4])", "--rampup-batch-size", "2",
       "2", "8", "--global-batch-size=8"], "not both"),
     (["--rampup-batch-size", "2", "2", "8", "--global-batch-size=8", "--devices=2",
-      "--tensor-parallel=2"], "is not supported with the mesh engine"),
+      "--pipeline-parallel=2"], "is not supported with pipeline parallelism"),
     (["--rampup-batch-size", "2", "2", "8", "--global-batch-size=8", "--devices=2",
       "--sweep", "lr=1e-3,2e-3"], "is not supported with a population"),
     (["--rampup-batch-size", "2", "2", "8", "--global-batch-size=8", "--devices=2",

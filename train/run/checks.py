@@ -150,13 +150,14 @@ def run_ramp(cfg: TrainConfig, dp: int | None = None) -> BatchRamp | None:
     data-parallel replicas (default :func:`run_dp`): every global batch the run reaches is a
     whole number of micro-batches on every replica (Megatron's rule: START and INCREMENT
     multiples of micro-batch x data-parallel). ``ValueError`` naming the flag, the value and
-    the rule; where the ramp is not supported (the mesh engine, populations, ``--sampling=
-    epoch``) too."""
+    the rule; where the ramp is not supported (pipeline parallelism, populations,
+    ``--sampling=epoch``) too."""
     if cfg.rampup_batch_size is None and cfg.batch_size_schedule is None:
         return None
     what = _ramp_flag(cfg)
-    for unsupported, why in ((cfg.mesh_engine, "the mesh engine and its layouts (use the "
-                              "pmap engine: no layout flag)"),
+    pipelined = (cfg.pipeline_parallel or 1) * (cfg.virtual_pipeline_parallel or 1) > 1
+    for unsupported, why in ((pipelined, "pipeline parallelism (its micro-batches are the "
+                              "pipeline's schedule: use data/tensor parallelism or ZeRO)"),
                              (bool(cfg.sweep or cfg.sweep_seeds), "a population (--sweep, "
                               "--sweep-seeds)"),
                              (cfg.sampling == "epoch", "--sampling=epoch (its epoch positions "
