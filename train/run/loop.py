@@ -14,7 +14,8 @@ bit-identical to an uninterrupted run.
 The loop keeps the metrics of the steps since the last flush on the devices and fetches them
 together (:meth:`Loop.flush`: at every ``--log-interval``, before an evaluation or a save, at the
 end), and times steady-state training only (the first, compiling step, evaluations and saves
-are excluded from tokens/s). Ctrl-C (SIGINT) and the ``--save-on-signal`` signals end the loop
+are excluded from tokens/s, as is a step of a new batch shape under a batch-size ramp, which
+compiles). Ctrl-C (SIGINT) and the ``--save-on-signal`` signals end the loop
 after the current step: the checkpointer saves it (if finite) and :class:`TrainingInterrupted`
 is raised, for single runs and populations alike (:mod:`train.run.stop`: one mechanism; a
 signal before the first step completed stops at once, without a checkpoint).
@@ -138,6 +139,7 @@ of the step under a batch-size ramp). After
         self._step_s: list[float] = []  # per-step time of each timed window
         self._after_save: dict | None = None  # the save whose next step is to be timed
         self.stalls: list[dict] = []  # every measured save
+        self._shapes: set[tuple] = set()  # the batch shapes stepped (compiled) so far
 
     def due(self, interval: int) -> bool:
         """``interval`` divides the updates done, or the run is at its last step."""
@@ -201,8 +203,15 @@ of the step under a batch-size ramp). After
             while self.step < self.steps:
                 for h in self.hooks:
                     h.before_step(self)
+                batch = batches.get(self.step)
+                # a batch-size ramp's new step shape compiles: not steady-state training
+                shape = np.shape(batch)
+                compiles = self.t_first is not None and shape not in self._shapes
+                self._shapes.add(shape)
+                if compiles:
+                    self.flush()
                 t0 = time.perf_counter()
-                self.state, m = self.engine.train(self.state, batches.get(self.step))
+                self.state, m = self.engine.train(self.state, batch)
                 self.pending.append((self.step, m))
                 self._window_tokens += self.tokens_of(self.step)
                 self.step += 1
@@ -216,6 +225,11 @@ of the step under a batch-size ramp). After
                     self._window_t, self._window_steps, self._window_tokens = self.t_first, 0, 0
                     self.console.steady(self.step, self.t_first)
                     self.flush()  # first step: compile time excluded from tokens/s, the ETA
+                elif compiles:
+                    jax.block_until_ready(m["loss"])
+                    self.reset_window()  # its time is not in tokens/s
+                    if self.due(self.cfg.log_interval):
+                        self.flush()
                 elif self.due(self.cfg.log_interval):
                     self.flush()
                 self._outside(sig.received)
