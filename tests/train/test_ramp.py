@@ -17,6 +17,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from train_testutil import tiny
@@ -110,6 +111,9 @@ def test_megatron_lr_counts_the_samples_consumed_under_a_ramp() -> None:
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-18)
         # not the step-counting curve: the warmup (32 samples) ends at step 7, not 2
         assert before[7] == 32 and got[6] < 1e-3 and got[7] == pytest.approx(1e-3)
+        # the traced path (runs past the lr table): float32 arithmetic, cos included
+        traced = np.asarray(jax.jit(lambda t, s=s: s(t))(jnp.arange(steps, dtype=jnp.float32)))
+        np.testing.assert_allclose(traced, want, rtol=1e-5, atol=1e-12)
 
 
 @pytest.mark.parametrize("rule,factor", [("linear", lambda k: k), ("sqrt", math.sqrt),

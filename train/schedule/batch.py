@@ -57,7 +57,9 @@ class BatchRamp:
         return self.samples[i] + (int(t) - self.starts[i]) * self.batches[i]
 
     def samples_traced(self, t: Any) -> Any:
-        """:meth:`samples_before` of an array of steps (float, traceable)."""
+        """:meth:`samples_before` of an array of steps (float, traceable). Float32: exact
+        below 2**24 samples, past that within float32's rounding of the count; only a run
+        longer than the lr table (``train.schedule.build.MAX_TABLE`` steps) evaluates it."""
         starts = jnp.asarray(self.starts, jnp.float32)
         i = jnp.clip(jnp.searchsorted(starts, jnp.floor(t), side="right") - 1, 0, None)
         return (jnp.asarray(self.samples, jnp.float32)[i]
