@@ -337,7 +337,7 @@ class TrainConfig:
                          "WORKDIR/wandb; `wandb sync` uploads it later) or disabled")
     # issue 27 item 6 (batch-size ramp): the global batch of step t (train/schedule/batch.py)
     rampup_batch_size: tuple[int, ...] | None = _f(
-        None, "data", "START INCREMENT SAMPLES: Megatron's batch-size ramp, the global batch "
+        None, "data", "Megatron's batch-size ramp: the global batch "
         "from START to --global-batch-size by INCREMENT every SAMPLES / ((G - START) / "
         "INCREMENT) consumed samples (docs/training.md 'Batch-size ramp')")
     batch_size_schedule: str | None = _f(
