@@ -197,6 +197,8 @@ def test_a_ramp_trains_compiles_once_per_shape_and_resumes_bit_identically(
     assert all(math.isfinite(r["loss"]) for r in rows)
     # tokens/s: the step compiling the new shape is not steady state; the next counts 4 rows
     assert rows[2].get("tokens_per_s") is None and rows[3]["tokens_per_s"] > 0
+    # the save at step 2 is not charged with the compile of the step after it
+    assert ref["save_stalls"][0]["step"] == 2 and ref["save_stalls"][0]["next_step_s"] is None
 
     wd = str(tmp_path / "resumed")
     shutil.copytree(str(tmp_path / "ref"), wd)

@@ -216,8 +216,8 @@ of the step under a batch-size ramp). After
                 self._window_tokens += self.tokens_of(self.step)
                 self.step += 1
                 self._window_steps += 1
-                if self._after_save is not None:
-                    self._stall(m, t0)
+                if self._after_save is not None:  # (a compiling step would time its compile)
+                    self._stall(None if compiles else m, t0)
                 if self.t_first is None:
                     jax.block_until_ready(m["loss"])
                     sig.defer()  # from here, a signal stops after a step, with a checkpoint
