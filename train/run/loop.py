@@ -205,8 +205,9 @@ of the step under a batch-size ramp). After
                     h.before_step(self)
                 batch = batches.get(self.step)
                 # a batch-size ramp's new step shape compiles: not steady-state training
-                shape = np.shape(batch)
-                compiles = self.t_first is not None and shape not in self._shapes
+                shape = getattr(batch, "shape", None)
+                compiles = (self.t_first is not None and shape is not None
+                            and shape not in self._shapes)
                 self._shapes.add(shape)
                 if compiles:
                     self.flush()
