@@ -666,6 +666,8 @@ def _history(v: Any) -> Any:
 def _ramp_value(v: Any) -> Any:
     """``--rampup-batch-size``: three values from the flag (``nargs=3``), a config file's list
     or ``"START,INCREMENT,SAMPLES"``; ints where they are integral (``validate`` checks)."""
+    if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
+        v = " ".join(v)
     if isinstance(v, str):
         v = [x for x in v.replace(",", " ").split() if x]
     if isinstance(v, list | tuple):
