@@ -112,8 +112,7 @@ def build_parser(prog: str = "python -m train") -> ArgumentParser:
             g.add_argument("--no-resume", dest=f.name, action="store_false",
                            default=argparse.SUPPRESS, help="start from scratch (the default)")
         elif f.name == "rampup_batch_size":  # Megatron's form: --rampup-batch-size 4 4 64
-            # (or 4,4,64: the config checks the three values)
-            g.add_argument(*names, dest=f.name, nargs="+", default=argparse.SUPPRESS,
+            g.add_argument(*names, dest=f.name, nargs=3, default=argparse.SUPPRESS,
                            help=help_, metavar=("START", "INCREMENT", "SAMPLES"))
         elif kinds.get(f.name) is bool:
             g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
