@@ -112,6 +112,9 @@ def build_parser(prog: str = "python -m train") -> ArgumentParser:
                            metavar="auto|STEP", help=help_)
             g.add_argument("--no-resume", dest=f.name, action="store_false",
                            default=argparse.SUPPRESS, help="start from scratch (the default)")
+        elif f.name == "rampup_batch_size":  # Megatron's form: --rampup-batch-size 4 4 64
+            g.add_argument(*names, dest=f.name, nargs=3, default=argparse.SUPPRESS,
+                           help=help_, metavar=("START", "INCREMENT", "SAMPLES"))
         elif kinds.get(f.name) is bool:
             g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, help=help_)

@@ -341,6 +341,17 @@ class TrainConfig:
     vocab_pad_to: int = _f(64, "model", "round the embedding/head rows up to a multiple of N "
                            "(the padding ids are masked: never sampled, not in the loss; "
                            "exports drop them); 1 = no padding")
+    # issue 27 item 6 (batch-size ramp): the global batch of step t (train/schedule/batch.py)
+    rampup_batch_size: tuple[int, ...] | None = _f(
+        None, "data", "Megatron's batch-size ramp: the global batch "
+        "from START to --global-batch-size by INCREMENT every SAMPLES / ((G - START) / "
+        "INCREMENT) consumed samples (docs/training.md 'Batch-size ramp')")
+    batch_size_schedule: str | None = _f(
+        None, "data", "the global batch of step t as a schedule in the algebra's text, e.g. "
+        "'piecewise_constant([100, 200], [8, 16, 32])' (instead of --rampup-batch-size)")
+    lr_batch_scaling: str | None = _f(
+        None, _S, "with a batch-size ramp: scale the lr by the batch of each step relative to "
+        "--global-batch-size (schedules.scale_batch): linear, sqrt or blend")
 
     # -- conversion ------------------------------------------------------------------------
     @classmethod
@@ -415,6 +426,7 @@ class TrainConfig:
         gr = self.group  # issue 27
         kw["group"] = (gr,) if isinstance(gr, str) else tuple(gr) if isinstance(gr, list) else gr
         kw["schedule_history"] = _history(self.schedule_history)
+        kw["rampup_batch_size"] = _ramp_value(self.rampup_batch_size)  # issue 27 item 6
         kw["save_on_signal"] = signal_names(self.save_on_signal)
         for k in HPARAM_FIELDS:
             kw[k] = hparam_value(getattr(self, k))
@@ -609,6 +621,7 @@ class TrainConfig:
         if self.n_kv_head is not None and self.model != "llama3":
             raise _bad("n_kv_head", self.n_kv_head, "only --model=llama3 has key/value heads")
         _check_course(self)
+        _check_ramp(self)  # issue 27 item 6
         _choice("recompute", self.recompute, ("none", "full", "selective"))
         _choice("recompute_method", self.recompute_method, ("uniform", "block"))
         _pos_int("recompute_num_layers", self.recompute_num_layers)
@@ -656,6 +669,61 @@ def _history(v: Any) -> Any:
     if isinstance(v, list | tuple):
         return tuple(dict(e) if isinstance(e, Mapping) else e for e in v)
     return v
+
+
+def _ramp_value(v: Any) -> Any:
+    """``--rampup-batch-size``: three values from the flag (``nargs=3``), a config file's list
+    or ``"START,INCREMENT,SAMPLES"``; ints where they are integral (``validate`` checks)."""
+    if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
+        v = " ".join(v)
+    if isinstance(v, str):
+        v = [x for x in v.replace(",", " ").split() if x]
+    if isinstance(v, list | tuple):
+        out = []
+        for x in v:
+            try:
+                f = float(str(x).replace("_", ""))
+                out.append(int(f) if f.is_integer() else x)
+            except ValueError:
+                out.append(x)
+        return tuple(out)
+    return v
+
+
+def _check_ramp(c: TrainConfig) -> None:
+    """Issue 27 item 6's fields on their own (what needs the layout: train.run.checks)."""
+    r = c.rampup_batch_size
+    if r is not None:
+        if not isinstance(r, tuple) or len(r) != 3:
+            raise _bad("rampup_batch_size", _show(r) if isinstance(r, tuple) else r,
+                       "takes three integers START INCREMENT SAMPLES")
+        for name, v in zip(("START", "INCREMENT", "SAMPLES"), r):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise _bad("rampup_batch_size", " ".join(map(str, r)),
+                           f"{name}={v} must be a positive integer")
+        start, inc, _ = r
+        g = c.global_batch_size
+        if g is None:
+            raise _bad("rampup_batch_size", " ".join(map(str, r)), "needs --global-batch-size "
+                       "(the batch the ramp ends at, as in Megatron)")
+        if start >= g:
+            raise _bad("rampup_batch_size", " ".join(map(str, r)), f"START={start} must be < "
+                       f"--global-batch-size={g} (the ramp needs at least one increment)")
+        if (g - start) % inc:
+            raise _bad("rampup_batch_size", " ".join(map(str, r)), f"INCREMENT={inc} must "
+                       f"divide --global-batch-size - START = {g - start} (Megatron asserts it)")
+    if c.batch_size_schedule is not None:
+        if r is not None:
+            raise _bad("batch_size_schedule", c.batch_size_schedule,
+                       "give --batch-size-schedule or --rampup-batch-size, not both")
+        if c.global_batch_size is None:
+            raise _bad("batch_size_schedule", c.batch_size_schedule, "needs "
+                       "--global-batch-size (the batch the lr is stated for)")
+    if c.lr_batch_scaling is not None:
+        _choice("lr_batch_scaling", c.lr_batch_scaling, ("linear", "sqrt", "blend"))
+        if r is None and c.batch_size_schedule is None:
+            raise _bad("lr_batch_scaling", c.lr_batch_scaling, "is only used with a "
+                       "batch-size ramp (--rampup-batch-size or --batch-size-schedule)")
 
 
 def _check_course(c: TrainConfig) -> None:
@@ -754,7 +822,7 @@ _CHECKED = frozenset({"lr_milestones", "lr_chain", "lr_mults", "resume", "tensor
                       "save_on_signal",
                       "async_checkpoints", "sample_prompt", "overwrite", "verbose",
                       "sequence_parallel", "plan", "recompute", "recompute_method",
-                      "tracker", "wandb_mode"})
+                      "tracker", "wandb_mode", "rampup_batch_size", "lr_batch_scaling"})
 
 
 def _hparam(name: str, v: Any, **rule: Any) -> None:

@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import hashlib
@@ -128,6 +129,9 @@ class Batcher:
     process_count: int = 1
     seed: int = 0
     sampling: str = "random"
+    #: a batch-size ramp (issue 27 item 6): the micro-batches of step t (None: ``grad_accum``
+    #: at every step); evaluation batches keep ``grad_accum``
+    accum_at: Callable[[int], int] | None = None
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -240,6 +244,10 @@ class Batcher:
 
     def batch(self, step: int) -> np.ndarray:
         """Training batch of optimizer step ``step``."""
+        if self.accum_at is not None:  # this step's global batch: its own accumulation
+            accum = self.accum_at(int(step))
+            if accum != self.grad_accum:
+                return dataclasses.replace(self, grad_accum=accum, accum_at=None).batch(step)
         if self.sampling == "epoch":
             return self._epoch_batch(step)
         return self._rows(np.random.default_rng([self.seed, int(step)]))

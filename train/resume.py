@@ -82,6 +82,8 @@ TRAJECTORY_KEYS: tuple[str, ...] = (
     "schedule_offset", "schedule_from", "schedule_history", "group",
     # issue 25 item 2: the embedding/head rows (the parameters' shapes)
     "vocab_pad_to",
+    # issue 27 item 6: the global batch of every step and the lr's scaling by it
+    "rampup_batch_size", "batch_size_schedule", "lr_batch_scaling",
 )
 
 #: fields whose value in a run saved before they existed is not their default: a saved config

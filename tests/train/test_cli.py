@@ -51,7 +51,7 @@ def test_help_groups_defaults_and_examples(capsys) -> None:
     blocks = re.split(r"\n  (?=-)", out.split("examples:")[0])
     for b in blocks:
         assert b.count("default:") <= 1, b
-    for opt, d in (("--steps", "2800"), ("--lr ", "0.005"), ("--batch-size", "8"),
+    for opt, d in (("--steps", "2800"), ("--lr ", "0.005"), ("--batch-size ", "8"),
                    ("--tensorboard", "true")):
         (b,) = [b for b in blocks if b.startswith(opt)]
         assert f"(default: {d})" in " ".join(b.split()), b

@@ -11,15 +11,18 @@ import os
 import jax
 
 import schedules as S
+from schedules.megatron import OptimizerParamScheduler
 
 from .._flag import bad
 from ..config import TrainConfig
 from ..data import is_mixture, parse_mixture
 from ..parallel.layout import data_parallel_degree
+from ..schedule.batch import BatchRamp, SampleClock, megatron_ramp, spec_ramp
 from ..schedule.build import build_schedule
+from ..schedule.plan import plan
 
 __all__ = ["batch_split", "check_data", "counts_samples", "global_batch", "resolve_batch",
-           "run_schedule"]
+           "run_ramp", "run_schedule"]
 
 
 def batch_split(cfg: TrainConfig, dp: int) -> tuple[int, int]:
@@ -100,8 +103,92 @@ def global_batch(cfg: TrainConfig) -> int:
 
 def run_schedule(cfg: TrainConfig) -> S.Schedule:
     """``cfg``'s learning-rate schedule as the run builds it: Megatron's sample-counting styles
-    get the run's global batch (:func:`global_batch`)."""
-    return build_schedule(cfg, global_batch(cfg) if counts_samples(cfg) else None)
+    get the run's global batch (:func:`global_batch`). With a batch-size ramp
+    (:func:`run_ramp`) they count the samples actually consumed before each step (lengths in
+    samples: iterations x ``--global-batch-size``, as Megatron), and ``--lr-batch-scaling``
+    scales the lr by each step's batch relative to ``--global-batch-size``
+    (``schedules.scale_batch``); the other families count steps."""
+    samples = counts_samples(cfg)
+    s = build_schedule(cfg, global_batch(cfg) if samples else None)
+    ramp = run_ramp(cfg)
+    if ramp is None:
+        return s
+    if samples:
+        if cfg.schedule_history:
+            raise ValueError(f"{_ramp_flag(cfg)} is invalid with a schedule history "
+                             "(--change-schedule, --branch-from) and --lr-decay-style: the "
+                             "samples of a changed Megatron schedule under a ramp are not "
+                             "supported")
+        kw = dict(plan(cfg, global_batch(cfg)).kwargs, increment=1)
+        s = S.lambda_(SampleClock(OptimizerParamScheduler(**kw), ramp))
+    if cfg.lr_batch_scaling is not None:
+        s = S.scale_batch(s, ramp.batch_schedule(), cfg.global_batch_size,
+                          rule=cfg.lr_batch_scaling)
+    return s
+
+
+def _ramp_flag(cfg: TrainConfig) -> str:
+    if cfg.rampup_batch_size is not None:
+        return f"--rampup-batch-size {' '.join(map(str, cfg.rampup_batch_size))}"
+    return f"--batch-size-schedule={cfg.batch_size_schedule!r}"
+
+
+def run_dp(cfg: TrainConfig) -> int | None:
+    """The run's data-parallel degree from its flags and JAX's local devices (None: unknown
+    before the distributed runtime starts: several processes without ``--devices``)."""
+    if cfg.devices is not None:
+        per_process = cfg.devices
+    elif cfg.coordinator_address is None:
+        per_process = jax.local_device_count()
+    else:
+        return None
+    return data_parallel_replicas(cfg, per_process * (cfg.num_processes or 1))
+
+
+def run_ramp(cfg: TrainConfig, dp: int | None = None) -> BatchRamp | None:
+    """The run's batch-size ramp (None: a constant global batch), checked on ``dp``
+    data-parallel replicas (default :func:`run_dp`): every global batch the run reaches is a
+    whole number of micro-batches on every replica (Megatron's rule: START and INCREMENT
+    multiples of micro-batch x data-parallel). ``ValueError`` naming the flag, the value and
+    the rule; where the ramp is not supported (pipeline parallelism, populations,
+    ``--sampling=epoch``) too."""
+    if cfg.rampup_batch_size is None and cfg.batch_size_schedule is None:
+        return None
+    what = _ramp_flag(cfg)
+    pipelined = (cfg.pipeline_parallel or 1) * (cfg.virtual_pipeline_parallel or 1) > 1
+    for unsupported, why in ((pipelined, "pipeline parallelism (its micro-batches are the "
+                              "pipeline's schedule: use data/tensor parallelism or ZeRO)"),
+                             (bool(cfg.sweep or cfg.sweep_seeds), "a population (--sweep, "
+                              "--sweep-seeds)"),
+                             (cfg.sampling == "epoch", "--sampling=epoch (its epoch positions "
+                              "count steps of one batch size)")):
+        if unsupported:
+            raise ValueError(f"{what} is not supported with {why}")
+    g = cfg.global_batch_size
+    assert g is not None  # TrainConfig.validate: a ramp needs --global-batch-size
+    if cfg.rampup_batch_size is not None:
+        start, inc, n = cfg.rampup_batch_size
+        ramp = megatron_ramp(start, inc, n, g)
+    else:
+        ramp = spec_ramp(cfg.batch_size_schedule, max(cfg.steps, cfg.schedule_steps))
+    dp = run_dp(cfg) if dp is None else dp
+    if dp is None:
+        return ramp
+    micro, _ = batch_split(cfg, dp)
+    unit = micro * dp
+    if cfg.rampup_batch_size is not None:
+        for name, v in zip(("START", "INCREMENT"), (start, inc)):
+            if v % unit:
+                raise ValueError(f"{what} is invalid: {name}={v} must be a multiple of "
+                                 f"micro-batch x data-parallel = {micro} x {dp} = {unit} "
+                                 "(Megatron's rule; lower --batch-size, the micro-batch)")
+    else:
+        for b in ramp.distinct(cfg.steps):
+            if b % unit:
+                raise ValueError(f"{what} is invalid: its global batch {b} is not a multiple "
+                                 f"of micro-batch x data-parallel = {micro} x {dp} = {unit} "
+                                 "(lower --batch-size, the micro-batch)")
+    return ramp
 
 
 def counts_samples(cfg: TrainConfig) -> bool:

@@ -14,7 +14,8 @@ bit-identical to an uninterrupted run.
 The loop keeps the metrics of the steps since the last flush on the devices and fetches them
 together (:meth:`Loop.flush`: at every ``--log-interval``, before an evaluation or a save, at the
 end), and times steady-state training only (the first, compiling step, evaluations and saves
-are excluded from tokens/s). Ctrl-C (SIGINT) and the ``--save-on-signal`` signals end the loop
+are excluded from tokens/s, as is a step of a new batch shape under a batch-size ramp, which
+compiles). Ctrl-C (SIGINT) and the ``--save-on-signal`` signals end the loop
 after the current step: the checkpointer saves it (if finite) and :class:`TrainingInterrupted`
 is raised, for single runs and populations alike (:mod:`train.run.stop`: one mechanism; a
 signal before the first step completed stops at once, without a checkpoint).
@@ -105,26 +106,29 @@ class Loop:
     """The step loop over ``engine.train`` (see the module docstring).
 
     ``state`` is the engine's device state after ``start`` updates; ``batch(t)`` the host batch
-    of step ``t``; ``tokens_per_step`` counts the tokens of one update (for tokens/s). After
+    of step ``t``; ``tokens_per_step`` counts the tokens of one update (for tokens/s; a function
+of the step under a batch-size ramp). After
     :meth:`run`: ``step`` (updates done), ``state``, ``stop_reason`` (None: completed),
     ``wall_s`` and :meth:`tokens_per_s` (steady state)."""
 
     def __init__(self, engine: Any, state: Any, *, start: int, cfg: TrainConfig,
-                 batch: Callable[[int], Any], tokens_per_step: int, console: Console,
+                 batch: Callable[[int], Any], tokens_per_step: int | Callable[[int], int],
+                 console: Console,
                  writer: MetricsWriter, hooks: Sequence[Hook], workdir_arg: str,
                  started: float | None = None) -> None:
         self.engine, self.state, self.cfg, self.batch = engine, state, cfg, batch
         self.start = self.step = start
         self.steps = cfg.steps
-        self.tokens_per_step = tokens_per_step
+        self.tokens_of: Callable[[int], int] = (
+            tokens_per_step if callable(tokens_per_step) else lambda t: tokens_per_step)
         self.console, self.writer, self.hooks = console, writer, list(hooks)
         self.workdir_arg = workdir_arg
         self.stop_reason: str | None = None
         self.pending: list[tuple[int, dict]] = []
         self.t_first: float | None = None  # wall time after the first (compiling) step
         self.t_start = self.t_end = time.perf_counter()
-        self._window_t, self._window_steps = self.t_start, 0
-        self._train_time, self._train_steps = 0.0, 0  # steady-state training only
+        self._window_t, self._window_steps, self._window_tokens = self.t_start, 0, 0
+        self._train_time, self._train_tokens = 0.0, 0  # steady-state training only
         console.start_step = start
         #: ``time.monotonic()`` when the run began (its setup): ``--exit-after-minutes``
         self.started = time.monotonic() if started is None else started
@@ -135,6 +139,7 @@ class Loop:
         self._step_s: list[float] = []  # per-step time of each timed window
         self._after_save: dict | None = None  # the save whose next step is to be timed
         self.stalls: list[dict] = []  # every measured save
+        self._shapes: set[tuple] = set()  # the batch shapes stepped (compiled) so far
 
     def due(self, interval: int) -> bool:
         """``interval`` divides the updates done, or the run is at its last step."""
@@ -160,13 +165,13 @@ class Loop:
 
     def reset_window(self) -> None:
         """After an evaluation or a save: the next window times training steps only."""
-        self._window_t, self._window_steps = time.perf_counter(), 0
+        self._window_t, self._window_steps, self._window_tokens = time.perf_counter(), 0, 0
 
     def tokens_per_s(self) -> float:
         """Steady-state training throughput of the whole run (NaN: no timed step)."""
         if self._train_time <= 0:
             return float("nan")
-        return self.tokens_per_step * self._train_steps / self._train_time
+        return self._train_tokens / self._train_time
 
     def flush(self) -> None:
         """Fetch the pending metrics and hand them to the hooks (``on_metrics``)."""
@@ -176,11 +181,11 @@ class Loop:
         now = time.perf_counter()
         tps = None
         if self._window_steps > 0:  # timed steady-state steps in this window
-            tps = self.tokens_per_step * self._window_steps / max(now - self._window_t, 1e-9)
+            tps = self._window_tokens / max(now - self._window_t, 1e-9)
             self._step_s.append((now - self._window_t) / self._window_steps)
             self._train_time += now - self._window_t
-            self._train_steps += self._window_steps
-        self._window_t, self._window_steps = now, 0
+            self._train_tokens += self._window_tokens
+        self._window_t, self._window_steps, self._window_tokens = now, 0, 0
         rows = [(t, m) for (t, _), m in zip(self.pending, fetched)]
         self.pending.clear()
         t_last = rows[-1][0]
@@ -198,20 +203,34 @@ class Loop:
             while self.step < self.steps:
                 for h in self.hooks:
                     h.before_step(self)
+                batch = batches.get(self.step)
+                # a batch-size ramp's new step shape compiles: not steady-state training
+                shape = getattr(batch, "shape", None)
+                compiles = (self.t_first is not None and shape is not None
+                            and shape not in self._shapes)
+                self._shapes.add(shape)
+                if compiles:
+                    self.flush()
                 t0 = time.perf_counter()
-                self.state, m = self.engine.train(self.state, batches.get(self.step))
+                self.state, m = self.engine.train(self.state, batch)
                 self.pending.append((self.step, m))
+                self._window_tokens += self.tokens_of(self.step)
                 self.step += 1
                 self._window_steps += 1
-                if self._after_save is not None:
-                    self._stall(m, t0)
+                if self._after_save is not None:  # (a compiling step would time its compile)
+                    self._stall(None if compiles else m, t0)
                 if self.t_first is None:
                     jax.block_until_ready(m["loss"])
                     sig.defer()  # from here, a signal stops after a step, with a checkpoint
                     self.t_first = time.perf_counter()
-                    self._window_t, self._window_steps = self.t_first, 0
+                    self._window_t, self._window_steps, self._window_tokens = self.t_first, 0, 0
                     self.console.steady(self.step, self.t_first)
                     self.flush()  # first step: compile time excluded from tokens/s, the ETA
+                elif compiles:
+                    jax.block_until_ready(m["loss"])
+                    self.reset_window()  # its time is not in tokens/s
+                    if self.due(self.cfg.log_interval):
+                        self.flush()
                 elif self.due(self.cfg.log_interval):
                     self.flush()
                 self._outside(sig.received)

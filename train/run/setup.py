@@ -46,6 +46,7 @@ from ..resume import (
     read_saved_config,
     skipped_line,
 )
+from ..schedule.batch import BatchRamp, RampAccum
 from ..schedule.build import check_lr_curve, group_schedules, history_join, history_pieces
 from ..schedule.hparams import build_hparams, check_hparam_curves
 from ..tokenizer import get_tokenizer
@@ -57,6 +58,7 @@ from .checks import (
     data_parallel_replicas,
     global_batch,
     resolve_batch,
+    run_ramp,
     run_schedule,
 )
 from .grid import member_configs
@@ -251,6 +253,10 @@ class RunSetup:
     documents: tuple[int | None, int | None] | None = None
     #: ``time.monotonic()`` when the setup began: ``--exit-after-minutes`` counts from it
     started: float = dataclasses.field(default_factory=time.monotonic)
+    #: issue 27 item 6: the global batch of each step (None: constant) and the sequences of
+    #: one micro-batch over all replicas (a step of global batch ``b`` accumulates ``b / unit``)
+    ramp: BatchRamp | None = None
+    ramp_unit: int = 0
 
     @property
     def primary(self) -> bool:
@@ -279,9 +285,12 @@ class RunSetup:
                   local_devices=self.n_local, process_index=self.process_index,
                   process_count=self.process_count)
         seeds = [cfg.seed] if seeds is None else list(seeds)
-        # --sampling orders the training windows; evaluation draws its own fixed batches
+        accum = None if self.ramp is None else RampAccum(self.ramp, self.ramp_unit)
+        # --sampling orders the training windows; evaluation draws its own fixed batches (of
+        # the full global batch under a ramp)
         return (train_data, val_data,
-                [Batcher(train_data, seed=s, sampling=cfg.sampling, **kw) for s in seeds],
+                [Batcher(train_data, seed=s, sampling=cfg.sampling, accum_at=accum, **kw)
+                 for s in seeds],
                 [Batcher(val_data, seed=s, **kw) for s in seeds] if val else [])
 
     def resumed_line(self, step: int, where: str) -> None:
@@ -372,6 +381,8 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
                          f"do not fit the vocabulary of --init-from={cfg.init_from} "
                          f"({model_cfg.vocab_size})")
     documents = document_delimiters(tok) if cfg.document_mask else None
+    # issue 27 item 6: the ramp on this layout (checked again: the device count is known now)
+    ramp = run_ramp(cfg, data_parallel_replicas(cfg, n_global))
     layout = None
     if cfg.mesh_engine and kind == "train":  # the mesh engine: replicas per process
         layout = make_layout(cfg, model_cfg, n_global, pcount, n_local)
@@ -385,7 +396,8 @@ def prepare_run(cfg: TrainConfig, workdir: str | None, kind: Kind = "train", *,
     setup = RunSetup(cfg, kind, schedule, pidx, pcount, devices, n_local, n_global, layout,
                      workdir, workdir_arg, ckpt_dir, metrics_dir, config_path, console,
                      resume_step, tok, model_cfg, tokens_per_step, eff, init=init,
-                     documents=documents, started=started)
+                     documents=documents, started=started, ramp=ramp,
+                     ramp_unit=cfg.batch_size * data_parallel_replicas(cfg, n_global))
     if resume_step is None and cfg.branch_from is not None and kind in ("train", "sweep"):
         _, parent_ck, bstep = branch_source(cfg.branch_from)
         if bstep >= cfg.steps:

@@ -182,6 +182,12 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
     c.print(f"devices: {setup.n_global} ({pcount} process(es) x {n_local}, "
             f"{jax.devices()[0].platform}); global batch {setup.tokens_per_step:,} tokens "
             f"({pcount * n_local} x {cfg.grad_accum} x {cfg.batch_size} x {cfg.seq_len})")
+    if setup.ramp is not None:
+        r = setup.ramp
+        seen = r.distinct(cfg.steps)
+        parts = [f"{b} from step {s}" for s, b in zip(r.starts, r.batches) if s < cfg.steps]
+        c.print(f"batch-size ramp ({r.source}): global batch {', '.join(parts)} "
+                f"({len(seen)} step shape(s), each compiled once)")
 
     model_cfg, schedule = setup.model_cfg, setup.schedule
     if setup.init is not None and setup.resume_step is None:  # --init-from: its weights,
@@ -232,6 +238,7 @@ class SingleRun(Hook):
     def __init__(self, setup: RunSetup, eng: Any, eval_batches: list, ck: Checkpointing,
                  source_batches: dict[str, list] | None = None) -> None:
         self.cfg, self.eng, self.eval_batches, self.ck = setup.cfg, eng, eval_batches, ck
+        self.ramp = setup.ramp  # issue 27 item 6: each row logs its global batch and samples
         self.source_batches = source_batches or {}
         self.source_evals: dict[str, list[tuple[int, float]]] = {
             n: [] for n in self.source_batches}
@@ -257,6 +264,9 @@ class SingleRun(Hook):
                 extra = {"loss_scale": float(row["loss_scale"]), "skipped": int(row["skipped"])}
             groups = {k: float(v) for k, v in row.items() if k.startswith("lr_")}
             extra.update({k: float(row[k]) for k in HPARAMS if k in row})  # issue 27
+            if self.ramp is not None:  # the batch of step t, the samples consumed after it
+                extra.update(global_batch=self.ramp.batch(t),
+                             samples=self.ramp.samples_before(t + 1))
             loop.writer.write(t, loss=loss, lr=float(row["lr"]),
                               grad_norm=float(row["grad_norm"]), **groups, **extra,
                               tokens_per_s=tps, time=time.time())
@@ -361,8 +371,11 @@ def _train(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batche
     hooks: list[Hook] = [run, tracking, ck]
     if cfg.export_hf_every:
         hooks.append(ExportHF(setup, eng, cfg.export_hf_every))
+    ramp = setup.ramp
+    tokens: Any = (setup.tokens_per_step if ramp is None else
+                   (lambda t: ramp.batch(t) * cfg.seq_len))
     loop = Loop(eng, eng.put_state(host_state), start=start, cfg=cfg, batch=batcher.batch,
-                tokens_per_step=setup.tokens_per_step, console=setup.console, writer=writer,
+                tokens_per_step=tokens, console=setup.console, writer=writer,
                 hooks=hooks, workdir_arg=setup.workdir_arg, started=setup.started).run()
     step, stop_reason = loop.step, loop.stop_reason or "completed"
     tps = loop.tokens_per_s()
