@@ -436,6 +436,12 @@ class Checkpointer:
         """The manager holding committed checkpoint ``step`` (the step-based one by default)."""
         return self._temp_manager() if self.is_temporary(step) else self.manager
 
+    @property
+    def failed(self) -> bool:
+        """A write failed: every later save and wait raises its error (orbax may have
+        abandoned writes half-way; the committed checkpoints are untouched)."""
+        return self._failed is not None
+
     def saving(self) -> bool:
         """A save handed to orbax is still being written."""
         return any(m.is_saving_in_progress() for m in self._managers())
@@ -468,6 +474,7 @@ class Checkpointer:
                                                             where=where)}
         self._check_space(where, state)
         manager = self._temp_manager() if temporary else self.manager
+        earlier = self.saving()  # an earlier save's failure would surface in this one
         try:
             manager.save(
                 step,
@@ -476,7 +483,9 @@ class Checkpointer:
                                         checksums=ocp.args.JsonSave(sums)),
                 force=True,
             )
-        except Exception as e:  # an earlier asynchronous save may surface here
+        except Exception as e:
+            if not earlier:  # nothing else was being written: this save failed
+                self._in_flight_where = where
             raise self._write_error(e) from e
         self._in_flight, self._in_flight_where = step, where
 

@@ -34,8 +34,13 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["StopSignals", "TrainingInterrupted", "agree", "exit_status", "signal_name",
-           "stop_signals"]
+__all__ = ["TIME_LIMIT_STATUS", "StopSignals", "TrainingInterrupted", "agree", "exit_status",
+           "signal_name", "stop_signals"]
+
+#: the exit status of ``python -m train`` stopped by ``--exit-after-minutes`` (a checkpoint
+#: saved, the run not finished): sysexits.h's EX_TEMPFAIL, "a temporary failure; the user is
+#: invited to retry", so that a job script can tell "resume me" from "finished" (0)
+TIME_LIMIT_STATUS = 75
 
 
 def exit_status(signum: int) -> int:
