@@ -293,7 +293,7 @@ def test_sigterm_to_one_of_two_processes_then_resumed_onto_two_processes(ref, tm
     # evaluations do not touch the training state: many of them slow each step so that the
     # signal lands mid-run
     slow = ["--resume", "--eval-interval=1", "--eval-batches=40"]
-    status, out = _two_processes(wd, slow, cache, signal_after="step  3/")
+    status, out = _two_processes(wd, slow, cache, signal_after="step 3/")
     assert status == [143, 143], (status, out[-2000:])
     k = int(re.search(r"interrupted after step (\d+) by SIGTERM", out).group(1))
     good, bad = committed_steps(ckpts)
