@@ -205,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_dirs(cfg, workdir)
     except ValueError as e:
         parser.error(str(e))
-    signals = StopSignals(cfg.save_on_signal, keep_after_signal=True)
+    signals = StopSignals(cfg.save_on_signal, keep_after_signal=True,
+                          together=(cfg.num_processes or 1) > 1)
     try:
         with signals:  # from here a signal stops the run (see train/run/stop.py)
             summary = train_and_evaluate(cfg, workdir)

@@ -77,6 +77,9 @@ def test_a_signal_before_the_first_step_stops_at_once_and_a_later_one_is_deferre
         os.kill(os.getpid(), signal.SIGUSR1)
         os.kill(os.getpid(), signal.SIGUSR1)  # the second is reported, not raised
         assert sig.received == signal.SIGUSR1
+    with StopSignals("SIGUSR1", together=True) as sig:  # one of several processes: recorded
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert sig.received == signal.SIGUSR1 and not sig.deferred
     assert signal.getsignal(signal.SIGUSR1) == before  # restored
 
 

@@ -193,7 +193,7 @@ class Loop:
         self.t_start = time.perf_counter()
         # the next batches are built in a thread while the devices run this step (the batch of
         # a step is a pure function of the step: only the timing changes)
-        with stop_signals(self.cfg.save_on_signal) as sig, Prefetcher(
+        with stop_signals(self.cfg.save_on_signal, jax.process_count() > 1) as sig, Prefetcher(
                 self.batch, start=self.step, depth=PREFETCH_DEPTH) as batches:
             while self.step < self.steps:
                 for h in self.hooks:
