@@ -6,9 +6,10 @@ another order).
 The reference is an uninterrupted pmap run on the 8 simulated devices
 (``--global-batch-size=8``: 1 sequence each); the resumed runs continue copies of its step-2
 checkpoint on 4 devices (2 micro-batches per device; ZeRO-1 over 4 with 2 rows per device).
-Two processes are not started here: the process split of a global batch is
-:class:`train.data.Batcher`'s, tested directly (every split of the same global batch, over
-processes, devices, micro-batches and rows, reads the same rows in the same order).
+The process split of a global batch is :class:`train.data.Batcher`'s, tested directly (every
+split of the same global batch, over processes, devices, micro-batches and rows, reads the
+same rows in the same order); one test (``slow``) also resumes the 8-device run on 2
+processes x 4 through a SIGTERM sent to one of them.
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ def _two_processes(wd: str, flags: list[str], cache: str, signal_after: str | No
     return status, "".join(out)
 
 
+@pytest.mark.slow  # 2 pairs of processes, each compiling: ~1-3 min on 2 cores
 def test_sigterm_to_one_of_two_processes_then_resumed_onto_two_processes(ref, tmp_path
                                                                          ) -> None:
     """The 8-device run's step-2 checkpoint resumed on 2 processes x 4 devices (the same
