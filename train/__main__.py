@@ -22,7 +22,7 @@ from .devices import simulate_devices
 from .resume import with_saved_config
 from .run.loop import NonFiniteLossError
 from .run.setup import check_config
-from .run.stop import StopSignals, TrainingInterrupted, signal_name
+from .run.stop import TIME_LIMIT_STATUS, StopSignals, TrainingInterrupted, signal_name
 from .run.train import train_and_evaluate
 from .schedule.build import lr_table, schedule_warnings
 from .schedule.hparams import check_given_momentum
@@ -212,10 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_dirs(cfg, workdir)
     except ValueError as e:
         parser.error(str(e))
-    signals = StopSignals(cfg.save_on_signal, keep_after_signal=True)
+    signals = StopSignals(cfg.save_on_signal, keep_after_signal=True,
+                          together=(cfg.num_processes or 1) > 1)
     try:
         with signals:  # from here a signal stops the run (see train/run/stop.py)
-            train_and_evaluate(cfg, workdir)
+            summary = train_and_evaluate(cfg, workdir)
     except TrainingInterrupted as e:  # the loop said where it saved and how to resume
         if not e.printed:
             print(f"{prog}: {e}", file=sys.stderr)
@@ -234,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if signals.received is not None:
         print(f"{prog}: {signal_name(signals.received)} arrived after the last step: the run "
               "completed", file=sys.stderr)
+    if isinstance(summary, dict) and summary.get("resumable"):  # --exit-after-minutes: saved
+        return TIME_LIMIT_STATUS
     return 0
 
 

@@ -209,19 +209,49 @@ def _np_bits(a: np.ndarray) -> np.ndarray:
     return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[size]).astype(np.uint32)
 
 
+#: elements hashed at a time on the host: the working buffers stay in the CPU's cache (a save
+#: of a 20M-value state spent ~4x longer in whole-array passes through memory, the loop waiting)
+_CHUNK = 1 << 16
+
+
 def sum32(a: np.ndarray) -> int:
     """A leaf's checksum on the host: the sum modulo 2^32 of a mixed hash of each element's
     bits and its index (the XLA twin, on sharded arrays, gives the same number)."""
     u = _np_bits(np.asarray(a))
-    i = np.arange(u.size, dtype=np.uint32)
+    m = min(_CHUNK, u.size)
+    h, t = np.empty(m, np.uint32), np.empty(m, np.uint32)
+    total = 0
     with np.errstate(over="ignore"):
-        h = u * np.uint32(_K1) + i * np.uint32(_K2)
-        h ^= h >> np.uint32(16)
-        h *= np.uint32(_K3)
-        h ^= h >> np.uint32(15)
-        h *= np.uint32(_K4)
-        h ^= h >> np.uint32(16)
-        return int(np.sum(h, dtype=np.uint32))
+        ik2 = np.arange(m, dtype=np.uint32) * np.uint32(_K2)  # the index term, chunk-relative
+        for s in range(0, u.size, _CHUNK):
+            k = min(_CHUNK, u.size - s)
+            hk, tk = h[:k], t[:k]
+            np.multiply(u[s:s + k], np.uint32(_K1), out=hk)
+            hk += ik2[:k]
+            hk += np.uint32((s * _K2) & 0xFFFFFFFF)  # (s + i) * K2 = s * K2 + i * K2 mod 2^32
+            np.right_shift(hk, np.uint32(16), out=tk)
+            hk ^= tk
+            hk *= np.uint32(_K3)
+            np.right_shift(hk, np.uint32(15), out=tk)
+            hk ^= tk
+            hk *= np.uint32(_K4)
+            np.right_shift(hk, np.uint32(16), out=tk)
+            hk ^= tk
+            total += int(np.sum(hk, dtype=np.uint32))
+    return total & 0xFFFFFFFF
+
+
+def _host_nonfinite(a: np.ndarray) -> int:
+    """NaN and infinite elements of a float array, chunk by chunk (NumPy's own float types
+    directly, the others (bfloat16, float8) through float64)."""
+    flat = np.ascontiguousarray(a).reshape(-1)
+    native = flat.dtype in (np.float16, np.float32, np.float64, np.complex64, np.complex128)
+    bad = 0
+    for s in range(0, flat.size, _CHUNK):
+        part = flat[s:s + _CHUNK]
+        part = part if native else part.astype(np.float64)
+        bad += part.size - int(np.count_nonzero(np.isfinite(part)))
+    return bad
 
 
 def _jnp_sum32(x: jax.Array) -> jax.Array:
@@ -303,8 +333,7 @@ def leaf_checksums(tree: Any, *, check_finite: bool = False,
             a = np.asarray(leaf)
             bad = 0
             if check_finite and _is_float(a):
-                bad = int(a.size - np.count_nonzero(np.isfinite(a.astype(np.float64,
-                                                                          copy=False))))
+                bad = _host_nonfinite(a)
             total, dtype, shape = sum32(a), a.dtype.name, list(a.shape)
         if check_finite and bad:
             raise CheckpointError(
@@ -436,6 +465,12 @@ class Checkpointer:
         """The manager holding committed checkpoint ``step`` (the step-based one by default)."""
         return self._temp_manager() if self.is_temporary(step) else self.manager
 
+    @property
+    def failed(self) -> bool:
+        """A write failed: every later save and wait raises its error (orbax may have
+        abandoned writes half-way; the committed checkpoints are untouched)."""
+        return self._failed is not None
+
     def saving(self) -> bool:
         """A save handed to orbax is still being written."""
         return any(m.is_saving_in_progress() for m in self._managers())
@@ -468,6 +503,7 @@ class Checkpointer:
                                                             where=where)}
         self._check_space(where, state)
         manager = self._temp_manager() if temporary else self.manager
+        earlier = self.saving()  # an earlier save's failure would surface in this one
         try:
             manager.save(
                 step,
@@ -476,7 +512,9 @@ class Checkpointer:
                                         checksums=ocp.args.JsonSave(sums)),
                 force=True,
             )
-        except Exception as e:  # an earlier asynchronous save may surface here
+        except Exception as e:
+            if not earlier:  # nothing else was being written: this save failed
+                self._in_flight_where = where
             raise self._write_error(e) from e
         self._in_flight, self._in_flight_where = step, where
 

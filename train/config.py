@@ -237,8 +237,9 @@ class TrainConfig:
                                           "checkpoint every M minutes of wall-clock time (the "
                                           "last one only is kept, beside the --keep ones)")
     exit_after_minutes: float | None = _f(None, "checkpoints", "save a checkpoint and exit "
-                                          "(status 0) once the run has taken M minutes (from "
-                                          "its setup: data and compile included), printing "
+                                          "(status 75: resume me) once the run has taken M "
+                                          "minutes (from its setup: data and compile "
+                                          "included), printing "
                                           "the resume command; not carried over by --resume "
                                           "(Megatron's exit_duration_in_mins)")
     sample_tokens: int = _f(200, "logging", "tokens to sample at the end (0 = none)")

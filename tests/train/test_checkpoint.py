@@ -222,6 +222,39 @@ def test_sum32_is_the_same_on_the_host_and_on_any_layout_and_sees_one_bit() -> N
             assert sum32(flat.reshape(a.shape)) != sum32(a)
 
 
+def test_sum32_of_leaves_longer_than_a_chunk() -> None:
+    """The host checksum hashes a leaf in cache-sized chunks: on leaves of several chunks (and
+    a partial last one) it equals the whole-array formula (written out here in NumPy) and the
+    XLA twin; the host finite check counts non-finite values in every chunk, bfloat16 too."""
+    import jax
+    import jax.numpy as jnp
+    import ml_dtypes
+
+    from train.checkpoint import _CHUNK, _K1, _K2, _K3, _K4, _jnp_sum32, leaf_checksums, sum32
+
+    def whole(a: np.ndarray) -> int:
+        u = np.ascontiguousarray(a).reshape(-1)
+        u = u.view(np.uint32) if u.dtype.itemsize == 4 else u.view(np.uint16).astype(np.uint32)
+        with np.errstate(over="ignore"):
+            h = u * np.uint32(_K1) + np.arange(u.size, dtype=np.uint32) * np.uint32(_K2)
+            for shift, k in ((16, _K3), (15, _K4)):
+                h ^= h >> np.uint32(shift)
+                h *= np.uint32(k)
+            h ^= h >> np.uint32(16)
+        return int(h.sum(dtype=np.uint32))
+
+    r = np.random.default_rng(5)
+    n = 3 * _CHUNK + 17
+    for a in (r.standard_normal(n).astype(np.float32).reshape(-1, 1),
+              r.standard_normal(n).astype(ml_dtypes.bfloat16), r.integers(-9, 9, n, np.int32)):
+        assert sum32(a) == whole(a) == int(jax.jit(_jnp_sum32)(jnp.asarray(a)))
+    for dt in (np.float32, ml_dtypes.bfloat16):
+        a = r.standard_normal(n).astype(dt)
+        a[[3, _CHUNK, 2 * _CHUNK + 1, n - 1]] = [np.nan, np.inf, -np.inf, np.nan]
+        with pytest.raises(CheckpointError, match=r"w has 4 non-finite value\(s\)"):
+            leaf_checksums({"w": a}, check_finite=True)
+
+
 def test_sharded_state_is_checked_on_device_and_restores_onto_any_layout(tmp_path) -> None:
     """A state of sharded ``jax.Array`` s is saved as it is (its checksums those of the host
     copy), restored onto another layout (the target's shardings) and onto the host,

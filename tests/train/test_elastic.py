@@ -6,17 +6,24 @@ another order).
 The reference is an uninterrupted pmap run on the 8 simulated devices
 (``--global-batch-size=8``: 1 sequence each); the resumed runs continue copies of its step-2
 checkpoint on 4 devices (2 micro-batches per device; ZeRO-1 over 4 with 2 rows per device).
-Two processes are not started here: the process split of a global batch is
-:class:`train.data.Batcher`'s, tested directly (every split of the same global batch, over
-processes, devices, micro-batches and rows, reads the same rows in the same order).
+The process split of a global batch is :class:`train.data.Batcher`'s, tested directly (every
+split of the same global batch, over processes, devices, micro-batches and rows, reads the
+same rows in the same order); one test (``slow``) also resumes the 8-device run on 2
+processes x 4 through a SIGTERM sent to one of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -26,12 +33,14 @@ import models
 from train import TrainConfig
 from train import train_and_evaluate as run
 from train.__main__ import main
+from train.checkpoint import committed_steps
 from train.data import Batcher, Mixture, TokenData
 from train.resume import ResumeMismatchError, check_compatible, dropout_streams
 from train.run.checks import batch_split, resolve_batch
 from train.run.setup import effective_config
 from train.schedule.build import build_schedule
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 F32_RTOL = 1e-5  # tests/train/test_parallel.py's float32 layout tolerance
 SEQ = 16
 
@@ -142,10 +151,10 @@ def test_dropout_refuses_a_new_layout_but_not_the_same_one() -> None:
 
 @pytest.fixture(scope="module")
 def ref(tmp_path_factory, corpus) -> tuple[str, dict]:
-    """An uninterrupted 4-step pmap run, ``--global-batch-size=8`` on the 8 devices (1
-    sequence each; checkpoints at 2 and 4): (its workdir, its summary)."""
+    """An uninterrupted 6-step pmap run, ``--global-batch-size=8`` on the 8 devices (1
+    sequence each; checkpoints at 2, 4 and 6): (its workdir, its summary)."""
     tmp = tmp_path_factory.mktemp("elastic")
-    base = tiny(str(tmp), corpus, n_head=4, n_embd=32, seq_len=SEQ, batch_size=1, steps=4,
+    base = tiny(str(tmp), corpus, n_head=4, n_embd=32, seq_len=SEQ, batch_size=1, steps=6,
                 total_steps=6, eval_interval=100, checkpoint_interval=2, global_batch_size=8)
     wd = str(tmp / "ref")
     return wd, run(base, wd)
@@ -153,7 +162,8 @@ def ref(tmp_path_factory, corpus) -> tuple[str, dict]:
 
 def _from_step_2(ref_wd: str, wd: str) -> str:
     shutil.copytree(ref_wd, wd)
-    shutil.rmtree(os.path.join(wd, "checkpoints", "4"))
+    for step in (4, 6):
+        shutil.rmtree(os.path.join(wd, "checkpoints", str(step)))
     return wd
 
 
@@ -165,7 +175,7 @@ def _saved(wd: str, step: int) -> dict:
 def _assert_continues(out: dict, ref_summary: dict) -> None:
     assert out["start_step"] == 2 and out["steps"] == 4
     np.testing.assert_allclose([x for _, x in out["losses"]],
-                               [x for _, x in ref_summary["losses"][2:]], rtol=F32_RTOL)
+                               [x for _, x in ref_summary["losses"][2:4]], rtol=F32_RTOL)
 
 
 def test_global_batch_run_resumes_on_half_the_devices(ref, tmp_path, capsys) -> None:
@@ -222,3 +232,85 @@ def test_checkpoint_restores_sharded_onto_a_smaller_mesh(ref, tmp_path) -> None:
     saved = _saved(wd, 4)
     assert (saved["global_devices"], saved["zero_stage"], saved["batch_size"],
             saved["grad_accum"], saved["tokens_per_step"]) == (4, 1, 2, 1, 8 * SEQ)
+
+
+def _two_processes(wd: str, flags: list[str], cache: str, signal_after: str | None = None
+                   ) -> tuple[list[int], str]:
+    """``python -m train --workdir wd flags`` as 2 processes x 4 simulated CPU devices;
+    ``signal_after``: once process 0 prints a line starting with it, SIGTERM to process 1
+    only. (The exit statuses, process 0's stdout.) ``cache``: JAX's persistent compilation
+    cache, shared by the pairs of a test."""
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(open(f"{wd}.{pid}.log", "w+")) for pid in range(2)]
+        procs = [subprocess.Popen(
+            [sys.executable, "-u", "-m", "train", "--workdir", wd, *flags,
+             f"--coordinator-address=localhost:{port}", "--num-processes=2",
+             f"--process-id={pid}"], env=env, cwd=ROOT, text=True,
+            stdout=subprocess.PIPE if pid == 0 else logs[pid], stderr=logs[pid])
+            for pid in range(2)]
+        watchdogs = [threading.Timer(400, p.kill) for p in procs]
+        for w in watchdogs:
+            w.start()
+        out, sent = [], False
+        try:
+            for line in procs[0].stdout:
+                out.append(line)
+                if signal_after and not sent and line.startswith(signal_after):
+                    procs[1].send_signal(signal.SIGTERM)
+                    sent = True
+            status = [p.wait() for p in procs]
+        finally:
+            for w in watchdogs:
+                w.cancel()
+        errs = []
+        for f in logs:
+            f.seek(0)
+            errs.append(f.read())
+    assert not signal_after or sent, ("".join(out)[-2000:], errs[0][-2000:])
+    assert all(s in (0, 143) for s in status), (status, errs[0][-3000:], errs[1][-3000:])
+    assert "Traceback" not in errs[0] + errs[1], (errs[0][-3000:], errs[1][-3000:])
+    return status, "".join(out)
+
+
+@pytest.mark.slow  # 2 pairs of processes, each compiling: ~1-3 min on 2 cores
+def test_sigterm_to_one_of_two_processes_then_resumed_onto_two_processes(ref, tmp_path
+                                                                         ) -> None:
+    """The 8-device run's step-2 checkpoint resumed on 2 processes x 4 devices (the same
+    global batch of 8); SIGTERM to process 1 only, once process 0 has logged step 3: the
+    processes agree at the next step, both save the same checkpoint and exit 143. Two new
+    processes resume it to the end. Every step's loss is the uninterrupted one-process run's
+    within the layout tolerance."""
+    ref_wd, ref_summary = ref
+    wd = _from_step_2(ref_wd, str(tmp_path / "two"))
+    os.remove(os.path.join(wd, "metrics", "metrics.jsonl"))  # the steps logged from here
+    ckpts = os.path.join(wd, "checkpoints")
+    cache = str(tmp_path / "jax_cache")
+    # evaluations do not touch the training state: many of them slow each step so that the
+    # signal lands mid-run
+    slow = ["--resume", "--eval-interval=1", "--eval-batches=40"]
+    status, out = _two_processes(wd, slow, cache, signal_after="step 3/")
+    assert status == [143, 143], (status, out[-2000:])
+    k = int(re.search(r"interrupted after step (\d+) by SIGTERM", out).group(1))
+    good, bad = committed_steps(ckpts)
+    assert 3 <= k < 6 and max(good) == k and not bad, (k, good, bad, out[-2000:])
+    assert out.rstrip().endswith(f"resume with: python -m train --resume --workdir {wd}")
+
+    status, out = _two_processes(wd, ["--resume"], cache)
+    assert status == [0, 0] and f"resumed from {good[k]} (step {k})" in out, out[-2000:]
+    assert "2 process(es) x 4" in out
+    rows = {}
+    with open(os.path.join(wd, "metrics", "metrics.jsonl")) as f:
+        for r in map(json.loads, f):
+            if "loss" in r:
+                rows.setdefault(r["step"], []).append(r["loss"])
+    assert sorted(rows) == list(range(2, 6)) and all(len(v) == 1 for v in rows.values()), rows
+    np.testing.assert_allclose([rows[t][0] for t in range(2, 6)],
+                               [x for _, x in ref_summary["losses"][2:]], rtol=F32_RTOL)
+    assert max(committed_steps(ckpts)[0]) == 6

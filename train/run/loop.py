@@ -198,7 +198,7 @@ of the step under a batch-size ramp). After
         self.t_start = time.perf_counter()
         # the next batches are built in a thread while the devices run this step (the batch of
         # a step is a pure function of the step: only the timing changes)
-        with stop_signals(self.cfg.save_on_signal) as sig, Prefetcher(
+        with stop_signals(self.cfg.save_on_signal, jax.process_count() > 1) as sig, Prefetcher(
                 self.batch, start=self.step, depth=PREFETCH_DEPTH) as batches:
             while self.step < self.steps:
                 for h in self.hooks:
@@ -343,7 +343,9 @@ class Checkpointing(Hook):
     effective config ``eff`` every ``interval`` updates, at the last step, at a stop and on a
     signal (then only if finite), and a temporary checkpoint when the loop's clock asks for
     one (``--save-every-minutes``; a temporary save refused for want of space is reported in
-    one line and training goes on). A step already on disk (a run resumed from an earlier
+    one line and training goes on; one whose write failed stops the run with its
+    :class:`CheckpointError`, the last committed checkpoint the last good one). A step already
+    on disk (a run resumed from an earlier
     checkpoint) is not saved again: it holds the same state. ``require_finite``: refuse to
     save a non-finite tree (``FloatingPointError``) instead of trusting the run's checks.
     Each save tells the loop how long it waited (:meth:`Loop.saved`)."""
@@ -385,8 +387,11 @@ class Checkpointing(Hook):
         else:
             try:
                 self._timed_save(loop, temporary=True)
-            except CheckpointError as e:  # refused before writing (no space): go on
-                loop.last_save_t = time.monotonic()  # retry after another interval
+            except CheckpointError as e:
+                if self.ckpt.failed:  # a write failed: no later save can succeed, stop now
+                    raise
+                # refused before writing (no space): go on, retry after another interval
+                loop.last_save_t = time.monotonic()
                 last = self.ckpt.path(self.last_saved) if self.last_saved is not None else "none"
                 loop.console.print(f"warning: temporary checkpoint not saved, training goes on "
                                    f"(last checkpoint: {last}): {e}")

@@ -7,7 +7,9 @@ else by the loop) and has two modes:
 
 * before the loop's first step has completed (setup, data, restore, compile) a signal raises
   :class:`TrainingInterrupted` at once: nothing is half-written (every file the setup writes
-  is written atomically) and no checkpoint is saved;
+  is written atomically) and no checkpoint is saved; except in a run of several processes,
+  where it is recorded from the start (``together``): the others would wait in a collective
+  for a process that stopped alone;
 * from then on (:meth:`StopSignals.defer`) it only records the signal; the loop finishes the
   current step, saves a checkpoint (if finite), flushes the metrics and raises
   :class:`TrainingInterrupted` (``python -m train`` exits with :attr:`~TrainingInterrupted.status`,
@@ -34,8 +36,13 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["StopSignals", "TrainingInterrupted", "agree", "exit_status", "signal_name",
-           "stop_signals"]
+__all__ = ["TIME_LIMIT_STATUS", "StopSignals", "TrainingInterrupted", "agree", "exit_status",
+           "signal_name", "stop_signals"]
+
+#: the exit status of ``python -m train`` stopped by ``--exit-after-minutes`` (a checkpoint
+#: saved, the run not finished): sysexits.h's EX_TEMPFAIL, "a temporary failure; the user is
+#: invited to retry", so that a job script can tell "resume me" from "finished" (0)
+TIME_LIMIT_STATUS = 75
 
 
 def exit_status(signum: int) -> int:
@@ -74,9 +81,14 @@ class StopSignals:
     """The run's signal handlers (see the module docstring); ``received`` is the first
     signal's number (None: none yet). Installed only in the main thread (a no-op elsewhere)."""
 
-    def __init__(self, names: str = "SIGTERM,SIGUSR1", keep_after_signal: bool = False) -> None:
+    def __init__(self, names: str = "SIGTERM,SIGUSR1", keep_after_signal: bool = False,
+                 together: bool = False) -> None:
         self.signals = [signal.SIGINT] + [getattr(signal, n) for n in names.split(",") if n]
         self.received: int | None = None
+        #: one of several processes: a signal is only recorded, even before the first step,
+        #: and the processes stop together at their first agreement after it (one process
+        #: stopping alone would leave the others waiting for it in a collective)
+        self.together = together
         #: once a signal arrived, leave the handlers installed after the ``with`` block: a
         #: process about to exit (``python -m train``) reports a second signal instead of
         #: dying of it with status -15 after its checkpoint is complete
@@ -92,7 +104,7 @@ class StopSignals:
         del frame
         if self.received is None:
             self.received = signum
-            if not self.deferred:
+            if not (self.deferred or self.together):
                 raise TrainingInterrupted(
                     f"{signal_name(signum)} before the first training step completed (setup "
                     "or compile): stopped, no checkpoint saved; run the same command again",
@@ -136,10 +148,11 @@ class _Reuse:
         return None
 
 
-def stop_signals(names: str) -> StopSignals | _Reuse:
+def stop_signals(names: str, together: bool = False) -> StopSignals | _Reuse:
     """The run's :class:`StopSignals`: the one already installed (by ``python -m train``), or a
-    new one for ``names`` (``--save-on-signal``), installed for the ``with`` block."""
-    return _Reuse(_ACTIVE[-1]) if _ACTIVE else StopSignals(names)
+    new one for ``names`` (``--save-on-signal``; ``together``: one of several processes),
+    installed for the ``with`` block."""
+    return _Reuse(_ACTIVE[-1]) if _ACTIVE else StopSignals(names, together=together)
 
 
 def agree(flags: Sequence[int]) -> np.ndarray:

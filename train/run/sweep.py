@@ -334,7 +334,8 @@ def _run(setup: RunSetup, names: list[str], members: list[dict], pop: Population
                                   writer.path, ckpt.directory, ck.last_saved)
     return {"members": members, "swept": names, "results": results, "ranking": ranking,
             "best": best, "steps": step, "start_step": start, "stop_reason": stop_reason,
-            "tokens_per_s": tps, "wall_s": loop.wall_s, "metrics_path": writer.path,
+            "resumable": loop.resumable, "tokens_per_s": tps, "wall_s": loop.wall_s,
+            "metrics_path": writer.path,
             "checkpoint_dir": ckpt.directory, "last_checkpoint": ck.last_saved,
             "schedule_mode": pop.mode}
 

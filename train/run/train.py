@@ -386,6 +386,7 @@ def _train(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batche
         run.evaluate(loop.state) if step > start else float("nan"))
     summary: dict[str, Any] = {
         "steps": step, "start_step": start, "stop_reason": stop_reason,
+        "resumable": loop.resumable,
         "final_loss": history[-1][1] if history else float("nan"),
         "first_loss": history[0][1] if history else float("nan"),
         "val_loss": final_val, "tokens_per_s": tps, "mfu": mfu,
