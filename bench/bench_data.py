@@ -13,7 +13,8 @@ the run's loop feeds them: :class:`train.data.Prefetcher` builds each step's bat
 thread ``PREFETCH_DEPTH`` steps ahead and places it on the device there
 (``engine.place_batch``). A third row feeds the same steps without prefetching (the batch
 built and transferred by the step's caller), to show what the thread takes off the step.
-Per-step wall time, median block.
+Per-step wall time and the process's CPU time per step (the prefetch thread's reading
+included), median block; the per-block ratios show the machine's noise.
 """
 
 from __future__ import annotations
@@ -75,9 +76,11 @@ def main() -> None:
 
     step = 0
 
-    def block(b: Batcher, prefetch: bool, n: int) -> float:
+    cpu: dict[str, list[float]] = {}
+
+    def block(b: Batcher, prefetch: bool, n: int, name: str = "") -> float:
         nonlocal state, step
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if prefetch:
             with Prefetcher(b.batch, start=step, depth=PREFETCH_DEPTH,
                             place=eng.place_batch) as p:
@@ -89,6 +92,7 @@ def main() -> None:
                 state, m = eng.train(state, b.batch(t))
             jax.block_until_ready(m["loss"])
         step += n
+        cpu.setdefault(name, []).append((time.process_time() - c0) / n)
         return (time.perf_counter() - t0) / n
 
     rows = {"token shard (.bin, memory-mapped)": (b_shard, True),
@@ -98,21 +102,25 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in rows}
     for _ in range(a.blocks):
         for name, (b, pre) in rows.items():
-            times[name].append(block(b, pre, a.steps))
+            times[name].append(block(b, pre, a.steps, name))
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["in-memory array"]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(
+    model = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(
         ["lscpu"], capture_output=True, text=True).stdout.splitlines()
         if ln.startswith("Model name")), "?")
-    print(f"CPU: {cpu} ({os.cpu_count()} CPUs), device {jax.devices()[0].device_kind}; "
+    print(f"CPU: {model} ({os.cpu_count()} CPUs), device {jax.devices()[0].device_kind}; "
           f"GPT-2 {a.model_size}, batch {a.batch_size} x seq {a.seq_len}; shard "
           f"{a.tokens:,} tokens ({os.path.getsize(path) / 2**20:.0f} MiB); median of "
           f"{a.blocks} alternating blocks of {a.steps} steps, prefetch depth {PREFETCH_DEPTH}"
           "\n")
-    print("| batches from | step time (ms) | / in-memory |")
-    print("|---|---|---|")
+    cmed = {k: statistics.median(cpu[k]) for k in rows}
+    print("| batches from | step time (ms) | / in-memory | process CPU per step (ms) | "
+          "/ in-memory | paired block ratios |")
+    print("|---|---|---|---|---|---|")
     for k, v in med.items():
-        print(f"| {k} | {v * 1e3:.2f} | **{v / ref:.3f}** |")
+        paired = ", ".join(f"{x / y:.2f}" for x, y in zip(times[k], times["in-memory array"]))
+        print(f"| {k} | {v * 1e3:.2f} | **{v / ref:.3f}** | {cmed[k] * 1e3:.2f} | "
+              f"{cmed[k] / cmed['in-memory array']:.3f} | {paired} |")
     os.remove(path)
     os.rmdir(tmp)
 
