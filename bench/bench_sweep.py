@@ -8,10 +8,11 @@
    (``train.sweep``, K learning rates), then alternates timed blocks of ``--steps`` steps of
    each (``--blocks`` rounds, the median block). Population tokens/s are summed over the
    members, from wall time; the ratio to the single run's tokens/s is taken within the worker,
-   so the machine's load (shared with others) cancels out; the same ratio per CPU second of the
-   worker (``time.process_time``) is less sensitive to other processes still. Peak memory:
-   the worker's peak RSS on CPU (both programs), or the accelerator's peak bytes in use
-   where it reports them.
+   so the machine's load (shared with others) cancels out (the population step as the run
+   compiles it: ``train.engine.population.MEMBER_LOOP``, on CPUs the members in sequence);
+   the same ratio per CPU second of the worker (``time.process_time``) is less sensitive to
+   other processes still. Peak memory: the worker's peak RSS on CPU (both programs), or the
+   accelerator's peak bytes in use where it reports them.
 2. **The run's own figure** (``--run``): one worker process runs the real trainer path
    (``python -m train``'s ``parse_config`` + ``train_and_evaluate``, console and metrics, the
    evaluation and the checkpoint included) of the single run and of a ``--sweep`` of K learning
