@@ -31,8 +31,8 @@ from .step import AXIS, Placed, dropout_keys, loss_scale_rule, model_loss, sched
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["OPTIMIZER_FIELDS", "Population", "population_engine", "population_state",
-           "population_steps", "schedule_mode"]
+__all__ = ["MEMBER_LOOP", "OPTIMIZER_FIELDS", "Population", "member_loop", "population_engine",
+           "population_state", "population_steps", "schedule_mode"]
 
 #: optimizer fields a sweep may vary (traced hyperparameters of one compiled program)
 OPTIMIZER_FIELDS = ("beta1", "beta2", "eps", "weight_decay", "clip_norm")
