@@ -457,3 +457,13 @@ def test_population_checks_simulate_devices_as_a_single_run(tmp_path) -> None:
         with pytest.raises(ValueError, match=r"--simulate-devices=3 is invalid here: JAX has "
                                              r"already started with 8 cpu device"):
             call()
+
+
+def test_member_loop_is_scan_on_cpus_and_checked(monkeypatch) -> None:
+    assert jax.devices()[0].platform == "cpu"
+    assert population.member_loop(None) == "scan"  # "auto" on CPU: the members in sequence
+    monkeypatch.setattr(population, "MEMBER_LOOP", "vmap")
+    assert population.member_loop(jax.devices()[:1]) == "vmap"
+    monkeypatch.setattr(population, "MEMBER_LOOP", "loop")
+    with pytest.raises(ValueError, match=r"MEMBER_LOOP='loop' is invalid: must be one of auto"):
+        population.member_loop(None)
