@@ -8,11 +8,23 @@
    (``train.sweep``, K learning rates), then alternates timed blocks of ``--steps`` steps of
    each (``--blocks`` rounds, the median block). Population tokens/s are summed over the
    members, from wall time; the ratio to the single run's tokens/s is taken within the worker,
-   so the machine's load (shared with others) cancels out; the same ratio per CPU second of the
-   worker (``time.process_time``) is less sensitive to other processes still. Peak memory:
-   the worker's peak RSS on CPU (both programs), or the accelerator's peak bytes in use
-   where it reports them.
-2. **End to end**: one ``python -m train --sweep lr=...`` of 8 members against 8 separate
+   so the machine's load (shared with others) cancels out (the population step as the run
+   compiles it: ``train.engine.population.MEMBER_LOOP``, on CPUs the members in sequence);
+   the same ratio per CPU second of the worker (``time.process_time``) is less sensitive to
+   other processes still. Peak memory: the worker's peak RSS on CPU (both programs), or the
+   accelerator's peak bytes in use where it reports them.
+2. **The run's own figure** (``--run``): one worker process runs the real trainer path
+   (``python -m train``'s ``parse_config`` + ``train_and_evaluate``, console and metrics, the
+   evaluation and the checkpoint included) of the single run and of a ``--sweep`` of K learning
+   rates, alternating ``--rounds`` times (the first round of each compiles and is discarded),
+   and prints the tokens/s each run reports (steady state) and their ratio, by wall time and
+   per CPU second of the process (``Loop.tokens_per_cpu_s``)::
+
+       python bench/bench_sweep.py --run --ks 8 --run-steps 150 --rounds 4
+
+   ``--run-flags`` adds flags to both runs (``--run-flags="--eval-interval=1000"``) to take a
+   difference apart.
+3. **End to end**: one ``python -m train --sweep lr=...`` of 8 members against 8 separate
    ``python -m train --lr=...`` runs of the same settings (process start-up, data loading,
    compilation, training, evaluation, checkpoints: everything), run in turn.
 
@@ -123,6 +135,41 @@ def worker(k: int, steps: int, blocks: int, model_size: str, batch: int, seq: in
             "peak_kind": peak_kind, "state_bytes": state_bytes, "device": dev.device_kind}
 
 
+def run_worker(k: int, steps: int, rounds: int, flags: list[str], loops: list[str]) -> dict:
+    """The single run and the K-member sweep (each of ``loops``: the population step's
+    ``MEMBER_LOOP``) through the trainer's own path, alternating."""
+    import shutil
+
+    sys.path.insert(0, ROOT)
+    import train.engine.population as population
+    from train.__main__ import parse_config
+    from train.run.train import train_and_evaluate
+
+    tmp = tempfile.mkdtemp(prefix="bench-run-")
+    common = ["--devices=1", f"--steps={steps}", "--model-size=tiny", "--sample-tokens=0",
+              f"--eval-interval={steps}", "--no-tensorboard", "--overwrite", *flags]
+    sweep = ["--sweep", "lr=" + ",".join(f"{1e-3 * (i + 1):g}" for i in range(k))]
+    kinds = [("single", [], "auto")] + [(f"sweep {x}", sweep, x) for x in loops]
+    res: dict[str, list[tuple[float, float]]] = {n: [] for n, _, _ in kinds}
+    for r in range(rounds + 1):
+        for kind, extra, loop in kinds:
+            population.MEMBER_LOOP = loop
+            wd = os.path.join(tmp, kind.replace(" ", "-"))
+            cfg, _ = parse_config(["--workdir", wd, *common, *extra])
+            out = train_and_evaluate(cfg, wd)
+            if r:  # round 0 compiles
+                res[kind].append((out["tokens_per_s"], out["tokens_per_cpu_s"]))
+            print(f"round {r} {kind}: {out['tokens_per_s']:,.0f} tok/s, "
+                  f"{out['tokens_per_cpu_s']:,.0f} tok/CPU-s", file=sys.stderr)
+    shutil.rmtree(tmp, ignore_errors=True)
+    med = {n: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
+           for n, v in res.items()}
+    return {"k": k, "rows": [
+        {"kind": n, "tps": med[n][0], "cpu_tps": med[n][1], "ratio": med[n][0] / med["single"][0],
+         "cpu_ratio": med[n][1] / med["single"][1],
+         "paired": [b[0] / a[0] for a, b in zip(res["single"], res[n])]} for n in res]}
+
+
 def _train_cmd(workdir: str, extra: list[str], common: list[str]) -> list[str]:
     return [sys.executable, "-m", "train", "--workdir", workdir, *common, *extra]
 
@@ -172,13 +219,28 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--out", help="also write the markdown here")
+    ap.add_argument("--run", action="store_true",
+                    help="the trainer's own path: single run vs --sweep, reported tokens/s")
+    ap.add_argument("--run-steps", type=int, default=150)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--run-flags", default="", help="more flags for both runs")
+    ap.add_argument("--loops", default="vmap,scan",
+                    help="--run: the population step's member loops to compare")
+    ap.add_argument("--run-worker", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     shape = (a.model_size, a.batch_size, a.seq_len)
     if a.worker is not None:
         print(json.dumps(worker(a.worker, a.steps, a.blocks, *shape)))
         return
+    if a.run_worker is not None:
+        print(json.dumps(run_worker(a.run_worker, a.run_steps, a.rounds, a.run_flags.split(),
+                                    a.loops.split(","))))
+        return
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if a.run:
+        run_main(a, env)
+        return
     rows = []
     for k in (int(x) for x in a.ks.split(",")):
         r = subprocess.run([sys.executable, __file__, "--worker", str(k), "--steps", str(a.steps),
@@ -213,6 +275,32 @@ def main() -> None:
     if a.out:
         with open(a.out, "w") as f:
             f.write(text + "\n")
+
+
+def run_main(a: argparse.Namespace, env: dict) -> None:
+    import platform
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(
+        ["lscpu"], capture_output=True, text=True).stdout.splitlines()
+        if ln.startswith("Model name")), platform.processor())
+    lines = [f"CPU: {cpu}, {os.cpu_count()} CPUs; tiny model, {a.run_steps} steps per run, "
+             f"median of {a.rounds} rounds (the runs alternating, after one compiling round); "
+             f"flags: {a.run_flags or 'none'}", "",
+             "| K | run | tokens/s (sweep: sum) | / single | tokens per CPU s | / single | "
+             "paired ratios |", "|---|---|---|---|---|---|---|"]
+    for k in (int(x) for x in a.ks.split(",")):
+        r = subprocess.run([sys.executable, __file__, "--run-worker", str(k), "--run-steps",
+                            str(a.run_steps), "--rounds", str(a.rounds), "--loops", a.loops,
+                            f"--run-flags={a.run_flags}"],
+                           env=env, cwd=ROOT, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(r.stderr[-3000:])
+        x = json.loads(r.stdout.strip().splitlines()[-1])
+        for row in x["rows"]:
+            lines.append(f"| {k} | {row['kind']} | {row['tps']:,.0f} | **{row['ratio']:.2f}** | "
+                         f"{row['cpu_tps']:,.0f} | **{row['cpu_ratio']:.2f}** | "
+                         + ", ".join(f"{v:.2f}" for v in row["paired"]) + " |")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The references are separate ``train_and_evaluate`` runs with each member's settings: a member
 vmapped next to others runs the same arithmetic batched (XLA may block the batched matrix
-products differently), so losses are compared to 1e-6 relative over 20 steps and the learning
+products differently; on CPU the members run one after the other by default, ``MEMBER_LOOP``),
+so losses are compared to 1e-6 relative over 20 steps and the learning
 rates (float32 inside the step, float64 in a single run's log) to float32 rounding.
 """
 
@@ -27,6 +28,7 @@ from test_train import ROOT, _assert_trees_equal, _env, _flags, _records
 from train_testutil import tiny
 
 import schedules as S
+import train.engine.population as population
 from train import TrainConfig, build_schedule
 from train import sweep as run_population
 from train import train_and_evaluate as run
@@ -104,8 +106,11 @@ def test_table_members_equal_single_runs(leaves) -> None:
         _check_member_equals_single_run(wd, s, i, {**cfg, **m}, os.path.join(tmp, f"single{i}"))
 
 
-def test_leaf_members_equal_single_runs(tmp_path, corpus) -> None:
-    # Megatron's cosine: max_lr and min_lr are pytree leaves, stacked into one schedule
+@pytest.mark.parametrize("loop", ["auto", "vmap"])
+def test_leaf_members_equal_single_runs(tmp_path, corpus, monkeypatch, loop) -> None:
+    # Megatron's cosine: max_lr and min_lr are pytree leaves, stacked into one schedule.
+    # "auto" is "scan" on CPU (members one after the other), "vmap" the accelerators' loop
+    monkeypatch.setattr(population, "MEMBER_LOOP", loop)
     cfg = tiny(str(tmp_path), corpus, steps=STEPS, lr_scheduler=None, warmup_steps=None,
                total_steps=None, lr_decay_style="cosine", lr_warmup_iters=5,
                eval_interval=STEPS, checkpoint_interval=STEPS)
@@ -486,3 +491,13 @@ def test_population_checks_simulate_devices_as_a_single_run(tmp_path) -> None:
         with pytest.raises(ValueError, match=r"--simulate-devices=3 is invalid here: JAX has "
                                              r"already started with 8 cpu device"):
             call()
+
+
+def test_member_loop_is_scan_on_cpus_and_checked(monkeypatch) -> None:
+    assert jax.devices()[0].platform == "cpu"
+    assert population.member_loop(None) == "scan"  # "auto" on CPU: the members in sequence
+    monkeypatch.setattr(population, "MEMBER_LOOP", "vmap")
+    assert population.member_loop(jax.devices()[:1]) == "vmap"
+    monkeypatch.setattr(population, "MEMBER_LOOP", "loop")
+    with pytest.raises(ValueError, match=r"MEMBER_LOOP='loop' is invalid: must be one of auto"):
+        population.member_loop(None)

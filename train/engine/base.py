@@ -4,9 +4,13 @@ An engine owns the layout of the train state on the devices and the compiled ste
 (:class:`train.run.loop.Loop`) and its hooks (evaluation, the checkpointer) only ever call:
 
 * ``put_state(host_state)``: host (NumPy) per-layer state -> the engine's device state;
-* ``train(state, host_batch) -> (state, metrics)``: one update (``train.engine.step.update``
-  under the engine's parallelism), metrics of shape ``[1]`` (one replica's view);
-* ``eval(params, host_batch) -> loss [1]``: the mean loss over a global batch;
+* ``place_batch(host_batch)``: the host batch on the devices in the layout ``train`` takes
+  (:class:`train.engine.step.Placed`); the loop calls it in its prefetch thread, so the
+  transfer of step t + 1's batch overlaps step t;
+* ``train(state, batch) -> (state, metrics)``: ``batch`` a host or placed batch; one update
+  (``train.engine.step.update`` under the engine's parallelism), metrics of shape ``[1]``
+  (one replica's view);
+* ``eval(params, batch) -> loss [1]``: the mean loss over a global batch;
 * ``get_state(state)``: full host copies (for the summary and sampling);
 * ``checkpoint_view(state)`` / ``restore_target(host_state)`` / ``from_checkpoint(restored)``:
   what a checkpoint saves, the abstract target orbax restores into, and the restored tree back
@@ -39,6 +43,8 @@ class Engine(Protocol):
     tx: optax.GradientTransformation
 
     def put_state(self, host: Any) -> Any: ...
+
+    def place_batch(self, host_batch: Any) -> Any: ...
 
     def train(self, state: Any, batch: Any) -> tuple[Any, dict]: ...
 

@@ -108,6 +108,8 @@ class MeshEngine:
     train: Callable[[Any, np.ndarray], tuple[Any, dict]]
     eval: Callable[[Any, np.ndarray], jax.Array]
     log: Callable[[str], None] | None = None
+    #: host batch -> :class:`~train.engine.step.Placed` (``train`` and ``eval`` take either)
+    place_batch: Callable[[Any], Any] | None = None
     train_jit: Any = None  # the jitted step on global batches (trace under ``rules`` + mesh)
     rules: Any = None
     #: pipeline: (layer key prefix, n_layer) when the state holds the layers stacked over
@@ -398,11 +400,9 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     eng = MeshEngine(layout, mesh, tx, state_sh, grad_sh, train=None, eval=None,  # type: ignore
                      train_jit=train_jit, rules=rules, stacked=stacked)
     train_c, eval_c = in_mesh(train_jit), in_mesh(eval_jit)
-    eng.train, eng.eval = checked(
-        lambda state, batch: train_c(state, eng.put_batch(batch)),
-        lambda params, batch: eval_c(params, eng.put_batch(batch)),
-        replicas=layout.data // jax.process_count(), max_len=model_cfg.block_size,
-        step_shape=())
+    eng.train, eng.eval, eng.place_batch = checked(
+        train_c, eval_c, place=eng.put_batch, replicas=layout.data // jax.process_count(),
+        max_len=model_cfg.block_size, step_shape=())
     return eng
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import models
 
@@ -26,6 +27,7 @@ from .step import (
     AXIS,
     Documents,
     LossScale,
+    Placed,
     checked,
     dropout_keys,
     loss_scale_rule,
@@ -36,8 +38,8 @@ from .step import (
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["PmapEngine", "make_eval_step", "make_train_step", "pmap_engine", "replicate",
-           "select_devices", "unreplicate"]
+__all__ = ["PmapEngine", "batch_placer", "make_eval_step", "make_train_step", "pmap_engine",
+           "replicate", "select_devices", "unreplicate"]
 
 
 def make_train_step(model_cfg: Any, tx: optax.GradientTransformation, seed: int,
@@ -103,6 +105,25 @@ def replicate(tree: Any, devices: list | None) -> Any:
     return jax.pmap(lambda x: x, axis_name=AXIS, devices=devices)(stacked)
 
 
+def batch_placer(devices: list | None) -> Callable[[Any], jax.Array]:
+    """Host batch ``[local devices, ...]`` -> one device array, row ``i`` on this process's
+    ``i``-th device of the pmapped step: the layout ``jax.pmap`` (a ``shard_map`` over the
+    devices) gives its argument, so the step takes the array as it is, without a copy. Called
+    in the loop's prefetch thread, the transfer overlaps the step before."""
+    me = jax.process_index()
+    local = [d for d in (jax.devices() if devices is None and jax.process_count() > 1
+                         else devices or jax.local_devices()) if d.process_index == me]
+    cache: dict[int, NamedSharding] = {}
+
+    def place(batch: Any) -> jax.Array:
+        n = np.shape(batch)[0]
+        if n not in cache:
+            cache[n] = NamedSharding(Mesh(np.array(local[:n]), (AXIS,)), PartitionSpec(AXIS))
+        return jax.device_put(np.asarray(batch), cache[n])
+
+    return place
+
+
 def unreplicate(tree: Any) -> Any:
     """Host NumPy copy of device 0's replica."""
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x.addressable_data(0)))[0], tree)
@@ -117,6 +138,8 @@ class PmapEngine:
     train: Callable[[Any, Any], tuple[Any, dict]]
     eval: Callable[[Any, Any], jax.Array]
     devices: list | None = None
+    #: host batch -> :class:`~train.engine.step.Placed` (``train`` and ``eval`` take either)
+    place_batch: Callable[[Any], Placed] | None = None
 
     def put_state(self, host: Any) -> Any:
         return replicate(host, self.devices)
@@ -150,12 +173,12 @@ def pmap_engine(model_cfg: Any, cfg: TrainConfig, schedule: Any, params: Any,
         tx = make_optimizer(cfg, schedule, params, hp)
         n = jax.local_device_count() if devices is None else sum(
             d.process_index == jax.process_index() for d in devices)
-        train, evaluate = checked(
+        train, evaluate, place = checked(
             make_train_step(model_cfg, tx, cfg.seed, devices, schedule=schedule,
                             loss_scale=loss_scale_rule(cfg),
                             group_schedules=applied_group_schedules(cfg),
                             documents=documents, hparams=hp),
-            make_eval_step(model_cfg, devices, documents),
+            make_eval_step(model_cfg, devices, documents), place=batch_placer(devices),
             replicas=n, max_len=model_cfg.block_size, step_shape=(n,))
-        _CACHE[key] = PmapEngine(tx, train, evaluate, devices)
+        _CACHE[key] = PmapEngine(tx, train, evaluate, devices, place)
     return _CACHE[key]

@@ -1,5 +1,6 @@
 """The population engine: K members of a sweep as one program, ``jax.vmap`` over the members
-inside ``jax.pmap`` over the devices. Each member's update is :func:`train.engine.step.update`
+(on CPUs ``lax.map``: one member after the other, :data:`MEMBER_LOOP`) inside ``jax.pmap`` over
+the devices. Each member's update is :func:`train.engine.step.update`
 itself (the single run's step body) with the member's optimizer, schedule, dropout keys and
 rate; only the freezing of diverged or early-stopped members is the population's. What varies
 across members and how it enters the program: ``train.run.sweep``'s module docstring.
@@ -24,14 +25,14 @@ from schedules.torch._recurrence import Recurrence
 from ..metrics import settings_text
 from ..optim import make_optimizer
 from ..schedule.hparams import applied_hparams, build_hparams
-from .pmap import PmapEngine, replicate
-from .step import AXIS, dropout_keys, loss_scale_rule, model_loss, schedule_count, update
+from .pmap import PmapEngine, batch_placer, replicate
+from .step import AXIS, Placed, dropout_keys, loss_scale_rule, model_loss, schedule_count, update
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["OPTIMIZER_FIELDS", "Population", "population_engine", "population_state",
-           "population_steps", "schedule_mode"]
+__all__ = ["MEMBER_LOOP", "OPTIMIZER_FIELDS", "Population", "member_loop", "population_engine",
+           "population_state", "population_steps", "schedule_mode"]
 
 #: optimizer fields a sweep may vary (traced hyperparameters of one compiled program)
 OPTIMIZER_FIELDS = ("beta1", "beta2", "eps", "weight_decay", "clip_norm")
@@ -175,19 +176,38 @@ class _View:
     weight_decay: Any
 
 
-# -- the population step (vmap over members inside pmap over devices) -----------------------
+# -- the population step (vmap or lax.map over members inside pmap over devices) ------------
 # Each member's update is train.engine.step.update itself (the single run's step body) under
-# jax.vmap, with the member's optimizer, schedule, dropout keys and rate; only the freezing
-# of diverged or early-stopped members is the population's.
+# jax.vmap (or lax.map), with the member's optimizer, schedule, dropout keys and rate; only
+# the freezing of diverged or early-stopped members is the population's.
 
 _POP_CACHE: dict[Any, tuple[Any, Any]] = {}
+
+#: how the members' updates run in the step: "vmap" (batched: K small matrix products become
+#: one), "scan" (``lax.map``: one member after the other, each exactly the single run's
+#: operations, its working set the single run's), "auto": "scan" on CPUs, "vmap" on
+#: accelerators. See docs/benchmarks.md, "Population sweeps".
+MEMBER_LOOP = "auto"
+MEMBER_LOOPS = ("auto", "vmap", "scan")
+
+
+def member_loop(devices: list | None) -> str:
+    """:data:`MEMBER_LOOP` resolved for the devices (``auto`` -> ``scan`` on CPU)."""
+    if MEMBER_LOOP not in MEMBER_LOOPS:
+        raise ValueError(f"MEMBER_LOOP={MEMBER_LOOP!r} is invalid: must be one of "
+                         f"{', '.join(MEMBER_LOOPS)}")
+    if MEMBER_LOOP != "auto":
+        return MEMBER_LOOP
+    platform = (devices[0] if devices else jax.devices()[0]).platform
+    return "scan" if platform == "cpu" else "vmap"
 
 
 def population_steps(model_cfg: Any, pop: Population, per_member_data: bool,
                 devices: list | None) -> tuple[Any, Any]:
     rule = loss_scale_rule(pop.base)  # float16: each member has its own dynamic loss scale
+    loop = member_loop(devices)
     key = (model_cfg, pop.key, per_member_data,
-           None if devices is None else tuple(d.id for d in devices), rule)
+           None if devices is None else tuple(d.id for d in devices), rule, loop)
     if key in _POP_CACHE:
         return _POP_CACHE[key]
     module = models.build(model_cfg)
@@ -225,7 +245,13 @@ def population_steps(model_cfg: Any, pop: Population, per_member_data: bool,
 
     def step(state: dict, batch: jax.Array, h: dict) -> tuple[dict, dict]:
         mem = {k: state[k] for k in ("params", "opt_state", "active", *scaled)}
-        new, m = jax.vmap(member, in_axes=(0, 0, data_axis, None))(mem, h, batch, state["step"])
+        if loop == "vmap":
+            new, m = jax.vmap(member, in_axes=(0, 0, data_axis, None))(mem, h, batch,
+                                                                        state["step"])
+        elif per_member_data:  # "scan": one member after the other, each the single run's
+            new, m = jax.lax.map(lambda xs: member(*xs, state["step"]), (mem, h, batch))
+        else:
+            new, m = jax.lax.map(lambda xs: member(*xs, batch, state["step"]), (mem, h))
         return {"step": state["step"] + 1, **new}, m
 
     def evaluate(params: Any, batch: jax.Array) -> jax.Array:
@@ -267,5 +293,10 @@ def population_engine(model_cfg: Any, pop: Population, per_member_data: bool,
     (``tx`` is None: each member builds its optimizer inside the step)."""
     p_train, p_eval = population_steps(model_cfg, pop, per_member_data, devices)
     h = replicate(pop.h, devices)
-    return PmapEngine(None, lambda state, batch: p_train(state, batch, h), p_eval,  # type: ignore[arg-type]
-                      devices)
+    put = batch_placer(devices)
+
+    def place(batch: Any) -> Placed:
+        return batch if isinstance(batch, Placed) else Placed(put(batch), np.shape(batch))
+
+    return PmapEngine(None, lambda state, batch: p_train(state, place(batch).array, h),  # type: ignore[arg-type]
+                      lambda params, batch: p_eval(params, place(batch).array), devices, place)

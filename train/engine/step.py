@@ -48,9 +48,9 @@ import models
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-__all__ = ["AXIS", "Documents", "LossScale", "checked", "document_segments", "dropout_keys",
-           "init_state", "loss_scale_rule", "model_loss", "schedule_count", "tree_all_finite",
-           "update"]
+__all__ = ["AXIS", "Documents", "LossScale", "Placed", "checked", "document_segments",
+           "dropout_keys", "init_state", "loss_scale_rule", "model_loss", "schedule_count",
+           "tree_all_finite", "update"]
 
 AXIS = "batch"
 
@@ -288,15 +288,29 @@ def update(state: dict, batch: jax.Array, keys: jax.Array | None, *,
     return new, metrics
 
 
+@dataclasses.dataclass(frozen=True)
+class Placed:
+    """A batch already on the devices in its engine's layout (``Engine.place_batch``, called
+    by the loop's prefetch thread ahead of the step); ``shape``: the host batch's."""
+
+    array: Any
+    shape: tuple[int, ...]
+
+
 def checked(train: Callable[[Any, Any], Any], evaluate: Callable[[Any, Any], Any], *,
-            replicas: int, max_len: int, step_shape: tuple[int, ...],
-            ) -> tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]:
-    """An engine's ``train(state, host_batch)`` and ``eval(params, host_batch)`` with their
-    arguments checked (chex) on the host, outside the compiled step, once per batch shape: the
-    batch is int tokens ``[replicas, grad_accum, B, T + 1]`` with ``T <= max_len`` (the
-    model's context); the state's ``step`` is an int of shape ``step_shape`` (``()`` on the
-    mesh, one per local device under pmap). A wrong batch fails here, naming the shapes,
-    instead of deep inside a trace (or, worse, compiling a second step for it)."""
+            place: Callable[[np.ndarray], Any], replicas: int, max_len: int,
+            step_shape: tuple[int, ...],
+            ) -> tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any],
+                       Callable[[Any], Placed]]:
+    """An engine's ``train(state, batch)``, ``eval(params, batch)`` and
+    ``place_batch(host_batch)`` from its compiled steps (which take placed batches) and its
+    ``place`` (host batch -> device array), the host batch checked (chex) outside the compiled
+    step, once per batch shape: int tokens ``[replicas, grad_accum, B, T + 1]`` with
+    ``T <= max_len`` (the model's context); the state's ``step`` is an int of shape
+    ``step_shape`` (``()`` on the mesh, one per local device under pmap). ``train`` and
+    ``eval`` take a host batch or a :class:`Placed` one (checked when placed). A wrong batch
+    fails here, naming the shapes, instead of deep inside a trace (or, worse, compiling a
+    second step for it)."""
     seen: set[tuple] = set()
 
     def check_batch(batch: Any) -> None:
@@ -308,21 +322,26 @@ def checked(train: Callable[[Any, Any], Any], evaluate: Callable[[Any, Any], Any
             chex.assert_axis_dimension_gteq(batch, axis, 1, custom_message=what)
         chex.assert_axis_dimension_lteq(batch, 3, max_len + 1, custom_message=what)
 
-    def train_(state: Any, batch: Any) -> Any:
-        key = ("train", np.shape(batch))
+    def place_(batch: Any) -> Placed:
+        if isinstance(batch, Placed):
+            return batch
+        key = ("batch", np.shape(batch))
         if key not in seen:
             check_batch(batch)
+            seen.add(key)
+        return Placed(place(batch), tuple(np.shape(batch)))
+
+    def train_(state: Any, batch: Any) -> Any:
+        batch = place_(batch)
+        key = ("state", batch.shape)
+        if key not in seen:
             msg = "the train state's step"
             chex.assert_shape(state["step"], step_shape, custom_message=msg)
             chex.assert_type(state["step"], int, custom_message=msg)
             seen.add(key)
-        return train(state, batch)
+        return train(state, batch.array)
 
     def eval_(params: Any, batch: Any) -> Any:
-        key = ("eval", np.shape(batch))
-        if key not in seen:
-            check_batch(batch)
-            seen.add(key)
-        return evaluate(params, batch)
+        return evaluate(params, place_(batch).array)
 
-    return train_, eval_
+    return train_, eval_, place_

@@ -128,7 +128,9 @@ of the step under a batch-size ramp). After
         self.t_first: float | None = None  # wall time after the first (compiling) step
         self.t_start = self.t_end = time.perf_counter()
         self._window_t, self._window_steps, self._window_tokens = self.t_start, 0, 0
+        self._window_cpu = time.process_time()
         self._train_time, self._train_tokens = 0.0, 0  # steady-state training only
+        self._train_cpu = 0.0  # the process's CPU seconds in the same windows
         console.start_step = start
         #: ``time.monotonic()`` when the run began (its setup): ``--exit-after-minutes``
         self.started = time.monotonic() if started is None else started
@@ -166,6 +168,7 @@ of the step under a batch-size ramp). After
     def reset_window(self) -> None:
         """After an evaluation or a save: the next window times training steps only."""
         self._window_t, self._window_steps, self._window_tokens = time.perf_counter(), 0, 0
+        self._window_cpu = time.process_time()
 
     def tokens_per_s(self) -> float:
         """Steady-state training throughput of the whole run (NaN: no timed step)."""
@@ -173,19 +176,28 @@ of the step under a batch-size ramp). After
             return float("nan")
         return self._train_tokens / self._train_time
 
+    def tokens_per_cpu_s(self) -> float:
+        """The same tokens per CPU second of this process (every thread, XLA's included):
+        on a machine shared with other work, less sensitive to the load than wall time."""
+        if self._train_cpu <= 0:
+            return float("nan")
+        return self._train_tokens / self._train_cpu
+
     def flush(self) -> None:
         """Fetch the pending metrics and hand them to the hooks (``on_metrics``)."""
         if not self.pending:
             return
         fetched = jax.device_get([m for _, m in self.pending])
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         tps = None
         if self._window_steps > 0:  # timed steady-state steps in this window
             tps = self._window_tokens / max(now - self._window_t, 1e-9)
             self._step_s.append((now - self._window_t) / self._window_steps)
             self._train_time += now - self._window_t
             self._train_tokens += self._window_tokens
+            self._train_cpu += cpu - self._window_cpu
         self._window_t, self._window_steps, self._window_tokens = now, 0, 0
+        self._window_cpu = cpu
         rows = [(t, m) for (t, _), m in zip(self.pending, fetched)]
         self.pending.clear()
         t_last = rows[-1][0]
@@ -196,10 +208,12 @@ of the step under a batch-size ramp). After
     def run(self) -> Loop:
         """Train from ``start`` to ``steps`` (or a stop); returns ``self``."""
         self.t_start = time.perf_counter()
-        # the next batches are built in a thread while the devices run this step (the batch of
-        # a step is a pure function of the step: only the timing changes)
+        # the next batches are built and placed on the devices in a thread while the devices
+        # run this step (the batch of a step is a pure function of the step: only the timing
+        # changes)
+        place = getattr(self.engine, "place_batch", None)
         with stop_signals(self.cfg.save_on_signal, jax.process_count() > 1) as sig, Prefetcher(
-                self.batch, start=self.step, depth=PREFETCH_DEPTH) as batches:
+                self.batch, start=self.step, depth=PREFETCH_DEPTH, place=place) as batches:
             while self.step < self.steps:
                 for h in self.hooks:
                     h.before_step(self)
@@ -224,6 +238,7 @@ of the step under a batch-size ramp). After
                     sig.defer()  # from here, a signal stops after a step, with a checkpoint
                     self.t_first = time.perf_counter()
                     self._window_t, self._window_steps, self._window_tokens = self.t_first, 0, 0
+                    self._window_cpu = time.process_time()
                     self.console.steady(self.step, self.t_first)
                     self.flush()  # first step: compile time excluded from tokens/s, the ETA
                 elif compiles:

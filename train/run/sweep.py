@@ -5,7 +5,9 @@ the ``--sweep`` entries; ``--sweep-seeds=K`` adds the seeds ``seed .. seed+K-1``
 axis) or :func:`sweep` from Python. Every member is exactly the single run with its settings:
 the step is :func:`train.engine.step.update` (the single run's step body) under ``jax.vmap`` over
 the members' parameters, optimizer states and hyperparameters, inside the usual ``jax.pmap`` over
-devices, so K small matrix products become one batched one.
+devices, so K small matrix products become one batched one. On CPUs the members run one after
+the other in the same program instead (``lax.map``; ``train.engine.population.MEMBER_LOOP``):
+there the batched program's K-fold working set cost more than the batching saved.
 
 What varies across members, and how it enters the program:
 
@@ -334,7 +336,8 @@ def _run(setup: RunSetup, names: list[str], members: list[dict], pop: Population
                                   writer.path, ckpt.directory, ck.last_saved)
     return {"members": members, "swept": names, "results": results, "ranking": ranking,
             "best": best, "steps": step, "start_step": start, "stop_reason": stop_reason,
-            "resumable": loop.resumable, "tokens_per_s": tps, "wall_s": loop.wall_s,
+            "resumable": loop.resumable, "tokens_per_s": tps,
+            "tokens_per_cpu_s": k * loop.tokens_per_cpu_s(), "wall_s": loop.wall_s,
             "metrics_path": writer.path,
             "checkpoint_dir": ckpt.directory, "last_checkpoint": ck.last_saved,
             "schedule_mode": pop.mode}

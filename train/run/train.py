@@ -390,6 +390,7 @@ def _train(setup: RunSetup, eng: Any, host_state: dict, batcher: Any, val_batche
         "final_loss": history[-1][1] if history else float("nan"),
         "first_loss": history[0][1] if history else float("nan"),
         "val_loss": final_val, "tokens_per_s": tps, "mfu": mfu,
+        "tokens_per_cpu_s": loop.tokens_per_cpu_s(),
         "flops_per_token": run.fpt, "wall_s": loop.wall_s,
         "checkpoint_dir": ckpt.directory, "last_checkpoint": ck.last_saved,
         "metrics_path": writer.path, "losses": history, "evals": evals,
