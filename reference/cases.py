@@ -47,6 +47,9 @@ def case_flags(case: str, steps: int = 20, seq_len: int = 32, batch_size: int = 
     ``lr`` defaults to the optimizer's (3e-3 for AdamW)."""
     model, scheduler, *rest = case.split("-")
     opt_flags, opt_lr = OPTIMIZERS[rest[0] if rest else "adamw"]
+    if scheduler in ("onecycle", "cyclic"):  # the scheduler sets beta1/momentum (the trainer
+        # refuses a typed one, as torch would overwrite it)
+        opt_flags = [f for f in opt_flags if not f.startswith(("--beta1=", "--momentum="))]
     lr = opt_lr if lr is None else lr
     return [
         f"--model={model}", "--model-size=tiny", f"--seq-len={seq_len}",
