@@ -421,3 +421,38 @@ def test_plot_of_a_run_and_its_branches(tmp_path, capsys, monkeypatch) -> None:
     with pytest.raises(SystemExit) as e:
         plot_main([os.path.join(parent, "metrics", "metrics.jsonl"), "--branches"])
     assert e.value.code == 2 and "is not a directory" in capsys.readouterr().err
+
+
+def test_change_and_branch_on_the_mesh_engine(tmp_path, corpus) -> None:
+    """The same course on the mesh engine (tensor parallel 2 x data parallel 4 over the 8
+    simulated devices): a schedule change at a resume and a branch restore the sharded state
+    and continue bit for bit like an uninterrupted mesh run with the same history; the lrs
+    are the join by hand."""
+    tmp = str(tmp_path)
+    mesh = {"tensor_parallel": 2}
+    base = tiny(tmp, corpus, steps=2, lr_scheduler="steplr", lr_step_size=2, lr_gamma=0.5,
+                **mesh)
+    wd = os.path.join(tmp, "w")
+    run(base, wd)
+    change = {"lr_scheduler": "cosine", "total_steps": 20, "steps": 4}
+    done = run({"resume": True, "change_schedule": True, **change}, wd)
+    assert done["start_step"] == 2
+    with open(os.path.join(wd, "config.json")) as f:
+        saved = json.load(f)
+    ref_wd = os.path.join(tmp, "ref")
+    ref = run({**base, **{k: saved[k] for k in ("schedule_history", "schedule_from",
+                                                 "schedule_offset", "lr_scheduler",
+                                                 "lr_step_size", "lr_gamma", "warmup_steps",
+                                                 "total_steps")},
+               "steps": 4}, ref_wd)
+    rows, ref_rows = _rows(wd), _rows(ref_wd)
+    _same_tree(done["params"], ref["params"])
+    assert [(rows[t]["loss"], rows[t]["lr"]) for t in range(4)] == [
+        (ref_rows[t]["loss"], ref_rows[t]["lr"]) for t in range(4)]
+    for t in range(4):
+        _close(rows[t]["lr"], _steplr(t) if t < 2 else _cosine(t))
+    # a branch at step 3 of the uninterrupted run (whose checkpoint holds the history) with
+    # its own schedule: that run again
+    br = run({"branch_from": f"{ref_wd}:3", "steps": 4}, os.path.join(tmp, "branch"))
+    assert br["start_step"] == 3
+    _same_tree(br["params"], done["params"])
