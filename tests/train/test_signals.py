@@ -221,7 +221,7 @@ def _no_temporary_files(wd: str) -> None:
                         json.loads(x)
 
 
-@pytest.mark.slow  # two subprocesses, each compiling: ~30-40 s on 2 idle cores
+# two subprocesses, each compiling: ~30-40 s on 2 idle cores (kept in CI: the signal moments)
 def test_sigterm_during_compile_and_during_a_save_then_resumed_is_bit_identical(
         ref, tmp_path, capsys) -> None:
     """One workdir, ``python -m train`` signalled at two moments (a mid-run one: the test
