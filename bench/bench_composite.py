@@ -5,7 +5,7 @@
 For each composition, the same curve built from optax's pieces (``join_schedules``, or a
 product of two optax schedules for ``ChainedScheduler``), both evaluated over ``--steps``
 int32 steps under ``jit(vmap(.))``; prints the best of ``--repeat`` x 3 runs (interleaved),
-the ratio ours / optax (target <= 1.0), the compile times, and the largest relative
+the ratio ours / optax (target <= 0.9, issue 29), the compile times, and the largest relative
 difference between the two curves (they are the same schedule up to float32 rounding and
 optax's phase layout).
 """
@@ -44,6 +44,25 @@ def cases():
             [WARM],
         ),
     )
+    # issue 29's case: a 1,000-step warmup, then a cosine to lr / 100 over 99,000 steps (the
+    # curve keeps oscillating past them in torch; optax's holds: compared on the first 100k)
+    issue = (
+        T.SequentialLR(
+            LR,
+            [
+                T.LinearLR(LR, start_factor=0.01, total_iters=1000),
+                T.CosineAnnealingLR(LR, T_max=99_000, eta_min=LR / 100),
+            ],
+            [1000],
+        ),
+        optax.join_schedules(
+            [
+                optax.linear_schedule(LR * 0.01, LR, 1000),
+                optax.cosine_decay_schedule(LR, 99_000, alpha=0.01),
+            ],
+            [1000],
+        ),
+    )
     step = optax.exponential_decay(LR, 100_000, 0.5, staircase=True)
     lin = optax.linear_schedule(0.1, 1.0, WARM)
     chained = (
@@ -62,6 +81,7 @@ def cases():
     )
     return {
         "SequentialLR(LinearLR, CosineAnnealingLR)": seq,
+        "SequentialLR, issue 29's 1k + 99k": issue,
         "ChainedScheduler(StepLR, LinearLR)": chained,
         "OneCycleLR": one,
     }
@@ -86,11 +106,12 @@ def main() -> None:
         for _ in range(a.repeat):  # interleaved: neither pays alone for a busy core
             r_ours = min(r_ours, best_of(lambda f=f_ours: f(t).block_until_ready(), 3))
             r_optax = min(r_optax, best_of(lambda f=f_optax: f(t).block_until_ready(), 3))
-        x, y = np.asarray(v_ours, np.float64), np.asarray(v_optax, np.float64)
+        n = 100_000 if "issue" in name else None  # torch's cosine oscillates past T_max
+        x, y = np.asarray(v_ours, np.float64)[:n], np.asarray(v_optax, np.float64)[:n]
         diff = np.max(np.abs(x - y)) / np.max(np.abs(y))
         print(
-            f"{name:44s} ours {r_ours * 1e3:7.2f} ms | optax {r_optax * 1e3:7.2f} ms | "
-            f"ratio {r_ours / r_optax:.3f} (target <= 1.0) | compile ours {c_ours * 1e3:.0f} ms, "
+            f"{name:42s} ours {r_ours * 1e3:7.2f} ms | optax {r_optax * 1e3:7.2f} ms | "
+            f"ratio {r_ours / r_optax:.3f} (target <= 0.9) | compile ours {c_ours * 1e3:.0f} ms, "
             f"optax {c_optax * 1e3:.0f} ms | max diff {diff:.1e} of peak"
         )
 

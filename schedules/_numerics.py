@@ -83,8 +83,7 @@ def half_cos_remaining(t: Any, T: Any, ops: Ops) -> Any:
     else:
         half_pi_over_T = ops.div(ops.pi, 2 * ops.maximum(T, 1))
         x = ops.where(T > 0, ops.clip(T - t, 0.0, T) * half_pi_over_T, 0.0)
-    c = ops.sin(x)
-    return c * c
+    return ops.sin2(x)
 
 
 def half_cos_cycles(cycles: Any, num: Any, den: Any, ops: Ops) -> Any:
@@ -93,7 +92,7 @@ def half_cos_cycles(cycles: Any, num: Any, den: Any, ops: Ops) -> Any:
     ``(cycles num - (j + 1/2) den) / den``, accurate near the zeros in float32."""
     a = cycles * num
     j = ops.floor(ops.div(a, den))
-    return ops.sin(ops.pi * ops.div(a - (j + 0.5) * den, den)) ** 2
+    return ops.sin2(ops.pi * ops.div(a - (j + 0.5) * den, den))
 
 
 def half_angle(num: Any, den: Any, ops: Ops) -> Any:
@@ -119,7 +118,7 @@ def half_cos_torch(num: Any, den: Any, ops: Ops) -> Any:
     arrays ``sin(half_angle) ** 2``, accurate near the minimum (float32)."""
     if ops.host:
         return (1 + math.cos(math.pi * num / den)) / 2
-    return ops.sin(half_angle(num, den, ops)) ** 2
+    return ops.sin2(half_angle(num, den, ops))
 
 
 def cos_mix(lo: Any, hi: Any, num: Any, den: Any, ops: Ops, lo_le_hi: bool = False) -> Any:
@@ -128,7 +127,7 @@ def cos_mix(lo: Any, hi: Any, num: Any, den: Any, ops: Ops, lo_le_hi: bool = Fal
     cancellation, one ``sin``); otherwise ``hi * s**2 + lo * c**2`` (``s, c``: sin, cos of
     the half angle), which has no cancellation when ``lo > hi`` (float32)."""
     ang = half_angle(num, den, ops)
-    s2 = ops.sin(ang) ** 2
+    s2 = ops.sin2(ang)
     if lo_le_hi:
         return lo + (hi - lo) * s2
     return hi * s2 + lo * ops.cos(ang) ** 2

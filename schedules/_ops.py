@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["JNP", "JNP_ACCURATE", "NP", "PY", "Ops", "fix_floor_quotient", "pow_prod_f32"]
+__all__ = ["JNP", "JNP_ACCURATE", "NP", "PY", "Ops", "fix_floor_quotient", "pow_prod_f32",
+           "sin2_f32"]
 
 
 def _concrete_positive(b: Any) -> bool:
@@ -123,6 +124,12 @@ class _PyOps(Ops):
     ceil = staticmethod(_py_ceil)
     cos = staticmethod(math.cos)
     sin = staticmethod(math.sin)
+
+    @staticmethod
+    def sin2(x: Any) -> Any:
+        """``sin(x) ** 2``."""
+        return math.sin(x) ** 2
+
     tanh = staticmethod(math.tanh)
     exp = staticmethod(_py_exp)
     log = staticmethod(_py_log)
@@ -183,6 +190,11 @@ class _ArrayOps(Ops):
 
     def sin(self, x: Any) -> Any:
         return self.xp.sin(x)
+
+    def sin2(self, x: Any) -> Any:
+        """``sin(x) ** 2``: every cosine annealing's shape, written as a square of a sine of
+        the half angle (no cancellation near the minimum)."""
+        return self.xp.sin(x) ** 2
 
     def tanh(self, x: Any) -> Any:
         return self.xp.tanh(x)
@@ -277,6 +289,45 @@ class _JnpOps(_ArrayOps):
 
     def pow_prod(self, pairs: Sequence[tuple[Any, Any]]) -> Any:
         return pow_prod_f32(pairs)
+
+    def sin2(self, x: Any) -> Any:
+        """``sin(x) ** 2``; in float32 as :func:`sin2_f32` (a few multiply-adds instead of
+        XLA's general ``sin``: 4x faster per element on XLA:CPU), otherwise as written."""
+        x = jnp.asarray(x)
+        if x.dtype == jnp.float32:
+            return sin2_f32(x)
+        return jnp.sin(x) ** 2
+
+
+#: ``sin(x) ** 2 = u P(u)`` with ``u = x * x`` on ``|x| <= pi / 2``: ``P``'s coefficients, a
+#: least-squares fit of ``sin(x) ** 2 / u`` at 20,000 Chebyshev nodes in ``u`` (relative
+#: error 5.2e-8 in float64 with these float32 coefficients; 2.1e-7 evaluated in float32, the
+#: same as float32's own ``sin(x) ** 2``: ``tests/schedules/test_numerics.py``).
+_SIN2_P = (1.0, -0.33333298563957214, 0.04444289579987526, -0.003172090509906411,
+           0.00013921051868237555, -3.609039595176e-06)
+_PI_HI = float(np.float32(math.pi))  # pi = _PI_HI + _PI_LO to ~1e-15 (Cody-Waite)
+_PI_LO = float(np.float32(math.pi - _PI_HI))
+
+
+def sin2_f32(x: Any) -> Any:
+    """``sin(x) ** 2`` of a float32 array: ``x`` reduced by the nearest multiple ``k pi``
+    (``sin ** 2`` has period ``pi``; ``pi`` in two float32 parts, whose products with
+    ``|k| <= 2`` are exact), then ``u P(u)`` (:data:`_SIN2_P`) by Horner's rule. Relative
+    error within 4e-7 for ``|x| <= 5 pi / 2``, zeros included (the annealing schedules pass
+    half angles within ``3 pi / 2``); beyond that the reduction rounds (~1e-7 absolute per
+    period).
+
+    >>> import jax.numpy as jnp, math
+    >>> round(float(sin2_f32(jnp.float32(math.pi / 6))), 6)  # sin(pi / 6) = 1 / 2
+    0.25
+    """
+    k = jnp.round(x * jnp.float32(1 / math.pi))
+    x = (x - k * jnp.float32(_PI_HI)) - k * jnp.float32(_PI_LO)
+    u = x * x
+    acc = jnp.float32(_SIN2_P[-1])
+    for c in _SIN2_P[-2::-1]:
+        acc = acc * u + jnp.float32(c)
+    return acc * u
 
 
 class _JnpAccurateOps(_JnpOps):

@@ -84,7 +84,7 @@ def _restart_wave(cycles: Any, num: Any, den: Any, ops: Ops) -> Any:
         return 0.5 * (1.0 + math.cos(math.pi * ((float(cycles) * (float(num) / float(den))) % 1.0)))
     a = cycles * num
     r = a - den * ops.floor(ops.div(a, den))
-    return ops.sin(ops.pi * ops.div(den - r, 2.0 * den)) ** 2
+    return ops.sin2(ops.pi * ops.div(den - r, 2.0 * den))
 
 
 def _cosine(k: Any, ops: Ops, w: Any, n: Any, c: Any, r: Any = 0.0) -> Any:
@@ -121,7 +121,7 @@ def _wsd(k: Any, ops: Ops, w: Any, st: Any, dc: Any, wt: str, dt: str, r: Any, c
     if wt == "linear":
         fw = pw
     elif wt == "cosine":  # 0.5 * (1 - cos(pi pw)) as sin(pi pw / 2) ** 2 on arrays
-        fw = 0.5 * (1.0 - math.cos(math.pi * pw)) if ops.host else ops.sin(ops.pi * pw / 2) ** 2
+        fw = 0.5 * (1.0 - math.cos(math.pi * pw)) if ops.host else ops.sin2(ops.pi * pw / 2)
     else:
         fw = 1.0 - ops.sqrt(ops.maximum(1.0 - pw, 0.0))
     if dt == "cosine":  # with num_cycles

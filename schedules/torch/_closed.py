@@ -875,7 +875,7 @@ class _OneCyclePhases:
         rem = -(ops.div(k - he, d) - le)
         first = pct <= 0.5
         if self.anneal_strategy == "cos":  # from the nearer end: no cancellation (float32)
-            s2 = ops.sin(ops.pi * ops.where(first, pct, rem) / 2.0) ** 2
+            s2 = ops.sin2(ops.pi * ops.where(first, pct, rem) / 2.0)
             out = ops.where(first, a + (b - a) * s2, b + (a - b) * s2)
         else:
             out = ops.where(first, (b - a) * pct + a, (a - b) * rem + b)
