@@ -26,7 +26,7 @@ from ..config import TrainConfig
 from ..engine.mesh import mesh_engine
 from ..engine.pmap import pmap_engine
 from ..engine.step import init_state, loss_scale_rule
-from ..metrics import MetricsWriter, fmt_duration, param_summary
+from ..metrics import MetricsWriter, fmt_duration, iter_records, param_summary
 from ..optim import group_labels, param_table
 from ..resume import with_saved_config
 from ..schedule.hparams import HPARAMS, build_hparams
@@ -105,18 +105,13 @@ def _saved_results(path: str, step: int) -> dict[str, float]:
     validation loss at ``step``, read from its ``metrics.jsonl`` (``{}`` if either is missing)."""
     loss = val = None
     try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except ValueError:
-                    continue
-                if "member" in r or r.get("step") is None:
-                    continue
-                if r.get("loss") is not None and r["step"] == step - 1:
-                    loss = float(r["loss"])
-                if r.get("val_loss") is not None and r["step"] == step:
-                    val = float(r["val_loss"])
+        for r in iter_records(path):
+            if "member" in r or r.get("step") is None:
+                continue
+            if r.get("loss") is not None and r["step"] == step - 1:
+                loss = float(r["loss"])
+            if r.get("val_loss") is not None and r["step"] == step:
+                val = float(r["val_loss"])
     except OSError:
         return {}
     return {} if loss is None or val is None else {"final_loss": loss, "val_loss": val}
