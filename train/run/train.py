@@ -41,7 +41,7 @@ from .loop import (
 )
 from .setup import RunSetup, prepare_run, write_json
 from .tracking import Tracking
-from .weights import export_hf, load_init_params
+from .weights import export_hf
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "SingleRun", "TrainingInterrupted",
            "train_and_evaluate"]
@@ -185,13 +185,10 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
                 f"({len(seen)} step shape(s), each compiled once)")
 
     model_cfg, schedule = setup.model_cfg, setup.schedule
-    if setup.init is not None and setup.resume_step is None:  # --init-from: its weights,
-        # on the host until the engine places each device's shards
-        params = load_init_params(setup.init, model_cfg, setup.tok.vocab_size)
-        c.print(f"init: weights from {setup.init.describe()}; optimizer and schedule fresh "
-                "at step 0")
-    else:
-        params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
+    # on the host until the engine places each device's shards
+    params, init_line = setup.initial_params()
+    if init_line is not None:  # --init-from
+        c.print(f"{init_line}; optimizer and schedule fresh at step 0")
     docs = setup.documents  # --document-mask
     eng = (pmap_engine(model_cfg, cfg, schedule, params, setup.devices, docs)
            if setup.layout is None else
