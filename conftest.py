@@ -11,7 +11,8 @@ import chex
 # XLA reads its flags when the CPU backend starts (the first JAX computation, after this file):
 # chex sets the device count in XLA_FLAGS, keeping any other flags given there (it raises if the
 # backend already started with another count). Subprocesses that need another count (2
-# processes x 4 devices in tests/train/test_parallel.py) set XLA_FLAGS in their own environment.
+# processes x 4 devices) set XLA_FLAGS in their own environment (tests/train/train_testutil.py
+# cpu_env).
 chex.set_n_cpu_devices(8)
 
 try:  # the CI gate replays the same examples every run (.ci/run sets HYPOTHESIS_PROFILE=ci);

@@ -30,10 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     suggested lr and writes the loss-vs-lr plot (``--plot``, default WORKDIR/lr_finder.png)."""
     prog = "python -m train.lr_finder"
     p = build_parser(prog)
-    p.description = ("The learning-rate range test: train a fresh model while the lr grows "
-                     "exponentially from --lr-min to --lr-max over --steps steps (default 100), "
-                     "print the suggested lr and plot the loss against the lr. The schedule "
-                     "flags of the trainer are not used.")
+    p.description = ("The learning-rate range test: train the model (a random init, or "
+                     "--init-from's weights) while the lr grows exponentially from --lr-min to "
+                     "--lr-max over --steps steps (default 100), print the suggested lr and "
+                     "plot the loss against the lr. The schedule flags of the trainer are not "
+                     "used.")
     p.epilog = ("example:\n  python -m train.lr_finder --model-size=tiny --lr-min=1e-5 "
                 "--lr-max=1 --steps=100")
     for a in p._actions:

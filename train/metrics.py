@@ -15,11 +15,11 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
-__all__ = ["Console", "MetricsWriter", "fmt_duration", "param_summary", "read_metrics",
-           "settings_text"]
+__all__ = ["Console", "MetricsWriter", "fmt_duration", "iter_records", "param_summary",
+           "read_metrics", "settings_text"]
 
 
 class MetricsWriter:
@@ -205,25 +205,45 @@ def param_summary(rows: list[tuple[str, int, bool, float | str]]) -> str:
     return "\n".join(lines)
 
 
+def iter_records(path: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a metrics.jsonl file, in file order, one per line that holds one.
+
+    Tolerant, because the file is read while (or after) a run that may be killed mid-write
+    appends to it: a blank line, a line that is not JSON (the torn last line of a killed run,
+    a byte sequence cut inside a character) or a JSON value that is not an object is skipped,
+    never an error. Opening the file is not tolerated: ``OSError`` reaches the caller at the
+    first ``next``. What a record must hold (``step``, ``loss``, ``member``...) is the
+    caller's to check.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "metrics.jsonl")
+    >>> _ = open(p, "w").write('{"step": 0, "loss": 2.5}\\n\\n[1]\\n{"step": 1, "lo')
+    >>> list(iter_records(p))
+    [{'step': 0, 'loss': 2.5}]
+    """
+    # bytes: a torn multi-byte character fails in json.loads (a ValueError), not in the
+    # file's text decoding, which would end the whole read
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # blank, or a line cut short by a killed run
+            if isinstance(rec, dict):
+                yield rec
+
+
 def read_metrics(path: str) -> tuple[dict[int, dict[str, Any]], dict[int, float]]:
     """(train records by step, validation loss by step) from a metrics.jsonl file."""
     train: dict[int, dict[str, Any]] = {}
     val: dict[int, float] = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a killed run
-            if "member" in rec or rec.get("step") is None:
-                continue  # a population's rows (read by train.run.ranking)
-            if "val_loss" in rec:  # null (a non-finite value) reads as NaN
-                val[int(rec["step"])] = _nan_if_none(rec["val_loss"])
-            elif "loss" in rec:
-                train[int(rec["step"])] = rec
+    for rec in iter_records(path):
+        if "member" in rec or rec.get("step") is None:
+            continue  # a population's rows (read by train.run.ranking)
+        if "val_loss" in rec:  # null (a non-finite value) reads as NaN
+            val[int(rec["step"])] = _nan_if_none(rec["val_loss"])
+        elif "loss" in rec:
+            train[int(rec["step"])] = rec
     return train, val
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import read_metrics, settings_text
+from .metrics import iter_records, read_metrics, settings_text
 
 __all__ = ["branch_series", "find_branches", "main", "plot_branches", "plot_lr_range",
            "plot_metrics", "plot_sweep", "read_metrics"]
@@ -178,14 +178,9 @@ def branch_series(run_dir: str, branch_dirs: Sequence[str] | None = None
         start = int(frm.rpartition(":")[2]) if i and frm.rpartition(":")[2].isdigit() else 0
         rows: dict[Any, dict[int, dict]] = {}
         try:
-            with open(path) as f:
-                for line in f:
-                    try:
-                        r = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut short by a killed run
-                    if isinstance(r, dict) and r.get("loss") is not None and "step" in r:
-                        rows.setdefault(r.get("member"), {})[int(r["step"])] = r
+            for r in iter_records(path):
+                if r.get("loss") is not None and "step" in r:
+                    rows.setdefault(r.get("member"), {})[int(r["step"])] = r
         except OSError as e:
             raise ValueError(f"{d}: no metrics ({e})") from None
         if not rows:

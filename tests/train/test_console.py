@@ -13,7 +13,7 @@ from train_testutil import tiny
 
 from train import TrainConfig
 from train import train_and_evaluate as run
-from train.metrics import Console, MetricsWriter
+from train.metrics import Console, MetricsWriter, iter_records, read_metrics
 
 
 def test_eta_comes_from_steady_state_steps_only() -> None:
@@ -50,6 +50,32 @@ def test_metrics_are_strict_json(tmp_path) -> None:
     assert "nan" not in text.lower() and "inf" not in text.lower()
     rec = json.loads(text)
     assert rec == {"step": 0, "loss": None, "lr": 1e-3, "tokens_per_s": None, "grad_norm": None}
+
+
+def test_metrics_reader_skips_what_a_killed_run_leaves(tmp_path) -> None:
+    """``iter_records`` (the one reader behind plots, a finished run's saved results and a
+    population's saved summary): every JSON object in file order, each line that is blank, not
+    JSON, cut inside a character or not an object skipped; a missing file is an OSError."""
+    w = MetricsWriter(str(tmp_path), tensorboard=False)
+    w.write(5, loss=2.0, lr=1e-3)  # file order, not step order, is what comes back
+    w.close()
+    path = tmp_path / "metrics.jsonl"
+    with open(path, "ab") as f:
+        f.write(b"\n")                                   # blank
+        f.write(b"not json\n")                           # not JSON
+        f.write(b'{"step": 1, "loss": 3.0, "member": 0}\n')
+        f.write(b"[1, 2]\n3\n")                          # JSON, not objects
+        f.write(b'{"step": 2, "note": "caf\xc3"}\n')     # a character cut short
+        f.write(b'{"step": 3, "val_loss": null}\n')
+        f.write(b'{"step": 4, "lo')                       # the torn last line
+    got = list(iter_records(str(path)))
+    assert got == [{"step": 5, "loss": 2.0, "lr": 1e-3}, {"step": 1, "loss": 3.0, "member": 0},
+                   {"step": 3, "val_loss": None}]
+    # read_metrics on top: the population's row left out, a null val_loss read as NaN
+    train, val = read_metrics(str(path))
+    assert list(train) == [5] and list(val) == [3] and math.isnan(val[3])
+    with pytest.raises(OSError):
+        next(iter_records(str(tmp_path / "missing.jsonl")))
 
 
 def test_run_console_and_metrics(tmp_path, corpus, capsys) -> None:

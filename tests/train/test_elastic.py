@@ -20,14 +20,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
-from train_testutil import tiny
+from train_testutil import ROOT, cpu_env, tiny, two_process_argvs
 
 import models
 from train import TrainConfig
@@ -40,7 +38,6 @@ from train.run.checks import batch_split, resolve_batch
 from train.run.setup import effective_config
 from train.schedule.build import build_schedule
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 F32_RTOL = 1e-5  # tests/train/test_parallel.py's float32 layout tolerance
 SEQ = 16
 
@@ -240,21 +237,13 @@ def _two_processes(wd: str, flags: list[str], cache: str, signal_after: str | No
     ``signal_after``: once process 0 prints a line starting with it, SIGTERM to process 1
     only. (The exit statuses, process 0's stdout.) ``cache``: JAX's persistent compilation
     cache, shared by the pairs of a test."""
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = cpu_env(4, cache)
     with contextlib.ExitStack() as stack:
         logs = [stack.enter_context(open(f"{wd}.{pid}.log", "w+")) for pid in range(2)]
         procs = [subprocess.Popen(
-            [sys.executable, "-u", "-m", "train", "--workdir", wd, *flags,
-             f"--coordinator-address=localhost:{port}", "--num-processes=2",
-             f"--process-id={pid}"], env=env, cwd=ROOT, text=True,
+            argv, env=env, cwd=ROOT, text=True,
             stdout=subprocess.PIPE if pid == 0 else logs[pid], stderr=logs[pid])
-            for pid in range(2)]
+            for pid, argv in enumerate(two_process_argvs(wd, flags))]
         watchdogs = [threading.Timer(400, p.kill) for p in procs]
         for w in watchdogs:
             w.start()

@@ -87,8 +87,8 @@ def hf_loss(folder: Path, batch: np.ndarray) -> float:
 def batches(cfg: dict, tokenizer: str) -> Batcher:
     """The batches the run draws (the same Batcher over the same data, one row block per
     data-parallel replica): ``.batch(t)``."""
-    replicas = jax.device_count() // ((cfg.get("tensor_parallel") or 1)
-                                      * (cfg.get("pipeline_parallel") or 1))
+    replicas = (cfg.get("devices") or jax.device_count()) // (
+        (cfg.get("tensor_parallel") or 1) * (cfg.get("pipeline_parallel") or 1))
     data, _, _ = load_data(cfg["data"], None, get_tokenizer(tokenizer), cfg["data_cache"], 0.05)
     return Batcher(data, seq_len=cfg["seq_len"], batch_size=cfg["batch_size"],
                    grad_accum=cfg.get("grad_accum", 1),
@@ -244,3 +244,38 @@ def test_errors_one_line(hf_dirs, tmp_path, corpus) -> None:
         assert msg in str(e.value) and "\n" not in str(e.value), str(e.value)
     assert not (tmp_path / "err" / "config.json").exists()
     assert not os.listdir(tmp_path / "err" / "checkpoints")
+
+
+def test_lr_finder_and_plan_start_from_the_source(hf_dirs, tmp_path, corpus) -> None:
+    """The LR range test with ``--init-from``: its first loss is transformers' loss of the
+    folder's weights on the first batch (the run's loading path), not that of a random init of
+    the same architecture. ``--plan`` plans the source's model: its parameter bytes (one
+    device) are the folder's parameters, vocabulary rows padded to 64, in float32."""
+    from train.lr_finder import lr_range_test
+    from train.run.memplan import plan_run
+
+    # the folder's GPT-2 with its embedding (tied: the logits too) scaled up: a loss far from
+    # ln(vocab), where any random init of this size starts
+    src = tmp_path / "gpt2_scaled"
+    m = transformers.GPT2LMHeadModel.from_pretrained(hf_dirs["gpt2"])
+    with torch.no_grad():
+        m.transformer.wte.weight.mul_(30.0)
+    m.save_pretrained(src)
+    tok = src / "tokenizer.json"
+    tok.write_bytes((hf_dirs["gpt2"] / "tokenizer.json").read_bytes())
+    cfg = cfg_for(tmp_path, corpus, init_from=str(src), devices=1)
+    lines: list[str] = []
+    r = lr_range_test(cfg, lr_min=1e-4, lr_max=1e-3, steps=3, log=lines.append)
+    ref = hf_loss(src, batches(cfg, str(tok)).batch(0))
+    assert abs(r.losses[0] - ref) < TOL, (r.losses[0], ref)
+    assert f"init: weights from the transformers folder {src}" in lines
+    rand = lr_range_test({**cfg, "init_from": None, "tokenizer": str(tok), "n_layer": 2,
+                          "n_head": 4, "n_embd": 32}, lr_min=1e-4, lr_max=1e-3, steps=3)
+    assert abs(rand.losses[0] - np.log(VOCAB)) < 0.5 < abs(rand.losses[0] - ref)
+
+    llama = transformers.LlamaForCausalLM.from_pretrained(hf_dirs["llama"])
+    rows = 320 - VOCAB  # --vocab-pad-to=64: embedding and (untied) head rows
+    want = 4 * (sum(p.numel() for p in llama.parameters()) + 2 * rows * 32)
+    plan = cfg_for(tmp_path, corpus, init_from=str(hf_dirs["llama"]), devices=1)
+    p = plan_run(TrainConfig.from_dict(plan), str(tmp_path / "plan"))
+    assert p["devices"] == 1 and p["params"] == want, (p["params"], want)

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_testutil import tiny
+from train_testutil import ROOT, cpu_env, tiny, two_process_argvs
 
 import models
 import schedules as S
@@ -48,7 +47,6 @@ FULL = os.environ.get("SCHEDAX_FULL_MATRIX") == "1"
 STEPS, GLOBAL_ROWS, SEQ = 10, 8, 16
 F32_RTOL = 1e-5
 BF16_RTOL = 2e-2
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MODELS = {
     "gpt2": dict(model="gpt2", model_size="tiny", n_layer=2, n_head=4, n_embd=32),
@@ -482,18 +480,9 @@ def _two_processes(wd: str, flags: list[str], cache: str) -> list[str]:
     """``python -m train`` as 2 processes x 4 simulated CPU devices (gloo collectives); the
     processes' stdouts. ``cache``: JAX's persistent compilation cache, shared by the runs of one
     test so that a resumed pair reuses the first pair's compiled programs."""
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    procs = [subprocess.Popen([sys.executable, "-m", "train", "--workdir", wd, *flags,
-                               f"--coordinator-address=localhost:{port}", "--num-processes=2",
-                               f"--process-id={pid}"], env=env, cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for pid in range(2)]
+    env = cpu_env(4, cache)
+    procs = [subprocess.Popen(argv, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for argv in two_process_argvs(wd, flags)]
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
@@ -582,8 +571,7 @@ def test_sigkill_and_resume_sharded_bit_identical(tmp_path, pmap_ref) -> None:
     cfg = {**base, "steps": 6, "checkpoint_interval": 1, "tensor_parallel": 2,
            "sequence_parallel": True, "zero_stage": 3, "batch_size": 2}
     ref = run(cfg, str(tmp_path / "ref"))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = cpu_env(8)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.items() if not isinstance(v, bool)]
     wd = str(tmp_path / "killed")
     args = [sys.executable, "-m", "train", "--workdir", wd, *flags, "--no-tensorboard",
@@ -650,8 +638,7 @@ def test_impossible_layouts_rejected_before_compiling(kw, match) -> None:
 
 
 def test_cli_prints_one_line_for_an_impossible_layout(tmp_path) -> None:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = cpu_env(8)
     r = subprocess.run([sys.executable, "-m", "train", "--workdir", str(tmp_path),
                         "--model-size=tiny", "--tensor-parallel=8", "--steps=1"],
                        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)

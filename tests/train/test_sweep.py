@@ -24,8 +24,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from test_train import ROOT, _assert_trees_equal, _env, _flags, _records
-from train_testutil import tiny
+from test_train import ROOT, _assert_trees_equal, _flags, _records
+from train_testutil import cpu_env, tiny
 
 import schedules as S
 import train.engine.population as population
@@ -250,7 +250,7 @@ def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
     args = [sys.executable, "-m", "train", "--workdir", wd, *_flags(cfg),
             "--sweep", "lr=1e-3,4e-3", "--sweep=warmup_steps=0,5"]
     kill_at = random.Random().randint(6, 15)
-    p = subprocess.Popen(args, env=_env(8), cwd=ROOT, stdout=subprocess.DEVNULL,
+    p = subprocess.Popen(args, env=cpu_env(8), cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     metrics = os.path.join(wd, "metrics", "metrics.jsonl")
     ckpts = os.path.join(wd, "checkpoints")
@@ -266,7 +266,7 @@ def test_sigkill_and_resume_population_bit_identical(leaves) -> None:
     assert p.poll() is None, f"finished before the kill: {p.stderr.read().decode()[-2000:]}"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    r = subprocess.run([*args, "--resume"], env=_env(8), cwd=ROOT, capture_output=True,
+    r = subprocess.run([*args, "--resume"], env=cpu_env(8), cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = re.search(r"resumed from .* \(step (\d+)\)", r.stdout)
@@ -386,7 +386,7 @@ def test_resume_with_another_population_is_refused(leaves) -> None:
     with pytest.raises(ValueError, match="already holds checkpoints"):
         run_population(cfg, wd, grid={"lr": [1e-3, 4e-3], "warmup_steps": [0, 5]})
     r = subprocess.run([sys.executable, "-m", "train", "--workdir", wd, *_flags(cfg), "--resume",
-                        "--sweep", "lr=1e-3,5e-3", "--sweep=warmup_steps=0,5"], env=_env(8),
+                        "--sweep", "lr=1e-3,5e-3", "--sweep=warmup_steps=0,5"], env=cpu_env(8),
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "members: checkpoint" in r.stderr, r.stderr

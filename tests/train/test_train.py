@@ -12,7 +12,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from train_testutil import adamw_applied_lr, tiny
+from train_testutil import ROOT, adamw_applied_lr, cpu_env, tiny, two_process_argvs
 
 import models
 from train import CheckpointError, NonFiniteLossError, TrainConfig, build_schedule
@@ -29,8 +28,6 @@ from train import train_and_evaluate as run
 from train.checkpoint import Checkpointer
 from train.engine.step import init_state
 from train.optim import make_optimizer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _records(workdir: str) -> list[dict]:
@@ -215,14 +212,6 @@ def test_grad_accum_steps_schedule_once_per_update(tmp_path, corpus, base) -> No
                                rtol=2e-5)
 
 
-def _env(n_dev: int) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_dev}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def _flags(cfg: dict) -> list[str]:
     out = []
     for k, v in cfg.items():
@@ -238,7 +227,7 @@ def test_sigkill_and_resume_bit_identical(base) -> None:
     wd = os.path.join(tmp, "killed")
     args = [sys.executable, "-m", "train", "--workdir", wd, *_flags(cfg)]
     kill_at = random.Random().randint(4, 10)
-    p = subprocess.Popen(args, env=_env(8), cwd=ROOT, stdout=subprocess.DEVNULL,
+    p = subprocess.Popen(args, env=cpu_env(8), cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     metrics = os.path.join(wd, "metrics", "metrics.jsonl")
     ckpts = os.path.join(wd, "checkpoints")
@@ -257,7 +246,7 @@ def test_sigkill_and_resume_bit_identical(base) -> None:
     assert p.poll() is None, f"finished before the kill: {p.stderr.read().decode()[-2000:]}"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    r = subprocess.run([*args, "--resume"], env=_env(8), cwd=ROOT, capture_output=True,
+    r = subprocess.run([*args, "--resume"], env=cpu_env(8), cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = re.search(r"resumed from .* \(step (\d+)\)", r.stdout)
@@ -273,23 +262,12 @@ def test_sigkill_and_resume_bit_identical(base) -> None:
     _assert_trees_equal(_load_params(os.path.join(wd, "checkpoints"), 12), ref["params"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one(base) -> None:
     tmp, cfg, ref = base
-    port = _free_port()
     wd = os.path.join(tmp, "multi")
-    procs = []
-    for pid in range(2):
-        args = [sys.executable, "-m", "train", "--workdir", wd, *_flags({**cfg, "steps": 4}),
-                f"--coordinator-address=localhost:{port}", "--num-processes=2",
-                f"--process-id={pid}"]
-        procs.append(subprocess.Popen(args, env=_env(4), cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+    procs = [subprocess.Popen(argv, env=cpu_env(4), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for argv in two_process_argvs(wd, _flags({**cfg, "steps": 4}))]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, e) in zip(procs, outs):
         assert p.returncode == 0, e[-3000:]

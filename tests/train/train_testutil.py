@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import glob
 import os
+import socket
+import sys
 import sysconfig
 from typing import Any
+
+#: the checkout's root: the working directory and import path of ``python -m train`` subprocesses
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: tiny GPT-2 (2 layers x 64), seq 32, 2 sequences per device; one schedule horizon for all
 #: in-process runs so the compiled steps are shared between tests.
@@ -35,6 +40,30 @@ def write_corpus(path: str, n_bytes: int = 200_000) -> str:
 
 def tiny(tmp: str, data: str, **kw: Any) -> dict[str, Any]:
     return {**TINY, "data": data, "data_cache": os.path.join(tmp, "cache"), **kw}
+
+
+def cpu_env(devices: int, cache: str | None = None) -> dict[str, str]:
+    """The environment of a ``python -m train`` subprocess (run with ``cwd=ROOT``): JAX on
+    ``devices`` simulated CPU devices, importing this checkout. ``cache``: a directory for JAX's
+    persistent compilation cache, every program cached, so that the runs of one test that
+    share it compile once."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if cache is not None:
+        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    return env
+
+
+def two_process_argvs(wd: str, flags: list[str]) -> list[list[str]]:
+    """The command lines of ``python -m train --workdir wd flags`` as the 2 processes of one
+    JAX run (ids 0 and 1, their coordinator on a free local port); unbuffered, so that a test
+    can read process 0's lines as they come. Run each with :func:`cpu_env`'s environment."""
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    return [[sys.executable, "-u", "-m", "train", "--workdir", wd, *flags,
+             f"--coordinator-address=localhost:{port}", "--num-processes=2",
+             f"--process-id={pid}"] for pid in range(2)]
 
 
 def find_state(tree: Any, type_name: str) -> Any:

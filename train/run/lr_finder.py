@@ -1,6 +1,6 @@
 """The learning-rate range test ("LR finder", Smith 2015; popularised by fastai).
 
-Train a fresh model for a few dozen to a few hundred steps while the learning rate grows
+Train a model for a few dozen to a few hundred steps while the learning rate grows
 exponentially from ``lr_min`` to ``lr_max``, record the loss at every step, and read a good
 learning rate off the curve of loss against learning rate: the loss first stays flat (lr too
 small to move), then falls (the useful range), then turns up and explodes (too large).
@@ -41,7 +41,6 @@ from typing import Any
 import jax
 import numpy as np
 
-import models
 import schedules as S
 
 from ..config import TrainConfig
@@ -221,10 +220,12 @@ def lr_range_test(config: TrainConfig | Mapping[str, Any], lr_min: float = 1e-6,
                   log: Callable[[str], None] | None = None) -> LRRangeResult:
     """Run the learning-rate range test on ``config``'s model, data and optimizer.
 
-    A fresh model (``config.seed``) is trained for up to ``steps`` steps with the schedule
-    :func:`exponential_schedule` ``(lr_min, lr_max, steps)``; the config's own lr, schedule,
-    step count, evaluation and checkpoint settings are not used, and nothing is written to
-    disk. The test stops early at the first step whose loss is not finite or whose causal
+    The model the run would start from (``--init-from``'s weights, loaded as the run loads
+    them: :meth:`train.run.setup.RunSetup.initial_params`; else a random init from
+    ``config.seed``) is trained, its optimizer fresh, for up to ``steps`` steps with the
+    schedule :func:`exponential_schedule` ``(lr_min, lr_max, steps)``; the config's own lr,
+    schedule, step count, evaluation and checkpoint settings are not used, and nothing is
+    written to disk. The test stops early at the first step whose loss is not finite or whose causal
     smoothed loss (:func:`ema` with ``beta``) exceeds ``diverge`` times its smallest value so
     far. The suggestion is :func:`suggest_lr` ``(lrs, smoothed, rule)`` on the centred moving
     average over ``window`` steps (default: ``steps // 20`` rounded up to odd, at least 3) of
@@ -250,9 +251,12 @@ def lr_range_test(config: TrainConfig | Mapping[str, Any], lr_min: float = 1e-6,
     schedule = exponential_schedule(lr_min, lr_max, steps)
     setup = prepare_run(cfg, None, "lr_finder", validate=lambda _: (schedule, {}))
     _, _, (batcher,), _ = setup.load_data(val=False)
-    model_cfg, devices = setup.model_cfg, setup.devices
+    # the setup's config: --init-from's model and tokenizer, the resolved batch
+    cfg, model_cfg, devices = setup.cfg, setup.model_cfg, setup.devices
 
-    params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
+    params, init_line = setup.initial_params()  # --init-from: the run's weights, as it loads them
+    if init_line is not None and log is not None:
+        log(init_line)
     tx = make_optimizer(cfg, schedule, params)
     rule_fp16 = loss_scale_rule(cfg)  # float16: dynamic loss scaling, as in training
     p_train = make_train_step(model_cfg, tx, cfg.seed, devices, schedule=schedule,

@@ -108,7 +108,11 @@ def print_plan(cfg: Any, model_cfg: Any, schedule: Any,
 def plan_run(cfg: Any, workdir: str) -> dict[str, Any]:
     """``python -m train --plan``: the run's setup (:func:`train.run.setup.prepare_run`, up to
     the model configuration), then :func:`print_plan` of the size's own vocabulary (e.g.
-    LLaMA-3's 128256, not the tokenizer's)."""
+    LLaMA-3's 128256, not the tokenizer's). With ``--init-from`` the model is the source's
+    (its architecture and vocabulary, the run's dtype, context and recompute: the
+    configuration the run's weights are checked against when it loads them); the plan reads
+    no weights, only shapes."""
     setup = prepare_run(cfg, workdir, "plan")
-    plan_cfg = models.get_config(cfg.model, cfg.base_size(), **cfg.model_overrides())
+    plan_cfg = setup.model_cfg if setup.init is not None else models.get_config(
+        cfg.model, cfg.base_size(), **cfg.model_overrides())
     return print_plan(setup.cfg, plan_cfg, setup.schedule, setup.console.print)

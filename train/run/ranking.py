@@ -6,7 +6,6 @@ summary of a population resumed at its ``--steps``, rebuilt from what it saved
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import Checkpointer
-from ..metrics import Console, settings_text
+from ..metrics import Console, iter_records, settings_text
 from .setup import RunSetup
 
 __all__ = ["finished_summary", "member_status", "member_table", "new_book", "print_ranking"]
@@ -89,19 +88,14 @@ def finished_summary(setup: RunSetup, names: list[str], members: list[dict],
     losses: list[dict[int, float]] = [{} for _ in range(k)]
     vals: list[dict[int, float]] = [{} for _ in range(k)]
     if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a killed run
-                i = r.get("member")
-                if not isinstance(i, int) or not 0 <= i < k or not isinstance(r.get("step"), int):
-                    continue
-                for key, into in (("loss", losses), ("val_loss", vals)):
-                    if key in r:
-                        v = r[key]
-                        into[i][r["step"]] = float("nan") if v is None else float(v)
+        for r in iter_records(path):
+            i = r.get("member")
+            if not isinstance(i, int) or not 0 <= i < k or not isinstance(r.get("step"), int):
+                continue
+            for key, into in (("loss", losses), ("val_loss", vals)):
+                if key in r:
+                    v = r[key]
+                    into[i][r["step"]] = float("nan") if v is None else float(v)
     results = []
     for i in range(k):
         frozen = max(int(book["stopped"][i]), int(book["diverged"][i]))

@@ -62,7 +62,7 @@ from .checks import (
     run_schedule,
 )
 from .grid import member_configs
-from .weights import InitFrom, resolve_init
+from .weights import InitFrom, load_init_params, resolve_init
 
 __all__ = ["RunSetup", "check_config", "document_delimiters", "effective_config",
            "finished_message", "global_batch", "init_distributed", "prepare_run",
@@ -292,6 +292,19 @@ class RunSetup:
                 [Batcher(train_data, seed=s, sampling=cfg.sampling, accum_at=accum, **kw)
                  for s in seeds],
                 [Batcher(val_data, seed=s, **kw) for s in seeds] if val else [])
+
+    def initial_params(self) -> tuple[dict, str | None]:
+        """(the float32 host params a run starts from, the line saying where they come from):
+        ``--init-from``'s weights laid out for this run's model configuration and vocabulary
+        (:func:`train.run.weights.load_init_params`), else a random init from ``--seed`` (line
+        None). Every entry point that trains (the run, the LR range test) starts here; a resume
+        restores its own checkpoint over them (they are then its shapes' template: the source
+        is not read again)."""
+        if self.init is not None and self.resume_step is None:
+            return (load_init_params(self.init, self.model_cfg, self.tok.vocab_size),
+                    f"init: weights from {self.init.describe()}")
+        return jax.device_get(models.init_params(self.model_cfg,
+                                                 jax.random.key(self.cfg.seed))), None
 
     def resumed_line(self, step: int, where: str) -> None:
         """The one line after a restore (or ``--resume=auto`` finding nothing)."""

@@ -26,7 +26,7 @@ from ..config import TrainConfig
 from ..engine.mesh import mesh_engine
 from ..engine.pmap import pmap_engine
 from ..engine.step import init_state, loss_scale_rule
-from ..metrics import MetricsWriter, fmt_duration, param_summary
+from ..metrics import MetricsWriter, fmt_duration, iter_records, param_summary
 from ..optim import group_labels, param_table
 from ..resume import with_saved_config
 from ..schedule.hparams import HPARAMS, build_hparams
@@ -41,7 +41,7 @@ from .loop import (
 )
 from .setup import RunSetup, prepare_run, write_json
 from .tracking import Tracking
-from .weights import export_hf, load_init_params
+from .weights import export_hf
 
 __all__ = ["CheckpointError", "NonFiniteLossError", "SingleRun", "TrainingInterrupted",
            "train_and_evaluate"]
@@ -105,18 +105,13 @@ def _saved_results(path: str, step: int) -> dict[str, float]:
     validation loss at ``step``, read from its ``metrics.jsonl`` (``{}`` if either is missing)."""
     loss = val = None
     try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except ValueError:
-                    continue
-                if "member" in r or r.get("step") is None:
-                    continue
-                if r.get("loss") is not None and r["step"] == step - 1:
-                    loss = float(r["loss"])
-                if r.get("val_loss") is not None and r["step"] == step:
-                    val = float(r["val_loss"])
+        for r in iter_records(path):
+            if "member" in r or r.get("step") is None:
+                continue
+            if r.get("loss") is not None and r["step"] == step - 1:
+                loss = float(r["loss"])
+            if r.get("val_loss") is not None and r["step"] == step:
+                val = float(r["val_loss"])
     except OSError:
         return {}
     return {} if loss is None or val is None else {"final_loss": loss, "val_loss": val}
@@ -190,13 +185,10 @@ def train_and_evaluate(config: TrainConfig | Mapping[str, Any], workdir: str) ->
                 f"({len(seen)} step shape(s), each compiled once)")
 
     model_cfg, schedule = setup.model_cfg, setup.schedule
-    if setup.init is not None and setup.resume_step is None:  # --init-from: its weights,
-        # on the host until the engine places each device's shards
-        params = load_init_params(setup.init, model_cfg, setup.tok.vocab_size)
-        c.print(f"init: weights from {setup.init.describe()}; optimizer and schedule fresh "
-                "at step 0")
-    else:
-        params = jax.device_get(models.init_params(model_cfg, jax.random.key(cfg.seed)))
+    # on the host until the engine places each device's shards
+    params, init_line = setup.initial_params()
+    if init_line is not None:  # --init-from
+        c.print(f"{init_line}; optimizer and schedule fresh at step 0")
     docs = setup.documents  # --document-mask
     eng = (pmap_engine(model_cfg, cfg, schedule, params, setup.devices, docs)
            if setup.layout is None else
