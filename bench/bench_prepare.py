@@ -2,10 +2,20 @@
 
 Tokens/s of ``train.prepare`` with 1 and 2 workers against a plain loop over the same
 tokenizer's own batch encoding (read JSON lines, ``encode_batch``, append the delimiter, write
-the tokens) in the same run, and the peak RSS of a prepare on a corpus 10x larger (it must not
-grow: documents are streamed, shards written as they fill):
+the tokens; as nanoGPT's prepare.py does) in the same run, and the peak RSS of a prepare on a
+corpus 10x larger (it must not grow: documents are streamed, shards written as they fill):
 
-    python bench/bench_prepare.py [--mb 1] [--tokenizer gpt2] [--repeat 2]
+    python bench/bench_prepare.py [--mb 24] [--tokenizer gpt2] [--repeat 2] [--rss-mb 2]
+
+Both sides encode on one thread per process (``encode_batch`` asks tiktoken for one thread;
+the workers are the parallelism), so "per worker" compares one core with one core. Each ratio
+is given by wall time and by CPU time (the parent's, plus the workers' read from /proc before
+the pool closes): the machine is shared, and on 2 cores the second worker competes with the
+reading process and with everyone else, so the CPU ratio is the one that load does not move.
+The pool start (forkserver, each worker importing its modules and unpickling the tokenizer)
+is timed on its own, as ``python -m train.prepare`` pays it, and the 2-worker ratios are
+given with it and without it: a real corpus of hundreds of MB amortizes it; the default 24 MB
+(about 6M GPT-2 tokens, seconds per run) shows both.
 
 The corpus is synthetic JSON lines (seeded word salad), written to a temporary folder.
 """
@@ -14,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import multiprocessing.pool
 import os
 import subprocess
 import sys
@@ -87,6 +99,61 @@ def best_of_batches(b, n: int = 200) -> float:
     return min(timed(lambda s=s: b.batch(s)) for s in range(1, n))
 
 
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK
+
+
+HOLD = 0.3  # s: a task per worker that outlasts the slowest start, so each worker takes one
+
+
+class PoolMeter:
+    """Times prepare's pool start in the run itself (until every worker has taken a task) and
+    adds up the workers' CPU just before the pool closes (the workers are the forkserver's
+    children, so the parent's rusage never sees them)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        start, close = C._start_pool, multiprocessing.pool.Pool.close
+        meter = self
+
+        def start_and_wait(workers: int, tok, spec: str):  # -> Pool
+            t0 = time.perf_counter()
+            pool = start(workers, tok, spec)
+            pool.map(time.sleep, [HOLD] * workers, chunksize=1)
+            meter.held = time.perf_counter() - t0
+            meter.start_cpu = sum(proc_cpu(p.pid) for p in pool._pool)
+            return pool
+
+        def close_and_count(pool) -> None:
+            meter.worker_cpu += sum(proc_cpu(p.pid) for p in pool._pool)
+            close(pool)
+
+        C._start_pool = start_and_wait
+        multiprocessing.pool.Pool.close = close_and_count
+
+    def reset(self) -> None:
+        self.held = self.start_cpu = self.worker_cpu = 0.0
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                    if ln.startswith("Model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
 _RSS_CHILD = """
 import resource, sys
 sys.path.insert(0, {root!r})
@@ -105,33 +172,63 @@ def peak_rss_mb(src: str, out: str, tok: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mb", type=float, default=1.0, help="corpus size for the throughput runs")
+    ap.add_argument("--mb", type=float, default=24.0, help="corpus size for the throughput runs")
     ap.add_argument("--tokenizer", default="gpt2")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--rss-mb", type=float, default=2.0,
+                    help="the smaller corpus of the peak-RSS pair (the other is 10x)")
     a = ap.parse_args()
+    # as under `python -m train.prepare`: no main script for the forkserver to preload, so
+    # each worker imports its modules itself (this script's preload would hide that cost)
+    mp.get_context("forkserver").set_forkserver_preload([])
+    meter = PoolMeter()
+    print(f"{cpu_model()}, {os.cpu_count()} CPUs; load average {load()}")
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "c.jsonl")
         write_corpus(src, a.mb)
         n_tokens = plain_loop(src, a.tokenizer, os.path.join(d, "plain.bin"))
 
-        def run_prepare(w: int, i: int) -> None:
-            C.prepare([src], os.path.join(d, f"p{w}-{i}"), a.tokenizer, workers=w,
-                      progress=False)
+        def run(kind: str, i: int) -> dict[str, float]:
+            meter.reset()
+            c0, t0 = time.process_time(), time.perf_counter()
+            if kind == "plain":
+                plain_loop(src, a.tokenizer, os.path.join(d, "plain.bin"))
+            else:
+                C.prepare([src], os.path.join(d, f"p{kind}-{i}"), a.tokenizer,
+                          workers=int(kind), progress=False)
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - c0 + meter.worker_cpu
+            hold = HOLD if meter.held else 0.0
+            # "wall"/"cpu": the run as a user has it (less the bench's hold); "*_work": from
+            # the moment every worker is ready
+            return {"wall": wall - hold, "cpu": cpu, "start": meter.held - hold,
+                    "start_cpu": meter.start_cpu, "wall_work": wall - meter.held,
+                    "cpu_work": cpu - meter.start_cpu}
 
-        times: dict[str, list[float]] = {"plain": [], "1": [], "2": []}
-        for i in range(a.repeat):  # interleaved, so load from others hits all three alike
-            times["plain"].append(timed(
-                lambda: plain_loop(src, a.tokenizer, os.path.join(d, "plain.bin"))))
-            times["1"].append(timed(lambda i=i: run_prepare(1, i)))
-            times["2"].append(timed(lambda i=i: run_prepare(2, i)))
-        t_plain, t1, t2 = min(times["plain"]), min(times["1"]), min(times["2"])
-        print(f"corpus: {a.mb:g} MB of JSON lines, {n_tokens:,} {a.tokenizer} tokens, "
-              f"{os.cpu_count()} CPUs")
-        print(f"plain loop (encode_batch, 1 process): {n_tokens / t_plain:12,.0f} tokens/s")
-        print(f"prepare --workers 1:                  {n_tokens / t1:12,.0f} tokens/s  "
-              f"({t_plain / t1:.2f}x the plain loop)")
-        print(f"prepare --workers 2:                  {n_tokens / t2:12,.0f} tokens/s  "
-              f"({t_plain / t2 / 2:.2f}x the plain loop per worker)")
+        runs: dict[str, list[dict[str, float]]] = {"plain": [], "1": [], "2": []}
+        for i in range(a.repeat):  # interleaved, so load from others hits all alike
+            for kind in runs:
+                runs[kind].append(run(kind, i))
+
+        def best(kind: str, key: str) -> float:
+            return min(r[key] for r in runs[kind])
+
+        w0, w1, w2 = (best(k, "wall") for k in runs)
+        c0, c1, c2 = (best(k, "cpu") for k in runs)
+        print(f"corpus: {a.mb:g} MB of JSON lines, {n_tokens:,} {a.tokenizer} tokens; best of "
+              f"{a.repeat}, load average {load()}")
+        print(f"pool start, 2 workers (until each has taken a task): {best('2', 'start'):.2f} s "
+              f"wall, {best('2', 'start_cpu'):.2f} CPU s (imports, tokenizer); runs: "
+              + ", ".join(f"{r['start']:.2f}" for r in runs["2"]))
+        print(f"{'':22s} {'wall s':>7s} {'tokens/s':>11s} {'CPU s':>7s} {'tokens/CPU-s':>13s}")
+        for name, w, c in (("plain loop", w0, c0), ("prepare --workers 1", w1, c1),
+                           ("prepare --workers 2", w2, c2)):
+            print(f"{name:22s} {w:7.2f} {n_tokens / w:11,.0f} {c:7.2f} {n_tokens / c:13,.0f}")
+        print(f"--workers 1 vs the plain loop: {w0 / w1:.2f}x by wall time, "
+              f"{c0 / c1:.2f}x by CPU time")
+        print(f"--workers 2 vs the plain loop, per worker: {w0 / w2 / 2:.2f}x by wall time "
+              f"({w0 / best('2', 'wall_work') / 2:.2f}x once the workers are ready), "
+              f"{c0 / c2:.2f}x by CPU time ({c0 / best('2', 'cpu_work'):.2f}x once ready)")
         # batches from the memory-mapped shards vs the same tokens in memory (item 5: the
         # data side of "a real shard within 2% of an in-memory array")
         from train.data import Batcher, TokenData, open_prepared
@@ -144,12 +241,14 @@ def main() -> None:
         t_mem = best_of_batches(mem)
         print(f"Batcher.batch [16 x 257]: {t_mm * 1e6:.0f} us memory-mapped, "
               f"{t_mem * 1e6:.0f} us in memory")
-        big = os.path.join(d, "big.jsonl")
-        write_corpus(big, 10 * a.mb, seed=1)
-        r1 = peak_rss_mb(src, os.path.join(d, "r1"), a.tokenizer)
+        small, big = os.path.join(d, "small.jsonl"), os.path.join(d, "big.jsonl")
+        write_corpus(small, a.rss_mb, seed=2)
+        write_corpus(big, 10 * a.rss_mb, seed=1)
+        r1 = peak_rss_mb(small, os.path.join(d, "r1"), a.tokenizer)
         r10 = peak_rss_mb(big, os.path.join(d, "r10"), a.tokenizer)
-        print(f"peak RSS: {r1:.0f} MB on {a.mb:g} MB, {r10:.0f} MB on {10 * a.mb:g} MB "
+        print(f"peak RSS: {r1:.0f} MB on {a.rss_mb:g} MB, {r10:.0f} MB on {10 * a.rss_mb:g} MB "
               f"({r10 / r1:.2f}x)")
+    print(f"load average at the end: {load()}")
 
 
 if __name__ == "__main__":

