@@ -75,8 +75,12 @@ def loop_run(repo: str, steps: int, every: int, window: int) -> dict:
     stalls = [waits[s] + e for s in sorted(waits) if (e := extra(s)) is not None]
     noise = [e for s in sorted(waits) if s > every // 2 and (e := extra(s - every // 2))
              is not None]
+    # a write slowed to a crawl by a low priority may outlast the window: the wait plus every
+    # step up to the next save beyond the median (noisier: no quiet reference window left)
+    whole = [waits[s] + sum(step_s[t] - median for t in range(s, s + every))
+             for s in sorted(waits) if all(t in step_s for t in range(s, s + every))]
     return {"median": median, "stalls": stalls, "waits": [waits[s] for s in sorted(waits)],
-            "noise": noise}
+            "noise": noise, "whole": whole}
 
 
 TOKENS_PER_STEP = TrainConfig().batch_size * TrainConfig().seq_len
@@ -87,7 +91,7 @@ def loop_main(args: argparse.Namespace) -> None:
     print(f"load average {os.getloadavg()[0]:.2f}; {args.steps} steps, a save every "
           f"{args.every}, stall = wait + next {args.window} steps beyond the median")
     print("repo  run  median step  wait (median)  stall s (median, max)  stall steps "
-          "(median, max)  noise steps (median)")
+          "(median, max)  noise steps (median)  up to the next save, steps (median)")
     for run in range(args.runs):
         for repo in repos:
             r = loop_run(repo, args.steps, args.every, args.window)
@@ -95,6 +99,7 @@ def loop_main(args: argparse.Namespace) -> None:
             print(f"{repo}  {run}  {med:.4f}  {np.median(r['waits']):.4f}  "
                   f"{np.median(st):.3f} {st.max():.3f}  {np.median(st) / med:.2f} "
                   f"{st.max() / med:.2f}  {np.median(r['noise']) / med:.2f}  "
+                  f"{np.median(r['whole']) / med:.2f}  "
                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
 
 
