@@ -16,6 +16,13 @@ schedule has no state of its own: its step is the optimizer's ``count`` inside `
 * Saving refuses a state with a non-finite value (``CheckpointError`` naming the leaf) or whose
   ``step`` differs from the checkpoint's step; the finite check and the checksums run where the
   arrays are (on the devices for ``jax.Array`` s: one integer per leaf reaches the host).
+* Host-array states of a one-process run (the pmap engine) are saved by the checkpointer's
+  writer thread, at a lower CPU priority: the checksums and the finite check, then orbax's
+  write and commit, one save at a time; the caller waits only for the free-space check, and
+  a refusal or a failed write surfaces at the next ``save``, ``wait`` or ``close``. On a
+  machine with few cores, orbax's per-leaf Python work (~0.1 s of CPU for the default
+  model's 87 leaves, whatever their size) run at the loop's priority stalled the steps after
+  each save by several steps (issue 28; docs/benchmarks.md).
 * orbax writes each checkpoint into a temporary directory and renames it when complete, so a
   save killed half-way never looks like a checkpoint (its leftovers are ignored and cleaned up).
 * Only a *committed* checkpoint is trusted (:func:`committed_steps`): a step directory with
