@@ -16,6 +16,13 @@ schedule has no state of its own: its step is the optimizer's ``count`` inside `
 * Saving refuses a state with a non-finite value (``CheckpointError`` naming the leaf) or whose
   ``step`` differs from the checkpoint's step; the finite check and the checksums run where the
   arrays are (on the devices for ``jax.Array`` s: one integer per leaf reaches the host).
+* Host-array states of a one-process run (the pmap engine) are saved by the checkpointer's
+  writer thread, at a lower CPU priority: the checksums and the finite check, then orbax's
+  write and commit, one save at a time; the caller waits only for the free-space check, and
+  a refusal or a failed write surfaces at the next ``save``, ``wait`` or ``close``. On a
+  machine with few cores, orbax's per-leaf Python work (~0.1 s of CPU for the default
+  model's 87 leaves, whatever their size) run at the loop's priority stalled the steps after
+  each save by several steps (issue 28; docs/benchmarks.md).
 * orbax writes each checkpoint into a temporary directory and renames it when complete, so a
   save killed half-way never looks like a checkpoint (its leftovers are ignored and cleaned up).
 * Only a *committed* checkpoint is trusted (:func:`committed_steps`): a step directory with
@@ -50,7 +57,9 @@ import os
 import re
 import shutil
 import sys
+import threading
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -367,6 +376,28 @@ def _abstract(x: Any) -> Any:
     return np.zeros(np.shape(x), np.asarray(x).dtype)
 
 
+def _save_args(state: dict, config: dict[str, Any], sums: dict[str, Any]) -> Any:
+    return ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              config=ocp.args.JsonSave(config),
+                              checksums=ocp.args.JsonSave(sums))
+
+
+#: how much nicer than the process the writer thread runs (Linux: nice is per thread, and the
+#: threads it starts, orbax's, inherit it): a save's CPU time (orbax's per-leaf Python,
+#: tensorstore) goes to the cores the training steps leave idle instead of slowing the steps
+#: that follow it
+WRITER_NICE = 10
+
+
+def _lower_priority() -> None:
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICE))
+    except (AttributeError, OSError):  # not Linux, or not permitted: the process's priority
+        pass
+
+
 def _reason(e: BaseException) -> str:
     """One line for an orbax/tensorstore/OS error: the OS reason when there is one."""
     code = e.errno if isinstance(e, OSError) and e.errno else None
@@ -410,7 +441,12 @@ class Checkpointer:
         self._in_flight: int | None = None  # the step of the last save handed to orbax
         self._in_flight_where: str | None = None
         self._failed: CheckpointError | None = None
+        self._reported = False  # ``_failed`` was raised to the caller once
         self.manager = self._manager(self.directory, keep)
+        #: host-array states of a one-process run are written by this thread (created on the
+        #: first such save), at a low CPU priority; see :meth:`save`
+        self._writer: ThreadPoolExecutor | None = None
+        self._job: Future | None = None  # the writer's last save
         self._temp: Any = None  # the temporary checkpoints' manager, made when first needed
 
     def _manager(self, directory: str, keep: int) -> Any:
@@ -472,13 +508,15 @@ class Checkpointer:
         return self._failed is not None
 
     def saving(self) -> bool:
-        """A save handed to orbax is still being written."""
+        """A save handed to orbax (or to the writer thread) is still being written."""
+        if self._job is not None and not self._job.done():
+            return True
         return any(m.is_saving_in_progress() for m in self._managers())
 
     def _write_error(self, e: BaseException) -> CheckpointError:
         where = self._in_flight_where or self.directory
         err = CheckpointError(f"cannot write checkpoint {where}: {_reason(e)}")
-        self._failed = err
+        self._failed, self._reported = err, True
         return err
 
     def save(self, step: int, state: dict, config: dict[str, Any],
@@ -491,32 +529,85 @@ class Checkpointer:
         from the process that holds them, and nothing is gathered on one device or host (the
         checksums and the finite check run on the devices, see :func:`leaf_checksums`).
 
-        Raises :class:`CheckpointError` if ``state`` holds a non-finite value, if its ``step``
-        is not ``step``, or if this or an earlier (asynchronous) write failed."""
-        if self._failed is not None:
-            raise self._failed
+        Host-array states of a one-process run are handed to the checkpointer's writer thread
+        as they are (the caller must not modify them; the pmap engine's host copy is new at
+        each save): there the checksums and the finite check run, then orbax writes and
+        commits, all at a lower CPU priority (``WRITER_NICE``), one save at a time, so the loop
+        waits only for the free-space check. Per save, orbax spends ~0.1 s of CPU in Python per
+        ~90 leaves whatever their size; on a machine with few cores, run at the loop's
+        priority, that time was taken from the steps after the save (docs/benchmarks.md).
+
+        Raises :class:`CheckpointError` if ``state``'s ``step`` is not ``step``, if it cannot
+        fit in the free space, or if an earlier save failed: its write, or its refusal of a
+        non-finite value (the writer thread's refusal surfaces at the next ``save``, ``wait``
+        or ``close``; nothing of that state is written, nor anything after it). ``jax.Array``
+        states are refused here at once."""
+        self._raise_failed()
         where = os.path.join(self.temp_directory if temporary else self.directory, str(step))
         saved_step = host_scalar(state["step"])
         if saved_step != step:
             raise CheckpointError(f"refusing to save {where}: the state is at step {saved_step}")
+        if self._threaded(state):
+            self._check_space(where, state)
+            manager = self._temp_manager() if temporary else self.manager
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, "schedax-save",
+                                                  initializer=_lower_priority)
+            self._job = self._writer.submit(self._write, manager, step, state, config, where)
+            self._in_flight, self._in_flight_where = step, where
+            return
+        self._settle()
         sums = {"step": int(step), "leaves": leaf_checksums(state, check_finite=True,
                                                             where=where)}
         self._check_space(where, state)
         manager = self._temp_manager() if temporary else self.manager
         earlier = self.saving()  # an earlier save's failure would surface in this one
         try:
-            manager.save(
-                step,
-                args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                        config=ocp.args.JsonSave(config),
-                                        checksums=ocp.args.JsonSave(sums)),
-                force=True,
-            )
+            manager.save(step, args=_save_args(state, config, sums), force=True)
         except Exception as e:
             if not earlier:  # nothing else was being written: this save failed
                 self._in_flight_where = where
             raise self._write_error(e) from e
         self._in_flight, self._in_flight_where = step, where
+
+    def _threaded(self, state: dict) -> bool:
+        """Whether the writer thread saves ``state``: asynchronous saves of host arrays (the
+        pmap engine) in a one-process run. ``jax.Array`` s (the mesh engine) are handed to
+        orbax by the caller: it copies them to the host before the next step can donate
+        them, and several processes write in step (orbax's barriers)."""
+        return (self.async_save and not self.read_only and jax.process_count() == 1
+                and not any(isinstance(x, jax.Array) for x in jax.tree.leaves(state)))
+
+    def _write(self, manager: Any, step: int, state: dict, config: dict[str, Any],
+               where: str) -> None:
+        """The writer thread's save (one at a time, in order): the checksums and the finite
+        check, then orbax's write; nothing after a failure (refusal included)."""
+        if self._failed is not None:
+            return
+        try:
+            sums = {"step": int(step), "leaves": leaf_checksums(state, check_finite=True,
+                                                                where=where)}
+        except CheckpointError as e:
+            self._failed = e
+            return
+        try:
+            manager.save(step, args=_save_args(state, config, sums), force=True)
+            manager.wait_until_finished()
+        except Exception as e:
+            self._failed = CheckpointError(f"cannot write checkpoint {where}: {_reason(e)}")
+            self._failed.__cause__ = e
+
+    def _settle(self) -> None:
+        """Wait for the writer thread's save, if any; raise its failure."""
+        job = self._job
+        if job is not None:
+            job.result()
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            self._reported = True
+            raise self._failed
 
     def _check_space(self, where: str, state: dict) -> None:
         """Refuse a save that cannot fit: the uncompressed size of ``state`` (plus one more
@@ -651,8 +742,7 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Block until pending saves are written; raise :class:`CheckpointError` on failure."""
-        if self._failed is not None:
-            raise self._failed
+        self._settle()
         try:
             for m in self._managers():
                 m.wait_until_finished()
@@ -662,8 +752,12 @@ class Checkpointer:
     def close(self) -> None:
         """Wait for pending saves and release orbax's threads. A write failure raises one
         :class:`CheckpointError` (once: not again after ``save``/``wait`` reported it)."""
-        reported = self._failed is not None
-        err: CheckpointError | None = None
+        if self._job is not None:
+            self._job.result()
+        if self._writer is not None:
+            self._writer.shutdown()
+        reported = self._reported
+        err: CheckpointError | None = self._failed
         for m in self._managers():
             try:
                 m.wait_until_finished()

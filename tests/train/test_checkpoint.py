@@ -98,14 +98,25 @@ def test_non_finite_or_mislabelled_states_are_never_saved(tmp_path) -> None:
     ck = Checkpointer(d, keep=10)
     bad = make_state(4)
     bad["opt_state"]["nu"][3, 5] = np.nan
+    # the writer thread refuses it; the refusal surfaces at the next save or wait at the latest,
+    # and nothing after it is written (a later save raises the same error)
     with pytest.raises(CheckpointError, match=r"/4: opt_state/nu has 1 non-finite value"):
         ck.save(4, bad, CONFIG)
+        ck.wait()
+    with pytest.raises(CheckpointError, match=r"/4: opt_state/nu has 1 non-finite value"):
+        ck.save(5, make_state(5, seed=5), CONFIG)
     ck2 = Checkpointer(str(tmp_path / "c2"), keep=10)
     with pytest.raises(CheckpointError, match=r"state is at step 4"):
         ck2.save(5, make_state(4), CONFIG)
-    ck.close()
+    ck.close()  # reported already: not raised again
     ck2.close()
     assert ck.all_steps() == [] and ck2.all_steps() == []
+    # never waited for: close reports it, once
+    ck3 = Checkpointer(str(tmp_path / "c3"), keep=10)
+    ck3.save(4, bad, CONFIG)
+    with pytest.raises(CheckpointError, match=r"/4: opt_state/nu has 1 non-finite value"):
+        ck3.close()
+    assert ck3.all_steps() == []
 
 
 def test_disk_full_before_writing_is_one_line(tmp_path, monkeypatch) -> None:
@@ -147,6 +158,41 @@ def test_a_write_failing_midway_is_one_line_without_tracebacks(tmp_path, monkeyp
     assert not [r for r in caplog.records if r.exc_info], "orbax's traceback logs leak"
     assert "Traceback" not in capfd.readouterr().err
     assert Checkpointer(d, keep=10).all_steps() == []
+
+
+def test_the_loop_waits_for_neither_the_checks_nor_the_write(tmp_path, monkeypatch) -> None:
+    """Issue 28: ``save`` of host arrays returns while the checksums are not even started; they
+    and orbax's write run in the writer thread, at a lower priority (Linux), before the
+    commit: nothing is committed until they are done."""
+    import threading
+
+    import train.checkpoint as mod
+
+    release, seen = threading.Event(), []
+    real = mod.leaf_checksums
+
+    def held(tree, **kw):
+        tid = threading.get_native_id()
+        seen.append((tid, os.getpriority(os.PRIO_PROCESS, tid) if sys.platform == "linux"
+                     else None))
+        assert release.wait(60)
+        return real(tree, **kw)
+
+    monkeypatch.setattr(mod, "leaf_checksums", held)
+    d = str(tmp_path / "c")
+    ck = Checkpointer(d, keep=10)
+    ck.save(3, make_state(3, seed=3), CONFIG)
+    ck.save(4, make_state(4, seed=4), CONFIG)  # queued behind 3, the loop still not waiting
+    assert ck.saving() and ck.all_steps() == []
+    release.set()
+    ck.wait()
+    assert not ck.saving() and ck.all_steps() == [3, 4]
+    assert len(seen) == 2 and seen[0][0] != threading.get_native_id()
+    if sys.platform == "linux":
+        assert seen[0][1] == min(19, os.getpriority(os.PRIO_PROCESS, 0) + mod.WRITER_NICE)
+    out = ck.restore(4, make_state(0), CONFIG)
+    np.testing.assert_array_equal(out["opt_state"]["nu"], make_state(4, seed=4)["opt_state"]["nu"])
+    ck.close()
 
 
 def test_garbage_data_is_one_short_line(tmp_path, monkeypatch) -> None:
