@@ -639,9 +639,6 @@ class TrainConfig:
         if self.init_from is not None and (self.sweep or self.sweep_seeds):
             raise _bad("init_from", self.init_from, "a population (--sweep, --sweep-seeds) "
                        "starts from its own initialisations")
-        if self.document_mask and (self.sweep or self.sweep_seeds):
-            raise _bad("document_mask", True, "a population (--sweep, --sweep-seeds) trains "
-                       "without document masks")
         if self.document_mask and (self.pipeline_parallel or 1) * (
                 self.virtual_pipeline_parallel or 1) > 1:
             raise _bad("document_mask", True, "the pipeline does not pass segment ids "

@@ -1,7 +1,7 @@
 """``--document-mask``: the trainer's loss on a packed row equals the loss of each document run
 alone (segments from the tokenizer's BOS/EOS, as the data's manifest records them), for both
 models and the mesh engine's vocabulary-parallel loss; a real pmap run on a JSONL corpus; the
-settings it refuses, in one line.
+population (each member's loss a single run's); the settings it refuses, in one line.
 
 The models' own masking (segment ids -> the logits of each document alone) is tested in
 tests/models/test_models_segments.py; here, what the trainer feeds them."""
@@ -17,6 +17,7 @@ import pytest
 from train_testutil import tiny
 
 import models
+from train import sweep as run_population
 from train import train_and_evaluate as run
 from train.data import Batcher, load_data, segment_ids
 from train.engine.step import document_segments, model_loss
@@ -99,38 +100,84 @@ def bpe_json(path: Path, text: str) -> str:
     return str(path)
 
 
-def test_run_on_a_jsonl_corpus(tmp_path: Path, corpus: str) -> None:
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory: pytest.TempPathFactory, corpus: str) -> tuple[str, str, str]:
+    """(folder, a JSONL corpus of ~20-30-token documents, a tokenizer.json placing
+    <|endoftext|> after each document): most rows of a batch pack several documents."""
+    tmp = tmp_path_factory.mktemp("packed")
+    text = Path(corpus).read_text()
+    docs = [text[i: i + 60] for i in range(0, 30_000, 60)]
+    data = tmp / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return str(tmp), str(data), bpe_json(tmp / "tokenizer.json", text[:40_000])
+
+
+def first_batch(cfg: dict, tok_file: str, local_devices: int) -> np.ndarray:
+    """The rows of step 0's global batch ``[rows, T + 1]`` (the pmap layout's: any layout
+    with the same global batch trains on the same rows)."""
+    tok = get_tokenizer(tok_file)
+    train_data, _, _ = load_data(cfg["data"], None, tok, cfg["data_cache"], 0.05)
+    batch = Batcher(train_data, seq_len=cfg["seq_len"], batch_size=cfg["batch_size"],
+                    grad_accum=cfg.get("grad_accum", 1), local_devices=local_devices,
+                    seed=cfg.get("seed", 0)).batch(0)
+    return batch.reshape(-1, batch.shape[-1])
+
+
+def init_of(workdir: str, step: int) -> tuple[models.Config, dict]:
+    """A run's model config (from its checkpoint at ``step``) and its initial params (seed 0)."""
+    mc = model_config_from_run(read_saved_config(str(Path(workdir) / "checkpoints"), step))
+    return mc, jax.device_get(models.init_params(mc, jax.random.key(0)))
+
+
+def test_run_on_a_jsonl_corpus(packed: tuple[str, str, str]) -> None:
     """A pmap run with --document-mask on a JSONL corpus (a tokenizer.json placing
     <|endoftext|> after each document): its first loss is the per-document loss of its
     initial params on batch 0; the config records the mask."""
-    text = Path(corpus).read_text()
-    docs = [text[i: i + 60] for i in range(0, 30_000, 60)]  # ~20-30 tokens each
-    data = tmp_path / "docs.jsonl"
-    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    tok_file = bpe_json(tmp_path / "tokenizer.json", text[:40_000])
-    cfg = tiny(str(tmp_path), str(data), tokenizer=tok_file, model_size="micro", steps=1,
+    tmp, data, tok_file = packed
+    cfg = tiny(tmp, data, tokenizer=tok_file, model_size="micro", steps=1,
                document_mask=True)
-    out = run(cfg, str(tmp_path / "run"))
+    wd = str(Path(tmp) / "run")
+    out = run(cfg, wd)
     tok = get_tokenizer(tok_file)
     assert tok.add_eos and not tok.add_bos
-    train_data, _, _ = load_data(str(data), None, tok, cfg["data_cache"], 0.05)
-    batch = Batcher(train_data, seq_len=cfg["seq_len"], batch_size=cfg["batch_size"],
-                    grad_accum=1, local_devices=jax.device_count(), seed=0).batch(0)
-    rows = batch.reshape(-1, batch.shape[-1])
+    rows = first_batch(cfg, tok_file, jax.device_count())
     assert (rows[:, :-1] == tok.eos_id).any(axis=1).mean() > 0.5  # most rows pack documents
-    mc = model_config_from_run(read_saved_config(str(tmp_path / "run" / "checkpoints"), 1))
-    params = jax.device_get(models.init_params(mc, jax.random.key(0)))
+    mc, params = init_of(wd, 1)
     want = per_document_loss(mc, params, rows, None, tok.eos_id)
     assert abs(out["first_loss"] - want) < TOL, (out["first_loss"], want)
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    saved = json.loads((Path(wd) / "config.json").read_text())
     assert saved["document_mask"] is True
 
 
+def unmasked_first_loss(cfg: dict, tok_file: str, workdir: str) -> float:
+    """The loss the run's initial params would have on step 0's batch WITHOUT the mask."""
+    mc, params = init_of(workdir, cfg["steps"])
+    rows = first_batch(cfg, tok_file, jax.device_count())
+    return float(jax.jit(model_loss(models.build(mc)))(params, rows, None))
+
+
+def test_population_members_equal_single_runs(packed: tuple[str, str, str]) -> None:
+    """--sweep lr=... with --document-mask: each member's losses and validation loss are the
+    single run's with its lr (tests/train/test_sweep.py's 1e-6), and not the unmasked loss."""
+    tmp, data, tok_file = packed
+    cfg = tiny(tmp, data, tokenizer=tok_file, n_embd=32, steps=4, total_steps=4,
+               eval_interval=4, checkpoint_interval=4, document_mask=True)
+    s = run_population(cfg, str(Path(tmp) / "pop"), grid={"lr": [1e-3, 4e-3]})
+    for i, lr in enumerate((1e-3, 4e-3)):
+        ref = run({**cfg, "lr": lr}, str(Path(tmp) / f"single{i}"))
+        member = s["results"][i]
+        np.testing.assert_allclose([x for _, x in member["losses"]],
+                                   [x for _, x in ref["losses"]], rtol=1e-6, atol=0)
+        np.testing.assert_allclose(member["val_loss"], ref["val_loss"], rtol=1e-6)
+    assert s["results"][0]["losses"][-1][1] != s["results"][1]["losses"][-1][1]
+    plain = unmasked_first_loss(cfg, tok_file, str(Path(tmp) / "single0"))
+    assert abs(s["results"][0]["losses"][0][1] - plain) > 10 * TOL
+
+
 def test_refused_in_one_line(tmp_path: Path, corpus: str) -> None:
-    cases = [({"tokenizer": "byte"}, "--document-mask is invalid with --tokenizer=byte"),
-             ({"pipeline_parallel": 2, "grad_accum": 2}, "--document-mask=True is invalid"),
-             ({"sweep_seeds": 2}, "--document-mask=True is invalid")]
-    for kw, msg in cases:
+    for entry in (run, run_population):  # a population checks its tokenizer as a run
         with pytest.raises(ValueError) as e:
-            run(tiny(str(tmp_path), corpus, document_mask=True, **kw), str(tmp_path / "x"))
+            entry(tiny(str(tmp_path), corpus, document_mask=True, tokenizer="byte",
+                       sweep_seeds=2 if entry is run_population else 0), str(tmp_path / "x"))
+        msg = "--document-mask is invalid with --tokenizer=byte"
         assert msg in str(e.value) and "\n" not in str(e.value), str(e.value)
