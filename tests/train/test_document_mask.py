@@ -1,7 +1,9 @@
 """``--document-mask``: the trainer's loss on a packed row equals the loss of each document run
 alone (segments from the tokenizer's BOS/EOS, as the data's manifest records them), for both
 models and the mesh engine's vocabulary-parallel loss; a real pmap run on a JSONL corpus; the
-population (each member's loss a single run's); the settings it refuses, in one line.
+pipeline (the segment ids travel with each micro-batch between stages) and a population
+(each member's loss a single run's) against the pmap engine; the settings it refuses, in one
+line.
 
 The models' own masking (segment ids -> the logits of each document alone) is tested in
 tests/models/test_models_segments.py; here, what the trainer feeds them."""
@@ -21,7 +23,7 @@ from train import sweep as run_population
 from train import train_and_evaluate as run
 from train.data import Batcher, load_data, segment_ids
 from train.engine.step import document_segments, model_loss
-from train.resume import read_saved_config
+from train.resume import ResumeMismatchError, read_saved_config
 from train.run.weights import model_config_from_run
 from train.tokenizer import get_tokenizer
 
@@ -156,6 +158,30 @@ def unmasked_first_loss(cfg: dict, tok_file: str, workdir: str) -> float:
     return float(jax.jit(model_loss(models.build(mc)))(params, rows, None))
 
 
+# the pipeline against pmap (tests/train/test_parallel.py's F32_RTOL: the layouts sum the same
+# numbers in other orders; there, eps 1e-6 keeps Adam from amplifying that rounding)
+F32_RTOL = 1e-5
+
+
+def test_pipeline_equals_pmap(packed: tuple[str, str, str]) -> None:
+    """LLaMA-3 (whose rotary positions restart per document) under PP=2 x vPP=2 with
+    --document-mask: the pmap run's losses (DP=8, the same global batch) at every step and
+    its validation loss, and not the unmasked loss (the mask reached every stage)."""
+    tmp, data, tok_file = packed
+    kw = dict(model="llama3", model_size="tiny", n_layer=4, n_head=4, n_kv_head=2, n_embd=32,
+              tokenizer=tok_file, document_mask=True, steps=3, eval_interval=3,
+              checkpoint_interval=3, grad_accum=2, eps=1e-6)
+    ref_cfg = tiny(tmp, data, batch_size=1, **kw)  # 8 replicas x 2 x 1
+    ref = run(ref_cfg, str(Path(tmp) / "pp_ref"))
+    got = run(tiny(tmp, data, batch_size=2, pipeline_parallel=2,  # 4 replicas x 2 x 2
+                   virtual_pipeline_parallel=2, **kw), str(Path(tmp) / "pp"))
+    losses = [x for _, x in got["losses"]]
+    np.testing.assert_allclose(losses, [x for _, x in ref["losses"]], rtol=F32_RTOL)
+    np.testing.assert_allclose(got["val_loss"], ref["val_loss"], rtol=F32_RTOL)
+    plain = unmasked_first_loss(ref_cfg, tok_file, str(Path(tmp) / "pp_ref"))
+    assert abs(losses[0] - plain) > 10 * TOL, (losses[0], plain)
+
+
 def test_population_members_equal_single_runs(packed: tuple[str, str, str]) -> None:
     """--sweep lr=... with --document-mask: each member's losses and validation loss are the
     single run's with its lr (tests/train/test_sweep.py's 1e-6), and not the unmasked loss."""
@@ -172,6 +198,10 @@ def test_population_members_equal_single_runs(packed: tuple[str, str, str]) -> N
     assert s["results"][0]["losses"][-1][1] != s["results"][1]["losses"][-1][1]
     plain = unmasked_first_loss(cfg, tok_file, str(Path(tmp) / "single0"))
     assert abs(s["results"][0]["losses"][0][1] - plain) > 10 * TOL
+    # the mask is part of the population's trajectory: resuming it without is refused
+    with pytest.raises(ResumeMismatchError, match="document_mask"):
+        run_population({**cfg, "document_mask": False, "resume": True, "steps": 5},
+                       str(Path(tmp) / "pop"), grid={"lr": [1e-3, 4e-3]})
 
 
 def test_refused_in_one_line(tmp_path: Path, corpus: str) -> None:
