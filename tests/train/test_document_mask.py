@@ -131,77 +131,87 @@ def init_of(workdir: str, step: int) -> tuple[models.Config, dict]:
     return mc, jax.device_get(models.init_params(mc, jax.random.key(0)))
 
 
-def test_run_on_a_jsonl_corpus(packed: tuple[str, str, str]) -> None:
+#: one model and global batch for the module's runs, so that one pmap run is the reference of
+#: the JSONL test, the pipeline and a population's member: LLaMA-3 (its rotary positions
+#: restart per document), 4 layers (PP=2 x vPP=2), 8 replicas x 2 micro-batches x 1 row;
+#: eps 1e-6 as tests/train/test_parallel.py's pipeline rows (Adam would otherwise amplify the
+#: rounding of a near-zero gradient entry summed in another order)
+RUN = dict(model="llama3", model_size="tiny", n_layer=4, n_head=4, n_kv_head=2, n_embd=32,
+           document_mask=True, steps=3, eval_interval=3, checkpoint_interval=3, grad_accum=2,
+           batch_size=1, eps=1e-6)
+
+
+@pytest.fixture(scope="module")
+def ref(packed: tuple[str, str, str]) -> tuple[dict, dict, float]:
+    """The pmap run with --document-mask (config, summary) and the loss its initial params
+    have on step 0's batch WITHOUT the mask."""
+    tmp, data, tok_file = packed
+    cfg = tiny(tmp, data, tokenizer=tok_file, **RUN)
+    out = run(cfg, str(Path(tmp) / "ref"))
+    mc, params = init_of(str(Path(tmp) / "ref"), cfg["steps"])
+    rows = first_batch(cfg, tok_file, jax.device_count())
+    plain = float(jax.jit(model_loss(models.build(mc)))(params, rows, None))
+    return cfg, out, plain
+
+
+def test_run_on_a_jsonl_corpus(packed: tuple[str, str, str], ref: tuple) -> None:
     """A pmap run with --document-mask on a JSONL corpus (a tokenizer.json placing
     <|endoftext|> after each document): its first loss is the per-document loss of its
     initial params on batch 0; the config records the mask."""
-    tmp, data, tok_file = packed
-    cfg = tiny(tmp, data, tokenizer=tok_file, model_size="micro", steps=1,
-               document_mask=True)
-    wd = str(Path(tmp) / "run")
-    out = run(cfg, wd)
+    tmp, _, tok_file = packed
+    cfg, out, plain = ref
     tok = get_tokenizer(tok_file)
     assert tok.add_eos and not tok.add_bos
     rows = first_batch(cfg, tok_file, jax.device_count())
     assert (rows[:, :-1] == tok.eos_id).any(axis=1).mean() > 0.5  # most rows pack documents
-    mc, params = init_of(wd, 1)
+    mc, params = init_of(str(Path(tmp) / "ref"), cfg["steps"])
     want = per_document_loss(mc, params, rows, None, tok.eos_id)
     assert abs(out["first_loss"] - want) < TOL, (out["first_loss"], want)
-    saved = json.loads((Path(wd) / "config.json").read_text())
+    assert abs(plain - want) > 10 * TOL  # the mask changes this batch's loss
+    saved = json.loads((Path(tmp) / "ref" / "config.json").read_text())
     assert saved["document_mask"] is True
 
 
-def unmasked_first_loss(cfg: dict, tok_file: str, workdir: str) -> float:
-    """The loss the run's initial params would have on step 0's batch WITHOUT the mask."""
-    mc, params = init_of(workdir, cfg["steps"])
-    rows = first_batch(cfg, tok_file, jax.device_count())
-    return float(jax.jit(model_loss(models.build(mc)))(params, rows, None))
-
-
-# the pipeline against pmap (tests/train/test_parallel.py's F32_RTOL: the layouts sum the same
-# numbers in other orders; there, eps 1e-6 keeps Adam from amplifying that rounding)
+#: the pipeline against pmap: tests/train/test_parallel.py's F32_RTOL (the layouts sum the
+#: same numbers in other orders)
 F32_RTOL = 1e-5
 
 
-def test_pipeline_equals_pmap(packed: tuple[str, str, str]) -> None:
-    """LLaMA-3 (whose rotary positions restart per document) under PP=2 x vPP=2 with
-    --document-mask: the pmap run's losses (DP=8, the same global batch) at every step and
-    its validation loss, and not the unmasked loss (the mask reached every stage)."""
-    tmp, data, tok_file = packed
-    kw = dict(model="llama3", model_size="tiny", n_layer=4, n_head=4, n_kv_head=2, n_embd=32,
-              tokenizer=tok_file, document_mask=True, steps=3, eval_interval=3,
-              checkpoint_interval=3, grad_accum=2, eps=1e-6)
-    ref_cfg = tiny(tmp, data, batch_size=1, **kw)  # 8 replicas x 2 x 1
-    ref = run(ref_cfg, str(Path(tmp) / "pp_ref"))
-    got = run(tiny(tmp, data, batch_size=2, pipeline_parallel=2,  # 4 replicas x 2 x 2
-                   virtual_pipeline_parallel=2, **kw), str(Path(tmp) / "pp"))
+def test_pipeline_equals_pmap(packed: tuple[str, str, str], ref: tuple) -> None:
+    """LLaMA-3 under PP=2 x vPP=2 (4 replicas x 2 micro-batches x 2 rows: the same global
+    batch) with --document-mask: the pmap run's losses at every step and its validation
+    loss, not the unmasked loss (the segment ids reached every stage and virtual chunk)."""
+    tmp, _, _ = packed
+    cfg, want, plain = ref
+    got = run({**cfg, "batch_size": 2, "pipeline_parallel": 2, "virtual_pipeline_parallel": 2},
+              str(Path(tmp) / "pp"))
     losses = [x for _, x in got["losses"]]
-    np.testing.assert_allclose(losses, [x for _, x in ref["losses"]], rtol=F32_RTOL)
-    np.testing.assert_allclose(got["val_loss"], ref["val_loss"], rtol=F32_RTOL)
-    plain = unmasked_first_loss(ref_cfg, tok_file, str(Path(tmp) / "pp_ref"))
+    np.testing.assert_allclose(losses, [x for _, x in want["losses"]], rtol=F32_RTOL)
+    np.testing.assert_allclose(got["val_loss"], want["val_loss"], rtol=F32_RTOL)
     assert abs(losses[0] - plain) > 10 * TOL, (losses[0], plain)
 
 
-def test_population_members_equal_single_runs(packed: tuple[str, str, str]) -> None:
-    """--sweep lr=... with --document-mask: each member's losses and validation loss are the
-    single run's with its lr (tests/train/test_sweep.py's 1e-6), and not the unmasked loss."""
-    tmp, data, tok_file = packed
-    cfg = tiny(tmp, data, tokenizer=tok_file, n_embd=32, steps=4, total_steps=4,
-               eval_interval=4, checkpoint_interval=4, document_mask=True)
-    s = run_population(cfg, str(Path(tmp) / "pop"), grid={"lr": [1e-3, 4e-3]})
-    for i, lr in enumerate((1e-3, 4e-3)):
-        ref = run({**cfg, "lr": lr}, str(Path(tmp) / f"single{i}"))
-        member = s["results"][i]
-        np.testing.assert_allclose([x for _, x in member["losses"]],
-                                   [x for _, x in ref["losses"]], rtol=1e-6, atol=0)
-        np.testing.assert_allclose(member["val_loss"], ref["val_loss"], rtol=1e-6)
-    assert s["results"][0]["losses"][-1][1] != s["results"][1]["losses"][-1][1]
-    plain = unmasked_first_loss(cfg, tok_file, str(Path(tmp) / "single0"))
-    assert abs(s["results"][0]["losses"][0][1] - plain) > 10 * TOL
-    # the mask is part of the population's trajectory: resuming it without is refused
+def test_population_members_equal_single_runs(packed: tuple[str, str, str], ref: tuple) -> None:
+    """--sweep lr=... (K=2) with --document-mask: member 0's losses and validation loss are
+    the module's pmap run's (its lr; tests/train/test_sweep.py's 1e-6). Member 1 starts from
+    the same parameters on the same batch: its first loss is that run's masked one too (not
+    the unmasked loss), then its own lr takes it elsewhere (that a member's lr is its single
+    run's is test_sweep.py's; a second single run would cost CI another compile). Resuming
+    the population without the mask is refused (the mask is part of its trajectory)."""
+    tmp, _, _ = packed
+    cfg, want, plain = ref
+    lrs = [cfg["lr"], cfg["lr"] / 3]
+    s = run_population(cfg, str(Path(tmp) / "pop"), grid={"lr": lrs})
+    m0, m1 = s["results"]
+    np.testing.assert_allclose([x for _, x in m0["losses"]], [x for _, x in want["losses"]],
+                               rtol=1e-6, atol=0)
+    np.testing.assert_allclose(m0["val_loss"], want["val_loss"], rtol=1e-6)
+    np.testing.assert_allclose(m1["losses"][0][1], want["first_loss"], rtol=1e-6, atol=0)
+    assert abs(m1["losses"][0][1] - plain) > 10 * TOL
+    assert m1["losses"][-1][1] != m0["losses"][-1][1]
     with pytest.raises(ResumeMismatchError, match="document_mask"):
-        run_population({**cfg, "document_mask": False, "resume": True, "steps": 5},
-                       str(Path(tmp) / "pop"), grid={"lr": [1e-3, 4e-3]})
+        run_population({**cfg, "document_mask": False, "resume": True, "steps": 4},
+                       str(Path(tmp) / "pop"), grid={"lr": lrs})
 
 
 def test_refused_in_one_line(tmp_path: Path, corpus: str) -> None:
