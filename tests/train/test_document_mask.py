@@ -191,6 +191,32 @@ def test_pipeline_equals_pmap(packed: tuple[str, str, str], ref: tuple) -> None:
     assert abs(losses[0] - plain) > 10 * TOL, (losses[0], plain)
 
 
+def test_pipeline_loss_gpt2_is_each_document_alone() -> None:
+    """GPT-2 (positions from its table, read once in the embeddings; the mask in every stage)
+    through ``pipeline_loss`` at PP=2 x vPP=2 with segment ids: the loss of each document run
+    alone (the forward only: the end-to-end pipeline run above is LLaMA-3's)."""
+    from jax.sharding import Mesh
+
+    from train.parallel.pipeline import pipeline_loss
+
+    cfg = models.get_config("gpt2", "tiny", n_layer=4, n_head=4, n_embd=32, block_size=32,
+                            vocab_size=64)
+    params = jax.device_get(models.init_params(cfg, jax.random.key(0)))
+    rng = np.random.default_rng(2)
+    batch = rng.integers(8, cfg.vocab_size, (2, 2, 17)).astype(np.int32)  # [m, B, T + 1]
+    batch[rng.random(batch.shape) < 0.15] = EOS
+    segs = jax.vmap(lambda t: document_segments(t[:, :-1], (None, EOS)))(batch)
+    mesh = Mesh(np.array(jax.devices()[:2]).reshape(1, 2), ("data", "pipe"))
+    with jax.set_mesh(mesh):
+        got = float(jax.jit(lambda p: pipeline_loss(cfg, p, batch, 2, 2, segment_ids=segs))(
+            params))
+    flat = batch.reshape(-1, batch.shape[-1])
+    want = per_document_loss(cfg, params, flat, None, EOS)
+    assert abs(got - want) < TOL, (got, want)
+    plain = float(jax.jit(model_loss(models.build(cfg)))(params, flat, None))
+    assert abs(plain - want) > 10 * TOL
+
+
 def test_population_members_equal_single_runs(packed: tuple[str, str, str], ref: tuple) -> None:
     """--sweep lr=... (K=2) with --document-mask: member 0's losses and validation loss are
     the module's pmap run's (its lr; tests/train/test_sweep.py's 1e-6). Member 1 starts from
