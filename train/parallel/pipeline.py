@@ -20,6 +20,10 @@ of the ``pipe`` mesh axis (stage ``s`` holds chunks ``s, s + N, ..., s + (V-1) N
 * the backward pass is JAX's autodiff of the scan (the reverse schedule: all forwards, then all
   backwards, as GPipe), with the activation recompute of ``--recompute`` applied per chunk.
 
+``--document-mask``: each micro-batch's segment ids ``[B, T]`` enter stage 0 with its
+activations and rotate with them in a second buffer; each stage rebuilds the attention mask and
+the per-document positions from the ids in its slot (``models.ModelParts.layer_args``).
+
 The embeddings run before the pipeline, the final norm, head and loss after it, on the
 ``[m, B, T, C]`` output split over ``pipe`` x ``data`` (each stage takes ``m / N`` of the
 micro-batches: the head is computed once, not on every stage); GPT-2's tied embedding
