@@ -320,7 +320,8 @@ class TrainConfig:
     export_hf_every: int = _f(0, "checkpoints", "export a transformers folder into "
                               "WORKDIR/hf/step_N every N steps (0 = off)")
     document_mask: bool = _f(False, "data", "attention within documents only: segment ids "
-                             "from the data's BOS/EOS (LLaMA-3 positions restart per document)")
+                             "from the data's BOS/EOS (positions restart per document); every "
+                             "engine: pmap, mesh, the pipeline, populations")
     # issue 28 (elastic resume, experiment trackers): the global batch as the trajectory setting
     # (train/run/checks.py resolve_batch); trackers beside metrics.jsonl (train/run/tracking.py)
     global_batch_size: int | None = _f(None, "data", "sequences per optimizer update G, kept "
@@ -639,13 +640,6 @@ class TrainConfig:
         if self.init_from is not None and (self.sweep or self.sweep_seeds):
             raise _bad("init_from", self.init_from, "a population (--sweep, --sweep-seeds) "
                        "starts from its own initialisations")
-        if self.document_mask and (self.sweep or self.sweep_seeds):
-            raise _bad("document_mask", True, "a population (--sweep, --sweep-seeds) trains "
-                       "without document masks")
-        if self.document_mask and (self.pipeline_parallel or 1) * (
-                self.virtual_pipeline_parallel or 1) > 1:
-            raise _bad("document_mask", True, "the pipeline does not pass segment ids "
-                       "between stages; use tensor/data parallelism or ZeRO")
         # the model config itself (validated by models)
         try:
             models.get_config(self.model, self.base_size(), **self.model_overrides())

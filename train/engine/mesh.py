@@ -68,6 +68,7 @@ from .step import (
     Documents,
     LossScale,
     checked,
+    document_segments,
     loss_scale_rule,
     model_loss,
     schedule_count,
@@ -347,9 +348,13 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
     batch_sh = NamedSharding(mesh, P(None, DATA, None))
     stage_sh = _stage_sharding(mesh, specs["params"], layout)
 
-    if documents is not None and pipelined:  # TrainConfig.validate refuses it first
-        raise ValueError("--document-mask is invalid with --pipeline-parallel")
     loss_fn = model_loss(module, vocab_parallel=True, documents=documents)
+
+    def pp_segments(tokens: jax.Array) -> jax.Array | None:
+        """The pipeline's ``[m, B, T]`` segment ids of ``[m, B, T + 1]`` micro-batches."""
+        if documents is None:
+            return None
+        return jax.vmap(lambda t: document_segments(t[:, :-1], documents))(tokens)
 
     def reduce(grads_loss: Any) -> Any:
         grads, loss = grads_loss
@@ -363,7 +368,7 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
             # micro-batches through the pipeline: one loss over the whole [accum, B, T+1] batch
             def pp_loss(p: Any, tokens: jax.Array, k: jax.Array | None) -> jax.Array:
                 return pipeline_loss(model_cfg, p, tokens, layout.pipe, layout.virtual,
-                                     stage_sh)
+                                     stage_sh, pp_segments(tokens))
 
             new, metrics = update(state, batch[None], None, tx=tx, reduce=reduce,
                                   schedule=schedule, loss_fn=pp_loss, loss_scale=loss_scale,
@@ -382,7 +387,7 @@ def build(model_cfg: Any, tx: optax.GradientTransformation, schedule: Callable, 
         if pipelined:  # the stacked layers: through the pipeline (equal micro-batches: the
             # mean of their means is the mean)
             return pipeline_loss(model_cfg, params, batch, layout.pipe, layout.virtual,
-                                 stage_sh)[None]
+                                 stage_sh, pp_segments(batch))[None]
         flat = batch.reshape((-1, batch.shape[-1]))
         return loss_fn(params, flat, None)[None]
 
@@ -430,7 +435,7 @@ def mesh_engine(model_cfg: Any, cfg: Any, schedule: Any, params: Any, layout: La
                 ) -> MeshEngine:
     """The mesh engine of a run (optimizer and compiled steps), cached per process under
     :func:`train.engine.base.compile_key`. Prints the mesh. ``documents``: the document mask
-    (``--document-mask``; not with a pipeline)."""
+    (``--document-mask``)."""
     horizon = max(cfg.steps, cfg.schedule_steps)
     key = compile_key(model_cfg, cfg, schedule, layout, horizon,
                       None if devices is None else tuple(d.id for d in devices), documents)

@@ -26,7 +26,16 @@ from ..metrics import settings_text
 from ..optim import make_optimizer
 from ..schedule.hparams import applied_hparams, build_hparams
 from .pmap import PmapEngine, batch_placer, replicate
-from .step import AXIS, Placed, dropout_keys, loss_scale_rule, model_loss, schedule_count, update
+from .step import (
+    AXIS,
+    Documents,
+    Placed,
+    dropout_keys,
+    loss_scale_rule,
+    model_loss,
+    schedule_count,
+    update,
+)
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -203,11 +212,14 @@ def member_loop(devices: list | None) -> str:
 
 
 def population_steps(model_cfg: Any, pop: Population, per_member_data: bool,
-                devices: list | None) -> tuple[Any, Any]:
+                     devices: list | None, documents: Documents | None = None
+                     ) -> tuple[Any, Any]:
+    """The population's pmapped train and eval steps (cached); ``documents``: the document
+    mask (``--document-mask``'s delimiters), every member's loss the single run's."""
     rule = loss_scale_rule(pop.base)  # float16: each member has its own dynamic loss scale
     loop = member_loop(devices)
     key = (model_cfg, pop.key, per_member_data,
-           None if devices is None else tuple(d.id for d in devices), rule, loop)
+           None if devices is None else tuple(d.id for d in devices), rule, loop, documents)
     if key in _POP_CACHE:
         return _POP_CACHE[key]
     module = models.build(model_cfg)
@@ -224,7 +236,7 @@ def population_steps(model_cfg: Any, pop: Population, per_member_data: bool,
         new, m = update({"step": step, "params": params, "opt_state": state["opt_state"],
                          **{k: state[k] for k in scaled}},
                         batch, keys, tx=pop.optimizer(h, sched, params), schedule=sched,
-                        loss_fn=model_loss(module, rate), hparams=hp,
+                        loss_fn=model_loss(module, rate, documents=documents), hparams=hp,
                         reduce=lambda x: jax.lax.pmean(x, AXIS), loss_scale=rule)
         if rule is None:
             ok = jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]) & m["finite"]
@@ -256,7 +268,8 @@ def population_steps(model_cfg: Any, pop: Population, per_member_data: bool,
 
     def evaluate(params: Any, batch: jax.Array) -> jax.Array:
         def one(p: Any, b: jax.Array) -> jax.Array:
-            return jax.lax.pmean(model_loss(module)(p, b.reshape((-1, b.shape[-1])), None), AXIS)
+            loss = model_loss(module, documents=documents)
+            return jax.lax.pmean(loss(p, b.reshape((-1, b.shape[-1])), None), AXIS)
 
         return jax.vmap(one, in_axes=(0, data_axis))(params, batch)
 
@@ -287,11 +300,12 @@ def population_state(model_cfg: Any, pop: Population) -> dict:
 
 
 def population_engine(model_cfg: Any, pop: Population, per_member_data: bool,
-                      devices: list | None) -> PmapEngine:
+                      devices: list | None, documents: Documents | None = None) -> PmapEngine:
     """The population as an engine (:class:`train.engine.base.Engine`, as the pmap engine's
     replicated state): :func:`population_steps` with the members' hyperparameters bound
-    (``tx`` is None: each member builds its optimizer inside the step)."""
-    p_train, p_eval = population_steps(model_cfg, pop, per_member_data, devices)
+    (``tx`` is None: each member builds its optimizer inside the step); ``documents``:
+    ``--document-mask``'s delimiters."""
+    p_train, p_eval = population_steps(model_cfg, pop, per_member_data, devices, documents)
     h = replicate(pop.h, devices)
     put = batch_placer(devices)
 

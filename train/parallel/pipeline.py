@@ -20,6 +20,10 @@ of the ``pipe`` mesh axis (stage ``s`` holds chunks ``s, s + N, ..., s + (V-1) N
 * the backward pass is JAX's autodiff of the scan (the reverse schedule: all forwards, then all
   backwards, as GPipe), with the activation recompute of ``--recompute`` applied per chunk.
 
+``--document-mask``: each micro-batch's segment ids ``[B, T]`` enter stage 0 with its
+activations and rotate with them in a second buffer; each stage rebuilds the attention mask and
+the per-document positions from the ids in its slot (``models.ModelParts.layer_args``).
+
 The embeddings run before the pipeline, the final norm, head and loss after it, on the
 ``[m, B, T, C]`` output split over ``pipe`` x ``data`` (each stage takes ``m / N`` of the
 micro-batches: the head is computed once, not on every stage); GPT-2's tied embedding
@@ -104,16 +108,29 @@ def bubble_fraction(micro: int, stages: int, virtual: int = 1) -> float:
 
 
 def pipeline_loss(model_cfg: Any, params: Any, batch: jax.Array, stages: int, virtual: int,
-                  layer_sharding: Callable[[Any], Any] | None = None) -> jax.Array:
+                  layer_sharding: Callable[[Any], Any] | None = None,
+                  segment_ids: jax.Array | None = None) -> jax.Array:
     """Mean loss over the ``[m, B, T + 1]`` micro-batches, through the circular pipeline
-    (module doc). ``layer_sharding`` constrains the stacked ``[N, V, per, ...]`` weights."""
+    (module doc). ``layer_sharding`` constrains the stacked ``[N, V, per, ...]`` weights.
+    ``segment_ids`` (int ``[m, B, T]``, the inputs' documents): attention within documents,
+    positions restarting per document; each micro-batch's ids travel with its activations
+    from stage to stage (a second ``[N, B, T]`` buffer, rotated with the first) and every
+    stage rebuilds the mask and positions from them (``models.ModelParts.layer_args``)."""
     parts = models.model_parts(model_cfg)
     m = batch.shape[0]
     sched = pipe_schedule(m, stages, virtual)
     N, L = stages, model_cfg.n_layer
     per = L // (N * virtual)
     x_tok, y_tok = batch[..., :-1], batch[..., 1:]
-    x_in, args = jax.vmap(lambda t: parts.embed(params, t), out_axes=(0, None))(x_tok)
+    T = x_tok.shape[-1]
+    if segment_ids is None:
+        x_in, args = jax.vmap(lambda t: parts.embed(params, t), out_axes=(0, None))(x_tok)
+    else:
+        if segment_ids.shape != x_tok.shape:
+            raise ValueError(f"segment_ids must have the inputs' shape {x_tok.shape}, got "
+                             f"{segment_ids.shape}")
+        x_in = jax.vmap(lambda t, s: parts.embed(params, t, s)[0])(x_tok, segment_ids)
+        args = None
     w = (params[parts.prefix + "*"] if parts.prefix + "*" in params   # the engine's state
          else stack_layers(params, parts.prefix, L, N, virtual))
     if layer_sharding is not None:
@@ -122,14 +139,18 @@ def pipeline_loss(model_cfg: Any, params: Any, batch: jax.Array, stages: int, vi
                           model_cfg.remat_num_layers, 1)
     policy = remat_policy(model_cfg.remat)
 
-    def chunk(w_s: Any, v: jax.Array, x: jax.Array) -> jax.Array:
+    def chunk(w_s: Any, v: jax.Array, x: jax.Array, seg: jax.Array | None) -> jax.Array:
         w_v = jax.tree.map(lambda a: a[jnp.maximum(v, 0)], w_s)  # [per, ...]
+        # an idle stage's slot holds zeros or a departed micro-batch's ids: any ids give
+        # every query its own key, so the idle computation stays finite
+        a = args if seg is None else parts.layer_args(T, seg)
         for lo, hi, ckpt in segs:
-            def seg(w_v: Any, x: jax.Array, lo: int = lo, hi: int = hi) -> jax.Array:
+            def run_seg(w_v: Any, x: jax.Array, a: tuple, lo: int = lo, hi: int = hi
+                        ) -> jax.Array:
                 for j in range(lo, hi):
-                    x = parts.layer(jax.tree.map(lambda a, j=j: a[j], w_v), x, args)
+                    x = parts.layer(jax.tree.map(lambda t, j=j: t[j], w_v), x, a)
                 return x
-            x = (jax.checkpoint(seg, policy=policy) if ckpt else seg)(w_v, x)
+            x = (jax.checkpoint(run_seg, policy=policy) if ckpt else run_seg)(w_v, x, a)
         return x
 
     run = jax.vmap(chunk, spmd_axis_name=PIPE)
@@ -137,20 +158,29 @@ def pipeline_loss(model_cfg: Any, params: Any, batch: jax.Array, stages: int, vi
     buf_spec = lambda b: jax.lax.with_sharding_constraint(  # noqa: E731
         b, jax.sharding.PartitionSpec(PIPE, DATA))
 
+    def enter(inj: jax.Array, src: jax.Array, buf: jax.Array) -> jax.Array:
+        """Micro-batch ``inj`` (if any) into stage 0's slot."""
+        return buf_spec(buf.at[0].set(jnp.where(inj >= 0, src[jnp.maximum(inj, 0)], buf[0])))
+
     def step(carry: tuple, xs: tuple) -> tuple:
-        buf, out = carry
+        buf, sbuf, out = carry
         v, inj, emt = xs
-        new = jnp.where(inj >= 0, x_in[jnp.maximum(inj, 0)], buf[0])
-        buf = buf_spec(buf.at[0].set(new))
-        y = buf_spec(run(w, v, buf))
+        buf = enter(inj, x_in, buf)
+        if sbuf is not None:
+            sbuf = enter(inj, segment_ids, sbuf)
+        y = buf_spec(run(w, v, buf, sbuf))
         last = y[N - 1]
         out = out.at[jnp.maximum(emt, 0)].set(
             jnp.where(emt >= 0, last, out[jnp.maximum(emt, 0)]))
-        return (buf_spec(jnp.roll(y, 1, axis=0)), out), None
+        if sbuf is not None:
+            sbuf = buf_spec(jnp.roll(sbuf, 1, axis=0))
+        return (buf_spec(jnp.roll(y, 1, axis=0)), sbuf, out), None
 
     buf0 = buf_spec(jnp.zeros((N, *x_in.shape[1:]), x_in.dtype))
+    sbuf0 = (None if segment_ids is None else
+             buf_spec(jnp.zeros((N, *segment_ids.shape[1:]), segment_ids.dtype)))
     xs = (jnp.asarray(sched.chunk), jnp.asarray(sched.inject), jnp.asarray(sched.emit))
-    (_, out), _ = jax.lax.scan(step, (buf0, jnp.zeros_like(x_in)), xs)
+    (_, _, out), _ = jax.lax.scan(step, (buf0, sbuf0, jnp.zeros_like(x_in)), xs)
     # the final norm, head and loss split the micro-batches over the stages (m/N each) rather
     # than every stage computing all of them: the head is the largest single matmul of a
     # small model (GPT-2 124M: a third of the forward FLOPs), N-fold redundant otherwise

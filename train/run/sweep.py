@@ -137,7 +137,8 @@ def run_sweep(config: TrainConfig | Mapping[str, Any], workdir: str) -> dict[str
     # the top-level "step" is the checkpoint's label (train.checkpoint checks it)
     host = {"step": np.zeros((), np.int32), "state": population_state(setup.model_cfg, pop),
             "book": new_book(k)}
-    eng = population_engine(setup.model_cfg, pop, per_member_data, setup.devices)
+    eng = population_engine(setup.model_cfg, pop, per_member_data, setup.devices,
+                            setup.documents)
     ckpt = Checkpointer(setup.ckpt_dir, cfg.keep_checkpoints, cfg.async_checkpoints,
                         set_aside=True)
     try:
