@@ -21,7 +21,15 @@ Each worker runs in a subprocess (``--worker jax|torch``) and prints one JSON li
 and the PyTorch step in ONE process, alternating, one thread each, and prints the median of the
 per-pair ratios of process CPU time: the comparison to use on a loaded machine (pin it to one
 core: ``taskset -c 1 python bench/bench_train.py --paired``; ``--width 384 --heads 6`` for a
-wider model, ``--layers 4 --seq 128`` for the previous default "mini").
+wider model, ``--layers 4 --seq 128`` for the previous default "mini"). The process pins itself
+to one CPU of those allowed.
+
+    python bench/bench_train.py --paired --compile --widths 128,256 --model llama --steps 6
+
+``--widths`` runs several widths (4 layers, 16 x 128 tokens, heads = max(4, width // 64) unless
+given) and prints one markdown table; ``--model llama`` the LLaMA-3 shape against
+``LlamaForCausalLM`` (same weights); ``--compile`` adds ``torch.compile`` (inductor: the loss's
+forward + backward and the clipped AdamW step, compiled and warmed up outside the timing).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -169,35 +178,92 @@ def torch_worker(steps: int) -> dict:
     return {"step_s": t, "tokens_per_s": GLOBAL_BATCH * SEQ / t, "threads": torch.get_num_threads()}
 
 
+def _pin_one_cpu() -> int | None:
+    """Pin the whole process (XLA's and torch's threads) to one CPU of those allowed, the last
+    one (``taskset -c 1`` on a 2-core machine): process CPU time is then one core's work."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[-1]})
+    return cpus[-1]
+
+
+def _bench_configs(model: str, width: int, heads: int, layers: int, seq: int) -> tuple:
+    """(our config, transformers config) of one benchmark model.
+
+    ``gpt2``: GPT-2 (LayerNorm, GELU MLP 4C, learned positions, tied head). ``llama``: LLaMA-3
+    shape (RMSNorm, SwiGLU of width 4C as LLaMA-3.2 1B, RoPE theta 500000, grouped-query
+    attention with LLaMA-3's 4 query heads per key/value head, tied head as LLaMA-3.2)."""
+    import transformers
+
+    if model == "gpt2":
+        cfg = models.get_config("gpt2", "tiny", vocab_size=VOCAB, block_size=seq, n_layer=layers,
+                                n_head=heads, n_embd=width)
+        hf_cls, tcfg_cls = transformers.GPT2LMHeadModel, transformers.GPT2Config
+    else:
+        cfg = models.get_config("llama3", "tiny", vocab_size=VOCAB, block_size=seq,
+                                n_layer=layers, n_head=heads, n_kv_head=max(1, heads // 4),
+                                n_embd=width, intermediate_size=4 * width, rope_scaling=None,
+                                rope_theta=500000.0, tie_embeddings=True)
+        hf_cls, tcfg_cls = transformers.LlamaForCausalLM, transformers.LlamaConfig
+    d = {k: v for k, v in models.hf_config(cfg).items() if k != "architectures"}
+    return cfg, hf_cls, tcfg_cls(**d, attn_implementation="sdpa")
+
+
 def paired(steps: int, width: int, heads: int, layers: int = LAYERS, seq: int = SEQ,
-           batch: int = GLOBAL_BATCH) -> dict:
-    """JAX vs PyTorch train step in one process, 1 thread each, alternating (CPU time)."""
+           batch: int = GLOBAL_BATCH, model: str = "gpt2", compile_: bool = False) -> dict:
+    """JAX vs PyTorch eager (and ``torch.compile``) train step in one process, one thread
+    each, alternating (process CPU time)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=seq, n_embd=width,
-                                    n_layer=layers, n_head=heads, resid_pdrop=0.0,
-                                    embd_pdrop=0.0, attn_pdrop=0.0)).train()
-    opt = torch.optim.AdamW(hf.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    cfg, hf_cls, tcfg = _bench_configs(model, width, heads, layers, seq)
+    hf = hf_cls(tcfg).train()
     tok = _batch(np.random.default_rng(0), batch, seq)
     tt = torch.from_numpy(tok)
+    xt, yt = tt[:, :-1].contiguous(), tt[:, 1:].reshape(-1).contiguous()
 
-    def torch_step() -> None:
-        logits = hf(tt[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), tt[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
-        opt.step()
+    def make_torch(m: Any, compiled: bool) -> Any:
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+        params = list(m.parameters())
 
-    cfg = models.get_config("gpt2", "tiny", vocab_size=VOCAB, block_size=seq, n_layer=layers,
-                            n_head=heads, n_embd=width)
+        def loss_of(x, y):
+            return torch.nn.functional.cross_entropy(m(x).logits.reshape(-1, VOCAB), y)
+
+        def update() -> None:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+
+        if compiled:  # the model's forward + backward (AOTAutograd) and the clipped AdamW
+            loss_of, update = torch.compile(loss_of), torch.compile(update)
+
+        def step() -> None:
+            loss = loss_of(xt, yt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            update()
+
+        return step
+
+    torch_eager = make_torch(hf, False)
+    ours = {"jax": None, "eager": torch_eager}
+    compile_error = None
+    if compile_:
+        try:
+            hc = hf_cls(tcfg).train()
+            hc.load_state_dict(hf.state_dict())
+            tc = make_torch(hc, True)
+            for _ in range(3):  # compile (minutes) and warm up, outside the timing
+                tc()
+            ours["compile"] = tc
+        except Exception as e:  # any inductor failure: report it in one line, go on
+            compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+
     params = models.from_hf(cfg, hf.state_dict())
     module = models.build(cfg)
     tx = optax.chain(optax.clip_by_global_norm(1.0),
@@ -207,8 +273,10 @@ def paired(steps: int, width: int, heads: int, layers: int = LAYERS, seq: int = 
     def step(p, o):
         loss, g = jax.value_and_grad(lambda p: models.loss_fn(module.apply({"params": p}, x),
                                                               y))(p)
-        u, o = tx.update(g, o, p)
-        return optax.apply_updates(p, u), o, loss
+        with jax.named_scope("optimizer"):
+            u, o = tx.update(g, o, p)
+            p = optax.apply_updates(p, u)
+        return p, o, loss
 
     jstep = jax.jit(step, donate_argnums=(0, 1))
     st = [params, tx.init(params)]
@@ -217,19 +285,77 @@ def paired(steps: int, width: int, heads: int, layers: int = LAYERS, seq: int = 
         st[0], st[1], loss = jstep(st[0], st[1])
         loss.block_until_ready()
 
+    ours["jax"] = jax_step
     for _ in range(3):
         jax_step()
-        torch_step()
-    tj, tp = [], []
-    for i in range(steps):
-        for which in ((jax_step, tj), (torch_step, tp))[:: 1 if i % 2 == 0 else -1]:
+        torch_eager()
+    names = list(ours)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(steps):  # rotate the order, so that no side always runs first
+        for k in names[i % len(names):] + names[:i % len(names)]:
             c0 = time.process_time()
-            which[0]()
-            which[1].append(time.process_time() - c0)
-    ratios = [b / a for a, b in zip(tj, tp)]
-    return {"width": width, "layers": layers, "seq": seq, "batch": batch,
-            "jax_cpu_s": statistics.median(tj),
-            "torch_cpu_s": statistics.median(tp), "torch_over_jax": statistics.median(ratios)}
+            ours[k]()
+            times[k].append(time.process_time() - c0)
+    out = {"model": model, "width": width, "heads": heads, "layers": layers, "seq": seq,
+           "batch": batch, "steps": steps, "torch_threads": torch.get_num_threads(),
+           "attn_implementation": hf.config._attn_implementation}
+    for k in names:
+        out[f"{k}_cpu_s"] = statistics.median(times[k])
+        if k != "jax":  # the median of the per-pair ratios: slow drifts of the machine cancel
+            out[f"{k}_over_jax"] = statistics.median(
+                b / a for a, b in zip(times["jax"], times[k]))
+    out["torch_over_jax"] = out["eager_over_jax"]
+    out["torch_cpu_s"] = out["eager_cpu_s"]
+    if compile_error:
+        out["compile_error"] = compile_error
+    return out
+
+
+def _widths(text: str) -> list[int]:
+    try:
+        ws = [int(w) for w in text.split(",")]
+    except ValueError:
+        ws = []
+    if not ws or any(w < 64 or w % 64 for w in ws):
+        raise argparse.ArgumentTypeError(
+            f"--widths={text!r}: must be comma-separated multiples of 64 (e.g. 128,256)")
+    return ws
+
+
+def _paired_main(a: argparse.Namespace) -> None:
+    many = a.widths is not None
+    layers = a.layers or (4 if many else LAYERS)
+    seq = a.seq or (128 if many else SEQ)
+    batch = a.batch or (16 if many else GLOBAL_BATCH)
+    for name in ("steps", "layers", "seq", "batch"):
+        v = {"steps": a.steps, "layers": layers, "seq": seq, "batch": batch}[name]
+        if v < 1:
+            raise SystemExit(f"error: --{name}={v}: must be >= 1")
+    cpu = _pin_one_cpu()
+    widths = a.widths or [a.width]
+    rows = []
+    for w in widths:
+        heads = max(4, w // 64) if many else a.heads
+        r = paired(a.steps, w, heads, layers, seq, batch, a.model, a.compile)
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    lines = [f"{a.model}, {layers} layers, {batch} x {seq} tokens, byte vocab, float32, AdamW + "
+             f"clip; process CPU time per step on CPU {cpu}, 1 thread each "
+             f"(torch {rows[0]['torch_threads']}), median of {a.steps} rotated rounds; "
+             f"ratios are medians of the per-round ratios", "",
+             "| width | heads | JAX ms | eager ms | eager/JAX | compile ms | compile/JAX |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "compile_cpu_s" in r:
+            comp = f"{r['compile_cpu_s'] * 1e3:.1f} | {r['compile_over_jax']:.2f}"
+        else:
+            comp = "- | -"
+        lines.append(f"| {r['width']} | {r['heads']} | {r['jax_cpu_s'] * 1e3:.1f} | "
+                     f"{r['eager_cpu_s'] * 1e3:.1f} | {r['eager_over_jax']:.2f} | {comp} |")
+    print("\n".join(lines))
+    for r in rows:
+        if "compile_error" in r:
+            print(f"torch.compile failed at width {r['width']}: {r['compile_error']}")
 
 
 def _spawn(args: list[str], n_dev: int | None = None) -> dict:
@@ -254,17 +380,21 @@ def main() -> None:
                    help="JAX vs PyTorch in one process, 1 thread each, alternating")
     p.add_argument("--width", type=int, default=WIDTH, help="model width (--paired)")
     p.add_argument("--heads", type=int, default=HEADS, help="attention heads (--paired)")
-    p.add_argument("--layers", type=int, default=LAYERS, help="layers (--paired)")
-    p.add_argument("--seq", type=int, default=SEQ, help="sequence length (--paired)")
-    p.add_argument("--batch", type=int, default=GLOBAL_BATCH, help="sequences per step (--paired)")
+    p.add_argument("--layers", type=int, help="layers (--paired; default: the default run's, "
+                   "4 with --widths)")
+    p.add_argument("--seq", type=int, help="sequence length (--paired; default: the default "
+                   "run's, 128 with --widths)")
+    p.add_argument("--batch", type=int, help="sequences per step (--paired; default: the "
+                   "default run's, 16 with --widths)")
+    p.add_argument("--widths", type=_widths,
+                   help="--paired at several widths, comma-separated (heads = max(4, width // 64))")
+    p.add_argument("--model", choices=["gpt2", "llama"], default="gpt2",
+                   help="--paired: GPT-2 or the LLaMA-3 shape")
+    p.add_argument("--compile", action="store_true",
+                   help="--paired: add a torch.compile (inductor) column")
     a = p.parse_args()
     if a.paired:
-        r = paired(a.steps, a.width, a.heads, a.layers, a.seq, a.batch)
-        print(f"{r['layers']} x {r['width']}, {r['batch']} x {r['seq']} tokens: "
-              f"JAX {r['jax_cpu_s'] * 1e3:.1f} ms, PyTorch "
-              f"{r['torch_cpu_s'] * 1e3:.1f} ms CPU time per step (1 thread each); "
-              f"PyTorch / JAX = {r['torch_over_jax']:.2f} (median of {a.steps} paired steps)")
-        print(json.dumps(r))
+        _paired_main(a)
         return
     if a.worker == "jax":
         print(json.dumps(jax_worker(a.steps, a.overhead)))
