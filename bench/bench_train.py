@@ -298,7 +298,8 @@ def _setup(model: str, width: int, heads: int, layers: int, seq: int, batch: int
 
 
 def paired(steps: int, width: int, heads: int, layers: int = LAYERS, seq: int = SEQ,
-           batch: int = GLOBAL_BATCH, model: str = "gpt2", compile_: bool = False) -> dict:
+           batch: int = GLOBAL_BATCH, model: str = "gpt2", compile_: bool = False,
+           warmup: int = 3) -> dict:
     """JAX vs PyTorch eager (and ``torch.compile``) train step in one process, one thread
     each, alternating (process CPU time)."""
     import torch
@@ -312,14 +313,14 @@ def paired(steps: int, width: int, heads: int, layers: int = LAYERS, seq: int = 
             hc = hf_cls(tcfg).train()
             hc.load_state_dict(hf.state_dict())
             tc = _torch_step(hc, xt, yt, compiled=True)
-            for _ in range(3):  # compile (minutes) and warm up, outside the timing
+            for _ in range(max(warmup, 2)):  # compile (minutes), warm up: outside the timing
                 tc()
             ours["compile"] = tc
         except Exception as e:  # any inductor failure: report it in one line, go on
             compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
     jax_step = _jax_step(cfg, hf.state_dict(), tok)[0]
     ours["jax"] = jax_step
-    for _ in range(3):
+    for _ in range(warmup):
         jax_step()
         torch_eager()
     names = list(ours)
@@ -526,8 +527,9 @@ def _paired_main(a: argparse.Namespace) -> None:
     layers = a.layers or (4 if many else LAYERS)
     seq = a.seq or (128 if many else SEQ)
     batch = a.batch or (16 if many else GLOBAL_BATCH)
-    for name in ("steps", "layers", "seq", "batch"):
-        v = {"steps": a.steps, "layers": layers, "seq": seq, "batch": batch}[name]
+    for name in ("steps", "layers", "seq", "batch", "warmup"):
+        v = {"steps": a.steps, "layers": layers, "seq": seq, "batch": batch,
+             "warmup": a.warmup}[name]
         if v < 1:
             raise SystemExit(f"error: --{name}={v}: must be >= 1")
     cpu = _pin_one_cpu()
@@ -538,7 +540,7 @@ def _paired_main(a: argparse.Namespace) -> None:
     rows = []
     for w in widths:
         heads = max(4, w // 64) if many else a.heads
-        r = paired(a.steps, w, heads, layers, seq, batch, a.model, a.compile)
+        r = paired(a.steps, w, heads, layers, seq, batch, a.model, a.compile, a.warmup)
         rows.append(r)
         print(json.dumps(r), flush=True)
     lines = [f"{a.model}, {layers} layers, {batch} x {seq} tokens, byte vocab, float32, AdamW + "
@@ -612,6 +614,8 @@ def main() -> None:
                    help="--paired at several widths, comma-separated (heads = max(4, width // 64))")
     p.add_argument("--model", choices=["gpt2", "llama"], default="gpt2",
                    help="--paired: GPT-2 or the LLaMA-3 shape")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="--paired: untimed rounds before the timed ones")
     p.add_argument("--profile", action="store_true",
                    help="the JAX and the PyTorch eager step split into matmul, attention, "
                    "norms, optimizer and other (the --paired models; --steps traced steps)")
