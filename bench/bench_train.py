@@ -566,8 +566,10 @@ def _profile_main(a: argparse.Namespace, widths: list[int], many: bool, layers: 
                   seq: int, batch: int, cpu: int | None) -> None:
     lines = [f"{a.model}, {layers} layers, {batch} x {seq} tokens, one thread on CPU {cpu}: "
              f"share of the step's op time (JAX: XLA thunk times; PyTorch eager: ops' self "
-             f"CPU time), {a.steps} traced steps", "",
-             "| width | side | " + " | ".join(BUCKETS) + " | op time ms/step |",
+             f"CPU time), {a.steps} traced steps; traced ms are wall-clock sums of the ops "
+             f"(under load or with concurrent XLA thunks they exceed the step's CPU time: "
+             f"read the shares)", "",
+             "| width | side | " + " | ".join(BUCKETS) + " | traced ms/step |",
              "|---|---|" + "---|" * (len(BUCKETS) + 1)]
     for w in widths:
         heads = max(4, w // 64) if many else a.heads
