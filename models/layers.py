@@ -122,6 +122,11 @@ def _attention_fwd(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array,
 def _attention_bwd(res: tuple, do: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     # the flash-attention backward: dS = P * (dP - rowsum(dO * O)); rowsum(dP * P) equals
     # rowsum(dO * O), a reduction over D instead of over the [T, S] matrix
+    with jax.named_scope("attention"):  # the backward's ops, for profiles
+        return _attention_grads(res, do)
+
+
+def _attention_grads(res: tuple, do: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     q, k, v, p, o = res
     dv = jnp.einsum("bnts,bntd->bnsd", p.astype(q.dtype), do)
     dp = jnp.einsum("bntd,bnsd->bnts", do, v, preferred_element_type=jnp.float32)
@@ -191,12 +196,20 @@ def causal_attention(
     the causal mask: document masking (:func:`segment_mask`) and KV-cache decoding. It takes
     the plain formula (``implementation="cudnn"`` passes it to
     :func:`jax.nn.dot_product_attention`). None keeps the paths above unchanged.
+
+    Its operations carry the name scope ``attention`` (profiles: bench/bench_train.py).
     """
+    with jax.named_scope("attention"):
+        return _causal_attention(q, k, v, dropout, deterministic, implementation, mask)
+
+
+def _causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nn.Dropout | None,
+                      deterministic: bool, implementation: str | None,
+                      mask: jax.Array | None) -> jax.Array:
     if _cpu_float16(q):  # XLA:CPU has no float16 x float16 -> float32 dot: float32 there
         f32 = jnp.float32
-        out = causal_attention(q.astype(f32), k.astype(f32), v.astype(f32), dropout=dropout,
-                               deterministic=deterministic, implementation=implementation,
-                               mask=mask)
+        out = _causal_attention(q.astype(f32), k.astype(f32), v.astype(f32), dropout,
+                                deterministic, implementation, mask)
         return out.astype(q.dtype)
     if mask is not None:
         return _masked_attention(q, k, v, mask, dropout, deterministic, implementation)
