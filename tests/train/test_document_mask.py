@@ -172,6 +172,17 @@ def test_run_on_a_jsonl_corpus(packed: tuple[str, str, str], ref: tuple) -> None
     assert saved["document_mask"] is True
 
 
+def test_lr_range_test_trains_with_the_mask(ref: tuple) -> None:
+    """The LR range test of the same config starts from the same init on the same batch: its
+    first loss is the run's masked first loss, not the unmasked one."""
+    from train.run.lr_finder import lr_range_test
+
+    cfg, out, plain = ref
+    res = lr_range_test(cfg, lr_min=1e-6, lr_max=1e-5, steps=3)
+    assert abs(res.losses[0] - out["first_loss"]) < TOL, (res.losses[0], out["first_loss"])
+    assert abs(res.losses[0] - plain) > 10 * TOL
+
+
 #: the pipeline against pmap: tests/train/test_parallel.py's F32_RTOL (the layouts sum the
 #: same numbers in other orders)
 F32_RTOL = 1e-5

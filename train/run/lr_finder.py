@@ -260,7 +260,7 @@ def lr_range_test(config: TrainConfig | Mapping[str, Any], lr_min: float = 1e-6,
     tx = make_optimizer(cfg, schedule, params)
     rule_fp16 = loss_scale_rule(cfg)  # float16: dynamic loss scaling, as in training
     p_train = make_train_step(model_cfg, tx, cfg.seed, devices, schedule=schedule,
-                              loss_scale=rule_fp16)
+                              loss_scale=rule_fp16, documents=setup.documents)
     state = replicate(init_state(params, tx, rule_fp16), devices)
 
     t0 = t_compiled = time.perf_counter()
