@@ -30,6 +30,10 @@ to one CPU of those allowed.
 given) and prints one markdown table; ``--model llama`` the LLaMA-3 shape against
 ``LlamaForCausalLM`` (same weights); ``--compile`` adds ``torch.compile`` (inductor: the loss's
 forward + backward and the clipped AdamW step, compiled and warmed up outside the timing).
+
+Every mode first sets the host allocator as ``python -m train`` does (``train/allocator.py``:
+glibc keeps XLA:CPU's per-step buffer instead of mapping it afresh each step);
+``--host-allocator system`` measures with the C library's defaults instead.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ if "--profile" in sys.argv:  # per-thunk times in jax.profiler traces: set befor
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_cpu_enable_xprof_traceme=true").strip()
 import models  # noqa: E402
+from train.allocator import ENV, MODES, tune_host_allocator  # noqa: E402
 from train.config import EXTRA_SIZES, TrainConfig  # noqa: E402
 
 
@@ -545,7 +550,8 @@ def _paired_main(a: argparse.Namespace) -> None:
         print(json.dumps(r), flush=True)
     lines = [f"{a.model}, {layers} layers, {batch} x {seq} tokens, byte vocab, float32, AdamW + "
              f"clip; process CPU time per step on CPU {cpu}, 1 thread each "
-             f"(torch {rows[0]['torch_threads']}), median of {a.steps} rotated rounds; "
+             f"(torch {rows[0]['torch_threads']}), host allocator {a.host_allocator}, "
+             f"median of {a.steps} rotated rounds; "
              f"ratios are medians of the per-round ratios", "",
              "| width | heads | JAX ms | eager ms | eager/JAX | compile ms | compile/JAX |",
              "|---|---|---|---|---|---|---|"]
@@ -623,7 +629,12 @@ def main() -> None:
                    "norms, optimizer and other (the --paired models; --steps traced steps)")
     p.add_argument("--compile", action="store_true",
                    help="--paired: add a torch.compile (inductor) column")
+    p.add_argument("--host-allocator", choices=MODES, default="reuse",
+                   help="the trainer's host allocator setting (train/allocator.py; default "
+                   "reuse, as python -m train); system: the C library's defaults")
     a = p.parse_args()
+    os.environ[ENV] = a.host_allocator  # the workers inherit it
+    a.host_allocator = tune_host_allocator()  # what applies, before JAX starts its threads
     if a.paired or a.profile:
         _paired_main(a)
         return

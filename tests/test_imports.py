@@ -75,7 +75,7 @@ LAYERS: dict[str, list[list[str]]] = {
         ["schedule.plan"],
         ["config"],
         ["schedule.names", "schedule"],
-        ["_flag", "_paths", "devices"],
+        ["_flag", "_paths", "devices", "allocator"],
     ],
 }
 

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from .allocator import tune_host_allocator
 from .checkpoint import CheckpointError
 from .config import GROUPS, TrainConfig, field_kinds, flag
 from .config_files import check_dirs, load_config_file
@@ -194,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     print_lr = args.pop("print_lr", False)
     workdir = args.pop("workdir")
+    try:
+        tune_host_allocator()  # before JAX starts its threads (train/allocator.py)
+    except ValueError as e:
+        parser.error(str(e))
     if args.get("plan"):
         _simulate_devices(sys.argv[1:] if argv is None else argv)
     cfg = config_from_args(parser, args, workdir)

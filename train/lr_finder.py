@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from .__main__ import build_parser, config_from_args
+from .allocator import tune_host_allocator
 from .plot import plot_lr_range
 from .run.lr_finder import RULES as RULES
 from .run.lr_finder import LRRangeResult as LRRangeResult
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     lr_min, lr_max, rule = args.pop("lr_min"), args.pop("lr_max"), args.pop("rule")
     plot = args.pop("plot")
     steps = args.pop("steps", 100)
+    try:
+        tune_host_allocator()  # before JAX starts its threads (train/allocator.py)
+    except ValueError as e:
+        p.error(str(e))
     try:
         check_range("range test", lr_min, lr_max, steps)
     except ValueError as e:
