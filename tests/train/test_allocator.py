@@ -68,11 +68,23 @@ def test_reuse_keeps_the_step_buffers_mapped() -> None:
 
 @pytest.mark.parametrize("var", ["MALLOC_ARENA_MAX", "GLIBC_TUNABLES", "LD_PRELOAD"])
 def test_the_users_own_settings_win(var: str, monkeypatch) -> None:
-    """A glibc setting or a preloaded allocator in the environment: nothing is changed."""
+    """A glibc setting or a preloaded allocator in the environment: nothing is changed (the
+    backend check is taken out of the way, so only the environment decides; ``mallopt`` is a
+    recorder, so that a wrong answer would not touch this process's allocator)."""
+    calls: list[tuple[int, int]] = []
+
+    class _Libc:
+        def mallopt(self, p: int, v: int) -> int:
+            calls.append((p, v))
+            return 1
+
     monkeypatch.setattr(A, "_applied", None)
+    monkeypatch.setattr(A, "_backend_started", lambda: False)
+    monkeypatch.setattr(A.ctypes, "CDLL", lambda name: _Libc())
     monkeypatch.setenv(A.ENV, "reuse")
     monkeypatch.setenv(var, "2")
     assert A.tune_host_allocator() == "system"
+    assert calls == []
 
 
 def test_a_started_backend_is_left_alone(monkeypatch) -> None:
